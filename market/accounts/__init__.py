@@ -1,0 +1,1 @@
+"""Accounts: organizations and their roles, people and memberships, API keys, authorization."""

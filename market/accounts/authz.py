@@ -1,0 +1,96 @@
+"""Authorization in one place: who is asking, what they may do, and which objects they may see.
+
+Every object belongs to an organization. A principal acts for exactly one organization; asking
+for another organization's object answers 404, so its existence never leaks. A principal that
+may see an object but lacks the role or scope for an action gets 403.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from sqlalchemy.orm import Session
+
+from market.accounts.models import MemberRole, Organization
+from market.audit import Actor
+from market.errors import Forbidden, NotFound, Unauthorized
+
+# What an API key may be granted. People are limited by their role instead.
+SCOPES: dict[str, str] = {
+    "org:read": "Read the organization and its members.",
+    "catalog:read": "Browse datasets, versions and offers.",
+    "catalog:write": "Publish datasets, versions, offers and supply chains.",
+    "data:read": "Read records of datasets the organization is entitled to (metered).",
+    "usage:read": "Read token usage and its cost.",
+    "usage:write": "Report usage events (royalty tokens).",
+    "billing:read": "Read orders, invoices, statements and budgets.",
+    "billing:write": "Place orders and manage budgets.",
+    "keys:manage": "Create, change and revoke API keys.",
+    "audit:read": "Read the organization's audit log.",
+}
+
+ALL_MEMBER_ROLES = frozenset(r.value for r in MemberRole)
+
+
+@dataclass(frozen=True)
+class Rule:
+    roles: frozenset[str]  # member roles that may do it when signed in as a person
+    scope: str | None      # the key scope that grants it to a machine; None: people only
+
+
+PERMISSIONS: dict[str, Rule] = {
+    "org:read": Rule(ALL_MEMBER_ROLES, "org:read"),
+    "members:manage": Rule(frozenset({"owner"}), None),
+    "keys:read": Rule(frozenset({"owner"}), "keys:manage"),
+    "keys:manage": Rule(frozenset({"owner"}), "keys:manage"),
+    "audit:read": Rule(frozenset({"owner", "finance", "reviewer"}), "audit:read"),
+}
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The one organization a request acts for, and as whom."""
+
+    organization_id: int
+    user_id: int | None = None
+    member_role: str | None = None
+    api_key_id: int | None = None
+    scopes: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def actor(self) -> Actor:
+        return Actor(user_id=self.user_id, api_key_id=self.api_key_id)
+
+    @property
+    def is_key(self) -> bool:
+        return self.api_key_id is not None
+
+    def can(self, permission: str) -> bool:
+        rule = PERMISSIONS[permission]
+        if self.is_key:
+            return rule.scope is not None and rule.scope in self.scopes
+        return self.member_role in rule.roles
+
+
+def authorize(principal: Principal | None, permission: str) -> Principal:
+    """Raise 401 for nobody and 403 for a principal without the permission."""
+    if permission not in PERMISSIONS:
+        raise KeyError(f"unknown permission {permission!r}")
+    if principal is None:
+        raise Unauthorized("Sign in or send an API key.")
+    if not principal.can(permission):
+        raise Forbidden(f"This needs the {permission!r} permission.")
+    return principal
+
+
+T = TypeVar("T")
+
+
+def get_owned(session: Session, model: type[T], object_id: int, principal: Principal) -> T:
+    """Load an object of the principal's organization, or 404 whether it exists elsewhere or not."""
+    obj = session.get(model, object_id)
+    owner_id = obj.id if isinstance(obj, Organization) else getattr(obj, "organization_id", None)
+    if obj is None or owner_id != principal.organization_id:
+        raise NotFound(f"No such {model.__name__.lower()}.")
+    return obj

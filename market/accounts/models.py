@@ -1,0 +1,154 @@
+"""Who is in the marketplace: organizations, their people, and the API keys of their machines."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+
+from sqlalchemy import JSON, CheckConstraint, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from market.db import Base, UTCDateTime, utcnow
+
+
+class OrgRole(str, enum.Enum):
+    """What an organization does in the marketplace; one organization may hold several."""
+
+    BUYER = "buyer"
+    SUPPLIER = "supplier"
+    PROCESSOR = "processor"
+    EXCHANGE = "exchange"
+    CHANNEL = "channel"
+    PLATFORM = "platform"
+
+
+class MemberRole(str, enum.Enum):
+    """What a person may do inside their organization."""
+
+    OWNER = "owner"
+    MEMBER = "member"
+    FINANCE = "finance"
+    REVIEWER = "reviewer"
+
+
+def _values(enum_cls) -> str:
+    return ", ".join(f"'{member.value}'" for member in enum_cls)
+
+
+class Organization(Base):
+    __tablename__ = "organizations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    # Unified social credit code (统一社会信用代码) or another registry number.
+    registration_number: Mapped[str | None] = mapped_column(String(64))
+    default_currency: Mapped[str] = mapped_column(String(3), default="CNY")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    roles: Mapped[list[OrganizationRole]] = relationship(
+        back_populates="organization", cascade="all, delete-orphan", lazy="selectin",
+        order_by="OrganizationRole.role",
+    )
+    memberships: Mapped[list[Membership]] = relationship(
+        back_populates="organization", cascade="all, delete-orphan"
+    )
+    api_keys: Mapped[list[ApiKey]] = relationship(back_populates="organization")
+
+    @property
+    def role_names(self) -> list[str]:
+        return [r.role for r in self.roles]
+
+    def has_role(self, role: OrgRole) -> bool:
+        return role.value in self.role_names
+
+
+class OrganizationRole(Base):
+    __tablename__ = "organization_roles"
+    __table_args__ = (
+        UniqueConstraint("organization_id", "role"),
+        CheckConstraint(f"role IN ({_values(OrgRole)})", name="role_known"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    role: Mapped[str] = mapped_column(String(16))
+
+    organization: Mapped[Organization] = relationship(back_populates="roles")
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)  # stored lower-cased
+    name: Mapped[str] = mapped_column(String(200))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    locale: Mapped[str | None] = mapped_column(String(10))
+    is_active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_login_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    memberships: Mapped[list[Membership]] = relationship(
+        back_populates="user", cascade="all, delete-orphan", lazy="selectin",
+        order_by="Membership.id",
+    )
+
+
+class Membership(Base):
+    __tablename__ = "memberships"
+    __table_args__ = (
+        UniqueConstraint("user_id", "organization_id"),
+        CheckConstraint(f"role IN ({_values(MemberRole)})", name="role_known"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    organization_id: Mapped[int] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), index=True
+    )
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    user: Mapped[User] = relationship(back_populates="memberships")
+    organization: Mapped[Organization] = relationship(back_populates="memberships", lazy="joined")
+
+
+class ApiKey(Base):
+    """A machine credential of one organization; only a hash of its secret is ever stored."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), index=True)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    name: Mapped[str] = mapped_column(String(100))
+    # The visible part, e.g. ``dmk_live_3Fq9x2Lm``: identifies the key in lists and logs.
+    prefix: Mapped[str] = mapped_column(String(32), unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))  # SHA-256 hex of the whole key
+    scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    requests_per_minute: Mapped[int | None] = mapped_column(Integer)
+    tokens_per_minute: Mapped[int | None] = mapped_column(Integer)
+    monthly_token_cap: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    organization: Mapped[Organization] = relationship(back_populates="api_keys")
+
+    @property
+    def is_active(self) -> bool:
+        now = utcnow()
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
+
+class LoginAttempt(Base):
+    """Failed logins, kept in the database so throttling holds across every worker."""
+
+    __tablename__ = "login_attempts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), index=True)
+    remote_addr: Mapped[str] = mapped_column(String(64), index=True)
+    attempted_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

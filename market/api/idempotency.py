@@ -1,0 +1,87 @@
+"""Idempotency-Key for POST endpoints.
+
+The first successful response to a key is stored with a hash of its request (method, path, query
+and body) in the same transaction as the request's effects. A replay with the same request gets
+the stored response unchanged (and ``Idempotent-Replayed: true``); the same key with a different
+request gets 422. Error responses are not stored: they wrote nothing, so a retry is harmless.
+Two requests racing with one key cannot both commit: the unique constraint turns the loser
+into a 409.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+
+from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint, delete, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from market.db import Base, UTCDateTime, utcnow
+from market.errors import InvalidInput
+
+MAX_KEY_LENGTH = 255
+
+
+class IdempotencyRecord(Base):
+    __tablename__ = "idempotency_records"
+    __table_args__ = (UniqueConstraint("organization_id", "principal", "key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"))
+    principal: Mapped[str] = mapped_column(String(64))  # "user:7" or "key:12"
+    key: Mapped[str] = mapped_column(String(MAX_KEY_LENGTH))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status: Mapped[int] = mapped_column(Integer)
+    content_type: Mapped[str] = mapped_column(String(100))
+    body: Mapped[str] = mapped_column(Text)
+    location: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+
+
+def request_fingerprint(method: str, path: str, query: bytes, body: bytes) -> str:
+    digest = hashlib.sha256()
+    for part in (method.encode(), path.encode(), query, body):
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.hexdigest()
+
+
+def check_key(key: str) -> str:
+    key = key.strip()
+    if not key or len(key) > MAX_KEY_LENGTH:
+        raise InvalidInput(f"Use 1 to {MAX_KEY_LENGTH} characters.", field="Idempotency-Key")
+    return key
+
+
+def find(session: Session, *, organization_id: int, principal: str, key: str,
+         request_hash: str) -> IdempotencyRecord | None:
+    """The stored response for this key, or None; 422 when the key was used for another request."""
+    record = session.scalar(select(IdempotencyRecord).where(
+        IdempotencyRecord.organization_id == organization_id,
+        IdempotencyRecord.principal == principal, IdempotencyRecord.key == key))
+    if record is None:
+        return None
+    if record.expires_at <= utcnow():
+        session.delete(record)
+        session.flush()  # so the new response can take the key in this transaction
+        return None
+    if record.request_hash != request_hash:
+        raise InvalidInput("This Idempotency-Key was already used with a different request.",
+                           field="Idempotency-Key")
+    return record
+
+
+def store(session: Session, *, organization_id: int, principal: str, key: str,
+          request_hash: str, status: int, content_type: str, body: str,
+          location: str | None, ttl: dt.timedelta) -> None:
+    session.add(IdempotencyRecord(
+        organization_id=organization_id, principal=principal, key=key,
+        request_hash=request_hash, status=status, content_type=content_type, body=body,
+        location=location, expires_at=utcnow() + ttl))
+
+
+def purge_expired(session: Session) -> int:
+    """Delete expired records; run by the scheduler."""
+    return session.execute(
+        delete(IdempotencyRecord).where(IdempotencyRecord.expires_at <= utcnow())).rowcount

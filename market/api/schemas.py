@@ -1,0 +1,124 @@
+"""Marshmallow schemas, one per API use case; the OpenAPI document is generated from them."""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields, validate
+
+from market.accounts.authz import SCOPES
+from market.accounts.models import MemberRole, OrgRole
+
+_limit = dict(validate=validate.Range(min=1, max=2**31 - 1), allow_none=True)
+
+
+class ProblemSchema(Schema):
+    type = fields.String(metadata={"description": "A URI naming the kind of problem."})
+    title = fields.String()
+    status = fields.Integer()
+    detail = fields.String()
+    errors = fields.Dict(keys=fields.String(), values=fields.Raw(),
+                         metadata={"description": "Each field at fault and its messages."})
+
+
+class OrganizationSchema(Schema):
+    id = fields.Integer()
+    slug = fields.String()
+    name = fields.String()
+    roles = fields.List(fields.String(), attribute="role_names")
+    default_currency = fields.String()
+    registration_number = fields.String(allow_none=True)
+    created_at = fields.AwareDateTime()
+
+
+class MeSchema(Schema):
+    organization = fields.Nested(OrganizationSchema)
+    user_id = fields.Integer(allow_none=True)
+    email = fields.String(allow_none=True)
+    member_role = fields.String(allow_none=True)
+    api_key_prefix = fields.String(allow_none=True)
+    scopes = fields.List(fields.String())
+
+
+class MemberSchema(Schema):
+    id = fields.Integer()
+    user_id = fields.Integer()
+    email = fields.String(attribute="user.email")
+    name = fields.String(attribute="user.name")
+    role = fields.String()
+    created_at = fields.AwareDateTime()
+
+
+class MemberAddSchema(Schema):
+    email = fields.Email(required=True)
+    role = fields.String(required=True, validate=validate.OneOf([r.value for r in MemberRole]))
+
+
+class ApiKeySchema(Schema):
+    id = fields.Integer()
+    name = fields.String()
+    prefix = fields.String(metadata={"description": "The visible start of the key."})
+    scopes = fields.List(fields.String())
+    requests_per_minute = fields.Integer(allow_none=True)
+    tokens_per_minute = fields.Integer(allow_none=True)
+    monthly_token_cap = fields.Integer(allow_none=True)
+    created_at = fields.AwareDateTime()
+    last_used_at = fields.AwareDateTime(allow_none=True)
+    expires_at = fields.AwareDateTime(allow_none=True)
+    revoked_at = fields.AwareDateTime(allow_none=True)
+    is_active = fields.Boolean()
+
+
+class ApiKeyCreatedSchema(ApiKeySchema):
+    secret = fields.String(metadata={"description": "The whole key. Shown once, never again."})
+
+
+class ApiKeyCreateSchema(Schema):
+    name = fields.String(required=True, validate=validate.Length(min=1, max=100))
+    scopes = fields.List(fields.String(validate=validate.OneOf(sorted(SCOPES))), required=True,
+                         validate=validate.Length(min=1))
+    requests_per_minute = fields.Integer(load_default=None, **_limit)
+    tokens_per_minute = fields.Integer(load_default=None, **_limit)
+    monthly_token_cap = fields.Integer(load_default=None, **_limit)
+    expires_at = fields.AwareDateTime(load_default=None, allow_none=True)
+
+
+class ApiKeyUpdateSchema(Schema):
+    name = fields.String(validate=validate.Length(min=1, max=100))
+    requests_per_minute = fields.Integer(**_limit)
+    tokens_per_minute = fields.Integer(**_limit)
+    monthly_token_cap = fields.Integer(**_limit)
+
+
+class ApiKeyListSchema(Schema):
+    items = fields.List(fields.Nested(ApiKeySchema))
+
+
+class AuditEntrySchema(Schema):
+    seq = fields.Integer()
+    occurred_at = fields.AwareDateTime()
+    action = fields.String()
+    actor_user_id = fields.Integer(allow_none=True)
+    actor_api_key_id = fields.Integer(allow_none=True)
+    object_type = fields.String(allow_none=True)
+    object_id = fields.String(allow_none=True)
+    data = fields.Dict()
+    hash = fields.String()
+
+
+class AuditQuerySchema(Schema):
+    after = fields.Integer(load_default=0, validate=validate.Range(min=0),
+                           metadata={"description": "Cursor: the last seq of the previous page."})
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+    action = fields.String(load_default=None)
+
+
+class AuditPageSchema(Schema):
+    items = fields.List(fields.Nested(AuditEntrySchema))
+    next_cursor = fields.Integer(allow_none=True)
+
+
+class HealthSchema(Schema):
+    status = fields.String()
+    database = fields.String()
+
+
+ORG_ROLES = [r.value for r in OrgRole]

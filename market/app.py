@@ -1,0 +1,53 @@
+"""The application factory."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from flask import Flask, request, session
+from flask_babel import Babel
+from flask_wtf.csrf import CSRFProtect
+
+from market import web
+from market.accounts.passwords import Passwords
+from market.config import load_config
+from market.db import Database
+
+LOCALES = ("zh_CN", "en")
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app: settings, database handle, extensions, blueprints and commands.
+
+    It never touches the schema: ``flask db upgrade`` does.
+    """
+    app = Flask("market", instance_relative_config=True)
+    app.config.update(load_config(app.instance_path, overrides=config))
+
+    app.extensions["market.db"] = Database(app.config["DATABASE_URL"])
+    app.extensions["market.passwords"] = Passwords(
+        time_cost=app.config["PASSWORD_TIME_COST"], memory_kib=app.config["PASSWORD_MEMORY_KIB"])
+
+    csrf = CSRFProtect(app)
+    Babel(app, locale_selector=_select_locale)
+    web.init_app(app)
+
+    from market.api import api
+    from market.storefront import storefront
+
+    csrf.exempt(api)  # the API checks its own: keys need none, sessions send X-CSRFToken
+    app.register_blueprint(api)
+    app.register_blueprint(storefront)
+
+    from market.cli import register_commands
+
+    register_commands(app)
+    return app
+
+
+def _select_locale() -> str:
+    chosen = session.get("locale")
+    if chosen in LOCALES:
+        return chosen
+    match = request.accept_languages.best_match(["zh_CN", "zh", "en"])
+    return {"zh": "zh_CN", None: "zh_CN"}.get(match, match)

@@ -1,0 +1,107 @@
+"""Operator commands: ``flask db``, ``flask market``, ``flask audit`` and ``flask pricing``.
+
+Each command is one unit of work: ``with session.begin():`` commits once at the end, or not at
+all if anything fails.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from alembic import command as alembic
+from flask import Flask, current_app
+from flask.cli import AppGroup
+
+from market import audit, schema
+from market.cli_pricing import pricing_cli
+from market.config import SETTINGS
+from market.demo import seed_demo
+
+db_cli = AppGroup("db", help="Schema migrations (Alembic).")
+market_cli = AppGroup("market", help="Marketplace operations.")
+audit_cli = AppGroup("audit", help="The hash-chained audit log.")
+
+
+def _database():
+    return current_app.extensions["market.db"]
+
+
+def _alembic_config():
+    return schema.alembic_config(current_app.config["DATABASE_URL"])
+
+
+@db_cli.command("upgrade")
+@click.argument("revision", default="head")
+def db_upgrade(revision: str) -> None:
+    """Build or update the schema to REVISION (default: the newest)."""
+    alembic.upgrade(_alembic_config(), revision)
+
+
+@db_cli.command("downgrade")
+@click.argument("revision")
+def db_downgrade(revision: str) -> None:
+    """Take the schema back to REVISION."""
+    alembic.downgrade(_alembic_config(), revision)
+
+
+@db_cli.command("current")
+def db_current() -> None:
+    """Show the schema's revision."""
+    alembic.current(_alembic_config(), verbose=True)
+
+
+@db_cli.command("revision")
+@click.option("-m", "--message", required=True)
+@click.option("--autogenerate", is_flag=True, help="Diff the models against the database.")
+def db_revision(message: str, autogenerate: bool) -> None:
+    """Write a new migration (read and correct it before committing)."""
+    alembic.revision(_alembic_config(), message=message, autogenerate=autogenerate)
+
+
+@db_cli.command("check")
+def db_check() -> None:
+    """Fail when the models and the migrated schema differ."""
+    differences = schema.drift(current_app.config["DATABASE_URL"])
+    for difference in differences:
+        click.echo(f"drift: {difference}")
+    if differences:
+        sys.exit(1)
+    click.echo("models and migrations agree")
+
+
+@market_cli.command("seed-demo")
+def seed_demo_command() -> None:
+    """Create demo organizations of every role and their users (idempotent)."""
+    with _database().session() as session, session.begin():
+        credentials = seed_demo(session, current_app.extensions["market.passwords"])
+    click.echo("Demo accounts (e-mail / password / organization / roles):")
+    for row in credentials:
+        click.echo(f"  {row.email:32} {row.password:22} {row.organization} "
+                   f"[{', '.join(row.roles)}] as {row.member_role}")
+
+
+@market_cli.command("settings")
+def settings_command() -> None:
+    """Print every setting as a Markdown table (the README's configuration section)."""
+    click.echo("| variable | default | meaning |\n| --- | --- | --- |")
+    for setting in SETTINGS:
+        default = "" if setting.default is None else f"`{setting.default}`"
+        click.echo(f"| `{setting.name}` | {default} | {setting.help} |")
+
+
+@audit_cli.command("verify")
+def audit_verify() -> None:
+    """Recompute the audit chain; name the first broken entry and exit 1 if there is one."""
+    with _database().session() as session:
+        checked, broken = audit.verify_chain(session)
+    if broken is not None:
+        click.echo(f"audit chain BROKEN at entry seq={broken.seq} (id={broken.entry_id}): "
+                   f"{broken.reason}; {checked} entries before it are intact", err=True)
+        sys.exit(1)
+    click.echo(f"audit chain intact: {checked} entries verified")
+
+
+def register_commands(app: Flask) -> None:
+    for group in (db_cli, market_cli, audit_cli, pricing_cli):
+        app.cli.add_command(group)

@@ -1,0 +1,124 @@
+"""Settings, read from the environment when the app is built (never at import).
+
+Every setting the marketplace reads is listed in ``SETTINGS`` with its default and meaning; the
+README's configuration table is generated from the same list (``flask market settings``), so the
+two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: object
+    help: str
+    parse: Callable[[str], object] = str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("MARKET_ENV", "development",
+            "`production` refuses to start without SECRET_KEY and DATABASE_URL."),
+    Setting("SECRET_KEY", None,
+            "Signs sessions and CSRF tokens. Outside production a random key is kept in "
+            "`instance/secret_key`."),
+    Setting("DATABASE_URL", None,
+            "SQLAlchemy URL. Default: SQLite file `instance/market.db`. Production: "
+            "`postgresql+psycopg://user@host/db`."),
+    Setting("SESSION_COOKIE_SECURE", True,
+            "Send the session cookie over HTTPS only (browsers also accept it on localhost).", _bool),
+    Setting("MAX_CONTENT_LENGTH", 16 * 1024 * 1024,
+            "Largest request body in bytes; larger ones get 413.", int),
+    Setting("API_KEY_MODE", "live",
+            "`live` or `test`: the typed prefix of new API keys (`dmk_live_` / `dmk_test_`)."),
+    Setting("PASSWORD_TIME_COST", 3, "Argon2id iterations for password hashes.", int),
+    Setting("PASSWORD_MEMORY_KIB", 65536, "Argon2id memory in KiB for password hashes.", int),
+    Setting("LOGIN_MAX_FAILURES", 5,
+            "Failed logins for one e-mail within LOGIN_WINDOW_SECONDS before 429.", int),
+    Setting("LOGIN_MAX_FAILURES_PER_IP", 30,
+            "Failed logins from one address within the window before 429.", int),
+    Setting("LOGIN_WINDOW_SECONDS", 900, "The login throttling window.", int),
+    Setting("IDEMPOTENCY_TTL_HOURS", 24, "How long a stored Idempotency-Key response is replayed.", int),
+    Setting("DEFAULT_CURRENCY", "CNY", "Currency of new organizations and offers."),
+    Setting("TOKEN_ENCODING", "o200k_base",
+            "tiktoken encoding for token counts (`o200k_base` or `cl100k_base`), loaded offline."),
+    Setting("REDIS_URL", None, "Redis for rate-limit counters shared by all workers."),
+    Setting("STRIPE_API_KEY", None, "Turns on card payments through Stripe."),
+    Setting("STRIPE_API_BASE", None, "Stripe API address (a local Stripe server in tests)."),
+    Setting("STRIPE_WEBHOOK_SECRET", None, "Verifies Stripe webhook signatures."),
+    Setting("BABEL_DEFAULT_LOCALE", "zh_CN", "Page language when Accept-Language names none we have."),
+)
+
+
+def load_config(instance_path: str | os.PathLike, environ: Mapping[str, str] | None = None,
+                overrides: Mapping[str, object] | None = None) -> dict:
+    """Build the app's settings from an environment mapping (``os.environ`` by default).
+
+    ``overrides`` (the ``config`` given to ``create_app``) win over the environment.
+    """
+    environ = os.environ if environ is None else environ
+    config: dict[str, object] = {}
+    for setting in SETTINGS:
+        raw = environ.get(setting.name)
+        if raw is None or raw == "":
+            config[setting.name] = setting.default
+        else:
+            try:
+                config[setting.name] = setting.parse(raw)
+            except ValueError as exc:
+                raise RuntimeError(f"setting {setting.name}: {exc}") from None
+
+    config.update(overrides or {})
+    instance = Path(instance_path)
+    production = config["MARKET_ENV"] == "production"
+    if config["DATABASE_URL"] is None:
+        if production:
+            raise RuntimeError("DATABASE_URL must be set in production")
+        config["DATABASE_URL"] = f"sqlite:///{instance / 'market.db'}"
+    if config["SECRET_KEY"] is None:
+        if production:
+            raise RuntimeError("SECRET_KEY must be set in production")
+        config["SECRET_KEY"] = _instance_secret(instance)
+    if config["API_KEY_MODE"] not in {"live", "test"}:
+        raise RuntimeError("setting API_KEY_MODE: must be `live` or `test`")
+
+    fixed = dict(
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_NAME="market_session",
+        PERMANENT_SESSION_LIFETIME=12 * 3600,
+        WTF_CSRF_TIME_LIMIT=None,  # tied to the session instead, which already expires
+        BABEL_TRANSLATION_DIRECTORIES="translations",
+        JSON_SORT_KEYS=False,
+    )
+    for name, value in fixed.items():
+        config.setdefault(name, value)
+    return config
+
+
+def _instance_secret(instance: Path) -> str:
+    """A per-installation random key, so development sessions survive restarts."""
+    path = instance / "secret_key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        instance.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_hex(32)
+        path.write_text(key)
+        path.chmod(0o600)
+        return key

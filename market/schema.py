@@ -1,0 +1,50 @@
+"""The schema is built by Alembic migrations only; this module points Alembic at them.
+
+It imports every module that declares tables, so that ``Base.metadata`` is complete for
+autogenerate and for the drift check that proves models and migrations agree.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+
+import market.accounts.models  # noqa: F401
+import market.api.idempotency  # noqa: F401
+import market.audit  # noqa: F401
+from market.db import Base, make_engine
+
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def alembic_config(url: str, connection=None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    command.upgrade(alembic_config(url), revision)
+
+
+def drift(url: str) -> list:
+    """What autogenerate would change to make the database match the models (empty: none)."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(connection, opts={
+                "compare_type": True, "render_as_batch": True})
+            return compare_metadata(context, Base.metadata)
+    finally:
+        engine.dispose()
+
+
+def metadata():
+    return Base.metadata

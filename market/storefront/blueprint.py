@@ -1,0 +1,3 @@
+from flask import Blueprint
+
+storefront = Blueprint("storefront", __name__)

@@ -1,0 +1,191 @@
+"""Storefront pages: home, registration and sign-in, the organization, API keys, audit log."""
+
+from __future__ import annotations
+
+from functools import wraps
+from typing import Callable
+
+from flask import (
+    abort, current_app, flash, redirect, render_template, request, session, url_for,
+)
+from flask_babel import gettext as _
+from sqlalchemy import select
+
+from market.accounts import services as accounts
+from market.accounts.authz import SCOPES, Principal, authorize, get_owned
+from market.accounts.models import ApiKey, Organization
+from market.accounts.services import KeyLimits, LoginPolicy
+from market.audit import AuditEntry
+from market.errors import Conflict, Forbidden, InvalidInput, TooManyRequests
+from market.storefront.blueprint import storefront
+from market.storefront.forms import ActionForm, ApiKeyForm, LoginForm, RegisterForm
+from market.web import (
+    db_session, keep_changes_on_error, passwords, session_principal, sign_in, sign_out,
+    signed_in_user,
+)
+
+
+def signed_in(permission: str | None = "org:read") -> Callable:
+    """Pages for people only: sign-in first, then the permission (403 without it)."""
+    def decorator(view: Callable) -> Callable:
+        @wraps(view)
+        def wrapper(**kwargs):
+            principal = session_principal()
+            if principal is None:
+                return redirect(url_for("storefront.login", next=request.full_path))
+            if permission is not None:
+                authorize(principal, permission)
+            return view(principal, **kwargs)
+        return wrapper
+    return decorator
+
+
+@storefront.app_context_processor
+def _layout_context():
+    user = signed_in_user()
+    org = None
+    principal = session_principal() if user else None
+    if principal is not None:
+        org = db_session().get(Organization, principal.organization_id)
+    return {"current_user": user, "current_org": org, "current_principal": principal,
+            "action_form": ActionForm()}
+
+
+@storefront.get("/")
+def index():
+    return render_template("storefront/index.html")
+
+
+@storefront.post("/locale/<code>")
+def set_locale(code: str):
+    if code not in ("zh_CN", "en"):
+        abort(404)
+    session["locale"] = code
+    return redirect(_safe_next(request.form.get("next")) or url_for("storefront.index"))
+
+
+@storefront.route("/register", methods=["GET", "POST"])
+def register():
+    form = RegisterForm()
+    if form.validate_on_submit():
+        try:
+            user = accounts.register(
+                db_session(), passwords(), email=form.email.data, password=form.password.data,
+                name=form.name.data, organization_name=form.organization_name.data,
+                roles=form.roles.data, currency=current_app.config["DEFAULT_CURRENCY"])
+        except (InvalidInput, Conflict) as exc:
+            _field_error(form, exc)
+        else:
+            sign_in(user)
+            flash(_("Welcome! Your organization is ready."), "success")
+            return redirect(url_for("storefront.account"))
+    return render_template("storefront/register.html", form=form), 422 if form.errors else 200
+
+
+@storefront.route("/login", methods=["GET", "POST"])
+def login():
+    form = LoginForm()
+    status = 200
+    if form.validate_on_submit():
+        config = current_app.config
+        policy = LoginPolicy(config["LOGIN_MAX_FAILURES"], config["LOGIN_MAX_FAILURES_PER_IP"],
+                             config["LOGIN_WINDOW_SECONDS"])
+        remote = request.remote_addr or "unknown"
+        try:
+            user = accounts.authenticate(db_session(), passwords(), email=form.email.data,
+                                         password=form.password.data, remote_addr=remote,
+                                         policy=policy)
+        except TooManyRequests as exc:
+            form.email.errors.append(_("Too many failed sign-ins. Try again later."))
+            response = render_template("storefront/login.html", form=form)
+            return response, 429, {"Retry-After": str(exc.retry_after)}
+        if user is not None:
+            sign_in(user)
+            return redirect(_safe_next(request.args.get("next")) or url_for("storefront.account"))
+        accounts.record_failed_login(db_session(), email=form.email.data, remote_addr=remote)
+        keep_changes_on_error()
+        form.password.errors.append(_("Wrong e-mail or password."))
+        status = 401
+    elif form.errors:
+        status = 422
+    return render_template("storefront/login.html", form=form), status
+
+
+@storefront.post("/logout")
+def logout():
+    form = ActionForm()
+    if not form.validate_on_submit():
+        abort(400)
+    sign_out()
+    return redirect(url_for("storefront.index"))
+
+
+@storefront.get("/account")
+@signed_in()
+def account(principal: Principal):
+    org = get_owned(db_session(), Organization, principal.organization_id, principal)
+    return render_template("storefront/account.html", org=org)
+
+
+@storefront.route("/account/keys", methods=["GET", "POST"])
+@signed_in("keys:read")
+def api_keys(principal: Principal):
+    form = ApiKeyForm()
+    created = None
+    status = 200
+    if request.method == "POST":
+        authorize(principal, "keys:manage")
+        if form.validate_on_submit():
+            try:
+                key, secret = accounts.create_api_key(
+                    db_session(), principal, name=form.name.data, scopes=form.scopes.data,
+                    limits=KeyLimits(form.requests_per_minute.data, form.tokens_per_minute.data,
+                                     form.monthly_token_cap.data),
+                    mode=current_app.config["API_KEY_MODE"])
+            except (InvalidInput, Forbidden) as exc:
+                _field_error(form, exc)
+            else:
+                created = {"key": key, "secret": secret}
+                form = ApiKeyForm(formdata=None)
+        if form.errors:
+            status = 422
+    keys = db_session().scalars(select(ApiKey).where(
+        ApiKey.organization_id == principal.organization_id).order_by(ApiKey.id.desc())).all()
+    return render_template("storefront/keys.html", form=form, keys=keys, created=created,
+                           scopes=SCOPES), status
+
+
+@storefront.post("/account/keys/<int:key_id>/revoke")
+@signed_in("keys:manage")
+def revoke_api_key(principal: Principal, key_id: int):
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    session_ = db_session()
+    key = get_owned(session_, ApiKey, key_id, principal)
+    accounts.revoke_api_key(session_, principal, key)
+    flash(_("Key %(prefix)s revoked.", prefix=key.prefix), "success")
+    return redirect(url_for("storefront.api_keys"))
+
+
+@storefront.get("/account/audit")
+@signed_in("audit:read")
+def audit_log(principal: Principal):
+    entries = db_session().scalars(
+        select(AuditEntry).where(AuditEntry.organization_id == principal.organization_id)
+        .order_by(AuditEntry.seq.desc()).limit(200)).all()
+    return render_template("storefront/audit.html", entries=entries)
+
+
+def _field_error(form, exc) -> None:
+    field = getattr(form, exc.field, None) if exc.field else None
+    if field is not None:
+        field.errors = list(field.errors) + [exc.detail]
+    else:
+        form.form_errors.append(exc.detail)
+
+
+def _safe_next(target: str | None) -> str | None:
+    """Only same-site paths: a sign-in link must not bounce the user to another site."""
+    if target and target.startswith("/") and not target.startswith("//"):
+        return target
+    return None

@@ -1,0 +1,234 @@
+"""HTTP glue shared by the API and the storefront.
+
+- one database session per request, committed once when the response is ready (or rolled back
+  when the response is an error), so a view never commits and nothing is half-written;
+- who is asking (a person's session or an API key);
+- errors as ``application/problem+json`` under ``/api`` and as pages elsewhere, from one handler;
+- security headers on every response.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, Response, current_app, g, json, render_template, request, session
+from marshmallow import ValidationError
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
+from werkzeug.exceptions import HTTPException
+
+from market.accounts import services as accounts
+from market.accounts.authz import Principal
+from market.accounts.models import User
+from market.accounts.passwords import Passwords
+from market.errors import MarketError, TooManyRequests, Unauthorized
+from pricing.errors import PricingError
+
+PROBLEM_MIMETYPE = "application/problem+json"
+PROBLEM_DOCS = "/api/v1/docs#problems"
+
+CONTENT_SECURITY_POLICY = "; ".join([
+    "default-src 'self'",
+    "img-src 'self' data:",
+    "style-src 'self'",
+    "script-src 'self'",
+    "object-src 'none'",
+    "base-uri 'self'",
+    "form-action 'self'",
+    "frame-ancestors 'none'",
+])
+
+
+# The unit of work ------------------------------------------------------------------------------
+
+def db_session() -> Session:
+    """The request's session; opened on first use."""
+    if "db_session" not in g:
+        g.db_session = current_app.extensions["market.db"].session()
+    return g.db_session
+
+
+def passwords() -> Passwords:
+    return current_app.extensions["market.passwords"]
+
+
+def keep_changes_on_error() -> None:
+    """Commit this request's writes even though its response is an error (a failed sign-in)."""
+    g.keep_changes = True
+
+
+def _finish_unit_of_work(response: Response) -> Response:
+    session: Session | None = g.pop("db_session", None)
+    if session is None:
+        return response
+    try:
+        if response.status_code < 400 or g.get("keep_changes"):
+            session.commit()
+        else:
+            session.rollback()
+    except IntegrityError:
+        session.rollback()
+        return error_response(409, "Conflict",
+                              "The change conflicts with one made at the same time; retry.")
+    except OperationalError:
+        session.rollback()
+        current_app.logger.exception("commit failed")
+        return error_response(503, "Service unavailable", "The database is busy; retry.",
+                              headers={"Retry-After": "1"})
+    finally:
+        session.close()
+    return response
+
+
+def _close_session(_exc: BaseException | None) -> None:
+    session: Session | None = g.pop("db_session", None)
+    if session is not None:
+        session.rollback()
+        session.close()
+
+
+# Who is asking ----------------------------------------------------------------------------------
+
+def signed_in_user() -> User | None:
+    if "signed_in_user" not in g:
+        user_id = session.get("user_id")
+        user = db_session().get(User, user_id) if user_id else None
+        g.signed_in_user = user if user is not None and user.is_active else None
+    return g.signed_in_user
+
+
+def session_principal() -> Principal | None:
+    user = signed_in_user()
+    if user is None:
+        return None
+    return accounts.principal_for_user(user, session.get("org_id"))
+
+
+def bearer_principal() -> Principal | None:
+    """The principal of the request's API key; 401 when a key is sent but is not valid."""
+    header = request.headers.get("Authorization")
+    if header is None:
+        return None
+    scheme, _, credentials = header.partition(" ")
+    if scheme.lower() != "bearer" or not credentials.strip():
+        raise Unauthorized("Send the API key as 'Authorization: Bearer <key>'.")
+    key = accounts.authenticate_api_key(db_session(), credentials.strip())
+    if key is None:
+        raise Unauthorized("The API key is unknown, expired or revoked.")
+    g.api_key = key
+    return accounts.principal_for_key(key)
+
+
+def sign_in(user: User, organization_id: int | None = None) -> None:
+    session.clear()  # a fresh session on sign-in: nothing from before carries over
+    session.permanent = True
+    session["user_id"] = user.id
+    membership = next((m for m in user.memberships
+                       if organization_id is None or m.organization_id == organization_id), None)
+    session["org_id"] = membership.organization_id if membership else None
+
+
+def sign_out() -> None:
+    session.clear()
+
+
+# Errors -----------------------------------------------------------------------------------------
+
+def wants_problem_json() -> bool:
+    return request.path.startswith("/api/")
+
+
+def problem(status: int, title: str, detail: str | None = None,
+            errors: dict[str, Any] | None = None, headers: dict[str, str] | None = None,
+            type_: str = "about:blank") -> Response:
+    body: dict[str, Any] = {"type": type_, "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    if errors:
+        body["errors"] = errors
+    response = Response(json.dumps(body), status=status, mimetype=PROBLEM_MIMETYPE)
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def error_response(status: int, title: str, detail: str | None = None,
+                   errors: dict[str, Any] | None = None,
+                   headers: dict[str, str] | None = None, type_: str = "about:blank") -> Response:
+    if wants_problem_json():
+        return problem(status, title, detail, errors, headers, type_)
+    html = render_template("errors.html", status=status, title=title, detail=detail,
+                           errors=errors)
+    response = Response(html, status=status, mimetype="text/html")
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def _slug(title: str) -> str:
+    return title.lower().replace(" ", "-")
+
+
+def _handle_market_error(exc: MarketError) -> Response:
+    headers = {}
+    if isinstance(exc, Unauthorized):
+        headers["WWW-Authenticate"] = 'Bearer realm="market", error="invalid_token"' \
+            if "Authorization" in request.headers else 'Bearer realm="market"'
+    if isinstance(exc, TooManyRequests):
+        headers["Retry-After"] = str(exc.retry_after)
+    return error_response(exc.status, exc.title, exc.detail, exc.errors, headers,
+                          f"{PROBLEM_DOCS}-{_slug(exc.title)}")
+
+
+def _handle_validation_error(exc: ValidationError) -> Response:
+    messages = exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages}
+    return error_response(422, "Invalid input", "One or more fields are invalid.", messages,
+                          type_=f"{PROBLEM_DOCS}-invalid-input")
+
+
+def _handle_pricing_error(exc: PricingError) -> Response:
+    field = getattr(exc, "field", None) or "_schema"
+    return error_response(422, "Invalid input", str(exc), {field: [str(exc)]},
+                          type_=f"{PROBLEM_DOCS}-invalid-input")
+
+
+def _handle_http_exception(exc: HTTPException) -> Response:
+    headers = {}
+    if exc.code == 405 and exc.valid_methods:
+        headers["Allow"] = ", ".join(exc.valid_methods)
+    errors = getattr(exc, "problem_errors", None)
+    return error_response(exc.code or 500, exc.name, exc.description, errors, headers)
+
+
+def _handle_unexpected(exc: Exception) -> Response:
+    current_app.logger.exception("unhandled error")
+    return error_response(500, "Internal server error", "Something went wrong on our side.")
+
+
+# Security headers -------------------------------------------------------------------------------
+
+def _security_headers(response: Response) -> Response:
+    headers = response.headers
+    headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    headers.setdefault("X-Frame-Options", "DENY")
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("Referrer-Policy", "same-origin")
+    headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+    if request.is_secure:
+        headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+    if session.get("user_id") or request.headers.get("Authorization"):
+        headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def init_app(app: Flask) -> None:
+    # after_request functions run in reverse order: the unit of work finishes first, so the
+    # headers also land on the 409 it may return.
+    app.after_request(_security_headers)
+    app.after_request(_finish_unit_of_work)
+    app.teardown_request(_close_session)
+    app.register_error_handler(MarketError, _handle_market_error)
+    app.register_error_handler(ValidationError, _handle_validation_error)
+    app.register_error_handler(PricingError, _handle_pricing_error)
+    app.register_error_handler(HTTPException, _handle_http_exception)
+    app.register_error_handler(Exception, _handle_unexpected)

@@ -1,0 +1,38 @@
+"""Factories: organizations, people and keys with sensible defaults, flushed, never committed."""
+
+from __future__ import annotations
+
+import itertools
+
+from market.accounts import services as accounts
+from market.accounts.authz import SCOPES, Principal
+from market.accounts.models import Membership, Organization, User
+
+PASSWORD = "correct-horse-battery"
+_counter = itertools.count(1)
+
+
+def make_org(session, *roles: str, name: str | None = None) -> Organization:
+    n = next(_counter)
+    org = accounts.create_organization(session, name=name or f"Org {n}", roles=roles or ("buyer",))
+    session.flush()
+    return org
+
+
+def make_user(session, passwords, org: Organization | None = None, role: str = "owner",
+              email: str | None = None) -> User:
+    n = next(_counter)
+    user = User(email=email or f"person{n}@example.test", name=f"Person {n}",
+                password_hash=passwords.hash(PASSWORD))
+    if org is not None:
+        user.memberships.append(Membership(organization=org, role=role))
+    session.add(user)
+    session.flush()
+    return user
+
+
+def make_key(session, org: Organization, scopes=tuple(SCOPES), **limits):
+    owner = Principal(organization_id=org.id, member_role="owner", scopes=frozenset(SCOPES))
+    key, secret = accounts.create_api_key(session, owner, name="test key", scopes=scopes,
+                                          limits=accounts.KeyLimits(**limits), mode="test")
+    return key, secret
