@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from flask import Flask, request, session
-from flask_babel import Babel
+from flask import Flask, current_app, request, session
+from flask_babel import Babel, get_locale
 from flask_wtf.csrf import CSRFProtect
 
 from market import web
@@ -30,6 +30,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     csrf = CSRFProtect(app)
     Babel(app, locale_selector=_select_locale)
+    app.jinja_env.globals["get_locale"] = get_locale
     web.init_app(app)
 
     from market.api import api
@@ -50,4 +51,6 @@ def _select_locale() -> str:
     if chosen in LOCALES:
         return chosen
     match = request.accept_languages.best_match(["zh_CN", "zh", "en"])
-    return {"zh": "zh_CN", None: "zh_CN"}.get(match, match)
+    if match is None:
+        return current_app.config["BABEL_DEFAULT_LOCALE"]
+    return "zh_CN" if match == "zh" else match

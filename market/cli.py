@@ -14,7 +14,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 
 from market import audit, schema
-from market.cli_pricing import pricing_cli
+# TEMP from market.cli_pricing import pricing_cli
 from market.config import SETTINGS
 from market.demo import seed_demo
 
@@ -103,5 +103,5 @@ def audit_verify() -> None:
 
 
 def register_commands(app: Flask) -> None:
-    for group in (db_cli, market_cli, audit_cli, pricing_cli):
+    for group in (db_cli, market_cli, audit_cli):  # TEMP
         app.cli.add_command(group)

@@ -57,10 +57,6 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DEFAULT_CURRENCY", "CNY", "Currency of new organizations and offers."),
     Setting("TOKEN_ENCODING", "o200k_base",
             "tiktoken encoding for token counts (`o200k_base` or `cl100k_base`), loaded offline."),
-    Setting("REDIS_URL", None, "Redis for rate-limit counters shared by all workers."),
-    Setting("STRIPE_API_KEY", None, "Turns on card payments through Stripe."),
-    Setting("STRIPE_API_BASE", None, "Stripe API address (a local Stripe server in tests)."),
-    Setting("STRIPE_WEBHOOK_SECRET", None, "Verifies Stripe webhook signatures."),
     Setting("BABEL_DEFAULT_LOCALE", "zh_CN", "Page language when Accept-Language names none we have."),
 )
 

@@ -14,6 +14,7 @@ from sqlalchemy import MetaData, text
 
 from market import create_app, schema
 from market.db import make_engine
+from tests.factories import english_client
 
 pytest_plugins = ["tests.fixtures"]
 
@@ -79,7 +80,7 @@ def session(app, connection):
 
 @pytest.fixture()
 def client(app, connection):
-    return app.test_client()
+    return english_client(app)
 
 
 @pytest.fixture()

@@ -22,7 +22,7 @@ def make_org(session, *roles: str, name: str | None = None) -> Organization:
 def make_user(session, passwords, org: Organization | None = None, role: str = "owner",
               email: str | None = None) -> User:
     n = next(_counter)
-    user = User(email=email or f"person{n}@example.test", name=f"Person {n}",
+    user = User(email=email or f"person{n}@example.com", name=f"Person {n}",
                 password_hash=passwords.hash(PASSWORD))
     if org is not None:
         user.memberships.append(Membership(organization=org, role=role))
@@ -36,3 +36,10 @@ def make_key(session, org: Organization, scopes=tuple(SCOPES), **limits):
     key, secret = accounts.create_api_key(session, owner, name="test key", scopes=scopes,
                                           limits=accounts.KeyLimits(**limits), mode="test")
     return key, secret
+
+
+def english_client(app):
+    """A test client that asks for English pages, so tests can read the messages."""
+    client = app.test_client()
+    client.environ_base["HTTP_ACCEPT_LANGUAGE"] = "en"
+    return client

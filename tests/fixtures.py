@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from tests.factories import make_org, make_user
+from tests.factories import english_client, make_org, make_user
 
 CSRF_FIELD = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
 
@@ -28,7 +28,7 @@ def sign_in_as(app, session, passwords):
     def sign_in(org, role: str = "owner"):
         user = make_user(session, passwords, org, role)
         session.commit()  # a savepoint release: the app's session sees the rows
-        client = app.test_client()
+        client = english_client(app)
         with client.session_transaction() as web_session:
             web_session["user_id"] = user.id
             web_session["org_id"] = org.id

@@ -39,7 +39,11 @@ class Rule:
     scope: str | None      # the key scope that grants it to a machine; None: people only
 
 
+ANY_KEY = "*"  # a Rule.scope that every valid key of the organization satisfies
+
+
 PERMISSIONS: dict[str, Rule] = {
+    "self:read": Rule(ALL_MEMBER_ROLES, ANY_KEY),
     "org:read": Rule(ALL_MEMBER_ROLES, "org:read"),
     "members:manage": Rule(frozenset({"owner"}), None),
     "keys:read": Rule(frozenset({"owner"}), "keys:manage"),
@@ -69,7 +73,7 @@ class Principal:
     def can(self, permission: str) -> bool:
         rule = PERMISSIONS[permission]
         if self.is_key:
-            return rule.scope is not None and rule.scope in self.scopes
+            return rule.scope == ANY_KEY or (rule.scope is not None and rule.scope in self.scopes)
         return self.member_role in rule.roles
 
 

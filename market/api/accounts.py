@@ -31,7 +31,7 @@ def health():
     return {"status": "ok", "database": "ok"}
 
 
-@api.operation("/me", "GET", summary="Who is calling", permission="org:read",
+@api.operation("/me", "GET", summary="Who is calling", permission="self:read",
                response=MeSchema, tags=ACCOUNT)
 def me(principal: Principal):
     """The organization the caller acts for, and as whom (a person or an API key)."""
@@ -92,8 +92,17 @@ def create_key(principal: Principal, body: dict):
         limits=KeyLimits(body["requests_per_minute"], body["tokens_per_minute"],
                          body["monthly_token_cap"]),
         mode=current_app.config["API_KEY_MODE"], expires_at=body["expires_at"])
-    created = ApiKeyCreatedSchema().dump(key) | {"secret": secret}
-    return Created(created, url_for("api.get_key", key_id=key.id))
+    return Created(_NewKey(key, secret), url_for("api.get_key", key_id=key.id))
+
+
+class _NewKey:
+    """A key as just created, with the secret that this one response shows."""
+
+    def __init__(self, key: ApiKey, secret: str) -> None:
+        self._key, self.secret = key, secret
+
+    def __getattr__(self, name: str):
+        return getattr(self._key, name)
 
 
 @api.operation("/keys/<int:key_id>", "GET", summary="One API key", permission="keys:read",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import EmailField, IntegerField, PasswordField, SelectMultipleField, StringField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Email, Length, NumberRange, Optional
 from wtforms.widgets import CheckboxInput, ListWidget
 
@@ -30,7 +31,7 @@ class RegisterForm(FlaskForm):
     organization_name = StringField(_l("Organization"), validators=[DataRequired(),
                                                                    Length(max=200)])
     roles = CheckboxList(_l("What your organization does here"),
-                         choices=[(r, ORG_ROLE_LABELS[r]) for r in SELF_SERVICE_ROLES],
+                         choices=[SelectChoice(r, ORG_ROLE_LABELS[r]) for r in SELF_SERVICE_ROLES],
                          validators=[DataRequired()])
 
 
@@ -41,7 +42,7 @@ class LoginForm(FlaskForm):
 
 class ApiKeyForm(FlaskForm):
     name = StringField(_l("Name"), validators=[DataRequired(), Length(max=100)])
-    scopes = CheckboxList(_l("Scopes"), choices=[(s, s) for s in SCOPES],
+    scopes = CheckboxList(_l("Scopes"), choices=[SelectChoice(s, s) for s in SCOPES],
                           validators=[DataRequired()])
     requests_per_minute = IntegerField(_l("Requests per minute"),
                                        validators=[Optional(), NumberRange(min=1)])

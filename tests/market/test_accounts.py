@@ -1,0 +1,138 @@
+"""Registration, sign-in and sign-out through the storefront's forms."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from market.accounts.models import LoginAttempt, Membership, Organization, User
+from market.audit import AuditEntry
+from tests.factories import PASSWORD, make_org, make_user
+from tests.fixtures import csrf_token
+
+GOOD = {"name": "Liu Yang", "email": "Liu.Yang@Example.com", "password": "amber-river-ledger",
+        "organization_name": "Northwind Grid", "roles": ["buyer", "supplier"]}
+
+
+def _register(client, **changes):
+    form = GOOD | changes | {"csrf_token": csrf_token(client, "/register")}
+    return client.post("/register", data=form)
+
+
+def test_registration_creates_person_organization_and_owner_membership(client, session):
+    response = _register(client)
+    assert response.status_code == 302 and response.location.endswith("/account")
+    user = session.scalar(select(User).where(User.email == "liu.yang@example.com"))
+    assert user is not None and user.password_hash.startswith("$argon2id$")
+    assert "amber-river-ledger" not in user.password_hash
+    (membership,) = user.memberships
+    assert membership.role == "owner"
+    assert membership.organization.role_names == ["buyer", "supplier"]
+    assert session.scalar(select(AuditEntry.action).where(
+        AuditEntry.object_id == str(user.id))) == "account.registered"
+    assert client.get("/account").status_code == 200
+
+
+def _count(session, model):
+    return session.scalar(select(func.count()).select_from(model))
+
+
+@pytest.mark.parametrize("changes, field, message", [
+    ({"password": "short1"}, "password", "at least 10"),
+    ({"password": "1234567890"}, "password", "too easy"),
+    ({"password": "liu.yang-2026!"}, "password", "e-mail name"),
+    ({"email": "not-an-email"}, "email", "Invalid email"),
+    ({"roles": []}, "roles", "required"),
+    ({"roles": ["exchange"]}, "roles", "not a valid choice"),
+])
+def test_bad_registration_names_the_field_and_writes_nothing(client, session, changes, field,
+                                                             message):
+    before = (_count(session, User), _count(session, Organization))
+    response = _register(client, **changes)
+    assert response.status_code == 422
+    page = response.get_data(as_text=True)
+    assert f'id="{field}-errors"' in page and message in page
+    assert (_count(session, User), _count(session, Organization)) == before
+
+
+def test_duplicate_email_is_refused(client, session):
+    assert _register(client).status_code == 302
+    other = client.application.test_client()
+    response = _register(other, email="LIU.YANG@example.com", organization_name="Other")
+    assert response.status_code == 422
+    assert "already registered" in response.get_data(as_text=True)
+    assert _count(session, Organization) == 1
+
+
+def test_forms_without_csrf_token_are_refused(client, session):
+    response = client.post("/register", data=GOOD)
+    assert response.status_code == 400
+    assert _count(session, User) == 0
+
+
+def test_sign_in_and_out(client, session, passwords):
+    user = make_user(session, passwords, make_org(session))
+    session.commit()
+    response = client.post("/login", data={"email": user.email.upper(), "password": PASSWORD,
+                                           "csrf_token": csrf_token(client, "/login")})
+    assert response.status_code == 302
+    cookie = response.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "Secure" in cookie and "SameSite=Lax" in cookie
+    assert client.get("/account").status_code == 200
+    client.post("/logout", data={"csrf_token": csrf_token(client, "/account")})
+    assert client.get("/account").status_code == 302
+
+
+def test_sign_in_redirects_only_within_the_site(client, session, passwords):
+    user = make_user(session, passwords, make_org(session))
+    session.commit()
+    token = csrf_token(client, "/login")
+    response = client.post("/login?next=//evil.example/x",
+                           data={"email": user.email, "password": PASSWORD, "csrf_token": token})
+    assert response.location.endswith("/account")
+
+
+def test_wrong_password_is_recorded_and_throttled(app, client, session, passwords):
+    user = make_user(session, passwords, make_org(session))
+    session.commit()
+    limit = app.config["LOGIN_MAX_FAILURES"]
+    for _ in range(limit):
+        response = client.post("/login", data={"email": user.email, "password": "wrong-guess-1",
+                                               "csrf_token": csrf_token(client, "/login")})
+        assert response.status_code == 401
+    assert _count(session, LoginAttempt) == limit
+    # Now even the right password is refused until the window passes.
+    response = client.post("/login", data={"email": user.email, "password": PASSWORD,
+                                           "csrf_token": csrf_token(client, "/login")})
+    assert response.status_code == 429 and int(response.headers["Retry-After"]) > 0
+
+
+def test_unknown_email_and_wrong_password_answer_alike(client, session, passwords):
+    user = make_user(session, passwords, make_org(session))
+    session.commit()
+    pages = []
+    for email in (user.email, "nobody@example.com"):
+        response = client.post("/login", data={"email": email, "password": "wrong-guess-1",
+                                               "csrf_token": csrf_token(client, "/login")})
+        pages.append((response.status_code, "Wrong e-mail or password" in response.get_data(
+            as_text=True)))
+    assert pages == [(401, True), (401, True)]
+
+
+def test_pages_need_sign_in(client):
+    response = client.get("/account/keys")
+    assert response.status_code == 302 and "/login" in response.location
+
+
+def test_member_cannot_open_owner_pages(sign_in_as, org):
+    assert sign_in_as(org, "member").get("/account/keys").status_code == 403
+
+
+def test_membership_role_is_checked_by_the_database(session, passwords):
+    from sqlalchemy.exc import IntegrityError
+
+    org = make_org(session)
+    user = make_user(session, passwords)
+    session.add(Membership(user=user, organization=org, role="emperor"))
+    with pytest.raises(IntegrityError):
+        session.flush()
