@@ -28,6 +28,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["market.passwords"] = Passwords(
         time_cost=app.config["PASSWORD_TIME_COST"], memory_kib=app.config["PASSWORD_MEMORY_KIB"])
 
+    # Registered before CSRFProtect, whose check reads the form: a dataset upload may be larger
+    # than an ordinary request.
+    app.before_request(_allow_large_uploads)
     csrf = CSRFProtect(app)
     Babel(app, locale_selector=_select_locale)
     app.jinja_env.globals["get_locale"] = get_locale
@@ -44,6 +47,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     register_commands(app)
     return app
+
+
+def _allow_large_uploads() -> None:
+    from market.storefront.catalog_views import UPLOAD_ENDPOINTS
+
+    if request.endpoint in UPLOAD_ENDPOINTS:
+        request.max_content_length = current_app.config["IMPORT_MAX_BYTES"]
 
 
 def _select_locale() -> str:

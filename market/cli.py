@@ -14,9 +14,9 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 
 from market import audit, schema
-# TEMP from market.cli_pricing import pricing_cli
+from market.cli_pricing import pricing_cli
 from market.config import SETTINGS
-from market.demo import seed_demo
+from market.demo import seed_demo, seed_demo_catalog
 
 db_cli = AppGroup("db", help="Schema migrations (Alembic).")
 market_cli = AppGroup("market", help="Marketplace operations.")
@@ -75,6 +75,10 @@ def seed_demo_command() -> None:
     """Create demo organizations of every role and their users (idempotent)."""
     with _database().session() as session, session.begin():
         credentials = seed_demo(session, current_app.extensions["market.passwords"])
+        session.flush()  # the catalogue's demo acts as the people just created
+        datasets = seed_demo_catalog(session, current_app.config["TOKEN_ENCODING"])
+    for title in datasets:
+        click.echo(f"Demo dataset: {title}")
     click.echo("Demo accounts (e-mail / password / organization / roles):")
     for row in credentials:
         click.echo(f"  {row.email:32} {row.password:22} {row.organization} "
@@ -103,5 +107,5 @@ def audit_verify() -> None:
 
 
 def register_commands(app: Flask) -> None:
-    for group in (db_cli, market_cli, audit_cli):  # TEMP
+    for group in (db_cli, market_cli, audit_cli, pricing_cli):
         app.cli.add_command(group)

@@ -14,8 +14,9 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 
 import market.accounts.models  # noqa: F401
-import market.api.idempotency  # noqa: F401
+import market.idempotency  # noqa: F401
 import market.audit  # noqa: F401
+import market.catalog.models  # noqa: F401
 from market.db import Base, make_engine
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"

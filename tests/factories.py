@@ -32,7 +32,8 @@ def make_user(session, passwords, org: Organization | None = None, role: str = "
 
 
 def make_key(session, org: Organization, scopes=tuple(SCOPES), **limits):
-    owner = Principal(organization_id=org.id, member_role="owner", scopes=frozenset(SCOPES))
+    owner = Principal(organization_id=org.id, member_role="owner", scopes=frozenset(SCOPES),
+                      org_roles=frozenset(org.role_names))
     key, secret = accounts.create_api_key(session, owner, name="test key", scopes=scopes,
                                           limits=accounts.KeyLimits(**limits), mode="test")
     return key, secret

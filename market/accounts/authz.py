@@ -37,6 +37,8 @@ ALL_MEMBER_ROLES = frozenset(r.value for r in MemberRole)
 class Rule:
     roles: frozenset[str]  # member roles that may do it when signed in as a person
     scope: str | None      # the key scope that grants it to a machine; None: people only
+    # The organization must hold one of these marketplace roles (None: any organization).
+    org_roles: frozenset[str] | None = None
 
 
 ANY_KEY = "*"  # a Rule.scope that every valid key of the organization satisfies
@@ -49,6 +51,10 @@ PERMISSIONS: dict[str, Rule] = {
     "keys:read": Rule(frozenset({"owner"}), "keys:manage"),
     "keys:manage": Rule(frozenset({"owner"}), "keys:manage"),
     "audit:read": Rule(frozenset({"owner", "finance", "reviewer"}), "audit:read"),
+    "catalog:read": Rule(ALL_MEMBER_ROLES, "catalog:read"),
+    "catalog:write": Rule(frozenset({"owner", "member"}), "catalog:write",
+                          frozenset({"supplier", "processor"})),
+    "listings:review": Rule(frozenset({"owner", "reviewer"}), None, frozenset({"exchange"})),
 }
 
 
@@ -61,6 +67,7 @@ class Principal:
     member_role: str | None = None
     api_key_id: int | None = None
     scopes: frozenset[str] = field(default_factory=frozenset)
+    org_roles: frozenset[str] = field(default_factory=frozenset)
 
     @property
     def actor(self) -> Actor:
@@ -72,6 +79,8 @@ class Principal:
 
     def can(self, permission: str) -> bool:
         rule = PERMISSIONS[permission]
+        if rule.org_roles is not None and not rule.org_roles & self.org_roles:
+            return False
         if self.is_key:
             return rule.scope == ANY_KEY or (rule.scope is not None and rule.scope in self.scopes)
         return self.member_role in rule.roles

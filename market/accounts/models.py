@@ -62,6 +62,9 @@ class Organization(Base):
     def has_role(self, role: OrgRole) -> bool:
         return role.value in self.role_names
 
+    def has_role_name(self, role: str) -> bool:
+        return role in self.role_names
+
 
 class OrganizationRole(Base):
     __tablename__ = "organization_roles"

@@ -133,7 +133,8 @@ def principal_for_user(user: User, organization_id: int | None = None) -> Princi
     for membership in user.memberships:
         if organization_id is None or membership.organization_id == organization_id:
             return Principal(organization_id=membership.organization_id, user_id=user.id,
-                             member_role=membership.role, scopes=frozenset(SCOPES))
+                             member_role=membership.role, scopes=frozenset(SCOPES),
+                             org_roles=frozenset(membership.organization.role_names))
     return None
 
 
@@ -264,7 +265,8 @@ def authenticate_api_key(session: Session, presented: str) -> ApiKey | None:
 
 def principal_for_key(key: ApiKey) -> Principal:
     return Principal(organization_id=key.organization_id, api_key_id=key.id,
-                     scopes=frozenset(key.scopes))
+                     scopes=frozenset(key.scopes),
+                     org_roles=frozenset(key.organization.role_names))
 
 
 def get_user_by_email(session: Session, email: str) -> User:

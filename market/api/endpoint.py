@@ -22,7 +22,7 @@ from werkzeug.exceptions import BadRequest, UnsupportedMediaType
 from wtforms.validators import ValidationError as CSRFInvalid
 
 from market.accounts.authz import authorize
-from market.api import idempotency
+from market import idempotency
 from market.errors import Forbidden
 from market.web import bearer_principal, db_session, session_principal
 
@@ -45,6 +45,9 @@ class Operation:
     description: str = ""
     errors: tuple[int, ...] = ()
     raw_response: str | None = None  # a media type the view returns itself
+    # Media types of a streamed upload: the view gets ``stream`` and ``content_type`` instead
+    # of a parsed body, and the body may be as large as IMPORT_MAX_BYTES.
+    upload: tuple[str, ...] = ()
 
 
 @dataclass
@@ -64,13 +67,13 @@ class ApiBlueprint(Blueprint):
                   body: type[Schema] | None = None, query: type[Schema] | None = None,
                   response: type[Schema] | None = None, status: int = 200, many: bool = False,
                   tags: list[str] | None = None, errors: tuple[int, ...] = (),
-                  raw_response: str | None = None) -> Callable:
+                  raw_response: str | None = None, upload: tuple[str, ...] = ()) -> Callable:
         def decorator(view: Callable) -> Callable:
             op = Operation(rule=rule, method=method, endpoint=view.__name__, summary=summary,
                            permission=permission, body=body, query=query, response=response,
                            status=status, many=many, tags=tags or [],
                            description=(view.__doc__ or "").strip(), errors=errors,
-                           raw_response=raw_response)
+                           raw_response=raw_response, upload=upload)
             self.operations.append(op)
 
             @wraps(view)
@@ -97,14 +100,22 @@ def _run(op: Operation, view: Callable, path_args: dict[str, Any]) -> Response:
     kwargs: dict[str, Any] = dict(path_args)
     if op.query is not None:
         kwargs["query"] = op.query().load(request.args.to_dict())
-    if op.method in BODY_METHODS:
+    if op.upload:
+        if request.mimetype not in op.upload:
+            error = UnsupportedMediaType(f"Send the file as one of: {', '.join(op.upload)}.")
+            error.problem_errors = {"Content-Type": [
+                f"Expected {' or '.join(op.upload)}, got {request.content_type or 'nothing'}."]}
+            raise error
+        request.max_content_length = current_app.config["IMPORT_MAX_BYTES"]
+        kwargs["stream"], kwargs["content_type"] = request.stream, request.mimetype
+    elif op.method in BODY_METHODS:
         payload = _json_body(required=op.body is not None)
         if op.body is not None:
             kwargs["body"] = op.body().load(payload)
 
     replay_key = None
     if op.method == "POST" and principal is not None and "Idempotency-Key" in request.headers:
-        replay_key = _idempotency_context(principal)
+        replay_key = _idempotency_context(op, principal)
         stored = idempotency.find(db_session(), **replay_key)
         if stored is not None:
             response = Response(stored.body, status=stored.status, mimetype=stored.content_type)
@@ -163,12 +174,21 @@ def _json_body(*, required: bool) -> Any:
         raise error from None
 
 
-def _idempotency_context(principal) -> dict[str, Any]:
+def _idempotency_context(op: Operation, principal) -> dict[str, Any]:
     who = f"key:{principal.api_key_id}" if principal.is_key else f"user:{principal.user_id}"
     return {
         "organization_id": principal.organization_id,
         "principal": who,
         "key": idempotency.check_key(request.headers["Idempotency-Key"]),
         "request_hash": idempotency.request_fingerprint(
-            request.method, request.path, request.query_string, request.get_data(cache=True)),
+            request.method, request.path, request.query_string, _body_fingerprint(op)),
     }
+
+
+
+def _body_fingerprint(op: Operation) -> bytes:
+    # A streamed upload is never read into memory just to hash it: its fingerprint is its type
+    # and length (documented on the API page).
+    if op.upload:
+        return f"{request.mimetype}:{request.content_length}".encode()
+    return request.get_data(cache=True)

@@ -1,6 +1,6 @@
 """The storefront and consoles: server-rendered pages over the same services as the API."""
 
-from market.storefront import views  # noqa: F401  (registers the routes)
+from market.storefront import catalog_views, views  # noqa: F401  (registers the routes)
 from market.storefront.blueprint import storefront
 
 __all__ = ["storefront"]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
 
 from market import audit
 from market.audit import AuditEntry
@@ -87,3 +90,31 @@ def test_money_never_enters_the_log_as_float(session):
 def test_service_errors_carry_their_field():
     error = InvalidInput("bad", field="scopes")
     assert error.errors == {"scopes": ["bad"]}
+
+
+def test_concurrent_appenders_never_fork_the_chain(app):
+    """Writers in separate transactions and connections append to one chain, never fork it."""
+    database = app.extensions["market.db"]
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        try:
+            for i in range(15):
+                with Session(database.engine) as s, s.begin():
+                    audit.record(s, "test.concurrent", data={"writer": n, "i": i})
+        except BaseException as exc:  # re-raised below, in the test's own thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert errors == []
+        with Session(database.engine) as s:
+            checked, broken = audit.verify_chain(s)
+        assert broken is None and checked >= 45
+    finally:
+        with database.engine.begin() as conn:
+            conn.execute(delete(AuditEntry).where(AuditEntry.action == "test.concurrent"))

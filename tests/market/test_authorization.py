@@ -7,13 +7,18 @@ The matrix must name every declared operation, so a new endpoint cannot go untes
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass
 
 import pytest
 
-from market.accounts.authz import ANY_KEY, PERMISSIONS, SCOPES, Principal
+from market.accounts import services as accounts
+from market.accounts.authz import ANY_KEY, PERMISSIONS, SCOPES
+from market.accounts.models import OrgRole
 from market.api import api
+from market.catalog import importer, listings, offers
+from market.catalog import services as catalog
 from tests.factories import make_key, make_org, make_user
 from tests.fixtures import csrf_token
 
@@ -22,6 +27,16 @@ from tests.fixtures import csrf_token
 class Case:
     kind: str  # public | object | collection | create
     body: dict | None = None
+    upload: bytes | None = None  # a raw JSONL body instead of JSON
+
+
+VICTIM_DATASET = {
+    "title_zh": "受害者数据", "title_en": "Victim dataset", "sector": "healthcare",
+    "modality": "text", "ai_stage": "pretraining", "licence": "research_only",
+    "personal_information": "none", "rights": {"holding": "Victim", "usage": "Victim",
+                                               "operation": "Victim"}}
+SHARES = {"participants": [{"organization_id": "{victim_org}", "role": "supplier",
+                            "share_bps": 10_000}]}
 
 
 # (method, rule) -> how a foreign caller must be answered. Rules use the victim's ids.
@@ -40,6 +55,34 @@ MATRIX: dict[tuple[str, str], Case] = {
     ("PATCH", "/keys/<int:key_id>"): Case("object", {"monthly_token_cap": 1}),
     ("POST", "/keys/<int:key_id>/revoke"): Case("object"),
     ("GET", "/audit-log"): Case("collection"),
+    ("GET", "/catalog/taxonomy"): Case("public"),
+    ("GET", "/datasets"): Case("collection"),
+    ("POST", "/datasets"): Case("create", VICTIM_DATASET | {
+        "title_en": "Mine", "title_zh": "我的", "rights": {}}),
+    ("GET", "/supplier/datasets"): Case("collection"),
+    ("GET", "/datasets/<int:dataset_id>"): Case("object"),
+    ("PATCH", "/datasets/<int:dataset_id>"): Case("object", {"title_en": "Hijacked"}),
+    ("POST", "/datasets/<int:dataset_id>/versions"): Case("object", upload=b'{"a": 1}\n'),
+    ("GET", "/datasets/<int:dataset_id>/versions"): Case("object"),
+    ("GET", "/datasets/<int:dataset_id>/versions/<int:number>"): Case("object"),
+    ("GET", "/datasets/<int:dataset_id>/versions/<int:number>/export"): Case("object"),
+    ("GET", "/datasets/<int:dataset_id>/supply-chain"): Case("object"),
+    ("PUT", "/datasets/<int:dataset_id>/supply-chain"): Case("object", SHARES),
+    ("POST", "/datasets/<int:dataset_id>/listing"): Case(
+        "object", {"version": 1, "exchange_id": "{victim_exchange}"}),
+    ("POST", "/datasets/<int:dataset_id>/listing/delist"): Case("object", {"text": "x"}),
+    ("GET", "/datasets/<int:dataset_id>/offers"): Case("object"),
+    ("POST", "/datasets/<int:dataset_id>/offers"): Case("object", {"terms": {
+        "kind": "mall_package", "code": "hijack", "price": {"amount": "1.00", "currency": "CNY"}}}),
+    ("POST", "/datasets/<int:dataset_id>/offers/<int:offer_id>/retire"): Case("object"),
+    ("GET", "/listings/<int:listing_id>"): Case("object"),
+    ("GET", "/review/listings"): Case("collection"),
+    ("POST", "/listings/<int:listing_id>/approve"): Case("object", {"text": ""}),
+    ("POST", "/listings/<int:listing_id>/reject"): Case(
+        "object", {"reasons": ["other"], "text": "x"}),
+    ("POST", "/listings/<int:listing_id>/suspend"): Case("object", {"text": "x"}),
+    ("POST", "/listings/<int:listing_id>/reinstate"): Case("object", {"text": ""}),
+    ("POST", "/listings/<int:listing_id>/delist"): Case("object", {"text": "x"}),
 }
 
 OPERATIONS = {(op.method, op.rule): op for op in api.operations}
@@ -54,16 +97,32 @@ CALLERS = ["anonymous", "owner", "member", "finance", "reviewer", "key:all", "ke
 
 @pytest.fixture()
 def victim(session, passwords):
+    """An organization with a person, a key, and a dataset under review at its own exchange."""
     org = make_org(session, "supplier", name="Victim Data Co")
     person = make_user(session, passwords, org, "owner", email="victim@victim.example.com")
     key, _ = make_key(session, org)
+    exchange = make_org(session, "exchange", name="Victim Exchange")
+    owner = accounts.principal_for_user(person, org.id)
+    dataset = catalog.create_dataset(session, owner, VICTIM_DATASET)
+    importer.import_version(session, owner, dataset, io.BytesIO(b'{"text": "Victim"}\n'),
+                            source_format="jsonl", encoding="o200k_base")
+    catalog.set_supply_chain(session, owner, dataset, [
+        {"organization_id": org.id, "role": "supplier", "share_bps": 10_000}])
+    offer = offers.add_offer(session, owner, dataset, {
+        "kind": "mall_package", "code": "victim-pack",
+        "price": {"amount": "99.00", "currency": "CNY"}})
+    listing = listings.submit(session, owner, dataset, version_id=dataset.versions[0].id,
+                              exchange_id=exchange.id, review_days=5)
     session.commit()
-    return {"org": org, "email": person.email, "key": key}
+    return {"org": org, "email": person.email, "key": key, "dataset": dataset,
+            "listing": listing, "exchange": exchange, "offer": offer}
 
 
 @pytest.fixture()
 def foreign(session):
-    org = make_org(session, "buyer", name="Foreign Co")
+    # Holding every marketplace role, the foreign organization gets past every role check,
+    # so what stops it is ownership.
+    org = make_org(session, *[r.value for r in OrgRole], name="Foreign Co")
     session.commit()
     return org
 
@@ -76,12 +135,10 @@ def _caller(name, app, sign_in_as, session, foreign):
         scopes = list(SCOPES) if name == "key:all" else ["catalog:read"]
         key, secret = make_key(session, foreign, scopes=scopes)
         session.commit()
-        principal = Principal(organization_id=foreign.id, api_key_id=key.id,
-                              scopes=frozenset(scopes))
-        return client, {"Authorization": f"Bearer {secret}"}, principal
+        session.refresh(key)
+        return client, {"Authorization": f"Bearer {secret}"}, accounts.principal_for_key(key)
     client = sign_in_as(foreign, name)
-    principal = Principal(organization_id=foreign.id, user_id=client.user.id, member_role=name,
-                          scopes=frozenset(SCOPES))
+    principal = accounts.principal_for_user(client.user, foreign.id)
     return client, {"X-CSRFToken": csrf_token(client)}, principal
 
 
@@ -91,12 +148,20 @@ def test_foreign_and_anonymous_callers(app, sign_in_as, session, victim, foreign
                                        method, rule):
     case, op = MATRIX[(method, rule)], OPERATIONS[(method, rule)]
     client, headers, principal = _caller(caller, app, sign_in_as, session, foreign)
-    path = "/api/v1" + rule.replace("<int:organization_id>", str(victim["org"].id)) \
-                           .replace("<int:key_id>", str(victim["key"].id))
+    ids = {"<int:organization_id>": victim["org"].id, "<int:key_id>": victim["key"].id,
+           "<int:dataset_id>": victim["dataset"].id, "<int:number>": 1,
+           "<int:listing_id>": victim["listing"].id, "<int:offer_id>": victim["offer"].id}
+    path = "/api/v1" + rule
+    for placeholder, value in ids.items():
+        path = path.replace(placeholder, str(value))
     kwargs = {"headers": headers}
     if case.body is not None:
-        kwargs["json"] = json.loads(json.dumps(case.body).replace("{victim_email}",
-                                                                  victim["email"]))
+        body = json.dumps(case.body).replace("{victim_email}", victim["email"])
+        body = body.replace('"{victim_org}"', str(victim["org"].id))
+        body = body.replace('"{victim_exchange}"', str(victim["exchange"].id))
+        kwargs["json"] = json.loads(body)
+    if case.upload is not None:
+        kwargs.update(data=case.upload, content_type="application/x-ndjson")
     response = client.open(path, method=method, **kwargs)
     status, text = response.status_code, response.get_data(as_text=True)
 
@@ -113,13 +178,18 @@ def test_foreign_and_anonymous_callers(app, sign_in_as, session, victim, foreign
     if case.kind == "object":
         assert status == 404, text
         assert "Victim" not in text and victim["key"].prefix not in text
-        session.refresh(victim["key"])
+        for name in ("key", "dataset", "listing", "offer"):
+            session.refresh(victim[name])
+        assert victim["offer"].retired_at is None and len(victim["dataset"].offers) == 1
         assert victim["key"].revoked_at is None and victim["key"].monthly_token_cap is None
         assert len(victim["org"].memberships) == 1
+        assert victim["dataset"].title_en == "Victim dataset"
+        assert len(victim["dataset"].versions) == 1
+        assert victim["listing"].status == "submitted"
     else:
         assert status in (200, 201), text
         assert "Victim" not in text and victim["key"].prefix not in text
-        assert victim["email"] not in text
+        assert victim["email"] not in text and "受害者" not in text
 
 
 def test_permissions_table_names_only_known_scopes():

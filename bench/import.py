@@ -1,0 +1,172 @@
+"""Import throughput against plain token counting, and peak memory, on a generated JSONL file.
+
+    python bench/import.py                 # 1 GiB file (generated once into bench/.cache)
+    python bench/import.py --size-mb 100   # a quicker run
+
+In one run it measures, on the same file:
+
+- plain tiktoken: read the lines, canonicalize each record and count its tokens with
+  ``encode_ordinary_batch`` on every core — the floor of any import that counts tokens;
+- the marketplace's import: the same file through ``market.catalog.importer.import_version``
+  into a fresh SQLite database (parse, canonicalize, count, hash, profile, quality report,
+  store), as ``flask`` or the API runs it;
+
+and prints both rates in MB/s, their ratio, and the import's peak memory (resident set, read
+from the kernel while it runs). The target is a ratio of at least 0.8 and a peak under 300 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+CACHE = ROOT / "bench" / ".cache"
+
+ZH = ("电网 负荷 调度 变电站 医疗 影像 报告 诊断 结节 农业 病虫害 防控 金融 风控 授信 城市 治理 工单 "
+      "交通 智能 驾驶 场景 行人 车道 数据 模型 训练 质量 标注 评测 知识 检索 气象 降水 预报 能源 "
+      "低空 无人机 航线 海洋 生物 制造 教育 课程 电商 商品 评论 应急 管理 预案 住房 建设 资源").split()
+EN = ("grid load dispatch substation medical imaging report diagnosis nodule agriculture pest "
+      "finance credit risk city governance ticket traffic driving scene pedestrian lane data "
+      "model training quality annotation evaluation knowledge retrieval weather rainfall energy "
+      "drone route ocean manufacturing course product review emergency plan housing").split()
+
+
+def generate(path: Path, size_bytes: int) -> None:
+    rng = random.Random(2026)
+    written = 0
+    with path.open("w", encoding="utf-8") as out:
+        i = 0
+        while written < size_bytes:
+            zh = "".join(rng.choice(ZH) for _ in range(rng.randint(20, 120)))
+            en = " ".join(rng.choice(EN) for _ in range(rng.randint(20, 120)))
+            record = {"id": i, "instruction": zh[: len(zh) // 3] + "？",
+                      "input": en, "response": zh, "label": rng.choice(["a", "b", "c"])}
+            line = json.dumps(record, ensure_ascii=False) + "\n"
+            out.write(line)
+            written += len(line.encode("utf-8"))
+            i += 1
+
+
+class PeakRss:
+    """Samples the process's resident set size while a block runs."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+
+    def _sample(self) -> None:
+        page = os.sysconf("SC_PAGE_SIZE")
+        while not self._stop.is_set():
+            with open("/proc/self/statm") as statm:
+                self.peak = max(self.peak, int(statm.read().split()[1]) * page)
+            self._stop.wait(0.05)
+
+    def __enter__(self) -> "PeakRss":
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def plain_tiktoken(path: Path, encoding_name: str, batch: int = 2000) -> tuple[float, int]:
+    from pricing.tokens import canonical_json, get_encoding
+
+    encoding = get_encoding(encoding_name)
+    threads = os.cpu_count() or 1
+    total = 0
+    started = time.perf_counter()
+    lines: list[str] = []
+    with path.open("r", encoding="utf-8") as source:
+        for line in source:
+            lines.append(canonical_json(json.loads(line)))
+            if len(lines) == batch:
+                total += sum(map(len, encoding.encode_ordinary_batch(lines, num_threads=threads)))
+                lines = []
+    if lines:
+        total += sum(map(len, encoding.encode_ordinary_batch(lines, num_threads=threads)))
+    return time.perf_counter() - started, total
+
+
+def marketplace_import(path: Path, encoding_name: str) -> tuple[float, int, int]:
+    from market.accounts.authz import SCOPES, Principal
+    from market.catalog import importer
+    from market.catalog import services as catalog
+    from market.db import Database
+    from market.schema import upgrade
+
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{tmp}/bench.db"
+        upgrade(url)
+        database = Database(url)
+        with database.session() as session, session.begin():
+            from market.accounts.services import create_organization
+
+            org = create_organization(session, name="Bench", roles=["supplier"])
+            session.flush()
+            principal = Principal(organization_id=org.id, member_role="owner",
+                                  scopes=frozenset(SCOPES), org_roles=frozenset({"supplier"}))
+            dataset = catalog.create_dataset(session, principal, {
+                "title_zh": "基准", "title_en": "Bench", "sector": "smart_energy",
+                "modality": "text", "ai_stage": "instruction_tuning",
+                "licence": "research_only", "personal_information": "none",
+                "sensitivity": "general", "label_field": "label"})
+        with PeakRss() as rss:
+            started = time.perf_counter()
+            with database.session() as session, session.begin():
+                dataset = session.merge(dataset)
+                with path.open("rb") as stream:
+                    version = importer.import_version(session, principal, dataset, stream,
+                                                      source_format="jsonl",
+                                                      encoding=encoding_name)
+                tokens = version.token_count
+            elapsed = time.perf_counter() - started
+        database.dispose()
+    return elapsed, tokens, rss.peak
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mb", type=int, default=1024)
+    parser.add_argument("--encoding", default="o200k_base")
+    args = parser.parse_args()
+
+    CACHE.mkdir(parents=True, exist_ok=True)
+    path = CACHE / f"import-{args.size_mb}mb.jsonl"
+    if not path.exists():
+        print(f"generating {path} ...", flush=True)
+        generate(path, args.size_mb * 1024 * 1024)
+    size_mb = path.stat().st_size / 1e6
+    print(f"file: {path.name}, {size_mb:,.0f} MB, encoding {args.encoding}, "
+          f"{os.cpu_count()} cores")
+
+    plain_seconds, plain_tokens = plain_tiktoken(path, args.encoding)
+    print(f"plain tiktoken counting : {size_mb / plain_seconds:8.2f} MB/s "
+          f"({plain_seconds:.1f} s, {plain_tokens:,} tokens)", flush=True)
+    import_seconds, import_tokens, peak = marketplace_import(path, args.encoding)
+    print(f"marketplace import      : {size_mb / import_seconds:8.2f} MB/s "
+          f"({import_seconds:.1f} s, {import_tokens:,} tokens)")
+    print(f"ratio import / plain    : {plain_seconds / import_seconds:8.3f}  (target >= 0.8)")
+    print(f"peak resident memory    : {peak / 2**20:8.1f} MiB (target < 300)")
+    if import_tokens != plain_tokens:
+        print("ERROR: token totals differ", file=sys.stderr)
+        sys.exit(1)
+    print(f"(ru_maxrss of the whole run: "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f} MiB)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,247 @@
+"""Importing a dataset version from JSONL or CSV, streamed, in one transaction.
+
+For each record, in file order:
+
+1. it is parsed (JSONL: one JSON object per line, blank lines skipped; CSV: a header row, then
+   one record per row with every value a string) and checked;
+2. it is written in its canonical serialization, ``pricing.tokens.canonical_json`` — JSON with
+   sorted keys, UTF-8 without escapes, compact separators — which is also what the metered API
+   serves and charges;
+3. its tokens are counted over that canonical text with the configured tiktoken encoding;
+4. the canonical text and a newline are fed to the version's SHA-256.
+
+So ``content_sha256`` is the SHA-256 of the canonical JSONL export (each canonical record
+followed by ``\\n``), which a buyer can recompute from a download. Memory is bounded by one batch
+of records whatever the file size. Any bad record aborts the whole import, naming its line: the
+caller's transaction rolls back and no version or record is left behind.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import hashlib
+import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import IO, Any, Callable, Iterator
+
+from sqlalchemy import func, insert, select
+from sqlalchemy.orm import Session
+
+from market import audit
+from market.accounts.authz import Principal
+from market.catalog.models import Dataset, DatasetRecord, DatasetVersion
+from market.catalog.profile import SchemaProfiler
+from market.catalog.quality import QualityAccumulator
+from market.errors import InvalidInput
+from pricing.tokens import canonical_json, count_texts
+
+FORMATS = ("jsonl", "csv")
+SAMPLE_SIZE = 5
+BATCH_SIZE = 2000
+_READ_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class ParsedRecord:
+    line: int
+    record: dict[str, Any]
+
+
+def _decoded_lines(stream: IO[bytes]) -> Iterator[tuple[int, str]]:
+    """Lines of a UTF-8 byte stream, numbered from 1; a byte that is not UTF-8 names its line."""
+    decoder = codecs.getincrementaldecoder("utf-8")("strict")
+    pending = ""
+    number = 0
+    while True:
+        chunk = stream.read(_READ_CHUNK)
+        final = not chunk
+        try:
+            text = decoder.decode(chunk, final=final)
+        except UnicodeDecodeError as exc:
+            line = number + 1 + pending.count("\n") + chunk[:exc.start].count(b"\n")
+            raise InvalidInput(f"Line {line} is not UTF-8 text.", field="file") from None
+        pending += text
+        lines = pending.split("\n")
+        pending = lines.pop()
+        for line in lines:
+            number += 1
+            yield number, line
+        if final:
+            if pending:
+                yield number + 1, pending
+            return
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def read_jsonl(stream: IO[bytes]) -> Iterator[ParsedRecord]:
+    for number, line in _decoded_lines(stream):
+        if number == 1 and line.startswith("\ufeff"):
+            line = line[1:]
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line, parse_constant=_refuse_constant)
+        except ValueError as exc:
+            raise InvalidInput(f"Line {number} is not valid JSON: {exc}.", field="file") from None
+        if not isinstance(record, dict):
+            raise InvalidInput(f"Line {number} is not a JSON object.", field="file")
+        yield ParsedRecord(number, record)
+
+
+def read_csv(stream: IO[bytes]) -> Iterator[ParsedRecord]:
+    def lines() -> Iterator[str]:
+        for number, line in _decoded_lines(stream):
+            if number == 1 and line.startswith("\ufeff"):
+                line = line[1:]
+            yield line + "\n"
+
+    reader = csv.reader(lines(), strict=True)
+    try:
+        header = next(reader, None)
+        if header is None:
+            return
+        if len(set(header)) != len(header) or any(not name.strip() for name in header):
+            raise InvalidInput("The CSV header must name every column once.", field="file")
+        for row in reader:
+            if not row:
+                continue
+            if len(row) != len(header):
+                raise InvalidInput(f"Line {reader.line_num} has {len(row)} fields; the header "
+                                   f"has {len(header)}.", field="file")
+            yield ParsedRecord(reader.line_num, dict(zip(header, row)))
+    except csv.Error as exc:
+        raise InvalidInput(f"Line {reader.line_num} is not valid CSV: {exc}.",
+                           field="file") from None
+
+
+def _batches(records: Iterator[ParsedRecord], size: int) -> Iterator[list[ParsedRecord]]:
+    batch: list[ParsedRecord] = []
+    for record in records:
+        batch.append(record)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def import_version(session: Session, principal: Principal, dataset: Dataset,
+                   stream: IO[bytes], *, source_format: str, encoding: str,
+                   filename: str | None = None, notes: str = "",
+                   batch_size: int = BATCH_SIZE,
+                   counter: Callable[[list[str], str], list[int]] = count_texts) -> DatasetVersion:
+    """Import records as the dataset's next version; see the module docstring for the rules."""
+    if source_format not in FORMATS:
+        raise InvalidInput(f"Import JSONL or CSV, not {source_format!r}.", field="format")
+    reader = read_jsonl if source_format == "jsonl" else read_csv
+    counting = _ByteCounter(stream)
+
+    number = (session.scalar(select(func.max(DatasetVersion.number))
+                             .where(DatasetVersion.dataset_id == dataset.id)) or 0) + 1
+    version = DatasetVersion(
+        dataset_id=dataset.id, number=number, notes=notes, source_format=source_format,
+        source_filename=filename, source_bytes=0, record_count=0, canonical_bytes=0,
+        token_count=0, encoding=encoding, content_sha256="", schema={}, samples=[],
+        quality={}, quality_score=0, quality_grade="-", created_by_id=principal.user_id)
+    session.add(version)
+    session.flush()  # the records need the version's id
+
+    digest = hashlib.sha256()
+    profiler = SchemaProfiler()
+    quality = QualityAccumulator(required_fields=dataset.required_fields,
+                                 label_field=dataset.label_field, ai_stage=dataset.ai_stage)
+    samples: list[dict[str, Any]] = []
+    seq = records = canonical_bytes = tokens_total = 0
+
+    def prepare(batch: list[ParsedRecord]) -> tuple[list[ParsedRecord], list[str], list[int]]:
+        texts = [canonical_json(parsed.record) for parsed in batch]
+        return batch, texts, counter(texts, encoding)
+
+    # Counting a batch's tokens (tiktoken releases the GIL) overlaps with parsing the next one.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = None
+        for batch in _batches(reader(counting), batch_size):
+            future = pool.submit(prepare, batch)
+            if pending is not None:
+                seq, stats = _store(session, version, *pending.result(), seq, digest, profiler,
+                                    quality, samples)
+                records, canonical_bytes, tokens_total = (
+                    records + stats[0], canonical_bytes + stats[1], tokens_total + stats[2])
+            pending = future
+        if pending is not None:
+            seq, stats = _store(session, version, *pending.result(), seq, digest, profiler,
+                                quality, samples)
+            records, canonical_bytes, tokens_total = (
+                records + stats[0], canonical_bytes + stats[1], tokens_total + stats[2])
+
+    if records == 0:
+        raise InvalidInput("The file holds no records.", field="file")
+    report = quality.report()
+    version.source_bytes = counting.count
+    version.record_count = records
+    version.canonical_bytes = canonical_bytes
+    version.token_count = tokens_total
+    version.content_sha256 = digest.hexdigest()
+    version.schema = profiler.result()
+    version.samples = samples
+    version.quality = report
+    version.quality_score = report["overall"]["score"]
+    version.quality_grade = report["overall"]["grade"]
+    audit.record(session, "dataset_version.imported", actor=principal.actor,
+                 organization_id=dataset.organization_id, object_type="dataset_version",
+                 object_id=version.id, data={
+                     "dataset_id": dataset.id, "number": number, "records": records,
+                     "tokens": tokens_total, "sha256": version.content_sha256,
+                     "encoding": encoding})
+    return version
+
+
+def _store(session, version, batch, texts, counts, seq, digest, profiler, quality, samples):
+    rows = []
+    size = 0
+    for parsed, text, tokens in zip(batch, texts, counts):
+        encoded = text.encode("utf-8")
+        digest.update(encoded)
+        digest.update(b"\n")
+        size += len(encoded) + 1
+        profiler.add(parsed.record)
+        quality.add(parsed.record, tokens)
+        if len(samples) < SAMPLE_SIZE:
+            samples.append(parsed.record)
+        rows.append({"version_id": version.id, "seq": seq, "data": text, "tokens": tokens})
+        seq += 1
+    session.execute(insert(DatasetRecord), rows)
+    return seq, (len(rows), size, sum(counts))
+
+
+class _ByteCounter:
+    """Counts the bytes read from the upload, for the version's source size."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        self.count += len(data)
+        return data
+
+
+def export_lines(session: Session, version: DatasetVersion,
+                 page_size: int = 5000) -> Iterator[bytes]:
+    """The canonical JSONL of a version, in order; its SHA-256 is the version's content hash."""
+    after = -1
+    while True:
+        rows = session.execute(
+            select(DatasetRecord.seq, DatasetRecord.data)
+            .where(DatasetRecord.version_id == version.id, DatasetRecord.seq > after)
+            .order_by(DatasetRecord.seq).limit(page_size)).all()
+        if not rows:
+            return
+        yield "".join(f"{row.data}\n" for row in rows).encode("utf-8")
+        after = rows[-1].seq

@@ -1,0 +1,141 @@
+"""Importing versions: token inventory, content hash, quality report, and bad files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+from sqlalchemy import func, select
+
+from market.catalog.models import DatasetRecord, DatasetVersion
+from pricing.tokens import canonical_json, get_encoding
+from tests.catalog.conftest import RECORDS, create_dataset, import_file, jsonl
+
+
+def test_token_total_is_the_sum_of_tiktoken_counts_and_the_hash_matches_the_export(
+        app, supplier_client):
+    dataset = create_dataset(supplier_client)
+    records = RECORDS * 40 + [{"text": "混合 mixed 文本 " * 50, "n": 7, "ok": True, "x": None}]
+    response = import_file(supplier_client, dataset["id"], jsonl(records), filename="a.jsonl")
+    assert response.status_code == 201, response.get_json()
+    version = response.get_json()
+
+    encoding = get_encoding(app.config["TOKEN_ENCODING"])
+    expected = sum(len(encoding.encode(canonical_json(r))) for r in records)
+    assert version["tokens"] == expected
+    assert version["records"] == len(records)
+    assert version["encoding"] == app.config["TOKEN_ENCODING"]
+
+    export = supplier_client.get(f"/api/v1/datasets/{dataset['id']}/versions/1/export")
+    assert export.status_code == 200
+    body = export.get_data()
+    assert hashlib.sha256(body).hexdigest() == version["content_sha256"]
+    assert export.headers["X-Content-SHA256"] == version["content_sha256"]
+    assert body.decode().splitlines()[0] == canonical_json(records[0])
+    assert version["bytes"] == len(body)
+
+
+def test_csv_import_keeps_values_as_text(supplier_client):
+    dataset = create_dataset(supplier_client, required_fields=[])
+    body = "question,answer\n电网负荷如何预测？,\"使用历史数据, 天气\"\nWhat is SCADA?,A control system\n"
+    response = import_file(supplier_client, dataset["id"], body.encode(), "text/csv")
+    assert response.status_code == 201, response.get_json()
+    version = supplier_client.get(f"/api/v1/datasets/{dataset['id']}/versions/1").get_json()
+    assert version["records"] == 2
+    assert version["samples"][0] == {"question": "电网负荷如何预测？", "answer": "使用历史数据, 天气"}
+    assert [f["name"] for f in version["schema"]["fields"]] == ["question", "answer"]
+
+
+BAD_FILES = [
+    (b'{"a": 1}\n{"a": 2}\n{"a": \n{"a": 4}\n', "application/x-ndjson", "Line 3"),
+    (b'{"a": 1}\n[1, 2]\n', "application/x-ndjson", "Line 2 is not a JSON object"),
+    (b'{"a": "ok"}\n{"a": "\xff\xfe"}\n', "application/x-ndjson", "Line 2 is not UTF-8"),
+    (b"", "application/x-ndjson", "no records"),
+    (b"\n\n", "application/x-ndjson", "no records"),
+    (b"a,b\n1,2\n3,4,5\n", "text/csv", "Line 3 has 3 fields"),
+    (b"a,a\n1,2\n", "text/csv", "header"),
+]
+
+
+@pytest.mark.parametrize("body, content_type, message", BAD_FILES)
+def test_bad_files_name_the_problem_and_leave_nothing(supplier_client, session, body,
+                                                      content_type, message):
+    dataset = create_dataset(supplier_client)
+    response = import_file(supplier_client, dataset["id"], body, content_type)
+    assert response.status_code == 422
+    problem = response.get_json()
+    assert message in problem["errors"]["file"][0]
+    assert session.scalar(select(func.count()).select_from(DatasetVersion)) == 0
+    assert session.scalar(select(func.count()).select_from(DatasetRecord)) == 0
+
+
+def test_a_late_bad_line_rolls_back_the_records_already_stored(supplier_client, session):
+    dataset = create_dataset(supplier_client)
+    body = jsonl([{"i": i} for i in range(5000)]) + b"not json\n"
+    response = import_file(supplier_client, dataset["id"], body)
+    assert response.status_code == 422 and "Line 5001" in response.get_json()["errors"]["file"][0]
+    assert session.scalar(select(func.count()).select_from(DatasetRecord)) == 0
+
+
+def test_oversized_upload_is_413(app, supplier_client, session):
+    dataset = create_dataset(supplier_client)
+    app.config["IMPORT_MAX_BYTES"], before = 1000, app.config["IMPORT_MAX_BYTES"]
+    try:
+        response = import_file(supplier_client, dataset["id"], jsonl(RECORDS * 30))
+    finally:
+        app.config["IMPORT_MAX_BYTES"] = before
+    assert response.status_code == 413
+    assert session.scalar(select(func.count()).select_from(DatasetVersion)) == 0
+
+
+def test_upload_needs_a_dataset_media_type(supplier_client):
+    dataset = create_dataset(supplier_client)
+    response = import_file(supplier_client, dataset["id"], jsonl(RECORDS), "text/plain")
+    assert response.status_code == 415 and "Content-Type" in response.get_json()["errors"]
+
+
+def test_the_same_file_twice_gives_byte_identical_quality_reports(supplier_client):
+    dataset = create_dataset(supplier_client)
+    body = jsonl(RECORDS * 20)
+    for _ in range(2):
+        assert import_file(supplier_client, dataset["id"], body).status_code == 201
+    first, second = (supplier_client.get(f"/api/v1/datasets/{dataset['id']}/versions/{n}")
+                     .get_json() for n in (1, 2))
+    dump = lambda report: json.dumps(report, sort_keys=True, ensure_ascii=False)  # noqa: E731
+    assert dump(first["quality"]) == dump(second["quality"])
+    assert first["content_sha256"] == second["content_sha256"]
+
+
+def test_import_is_audited(supplier_client, session):
+    from market.audit import AuditEntry
+
+    dataset = create_dataset(supplier_client)
+    import_file(supplier_client, dataset["id"], jsonl(RECORDS))
+    entry = session.scalar(select(AuditEntry).where(
+        AuditEntry.action == "dataset_version.imported"))
+    assert entry.data["records"] == 3 and len(entry.data["sha256"]) == 64
+
+
+@pytest.mark.parametrize("changes, field", [
+    ({"sector": "astrology"}, "sector"),
+    ({"modality": "smell"}, "modality"),
+    ({"rights": {"ownership": "me"}}, "rights"),
+    ({"title_en": ""}, "title_en"),
+])
+def test_bad_datasets_name_the_field(supplier_client, changes, field):
+    from tests.catalog.conftest import DATASET
+
+    response = supplier_client.post("/api/v1/datasets", json=DATASET | changes,
+                                    headers=supplier_client.csrf)
+    assert response.status_code == 422 and field in response.get_json()["errors"]
+
+
+def test_buyers_cannot_create_datasets(sign_in_as, org):
+    from tests.fixtures import csrf_token
+    from tests.catalog.conftest import DATASET
+
+    client = sign_in_as(org, "owner")  # a buyer organization
+    response = client.post("/api/v1/datasets", json=DATASET,
+                           headers={"X-CSRFToken": csrf_token(client)})
+    assert response.status_code == 403
