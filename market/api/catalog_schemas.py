@@ -140,10 +140,24 @@ class CatalogQuerySchema(Schema):
     limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
 
 
+class DatasetCardSchema(Schema):
+    """What a catalogue result shows of a dataset."""
+
+    id = fields.Integer()
+    supplier = fields.String(attribute="organization.name")
+    title_zh = fields.String()
+    title_en = fields.String()
+    summary_zh = fields.String()
+    summary_en = fields.String()
+    sector = fields.String()
+    modality = fields.String()
+    ai_stage = fields.String()
+    languages = fields.List(fields.String())
+    licence = fields.String()
+
+
 class CatalogItemSchema(Schema):
-    dataset = fields.Nested(DatasetSchema(only=(
-        "id", "supplier", "title_zh", "title_en", "summary_zh", "summary_en", "sector",
-        "modality", "ai_stage", "languages", "licence")))
+    dataset = fields.Nested(DatasetCardSchema)
     version = fields.Nested(VersionSummarySchema)
     relevance = fields.Integer()
 
@@ -208,17 +222,20 @@ class ChecklistItemSchema(Schema):
     detail = fields.String()
 
 
-class ListingSchema(ListingSummarySchema):
+class ListingBriefSchema(ListingSummarySchema):
     dataset_id = fields.Integer()
     dataset_title_zh = fields.String(attribute="dataset.title_zh")
     dataset_title_en = fields.String(attribute="dataset.title_en")
     supplier = fields.String(attribute="dataset.organization.name")
     decided_at = fields.AwareDateTime(allow_none=True)
+
+
+class ListingSchema(ListingBriefSchema):
     events = fields.List(fields.Nested(ListingEventSchema))
 
 
 class ReviewItemSchema(Schema):
-    listing = fields.Nested(ListingSchema(exclude=("events",)))
+    listing = fields.Nested(ListingBriefSchema)
     checklist = fields.List(fields.Nested(ChecklistItemSchema))
     overdue = fields.Boolean()
 

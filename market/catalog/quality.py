@@ -18,7 +18,8 @@ Record text
       field's dominant type (an integer conforms to a ``number`` field). 1 when no value is
       typed. It is a per-value rate, not per record: it needs only per-field type counts.
     - per required field, the records where it is present — the key exists and the value is not
-      null and not a blank string (CSV gives ``""`` for an empty cell) — and
+      null, not a blank string (CSV gives ``""`` for an empty cell), not an empty array or
+      object — and
       ``required_present_rate`` R: records with *every* required field present / records
       (1 when no field is required).
     - **score = round(100 × C × R)**.
@@ -26,9 +27,9 @@ Record text
     - ``exact_duplicate_rate`` E: records whose canonical JSON (sorted keys, UTF-8 unescaped,
       compact separators) has the 64-bit BLAKE2b digest of an earlier record / records.
     - ``near_duplicate_rate`` N, over a sample: the records among the first 10,000 of the file
-      that have text and are not exact duplicates. Each one's text is lower-cased,
-      whitespace-collapsed and cut to its first 1,000 characters; its character 5-shingles
-      are hashed with CRC-32 and summarised by a one-permutation MinHash of 64 values (bin =
+      that have text and are not exact duplicates. Each one's text (its first 4,000
+      characters) is lower-cased, whitespace-collapsed and cut to 1,000 characters; its
+      character 5-shingles are hashed with CRC-32 and summarised by a one-permutation MinHash of 64 values (bin =
       hash mod 64, the smallest hash per bin, empty bins filled from the next non-empty bin).
       LSH splits the 64 values in 16 bands of 4; a record is a near-duplicate when an earlier
       sampled record sharing a band (each band bucket remembers its first record) agrees on
@@ -50,7 +51,7 @@ Record text
       L = H / ln k over the k classes seen (0 when k < 2). Without a label field L = 1.
     - **score = round(100 × (1 − E) × (1 − N) × (0.6 + 0.2 × G + 0.2 × L))**.
 3. ``annotation_accuracy`` (with ``expert_labels``, ``label_field`` and ``id_field``): each
-    record whose id (``record[id_field]``, or its ``str()``) is a key of ``expert_labels`` is
+    record whose id (``record[id_field]``, or its label text) is a key of ``expert_labels`` is
     covered; it agrees when its label equals the expert's (compared as label text).
     A = agreements / coverage; **score = round(100 × A)**. Without expert labels the dimension
     is ``{"status": "not_assessed"}``, and with no covered record it is not assessed either;
@@ -78,8 +79,9 @@ Record text
     not assessed); grade A ≥ 90, B ≥ 75, C ≥ 60, D otherwise. A report of no records scores 0.
 
 Memory: everything is fixed-size or sampled except the exact-duplicate digests: 8-byte
-digests in an open-addressing table kept under 70 % full, about 12–23 bytes per distinct record
-(3 million distinct records: at most ~70 MB). Other bounds: 512 fields, 256 labels, ~1,000
+digests (a zero digest is stored as 1) in an open-addressing table of a power-of-two size kept
+under 70 % full — 12 to 23 bytes per distinct record; 3 million distinct records take a 64 MB
+table (96 MB for a moment while it doubles). Other bounds: 512 fields, 256 labels, ~1,000
 histogram buckets, 100,000 bigrams, 10,000 MinHash signatures (~20 MB with their LSH buckets).
 """
 
@@ -90,6 +92,7 @@ import json
 import re
 import zlib
 from array import array
+from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 from operator import eq, methodcaller
@@ -322,7 +325,7 @@ def _present(value: Any) -> bool:
     if value is None:
         return False
     if isinstance(value, str):
-        return bool(value.strip())
+        return bool(value) and not value.isspace()
     if isinstance(value, (list, dict)):
         return bool(value)
     return True
@@ -444,25 +447,47 @@ class QualityAccumulator:
         self._token_min: int | None = None
         self._token_max = 0
         self._histogram: dict[int, int] = {}
-        self._windows = [0] * len(CONTEXT_WINDOWS)
+        # records by the smallest context window they fit (the last slot: none)
+        self._smallest_window = [0] * (len(CONTEXT_WINDOWS) + 1)
         self._stage_fits = 0
 
     # -- streaming ---------------------------------------------------------------------------
 
     def add(self, record: dict, tokens: int) -> None:
-        if not isinstance(record, Mapping):
+        if type(record) is not dict and not isinstance(record, Mapping):
             raise TypeError(f"a record is a JSON object, not {type(record).__name__}")
-        if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 0:
-            raise ValueError(f"tokens must be a non-negative integer, not {tokens!r}")
+        if type(tokens) is not int or tokens < 0:
+            if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 0:
+                raise ValueError(f"tokens must be a non-negative integer, not {tokens!r}")
+            tokens = int(tokens)
         self.records += 1
         self._schema.add(record)
-        self._structure(record)
-        self._tokens(tokens)
+
+        if self.required_fields:
+            every = True
+            present = self._required_present
+            for index, name in enumerate(self.required_fields):
+                if _present(record.get(name)):
+                    present[index] += 1
+                else:
+                    every = False
+            if every:
+                self._all_required += 1
+
+        self._token_total += tokens
+        if self._token_min is None or tokens < self._token_min:
+            self._token_min = tokens
+        if tokens > self._token_max:
+            self._token_max = tokens
+        bucket = histogram_bucket(tokens)
+        histogram = self._histogram
+        histogram[bucket] = histogram.get(bucket, 0) + 1
+        self._smallest_window[bisect_left(CONTEXT_WINDOWS, tokens)] += 1
+
         if self._stage_rule is not None and _fits_stage(record, self._stage_rule):
             self._stage_fits += 1
-        label_field = self.label_field
-        if label_field is not None:
-            self._label(record.get(label_field))
+        if self.label_field is not None:
+            self._label(record.get(self.label_field))
             if self.expert_labels is not None:
                 self._expert(record)
 
@@ -481,32 +506,6 @@ class QualityAccumulator:
             self._add_bigrams(text)
         if self.records <= self._near_sample_limit:
             self._near_duplicate(text)
-
-    def _structure(self, record: Mapping) -> None:
-        if not self.required_fields:
-            return
-        every = True
-        present = self._required_present
-        for index, name in enumerate(self.required_fields):
-            if _present(record.get(name)):
-                present[index] += 1
-            else:
-                every = False
-        if every:
-            self._all_required += 1
-
-    def _tokens(self, tokens: int) -> None:
-        self._token_total += tokens
-        if self._token_min is None or tokens < self._token_min:
-            self._token_min = tokens
-        if tokens > self._token_max:
-            self._token_max = tokens
-        bucket = histogram_bucket(tokens)
-        self._histogram[bucket] = self._histogram.get(bucket, 0) + 1
-        windows = self._windows
-        for index, window in enumerate(CONTEXT_WINDOWS):
-            if tokens <= window:
-                windows[index] += 1
 
     def _label(self, value: Any) -> None:
         if not _present(value):
@@ -549,7 +548,7 @@ class QualityAccumulator:
         self._bigram_total += len(pairs)
 
     def _near_duplicate(self, text: str) -> None:
-        normalized = " ".join(text.lower().split())[:SHINGLE_CHARS]
+        normalized = " ".join(text[:4 * SHINGLE_CHARS].lower().split())[:SHINGLE_CHARS]
         if not normalized:
             return
         signature = minhash(normalized)
@@ -724,8 +723,9 @@ class QualityAccumulator:
 
     def _adaptability_report(self) -> dict:
         records = self.records
+        fitting = [sum(self._smallest_window[:index + 1]) for index in range(len(CONTEXT_WINDOWS))]
         windows = [{"tokens": window, "records": count, "share": rate(count, records)}
-                   for window, count in zip(CONTEXT_WINDOWS, self._windows)]
+                   for window, count in zip(CONTEXT_WINDOWS, fitting)]
         window_mean = (sum(Decimal(w["share"]) for w in windows)
                        / len(windows)).quantize(_PLACES, ROUND_HALF_UP)
         if self._stage_rule is not None:

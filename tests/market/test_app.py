@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -40,7 +41,7 @@ def test_a_bad_setting_is_named(tmp_path):
 
 
 def test_every_setting_is_documented_in_the_readme():
-    readme = open("README.md", encoding="utf-8").read()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     missing = [s.name for s in SETTINGS if f"`{s.name}`" not in readme]
     assert not missing
 
