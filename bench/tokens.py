@@ -2,7 +2,7 @@
 
     python bench/tokens.py              # ~10 MB corpus (built once into bench/.cache)
     python bench/tokens.py --size-mb 2  # a quicker run
-    python bench/tokens.py --repeat 5   # more timed runs per side (best and median shown)
+    python bench/tokens.py --repeat 9   # more timed runs per side (best and median shown)
 
 In one run, on the same deterministic corpus of Chinese, English and mixed
 records, for both cl100k_base and o200k_base, it measures:
@@ -163,7 +163,7 @@ def _timed(fn) -> tuple[float, int]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-mb", type=float, default=10.0)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args(argv)
 
     records, path = load_corpus(args.size_mb)

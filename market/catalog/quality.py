@@ -29,8 +29,9 @@ Record text
     - ``near_duplicate_rate`` N, over a sample: the records among the first 10,000 of the file
       that have text and are not exact duplicates. Each one's text (its first 4,000
       characters) is lower-cased, whitespace-collapsed and cut to 1,000 characters; its
-      character 5-shingles are hashed with CRC-32 and summarised by a one-permutation MinHash of 64 values (bin =
-      hash mod 64, the smallest hash per bin, empty bins filled from the next non-empty bin).
+      character 5-shingles are hashed with CRC-32 and summarised by a one-permutation MinHash
+      of 64 values (bin = hash mod 64, the smallest hash per bin, empty bins filled from the
+      next non-empty bin).
       LSH splits the 64 values in 16 bands of 4; a record is a near-duplicate when an earlier
       sampled record sharing a band (each band bucket remembers its first record) agrees on
       at least 52 of the 64 values (estimated Jaccard ≥ 0.8). N = near-duplicates / sampled.
@@ -99,7 +100,7 @@ from operator import eq, methodcaller
 from typing import Any
 
 from market.catalog.profile import (
-    INTEGER, JSON_TYPES, NULL, NUMBER, SchemaProfiler, dominant_type, rate,
+    INTEGER, JSON_TYPES, NULL, SchemaProfiler, dominant_type, rate,
 )
 
 VERSION = "quality-report/1"
@@ -553,7 +554,7 @@ class QualityAccumulator:
             return
         signature = minhash(normalized)
         raw = signature.tobytes()
-        width = len(raw) // LSH_BANDS
+        width = LSH_ROWS * signature.itemsize
         index = len(self._signatures)
         self._near_sampled += 1
         near = False

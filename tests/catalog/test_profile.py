@@ -1,4 +1,4 @@
-"""Schema inference: types with counts, null rates, dominant types, examples, bounds, determinism."""
+"""Schema inference: types and counts, null rates, dominant types, examples, bounds, determinism."""
 
 from __future__ import annotations
 
