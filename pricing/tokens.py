@@ -39,9 +39,11 @@ Encodings are built once per process (about 0.1 s and 0.2 s).
 
 Batches
 -------
-``count_records`` and ``count_texts`` encode in a pool of threads
-(tiktoken releases the GIL while encoding) and serialize the next chunk of
-records while the previous one is being encoded.
+``count_records`` and ``count_texts`` encode in a pool of threads (default
+8, like tiktoken's ``encode_ordinary_batch``; tiktoken releases the GIL while
+encoding), handing each thread chunks of about 256K characters rather than
+one text at a time, and serialize the next chunk of records while the
+previous ones are being encoded.
 """
 
 from __future__ import annotations
@@ -51,7 +53,6 @@ import gzip
 import hashlib
 import importlib.util
 import json
-import os
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -76,6 +77,10 @@ __all__ = [
 ]
 
 DEFAULT_ENCODING = "o200k_base"
+
+# The same default as tiktoken's own batch API, so counting a batch here and
+# with ``encode_ordinary_batch`` run with the same concurrency on any machine.
+DEFAULT_THREADS = 8
 
 _ENDOFTEXT = "<|endoftext|>"
 _FIM_PREFIX = "<|fim_prefix|>"
@@ -230,17 +235,9 @@ def count_record(record: Any, encoding: str = DEFAULT_ENCODING) -> int:
     return len(enc.encode_ordinary(canonical_json(record)))
 
 
-def _default_threads() -> int:
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(8, cpus))
-
-
 def _resolve_threads(num_threads: int | None) -> int:
     if num_threads is None:
-        return _default_threads()
+        return DEFAULT_THREADS
     if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
         raise ValueError("num_threads must be a positive integer")
     return num_threads

@@ -39,6 +39,14 @@ class DatasetWriteSchema(Schema):
                                   load_default=list)
     label_field = fields.String(load_default=None, allow_none=True,
                                 validate=validate.Length(min=1, max=100))
+    id_field = fields.String(load_default=None, allow_none=True,
+                             validate=validate.Length(min=1, max=100))
+    expert_labels = fields.Dict(
+        keys=fields.String(validate=validate.Length(min=1, max=200)),
+        values=fields.String(validate=validate.Length(max=200)), load_default=dict,
+        validate=validate.Length(max=10_000),
+        metadata={"description": "Expert-checked labels by record id, for the annotation "
+                                 "accuracy of the quality report."})
 
 
 class DatasetUpdateSchema(DatasetWriteSchema):
@@ -121,6 +129,8 @@ class DatasetSchema(Schema):
     rights = fields.Dict()
     required_fields = fields.List(fields.String())
     label_field = fields.String(allow_none=True)
+    id_field = fields.String(allow_none=True)
+    expert_labels_count = fields.Function(lambda d: len(d.expert_labels or {}))
     created_at = fields.AwareDateTime()
     listing = fields.Nested(ListingSummarySchema, allow_none=True)
     offers = fields.List(fields.Nested(OfferSchema), attribute="active_offers")

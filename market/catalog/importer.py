@@ -32,7 +32,6 @@ from sqlalchemy.orm import Session
 from market import audit
 from market.accounts.authz import Principal
 from market.catalog.models import Dataset, DatasetRecord, DatasetVersion
-from market.catalog.profile import SchemaProfiler
 from market.catalog.quality import QualityAccumulator
 from market.errors import InvalidInput
 from pricing.tokens import canonical_json, count_texts
@@ -152,9 +151,10 @@ def import_version(session: Session, principal: Principal, dataset: Dataset,
     session.flush()  # the records need the version's id
 
     digest = hashlib.sha256()
-    profiler = SchemaProfiler()
     quality = QualityAccumulator(required_fields=dataset.required_fields,
-                                 label_field=dataset.label_field, ai_stage=dataset.ai_stage)
+                                 label_field=dataset.label_field, ai_stage=dataset.ai_stage,
+                                 id_field=dataset.id_field,
+                                 expert_labels=dataset.expert_labels or None)
     samples: list[dict[str, Any]] = []
     seq = records = canonical_bytes = tokens_total = 0
 
@@ -168,14 +168,14 @@ def import_version(session: Session, principal: Principal, dataset: Dataset,
         for batch in _batches(reader(counting), batch_size):
             future = pool.submit(prepare, batch)
             if pending is not None:
-                seq, stats = _store(session, version, *pending.result(), seq, digest, profiler,
-                                    quality, samples)
+                seq, stats = _store(session, version, *pending.result(), seq, digest, quality,
+                                    samples)
                 records, canonical_bytes, tokens_total = (
                     records + stats[0], canonical_bytes + stats[1], tokens_total + stats[2])
             pending = future
         if pending is not None:
-            seq, stats = _store(session, version, *pending.result(), seq, digest, profiler,
-                                quality, samples)
+            seq, stats = _store(session, version, *pending.result(), seq, digest, quality,
+                                samples)
             records, canonical_bytes, tokens_total = (
                 records + stats[0], canonical_bytes + stats[1], tokens_total + stats[2])
 
@@ -187,7 +187,7 @@ def import_version(session: Session, principal: Principal, dataset: Dataset,
     version.canonical_bytes = canonical_bytes
     version.token_count = tokens_total
     version.content_sha256 = digest.hexdigest()
-    version.schema = profiler.result()
+    version.schema = quality.schema_profile()
     version.samples = samples
     version.quality = report
     version.quality_score = report["overall"]["score"]
@@ -201,7 +201,7 @@ def import_version(session: Session, principal: Principal, dataset: Dataset,
     return version
 
 
-def _store(session, version, batch, texts, counts, seq, digest, profiler, quality, samples):
+def _store(session, version, batch, texts, counts, seq, digest, quality, samples):
     rows = []
     size = 0
     for parsed, text, tokens in zip(batch, texts, counts):
@@ -209,8 +209,7 @@ def _store(session, version, batch, texts, counts, seq, digest, profiler, qualit
         digest.update(encoded)
         digest.update(b"\n")
         size += len(encoded) + 1
-        profiler.add(parsed.record)
-        quality.add(parsed.record, tokens)
+        quality.add(parsed.record, tokens, text)
         if len(samples) < SAMPLE_SIZE:
             samples.append(parsed.record)
         rows.append({"version_id": version.id, "seq": seq, "data": text, "tokens": tokens})

@@ -38,6 +38,10 @@ class Dataset(Base):
     # What the quality report checks: fields every record must have, the label field if any.
     required_fields: Mapped[list[str]] = mapped_column(JSON, default=list)
     label_field: Mapped[str | None] = mapped_column(String(100))
+    # An expert-checked subset for the annotation-accuracy check: record id (in ``id_field``)
+    # to the label an expert confirmed.
+    id_field: Mapped[str | None] = mapped_column(String(100))
+    expert_labels: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

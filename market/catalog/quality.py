@@ -454,7 +454,9 @@ class QualityAccumulator:
 
     # -- streaming ---------------------------------------------------------------------------
 
-    def add(self, record: dict, tokens: int) -> None:
+    def add(self, record: dict, tokens: int, canonical: str | None = None) -> None:
+        """Count one record; ``canonical`` is its canonical JSON when the caller already has it
+        (the importer does), which saves serializing it again."""
         if type(record) is not dict and not isinstance(record, Mapping):
             raise TypeError(f"a record is a JSON object, not {type(record).__name__}")
         if type(tokens) is not int or tokens < 0:
@@ -492,9 +494,10 @@ class QualityAccumulator:
             if self.expert_labels is not None:
                 self._expert(record)
 
+        if canonical is None:
+            canonical = _canonical.encode(record)
         digest = int.from_bytes(hashlib.blake2b(
-            _canonical.encode(record).encode("utf-8", "surrogatepass"),
-            digest_size=8).digest(), "little") or 1
+            canonical.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little") or 1
         duplicate = self._digests.add(digest)
         text = record_text(record, self.text_fields, self._skip_text)
         self._languages[classify_language(text)] += 1
@@ -507,6 +510,10 @@ class QualityAccumulator:
             self._add_bigrams(text)
         if self.records <= self._near_sample_limit:
             self._near_duplicate(text)
+
+    def schema_profile(self) -> dict:
+        """The schema inferred from the same records (see ``market.catalog.profile``)."""
+        return self._schema.result()
 
     def _label(self, value: Any) -> None:
         if not _present(value):

@@ -32,7 +32,7 @@ _CODED_FIELDS = {
 EDITABLE_FIELDS = (
     "title_zh", "title_en", "summary_zh", "summary_en", "description_zh", "description_en",
     "sector", "modality", "ai_stage", "languages", "licence", "personal_information",
-    "sensitivity", "rights", "required_fields", "label_field",
+    "sensitivity", "rights", "required_fields", "label_field", "id_field", "expert_labels",
 )
 # While the exchange reviews a listing, or while it is on sale, what it describes stays put.
 _FROZEN_STATUSES = {ListingStatus.SUBMITTED.value, ListingStatus.APPROVED.value,
@@ -47,6 +47,9 @@ def _check_codes(values: Mapping[str, Any]) -> None:
     for code in values.get("languages", ()):
         if code not in LANGUAGES:
             raise InvalidInput(f"Unknown language code {code!r}.", field="languages")
+    if values.get("expert_labels") and not (values.get("id_field") and values.get("label_field")):
+        raise InvalidInput("Expert labels need the id field and the label field they refer to.",
+                           field="expert_labels")
     rights = values.get("rights")
     if rights is not None:
         unknown = sorted(set(rights) - set(RIGHTS))

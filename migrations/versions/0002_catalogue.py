@@ -2,7 +2,7 @@
 
 Revision ID: 0002
 Revises: 0001
-Create Date: 2026-11-22 09:43:28.471526
+Create Date: 2026-11-22 10:01:25.100115
 """
 
 from alembic import op
@@ -37,6 +37,8 @@ def upgrade() -> None:
     sa.Column('rights', sa.JSON(), nullable=False),
     sa.Column('required_fields', sa.JSON(), nullable=False),
     sa.Column('label_field', sa.String(length=100), nullable=True),
+    sa.Column('id_field', sa.String(length=100), nullable=True),
+    sa.Column('expert_labels', sa.JSON(), nullable=False),
     sa.Column('created_at', market.db.UTCDateTime(timezone=True), nullable=False),
     sa.Column('updated_at', market.db.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'], name=op.f('fk_datasets_organization_id_organizations')),

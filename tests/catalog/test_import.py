@@ -139,3 +139,23 @@ def test_buyers_cannot_create_datasets(sign_in_as, org):
     response = client.post("/api/v1/datasets", json=DATASET,
                            headers={"X-CSRFToken": csrf_token(client)})
     assert response.status_code == 403
+
+
+def test_expert_labels_give_annotation_accuracy(supplier_client):
+    records = [{"id": f"r{i}", "text": f"第{i}条", "label": "pos" if i % 2 else "neg"}
+               for i in range(10)]
+    experts = {"r1": "pos", "r2": "neg", "r3": "neg", "r4": "neg"}  # r3 disagrees
+    dataset = create_dataset(supplier_client, ai_stage="pretraining", required_fields=[],
+                             label_field="label", id_field="id", expert_labels=experts)
+    import_file(supplier_client, dataset["id"], jsonl(records))
+    quality = supplier_client.get(f"/api/v1/datasets/{dataset['id']}/versions/1").get_json()[
+        "quality"]["annotation_accuracy"]
+    assert (quality["coverage"], quality["agreements"], quality["score"]) == (4, 3, 75)
+
+
+def test_expert_labels_need_their_fields(supplier_client):
+    from tests.catalog.conftest import DATASET
+
+    response = supplier_client.post("/api/v1/datasets", headers=supplier_client.csrf,
+                                    json=DATASET | {"expert_labels": {"a": "b"}})
+    assert response.status_code == 422 and "expert_labels" in response.get_json()["errors"]
