@@ -12,7 +12,7 @@ records, for both cl100k_base and o200k_base, it measures:
   default of 8 threads and with one thread per CPU; the faster of the two is
   the baseline;
 - the project's path: ``pricing.tokens.count_records`` on the records
-  themselves (its defaults: 8 threads, like tiktoken's), so the canonical
+  themselves (its default: one thread per CPU, at most 8), so the canonical
   serialization is included in its time;
 
 and prints MB/s (of canonical UTF-8 text), tokens/s and the ratio

@@ -39,11 +39,11 @@ Encodings are built once per process (about 0.1 s and 0.2 s).
 
 Batches
 -------
-``count_records`` and ``count_texts`` encode in a pool of threads (default
-8, like tiktoken's ``encode_ordinary_batch``; tiktoken releases the GIL while
-encoding), handing each thread chunks of about 256K characters rather than
-one text at a time, and serialize the next chunk of records while the
-previous ones are being encoded.
+``count_records`` and ``count_texts`` encode in a pool of threads (one per
+CPU, at most 8; tiktoken releases the GIL while encoding), handing each
+thread chunks of about 256K characters rather than one text at a time, and
+serialize the next chunk of records while the previous ones are being
+encoded.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ import gzip
 import hashlib
 import importlib.util
 import json
+import os
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -78,9 +79,12 @@ __all__ = [
 
 DEFAULT_ENCODING = "o200k_base"
 
-# The same default as tiktoken's own batch API, so counting a batch here and
-# with ``encode_ordinary_batch`` run with the same concurrency on any machine.
-DEFAULT_THREADS = 8
+# One thread per CPU this process may run on, at most tiktoken's default of 8:
+# more threads than cores only fight over the GIL between encodes.
+try:
+    DEFAULT_THREADS = max(1, min(8, len(os.sched_getaffinity(0))))
+except AttributeError:  # no sched_getaffinity outside Linux
+    DEFAULT_THREADS = max(1, min(8, os.cpu_count() or 1))
 
 _ENDOFTEXT = "<|endoftext|>"
 _FIM_PREFIX = "<|fim_prefix|>"

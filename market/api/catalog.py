@@ -253,12 +253,16 @@ def review_queue(principal: Principal):
         for listing in listings.review_queue(session, principal)]}
 
 
+def _for_review(principal: Principal, listing_id: int):
+    session = db_session()
+    return session, listings.get_for_reviewer(session, principal, listing_id)
+
+
 @api.operation("/listings/<int:listing_id>/approve", "POST", summary="Approve a listing",
                permission="listings:review", body=ApproveSchema, response=ListingSchema,
                tags=REVIEW, errors=(404, 409))
 def approve_listing(principal: Principal, listing_id: int, body: dict):
-    session = db_session()
-    listing = listings.get_for_reviewer(session, principal, listing_id)
+    session, listing = _for_review(principal, listing_id)
     return listings.approve(session, principal, listing, note=body["text"])
 
 
@@ -266,8 +270,7 @@ def approve_listing(principal: Principal, listing_id: int, body: dict):
                summary="Reject a listing with reasons", permission="listings:review",
                body=RejectSchema, response=ListingSchema, tags=REVIEW, errors=(404, 409))
 def reject_listing(principal: Principal, listing_id: int, body: dict):
-    session = db_session()
-    listing = listings.get_for_reviewer(session, principal, listing_id)
+    session, listing = _for_review(principal, listing_id)
     return listings.reject(session, principal, listing, reasons=body["reasons"],
                            text=body["text"])
 
@@ -276,8 +279,7 @@ def reject_listing(principal: Principal, listing_id: int, body: dict):
                permission="listings:review", body=ReasonSchema, response=ListingSchema,
                tags=REVIEW, errors=(404, 409))
 def suspend_listing(principal: Principal, listing_id: int, body: dict):
-    session = db_session()
-    listing = listings.get_for_reviewer(session, principal, listing_id)
+    session, listing = _for_review(principal, listing_id)
     return listings.suspend(session, principal, listing, text=body["text"])
 
 
@@ -285,8 +287,7 @@ def suspend_listing(principal: Principal, listing_id: int, body: dict):
                summary="Reinstate a suspended listing", permission="listings:review",
                body=ApproveSchema, response=ListingSchema, tags=REVIEW, errors=(404, 409))
 def reinstate_listing(principal: Principal, listing_id: int, body: dict):
-    session = db_session()
-    listing = listings.get_for_reviewer(session, principal, listing_id)
+    session, listing = _for_review(principal, listing_id)
     return listings.reinstate(session, principal, listing, text=body["text"])
 
 
@@ -294,6 +295,5 @@ def reinstate_listing(principal: Principal, listing_id: int, body: dict):
                permission="listings:review", body=ReasonSchema, response=ListingSchema,
                tags=REVIEW, errors=(404, 409))
 def delist_listing(principal: Principal, listing_id: int, body: dict):
-    session = db_session()
-    listing = listings.get_for_reviewer(session, principal, listing_id)
+    session, listing = _for_review(principal, listing_id)
     return listings.delist(session, principal, listing, text=body["text"])

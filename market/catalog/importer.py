@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import IO, Any, Callable, Iterator
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from market import audit
@@ -214,7 +214,8 @@ def _store(session, version, batch, texts, counts, seq, digest, quality, samples
             samples.append(parsed.record)
         rows.append({"version_id": version.id, "seq": seq, "data": text, "tokens": tokens})
         seq += 1
-    session.execute(insert(DatasetRecord), rows)
+    # Core executemany, not the ORM's bulk insert: these rows need no identity map.
+    session.connection().execute(DatasetRecord.__table__.insert(), rows)
     return seq, (len(rows), size, sum(counts))
 
 
