@@ -88,7 +88,8 @@ def update_dataset(principal: Principal, dataset_id: int, body: dict):
                summary="Import a version from JSONL or CSV", permission="catalog:write",
                query=ImportQuerySchema, response=VersionSchema, status=201, tags=SUPPLY,
                errors=(404, 413, 415, 422), upload=UPLOAD_TYPES)
-def import_version(principal: Principal, dataset_id: int, query: dict, stream, content_type):
+def import_version(principal: Principal, dataset_id: int, query: dict, stream, content_type,
+                   content_length):
     """Send the file as the body (``application/x-ndjson`` or ``text/csv``); it is streamed.
     A bad record aborts the import and the error names its line."""
     session = db_session()
@@ -97,7 +98,7 @@ def import_version(principal: Principal, dataset_id: int, query: dict, stream, c
         session, principal, dataset, stream,
         source_format="csv" if content_type == "text/csv" else "jsonl",
         encoding=current_app.config["TOKEN_ENCODING"], filename=query["filename"],
-        notes=query["notes"])
+        notes=query["notes"], expected_bytes=content_length)
     return Created(version, url_for("api.get_version", dataset_id=dataset.id,
                                     number=version.number))
 

@@ -107,7 +107,8 @@ def _run(op: Operation, view: Callable, path_args: dict[str, Any]) -> Response:
                 f"Expected {' or '.join(op.upload)}, got {request.content_type or 'nothing'}."]}
             raise error
         request.max_content_length = current_app.config["IMPORT_MAX_BYTES"]
-        kwargs["stream"], kwargs["content_type"] = request.stream, request.mimetype
+        kwargs.update(stream=request.stream, content_type=request.mimetype,
+                      content_length=request.content_length)
     elif op.method in BODY_METHODS:
         payload = _json_body(required=op.body is not None)
         if op.body is not None:

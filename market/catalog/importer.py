@@ -22,7 +22,10 @@ import codecs
 import csv
 import hashlib
 import json
-from concurrent.futures import ThreadPoolExecutor
+import multiprocessing
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Any, Callable, Iterator
 
@@ -133,8 +136,11 @@ def import_version(session: Session, principal: Principal, dataset: Dataset,
                    stream: IO[bytes], *, source_format: str, encoding: str,
                    filename: str | None = None, notes: str = "",
                    batch_size: int = BATCH_SIZE,
-                   counter: Callable[[list[str], str], list[int]] = count_texts) -> DatasetVersion:
-    """Import records as the dataset's next version; see the module docstring for the rules."""
+                   expected_bytes: int | None = None) -> DatasetVersion:
+    """Import records as the dataset's next version; see the module docstring for the rules.
+
+    ``expected_bytes`` (the upload's length, when known) chooses where tokens are counted.
+    """
     if source_format not in FORMATS:
         raise InvalidInput(f"Import JSONL or CSV, not {source_format!r}.", field="format")
     reader = read_jsonl if source_format == "jsonl" else read_csv
@@ -158,26 +164,28 @@ def import_version(session: Session, principal: Principal, dataset: Dataset,
     samples: list[dict[str, Any]] = []
     seq = records = canonical_bytes = tokens_total = 0
 
-    def prepare(batch: list[ParsedRecord]) -> tuple[list[ParsedRecord], list[str], list[int]]:
-        texts = [canonical_json(parsed.record) for parsed in batch]
-        return batch, texts, counter(texts, encoding)
-
-    # Counting a batch's tokens (tiktoken releases the GIL) overlaps with parsing the next one.
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = None
+    # Counting runs beside parsing and storing: in a thread for small files, and for large ones
+    # in a child process, where the tokenizer's threads never wait for this process's GIL.
+    # Up to two batches are in flight, so neither side waits for the other.
+    in_flight: deque = deque()
+    with _token_counter(encoding, expected_bytes) as submit:
         for batch in _batches(reader(counting), batch_size):
-            future = pool.submit(prepare, batch)
-            if pending is not None:
-                seq, stats = _store(session, version, *pending.result(), seq, digest, quality,
-                                    samples)
-                records, canonical_bytes, tokens_total = (
-                    records + stats[0], canonical_bytes + stats[1], tokens_total + stats[2])
-            pending = future
-        if pending is not None:
-            seq, stats = _store(session, version, *pending.result(), seq, digest, quality,
-                                samples)
-            records, canonical_bytes, tokens_total = (
-                records + stats[0], canonical_bytes + stats[1], tokens_total + stats[2])
+            texts = [canonical_json(parsed.record) for parsed in batch]
+            in_flight.append((batch, texts, submit(texts)))
+            if len(in_flight) > 2:
+                batch_, texts_, counts = in_flight.popleft()
+                seq, stats = _store(session, version, batch_, texts_, counts.result(), seq,
+                                    digest, quality, samples)
+                records += stats[0]
+                canonical_bytes += stats[1]
+                tokens_total += stats[2]
+        while in_flight:
+            batch_, texts_, counts = in_flight.popleft()
+            seq, stats = _store(session, version, batch_, texts_, counts.result(), seq, digest,
+                                quality, samples)
+            records += stats[0]
+            canonical_bytes += stats[1]
+            tokens_total += stats[2]
 
     if records == 0:
         raise InvalidInput("The file holds no records.", field="file")
@@ -199,6 +207,28 @@ def import_version(session: Session, principal: Principal, dataset: Dataset,
                      "tokens": tokens_total, "sha256": version.content_sha256,
                      "encoding": encoding})
     return version
+
+
+PROCESS_COUNTING_BYTES = 64 * 1024 * 1024
+
+
+def _warm_encoding(encoding: str) -> None:
+    count_texts([""], encoding)
+
+
+@contextmanager
+def _token_counter(encoding: str, expected_bytes: int | None) -> Iterator[Callable]:
+    """A function that starts counting a batch of texts and returns the future of its counts."""
+    if expected_bytes is not None and expected_bytes >= PROCESS_COUNTING_BYTES:
+        # spawn, not fork: the web worker has threads and open database connections.
+        pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_warm_encoding, initargs=(encoding,))
+    else:
+        pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        yield lambda texts: pool.submit(count_texts, texts, encoding)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _store(session, version, batch, texts, counts, seq, digest, quality, samples):

@@ -159,3 +159,17 @@ def test_expert_labels_need_their_fields(supplier_client):
     response = supplier_client.post("/api/v1/datasets", headers=supplier_client.csrf,
                                     json=DATASET | {"expert_labels": {"a": "b"}})
     assert response.status_code == 422 and "expert_labels" in response.get_json()["errors"]
+
+
+def test_large_imports_count_in_a_child_process_with_the_same_result(app, supplier_client,
+                                                                     monkeypatch):
+    from market.catalog import importer
+
+    monkeypatch.setattr(importer, "PROCESS_COUNTING_BYTES", 0)
+    dataset = create_dataset(supplier_client)
+    records = RECORDS * 700  # several batches, so that batches are in flight together
+    response = import_file(supplier_client, dataset["id"], jsonl(records))
+    assert response.status_code == 201, response.get_json()
+    encoding = get_encoding(app.config["TOKEN_ENCODING"])
+    assert response.get_json()["tokens"] == sum(
+        len(encoding.encode(canonical_json(r))) for r in records)
