@@ -37,7 +37,7 @@ from market.accounts.authz import Principal
 from market.catalog.models import Dataset, DatasetRecord, DatasetVersion
 from market.catalog.quality import QualityAccumulator
 from market.errors import InvalidInput
-from pricing.tokens import canonical_json, count_texts
+from pricing.tokens import canonical_json, count_texts, get_encoding
 
 FORMATS = ("jsonl", "csv")
 SAMPLE_SIZE = 5
@@ -212,17 +212,14 @@ def import_version(session: Session, principal: Principal, dataset: Dataset,
 PROCESS_COUNTING_BYTES = 64 * 1024 * 1024
 
 
-def _warm_encoding(encoding: str) -> None:
-    count_texts([""], encoding)
-
-
 @contextmanager
 def _token_counter(encoding: str, expected_bytes: int | None) -> Iterator[Callable]:
     """A function that starts counting a batch of texts and returns the future of its counts."""
     if expected_bytes is not None and expected_bytes >= PROCESS_COUNTING_BYTES:
-        # spawn, not fork: the web worker has threads and open database connections.
+        # spawn, not fork: the web worker has threads and open database connections. The child
+        # imports only pricing.tokens, so it holds little beyond the encoding.
         pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_warm_encoding, initargs=(encoding,))
+                                   initializer=get_encoding, initargs=(encoding,))
     else:
         pool = ThreadPoolExecutor(max_workers=1)
     try:
