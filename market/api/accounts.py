@@ -13,11 +13,11 @@ from market.api.blueprint import api
 from market.api.endpoint import Created
 from market.api.schemas import (
     ApiKeyCreatedSchema, ApiKeyCreateSchema, ApiKeyListSchema, ApiKeySchema, ApiKeyUpdateSchema,
-    AuditPageSchema, AuditQuerySchema, HealthSchema, MemberAddSchema, MemberSchema, MeSchema,
+    AccountSchema, AuditPageSchema, AuditQuerySchema, HealthSchema, RegistrationSchema, MemberAddSchema, MemberSchema, MeSchema,
     OrganizationSchema,
 )
 from market.audit import AuditEntry
-from market.web import db_session
+from market.web import db_session, passwords
 
 ACCOUNT = ["Account"]
 KEYS = ["API keys"]
@@ -29,6 +29,18 @@ def health():
     """Answers 200 when the application can reach its database."""
     db_session().execute(text("SELECT 1"))
     return {"status": "ok", "database": "ok"}
+
+
+@api.operation("/accounts", "POST", summary="Register a person and their organization",
+               permission=None, body=RegistrationSchema, response=AccountSchema, status=201,
+               tags=ACCOUNT, errors=(409, 422))
+def register(body: dict):
+    """The person becomes the owner of the new organization, then signs in on the storefront
+    and creates API keys. Exchanges and the platform are set up by the operator."""
+    return accounts.register(
+        db_session(), passwords(), email=body["email"], password=body["password"],
+        name=body["name"], organization_name=body["organization_name"], roles=body["roles"],
+        currency=current_app.config["DEFAULT_CURRENCY"])
 
 
 @api.operation("/me", "GET", summary="Who is calling", permission="self:read",

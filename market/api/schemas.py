@@ -5,7 +5,7 @@ from __future__ import annotations
 from marshmallow import Schema, fields, validate
 
 from market.accounts.authz import SCOPES
-from market.accounts.models import MemberRole, OrgRole
+from market.accounts.models import MemberRole
 
 _limit = dict(validate=validate.Range(min=1, max=2**31 - 1), allow_none=True)
 
@@ -27,6 +27,25 @@ class OrganizationSchema(Schema):
     default_currency = fields.String()
     registration_number = fields.String(allow_none=True)
     created_at = fields.AwareDateTime()
+
+
+class RegistrationSchema(Schema):
+    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    email = fields.Email(required=True, validate=validate.Length(max=254))
+    password = fields.String(required=True, load_only=True,
+                             validate=validate.Length(max=200))
+    organization_name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    roles = fields.List(fields.String(validate=validate.OneOf(
+        ["buyer", "supplier", "processor", "channel"])), required=True,
+        validate=validate.Length(min=1))
+
+
+class AccountSchema(Schema):
+    user_id = fields.Integer(attribute="id")
+    email = fields.String()
+    name = fields.String()
+    organization = fields.Function(lambda user: OrganizationSchema().dump(
+        user.memberships[0].organization))
 
 
 class MeSchema(Schema):
@@ -120,5 +139,3 @@ class HealthSchema(Schema):
     status = fields.String()
     database = fields.String()
 
-
-ORG_ROLES = [r.value for r in OrgRole]

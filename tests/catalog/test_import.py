@@ -173,3 +173,25 @@ def test_large_imports_count_in_a_child_process_with_the_same_result(app, suppli
     encoding = get_encoding(app.config["TOKEN_ENCODING"])
     assert response.get_json()["tokens"] == sum(
         len(encoding.encode(canonical_json(r))) for r in records)
+
+
+def test_import_through_the_form(supplier_client, session):
+    import io
+
+    from tests.fixtures import csrf_token
+
+    dataset = create_dataset(supplier_client)
+    page = f"/supplier/datasets/{dataset['id']}"
+    response = supplier_client.post(f"{page}/versions", content_type="multipart/form-data", data={
+        "csrf_token": csrf_token(supplier_client, page), "notes": "first cut",
+        "file": (io.BytesIO(jsonl(RECORDS)), "reports.jsonl")})
+    assert response.status_code == 302, response.get_data(as_text=True)[:500]
+    version = session.scalar(select(DatasetVersion))
+    assert (version.record_count, version.source_filename, version.notes) == (
+        3, "reports.jsonl", "first cut")
+
+    bad = supplier_client.post(f"{page}/versions", content_type="multipart/form-data", data={
+        "csrf_token": csrf_token(supplier_client, page),
+        "file": (io.BytesIO(b'{"a": 1}\nbroken\n'), "bad.jsonl")})
+    assert bad.status_code == 422 and "Line 2" in bad.get_data(as_text=True)
+    assert session.scalar(select(func.count()).select_from(DatasetVersion)) == 1

@@ -136,3 +136,40 @@ def test_membership_role_is_checked_by_the_database(session, passwords):
     session.add(Membership(user=user, organization=org, role="emperor"))
     with pytest.raises(IntegrityError):
         session.flush()
+
+
+API_ACCOUNT = {"name": "Gao Feng", "email": "gao.feng@example.com",
+               "password": "violet-harbor-engine", "organization_name": "Gao Data",
+               "roles": ["buyer"]}
+
+
+def test_registration_through_the_api(client, session):
+    response = client.post("/api/v1/accounts", json=API_ACCOUNT)
+    assert response.status_code == 201, response.get_json()
+    body = response.get_json()
+    assert body["organization"]["roles"] == ["buyer"] and "password" not in body
+    assert session.scalar(select(User.password_hash).where(
+        User.email == "gao.feng@example.com")).startswith("$argon2id$")
+
+
+@pytest.mark.parametrize("changes, status, field", [
+    ({"password": "short"}, 422, "password"),
+    ({"email": "nope"}, 422, "email"),
+    ({"roles": ["exchange"]}, 422, "roles"),
+    ({"is_admin": True}, 422, "is_admin"),
+])
+def test_bad_api_registrations_name_the_field_and_write_nothing(client, session, changes,
+                                                                status, field):
+    response = client.post("/api/v1/accounts", json=API_ACCOUNT | changes)
+    assert response.status_code == status
+    assert response.mimetype == "application/problem+json"
+    assert field in response.get_json()["errors"]
+    assert _count(session, User) == 0 and _count(session, Organization) == 0
+
+
+def test_duplicate_email_through_the_api_is_409(client, session):
+    assert client.post("/api/v1/accounts", json=API_ACCOUNT).status_code == 201
+    again = client.post("/api/v1/accounts", json=API_ACCOUNT | {"email": "GAO.FENG@example.com",
+                                                                 "organization_name": "Other"})
+    assert again.status_code == 409 and "email" in again.get_json()["errors"]
+    assert _count(session, Organization) == 1
