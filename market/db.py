@@ -9,8 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, MetaData, create_engine, event
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import DateTime, MetaData, create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -58,9 +57,6 @@ class UTCDateTime(TypeDecorator):
             return value.replace(tzinfo=dt.timezone.utc)
         return value.astimezone(dt.timezone.utc)
 
-
-# JSONB on PostgreSQL (indexable, compact), plain JSON text elsewhere.
-JSONType = JSON().with_variant(JSONB(), "postgresql")
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:

@@ -13,6 +13,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 
+import billing.ledger  # noqa: F401
 import market.accounts.models  # noqa: F401
 import market.idempotency  # noqa: F401
 import market.audit  # noqa: F401
