@@ -192,6 +192,13 @@ def _handle_pricing_error(exc: PricingError) -> Response:
                           type_=f"{PROBLEM_DOCS}-invalid-input")
 
 
+def _handle_integrity_error(exc: IntegrityError) -> Response:
+    # A check passed, then a concurrent request wrote the same unique thing first.
+    current_app.logger.info("integrity conflict: %s", exc.orig)
+    return error_response(409, "Conflict",
+                          "The change conflicts with one made at the same time; retry.")
+
+
 def _handle_http_exception(exc: HTTPException) -> Response:
     headers = {}
     if exc.code == 405 and exc.valid_methods:
@@ -230,5 +237,6 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(MarketError, _handle_market_error)
     app.register_error_handler(ValidationError, _handle_validation_error)
     app.register_error_handler(PricingError, _handle_pricing_error)
+    app.register_error_handler(IntegrityError, _handle_integrity_error)
     app.register_error_handler(HTTPException, _handle_http_exception)
     app.register_error_handler(Exception, _handle_unexpected)

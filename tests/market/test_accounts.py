@@ -173,3 +173,22 @@ def test_duplicate_email_through_the_api_is_409(client, session):
                                                                  "organization_name": "Other"})
     assert again.status_code == 409 and "email" in again.get_json()["errors"]
     assert _count(session, Organization) == 1
+
+
+def test_a_lost_race_answers_409_and_writes_nothing(client, session, monkeypatch):
+    """Two registrations of one e-mail pass the check at once; the database stops the second."""
+    from market.accounts import services
+
+    assert client.post("/api/v1/accounts", json=API_ACCOUNT).status_code == 201
+    real_scalar = session.__class__.scalar
+
+    def no_duplicate_seen(self, statement, *args, **kwargs):
+        if "users.email" in str(statement) and "users.id" in str(statement):
+            return None  # as if the other registration had not committed yet
+        return real_scalar(self, statement, *args, **kwargs)
+
+    monkeypatch.setattr(services.Session, "scalar", no_duplicate_seen)
+    response = client.post("/api/v1/accounts", json=API_ACCOUNT | {"organization_name": "Twin"})
+    monkeypatch.undo()
+    assert response.status_code == 409 and response.mimetype == "application/problem+json"
+    assert _count(session, Organization) == 1
