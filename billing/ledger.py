@@ -138,7 +138,7 @@ def get_account(session: Session, purpose: Purpose, currency: str,
         # loser's transaction fail as a whole, and it is retried; no half-posting survives.
         account = LedgerAccount(purpose=purpose.value, organization_id=owner, currency=currency)
         session.add(account)
-        session.flush()
+        session.flush()  # postings refer to the account by id
     return account
 
 

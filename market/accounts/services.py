@@ -150,7 +150,7 @@ def add_member(session: Session, principal: Principal, organization: Organizatio
         raise Conflict("This person is already a member.", field="email")
     membership = Membership(user=user, organization=organization, role=role)
     session.add(membership)
-    session.flush()
+    session.flush()  # the audit entry names the membership
     audit.record(session, "member.added", actor=principal.actor, organization_id=organization.id,
                  object_type="membership", object_id=membership.id,
                  data={"user_id": user.id, "role": role})
@@ -197,7 +197,7 @@ def create_api_key(session: Session, principal: Principal, *, name: str, scopes:
         monthly_token_cap=limits.monthly_token_cap, expires_at=expires_at,
     )
     session.add(key)
-    session.flush()
+    session.flush()  # the audit entry names the key
     audit.record(session, "api_key.created", actor=principal.actor,
                  organization_id=principal.organization_id, object_type="api_key",
                  object_id=key.id, data={"prefix": prefix, "scopes": scopes,

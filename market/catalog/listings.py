@@ -110,7 +110,7 @@ def submit(session: Session, principal: Principal, dataset: Dataset, *, version_
     listing.submitted_at, listing.decided_at = now, None
     listing.due_at = now + dt.timedelta(days=review_days)
     version.locked_at = version.locked_at or now
-    session.flush()
+    session.flush()  # a new listing needs its id for its first event and audit entry
     _event(session, principal, listing, action,
            checks=_checklist_json(checklist(session, dataset, version)))
     return listing

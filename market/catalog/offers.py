@@ -46,7 +46,7 @@ def add_offer(session: Session, principal: Principal, dataset: Dataset,
                   currency=offer_terms.currency, headline_minor=headline.minor,
                   terms=offer_terms.to_dict(), created_by_id=principal.user_id)
     session.add(offer)
-    session.flush()
+    session.flush()  # the audit entry names the offer's id
     audit.record(session, "offer.added", actor=principal.actor,
                  organization_id=dataset.organization_id, object_type="offer",
                  object_id=offer.id, data={"dataset_id": dataset.id, "terms": offer.terms})

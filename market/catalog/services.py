@@ -73,7 +73,7 @@ def create_dataset(session: Session, principal: Principal, values: Mapping[str, 
     dataset = Dataset(organization_id=principal.organization_id,
                       **{k: v for k, v in values.items() if k in EDITABLE_FIELDS})
     session.add(dataset)
-    session.flush()
+    session.flush()  # the search index and the audit entry need the dataset's id
     search.reindex(session, dataset)
     audit.record(session, "dataset.created", actor=principal.actor,
                  organization_id=principal.organization_id, object_type="dataset",
@@ -180,7 +180,7 @@ def set_supply_chain(session: Session, principal: Principal, dataset: Dataset,
                                  role=p["role"], share_bps=p["share_bps"])
                 for i, p in enumerate(participants)])
     session.add(revision)
-    session.flush()
+    session.flush()  # the audit entry names the revision
     audit.record(session, "supply_chain.revised", actor=principal.actor,
                  organization_id=dataset.organization_id, object_type="dataset",
                  object_id=dataset.id, data={"revision": revision.revision, "shares": [
