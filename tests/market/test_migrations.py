@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 from sqlalchemy import inspect
-from sqlalchemy.engine import make_url
 
 from market import create_app, schema
 from market.db import make_engine
+from tests.concurrency import fresh_database
 
 
 def test_models_and_migrations_agree(database_url):
@@ -19,20 +17,8 @@ def test_models_and_migrations_agree(database_url):
 @pytest.fixture()
 def empty_database(database_url, tmp_path):
     """A brand-new empty database of the same kind as the suite's."""
-    url = make_url(database_url)
-    if url.get_backend_name() != "postgresql":
-        yield f"sqlite:///{tmp_path / 'empty.db'}"
-        return
-    name = f"market_empty_{uuid.uuid4().hex[:8]}"
-    admin = make_engine(database_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
-        admin.dispose()
+    with fresh_database(database_url, tmp_path, migrated=False) as url:
+        yield url
 
 
 def test_flask_db_upgrade_builds_the_schema_on_an_empty_database(empty_database):
