@@ -36,6 +36,7 @@ def _alembic_config():
 def db_upgrade(revision: str) -> None:
     """Build or update the schema to REVISION (default: the newest)."""
     alembic.upgrade(_alembic_config(), revision)
+    click.echo(f"schema upgraded to {revision}")
 
 
 @db_cli.command("downgrade")
@@ -43,6 +44,7 @@ def db_upgrade(revision: str) -> None:
 def db_downgrade(revision: str) -> None:
     """Take the schema back to REVISION."""
     alembic.downgrade(_alembic_config(), revision)
+    click.echo(f"schema downgraded to {revision}")
 
 
 @db_cli.command("current")
