@@ -62,6 +62,27 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TOKEN_ENCODING", "o200k_base",
             "tiktoken encoding for token counts (`o200k_base` or `cl100k_base`), loaded offline."),
     Setting("BABEL_DEFAULT_LOCALE", "zh_CN", "Page language when Accept-Language names none we have."),
+    Setting("PLATFORM_FEE_BPS", 500,
+            "The platform's fee, in basis points of each payment's net (the rest is shared by "
+            "the supply chain).", int),
+    Setting("INVOICE_DUE_DAYS", 15, "Days a buyer has to pay a bank-transfer invoice.", int),
+    Setting("PAYEE_BANK_ACCOUNT", "",
+            "The platform's bank account printed on invoices for bank transfer (对公转账)."),
+    Setting("STRIPE_SECRET_KEY", "",
+            "Stripe secret key; when set, card payments go through Stripe. Empty: bank transfer "
+            "only."),
+    Setting("STRIPE_PUBLISHABLE_KEY", "", "Stripe publishable key, for Stripe.js in the browser."),
+    Setting("STRIPE_API_BASE", "",
+            "Another Stripe API address (a local Stripe server); empty: api.stripe.com."),
+    Setting("STRIPE_JS_URL", "https://js.stripe.com/v3/",
+            "Where the checkout page loads Stripe.js from."),
+    Setting("STRIPE_WEBHOOK_SECRET", "", "Signing secret of the Stripe webhook endpoint."),
+    Setting("DUNNING_RETRY_DAYS", "1,3,7",
+            "Days after a failed renewal on which it is retried; after the last, access is "
+            "suspended."),
+    Setting("DUNNING_CANCEL_DAYS", 14,
+            "Days a suspended subscription waits for payment before it is cancelled.", int),
+    Setting("SCHEDULER_TIMEZONE", "Asia/Shanghai", "Time zone of the scheduled jobs' clock."),
 )
 
 

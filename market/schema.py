@@ -14,6 +14,7 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 
 import billing.ledger  # noqa: F401
+import billing.models  # noqa: F401
 import market.accounts.models  # noqa: F401
 import market.idempotency  # noqa: F401
 import market.audit  # noqa: F401

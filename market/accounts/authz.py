@@ -55,6 +55,15 @@ PERMISSIONS: dict[str, Rule] = {
     "catalog:write": Rule(frozenset({"owner", "member"}), "catalog:write",
                           frozenset({"supplier", "processor"})),
     "listings:review": Rule(frozenset({"owner", "reviewer"}), None, frozenset({"exchange"})),
+    # Buying: orders, payments, subscriptions, demands. Finance staff pay what others ordered.
+    "billing:read": Rule(ALL_MEMBER_ROLES, "billing:read"),
+    "billing:write": Rule(frozenset({"owner", "member", "finance"}), "billing:write"),
+    # Refunds and recorded bank receipts move the platform's money: its own finance people only.
+    "payments:manage": Rule(frozenset({"owner", "finance"}), None,
+                            frozenset({"platform", "exchange"})),
+    # Quoting on custom demands and delivering them.
+    "deals:supply": Rule(frozenset({"owner", "member"}), "catalog:write",
+                         frozenset({"supplier", "processor"})),
 }
 
 

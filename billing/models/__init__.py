@@ -1,0 +1,18 @@
+"""Billing's tables, one module per area; import from here."""
+
+from billing.models.deals import Deal, DealQuote, Demand
+from billing.models.operations import JobRun, PaymentProfile, WebhookEvent
+from billing.models.orders import (
+    LIVE_PAYMENT_STATUSES, BankReceipt, Invoice, Order, OrderLine, Payment, Refund,
+)
+from billing.models.rights import (
+    Certificate, CreditLine, Entitlement, TokenWallet, UsageEvent, WalletEntry,
+)
+from billing.models.subscriptions import Subscription, SubscriptionPeriod
+
+__all__ = [
+    "BankReceipt", "Certificate", "CreditLine", "Deal", "DealQuote", "Demand", "Entitlement",
+    "Invoice", "JobRun", "LIVE_PAYMENT_STATUSES", "Order", "OrderLine", "Payment",
+    "PaymentProfile", "Refund", "Subscription", "SubscriptionPeriod", "TokenWallet",
+    "UsageEvent", "WalletEntry", "WebhookEvent",
+]

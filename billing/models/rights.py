@@ -1,0 +1,156 @@
+"""What a buyer holds after paying: entitlements, token wallets, transaction certificates."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, CheckConstraint, ForeignKey, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from market.db import Base, UTCDateTime, utcnow
+
+
+class Entitlement(Base):
+    """A right to download a dataset version or call its records through the API, until when."""
+
+    __tablename__ = "entitlements"
+    __table_args__ = (
+        CheckConstraint("kind IN ('download', 'api')", name="kind_known"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), index=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"), index=True)
+    # None: every version of the dataset (a subscription follows new versions).
+    version_id: Mapped[int | None] = mapped_column(ForeignKey("dataset_versions.id"))
+    kind: Mapped[str] = mapped_column(String(10))
+    order_line_id: Mapped[int | None] = mapped_column(ForeignKey("order_lines.id"), index=True)
+    subscription_id: Mapped[int | None] = mapped_column(ForeignKey("subscriptions.id"),
+                                                        index=True)
+    valid_from: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    valid_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)  # None: perpetual
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    revoked_reason: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    def active_at(self, moment: dt.datetime) -> bool:
+        return (self.revoked_at is None and self.valid_from <= moment
+                and (self.valid_until is None or moment < self.valid_until))
+
+
+class TokenWallet(Base):
+    """Prepaid tokens of one organization, for one dataset or (scope ``platform``) any."""
+
+    __tablename__ = "token_wallets"
+    __table_args__ = (
+        UniqueConstraint("organization_id", "scope"),
+        CheckConstraint("balance_tokens >= 0", name="balance_not_negative"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), index=True)
+    scope: Mapped[str] = mapped_column(String(40))  # "platform" or "dataset:<id>"
+    dataset_id: Mapped[int | None] = mapped_column(ForeignKey("datasets.id"))
+    balance_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    entries: Mapped[list[WalletEntry]] = relationship(back_populates="wallet",
+                                                      order_by="WalletEntry.id")
+
+
+class WalletEntry(Base):
+    """Every change of a wallet's balance, append-only: grants, debits, revocations."""
+
+    __tablename__ = "wallet_entries"
+    __table_args__ = (
+        CheckConstraint("kind IN ('grant', 'debit', 'revoke', 'adjust')", name="kind_known"),
+        CheckConstraint("delta_tokens <> 0", name="delta_not_zero"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    wallet_id: Mapped[int] = mapped_column(ForeignKey("token_wallets.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(10))
+    delta_tokens: Mapped[int] = mapped_column(BigInteger)
+    balance_after: Mapped[int] = mapped_column(BigInteger)
+    order_line_id: Mapped[int | None] = mapped_column(ForeignKey("order_lines.id"), index=True)
+    # A usage event's request id, or another natural key, so the same change is applied once.
+    reference: Mapped[str | None] = mapped_column(String(200), unique=True)
+    note: Mapped[str] = mapped_column(String(300), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    wallet: Mapped[TokenWallet] = relationship(back_populates="entries")
+
+
+class Certificate(Base):
+    """A transaction certificate (数据交易凭证) for one purchased line, verifiable by anyone.
+
+    ``payload`` is what the certificate states; ``digest`` is the SHA-256 of its canonical JSON
+    and ``signature`` an HMAC of the digest under the platform's key, so the verification page
+    can tell a genuine certificate from an edited one.
+    """
+
+    __tablename__ = "certificates"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    number: Mapped[str] = mapped_column(String(40), unique=True)
+    order_line_id: Mapped[int] = mapped_column(ForeignKey("order_lines.id"), unique=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), index=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    digest: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[str] = mapped_column(String(64))
+    issued_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class CreditLine(Base):
+    """Postpaid pay-as-you-go for an organization: usage up to the limit, invoiced monthly."""
+
+    __tablename__ = "credit_lines"
+    __table_args__ = (
+        UniqueConstraint("organization_id", "currency"),
+        CheckConstraint("limit_minor >= 0", name="limit_not_negative"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), index=True)
+    currency: Mapped[str] = mapped_column(String(3))
+    limit_minor: Mapped[int] = mapped_column(BigInteger)
+    # Charged and not yet invoiced-and-paid; a metered call may not take it past the limit.
+    used_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    payment_method: Mapped[str] = mapped_column(String(20), default="bank_transfer")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    suspended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class UsageEvent(Base):
+    """One charged call or ingested usage report; append-only, accepted once per request id."""
+
+    __tablename__ = "usage_events"
+    __table_args__ = (
+        CheckConstraint("tokens >= 0", name="tokens_not_negative"),
+        CheckConstraint("amount_minor >= 0", name="amount_not_negative"),
+        CheckConstraint("paid_by IN ('subscription', 'wallet', 'postpaid', 'free')",
+                        name="paid_by_known"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(200), unique=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), index=True)
+    api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"), index=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"), index=True)
+    version_id: Mapped[int | None] = mapped_column(ForeignKey("dataset_versions.id"))
+    kind: Mapped[str] = mapped_column(String(10))  # data | royalty
+    tokens: Mapped[int] = mapped_column(BigInteger)
+    # Price per million tokens as a decimal string (sub-minor precision).
+    unit_price: Mapped[str] = mapped_column(String(40))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    paid_by: Mapped[str] = mapped_column(String(12))
+    supply_chain_revision_id: Mapped[int | None] = mapped_column(
+        ForeignKey("supply_chain_revisions.id"))
+    # The billing month the event counts in (YYYY-MM): late events land in the open one.
+    period: Mapped[str] = mapped_column(String(7), index=True)
+    occurred_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    recorded_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    # The postpaid usage order that billed it, once invoiced.
+    order_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id"), index=True)
