@@ -14,6 +14,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 
 from market import audit, schema
+from market.cli_billing import register_billing_commands
 from market.cli_pricing import pricing_cli
 from market.config import SETTINGS
 from market.demo import seed_demo, seed_demo_catalog
@@ -111,3 +112,4 @@ def audit_verify() -> None:
 def register_commands(app: Flask) -> None:
     for group in (db_cli, market_cli, audit_cli, pricing_cli):
         app.cli.add_command(group)
+    register_billing_commands(app)

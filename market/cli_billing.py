@@ -1,0 +1,152 @@
+"""``flask billing`` and ``flask scheduler``: scheduled jobs, run by hand or by the scheduler.
+
+``flask billing jobs`` lists the jobs, their schedules and last runs;
+``flask billing run-job NAME [--period P] [--force]`` runs one job for one period (by default the
+period a run now would handle); ``flask scheduler run`` starts the one APScheduler process that
+runs every job on its schedule. Both go through ``billing.jobs.run_job``, so a period is done
+exactly once however many schedulers and operators try.
+
+The jobs of the web layer's own modules (``market.idempotency``) are registered here, since
+``billing`` sits below them and may not import them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+import click
+from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.cron import CronTrigger
+from flask import Flask, current_app
+from flask.cli import AppGroup
+
+from billing import jobs
+from billing.jobs import DAILY, Job, JobContext
+from market.db import utcnow
+from market.idempotency import purge_expired
+
+billing_cli = AppGroup("billing", help="Billing operations: scheduled jobs.")
+scheduler_cli = AppGroup("scheduler", help="The process that runs the scheduled jobs.")
+
+logger = logging.getLogger("market.scheduler")
+
+
+def purge_idempotency(ctx: JobContext) -> dict:
+    """Delete idempotency records past their expiry (deleting twice deletes nothing more)."""
+    with ctx.db.session() as session, session.begin():
+        purged = purge_expired(session)
+    ctx.progress(f"purged {purged} expired idempotency records")
+    return {"purged": purged}
+
+
+jobs.register(Job(
+    name="purge-idempotency",
+    description="Delete expired idempotency records.",
+    run=purge_idempotency,
+    trigger={"hour": 3, "minute": 30},
+    period_of=jobs.daily,
+    period_pattern=DAILY,
+))
+
+
+def _run(app: Flask, name: str, period: str, *, now: dt.datetime, progress,
+         force: bool = False) -> jobs.JobOutcome:
+    return jobs.run_job(app.extensions["market.db"], name, period, now=now,
+                        settings=app.config, gateway=app.extensions.get("market.gateway"),
+                        progress=progress, force=force)
+
+
+def _schedule(job: Job) -> str:
+    return " ".join(f"{field}={value}" for field, value in job.trigger.items())
+
+
+@billing_cli.command("jobs")
+def jobs_command() -> None:
+    """List the scheduled jobs, their schedules, next and last runs."""
+    registry = jobs.load_jobs()
+    timezone = current_app.config["SCHEDULER_TIMEZONE"]
+    now = utcnow()
+    with current_app.extensions["market.db"].session() as session:
+        last = jobs.last_runs(session, registry)
+    for name, job in sorted(registry.items()):
+        trigger = CronTrigger(timezone=timezone, **job.trigger)
+        upcoming = trigger.get_next_fire_time(None, now.astimezone(trigger.timezone))
+        click.echo(f"{name}: {job.description}")
+        click.echo(f"  schedule: {_schedule(job)} ({timezone}); next {upcoming.isoformat()} "
+                   f"for period {jobs.default_period(job, upcoming, timezone)}")
+        run = last.get(name)
+        if run is None:
+            click.echo("  last run: never")
+        else:
+            finished = run.finished_at.isoformat() if run.finished_at else "-"
+            click.echo(f"  last run: {run.period} {run.status} (started "
+                       f"{run.started_at.isoformat()}, finished {finished}) {run.detail or ''}")
+
+
+@billing_cli.command("run-job")
+@click.argument("name")
+@click.option("--period", help="The period to handle (default: the one a run now would handle).")
+@click.option("--force", is_flag=True, help="Run again even if the period is done.")
+def run_job_command(name: str, period: str | None, force: bool) -> None:
+    """Run job NAME for one period, once: a done period is skipped unless --force."""
+    registry = jobs.load_jobs()
+    job = registry.get(name)
+    if job is None:
+        raise click.UsageError(f"unknown job {name!r}; the jobs are: {', '.join(sorted(registry))}")
+    now = utcnow()
+    if period is None:
+        period = jobs.default_period(job, now, current_app.config["SCHEDULER_TIMEZONE"])
+    elif not job.accepts(period):
+        raise click.UsageError(f"period {period!r} is not valid for {name}: "
+                               f"it must match {job.period_pattern}")
+    outcome = _run(current_app._get_current_object(), name, period, now=now,
+                   progress=click.echo, force=force)
+    if outcome.outcome == "already-done":
+        click.echo(f"{name} {period} was already done (use --force to run it again): "
+                   f"{outcome.summary}")
+    elif outcome.outcome == "running-elsewhere":
+        click.echo(f"{name} {period} is being run by another process; nothing done")
+    else:
+        click.echo(f"{name} {period} summary: {outcome.summary}")
+
+
+def scheduled_run(app: Flask, name: str) -> jobs.JobOutcome:
+    """What the scheduler calls: run ``name`` for the period a run now handles."""
+    now = utcnow()
+    job = jobs.JOBS[name]
+    period = jobs.default_period(job, now, app.config["SCHEDULER_TIMEZONE"])
+    return _run(app, name, period, now=now, progress=logger.info)
+
+
+def build_scheduler(app: Flask) -> BlockingScheduler:
+    """A scheduler with one cron job per registered job, not yet started."""
+    timezone = app.config["SCHEDULER_TIMEZONE"]
+    scheduler = BlockingScheduler(timezone=timezone)
+    for name, job in sorted(jobs.load_jobs().items()):
+        scheduler.add_job(
+            scheduled_run, CronTrigger(timezone=timezone, **job.trigger), args=(app, name),
+            id=name, name=job.description,
+            # A run missed while the process was down still happens within the hour, once.
+            coalesce=True, max_instances=1, misfire_grace_time=3600, replace_existing=True)
+    return scheduler
+
+
+def register_billing_commands(app: Flask) -> None:
+    for group in (billing_cli, scheduler_cli):
+        app.cli.add_command(group)
+
+
+@scheduler_cli.command("run")
+def scheduler_run() -> None:
+    """Run every job on its schedule until interrupted (one such process is enough)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    scheduler = build_scheduler(current_app._get_current_object())
+    for job in scheduler.get_jobs():
+        click.echo(f"scheduled {job.id}: {job.trigger}")
+    try:
+        scheduler.start()
+    except (KeyboardInterrupt, SystemExit):
+        if scheduler.running:
+            scheduler.shutdown()
+        click.echo("scheduler stopped")
