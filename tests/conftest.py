@@ -16,7 +16,7 @@ from market import create_app, schema
 from market.db import make_engine
 from tests.factories import english_client
 
-pytest_plugins = ["tests.fixtures"]
+pytest_plugins = ["tests.fixtures", "tests.stripe_server"]
 
 
 def _reset_postgresql(url: str) -> None:

@@ -1,0 +1,409 @@
+"""Payment gateways: the one place that talks to a card processor.
+
+A gateway speaks in the marketplace's terms: money is an integer of minor units with an ISO
+currency beside it, and every call that creates something carries an idempotency key so a retry
+after a timeout never charges twice. A declined card is a *result* (an `IntentResult` with status
+``failed``), because it is an ordinary outcome of a payment; `GatewayError` is for the gateway
+itself failing (network, authentication, a request it rejected).
+
+No Flask here: the app builds a gateway with `gateway_from_settings(app.config)` and holds it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import stripe
+
+INTENT_STATUSES = ("succeeded", "processing", "requires_action", "failed", "canceled")
+REFUND_STATUSES = ("succeeded", "pending", "failed")
+
+
+class GatewayError(Exception):
+    """The gateway could not do what was asked (network, API or configuration error)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class InvalidSignature(Exception):
+    """A webhook whose signature is missing, malformed or does not match the secret."""
+
+
+@dataclass(frozen=True)
+class IntentResult:
+    """A payment attempt as the gateway sees it; `status` is one of INTENT_STATUSES."""
+
+    ref: str
+    status: str
+    client_secret: str | None
+    failure_code: str | None
+    failure_message: str | None
+    payment_method_ref: str | None
+
+
+@dataclass(frozen=True)
+class RefundResult:
+    """A refund; `status` is one of REFUND_STATUSES."""
+
+    ref: str
+    status: str
+
+
+@dataclass(frozen=True)
+class SetupResult:
+    """Saving a card for later: `status` is one of INTENT_STATUSES.
+
+    The failure fields are set when the card was declined while being saved.
+    """
+
+    ref: str
+    client_secret: str | None
+    status: str
+    payment_method_ref: str | None
+    failure_code: str | None = None
+    failure_message: str | None = None
+
+
+def _ref(value: Any) -> str | None:
+    """An id, whether Stripe sent the id or an expanded object."""
+    if value is None or isinstance(value, str):
+        return value
+    return value["id"]
+
+
+def _intent_status(status: str, has_error: bool) -> str:
+    match status:
+        case "succeeded":
+            return "succeeded"
+        case "processing" | "requires_confirmation" | "requires_capture":
+            # Nothing for the buyer to do: the charge is on its way (we never capture manually).
+            return "processing"
+        case "requires_action":
+            return "requires_action"
+        case "canceled":
+            # A SetupIntent whose card was declined is left canceled by some servers;
+            # the error says it failed rather than that somebody canceled it.
+            return "failed" if has_error else "canceled"
+        case "requires_payment_method":
+            # After an attempt (a decline, a failed 3-D Secure check) it carries the error and
+            # the attempt failed; before any attempt (a new SetupIntent) the buyer has to
+            # supply a card with the client secret.
+            return "failed" if has_error else "requires_action"
+        case _:
+            raise GatewayError("unexpected_status", f"unknown intent status {status!r}")
+
+
+def _error_fields(error: Any) -> tuple[str | None, str | None]:
+    """(code, message) of Stripe's last_payment_error / last_setup_error, if any."""
+    if not error:
+        return None, None
+    code = error.get("decline_code") or error.get("code")
+    return code, error.get("message")
+
+
+def _plain(obj: stripe.StripeObject) -> dict[str, Any]:
+    """A response as plain dicts and lists (Stripe's objects are not dicts)."""
+    return obj.to_dict()
+
+
+def _intent_result(intent: Mapping[str, Any]) -> IntentResult:
+    code, message = _error_fields(intent.get("last_payment_error"))
+    return IntentResult(
+        ref=intent["id"],
+        status=_intent_status(intent["status"], code is not None),
+        client_secret=intent.get("client_secret"),
+        failure_code=code,
+        failure_message=message,
+        payment_method_ref=_ref(intent.get("payment_method")),
+    )
+
+
+def _setup_result(
+    intent: Mapping[str, Any], declined: stripe.CardError | None = None
+) -> SetupResult:
+    code, message = _error_fields(intent.get("last_setup_error"))
+    if declined is not None and code is None:
+        code, message = _card_error_fields(declined)
+    return SetupResult(
+        ref=intent["id"],
+        client_secret=intent.get("client_secret"),
+        status=_intent_status(intent["status"], code is not None),
+        payment_method_ref=_ref(intent.get("payment_method")),
+        failure_code=code,
+        failure_message=message,
+    )
+
+
+def _card_error_fields(exc: stripe.CardError) -> tuple[str, str]:
+    error = exc.error
+    code = (error.decline_code if error else None) or exc.code or "card_declined"
+    return code, exc.user_message or str(exc)
+
+
+def _refund_status(status: str | None) -> str:
+    match status:
+        case "succeeded":
+            return "succeeded"
+        case "pending" | "requires_action" | None:
+            return "pending"
+        case "failed" | "canceled":
+            return "failed"
+        case _:
+            raise GatewayError("unexpected_status", f"unknown refund status {status!r}")
+
+
+@contextmanager
+def _gateway_errors() -> Iterator[None]:
+    """Turn Stripe's exceptions into GatewayError; callers that expect a decline catch it first."""
+    try:
+        yield
+    except stripe.StripeError as exc:
+        code = exc.code or type(exc).__name__
+        raise GatewayError(code, exc.user_message or str(exc) or code) from exc
+
+
+class StripeGateway:
+    """Card payments through Stripe (or a server speaking its API, such as localstripe)."""
+
+    name = "stripe"
+
+    def __init__(
+        self, secret_key: str, *, api_base: str | None = None, webhook_secret: str | None = None
+    ) -> None:
+        # A client per gateway, never the module-global stripe.api_key: tests and apps stay apart.
+        self.client = stripe.StripeClient(
+            secret_key, base_addresses={"api": api_base} if api_base else None
+        )
+        self.webhook_secret = webhook_secret
+
+    # -- customers and saved cards ------------------------------------------------------------
+
+    def create_customer(self, *, organization_id: int, name: str, idempotency_key: str) -> str:
+        """Create the Stripe customer of an organization and return its id."""
+        with _gateway_errors():
+            customer = self.client.v1.customers.create(
+                params={"name": name, "metadata": {"organization_id": str(organization_id)}},
+                options={"idempotency_key": idempotency_key},
+            )
+        return customer.id
+
+    def create_setup_intent(self, *, customer_ref: str, idempotency_key: str) -> SetupResult:
+        """Start saving a card for off-session use; the browser confirms it with client_secret."""
+        with _gateway_errors():
+            intent = self.client.v1.setup_intents.create(
+                params={
+                    "customer": customer_ref,
+                    "usage": "off_session",
+                    "payment_method_types": ["card"],
+                },
+                options={"idempotency_key": idempotency_key},
+            )
+        return _setup_result(_plain(intent))
+
+    def confirm_setup_intent(self, ref: str, payment_method_ref: str) -> SetupResult:
+        """Confirm a SetupIntent with a card, as Stripe.js does in the browser.
+
+        A declined card is a result with status ``failed``, not an exception.
+        """
+        with _gateway_errors():
+            try:
+                intent = self.client.v1.setup_intents.confirm(
+                    ref, params={"payment_method": payment_method_ref}
+                )
+            except stripe.CardError as declined:
+                intent = self.client.v1.setup_intents.retrieve(ref)
+                return _setup_result(_plain(intent), declined)
+        return _setup_result(_plain(intent))
+
+    def card_details(self, payment_method_ref: str) -> tuple[str, str]:
+        """(brand, last4) of a saved card, for showing it to the buyer."""
+        with _gateway_errors():
+            method = self.client.v1.payment_methods.retrieve(payment_method_ref)
+        card = _plain(method).get("card")
+        if not card:
+            raise GatewayError("not_a_card", f"payment method {payment_method_ref} is not a card")
+        return card["brand"], card["last4"]
+
+    def attach_payment_method(self, customer_ref: str, payment_method_ref: str) -> None:
+        """Attach a card to a customer so renewals can charge it off-session.
+
+        Stripe attaches the card itself when a SetupIntent succeeds; calling this again for the
+        same customer is harmless. A card refused at attachment raises GatewayError
+        (code ``card_declined``): there is no payment to record a result on.
+        """
+        with _gateway_errors():
+            method = self.client.v1.payment_methods.retrieve(payment_method_ref)
+            if _ref(_plain(method).get("customer")) == customer_ref:
+                return
+            self.client.v1.payment_methods.attach(
+                payment_method_ref, params={"customer": customer_ref}
+            )
+
+    # -- payments -----------------------------------------------------------------------------
+
+    def create_payment_intent(
+        self,
+        *,
+        amount_minor: int,
+        currency: str,
+        customer_ref: str,
+        payment_method_ref: str,
+        idempotency_key: str,
+        off_session: bool,
+        metadata: dict[str, str],
+    ) -> IntentResult:
+        """Create and confirm a card payment in one call.
+
+        ``off_session`` is for renewals charged while the buyer is away. The metadata should
+        name our payment, so `find_payment_intent` can recover the intent if we crash before
+        storing its id.
+        """
+        params: dict[str, Any] = {
+            "amount": amount_minor,
+            "currency": currency.lower(),
+            "customer": customer_ref,
+            "payment_method": payment_method_ref,
+            # Cards only: with Stripe's automatic payment methods a server-side confirm would
+            # demand a return_url for redirect-based methods we do not offer.
+            "payment_method_types": ["card"],
+            "confirm": True,
+            "metadata": dict(metadata),
+        }
+        if off_session:
+            params["off_session"] = True
+        with _gateway_errors():
+            try:
+                intent = self.client.v1.payment_intents.create(
+                    params=params, options={"idempotency_key": idempotency_key}
+                )
+            except stripe.CardError as declined:
+                return self._declined_intent(declined)
+        return _intent_result(_plain(intent))
+
+    def _declined_intent(self, declined: stripe.CardError) -> IntentResult:
+        """The intent behind a CardError, read back so its id and error are recorded."""
+        error = declined.error
+        intent_ref = _ref(error.payment_intent) if error and error.payment_intent else None
+        if intent_ref is None and error and error.charge:
+            # Stripe names the intent in the error; localstripe names only the charge.
+            charge = self.client.v1.charges.retrieve(_ref(error.charge))  # type: ignore[arg-type]
+            intent_ref = _ref(_plain(charge).get("payment_intent"))
+        if intent_ref is None:
+            raise GatewayError(
+                declined.code or "card_declined", "card declined and no payment intent was named"
+            ) from declined
+        result = _intent_result(_plain(self.client.v1.payment_intents.retrieve(intent_ref)))
+        if result.failure_code is None:
+            code, message = _card_error_fields(declined)
+            result = IntentResult(
+                ref=result.ref,
+                status="failed",
+                client_secret=result.client_secret,
+                failure_code=code,
+                failure_message=message,
+                payment_method_ref=result.payment_method_ref,
+            )
+        return result
+
+    def retrieve_payment_intent(self, ref: str) -> IntentResult:
+        """The current state of a payment intent."""
+        with _gateway_errors():
+            intent = self.client.v1.payment_intents.retrieve(ref)
+        return _intent_result(_plain(intent))
+
+    def find_payment_intent(
+        self, *, customer_ref: str, metadata_key: str, metadata_value: str
+    ) -> IntentResult | None:
+        """The customer's newest payment intent whose metadata has key = value, or None.
+
+        Listing is used rather than the Search API: search results lag behind writes by up to
+        a minute, which is exactly the window reconciliation looks at.
+        """
+        with _gateway_errors():
+            matches = [
+                intent
+                for intent in map(_plain, self._customer_intents(customer_ref))
+                if _ref(intent.get("customer")) == customer_ref
+                and (intent.get("metadata") or {}).get(metadata_key) == metadata_value
+            ]
+        if not matches:
+            return None
+        return _intent_result(max(matches, key=lambda intent: intent["created"]))
+
+    def _customer_intents(self, customer_ref: str) -> Iterator[Any]:
+        try:
+            page = self.client.v1.payment_intents.list(
+                params={"customer": customer_ref, "limit": 100}
+            )
+        except stripe.InvalidRequestError as exc:
+            # localstripe cannot filter payment intents by customer ("Unexpected customer");
+            # Stripe can. There, list them all and let the caller filter.
+            if "customer" not in (exc.user_message or ""):
+                raise
+            page = self.client.v1.payment_intents.list(params={"limit": 100})
+        yield from page.auto_paging_iter()
+
+    # -- refunds ------------------------------------------------------------------------------
+
+    def refund(
+        self,
+        *,
+        payment_ref: str,
+        amount_minor: int,
+        idempotency_key: str,
+        metadata: dict[str, str],
+    ) -> RefundResult:
+        """Refund part or all of a succeeded payment intent."""
+        if amount_minor <= 0:
+            raise ValueError("a refund is a positive amount")
+        with _gateway_errors():
+            refund = self.client.v1.refunds.create(
+                params={
+                    "payment_intent": payment_ref,
+                    "amount": amount_minor,
+                    "metadata": dict(metadata),
+                },
+                options={"idempotency_key": idempotency_key},
+            )
+        return RefundResult(ref=refund.id, status=_refund_status(_plain(refund).get("status")))
+
+    # -- webhooks -----------------------------------------------------------------------------
+
+    def parse_webhook(self, payload: bytes, signature_header: str) -> dict:
+        """Verify a webhook's signature on the raw body and return the event as a plain dict.
+
+        Raises InvalidSignature when the signature is missing, malformed, stale or wrong, or
+        when no webhook secret is configured (an unverifiable event is never trusted).
+        """
+        if not self.webhook_secret:
+            raise InvalidSignature("no webhook secret is configured")
+        try:
+            self.client.construct_event(payload, signature_header, self.webhook_secret)
+        except stripe.SignatureVerificationError as exc:
+            raise InvalidSignature(str(exc)) from exc
+        except (UnicodeDecodeError, ValueError) as exc:
+            # A body that is not JSON cannot have been signed by Stripe.
+            raise InvalidSignature(f"unreadable webhook body: {exc}") from exc
+        event = json.loads(payload)
+        if not isinstance(event, dict) or "id" not in event or "type" not in event:
+            raise InvalidSignature("the signed body is not an event")
+        return event
+
+
+def gateway_from_settings(settings: Mapping[str, Any]) -> StripeGateway | None:
+    """The card gateway the settings ask for, or None when only bank transfer is offered."""
+    secret_key = settings.get("STRIPE_SECRET_KEY") or ""
+    if not secret_key:
+        return None
+    return StripeGateway(
+        secret_key,
+        api_base=settings.get("STRIPE_API_BASE") or None,
+        webhook_secret=settings.get("STRIPE_WEBHOOK_SECRET") or None,
+    )
