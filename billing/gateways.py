@@ -159,13 +159,27 @@ def _refund_status(status: str | None) -> str:
             raise GatewayError("unexpected_status", f"unknown refund status {status!r}")
 
 
+_ERROR_KINDS: tuple[tuple[type[stripe.StripeError], str], ...] = (
+    (stripe.APIConnectionError, "api_connection_error"),
+    (stripe.AuthenticationError, "authentication_error"),
+    (stripe.PermissionError, "permission_error"),
+    (stripe.RateLimitError, "rate_limit_error"),
+    (stripe.IdempotencyError, "idempotency_error"),
+    (stripe.InvalidRequestError, "invalid_request_error"),
+    (stripe.CardError, "card_declined"),
+)
+
+
 @contextmanager
 def _gateway_errors() -> Iterator[None]:
     """Turn Stripe's exceptions into GatewayError; callers that expect a decline catch it first."""
     try:
         yield
     except stripe.StripeError as exc:
-        code = exc.code or type(exc).__name__
+        # Stripe's own error code when it gave one, else the kind of error.
+        code = exc.code or next(
+            (kind for cls, kind in _ERROR_KINDS if isinstance(exc, cls)), "api_error"
+        )
         raise GatewayError(code, exc.user_message or str(exc) or code) from exc
 
 

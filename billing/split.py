@@ -24,6 +24,7 @@ from pricing.money import Money
 
 TAX = "tax"
 PLATFORM = "platform"
+PREPAID = "prepaid"
 
 
 def participant_key(role: str, organization_id: int) -> str:
@@ -51,7 +52,14 @@ def split_payment(gross: Money, tax: Money, shares_bps: Sequence[tuple[str, int]
     return {TAX: tax, PLATFORM: first[PLATFORM], **allocate(first["chain"], shares)}
 
 
+def prepaid_key(organization_id: int) -> str:
+    """The part of a payment held as the buyer's own prepaid credit (a platform token pack)."""
+    return f"{PREPAID}:{organization_id}"
+
+
 def _account(session: Session, key: str, currency: str):
+    if key.startswith(f"{PREPAID}:"):
+        return get_account(session, Purpose.BUYER_PREPAID, currency, _organization(key))
     if key == TAX:
         return get_account(session, Purpose.TAX_PAYABLE, currency)
     if key == PLATFORM:
@@ -60,10 +68,18 @@ def _account(session: Session, key: str, currency: str):
 
 
 def post_payment(session: Session, split: Mapping[str, Money], *, idempotency_key: str,
-                 reference: tuple[str, object]) -> LedgerTransaction:
-    """Money received into platform clearing, owed onward to tax, platform and participants."""
+                 reference: tuple[str, object], paid_from_prepaid: int | None = None
+                 ) -> LedgerTransaction:
+    """Money received into platform clearing, owed onward to tax, platform and participants.
+
+    ``paid_from_prepaid``: the buyer organization whose prepaid credit pays instead (a bank
+    transfer is first received as the buyer's credit, then applied to its invoice).
+    """
     gross = Money.sum(split.values(), next(iter(split.values())).currency)
-    lines = [Line.debit(get_account(session, Purpose.PLATFORM_CLEARING, gross.currency), gross)]
+    source = (get_account(session, Purpose.PLATFORM_CLEARING, gross.currency)
+              if paid_from_prepaid is None else
+              get_account(session, Purpose.BUYER_PREPAID, gross.currency, paid_from_prepaid))
+    lines = [Line.debit(source, gross)]
     lines += [Line.credit(_account(session, key, part.currency), part)
               for key, part in split.items()]
     return post(session, "payment", lines, idempotency_key=idempotency_key, reference=reference,

@@ -65,6 +65,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("PLATFORM_FEE_BPS", 500,
             "The platform's fee, in basis points of each payment's net (the rest is shared by "
             "the supply chain).", int),
+    Setting("TOKEN_PACK_PRICE_PER_MILLION", "20.00",
+            "Price of one million platform-wide prepaid tokens, in DEFAULT_CURRENCY (empty: "
+            "platform-wide packs are not sold)."),
     Setting("INVOICE_DUE_DAYS", 15, "Days a buyer has to pay a bank-transfer invoice.", int),
     Setting("PAYEE_BANK_ACCOUNT", "",
             "The platform's bank account printed on invoices for bank transfer (对公转账)."),

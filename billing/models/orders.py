@@ -144,6 +144,8 @@ class Payment(Base):
     gateway_ref: Mapped[str | None] = mapped_column(String(100), unique=True)
     idempotency_key: Mapped[str] = mapped_column(String(100), unique=True)
     off_session: Mapped[bool] = mapped_column(default=False)
+    # Whether this payment paid its order (False for a late duplicate kept as buyer credit).
+    applied: Mapped[bool] = mapped_column(default=False)
     failure_code: Mapped[str | None] = mapped_column(String(100))
     failure_message: Mapped[str | None] = mapped_column(String(500))
     # How the gross was split when it succeeded: {participant_key|tax|platform: "amount"}.

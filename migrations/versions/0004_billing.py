@@ -319,6 +319,7 @@ def upgrade() -> None:
     sa.Column('gateway_ref', sa.String(length=100), nullable=True),
     sa.Column('idempotency_key', sa.String(length=100), nullable=False),
     sa.Column('off_session', sa.Boolean(), nullable=False),
+    sa.Column('applied', sa.Boolean(), nullable=False),
     sa.Column('failure_code', sa.String(length=100), nullable=True),
     sa.Column('failure_message', sa.String(length=500), nullable=True),
     sa.Column('split', sa.JSON(), nullable=False),

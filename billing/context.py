@@ -1,0 +1,37 @@
+"""The settings billing needs, gathered once by whoever runs it (the app, a job, a command)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from pricing.money import Money
+
+
+@dataclass(frozen=True)
+class BillingSettings:
+    platform_fee_bps: int = 500
+    invoice_due_days: int = 15
+    payee_bank_account: str = ""
+    # Signs transaction certificates; derived from the app's secret so it needs no setting.
+    certificate_key: bytes = b""
+    token_pack_price_per_million: Money | None = None
+    dunning_retry_days: tuple[int, ...] = (1, 3, 7)
+    dunning_cancel_days: int = 14
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> "BillingSettings":
+        secret = str(settings.get("SECRET_KEY") or "")
+        price = settings.get("TOKEN_PACK_PRICE_PER_MILLION") or ""
+        currency = settings.get("DEFAULT_CURRENCY", "CNY")
+        retry = str(settings.get("DUNNING_RETRY_DAYS", "1,3,7"))
+        return cls(
+            platform_fee_bps=int(settings.get("PLATFORM_FEE_BPS", 500)),
+            invoice_due_days=int(settings.get("INVOICE_DUE_DAYS", 15)),
+            payee_bank_account=str(settings.get("PAYEE_BANK_ACCOUNT", "")),
+            certificate_key=hashlib.sha256(b"certificates:" + secret.encode()).digest(),
+            token_pack_price_per_million=Money(price, currency) if price else None,
+            dunning_retry_days=tuple(int(d) for d in retry.split(",") if d.strip()),
+            dunning_cancel_days=int(settings.get("DUNNING_CANCEL_DAYS", 14)),
+        )

@@ -1,0 +1,290 @@
+"""Orders: pricing a purchase into lines that snapshot terms, tax and the supply chain.
+
+Every way of buying ends here: the mall's cart (``place_mall_order``), token packs
+(``place_token_pack_order``), and the orders that subscriptions, custom deals and postpaid usage
+build with ``new_order`` and ``priced_line``. An order is priced once, when it is placed; the
+lines keep the offer's terms, the tax and the supply-chain revision in force at that moment, so
+a later price or share change never rewrites what was sold. Paying is ``billing.payments``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from market import audit
+from market.accounts.authz import Principal
+from market.catalog.models import Dataset, ListingStatus, Offer
+from market.catalog.services import current_supply_chain
+from market.db import utcnow
+from market.errors import Conflict, InvalidInput, NotFound
+from billing.models import Order, OrderLine
+from pricing.errors import PricingError
+from pricing.money import Money, UnitPrice
+from pricing.offers import MallPackage, MeteredRateCard, offer_from_dict
+from pricing.quotes import Quote, quote
+from pricing.rating import LineItem
+from pricing.tax import BuyerTaxStatus, TaxMode, apply_tax, parse_tax_rate
+
+PAYMENT_METHODS = ("card", "bank_transfer")
+TOKENS_PER_MILLION = 1_000_000
+# Largest order a cart may hold, so a typo in a quantity cannot create an absurd invoice.
+MAX_QUANTITY = 1_000
+MAX_TOKEN_PACK_MILLIONS = 100_000
+
+
+@dataclass(frozen=True)
+class CartItem:
+    offer_id: int
+    quantity: int = 1
+
+
+def order_number(prefix: str = "DM") -> str:
+    """A unique, unguessable order number such as ``DM-20261123-7QK2M9XD``."""
+    alphabet = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # no 0/O, 1/I: read aloud on the phone
+    token = "".join(secrets.choice(alphabet) for _ in range(8))
+    return f"{prefix}-{utcnow():%Y%m%d}-{token}"
+
+
+def new_order(session: Session, *, organization_id: int, kind: str, currency: str,
+              payment_method: str, created_by_id: int | None = None,
+              billing_key: str | None = None, status: str = "awaiting_payment",
+              **fields: Any) -> Order:
+    if payment_method not in PAYMENT_METHODS:
+        raise InvalidInput(f"Pay by {' or '.join(PAYMENT_METHODS)}.", field="payment_method")
+    order = Order(number=order_number(), organization_id=organization_id, kind=kind,
+                  status=status, currency=currency, subtotal_minor=0, tax_minor=0,
+                  total_minor=0, paid_minor=0, refunded_minor=0, payment_method=payment_method,
+                  created_by_id=created_by_id, billing_key=billing_key,
+                  payable_at=utcnow() if status == "awaiting_payment" else None, **fields)
+    session.add(order)
+    return order
+
+
+def chain_snapshot(session: Session, dataset_id: int) -> tuple[int | None, list[list[Any]]]:
+    """The supply-chain revision in force for a dataset, as (id, [[participant, bps], ...])."""
+    chain = current_supply_chain(session, dataset_id)
+    if chain is None:
+        raise Conflict("The dataset has no supply chain declared, so it cannot be sold.",
+                       field="dataset")
+    return chain.id, [list(pair) for pair in chain.shares_bps()]
+
+
+def priced_line(session: Session, order: Order, *, kind: str, description: str,
+                items: Sequence[LineItem], tax_rate, buyer: str = "standard",
+                offer: Offer | None = None, dataset_id: int | None = None,
+                version_id: int | None = None, quantity: int = 1, tokens: int = 0,
+                terms: dict[str, Any] | None = None, chain: bool = True,
+                taxed: tuple[Money, Money] | None = None) -> OrderLine:
+    """Add one line priced from ``pricing`` line items, tax rounded once on the line.
+
+    ``taxed``: the (net, tax) a ``pricing`` quote already worked out, so the order charges
+    exactly what the buyer was quoted. ``chain``: snapshot the dataset's supply chain (a
+    platform-wide line has none).
+    """
+    if any(item.currency != order.currency for item in items):
+        raise InvalidInput("An order is paid in one currency.", field="currency")
+    rate = parse_tax_rate(tax_rate)
+    if taxed is None:
+        net = Money.sum((item.amount for item in items), order.currency)
+        computed = apply_tax(net, rate, TaxMode.EXCLUSIVE, BuyerTaxStatus(buyer))
+        taxed = (computed.net, computed.tax)
+    net, tax = taxed
+    revision_id, shares = (chain_snapshot(session, dataset_id)
+                           if chain and dataset_id is not None else (None, []))
+    line = OrderLine(
+        position=len(order.lines) + 1, kind=kind, description=description[:300],
+        offer_id=offer.id if offer is not None else None, dataset_id=dataset_id,
+        version_id=version_id, quantity=quantity, tokens=tokens,
+        subtotal_minor=net.minor, tax_minor=tax.minor, total_minor=net.minor + tax.minor,
+        tax_rate=format(rate, "f"),
+        terms={**(terms or {}), "items": [item.to_dict() for item in items]},
+        supply_chain_revision_id=revision_id, shares=shares)
+    order.lines.append(line)
+    order.subtotal_minor += line.subtotal_minor
+    order.tax_minor += line.tax_minor
+    order.total_minor += line.total_minor
+    return line
+
+
+def _quoted_line(session: Session, order: Order, offer: Offer, priced: Quote, *, kind: str,
+                 quantity: int, tokens: int, version_id: int | None,
+                 description: str) -> OrderLine:
+    items = [line.item for line in priced.lines]
+    return priced_line(session, order, kind=kind, description=description, items=items,
+                       tax_rate=offer.terms.get("tax_rate", "0.06"),
+                       buyer=priced.buyer_tax_status.value, offer=offer,
+                       dataset_id=offer.dataset_id, version_id=version_id, quantity=quantity,
+                       tokens=tokens, terms={"offer": offer.terms},
+                       taxed=(priced.subtotal, priced.tax))
+
+
+def sellable_offer(session: Session, principal: Principal, offer_id: int, *,
+                   kinds: Sequence[str], field: str) -> Offer:
+    """An offer the principal may buy now: active, of a listed dataset, not its own."""
+    offer = session.get(Offer, offer_id)
+    if offer is None:
+        raise NotFound("No such offer.", field=field)
+    dataset: Dataset = offer.dataset
+    listing = dataset.listing
+    if listing is None or listing.status != ListingStatus.APPROVED.value:
+        # Only listed datasets are visible to buyers; anything else does not exist for them.
+        if dataset.organization_id != principal.organization_id:
+            raise NotFound("No such offer.", field=field)
+        raise Conflict("The dataset is not listed; it cannot be bought.", field=field)
+    if offer.retired_at is not None:
+        raise Conflict("This offer has been withdrawn; it cannot be bought.", field=field)
+    if offer.kind not in kinds:
+        raise InvalidInput(f"This offer is a {offer.kind} offer; here only "
+                           f"{', '.join(kinds)} can be bought.", field=field)
+    if dataset.organization_id == principal.organization_id:
+        raise Conflict("An organization cannot buy its own dataset.", field=field)
+    return offer
+
+
+def _check_quantity(quantity: Any, field: str, maximum: int) -> int:
+    if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 1:
+        raise InvalidInput("The quantity must be a whole number of at least 1.", field=field)
+    if quantity > maximum:
+        raise InvalidInput(f"At most {maximum:,} at once.", field=field)
+    return quantity
+
+
+def place_mall_order(session: Session, principal: Principal, items: Sequence[CartItem], *,
+                     payment_method: str, buyer_tax_status: str = "standard",
+                     note: str = "") -> Order:
+    """Check out a cart of mall packages: one order, one line per package, priced now."""
+    if not items:
+        raise InvalidInput("The cart is empty.", field="items")
+    seen: set[int] = set()
+    order: Order | None = None
+    for i, item in enumerate(items):
+        field = f"items.{i}"
+        quantity = _check_quantity(item.quantity, f"{field}.quantity", MAX_QUANTITY)
+        if item.offer_id in seen:
+            raise InvalidInput("The same package is in the cart twice; change its quantity.",
+                               field=f"{field}.offer_id")
+        seen.add(item.offer_id)
+        offer = sellable_offer(session, principal, item.offer_id, kinds=("mall_package",),
+                               field=f"{field}.offer_id")
+        package = offer_from_dict(offer.terms)
+        assert isinstance(package, MallPackage)
+        if order is None:
+            order = new_order(session, organization_id=principal.organization_id, kind="mall",
+                              currency=package.currency, payment_method=payment_method,
+                              created_by_id=principal.user_id, note=note)
+        elif package.currency != order.currency:
+            raise InvalidInput("Every package in one order must be priced in the same "
+                               "currency.", field=f"{field}.offer_id")
+        try:
+            priced = quote(package, quantity=quantity, buyer=buyer_tax_status)
+        except PricingError as exc:
+            raise InvalidInput(str(exc), field=f"{field}.{exc.field}") from None
+        dataset = offer.dataset
+        _quoted_line(session, order, offer, priced, kind="mall_package", quantity=quantity,
+                     tokens=package.api_tokens * quantity,
+                     version_id=dataset.listing.version_id,
+                     description=f"{dataset.title_en} — {package.code} × {quantity}")
+    assert order is not None
+    session.flush()  # the audit entry and the response name the order's id
+    audit.record(session, "order.placed", actor=principal.actor,
+                 organization_id=order.organization_id, object_type="order", object_id=order.id,
+                 data={"number": order.number, "total": str(order.total),
+                       "lines": [line.offer_id for line in order.lines]})
+    return order
+
+
+def place_token_pack_order(session: Session, principal: Principal, *, millions: int,
+                           payment_method: str, dataset_id: int | None = None,
+                           platform_price_per_million: Money | None = None,
+                           buyer_tax_status: str = "standard") -> Order:
+    """Buy N million prepaid tokens for one dataset (priced by its metered rate card) or for
+    the whole platform (priced by the platform's token-pack price).
+
+    A dataset's pack is split across its supply chain when paid; a platform-wide pack is held as
+    the buyer's prepaid credit and shared out as its tokens are used.
+    """
+    millions = _check_quantity(millions, "millions", MAX_TOKEN_PACK_MILLIONS)
+    tokens = millions * TOKENS_PER_MILLION
+    if dataset_id is None:
+        if platform_price_per_million is None:
+            raise Conflict("Platform-wide token packs are not on sale.", field="dataset_id")
+        order = new_order(session, organization_id=principal.organization_id,
+                          kind="token_pack", currency=platform_price_per_million.currency,
+                          payment_method=payment_method, created_by_id=principal.user_id)
+        item = LineItem(code="token_pack", description=f"{millions}M platform tokens",
+                        quantity=millions, unit_price=UnitPrice.of(platform_price_per_million))
+        priced_line(session, order, kind="token_pack", items=[item], tax_rate="0.06",
+                    buyer=buyer_tax_status, description=f"{millions}M tokens, any dataset",
+                    quantity=millions, tokens=tokens, terms={"scope": "platform"}, chain=False)
+    else:
+        dataset = session.get(Dataset, dataset_id)
+        metered = [o for o in (dataset.active_offers if dataset else []) if o.kind == "metered"]
+        if not metered:
+            raise NotFound("This dataset sells no API tokens.", field="dataset_id")
+        offer = sellable_offer(session, principal, metered[0].id, kinds=("metered",),
+                               field="dataset_id")
+        card = offer_from_dict(offer.terms)
+        assert isinstance(card, MeteredRateCard)
+        order = new_order(session, organization_id=principal.organization_id,
+                          kind="token_pack", currency=card.currency,
+                          payment_method=payment_method, created_by_id=principal.user_id)
+        priced = quote(card, tokens=tokens, buyer=buyer_tax_status)
+        _quoted_line(session, order, offer, priced, kind="token_pack", quantity=millions,
+                     tokens=tokens, version_id=None,
+                     description=f"{millions}M tokens of {offer.dataset.title_en}")
+        order.lines[-1].terms["scope"] = f"dataset:{dataset_id}"
+    if order.total_minor <= 0:
+        raise InvalidInput("These tokens cost nothing; there is nothing to buy.",
+                           field="millions")
+    session.flush()  # the audit entry names the order's id
+    audit.record(session, "order.placed", actor=principal.actor,
+                 organization_id=order.organization_id, object_type="order", object_id=order.id,
+                 data={"number": order.number, "total": str(order.total), "tokens": tokens})
+    return order
+
+
+def get_order(session: Session, principal: Principal, order_id: int, *,
+              for_update: bool = False) -> Order:
+    """The principal's own order (another organization's answers 404)."""
+    query = select(Order).where(Order.id == order_id)
+    if for_update:
+        query = query.with_for_update()
+    order = session.scalar(query)
+    if order is None or order.organization_id != principal.organization_id:
+        raise NotFound("No such order.")
+    return order
+
+
+def list_orders(session: Session, principal: Principal, *, limit: int = 100) -> list[Order]:
+    return list(session.scalars(select(Order).where(
+        Order.organization_id == principal.organization_id,
+        Order.status != "scheduled").order_by(Order.id.desc()).limit(limit)))
+
+
+def cancel_order(session: Session, principal: Principal, order: Order) -> Order:
+    """Cancel an unpaid order; one with a payment in flight or paid cannot be."""
+    from billing.models import LIVE_PAYMENT_STATUSES
+
+    if order.status != "awaiting_payment":
+        raise Conflict(f"The order is {order.status.replace('_', ' ')}; only an unpaid order "
+                       "can be cancelled.", field="status")
+    if any(p.status in LIVE_PAYMENT_STATUSES for p in order.payments):
+        raise Conflict("A payment for this order is in progress.", field="status")
+    order.status = "cancelled"
+    order.cancelled_at = utcnow()
+    if order.invoice is not None:
+        order.invoice.status = "void"
+    audit.record(session, "order.cancelled", actor=principal.actor,
+                 organization_id=order.organization_id, object_type="order", object_id=order.id,
+                 data={"number": order.number})
+    return order
+
+
+def today() -> dt.date:
+    return utcnow().date()
