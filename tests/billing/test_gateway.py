@@ -12,6 +12,7 @@ import hmac
 import http.server
 import json
 import queue
+import socket
 import threading
 import time
 import urllib.parse
@@ -217,8 +218,9 @@ def test_a_failed_3d_secure_check_fails_the_payment(stripe_gateway, stripe_serve
 
 
 def test_retrieving_an_unknown_intent_is_a_gateway_error(stripe_gateway):
-    with pytest.raises(GatewayError):
+    with pytest.raises(GatewayError) as raised:
         stripe_gateway.retrieve_payment_intent("pi_doesnotexist")
+    assert raised.value.code == "invalid_request_error"
 
 
 def test_find_payment_intent_by_metadata(stripe_gateway):
@@ -399,3 +401,15 @@ def test_gateway_from_settings_talks_to_the_configured_server(stripe_server):
     assert isinstance(gateway, StripeGateway) and gateway.name == "stripe"
     assert gateway.create_customer(organization_id=1, name="X", idempotency_key=key())
     assert gateway.webhook_secret == WEBHOOK_SECRET
+
+
+def test_an_unreachable_stripe_is_a_gateway_error():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    gateway = StripeGateway("sk_test_x", api_base=f"http://127.0.0.1:{port}")
+
+    with pytest.raises(GatewayError) as raised:
+        gateway.retrieve_payment_intent("pi_x")
+
+    assert raised.value.code == "api_connection_error"
