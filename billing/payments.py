@@ -317,7 +317,7 @@ def apply_intent_status(session: Session, payment: Payment, status: str,
         if status in ("failed", "canceled"):
             payment.failure_code = failure_code
             payment.failure_message = (failure_message or "")[:500] or None
-            _after_failure(session, payment)
+            _after_failure(session, payment, settings)
     audit.record(session, f"payment.{status}", organization_id=payment.organization_id,
                  object_type="payment", object_id=payment.id,
                  data={"order_id": payment.order_id, "amount": str(payment.amount),
@@ -325,11 +325,12 @@ def apply_intent_status(session: Session, payment: Payment, status: str,
     return True
 
 
-def _after_failure(session: Session, payment: Payment) -> None:
+def _after_failure(session: Session, payment: Payment, settings: BillingSettings) -> None:
     order = session.get(Order, payment.order_id)
     if order.kind == "renewal":
         from billing import subscriptions
-        subscriptions.on_renewal_failed(session, order, payment)
+        # The dunning schedule is a setting: the hook needs them to plan the next retry.
+        subscriptions.on_renewal_failed(session, order, payment, settings)
 
 
 # Reconciliation ---------------------------------------------------------------------------------
@@ -412,11 +413,11 @@ def reference_is_valid(reference: str) -> bool:
 def issue_invoice(session: Session, order: Order, settings: BillingSettings,
                   actor: Actor = SYSTEM) -> Invoice:
     """The bank-transfer invoice of an order (issued once; a second call returns it)."""
+    if order.status != "awaiting_payment":
+        raise Conflict(f"This order is {order.status.replace('_', ' ')}; it cannot be paid "
+                       "again.", field="order")
     if order.invoice is not None:
         return order.invoice
-    if order.status != "awaiting_payment":
-        raise Conflict(f"This order is {order.status.replace('_', ' ')}; it needs no invoice.",
-                       field="order")
     invoice = Invoice(
         number=order.number.replace("DM-", "INV-", 1), order=order,
         organization_id=order.organization_id, status="open", currency=order.currency,

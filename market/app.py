@@ -8,6 +8,8 @@ from flask import Flask, current_app, request, session
 from flask_babel import Babel, get_locale
 from flask_wtf.csrf import CSRFProtect
 
+from billing.context import BillingSettings
+from billing.gateways import gateway_from_settings
 from market import web
 from market.accounts.passwords import Passwords
 from market.config import load_config
@@ -25,6 +27,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(load_config(app.instance_path, overrides=config))
 
     app.extensions["market.db"] = Database(app.config["DATABASE_URL"])
+    # The payment gateway is held by the app, never set as module state: None means bank
+    # transfer only (the embedded default); a Stripe key turns card payments on.
+    app.extensions["market.gateway"] = gateway_from_settings(app.config)
+    app.extensions["market.billing"] = BillingSettings.from_settings(app.config)
     app.extensions["market.passwords"] = Passwords(
         time_cost=app.config["PASSWORD_TIME_COST"], memory_kib=app.config["PASSWORD_MEMORY_KIB"])
 
@@ -39,8 +45,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from market.api import api
     from market.storefront import storefront
 
+    from market.hooks import hooks
+
     csrf.exempt(api)  # the API checks its own: keys need none, sessions send X-CSRFToken
+    csrf.exempt(hooks)  # a gateway's callback proves itself by its signature
     app.register_blueprint(api)
+    app.register_blueprint(hooks)
     app.register_blueprint(storefront)
 
     from market.cli import register_commands

@@ -48,6 +48,15 @@ def db_session() -> Session:
     return g.db_session
 
 
+def end_request_transaction() -> None:
+    """Commit what the request has written so far (a key's last use), before a service that runs
+    its own units of work around a call to the payment gateway: no transaction of ours may
+    stay open across that call, and on SQLite an open one would hold the write lock."""
+    session: Session | None = g.get("db_session")
+    if session is not None:
+        session.commit()
+
+
 def passwords() -> Passwords:
     return current_app.extensions["market.passwords"]
 

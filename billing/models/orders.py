@@ -118,6 +118,10 @@ class OrderLine(Base):
 
     order: Mapped[Order] = relationship(back_populates="lines")
 
+    @property
+    def currency(self) -> str:
+        return self.order.currency
+
 
 class Payment(Base):
     """One attempt to collect an order's total, by card (Stripe) or bank transfer.

@@ -19,13 +19,20 @@ from market.accounts.models import OrgRole
 from market.api import api
 from market.catalog import importer, listings, offers
 from market.catalog import services as catalog
+from billing import orders, payments
+from billing.context import BillingSettings
+from billing.models import Payment
+from pricing.money import Money, UnitPrice
+from pricing.rating import LineItem
 from tests.factories import make_key, make_org, make_user
 from tests.fixtures import csrf_token
 
 
 @dataclass(frozen=True)
 class Case:
-    kind: str  # public | object | collection | create
+    # public | object | collection | create | disabled (a card endpoint: 409 while no card
+    # processor is configured, as in the embedded default the suite runs)
+    kind: str
     body: dict | None = None
     upload: bytes | None = None  # a raw JSONL body instead of JSON
 
@@ -86,6 +93,25 @@ MATRIX: dict[tuple[str, str], Case] = {
     ("POST", "/listings/<int:listing_id>/suspend"): Case("object", {"text": "x"}),
     ("POST", "/listings/<int:listing_id>/reinstate"): Case("object", {"text": ""}),
     ("POST", "/listings/<int:listing_id>/delist"): Case("object", {"text": "x"}),
+    ("POST", "/orders"): Case("object", {"items": [{"offer_id": "{victim_offer}"}],
+                                         "payment_method": "bank_transfer"}),
+    ("POST", "/token-packs"): Case("create", {"millions": 1, "payment_method": "bank_transfer"}),
+    ("GET", "/orders"): Case("collection"),
+    ("GET", "/orders/<int:order_id>"): Case("object"),
+    ("POST", "/orders/<int:order_id>/cancel"): Case("object"),
+    ("POST", "/orders/<int:order_id>/pay"): Case("object", {"method": "bank_transfer"}),
+    ("GET", "/invoices/<int:invoice_id>"): Case("object"),
+    ("POST", "/payment-methods/setup"): Case("disabled"),
+    ("POST", "/payment-methods"): Case("disabled", {"payment_method": "pm_card_visa"}),
+    ("GET", "/holdings"): Case("collection"),
+    ("GET", "/orders/<int:order_id>/lines/<int:line_id>/download"): Case("object"),
+    ("GET", "/orders/<int:order_id>/lines/<int:line_id>/certificate"): Case("object"),
+    ("GET", "/certificates/<string:number>"): Case("public"),
+    ("GET", "/finance/invoices"): Case("collection"),
+    ("POST", "/invoices/<int:invoice_id>/receipts"): Case("object", {
+        "amount": {"amount": "1.00", "currency": "CNY"}, "received_on": "2026-01-02",
+        "bank_reference": "HIJACK-1"}),
+    ("POST", "/payments/<int:payment_id>/refunds"): Case("object", {"bank_reference": "X-1"}),
 }
 
 OPERATIONS = {(op.method, op.rule): op for op in api.operations}
@@ -116,16 +142,40 @@ def victim(session, passwords):
         "price": {"amount": "99.00", "currency": "CNY"}})
     listing = listings.submit(session, owner, dataset, version_id=dataset.versions[0].id,
                               exchange_id=exchange.id, review_days=5)
+    order = orders.new_order(session, organization_id=org.id, kind="mall", currency="CNY",
+                             payment_method="bank_transfer")
+    orders.priced_line(session, order, kind="mall_package", description="Victim package",
+                       items=[LineItem("pack", "Victim package", 1,
+                                       UnitPrice.of(Money("99.00", "CNY")))],
+                       tax_rate="0.06", dataset_id=dataset.id,
+                       version_id=dataset.versions[0].id, chain=False)
+    session.flush()
+    invoice = payments.issue_invoice(session, order, BillingSettings())
+    paid = orders.new_order(session, organization_id=org.id, kind="mall", currency="CNY",
+                            payment_method="bank_transfer")
+    orders.priced_line(session, paid, kind="mall_package", description="Victim paid",
+                       items=[LineItem("pack", "Victim paid", 1,
+                                       UnitPrice.of(Money("99.00", "CNY")))],
+                       tax_rate="0.06", dataset_id=dataset.id, chain=False)
+    paid.status, paid.paid_minor = "paid", paid.total_minor
+    payment = Payment(order=paid, organization_id=org.id, method="bank_transfer",
+                      status="succeeded", amount_minor=paid.total_minor, currency="CNY",
+                      idempotency_key="victim-payment", applied=True,
+                      split={"platform": "99.00", "tax": "5.94"})
+    session.add(payment)
     session.commit()
     return {"org": org, "email": person.email, "key": key, "dataset": dataset,
-            "listing": listing, "exchange": exchange, "offer": offer}
+            "listing": listing, "exchange": exchange, "offer": offer, "order": order,
+            "invoice": invoice, "payment": payment}
 
 
 @pytest.fixture()
 def foreign(session):
     # Holding every marketplace role, the foreign organization gets past every role check,
-    # so what stops it is ownership.
-    org = make_org(session, *[r.value for r in OrgRole], name="Foreign Co")
+    # so what stops it is ownership. Every role but the platform's: the platform is the
+    # marketplace's operator, whose finance staff settle every organization's payments.
+    org = make_org(session, *[r.value for r in OrgRole if r is not OrgRole.PLATFORM],
+                   name="Foreign Co")
     session.commit()
     return org
 
@@ -153,7 +203,10 @@ def test_foreign_and_anonymous_callers(app, sign_in_as, session, victim, foreign
     client, headers, principal = _caller(caller, app, sign_in_as, session, foreign)
     ids = {"<int:organization_id>": victim["org"].id, "<int:key_id>": victim["key"].id,
            "<int:dataset_id>": victim["dataset"].id, "<int:number>": 1,
-           "<int:listing_id>": victim["listing"].id, "<int:offer_id>": victim["offer"].id}
+           "<int:listing_id>": victim["listing"].id, "<int:offer_id>": victim["offer"].id,
+           "<int:order_id>": victim["order"].id, "<int:line_id>": victim["order"].lines[0].id,
+           "<int:invoice_id>": victim["invoice"].id, "<int:payment_id>": victim["payment"].id,
+           "<string:number>": "TC-20260101-UNKNOWN"}
     path = "/api/v1" + rule
     for placeholder, value in ids.items():
         path = path.replace(placeholder, str(value))
@@ -162,6 +215,7 @@ def test_foreign_and_anonymous_callers(app, sign_in_as, session, victim, foreign
         body = json.dumps(case.body).replace("{victim_email}", victim["email"])
         body = body.replace('"{victim_org}"', str(victim["org"].id))
         body = body.replace('"{victim_exchange}"', str(victim["exchange"].id))
+        body = body.replace('"{victim_offer}"', str(victim["offer"].id))
         kwargs["json"] = json.loads(body)
     if case.upload is not None:
         kwargs.update(data=case.upload, content_type="application/x-ndjson")
@@ -178,6 +232,9 @@ def test_foreign_and_anonymous_callers(app, sign_in_as, session, victim, foreign
     if not principal.can(op.permission):
         assert status == 403, text
         return
+    if case.kind == "disabled":
+        assert status == 409 and "bank transfer" in text, text
+        return
     if case.kind == "object":
         assert status == 404, text
         assert "Victim" not in text and victim["key"].prefix not in text
@@ -189,6 +246,11 @@ def test_foreign_and_anonymous_callers(app, sign_in_as, session, victim, foreign
         assert victim["dataset"].title_en == "Victim dataset"
         assert len(victim["dataset"].versions) == 1
         assert victim["listing"].status == "submitted"
+        for name in ("order", "invoice", "payment"):
+            session.refresh(victim[name])
+        assert victim["order"].status == "awaiting_payment"
+        assert victim["invoice"].amount_received_minor == 0
+        assert victim["payment"].refunded_minor == 0 and not victim["payment"].refunds
     else:
         assert status in (200, 201), text
         assert "Victim" not in text and victim["key"].prefix not in text

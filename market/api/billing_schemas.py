@@ -1,0 +1,223 @@
+"""Schemas of the buying and payment API use cases. Money is always a decimal string with its
+currency (``{"amount": "9800.00", "currency": "CNY"}``), never a JSON number."""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields, validate
+
+from billing.orders import MAX_QUANTITY, MAX_TOKEN_PACK_MILLIONS, PAYMENT_METHODS
+from pricing.money import Money
+
+
+class MoneyField(fields.Field):
+    """Minor units on the model, ``{"amount", "currency"}`` on the wire."""
+
+    def __init__(self, minor: str, currency: str = "currency", **kwargs):
+        super().__init__(dump_only=True, **kwargs)
+        self.minor, self.currency = minor, currency
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        minor = getattr(obj, self.minor)
+        return Money.from_minor(minor, getattr(obj, self.currency)).to_dict()
+
+    def get_value(self, obj, attr, accessor=None, default=None):
+        return obj
+
+
+class MoneyInputSchema(Schema):
+    amount = fields.Decimal(required=True, as_string=True, places=None,
+                            metadata={"example": "9800.00"})
+    currency = fields.String(required=True, validate=validate.Length(equal=3))
+
+
+class CartItemSchema(Schema):
+    offer_id = fields.Integer(required=True)
+    quantity = fields.Integer(load_default=1, validate=validate.Range(min=1, max=MAX_QUANTITY))
+
+
+class CheckoutSchema(Schema):
+    items = fields.List(fields.Nested(CartItemSchema), required=True,
+                        validate=validate.Length(min=1, max=50))
+    payment_method = fields.String(required=True, validate=validate.OneOf(PAYMENT_METHODS))
+    buyer_tax_status = fields.String(load_default="standard",
+                                     validate=validate.OneOf(["standard", "exempt"]))
+    note = fields.String(load_default="", validate=validate.Length(max=500))
+
+
+class TokenPackSchema(Schema):
+    millions = fields.Integer(required=True,
+                              validate=validate.Range(min=1, max=MAX_TOKEN_PACK_MILLIONS))
+    dataset_id = fields.Integer(load_default=None, allow_none=True,
+                                metadata={"description": "None: tokens for any dataset."})
+    payment_method = fields.String(required=True, validate=validate.OneOf(PAYMENT_METHODS))
+
+
+class PaySchema(Schema):
+    method = fields.String(required=True, validate=validate.OneOf(PAYMENT_METHODS))
+    payment_method = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(min=3, max=100),
+        metadata={"description": "A card confirmed by Stripe.js (pm_...); default: the saved "
+                                 "card."})
+
+
+class OrderLineSchema(Schema):
+    id = fields.Integer()
+    position = fields.Integer()
+    kind = fields.String()
+    description = fields.String()
+    offer_id = fields.Integer(allow_none=True)
+    dataset_id = fields.Integer(allow_none=True)
+    version_id = fields.Integer(allow_none=True)
+    quantity = fields.Integer()
+    tokens = fields.Integer()
+    tax_rate = fields.String()
+    subtotal = MoneyField("subtotal_minor", metadata={"description": "Before tax."})
+    tax = MoneyField("tax_minor")
+    total = MoneyField("total_minor")
+    supply_chain_revision_id = fields.Integer(allow_none=True)
+    shares = fields.List(fields.List(fields.Raw()),
+                         metadata={"description": "[participant, basis points] as sold."})
+
+
+class InvoiceSchema(Schema):
+    id = fields.Integer()
+    number = fields.String()
+    order_id = fields.Integer()
+    status = fields.String()
+    amount_due = MoneyField("amount_due_minor")
+    amount_received = MoneyField("amount_received_minor")
+    outstanding = MoneyField("outstanding_minor")
+    payment_reference = fields.String(
+        metadata={"description": "Write this on the bank transfer."})
+    due_on = fields.Date()
+    issued_at = fields.AwareDateTime()
+    paid_at = fields.AwareDateTime(allow_none=True)
+
+
+class PaymentSchema(Schema):
+    id = fields.Integer()
+    order_id = fields.Integer()
+    method = fields.String()
+    status = fields.String()
+    amount = MoneyField("amount_minor")
+    refunded = MoneyField("refunded_minor")
+    failure_code = fields.String(allow_none=True)
+    failure_message = fields.String(allow_none=True)
+    split = fields.Dict(keys=fields.String(), values=fields.String())
+    created_at = fields.AwareDateTime()
+    succeeded_at = fields.AwareDateTime(allow_none=True)
+
+
+class OrderSchema(Schema):
+    id = fields.Integer()
+    number = fields.String()
+    kind = fields.String()
+    status = fields.String()
+    currency = fields.String()
+    subtotal = MoneyField("subtotal_minor")
+    tax = MoneyField("tax_minor")
+    total = MoneyField("total_minor")
+    paid = MoneyField("paid_minor")
+    refunded = MoneyField("refunded_minor")
+    payment_method = fields.String()
+    created_at = fields.AwareDateTime()
+    paid_at = fields.AwareDateTime(allow_none=True)
+    lines = fields.List(fields.Nested(OrderLineSchema))
+    payments = fields.List(fields.Nested(PaymentSchema))
+    invoice = fields.Nested(InvoiceSchema, allow_none=True)
+
+
+class PayResultSchema(Schema):
+    order = fields.Nested(OrderSchema)
+    payment = fields.Nested(PaymentSchema, allow_none=True)
+    invoice = fields.Nested(InvoiceSchema, allow_none=True)
+    client_secret = fields.String(
+        allow_none=True, metadata={"description": "For Stripe.js when the card needs 3-D "
+                                                  "Secure (status requires_action)."})
+
+
+class ReceiptSchema(Schema):
+    amount = fields.Nested(MoneyInputSchema, required=True)
+    received_on = fields.Date(required=True)
+    bank_reference = fields.String(required=True, validate=validate.Length(min=1, max=100))
+
+
+class RefundRequestSchema(Schema):
+    amount = fields.Nested(MoneyInputSchema, load_default=None, allow_none=True,
+                           metadata={"description": "Omit for all that remains."})
+    reason = fields.String(load_default="", validate=validate.Length(max=500))
+    bank_reference = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(min=1, max=100),
+        metadata={"description": "For a bank-transfer payment: the transfer back."})
+
+
+class RefundSchema(Schema):
+    id = fields.Integer()
+    payment_id = fields.Integer()
+    order_id = fields.Integer()
+    status = fields.String()
+    amount = MoneyField("amount_minor")
+    reason = fields.String()
+    parts = fields.Dict(keys=fields.String(), values=fields.String(),
+                        metadata={"description": "What each part of the split gave back."})
+    created_at = fields.AwareDateTime()
+
+
+class EntitlementSchema(Schema):
+    id = fields.Integer()
+    dataset_id = fields.Integer()
+    version_id = fields.Integer(allow_none=True)
+    kind = fields.String()
+    order_line_id = fields.Integer(allow_none=True)
+    subscription_id = fields.Integer(allow_none=True)
+    valid_from = fields.AwareDateTime()
+    valid_until = fields.AwareDateTime(allow_none=True)
+    revoked_at = fields.AwareDateTime(allow_none=True)
+
+
+class WalletSchema(Schema):
+    id = fields.Integer()
+    scope = fields.String()
+    dataset_id = fields.Integer(allow_none=True)
+    balance_tokens = fields.Integer()
+    updated_at = fields.AwareDateTime()
+
+
+class HoldingsSchema(Schema):
+    entitlements = fields.List(fields.Nested(EntitlementSchema))
+    wallets = fields.List(fields.Nested(WalletSchema))
+
+
+class CertificateSchema(Schema):
+    number = fields.String()
+    payload = fields.Dict(metadata={"description": "What the certificate states."})
+    digest = fields.String(metadata={"description": "SHA-256 of the payload's canonical JSON."})
+    signature = fields.String()
+    issued_at = fields.AwareDateTime()
+
+
+class VerificationSchema(Schema):
+    valid = fields.Boolean()
+    reason = fields.String()
+    certificate = fields.Nested(CertificateSchema, allow_none=True)
+
+
+class VerifyQuerySchema(Schema):
+    digest = fields.String(load_default=None, validate=validate.Length(equal=64))
+
+
+class CardSetupSchema(Schema):
+    setup_intent = fields.String()
+    client_secret = fields.String()
+    publishable_key = fields.String()
+
+
+class SaveCardSchema(Schema):
+    payment_method = fields.String(required=True, validate=validate.Length(min=3, max=100))
+
+
+class PaymentProfileSchema(Schema):
+    gateway = fields.String()
+    card_brand = fields.String(allow_none=True)
+    card_last4 = fields.String(allow_none=True)
+    updated_at = fields.AwareDateTime()
