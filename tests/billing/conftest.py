@@ -1,0 +1,115 @@
+"""Billing fixtures: a listed dataset with a supply chain and offers, a buyer, platform finance,
+settings, and a saved card at the local Stripe server. Everything goes through the services."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from billing.context import BillingSettings
+from market.accounts import services as accounts
+from market.catalog import importer, listings, offers
+from market.catalog import services as catalog
+from tests.factories import make_org, make_user
+
+DATASET = {
+    "title_zh": "电网负荷数据", "title_en": "Grid load series", "sector": "smart_energy",
+    "modality": "text", "ai_stage": "pretraining", "licence": "commercial_standard",
+    "personal_information": "none",
+    "rights": {"holding": "Grid Co", "usage": "Grid Co", "operation": "Grid Co"}}
+
+RECORDS = [
+    {"instruction": "总结这份CT报告。", "response": "双肺未见明显异常。"},
+    {"instruction": "Summarize the MRI report.", "response": "No acute findings."},
+]
+
+
+def plan_terms(code: str, price: str, *, period: str = "month", tokens: int = 1_000_000,
+               rollover: bool = False) -> dict:
+    return {"kind": "subscription", "code": code, "period": period,
+            "price": {"amount": price, "currency": "CNY"}, "included_tokens": tokens,
+            "overage_per_million": {"amount": "10", "currency": "CNY"}, "rollover": rollover}
+
+
+PLANS = {"basic": plan_terms("basic", "99.00", rollover=True),
+         "pro": plan_terms("pro", "199.00", tokens=3_000_000)}
+
+METERED = {"kind": "metered", "code": "api",
+           "tiers": [{"from_tokens": 0, "up_to": None,
+                      "price_per_million": {"amount": "12.50", "currency": "CNY"}}]}
+
+
+def principal_of(user, org):
+    return accounts.principal_for_user(user, org.id)
+
+
+def billing_settings(**changes) -> BillingSettings:
+    """Settings as the app would build them, with ``changes`` on top."""
+    base = BillingSettings.from_settings({"SECRET_KEY": "test-secret-key"})
+    return BillingSettings(**{**base.__dict__, **changes})
+
+
+@pytest.fixture()
+def settings() -> BillingSettings:
+    return billing_settings()
+
+
+@pytest.fixture()
+def db(app, connection):
+    """The app's Database, bound to the test's transaction (its commits are savepoints)."""
+    return app.extensions["market.db"]
+
+
+@pytest.fixture()
+def listed(session, passwords):
+    """A supplier's dataset with one version, a supply chain of supplier (60%) and processor
+    (40%), two monthly plans (basic, pro), a metered rate card, and an approved listing."""
+    supplier = make_org(session, "supplier", name="Grid Data Co")
+    processor = make_org(session, "processor", name="Label Works")
+    exchange = make_org(session, "exchange", name="Shanghai Data Exchange")
+    owner = principal_of(make_user(session, passwords, supplier, "owner"), supplier)
+    reviewer = principal_of(make_user(session, passwords, exchange, "reviewer"), exchange)
+    dataset = catalog.create_dataset(session, owner, DATASET)
+    body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in RECORDS).encode()
+    importer.import_version(session, owner, dataset, io.BytesIO(body), source_format="jsonl",
+                            encoding="o200k_base")
+    chain = catalog.set_supply_chain(session, owner, dataset, [
+        {"organization_id": supplier.id, "role": "supplier", "share_bps": 6_000},
+        {"organization_id": processor.id, "role": "processor", "share_bps": 4_000}])
+    plans = {code: offers.add_offer(session, owner, dataset, terms)
+             for code, terms in PLANS.items()}
+    metered = offers.add_offer(session, owner, dataset, METERED)
+    listing = listings.submit(session, owner, dataset, version_id=dataset.versions[0].id,
+                              exchange_id=exchange.id, review_days=5)
+    listings.approve(session, reviewer, listing)
+    session.commit()
+    return {"dataset": dataset, "plans": plans, "metered": metered, "chain": chain,
+            "supplier": supplier, "processor": processor, "exchange": exchange,
+            "owner": owner, "listing": listing}
+
+
+@pytest.fixture()
+def buyer(session, passwords):
+    """A buyer organization and its owner's principal."""
+    org = make_org(session, "buyer", name="City Health Commission")
+    user = make_user(session, passwords, org, "owner")
+    session.commit()
+    return {"org": org, "user": user, "principal": principal_of(user, org)}
+
+
+@pytest.fixture()
+def finance(session, passwords):
+    """A finance person of the platform organization."""
+    platform = make_org(session, "platform", name="Marketplace Platform")
+    user = make_user(session, passwords, platform, "finance")
+    session.commit()
+    return {"org": platform, "user": user, "principal": principal_of(user, platform)}
+
+
+def card(gateway, number: str) -> str:
+    """A card PaymentMethod, created as Stripe.js would from the numbers the buyer typed."""
+    return gateway.client.v1.payment_methods.create(params={
+        "type": "card",
+        "card": {"number": number, "exp_month": 12, "exp_year": 2031, "cvc": "123"}}).id
