@@ -7,6 +7,7 @@ The matrix must name every declared operation, so a new endpoint cannot go untes
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 from dataclasses import dataclass
@@ -14,12 +15,12 @@ from dataclasses import dataclass
 import pytest
 
 from market.accounts import services as accounts
-from market.accounts.authz import ANY_KEY, PERMISSIONS, SCOPES
+from market.accounts.authz import ANY_KEY, PERMISSIONS, SCOPES, Principal
 from market.accounts.models import OrgRole
 from market.api import api
 from market.catalog import importer, listings, offers
 from market.catalog import services as catalog
-from billing import orders, payments
+from billing import deals, orders, payments
 from billing.context import BillingSettings
 from billing.models import Payment
 from pricing.money import Money, UnitPrice
@@ -112,6 +113,19 @@ MATRIX: dict[tuple[str, str], Case] = {
         "amount": {"amount": "1.00", "currency": "CNY"}, "received_on": "2026-01-02",
         "bank_reference": "HIJACK-1"}),
     ("POST", "/payments/<int:payment_id>/refunds"): Case("object", {"bank_reference": "X-1"}),
+    ("GET", "/demands"): Case("collection"),
+    ("POST", "/demands"): Case("create", {
+        "title": "Mine", "sector": "healthcare", "modality": "text", "volume": "1 record",
+        "budget": {"amount": "1.00", "currency": "CNY"}, "deadline": "2099-12-31"}),
+    ("GET", "/demands/<int:demand_id>"): Case("object"),
+    ("POST", "/demands/<int:demand_id>/quotes"): Case("object", {
+        "dataset_id": 1, "milestones": [
+            {"kind": "acceptance", "amount": {"amount": "1.00", "currency": "CNY"}}]}),
+    ("POST", "/quotes/<int:quote_id>/accept"): Case("object", {}),
+    ("GET", "/deals/<int:deal_id>"): Case("object"),
+    ("POST", "/deals/<int:deal_id>/deliver"): Case("object", {"version": 1}),
+    ("POST", "/deals/<int:deal_id>/accept"): Case("object", {"waiver_reason": "x"}),
+    ("POST", "/deals/<int:deal_id>/dispute"): Case("object", {"reason": "x"}),
 }
 
 OPERATIONS = {(op.method, op.rule): op for op in api.operations}
@@ -163,10 +177,23 @@ def victim(session, passwords):
                       idempotency_key="victim-payment", applied=True,
                       split={"platform": "99.00", "tax": "5.94"})
     session.add(payment)
+    # A custom deal: the victim quoted on an awarded demand of a buyer (neither is public).
+    buyer = make_org(session, "buyer", name="Victim Buyer")
+    buying = Principal(organization_id=buyer.id, member_role="owner",
+                       org_roles=frozenset({"buyer"}))
+    demand = deals.post_demand(session, buying, {
+        "title": "Victim demand", "sector": "healthcare", "modality": "text", "volume": "1",
+        "budget": {"amount": "10.00", "currency": "CNY"},
+        "deadline": dt.date.today() + dt.timedelta(days=30)})
+    quote = deals.submit_quote(session, owner, demand, {"dataset_id": dataset.id, "milestones": [
+        {"kind": "acceptance", "amount": {"amount": "10.00", "currency": "CNY"}}],
+        "criteria": {"overall": 1}})
+    deal = deals.accept_quote(session, buying, quote)
     session.commit()
     return {"org": org, "email": person.email, "key": key, "dataset": dataset,
             "listing": listing, "exchange": exchange, "offer": offer, "order": order,
-            "invoice": invoice, "payment": payment}
+            "invoice": invoice, "payment": payment,
+            "deal": deal}
 
 
 @pytest.fixture()
@@ -206,7 +233,9 @@ def test_foreign_and_anonymous_callers(app, sign_in_as, session, victim, foreign
            "<int:listing_id>": victim["listing"].id, "<int:offer_id>": victim["offer"].id,
            "<int:order_id>": victim["order"].id, "<int:line_id>": victim["order"].lines[0].id,
            "<int:invoice_id>": victim["invoice"].id, "<int:payment_id>": victim["payment"].id,
-           "<string:number>": "TC-20260101-UNKNOWN"}
+           "<string:number>": "TC-20260101-UNKNOWN",
+           "<int:demand_id>": victim["deal"].demand_id, "<int:quote_id>": victim["deal"].quote_id,
+           "<int:deal_id>": victim["deal"].id}
     path = "/api/v1" + rule
     for placeholder, value in ids.items():
         path = path.replace(placeholder, str(value))
@@ -251,6 +280,8 @@ def test_foreign_and_anonymous_callers(app, sign_in_as, session, victim, foreign
         assert victim["order"].status == "awaiting_payment"
         assert victim["invoice"].amount_received_minor == 0
         assert victim["payment"].refunded_minor == 0 and not victim["payment"].refunds
+        session.refresh(victim["deal"])
+        assert victim["deal"].status == "in_progress" and victim["deal"].quote.status == "accepted"
     else:
         assert status in (200, 201), text
         assert "Victim" not in text and victim["key"].prefix not in text
