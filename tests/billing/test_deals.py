@@ -6,9 +6,12 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import os
+import threading
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.engine import make_url
 
 from billing import deals, payments
 from billing.context import BillingSettings
@@ -21,7 +24,8 @@ from market.catalog import importer
 from market.catalog import services as catalog
 from market.errors import Conflict, Forbidden, InvalidInput, NotFound
 from pricing.money import Money
-from tests.factories import make_org, make_user
+from tests.concurrency import fresh_app
+from tests.factories import make_key, make_org, make_user
 from tests.fixtures import csrf_token
 
 SETTINGS = BillingSettings(certificate_key=b"k" * 32)
@@ -379,3 +383,45 @@ def test_the_journey_through_the_api(session, sign_in_as, passwords, market):
                                                             "awaiting_payment"]
     response = _post(buyer_client, f"/api/v1/deals/{deal['id']}/dispute", {"reason": "late"})
     assert response.status_code == 409
+
+
+# A real race (PostgreSQL): four accepts of one demand's two quotes at the same moment -----------
+
+@pytest.mark.skipif(
+    make_url(os.environ.get("TEST_DATABASE_URL") or "sqlite://").get_backend_name()
+    != "postgresql",
+    reason="concurrent transactions only mean something on PostgreSQL")
+def test_racing_accepts_award_the_demand_once(database_url, tmp_path):
+    with fresh_app(database_url, tmp_path) as app:
+        database = app.extensions["market.db"]
+        with database.session() as session, session.begin():
+            buyer_org = make_org(session, "buyer")
+            buyer = principal_of(buyer_org, "buyer")
+            first, first_dataset = supplier_with_dataset(session, "Racer One")
+            second, second_dataset = supplier_with_dataset(session, "Racer Two")
+            demand = deals.post_demand(session, buyer, demand_values())
+            quote_ids = [deals.submit_quote(session, who, demand, {
+                "dataset_id": dataset.id, "milestones": milestones()}).id
+                for who, dataset in ((first, first_dataset), (second, second_dataset))]
+            secrets = [make_key(session, buyer_org, scopes=("billing:write",))[1]
+                       for _ in range(4)]
+            demand_id = demand.id
+        barrier = threading.Barrier(4)
+        statuses: list[int] = [0] * 4
+
+        def accept(i):
+            client = app.test_client()
+            barrier.wait()
+            statuses[i] = client.post(f"/api/v1/quotes/{quote_ids[i % 2]}/accept", json={},
+                                      headers={"Authorization": f"Bearer {secrets[i]}"}
+                                      ).status_code
+
+        threads = [threading.Thread(target=accept, args=(i,)) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(statuses) == [201, 409, 409, 409]
+        with database.session() as session:
+            assert len(session.scalars(select(Deal).where(Deal.demand_id == demand_id)).all()) == 1
+            assert len(session.scalars(select(Order).where(Order.kind == "custom")).all()) == 3
