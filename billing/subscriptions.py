@@ -308,6 +308,8 @@ def renew_subscription(session: Session, subscription_id: int, *, day: dt.date,
         _audit(session, sub, "cancelled", reason="cancel_at_period_end",
                period_end=sub.current_period_end.isoformat())
         return "cancelled", None
+    # An upgrade still unpaid was prorated over the period that is ending: it lapses.
+    _cancel_unpaid(session, sub, "plan_change", "the period it was prorated over ended")
     old_plan = plan_of(session.get(Offer, sub.offer_id))
     if sub.pending_offer_id is not None:
         _audit(session, sub, "plan_changed", from_offer_id=sub.offer_id,
@@ -413,8 +415,17 @@ def _cancel_now(session: Session, sub: Subscription, reason: str) -> None:
     sub.cancel_at_period_end = False
     sub.next_retry_at = None
     _end_access(session, sub, reason)
-    for order in session.scalars(select(Order).where(
-            Order.subscription_id == sub.id, Order.status == "awaiting_payment")):
+    _cancel_unpaid(session, sub, None, reason)
+    _audit(session, sub, "cancelled", reason=reason)
+
+
+def _cancel_unpaid(session: Session, sub: Subscription, kind: str | None, reason: str) -> None:
+    """Cancel the subscription's unpaid orders (of one kind, or all)."""
+    query = select(Order).where(Order.subscription_id == sub.id,
+                                Order.status == "awaiting_payment")
+    if kind is not None:
+        query = query.where(Order.kind == kind)
+    for order in session.scalars(query):
         if any(p.status in LIVE_PAYMENT_STATUSES for p in order.payments):
             continue  # a charge in flight: reconciliation decides; a late success is credit
         order.status = "cancelled"
@@ -424,7 +435,6 @@ def _cancel_now(session: Session, sub: Subscription, reason: str) -> None:
         audit.record(session, "order.cancelled", organization_id=order.organization_id,
                      object_type="order", object_id=order.id,
                      data={"number": order.number, "reason": reason})
-    _audit(session, sub, "cancelled", reason=reason)
 
 
 def run_dunning(ctx: jobs.JobContext) -> dict:

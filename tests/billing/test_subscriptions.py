@@ -335,3 +335,20 @@ def test_periods_are_unique_per_start(session, listed, buyer, finance, settings)
     assert isinstance(session.get(Subscription, sub.id), Subscription)
     assert Money.from_minor(subscriptions.first_order(session, sub).total_minor, "CNY") == \
         Money("104.94", "CNY")
+
+
+def test_an_unpaid_upgrade_lapses_when_the_period_renews(app, db, session, listed, buyer,
+                                                         finance, settings):
+    sub = subscribed(session, listed, buyer, finance, settings)
+    change = subscriptions.change_plan(session, buyer["principal"], sub.id,
+                                       listed["plans"]["pro"].id,
+                                       today=sub.current_period_end - dt.timedelta(days=1))
+    assert change.order.total_minor > 0
+    session.commit()
+
+    run(app, db, "renewals")
+
+    session.expire_all()
+    assert change.order.status == "cancelled"
+    assert sub.offer_id == listed["plans"]["basic"].id
+    assert renewal_orders(session, sub)[0].subtotal_minor == 9_900
