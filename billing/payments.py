@@ -262,7 +262,8 @@ def pay_by_card(db: Database, gateway, settings: BillingSettings, order_id: int,
         result = gateway.create_payment_intent(
             amount_minor=amount, currency=currency, customer_ref=customer.customer_ref,
             payment_method_ref=card, idempotency_key=key, off_session=off_session,
-            metadata={"payment_id": str(payment_id), "order": number})
+            metadata={"payment_id": str(payment_id), "order": number,
+                      "payment": payment_tag(number, payment_id)})
     except _gateway_errors() as exc:
         # Unknown whether the processor took it: leave the payment for reconciliation.
         with db.session() as session, session.begin():
@@ -274,6 +275,12 @@ def pay_by_card(db: Database, gateway, settings: BillingSettings, order_id: int,
         record_intent_outcome(session, payment_id, result, settings)
     with db.session() as session:
         return session.get(Payment, payment_id)
+
+
+def payment_tag(order_number: str, payment_id: int) -> str:
+    """How the processor's copy of a payment names ours: unique across every installation's
+    history (the order number is random), so reconciliation never adopts a stranger's intent."""
+    return f"{order_number}/{payment_id}"
 
 
 def _order_owner(db: Database, order_id: int) -> int:
@@ -350,13 +357,13 @@ def reconcile(db: Database, gateway, settings: BillingSettings, *,
     if gateway is None:
         return counts
     with db.session() as session:
-        stale = [(p.id, p.gateway_ref, p.organization_id) for p in session.scalars(
+        stale = [(p.id, p.gateway_ref, p.organization_id, p.order.number) for p in session.scalars(
             select(Payment).where(Payment.method == "card",
                                   Payment.status.in_(("created", "processing",
                                                       "requires_action")),
                                   Payment.updated_at <= now - older_than)
             .order_by(Payment.id))]
-    for payment_id, ref, organization_id in stale:
+    for payment_id, ref, organization_id, order_number in stale:
         counts["checked"] += 1
         if ref is not None:
             result = gateway.retrieve_payment_intent(ref)
@@ -364,8 +371,8 @@ def reconcile(db: Database, gateway, settings: BillingSettings, *,
             with db.session() as session:
                 customer = profile(session, organization_id, gateway.name)
             result = customer and gateway.find_payment_intent(
-                customer_ref=customer.customer_ref, metadata_key="payment_id",
-                metadata_value=str(payment_id))
+                customer_ref=customer.customer_ref, metadata_key="payment",
+                metadata_value=payment_tag(order_number, payment_id))
         with db.session() as session, session.begin():
             payment = session.scalar(select(Payment).where(Payment.id == payment_id)
                                      .with_for_update())
@@ -564,3 +571,30 @@ def dataset_of(session: Session, dataset_id: int) -> Dataset | None:
 def require_finance(principal: Principal) -> None:
     if not {"platform", "exchange"} & principal.org_roles:
         raise Forbidden("Only the platform's or an exchange's finance staff do this.")
+
+
+# The scheduled reconciliation ---------------------------------------------------------------------
+
+QUARTER_HOUR = r"\d{4}-\d{2}-\d{2}T\d{2}:[0-5]\d"
+
+
+def quarter_hour(moment: dt.datetime) -> str:
+    """The quarter hour a run at ``moment`` handles, e.g. ``2026-11-23T10:15``."""
+    return moment.replace(minute=moment.minute - moment.minute % 15).strftime("%Y-%m-%dT%H:%M")
+
+
+def _reconcile_job(ctx) -> dict:
+    settings = BillingSettings.from_settings(ctx.settings)
+    return reconcile(ctx.db, ctx.gateway, settings, now=ctx.now, progress=ctx.progress)
+
+
+def _register_jobs() -> None:
+    from billing.jobs import Job, register
+
+    register(Job(name="reconcile-payments",
+                 description="Ask the payment processor about card payments left unfinished",
+                 run=_reconcile_job, trigger={"minute": "*/15"}, period_of=quarter_hour,
+                 period_pattern=QUARTER_HOUR))
+
+
+_register_jobs()

@@ -55,6 +55,7 @@ def end_request_transaction() -> None:
     session: Session | None = g.get("db_session")
     if session is not None:
         session.commit()
+        session.expire_all()  # what those units change, the request then reads afresh
 
 
 def passwords() -> Passwords:
