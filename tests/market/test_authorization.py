@@ -22,7 +22,7 @@ from market.catalog import importer, listings, offers
 from market.catalog import services as catalog
 from billing import deals, orders, payments
 from billing.context import BillingSettings
-from billing.models import Payment
+from billing.models import Payment, Subscription
 from pricing.money import Money, UnitPrice
 from pricing.rating import LineItem
 from tests.factories import make_key, make_org, make_user
@@ -122,6 +122,14 @@ MATRIX: dict[tuple[str, str], Case] = {
         "dataset_id": 1, "milestones": [
             {"kind": "acceptance", "amount": {"amount": "1.00", "currency": "CNY"}}]}),
     ("POST", "/quotes/<int:quote_id>/accept"): Case("object", {}),
+    ("POST", "/subscriptions"): Case("object", {"offer_id": "{victim_plan}",
+                                                "payment_method": "bank_transfer"}),
+    ("GET", "/subscriptions"): Case("collection"),
+    ("GET", "/subscriptions/<int:subscription_id>"): Case("object"),
+    ("POST", "/subscriptions/<int:subscription_id>/change-plan"): Case(
+        "object", {"offer_id": "{victim_plan}"}),
+    ("POST", "/subscriptions/<int:subscription_id>/cancel"): Case("object"),
+    ("POST", "/subscriptions/<int:subscription_id>/resume"): Case("object"),
     ("GET", "/deals/<int:deal_id>"): Case("object"),
     ("POST", "/deals/<int:deal_id>/deliver"): Case("object", {"version": 1}),
     ("POST", "/deals/<int:deal_id>/accept"): Case("object", {"waiver_reason": "x"}),
@@ -189,11 +197,21 @@ def victim(session, passwords):
         {"kind": "acceptance", "amount": {"amount": "10.00", "currency": "CNY"}}],
         "criteria": {"overall": 1}})
     deal = deals.accept_quote(session, buying, quote)
+    plan = offers.add_offer(session, owner, dataset, {
+        "kind": "subscription", "code": "victim-plan", "period": "month",
+        "price": {"amount": "10.00", "currency": "CNY"}, "included_tokens": 1000,
+        "overage_per_million": {"amount": "1.00", "currency": "CNY"}})
+    today = dt.date.today()
+    subscription = Subscription(organization_id=org.id, dataset_id=dataset.id,
+                                offer_id=plan.id, status="active", payment_method="card",
+                                current_period_start=today,
+                                current_period_end=today + dt.timedelta(days=30))
+    session.add(subscription)
     session.commit()
     return {"org": org, "email": person.email, "key": key, "dataset": dataset,
             "listing": listing, "exchange": exchange, "offer": offer, "order": order,
             "invoice": invoice, "payment": payment,
-            "deal": deal}
+            "deal": deal, "subscription": subscription, "plan": plan}
 
 
 @pytest.fixture()
@@ -235,7 +253,8 @@ def test_foreign_and_anonymous_callers(app, sign_in_as, session, victim, foreign
            "<int:invoice_id>": victim["invoice"].id, "<int:payment_id>": victim["payment"].id,
            "<string:number>": "TC-20260101-UNKNOWN",
            "<int:demand_id>": victim["deal"].demand_id, "<int:quote_id>": victim["deal"].quote_id,
-           "<int:deal_id>": victim["deal"].id}
+           "<int:deal_id>": victim["deal"].id,
+           "<int:subscription_id>": victim["subscription"].id}
     path = "/api/v1" + rule
     for placeholder, value in ids.items():
         path = path.replace(placeholder, str(value))
@@ -245,6 +264,7 @@ def test_foreign_and_anonymous_callers(app, sign_in_as, session, victim, foreign
         body = body.replace('"{victim_org}"', str(victim["org"].id))
         body = body.replace('"{victim_exchange}"', str(victim["exchange"].id))
         body = body.replace('"{victim_offer}"', str(victim["offer"].id))
+        body = body.replace('"{victim_plan}"', str(victim["plan"].id))
         kwargs["json"] = json.loads(body)
     if case.upload is not None:
         kwargs.update(data=case.upload, content_type="application/x-ndjson")
@@ -269,7 +289,7 @@ def test_foreign_and_anonymous_callers(app, sign_in_as, session, victim, foreign
         assert "Victim" not in text and victim["key"].prefix not in text
         for name in ("key", "dataset", "listing", "offer"):
             session.refresh(victim[name])
-        assert victim["offer"].retired_at is None and len(victim["dataset"].offers) == 1
+        assert victim["offer"].retired_at is None and len(victim["dataset"].offers) == 2
         assert victim["key"].revoked_at is None and victim["key"].monthly_token_cap is None
         assert len(victim["org"].memberships) == 1
         assert victim["dataset"].title_en == "Victim dataset"
@@ -280,6 +300,9 @@ def test_foreign_and_anonymous_callers(app, sign_in_as, session, victim, foreign
         assert victim["order"].status == "awaiting_payment"
         assert victim["invoice"].amount_received_minor == 0
         assert victim["payment"].refunded_minor == 0 and not victim["payment"].refunds
+        session.refresh(victim["subscription"])
+        assert victim["subscription"].status == "active"
+        assert not victim["subscription"].cancel_at_period_end
         session.refresh(victim["deal"])
         assert victim["deal"].status == "in_progress" and victim["deal"].quote.status == "accepted"
     else:
