@@ -17,7 +17,7 @@ from market import audit, schema
 from market.cli_billing import register_billing_commands
 from market.cli_pricing import pricing_cli
 from market.config import SETTINGS
-from market.demo import seed_demo, seed_demo_catalog
+from market.demo import seed_demo, seed_demo_catalog, seed_demo_purchases
 
 db_cli = AppGroup("db", help="Schema migrations (Alembic).")
 market_cli = AppGroup("market", help="Marketplace operations.")
@@ -80,8 +80,12 @@ def seed_demo_command() -> None:
         credentials = seed_demo(session, current_app.extensions["market.passwords"])
         session.flush()  # the catalogue's demo acts as the people just created
         datasets = seed_demo_catalog(session, current_app.config["TOKEN_ENCODING"])
+        session.flush()  # the purchases buy the datasets just listed
+        purchases = seed_demo_purchases(session, current_app.extensions["market.billing"])
     for title in datasets:
         click.echo(f"Demo dataset: {title}")
+    for line in purchases:
+        click.echo(f"Demo purchase: {line}")
     click.echo("Demo accounts (e-mail / password / organization / roles):")
     for row in credentials:
         click.echo(f"  {row.email:32} {row.password:22} {row.organization} "

@@ -239,3 +239,71 @@ def seed_demo_catalog(session: Session, encoding: str) -> list[str]:
                     listings.delist(session, reviewer, listing, text="Supplier request.")
         created.append(spec.title_en)
     return created
+
+
+# Purchases -------------------------------------------------------------------------------------
+
+def seed_demo_purchases(session: Session, settings) -> list[str]:
+    """Demo buying: a package paid by bank transfer (download and certificate), a subscription
+    paid for its first month, an order whose invoice awaits the money (for the finance console),
+    a platform token pack, and a postpaid credit line. Skipped once the demo buyer has orders."""
+    from billing import orders, payments, postpaid, subscriptions
+    from billing.models import Order
+    from pricing.money import Money
+
+    orgs = {o.slug: o for o in session.scalars(select(Organization))}
+    people = {u.email: u for u in session.scalars(select(User))}
+    buyer_org, model_co = orgs["demo-buyer"], orgs["demo-model-co"]
+    if session.scalar(select(Order.id).where(Order.organization_id == buyer_org.id).limit(1)):
+        return []
+    buyer = accounts.principal_for_user(people["buyer@demo.market"], buyer_org.id)
+    models = accounts.principal_for_user(people["models@demo.market"], model_co.id)
+    finance = accounts.principal_for_user(people["platform@demo.market"],
+                                          orgs["demo-platform"].id)
+    listed = [d for d in session.scalars(select(Dataset).order_by(Dataset.id))
+              if d.listing is not None and d.listing.status == "approved"]
+    if len(listed) < 2:
+        return []
+
+    def offer(dataset: Dataset, kind: str):
+        return next(o for o in dataset.active_offers if o.kind == kind)
+
+    def pay_by_transfer(order, reference: str) -> None:
+        invoice = payments.issue_invoice(session, order, settings, buyer.actor)
+        payments.record_bank_receipt(session, finance, invoice, amount=order.total,
+                                     received_on=invoice.issued_at.date(),
+                                     bank_reference=reference, settings=settings)
+
+    done = []
+    package = orders.place_mall_order(session, buyer, [orders.CartItem(
+        offer(listed[0], "mall_package").id)], payment_method="bank_transfer",
+        note="2026 年度数据采购")
+    pay_by_transfer(package, f"DEMO-ICBC-{package.id:06d}")
+    done.append(f"order {package.number}: {listed[0].title_en}, paid by bank transfer")
+
+    sub = subscriptions.subscribe(session, buyer, offer(listed[1], "subscription").id,
+                                  payment_method="bank_transfer", settings=settings)
+    first = subscriptions.first_order(session, sub)
+    pay_by_transfer(first, f"DEMO-ICBC-{first.id:06d}")
+    done.append(f"subscription to {listed[1].title_en}, first month paid")
+
+    waiting = orders.place_mall_order(session, buyer, [orders.CartItem(
+        offer(listed[-1], "mall_package").id)], payment_method="bank_transfer")
+    invoice = payments.issue_invoice(session, waiting, settings, buyer.actor)
+    done.append(f"order {waiting.number}: invoice {invoice.number} awaits "
+                f"{waiting.total} (reference {invoice.payment_reference})")
+
+    if settings.token_pack_price_per_million is not None:
+        pack = orders.place_token_pack_order(
+            session, models, millions=50, payment_method="bank_transfer",
+            platform_price_per_million=settings.token_pack_price_per_million)
+        invoice = payments.issue_invoice(session, pack, settings, models.actor)
+        payments.record_bank_receipt(session, finance, invoice, amount=pack.total,
+                                     received_on=invoice.issued_at.date(),
+                                     bank_reference=f"DEMO-BOC-{pack.id:06d}",
+                                     settings=settings)
+        done.append(f"{model_co.name}: 50M platform tokens in its wallet")
+    postpaid.open_credit_line(session, finance, model_co.id,
+                              Money("50000.00", model_co.default_currency))
+    done.append(f"{model_co.name}: a postpaid credit line of 50,000.00")
+    return done

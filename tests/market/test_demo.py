@@ -30,3 +30,21 @@ def test_printed_credentials_sign_in(runner, client, session):
                                            "password": "demo-market-2026",
                                            "csrf_token": csrf_token(client, "/login")})
     assert response.status_code == 302
+
+
+def test_seed_demo_buys_and_pays_through_the_real_money_path(runner, session):
+    from billing import ledger
+    from billing.models import Invoice, Order, Subscription, TokenWallet
+
+    first = runner.invoke(args=["market", "seed-demo"])
+    assert "Demo purchase:" in first.output, first.output
+    statuses = sorted(session.scalars(select(Order.status).where(Order.kind != "token_pack")))
+    assert statuses == ["awaiting_payment", "paid", "paid"]
+    assert session.scalar(select(Subscription.status)) == "active"
+    assert session.scalar(select(TokenWallet.balance_tokens)) == 50_000_000
+    assert session.scalar(select(func.count()).select_from(Invoice).where(
+        Invoice.status == "open")) == 1
+    assert set(ledger.trial_balance(session).values()) == {0}
+    again = runner.invoke(args=["market", "seed-demo"])
+    assert "Demo purchase:" not in again.output
+    assert session.scalar(select(func.count()).select_from(Order)) == len(statuses) + 1
