@@ -1,6 +1,7 @@
 """The storefront and consoles: server-rendered pages over the same services as the API."""
 
 from market.storefront import catalog_views, views  # noqa: F401  (registers the routes)
+from market.storefront import billing_views  # noqa: F401  (registers the routes)
 from market.storefront.blueprint import storefront
 
 __all__ = ["storefront"]

@@ -1,0 +1,90 @@
+"""Forms of the buying pages and the finance console (Flask-WTF: each carries a CSRF token)."""
+
+from __future__ import annotations
+
+from flask_babel import lazy_gettext as _l
+from flask_wtf import FlaskForm
+from wtforms import (
+    DateField, DecimalField, IntegerField, RadioField, SelectField, StringField,
+    TextAreaField,
+)
+from wtforms.fields.choices import SelectChoice
+from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
+
+from billing.orders import MAX_QUANTITY, MAX_TOKEN_PACK_MILLIONS
+
+PAYMENT_METHOD_LABELS = {"bank_transfer": _l("Bank transfer"), "card": _l("Card")}
+
+
+def _payment_method_choices(card_enabled: bool) -> list[SelectChoice]:
+    methods = ("bank_transfer", "card") if card_enabled else ("bank_transfer",)
+    return [SelectChoice(m, PAYMENT_METHOD_LABELS[m]) for m in methods]
+
+
+def _optional_int(value):
+    """A select whose empty choice means "none" (a platform-wide token pack)."""
+    if value in (None, "", "None"):
+        return None
+    return int(value)
+
+
+class CartItemForm(FlaskForm):
+    """Adds a package to the cart, or sets the quantity of one already in it."""
+
+    offer_id = IntegerField(_l("Offer"), validators=[DataRequired()])
+    quantity = IntegerField(_l("Quantity"), default=1,
+                            validators=[DataRequired(), NumberRange(min=1, max=MAX_QUANTITY)])
+
+
+class CheckoutForm(FlaskForm):
+    payment_method = RadioField(_l("How you will pay"), default="bank_transfer",
+                                validators=[DataRequired()])
+    note = TextAreaField(_l("Note for the order (optional)"), validators=[Length(max=500)])
+
+    def __init__(self, *args, card_enabled: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.payment_method.choices = _payment_method_choices(card_enabled)
+
+
+class TokenPackForm(FlaskForm):
+    millions = IntegerField(_l("Millions of tokens"), default=1, validators=[
+        DataRequired(), NumberRange(min=1, max=MAX_TOKEN_PACK_MILLIONS)])
+    # The dataset page posts its own dataset; the holdings page offers the datasets held.
+    dataset_id = SelectField(_l("For"), coerce=_optional_int, validate_choice=False)
+    payment_method = RadioField(_l("How you will pay"), default="bank_transfer",
+                                validators=[DataRequired()])
+
+    def __init__(self, *args, card_enabled: bool = False, datasets=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.payment_method.choices = _payment_method_choices(card_enabled)
+        self.dataset_id.choices = [SelectChoice("", _l("Any dataset (platform-wide)"))] + [
+            SelectChoice(str(d.id), title) for d, title in datasets]
+
+
+class ReceiptForm(FlaskForm):
+    """Money received by bank transfer against one invoice (one form per invoice: prefixed)."""
+
+    amount = DecimalField(_l("Amount received"), places=2, validators=[InputRequired()])
+    currency = StringField(_l("Currency"), validators=[DataRequired(), Length(min=3, max=3)])
+    received_on = DateField(_l("Received on"), validators=[DataRequired()])
+    bank_reference = StringField(_l("Bank reference"), validators=[Length(max=100)])
+
+
+class ReferenceLookupForm(FlaskForm):
+    """Finance types the payment reference written on a transfer (a GET form: no CSRF)."""
+
+    class Meta:
+        csrf = False
+
+    payment_reference = StringField(_l("Payment reference"),
+                                    validators=[DataRequired(), Length(max=32)])
+
+
+class RefundForm(FlaskForm):
+    """A refund of one payment (one form per payment: prefixed)."""
+
+    amount = DecimalField(_l("Amount (empty: all that remains)"), places=2,
+                          validators=[Optional(), NumberRange(min=0)])
+    reason = StringField(_l("Reason"), validators=[DataRequired(), Length(max=500)])
+    bank_reference = StringField(_l("Bank reference of the transfer back (bank transfers)"),
+                                 validators=[Length(max=100)])
