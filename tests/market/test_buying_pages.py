@@ -203,6 +203,9 @@ def test_finance_refunds_a_bank_transfer_in_part(buyer_client, finance_client, s
     (refund,) = session.scalars(select(Refund)).all()
     assert refund.amount_minor == 10_000 and refund.status == "succeeded"
     assert "CNY 100.00" in _text(finance_client.get(f"/finance/orders/{order_id}"))
+    # A partial refund leaves the purchase in place: the buyer can still download it.
+    page = _text(buyer_client.get(f"/orders/{order_id}"))
+    assert "partially refunded" in page and "/download" in page
 
 
 def test_cart_quantities_removal_and_cancelling(buyer_client, session, shop):
@@ -309,3 +312,12 @@ def test_every_page_renders_in_english_and_chinese(buyer_client, finance_client,
         assert title in _text(buyer_client.get(path)), path
     # Dates in the page's locale: the invoice's due date.
     assert re.search(due_date, _text(buyer_client.get(f"/orders/{order_id}")))
+
+
+def test_a_supplier_cannot_put_its_own_package_in_the_cart(sign_in_as, shop):
+    supplier = sign_in_as(shop["supplier"], "owner")
+    assert "Add to cart" not in _text(supplier.get(f"/datasets/{shop['dataset'].id}"))
+    response = _post(supplier, "/cart", {"offer_id": shop["package"].id, "quantity": 1})
+    assert response.status_code == 302
+    page = _text(supplier.get("/cart"))
+    assert "cannot buy its own dataset" in page and "Your cart is empty" in page
