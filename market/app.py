@@ -40,6 +40,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     csrf = CSRFProtect(app)
     Babel(app, locale_selector=_select_locale)
     app.jinja_env.globals["get_locale"] = get_locale
+    # Babel reads zh_CN as zh_Hans_CN: pages ask for the language, not the locale's spelling.
+    app.jinja_env.globals["is_zh"] = lambda: get_locale().language == "zh"
     web.init_app(app)
 
     from market.api import api
