@@ -13,6 +13,7 @@ from flask_babel import gettext as _
 from sqlalchemy import select
 
 from billing import deals
+from billing.deals import DIMENSIONS
 from billing.models import Deal
 from market.accounts.authz import Principal
 from market.catalog.models import Dataset
@@ -44,7 +45,6 @@ def _page_context() -> dict:
 
 
 def _field_map(prefix: str, service_prefix: str) -> dict[str, str]:
-    from billing.deals import DIMENSIONS
     return {f"{service_prefix}.{d}": f"{prefix}_{d}" for d in DIMENSIONS}
 
 

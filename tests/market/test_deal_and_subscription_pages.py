@@ -11,6 +11,7 @@ import re
 import pytest
 from sqlalchemy import select
 
+from billing import deals
 from billing.models import Deal, DealQuote, Demand, Invoice, Subscription
 from market.db import utcnow
 from tests.billing.shop import buyer, listed_dataset, platform_finance
@@ -151,9 +152,9 @@ def _quote(client, demand, shop, **changes):
                  {prefix + k: v for k, v in values.items()}, "/demands/open")
 
 
-def _deal(buyer_client, supplier_client, session, shop) -> Deal:
+def _deal(buyer_client, supplier_client, session, shop, **quote_changes) -> Deal:
     demand = _post_demand(buyer_client, session)
-    assert _quote(supplier_client, demand, shop).status_code == 302
+    assert _quote(supplier_client, demand, shop, **quote_changes).status_code == 302
     session.expire_all()
     quote = session.scalar(select(DealQuote).where(DealQuote.demand_id == demand.id))
     response = _post(buyer_client, f"/quotes/{quote.id}/accept",
@@ -254,3 +255,32 @@ def test_every_page_renders_in_english_and_chinese(buyer_client, supplier_client
     listing = _text(buyer_client.get("/subscriptions"))
     for word in words:
         assert word in listing
+
+
+def test_delivery_the_acceptance_check_and_a_waiver(buyer_client, supplier_client,
+                                                    finance_client, session, shop):
+    # Annotation accuracy is not assessed without expert labels: that criterion fails.
+    deal = _deal(buyer_client, supplier_client, session, shop,
+                 criterion_annotation_accuracy="10")
+    deposit = next(o for o in deals.milestone_orders(session, deal) if o.milestone == "deposit")
+    _pay(buyer_client, finance_client, session, deposit.id)
+    response = _post(supplier_client, f"/deals/{deal.id}/deliver", {"version": "1"},
+                     f"/deals/{deal.id}")
+    assert response.status_code == 302, _text(response)
+    session.expire_all()
+    deal = session.get(Deal, deal.id)
+    page = _text(buyer_client.get(f"/deals/{deal.id}"))
+    assert "v1" in page and "Accept delivery" in page
+    for name, check in deal.acceptance.items():
+        assert (">pass<" if check["passed"] else ">fail<") in page
+    assert not deal.acceptance["annotation_accuracy"]["passed"]
+    assert "not assessed" in page and "reason for waiving" in page
+    response = _post(buyer_client, f"/deals/{deal.id}/accept", {"waiver_reason": ""},
+                     f"/deals/{deal.id}")
+    assert response.status_code == 422 and "waive the failures" in _text(response)
+    response = _post(buyer_client, f"/deals/{deal.id}/accept",
+                     {"waiver_reason": "Good enough for a pilot"}, f"/deals/{deal.id}")
+    assert response.status_code == 302, _text(response)
+    session.expire_all()
+    assert session.get(Deal, deal.id).status == "accepted"
+    assert "Good enough for a pilot" in _text(buyer_client.get(f"/deals/{deal.id}"))
