@@ -360,7 +360,8 @@ def test_a_transfer_arriving_after_a_card_paid_the_order_is_credited_once(world)
         machine.place_order(price=PRICES[0], quantity=1, chain=[("supplier", 10_000)])
         with db.session() as session, session.begin():
             order = session.get(Order, machine.order_ids[0])
-            invoice_id, total = payments.issue_invoice(session, order, settings_).id, order.total_minor
+            invoice_id = payments.issue_invoice(session, order, settings_).id
+            total = order.total_minor
         machine._receive(invoice_id, 100)
         card = payments.pay_by_card(db, machine.processor, settings_, order.id,
                                     principal=world["buyer"], payment_method_ref="pm_card_visa")
