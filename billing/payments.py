@@ -99,12 +99,15 @@ def _settle(session: Session, payment: Payment, settings: BillingSettings, *,
         # The order was paid another way meanwhile (a late success of an abandoned attempt):
         # the money is the buyer's credit, refundable, never a second sale.
         currency = payment.currency
-        post(session, "payment_unapplied", [
-            Line.debit(get_account(session, Purpose.PLATFORM_CLEARING, currency),
-                       payment.amount),
-            Line.credit(get_account(session, Purpose.BUYER_PREPAID, currency,
-                                    order.organization_id), payment.amount)],
-            idempotency_key=f"payment:{payment.id}", reference=("payment", payment.id))
+        if not paid_from_prepaid:
+            # A bank transfer is already the buyer's credit (its receipts posted it): posting
+            # it again would credit the buyer with money that never arrived.
+            post(session, "payment_unapplied", [
+                Line.debit(get_account(session, Purpose.PLATFORM_CLEARING, currency),
+                           payment.amount),
+                Line.credit(get_account(session, Purpose.BUYER_PREPAID, currency,
+                                        order.organization_id), payment.amount)],
+                idempotency_key=f"payment:{payment.id}", reference=("payment", payment.id))
         payment.split = {prepaid_key(order.organization_id): str(payment.amount.amount)}
         audit.record(session, "payment.unapplied", organization_id=order.organization_id,
                      object_type="payment", object_id=payment.id,

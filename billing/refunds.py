@@ -134,15 +134,16 @@ def refund_payment(db: Database, gateway, principal: Principal, payment_id: int,
         refund_id, method = refund.id, refund.payment.method
         payment_ref, key = refund.payment.gateway_ref, refund.idempotency_key
         refund_minor = refund.amount_minor
+        if method == "card" and gateway is None:
+            # Raised inside the unit, so the reservation is rolled back with it.
+            raise Conflict("Card refunds need the payment processor, which is not configured.",
+                           field="payment")
         if method == "bank_transfer":
             if not (bank_reference or "").strip():
                 raise InvalidInput("Give the bank reference of the transfer back to the buyer.",
                                    field="bank_reference")
             complete_refund(session, refund_id, gateway_ref=f"bank:{bank_reference.strip()}")
     if method == "card":
-        if gateway is None:
-            raise Conflict("Card refunds need the payment processor, which is not configured.",
-                           field="payment")
         try:
             result = gateway.refund(payment_ref=payment_ref, amount_minor=refund_minor,
                                     idempotency_key=key,
