@@ -11,6 +11,7 @@ from flask_wtf.csrf import CSRFProtect
 from billing.context import BillingSettings
 from billing.gateways import gateway_from_settings
 from market import web
+from market.ratelimit import limiter_from_settings
 from market.accounts.passwords import Passwords
 from market.config import load_config
 from market.db import Database
@@ -31,6 +32,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     # transfer only (the embedded default); a Stripe key turns card payments on.
     app.extensions["market.gateway"] = gateway_from_settings(app.config)
     app.extensions["market.billing"] = BillingSettings.from_settings(app.config)
+    app.extensions["market.ratelimiter"] = limiter_from_settings(app.config)
     app.extensions["market.passwords"] = Passwords(
         time_cost=app.config["PASSWORD_TIME_COST"], memory_kib=app.config["PASSWORD_MEMORY_KIB"])
 

@@ -85,6 +85,13 @@ SETTINGS: tuple[Setting, ...] = (
             "suspended."),
     Setting("DUNNING_CANCEL_DAYS", 14,
             "Days a suspended subscription waits for payment before it is cancelled.", int),
+    Setting("REDIS_URL", "",
+            "Redis for the API's rate-limit counters, shared by every worker (`redis://host:6379/0`"
+            "). Empty: counters are kept per process."),
+    Setting("DEFAULT_REQUESTS_PER_MINUTE", 600,
+            "Requests per minute of an API key that sets no limit of its own.", int),
+    Setting("DEFAULT_TOKENS_PER_MINUTE", 5_000_000,
+            "Tokens per minute served to an API key that sets no limit of its own.", int),
     Setting("SCHEDULER_TIMEZONE", "Asia/Shanghai", "Time zone of the scheduled jobs' clock."),
 )
 

@@ -186,6 +186,7 @@ def _handle_market_error(exc: MarketError) -> Response:
             if "Authorization" in request.headers else 'Bearer realm="market"'
     if isinstance(exc, TooManyRequests):
         headers["Retry-After"] = str(exc.retry_after)
+    headers.update(getattr(exc, "headers", None) or {})  # e.g. the rate-limit headers
     return error_response(exc.status, exc.title, exc.detail, exc.errors, headers,
                           f"{PROBLEM_DOCS}-{_slug(exc.title)}")
 

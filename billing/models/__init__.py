@@ -1,6 +1,7 @@
 """Billing's tables, one module per area; import from here."""
 
 from billing.models.deals import Deal, DealQuote, Demand
+from billing.models.metering import KeyUsageMonth, UsageCounter
 from billing.models.operations import JobRun, PaymentProfile, WebhookEvent
 from billing.models.orders import (
     LIVE_PAYMENT_STATUSES, BankReceipt, Invoice, Order, OrderLine, Payment, Refund,
@@ -12,7 +13,7 @@ from billing.models.subscriptions import Subscription, SubscriptionPeriod
 
 __all__ = [
     "BankReceipt", "Certificate", "CreditLine", "Deal", "DealQuote", "Demand", "Entitlement",
-    "Invoice", "JobRun", "LIVE_PAYMENT_STATUSES", "Order", "OrderLine", "Payment",
+    "Invoice", "JobRun", "KeyUsageMonth", "UsageCounter", "LIVE_PAYMENT_STATUSES", "Order", "OrderLine", "Payment",
     "PaymentProfile", "Refund", "Subscription", "SubscriptionPeriod", "TokenWallet",
     "UsageEvent", "WalletEntry", "WebhookEvent",
 ]

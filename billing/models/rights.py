@@ -135,6 +135,9 @@ class UsageEvent(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     request_id: Mapped[str] = mapped_column(String(200), unique=True)
+    # What was asked (method, path, query), so a retry under the same Idempotency-Key is told
+    # apart from a different request reusing the key.
+    request_hash: Mapped[str | None] = mapped_column(String(64))
     organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), index=True)
     api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"), index=True)
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"), index=True)

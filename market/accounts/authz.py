@@ -55,6 +55,10 @@ PERMISSIONS: dict[str, Rule] = {
     "catalog:write": Rule(frozenset({"owner", "member"}), "catalog:write",
                           frozenset({"supplier", "processor"})),
     "listings:review": Rule(frozenset({"owner", "reviewer"}), None, frozenset({"exchange"})),
+    # The metered data API: machines only, since every call is charged to a key's limits.
+    "data:read": Rule(frozenset(), "data:read"),
+    "usage:read": Rule(ALL_MEMBER_ROLES, "usage:read"),
+    "usage:write": Rule(frozenset(), "usage:write"),
     # Buying: orders, payments, subscriptions, demands. Finance staff pay what others ordered.
     "billing:read": Rule(ALL_MEMBER_ROLES, "billing:read"),
     "billing:write": Rule(frozenset({"owner", "member", "finance"}), "billing:write"),

@@ -1,7 +1,7 @@
 """The JSON API under ``/api/v1``: thin views over the services, described by OpenAPI 3."""
 
 from market.api import accounts, billing, catalog, docs  # noqa: F401  (registers their operations)
-from market.api import deals, subscriptions  # noqa: F401  (custom deals, subscriptions)
+from market.api import deals, metering, subscriptions  # noqa: F401
 from market.api.blueprint import api
 
 __all__ = ["api"]

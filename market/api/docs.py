@@ -19,7 +19,7 @@ _ERROR_TITLES = {
     400: "Malformed request", 401: "Missing or invalid credentials", 403: "Missing permission",
     404: "Not found (or another organization's)", 409: "Conflict", 413: "Body too large",
     415: "Body is not JSON", 422: "Invalid input", 429: "Too many requests",
-    502: "The payment processor did not answer",
+    402: "Nothing pays for it, or a cap would be passed", 502: "The payment processor did not answer",
 }
 
 

@@ -122,6 +122,10 @@ MATRIX: dict[tuple[str, str], Case] = {
         "dataset_id": 1, "milestones": [
             {"kind": "acceptance", "amount": {"amount": "1.00", "currency": "CNY"}}]}),
     ("POST", "/quotes/<int:quote_id>/accept"): Case("object", {}),
+    ("GET", "/datasets/<int:dataset_id>/versions/<int:number>/records"): Case("object"),
+    ("POST", "/datasets/<int:dataset_id>/versions/<int:number>/search"): Case(
+        "object", {"query": "Victim"}),
+    ("POST", "/tokens/count"): Case("create", {"text": "你好, world"}),
     ("POST", "/subscriptions"): Case("object", {"offer_id": "{victim_plan}",
                                                 "payment_method": "bank_transfer"}),
     ("GET", "/subscriptions"): Case("collection"),

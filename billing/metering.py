@@ -1,0 +1,348 @@
+"""Charging metered data calls in tokens, exactly and never beyond a cap.
+
+A data call is charged the tokens of exactly what it serves: each returned record's canonical
+JSON, counted with the configured encoding (the counts stored at import are of those same
+bytes; a version counted with another encoding is recounted). What pays, in this order:
+
+1. the subscription's included tokens for the current period (nothing more to pay);
+2. a prepaid token wallet: the dataset's own, then the platform-wide one;
+3. postpaid pay-as-you-go on the organization's credit line, priced by the dataset's metered
+   rate card and invoiced monthly.
+
+A call is charged whole to the first source that can cover it; with none, it is refused with
+402 naming what is missing. Before any source, the key's monthly token cap is checked.
+
+Every limit is held by a conditional UPDATE in the same transaction as the usage event — the
+row's condition is re-checked under its row lock, so however many calls race, a wallet never goes
+below zero and a cap is never passed by one token. A refused call writes nothing. Budget caps
+(the budgets' hook) are asked before the event is written.
+
+Graduated prices depend on the month's total, so a postpaid call is charged the rating of the
+month's total after it minus the rating before it (``UsageCounter``): the month's charges add up
+exactly to the rating of its total.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Callable
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from market.accounts.models import ApiKey
+from market.catalog.models import Dataset, DatasetVersion, ListingStatus, Offer
+from market.db import utcnow
+from market.errors import Forbidden, InvalidInput, MarketError, NotFound
+from billing.entitlements import active_entitlement, wallet_scope
+from billing.models import (
+    CreditLine, KeyUsageMonth, Subscription, TokenWallet, UsageCounter, UsageEvent, WalletEntry,
+)
+from pricing.money import Money
+from pricing.offers import MeteredRateCard, RoyaltyRateCard, offer_from_dict
+from pricing.rating import Usage, rate
+
+
+class PaymentRequired(MarketError):
+    status = 402
+    title = "Payment required"
+
+
+# Hooks the budgets add: called with (session, organization_id, dataset_id, amount) before a
+# postpaid charge is written; raise PaymentRequired naming the exhausted budget line.
+BUDGET_GUARDS: list[Callable[[Session, int, int, Money], None]] = []
+
+
+@dataclass(frozen=True)
+class Charge:
+    tokens: int
+    amount: Money
+    paid_by: str  # subscription | wallet | postpaid | free
+    remaining: int | None  # tokens left in what paid (None: a credit line, counted in money)
+    event_id: int
+    replayed: bool = False
+
+
+def period_of(moment: dt.datetime) -> str:
+    return f"{moment.year:04d}-{moment.month:02d}"
+
+
+# Access -----------------------------------------------------------------------------------------
+
+def callable_version(session: Session, organization_id: int, dataset_id: int,
+                     number: int) -> tuple[Dataset, DatasetVersion]:
+    """The version a metered call may read: of a listed dataset (or the caller's own), and
+    the organization must be entitled to call it (403 says why not)."""
+    dataset = session.get(Dataset, dataset_id)
+    listed = dataset is not None and dataset.listing is not None and \
+        dataset.listing.status == ListingStatus.APPROVED.value
+    own = dataset is not None and dataset.organization_id == organization_id
+    if not (listed or own):
+        raise NotFound("No such dataset.", field="dataset")
+    version = session.scalar(select(DatasetVersion).where(
+        DatasetVersion.dataset_id == dataset_id, DatasetVersion.number == number))
+    if version is None:
+        raise NotFound("No such version.", field="version")
+    if own:
+        return dataset, version
+    if listed and dataset.listing.version_id != version.id and not active_entitlement(
+            session, organization_id, dataset_id, kind="api", version_id=version.id):
+        raise Forbidden("Only the listed version is served to buyers.", field="version")
+    if active_entitlement(session, organization_id, dataset_id, kind="api",
+                          version_id=version.id) is not None:
+        return dataset, version
+    if _metered_card(dataset) is not None:
+        return dataset, version  # pay as you go: charged by the metered rate card
+    raise Forbidden("The organization is not entitled to this dataset's API: subscribe, buy a "
+                    "package that includes API tokens, or ask for a metered offer.",
+                    field="dataset")
+
+
+def _metered_card(dataset: Dataset, kind: str = "metered"
+                  ) -> tuple[Offer, MeteredRateCard | RoyaltyRateCard] | None:
+    offer = next((o for o in dataset.active_offers if o.kind == kind), None)
+    return (offer, offer_from_dict(offer.terms)) if offer is not None else None
+
+
+# Charging ---------------------------------------------------------------------------------------
+
+def find_replay(session: Session, request_id: str, request_hash: str) -> UsageEvent | None:
+    """The event a retried call already paid for (same Idempotency-Key), or None."""
+    event = session.scalar(select(UsageEvent).where(UsageEvent.request_id == request_id))
+    if event is not None and event.request_hash not in (None, request_hash):
+        raise InvalidInput("This Idempotency-Key was already used with a different request.",
+                           field="Idempotency-Key")
+    return event
+
+
+def _replayed(session: Session, event: UsageEvent) -> Charge:
+    return Charge(event.tokens, Money.from_minor(event.amount_minor, event.currency),
+                  event.paid_by, None, event.id, replayed=True)
+
+
+def _take_key_cap(session: Session, key: ApiKey, tokens: int, period: str) -> None:
+    if key.monthly_token_cap is None:
+        return
+    if session.scalar(select(KeyUsageMonth.id).where(KeyUsageMonth.api_key_id == key.id,
+                                                     KeyUsageMonth.period == period)) is None:
+        try:
+            with session.begin_nested():
+                session.add(KeyUsageMonth(api_key_id=key.id, period=period, tokens=0))
+        except IntegrityError:
+            pass  # another call created the month's row first: use it
+    taken = session.execute(
+        update(KeyUsageMonth)
+        .where(KeyUsageMonth.api_key_id == key.id, KeyUsageMonth.period == period,
+               KeyUsageMonth.tokens + tokens <= key.monthly_token_cap)
+        .values(tokens=KeyUsageMonth.tokens + tokens)
+        .execution_options(synchronize_session=False)).rowcount
+    if not taken:
+        raise PaymentRequired(
+            f"This API key's monthly cap of {key.monthly_token_cap:,} tokens would be passed "
+            f"by this call ({tokens:,} tokens).", field="monthly_token_cap")
+
+
+def _take_subscription(session: Session, organization_id: int, dataset_id: int, tokens: int,
+                       today: dt.date) -> Subscription | None:
+    sub_id = session.scalar(select(Subscription.id).where(
+        Subscription.organization_id == organization_id, Subscription.dataset_id == dataset_id,
+        Subscription.status == "active", Subscription.current_period_start <= today,
+        Subscription.current_period_end > today))
+    if sub_id is None:
+        return None
+    taken = session.execute(
+        update(Subscription)
+        .where(Subscription.id == sub_id, Subscription.status == "active",
+               Subscription.tokens_used + tokens <= Subscription.included_tokens
+               + Subscription.rollover_tokens)
+        .values(tokens_used=Subscription.tokens_used + tokens)
+        .execution_options(synchronize_session=False)).rowcount
+    if not taken:
+        return None
+    sub = session.get(Subscription, sub_id)
+    session.refresh(sub, ["tokens_used", "included_tokens", "rollover_tokens"])
+    return sub
+
+
+def _take_wallet(session: Session, organization_id: int, dataset_id: int, tokens: int,
+                 request_id: str) -> TokenWallet | None:
+    for scope in (wallet_scope(dataset_id), wallet_scope(None)):
+        wallet_id = session.scalar(select(TokenWallet.id).where(
+            TokenWallet.organization_id == organization_id, TokenWallet.scope == scope,
+            TokenWallet.balance_tokens >= tokens))
+        if wallet_id is None:
+            continue
+        taken = session.execute(
+            update(TokenWallet)
+            .where(TokenWallet.id == wallet_id, TokenWallet.balance_tokens >= tokens)
+            .values(balance_tokens=TokenWallet.balance_tokens - tokens, updated_at=utcnow())
+            .execution_options(synchronize_session=False)).rowcount
+        if taken:
+            wallet = session.get(TokenWallet, wallet_id)
+            session.refresh(wallet, ["balance_tokens"])
+            session.add(WalletEntry(wallet_id=wallet.id, kind="debit", delta_tokens=-tokens,
+                                    balance_after=wallet.balance_tokens, reference=request_id,
+                                    note=f"dataset {dataset_id}"))
+            return wallet
+    return None
+
+
+def card_rating(card) -> Callable[[int], int]:
+    """A month's total tokens -> its price in minor units, on a metered or royalty card."""
+    return lambda total: rate(Usage(tokens=total), card, include_fee=False).total.minor \
+        if total else 0
+
+
+def overage_rating(plan) -> Callable[[int], int]:
+    """A month's overage tokens -> their price at the plan's overage rate, rounded once."""
+    return lambda total: plan.overage_per_million.total(total, per=1_000_000).minor
+
+
+def rated_increment(session: Session, organization_id: int, dataset_id: int, kind: str,
+                    period: str, tokens: int, currency: str,
+                    rating: Callable[[int], int]) -> tuple[Money, UsageCounter]:
+    """What ``tokens`` more cost on the month's rating (see the module notes); the counter row
+    is locked until the transaction ends, so racing calls are rated one after another."""
+    query = select(UsageCounter).where(
+        UsageCounter.organization_id == organization_id, UsageCounter.dataset_id == dataset_id,
+        UsageCounter.kind == kind, UsageCounter.period == period)
+    counter = session.scalar(query.with_for_update())
+    if counter is None:
+        try:
+            with session.begin_nested():
+                session.add(UsageCounter(organization_id=organization_id, dataset_id=dataset_id,
+                                         kind=kind, period=period, currency=currency,
+                                         tokens=0, amount_minor=0))
+        except IntegrityError:
+            pass  # created by a racing call
+        counter = session.scalar(query.with_for_update())
+    before = counter.amount_minor
+    after = rating(counter.tokens + tokens)
+    counter.tokens += tokens
+    counter.amount_minor = after
+    return Money.from_minor(after - before, currency), counter
+
+
+def _take_credit(session: Session, organization_id: int, amount: Money) -> CreditLine | None:
+    line_id = session.scalar(select(CreditLine.id).where(
+        CreditLine.organization_id == organization_id, CreditLine.currency == amount.currency,
+        CreditLine.suspended_at.is_(None)))
+    if line_id is None:
+        return None
+    taken = session.execute(
+        update(CreditLine)
+        .where(CreditLine.id == line_id, CreditLine.suspended_at.is_(None),
+               CreditLine.used_minor + amount.minor <= CreditLine.limit_minor)
+        .values(used_minor=CreditLine.used_minor + amount.minor)
+        .execution_options(synchronize_session=False)).rowcount
+    if not taken:
+        raise PaymentRequired(f"The credit line's limit would be passed by this call "
+                              f"({amount}); pay the open usage invoice or ask for a higher "
+                              "limit.", field="credit_line")
+    return session.get(CreditLine, line_id)
+
+
+def charge_call(session: Session, *, key: ApiKey, dataset: Dataset, version: DatasetVersion,
+                tokens: int, request_id: str, request_hash: str,
+                now: dt.datetime | None = None) -> Charge:
+    """Charge one data call (see the module notes for the order and the guarantees)."""
+    now = now or utcnow()
+    period = period_of(now)
+    organization_id = key.organization_id
+    replay = find_replay(session, request_id, request_hash)
+    if replay is not None:
+        return _replayed(session, replay)
+    _take_key_cap(session, key, tokens, period)
+    currency = key.organization.default_currency
+    amount, paid_by, remaining = Money.zero(currency), "free", None
+    if tokens:
+        sub = _take_subscription(session, organization_id, dataset.id, tokens, now.date())
+        wallet = None if sub else _take_wallet(session, organization_id, dataset.id, tokens,
+                                               request_id)
+        if sub is not None:
+            paid_by, remaining = "subscription", sub.tokens_remaining
+        elif wallet is not None:
+            paid_by, remaining = "wallet", wallet.balance_tokens
+        else:
+            kind, currency, rating = _postpaid_price(session, organization_id, dataset,
+                                                     now.date())
+            amount, _ = rated_increment(session, organization_id, dataset.id, kind, period,
+                                        tokens, currency, rating)
+            for guard in BUDGET_GUARDS:
+                guard(session, organization_id, dataset.id, amount)
+            if _take_credit(session, organization_id, amount) is None:
+                raise PaymentRequired(
+                    "Nothing pays for this call: no subscription allowance, no token wallet "
+                    "with enough tokens, and no postpaid credit line. Buy a token pack or "
+                    "subscribe.", field="tokens")
+            paid_by = "postpaid"
+    event = UsageEvent(
+        request_id=request_id, request_hash=request_hash, organization_id=organization_id,
+        api_key_id=key.id, dataset_id=dataset.id, version_id=version.id, kind="data",
+        tokens=tokens, unit_price=_unit_price(amount, tokens), amount_minor=amount.minor,
+        currency=amount.currency, paid_by=paid_by,
+        supply_chain_revision_id=_current_revision(session, dataset.id), period=period,
+        occurred_at=now, recorded_at=now)
+    session.add(event)
+    session.flush()  # the response names the event
+    return Charge(tokens, amount, paid_by, remaining, event.id)
+
+
+def _postpaid_price(session: Session, organization_id: int, dataset: Dataset,
+                    today: dt.date) -> tuple[str, str, Callable[[int], int]]:
+    """How tokens beyond the prepaid ones are priced: a subscriber's at its plan's overage
+    rate, anyone else's at the dataset's metered rate card."""
+    sub = session.scalar(select(Subscription).where(
+        Subscription.organization_id == organization_id, Subscription.dataset_id == dataset.id,
+        Subscription.status == "active", Subscription.current_period_start <= today,
+        Subscription.current_period_end > today))
+    if sub is not None:
+        plan = offer_from_dict(session.get(Offer, sub.offer_id).terms)
+        return "overage", plan.currency, overage_rating(plan)
+    metered = _metered_card(dataset)
+    if metered is None:
+        raise PaymentRequired(
+            "Nothing pays for this call: no subscription allowance, no token wallet holding "
+            "enough, and this dataset has no pay-as-you-go price.", field="tokens")
+    _, card = metered
+    return "data", card.currency, card_rating(card)
+
+
+def _unit_price(amount: Money, tokens: int) -> str:
+    """The effective price per million tokens of a charge, as a decimal string."""
+    if not tokens:
+        return "0"
+    from decimal import Decimal
+
+    per_million = Decimal(amount.minor) * 1_000_000 / tokens / (10 ** amount.places)
+    return format(per_million.quantize(Decimal("0.000001")), "f")
+
+
+def _current_revision(session: Session, dataset_id: int) -> int | None:
+    from market.catalog.services import current_supply_chain
+
+    chain = current_supply_chain(session, dataset_id)
+    return chain.id if chain is not None else None
+
+
+def tokens_remaining(session: Session, organization_id: int, dataset_id: int,
+                     today: dt.date) -> int | None:
+    """Tokens the organization can still spend on the dataset from prepaid sources (its
+    subscription's allowance and its wallets); None when only a credit line pays."""
+    total = 0
+    found = False
+    sub = session.scalar(select(Subscription).where(
+        Subscription.organization_id == organization_id, Subscription.dataset_id == dataset_id,
+        Subscription.status == "active", Subscription.current_period_start <= today,
+        Subscription.current_period_end > today))
+    if sub is not None:
+        total, found = total + sub.tokens_remaining, True
+    for wallet in session.scalars(select(TokenWallet).where(
+            TokenWallet.organization_id == organization_id,
+            TokenWallet.scope.in_((wallet_scope(dataset_id), wallet_scope(None))))):
+        total, found = total + wallet.balance_tokens, True
+    return total if found else None
+
+
