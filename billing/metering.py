@@ -40,7 +40,7 @@ from billing.entitlements import active_entitlement, wallet_scope
 from billing.models import (
     CreditLine, KeyUsageMonth, Subscription, TokenWallet, UsageCounter, UsageEvent, WalletEntry,
 )
-from pricing.money import Money
+from pricing.money import Money, UnitPrice
 from pricing.offers import MeteredRateCard, RoyaltyRateCard, offer_from_dict
 from pricing.rating import Usage, rate
 
@@ -246,8 +246,14 @@ def _take_credit(session: Session, organization_id: int, amount: Money) -> Credi
 
 def charge_call(session: Session, *, key: ApiKey, dataset: Dataset, version: DatasetVersion,
                 tokens: int, request_id: str, request_hash: str,
-                now: dt.datetime | None = None) -> Charge:
-    """Charge one data call (see the module notes for the order and the guarantees)."""
+                now: dt.datetime | None = None,
+                platform_token_price: Money | None = None) -> Charge:
+    """Charge one data call (see the module notes for the order and the guarantees).
+
+    ``platform_token_price``: what a million platform-wide prepaid tokens were sold for (net);
+    tokens taken from that wallet carry their value, so the day's usage can be shared out to
+    the dataset's supply chain (``billing.recognition``).
+    """
     now = now or utcnow()
     period = period_of(now)
     organization_id = key.organization_id
@@ -265,6 +271,11 @@ def charge_call(session: Session, *, key: ApiKey, dataset: Dataset, version: Dat
             paid_by, remaining = "subscription", sub.tokens_remaining
         elif wallet is not None:
             paid_by, remaining = "wallet", wallet.balance_tokens
+            if wallet.scope == wallet_scope(None) and platform_token_price is not None:
+                price = UnitPrice.of(platform_token_price)
+                amount, _ = rated_increment(
+                    session, organization_id, dataset.id, "wallet", period, tokens,
+                    price.currency, lambda total: price.total(total, per=1_000_000).minor)
         else:
             kind, currency, rating = _postpaid_price(session, organization_id, dataset,
                                                      now.date())

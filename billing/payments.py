@@ -47,7 +47,9 @@ from billing.ledger import Line, Purpose, get_account, post
 from billing.models import (
     LIVE_PAYMENT_STATUSES, BankReceipt, Invoice, Order, Payment, PaymentProfile,
 )
-from billing.split import PLATFORM, TAX, post_payment, prepaid_key, split_payment
+from billing.split import (
+    PLATFORM, TAX, post_payment, prepaid_key, receivable_key, split_payment,
+)
 from pricing.money import Money
 
 # Forward-only: an outcome applies only when it ranks above the payment's status.
@@ -74,7 +76,11 @@ def order_split(order: Order, platform_fee_bps: int) -> dict[str, Money]:
         tax = Money.from_minor(line.tax_minor, order.currency)
         if gross.is_zero():
             continue
-        if line.shares:
+        if order.kind == "usage":
+            # Usage was shared out day by day as it was recognized (``billing.recognition``):
+            # paying its invoice settles the buyer's receivable and the tax, nothing more.
+            line_parts = {TAX: tax, receivable_key(order.organization_id): gross - tax}
+        elif line.shares:
             line_parts = split_payment(gross, tax, [tuple(s) for s in line.shares],
                                        platform_fee_bps)
         elif line.kind == "token_pack":

@@ -25,6 +25,7 @@ from pricing.money import Money
 TAX = "tax"
 PLATFORM = "platform"
 PREPAID = "prepaid"
+RECEIVABLE = "receivable"
 
 
 def participant_key(role: str, organization_id: int) -> str:
@@ -57,7 +58,19 @@ def prepaid_key(organization_id: int) -> str:
     return f"{PREPAID}:{organization_id}"
 
 
+def receivable_key(organization_id: int) -> str:
+    """The part of a payment that settles what the buyer owed for usage already shared out."""
+    return f"{RECEIVABLE}:{organization_id}"
+
+
+def part_account(session: Session, key: str, currency: str):
+    """The ledger account a part of a split is credited to."""
+    return _account(session, key, currency)
+
+
 def _account(session: Session, key: str, currency: str):
+    if key.startswith(f"{RECEIVABLE}:"):
+        return get_account(session, Purpose.BUYER_RECEIVABLE, currency, _organization(key))
     if key.startswith(f"{PREPAID}:"):
         return get_account(session, Purpose.BUYER_PREPAID, currency, _organization(key))
     if key == TAX:

@@ -9,11 +9,12 @@ from billing.models.orders import (
 from billing.models.rights import (
     Certificate, CreditLine, Entitlement, TokenWallet, UsageEvent, WalletEntry,
 )
+from billing.models.statements import SettlementStatement, StatementAdjustment, StatementLine
 from billing.models.subscriptions import Subscription, SubscriptionPeriod
 
 __all__ = [
     "BankReceipt", "Certificate", "CreditLine", "Deal", "DealQuote", "Demand", "Entitlement",
     "Invoice", "JobRun", "KeyUsageMonth", "UsageCounter", "LIVE_PAYMENT_STATUSES", "Order", "OrderLine", "Payment",
-    "PaymentProfile", "Refund", "Subscription", "SubscriptionPeriod", "TokenWallet",
+    "PaymentProfile", "Refund", "SettlementStatement", "StatementAdjustment", "StatementLine", "Subscription", "SubscriptionPeriod", "TokenWallet",
     "UsageEvent", "WalletEntry", "WebhookEvent",
 ]

@@ -46,7 +46,7 @@ class UsageCounter(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), index=True)
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
-    kind: Mapped[str] = mapped_column(String(10))  # data | overage | royalty
+    kind: Mapped[str] = mapped_column(String(10))  # data | overage | royalty | wallet
     period: Mapped[str] = mapped_column(String(7))
     currency: Mapped[str] = mapped_column(String(3))
     tokens: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -1,0 +1,110 @@
+"""Settlement statements: what the marketplace owes each supply-chain participant per period.
+
+A statement is computed from the ledger alone (the participant's payable account up to the
+period's cutoff), reviewed by the exchange under maker-checker, and frozen by a content hash
+once approved. Corrections are adjustments posted in a later period, never edits.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON, BigInteger, CheckConstraint, Date, ForeignKey, Integer, String, Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from market.db import Base, UTCDateTime, utcnow
+
+STATEMENT_STATUSES = ("draft", "issued", "under_review", "approved", "disputed", "paid")
+
+
+class SettlementStatement(Base):
+    __tablename__ = "settlement_statements"
+    __table_args__ = (
+        UniqueConstraint("organization_id", "currency", "period"),
+        CheckConstraint("status IN ('draft', 'issued', 'under_review', 'approved', "
+                        "'disputed', 'paid')", name="status_known"),
+        CheckConstraint("closing_minor = opening_minor + activity_minor",
+                        name="closing_adds_up"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    number: Mapped[str] = mapped_column(String(40), unique=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), index=True)
+    # The exchange that reviews it (the participant's datasets are listed through it).
+    exchange_id: Mapped[int | None] = mapped_column(ForeignKey("organizations.id"), index=True)
+    currency: Mapped[str] = mapped_column(String(3))
+    period: Mapped[str] = mapped_column(String(7), index=True)  # YYYY-MM
+    period_start: Mapped[dt.date] = mapped_column(Date)
+    period_end: Mapped[dt.date] = mapped_column(Date)  # exclusive
+    cutoff: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    # Owed to the participant (positive) before the period, in it, and after it.
+    opening_minor: Mapped[int] = mapped_column(BigInteger)
+    activity_minor: Mapped[int] = mapped_column(BigInteger)
+    closing_minor: Mapped[int] = mapped_column(BigInteger)
+    # Sums by kind of line, for the statement's summary: {"sale": "12.00", ...}.
+    totals: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    generated_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    generated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    review_due_on: Mapped[dt.date | None] = mapped_column(Date)
+    issued_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    submitted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    approved_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    approved_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    disputed_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    disputed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    dispute_reason: Mapped[str | None] = mapped_column(Text)
+    paid_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    payout_method: Mapped[str | None] = mapped_column(String(20))  # bank_transfer | connect
+    payout_reference: Mapped[str | None] = mapped_column(String(100))
+
+    lines: Mapped[list[StatementLine]] = relationship(
+        back_populates="statement", order_by="StatementLine.position",
+        cascade="all, delete-orphan")
+
+
+class StatementLine(Base):
+    """One movement on the participant's payable account, traced to what caused it."""
+
+    __tablename__ = "statement_lines"
+    __table_args__ = (UniqueConstraint("statement_id", "position"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    statement_id: Mapped[int] = mapped_column(
+        ForeignKey("settlement_statements.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    # sale | subscription | custom | usage | royalty | refund | adjustment | payout | other
+    kind: Mapped[str] = mapped_column(String(20))
+    occurred_on: Mapped[dt.date] = mapped_column(Date)
+    ledger_transaction_id: Mapped[int] = mapped_column(ForeignKey("ledger_transactions.id"))
+    order_number: Mapped[str | None] = mapped_column(String(32))
+    dataset_id: Mapped[int | None] = mapped_column(ForeignKey("datasets.id"))
+    description: Mapped[str] = mapped_column(String(300))
+    # The gross the share was taken from (the payment or usage it came from), and the share.
+    gross_minor: Mapped[int | None] = mapped_column(BigInteger)
+    amount_minor: Mapped[int] = mapped_column(BigInteger)  # owed to the participant: +
+
+    statement: Mapped[SettlementStatement] = relationship(back_populates="lines")
+
+
+class StatementAdjustment(Base):
+    """A correction of a disputed statement, posted to the ledger in a later period."""
+
+    __tablename__ = "statement_adjustments"
+    __table_args__ = (CheckConstraint("amount_minor <> 0", name="amount_not_zero"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    statement_id: Mapped[int] = mapped_column(ForeignKey("settlement_statements.id"),
+                                              index=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), index=True)
+    currency: Mapped[str] = mapped_column(String(3))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)  # + owed more to the participant
+    reason: Mapped[str] = mapped_column(Text)
+    ledger_transaction_id: Mapped[int] = mapped_column(ForeignKey("ledger_transactions.id"))
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

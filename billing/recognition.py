@@ -1,0 +1,121 @@
+"""Usage revenue in the ledger: each day's charged usage, per dataset, split to its supply chain.
+
+Metered calls and royalty reports are charged as they happen (``billing.metering``,
+``billing.usage``) but written to the ledger once a day, aggregated per organization, dataset,
+supply-chain revision, currency and what paid — so settlement statements can trace usage per
+dataset per day, and the ledger stays small however many calls there are.
+
+=============  =======================================  ===================================
+paid by        debit (the buyer's side)                 credit
+=============  =======================================  ===================================
+postpaid       buyer_receivable: invoiced monthly        platform fee + each participant's
+wallet         buyer_prepaid: a platform-wide token      share of the day's amount, split
+               pack's credit, used up                   like a payment (``split_payment``)
+=============  =======================================  ===================================
+
+Tokens from a subscription's allowance or a dataset's own token pack carry no amount here:
+their money was split when the subscription or pack was paid. When the monthly usage invoice is
+paid, the money settles the buyer's receivable (``payments.order_split``), so nothing is shared
+twice. A day is recognized by the events *recorded* on it: late events are adjustments of the
+day they arrive, never of a closed one. Each (group, day) posts under its own idempotency key,
+so running a day twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from billing.context import BillingSettings
+from billing.ledger import Line, Purpose, get_account, post
+from billing.models import UsageEvent
+from billing.split import PLATFORM, part_account, split_payment
+from market.catalog.models import SupplyChainRevision
+from market.db import Database
+from pricing.money import Money
+
+SOURCES = {"postpaid": Purpose.BUYER_RECEIVABLE, "wallet": Purpose.BUYER_PREPAID}
+
+
+def _bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
+    start = dt.datetime.combine(day, dt.time(), tzinfo=dt.timezone.utc)
+    return start, start + dt.timedelta(days=1)
+
+
+def recognize_day(session: Session, day: dt.date, settings: BillingSettings) -> dict[str, int]:
+    """Post one day's usage revenue (idempotent per group and day)."""
+    start, end = _bounds(day)
+    rows = session.execute(
+        select(UsageEvent.organization_id, UsageEvent.dataset_id,
+               UsageEvent.supply_chain_revision_id, UsageEvent.currency, UsageEvent.paid_by,
+               UsageEvent.kind, func.sum(UsageEvent.amount_minor), func.sum(UsageEvent.tokens),
+               func.count())
+        .where(UsageEvent.recorded_at >= start, UsageEvent.recorded_at < end,
+               UsageEvent.paid_by.in_(tuple(SOURCES)), UsageEvent.amount_minor > 0)
+        .group_by(UsageEvent.organization_id, UsageEvent.dataset_id,
+                  UsageEvent.supply_chain_revision_id, UsageEvent.currency,
+                  UsageEvent.paid_by, UsageEvent.kind)
+        .order_by(UsageEvent.organization_id, UsageEvent.dataset_id)).all()
+    counts: dict[str, int] = defaultdict(int)
+    for org, dataset_id, revision_id, currency, paid_by, kind, amount, tokens, calls in rows:
+        gross = Money.from_minor(int(amount), currency)
+        revision = session.get(SupplyChainRevision, revision_id) if revision_id else None
+        if revision is not None:
+            parts = split_payment(gross, Money.zero(currency), revision.shares_bps(),
+                                  settings.platform_fee_bps)
+        else:  # no supply chain declared: all of it is the platform's
+            parts = {PLATFORM: gross}
+        source = get_account(session, SOURCES[paid_by], currency, org)
+        lines = [Line.debit(source, gross)]
+        lines += [Line.credit(part_account(session, key, currency), part)
+                  for key, part in parts.items() if not part.is_zero()]
+        post(session, "usage", lines,
+             idempotency_key=f"usage:{day.isoformat()}:{org}:{dataset_id}:{revision_id}:"
+                             f"{currency}:{paid_by}:{kind}",
+             reference=("usage", f"{org}:{dataset_id}:{day.isoformat()}"),
+             memo={"organization_id": org, "dataset_id": dataset_id, "day": day.isoformat(),
+                   "kind": kind, "paid_by": paid_by, "tokens": int(tokens),
+                   "calls": int(calls), "gross": str(gross.amount),
+                   "split": {key: str(part.amount) for key, part in parts.items()}})
+        counts["groups"] += 1
+        counts["tokens"] += int(tokens)
+    return dict(counts)
+
+
+def _previous_day(moment: dt.datetime) -> str:
+    return (moment.date() - dt.timedelta(days=1)).isoformat()
+
+
+def _job(ctx) -> dict:
+    day = dt.date.fromisoformat(ctx.period)
+    with ctx.db.session() as session, session.begin():
+        result = recognize_day(session, day, BillingSettings.from_settings(ctx.settings))
+    ctx.progress(f"usage of {day}: {result.get('groups', 0)} groups posted")
+    return result
+
+
+def recognize_range(db: Database, first: dt.date, last: dt.date,
+                    settings: BillingSettings) -> int:
+    """Recognize every day from ``first`` to ``last`` (a catch-up after downtime)."""
+    groups = 0
+    day = first
+    while day <= last:
+        with db.session() as session, session.begin():
+            groups += recognize_day(session, day, settings).get("groups", 0)
+        day += dt.timedelta(days=1)
+    return groups
+
+
+def _register() -> None:
+    from billing.jobs import DAILY, Job, register
+
+    register(Job(name="recognize-usage",
+                 description="Post yesterday's usage revenue to the ledger, per dataset",
+                 run=_job, trigger={"hour": 0, "minute": 20}, period_of=_previous_day,
+                 period_pattern=DAILY))
+
+
+_register()
