@@ -138,6 +138,13 @@ MATRIX: dict[tuple[str, str], Case] = {
     ("POST", "/deals/<int:deal_id>/deliver"): Case("object", {"version": 1}),
     ("POST", "/deals/<int:deal_id>/accept"): Case("object", {"waiver_reason": "x"}),
     ("POST", "/deals/<int:deal_id>/dispute"): Case("object", {"reason": "x"}),
+    ("GET", "/usage"): Case("collection"),
+    # Reporting royalties on the victim's unlisted dataset: each event rejected as not found.
+    ("POST", "/usage/events"): Case("create", {"events": [
+        {"id": "e-1", "dataset_id": "{victim_dataset}", "tokens": 10,
+         "occurred_at": "2026-01-01T00:00:00Z"},
+        {"id": "e-2", "dataset_id": "{victim_dataset}", "tokens": 0,
+         "occurred_at": "2026-01-01T00:00:00Z"}]}),
 }
 
 OPERATIONS = {(op.method, op.rule): op for op in api.operations}
@@ -269,6 +276,7 @@ def test_foreign_and_anonymous_callers(app, sign_in_as, session, victim, foreign
         body = body.replace('"{victim_exchange}"', str(victim["exchange"].id))
         body = body.replace('"{victim_offer}"', str(victim["offer"].id))
         body = body.replace('"{victim_plan}"', str(victim["plan"].id))
+        body = body.replace('"{victim_dataset}"', str(victim["dataset"].id))
         kwargs["json"] = json.loads(body)
     if case.upload is not None:
         kwargs.update(data=case.upload, content_type="application/x-ndjson")
@@ -313,6 +321,9 @@ def test_foreign_and_anonymous_callers(app, sign_in_as, session, victim, foreign
         assert status in (200, 201), text
         assert "Victim" not in text and victim["key"].prefix not in text
         assert victim["email"] not in text and "受害者" not in text
+        if (method, rule) == ("POST", "/usage/events"):
+            results = response.get_json()["results"]
+            assert [r["error"]["code"] for r in results] == ["not_found", "not_found"]
 
 
 def test_permissions_table_names_only_known_scopes():

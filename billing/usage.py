@@ -1,0 +1,466 @@
+"""Usage: model companies' royalty reports, and the usage report of an organization.
+
+Royalty ingestion
+-----------------
+A model company reports, in batches of up to 1,000, the tokens a model trained on a dataset
+produced. Each event is charged by the dataset's royalty rate card (an offer of kind
+``royalty``), postpaid on the organization's credit line, and written as a ``UsageEvent`` of kind
+``royalty`` paid by ``postpaid`` (``free`` for zero tokens).
+
+- Each event id is accepted once, forever: its ``UsageEvent.request_id`` is
+  ``event:<organization>:<id>``, unique. A repeated id (in the same batch or any later one) is
+  reported ``duplicate`` with what the first was charged, and charges nothing.
+- A rejected event (unknown dataset, no royalty price, negative tokens, occurred more than five
+  minutes in the future, nothing to pay with) never blocks the valid ones; the outcome of each is
+  reported in the batch's order.
+- Late events are adjustments to the open month. An event that occurred in an earlier month is
+  accepted into the *current* period (``UsageEvent.period`` is the month it was recorded in,
+  ``occurred_at`` keeps when it really happened): a closed month — invoiced by
+  ``billing.postpaid`` — is never rewritten, and its invoice stays what was billed.
+- Graduated prices depend on the month's total: each dataset's events of a batch are rated
+  together by ``metering.rated_increment`` (the month's rating after them minus before), and that
+  increment is split across the events by their tokens, largest remainder first — so the
+  month's events add up exactly to the rating of the month's total.
+- The credit line is charged once per batch (and currency) by the conditional UPDATE of
+  ``metering._take_credit``, which never passes the limit. When the whole batch would pass it,
+  the longest run of events from the batch's start that fits is charged and the rest are
+  rejected ``payment_required``.
+
+It is done set-wise, for throughput: one query for the ids already taken, one for the datasets,
+one rating per dataset, one multi-row INSERT (``ON CONFLICT DO NOTHING``), one credit-line
+update. A concurrent request that takes one of the same ids first makes this batch 409 (retry it:
+those ids then come back ``duplicate``), never charges it twice.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+import hashlib
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from sqlalchemy import ColumnElement, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, selectinload
+
+from billing import metering
+from billing.metering import PaymentRequired, card_rating, period_of, rated_increment
+from billing.models import CreditLine, UsageCounter, UsageEvent
+from market.accounts.models import ApiKey
+from market.catalog.models import Dataset, ListingStatus
+from market.db import utcnow
+from market.errors import Conflict
+from pricing.money import Money
+
+MAX_BATCH = 1_000
+FUTURE_TOLERANCE = dt.timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class ItemError:
+    code: str  # invalid | not_found | no_royalty_price | payment_required
+    field: str
+    message: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"code": self.code, "field": self.field, "message": self.message}
+
+
+@dataclass
+class Outcome:
+    """What became of one reported event."""
+
+    id: str
+    status: str  # accepted | duplicate | rejected
+    tokens: int
+    amount: Money | None = None
+    error: ItemError | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"id": self.id, "status": self.status, "tokens": self.tokens,
+                                "amount": self.amount.to_dict() if self.amount else None}
+        if self.error is not None:
+            data["error"] = self.error.to_dict()
+        return data
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    results: list[Outcome]
+
+    def count(self, status: str) -> int:
+        return sum(1 for outcome in self.results if outcome.status == status)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"results": [outcome.to_dict() for outcome in self.results],
+                "accepted": self.count("accepted"), "duplicates": self.count("duplicate"),
+                "rejected": self.count("rejected")}
+
+
+@dataclass
+class _Group:
+    """One dataset's chargeable events of a batch (indices into the batch, in its order)."""
+
+    dataset_id: int
+    currency: str
+    rating: Callable[[int], int]
+    indices: list[int] = field(default_factory=list)
+
+
+def request_id_of(organization_id: int, event_id: str) -> str:
+    return f"event:{organization_id}:{event_id}"
+
+
+def _fingerprint(event: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(
+        [event["dataset_id"], event["tokens"], event["occurred_at"].isoformat(),
+         event.get("model")], ensure_ascii=False).encode()).hexdigest()
+
+
+def _utc(moment: dt.datetime) -> dt.datetime:
+    if moment.tzinfo is None:  # an ISO time without an offset is taken as UTC
+        return moment.replace(tzinfo=dt.timezone.utc)
+    return moment.astimezone(dt.timezone.utc)
+
+
+def _visible(dataset: Dataset | None, organization_id: int) -> bool:
+    """A dataset a caller may report on: listed, or its own (the same rule as data calls)."""
+    if dataset is None:
+        return False
+    return dataset.organization_id == organization_id or (
+        dataset.listing is not None
+        and dataset.listing.status == ListingStatus.APPROVED.value)
+
+
+def _split(total: int, weights: list[int]) -> list[int]:
+    """``total`` minor units split by ``weights``, largest remainder first (ties: the earlier
+    event), so the parts add up to it exactly."""
+    weight_sum = sum(weights)
+    if not weight_sum:
+        return [0] * len(weights)
+    sign, magnitude = (-1 if total < 0 else 1), abs(total)
+    parts, remainders = [], []
+    for weight in weights:
+        part, remainder = divmod(magnitude * weight, weight_sum)
+        parts.append(part)
+        remainders.append(remainder)
+    for i in sorted(range(len(weights)), key=lambda i: (-remainders[i], i))[
+            :magnitude - sum(parts)]:
+        parts[i] += 1
+    return [sign * part for part in parts]
+
+
+def ingest_royalties(session: Session, *, organization_id: int, api_key_id: int | None,
+                     events: list[dict[str, Any]], now: dt.datetime | None = None
+                     ) -> IngestResult:
+    """Charge and record a batch of royalty events (see the module notes); every event gets an
+    outcome, in the batch's order. Never commits."""
+    now = now or utcnow()
+    period = period_of(now)
+    outcomes: list[Outcome | None] = [None] * len(events)
+    request_ids = [request_id_of(organization_id, event["id"]) for event in events]
+
+    taken = {row.request_id: row for row in session.execute(
+        select(UsageEvent.request_id, UsageEvent.tokens, UsageEvent.amount_minor,
+               UsageEvent.currency).where(UsageEvent.request_id.in_(set(request_ids))))}
+    dataset_ids = {event["dataset_id"] for event in events}
+    datasets = {d.id: d for d in session.scalars(
+        select(Dataset).where(Dataset.id.in_(dataset_ids))
+        .options(selectinload(Dataset.offers), selectinload(Dataset.listing)))}
+    cards: dict[int, Any] = {}
+    for dataset_id, dataset in datasets.items():
+        if _visible(dataset, organization_id):
+            cards[dataset_id] = metering._metered_card(dataset, "royalty")
+
+    first_of: dict[str, int] = {}  # request id -> the batch's first live event with it
+    later: list[tuple[int, int]] = []  # (a repeat, the event it repeats)
+    chargeable: list[int] = []
+    free: list[int] = []
+    for i, event in enumerate(events):
+        request_id, tokens = request_ids[i], event["tokens"]
+        if request_id in taken:
+            row = taken[request_id]
+            outcomes[i] = Outcome(event["id"], "duplicate", row.tokens,
+                                  Money.from_minor(row.amount_minor, row.currency))
+            continue
+        if request_id in first_of:
+            later.append((i, first_of[request_id]))
+            continue
+        error = None
+        if tokens < 0:
+            error = ItemError("invalid", "tokens", "Tokens cannot be negative.")
+        elif _utc(event["occurred_at"]) > now + FUTURE_TOLERANCE:
+            error = ItemError("invalid", "occurred_at",
+                              "occurred_at is more than five minutes in the future.")
+        elif event["dataset_id"] not in cards:
+            # Never the dataset's title: another organization's unlisted dataset stays unknown.
+            error = ItemError("not_found", "dataset_id", "No such dataset.")
+        elif cards[event["dataset_id"]] is None:
+            error = ItemError("no_royalty_price", "dataset_id",
+                              "This dataset has no royalty price.")
+        if error is not None:
+            outcomes[i] = Outcome(event["id"], "rejected", tokens, error=error)
+            continue
+        first_of[request_id] = i
+        (chargeable if tokens else free).append(i)
+
+    for i in free:
+        currency = cards[events[i]["dataset_id"]][1].currency
+        outcomes[i] = Outcome(events[i]["id"], "accepted", 0, Money.zero(currency))
+    paid_by: dict[int, str] = {i: "free" for i in free}
+    for i, amount in _charge(session, organization_id, period, events, chargeable, cards,
+                             outcomes).items():
+        outcomes[i] = Outcome(events[i]["id"], "accepted", events[i]["tokens"], amount)
+        paid_by[i] = "postpaid"
+
+    _insert(session, organization_id, api_key_id, period, now, events, request_ids,
+            outcomes, paid_by)
+    for i, first in later:
+        original = outcomes[first]
+        outcomes[i] = Outcome(events[i]["id"], "duplicate", original.tokens, original.amount) \
+            if original.status == "accepted" else \
+            Outcome(events[i]["id"], "rejected", original.tokens, error=original.error)
+    return IngestResult(outcomes)
+
+
+def _charge(session: Session, organization_id: int, period: str, events: list[dict],
+            chargeable: list[int], cards: dict[int, Any],
+            outcomes: list[Outcome | None]) -> dict[int, Money]:
+    """Rate and charge the chargeable events; returns the amount of each one charged and
+    writes the outcome of each refused."""
+    lines = set(session.scalars(select(CreditLine.currency).where(
+        CreditLine.organization_id == organization_id, CreditLine.suspended_at.is_(None))))
+    by_currency: dict[str, dict[int, _Group]] = defaultdict(dict)
+    for i in chargeable:
+        dataset_id = events[i]["dataset_id"]
+        card = cards[dataset_id][1]
+        if card.currency not in lines:
+            _refuse(events, [i], outcomes, "credit_line",
+                    f"Royalties are paid on a postpaid credit line, and the organization has "
+                    f"none in {card.currency}; ask the platform for one.")
+            continue
+        groups = by_currency[card.currency]
+        if dataset_id not in groups:
+            groups[dataset_id] = _Group(dataset_id, card.currency, card_rating(card))
+        groups[dataset_id].indices.append(i)
+
+    charged: dict[int, Money] = {}
+    for currency, groups in by_currency.items():
+        charged.update(_charge_currency(session, organization_id, period, events,
+                                        list(groups.values()), currency, outcomes))
+    return charged
+
+
+def _refuse(events: list[dict], indices: list[int], outcomes: list[Outcome | None],
+            field_name: str, message: str) -> None:
+    for i in indices:
+        outcomes[i] = Outcome(events[i]["id"], "rejected", events[i]["tokens"],
+                              error=ItemError("payment_required", field_name, message))
+
+
+def _rate(session: Session, organization_id: int, period: str, events: list[dict],
+          groups: list[_Group], upto: int | None = None
+          ) -> list[tuple[_Group, list[int], Money, UsageCounter]]:
+    """Rate each group's events (those before batch position ``upto``): one
+    ``rated_increment`` a dataset."""
+    rated = []
+    for group in groups:
+        indices = [i for i in group.indices if upto is None or i < upto]
+        if not indices:
+            continue
+        tokens = sum(events[i]["tokens"] for i in indices)
+        amount, counter = rated_increment(session, organization_id, group.dataset_id,
+                                          "royalty", period, tokens, group.currency,
+                                          group.rating)
+        rated.append((group, indices, amount, counter))
+    return rated
+
+
+def _unrate(events: list[dict], rated) -> None:
+    """Give the counters back what ``_rate`` added (the rows stay locked by this transaction)."""
+    for _group, indices, amount, counter in rated:
+        counter.tokens -= sum(events[i]["tokens"] for i in indices)
+        counter.amount_minor -= amount.minor
+
+
+def _charge_currency(session: Session, organization_id: int, period: str,
+                     events: list[dict], groups: list[_Group], currency: str,
+                     outcomes: list[Outcome | None]) -> dict[int, Money]:
+    rated = _rate(session, organization_id, period, events, groups)
+    kept = []
+    for entry in rated:
+        group, indices, amount, counter = entry
+        try:
+            for guard in metering.BUDGET_GUARDS:
+                guard(session, organization_id, group.dataset_id, amount)
+        except PaymentRequired as refusal:
+            _unrate(events, [entry])
+            _refuse(events, indices, outcomes, refusal.field or "budget", refusal.detail)
+            groups = [g for g in groups if g is not group]
+            continue
+        kept.append(entry)
+    rated = kept
+    if not rated:
+        return {}
+    total = Money.from_minor(sum(amount.minor for _, _, amount, _ in rated), currency)
+    try:
+        line = metering._take_credit(session, organization_id, total)
+    except PaymentRequired:
+        _unrate(events, rated)
+        rated = _fit_credit(session, organization_id, period, events, groups, currency)
+        total = Money.from_minor(sum(amount.minor for _, _, amount, _ in rated), currency)
+        line = metering._take_credit(session, organization_id, total) if rated else True
+    if line is None:  # suspended since it was looked up
+        _unrate(events, rated)
+        rated = []
+    accepted = {i for _, indices, _, _ in rated for i in indices}
+    _refuse(events, [i for g in groups for i in g.indices if i not in accepted], outcomes,
+            "credit_line", "The credit line's limit would be passed by this event; pay the "
+                           "open usage invoice or ask for a higher limit.")
+    charged: dict[int, Money] = {}
+    for _group, indices, amount, _counter in rated:
+        parts = _split(amount.minor, [events[i]["tokens"] for i in indices])
+        for i, part in zip(indices, parts):
+            charged[i] = Money.from_minor(part, currency)
+    return charged
+
+
+def _fit_credit(session: Session, organization_id: int, period: str, events: list[dict],
+                groups: list[_Group], currency: str):
+    """Rate the longest run of events from the batch's start that the credit line still
+    covers; the line is locked first so what is left of it cannot change meanwhile."""
+    left = session.execute(select(CreditLine.limit_minor - CreditLine.used_minor).where(
+        CreditLine.organization_id == organization_id, CreditLine.currency == currency,
+        CreditLine.suspended_at.is_(None)).with_for_update()).scalar()
+    if left is None or left < 0:
+        return []
+    counters = {}
+    for group in groups:
+        counter = session.scalar(select(UsageCounter).where(
+            UsageCounter.organization_id == organization_id,
+            UsageCounter.dataset_id == group.dataset_id, UsageCounter.kind == "royalty",
+            UsageCounter.period == period))
+        counters[group.dataset_id] = (counter.tokens, counter.amount_minor)
+
+    def cost(upto: int) -> int:
+        total = 0
+        for group in groups:
+            tokens = sum(events[i]["tokens"] for i in group.indices if i < upto)
+            if tokens:
+                before_tokens, before_amount = counters[group.dataset_id]
+                total += group.rating(before_tokens + tokens) - before_amount
+        return total
+
+    positions = sorted(i for group in groups for i in group.indices)
+    low, high = 0, len(positions)  # the first `low` events fit; `high` and more do not
+    while low < high:
+        middle = (low + high + 1) // 2
+        if cost(positions[middle - 1] + 1) <= left:
+            low = middle
+        else:
+            high = middle - 1
+    if not low:
+        return []
+    return _rate(session, organization_id, period, events, groups,
+                 upto=positions[low - 1] + 1)
+
+
+def _insert(session: Session, organization_id: int, api_key_id: int | None, period: str,
+            now: dt.datetime, events: list[dict], request_ids: list[str],
+            outcomes: list[Outcome | None], paid_by: dict[int, str]) -> None:
+    if not paid_by:
+        return
+    revisions = {dataset_id: metering._current_revision(session, dataset_id)
+                 for dataset_id in {events[i]["dataset_id"] for i in paid_by}}
+    rows = []
+    for i in sorted(paid_by):
+        event, outcome = events[i], outcomes[i]
+        rows.append({
+            "request_id": request_ids[i], "request_hash": _fingerprint(event),
+            "organization_id": organization_id, "api_key_id": api_key_id,
+            "dataset_id": event["dataset_id"], "version_id": None, "kind": "royalty",
+            "tokens": event["tokens"],
+            "unit_price": metering._unit_price(outcome.amount, event["tokens"]),
+            "amount_minor": outcome.amount.minor, "currency": outcome.amount.currency,
+            "paid_by": paid_by[i], "supply_chain_revision_id": revisions[event["dataset_id"]],
+            "period": period, "occurred_at": _utc(event["occurred_at"]), "recorded_at": now,
+            "order_id": None})
+    dialect = session.get_bind().dialect.name
+    insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]
+    statement = insert(UsageEvent.__table__).on_conflict_do_nothing(
+        index_elements=["request_id"]).returning(UsageEvent.__table__.c.request_id)
+    written = len(session.execute(statement, rows).all())
+    if written != len(rows):
+        raise Conflict("Some of these event ids were reported by another request at the same "
+                       "time; send the batch again (those come back as duplicates).",
+                       field="events")
+
+
+# The usage report ---------------------------------------------------------------------------
+
+GROUPINGS = ("day", "dataset", "key")
+MAX_REPORT_DAYS = 366
+
+
+def default_range(start: dt.date | None, end: dt.date | None,
+                  today: dt.date) -> tuple[dt.date, dt.date]:
+    """The range asked for, with a missing end filled in as its month's: the current month when
+    neither is given."""
+    anchor = start or end or today
+    first = anchor.replace(day=1)
+    last = anchor.replace(day=calendar.monthrange(anchor.year, anchor.month)[1])
+    return start or first, end or last
+
+
+def _utc_day(session: Session) -> ColumnElement[str]:
+    """``occurred_at`` as its UTC day, ``YYYY-MM-DD``, whatever the database session's zone."""
+    column = UsageEvent.occurred_at
+    if session.get_bind().dialect.name == "postgresql":
+        return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD")
+    return func.strftime("%Y-%m-%d", column)
+
+
+def usage_report(session: Session, organization_id: int, start: dt.date, end: dt.date,
+                 group_by: str) -> dict[str, Any]:
+    """An organization's usage events that occurred from ``start`` to ``end`` (UTC days, both
+    included), grouped by day, dataset or API key, with totals by kind and by what paid; each
+    row is in one currency. Aggregated in SQL."""
+    since = dt.datetime.combine(start, dt.time(), dt.timezone.utc)
+    until = dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
+    where = (UsageEvent.organization_id == organization_id, UsageEvent.occurred_at >= since,
+             UsageEvent.occurred_at < until)
+    sums = (func.sum(UsageEvent.tokens).label("tokens"),
+            func.sum(UsageEvent.amount_minor).label("amount_minor"),
+            func.count(UsageEvent.id).label("calls"))
+
+    def grouped(columns: list, join=None, order=None) -> list[dict[str, Any]]:
+        query = select(*columns, UsageEvent.currency, *sums).where(*where)
+        if join is not None:
+            query = query.join(*join, isouter=True)
+        query = query.group_by(*columns, UsageEvent.currency).order_by(
+            *(order if order is not None else columns), UsageEvent.currency)
+        return [{**{key: value for key, value in row._mapping.items()
+                    if key not in ("tokens", "amount_minor", "calls", "currency")},
+                 "tokens": int(row.tokens), "calls": int(row.calls),
+                 # PostgreSQL sums BIGINTs to a numeric: back to an exact int
+                 "amount": Money.from_minor(int(row.amount_minor), row.currency).to_dict()}
+                for row in session.execute(query)]
+
+    if group_by == "day":
+        rows = grouped([_utc_day(session).label("day")])
+    elif group_by == "dataset":
+        rows = grouped([UsageEvent.dataset_id.label("dataset_id"),
+                        Dataset.title_en.label("dataset_title")],
+                       join=(Dataset, Dataset.id == UsageEvent.dataset_id))
+    else:
+        rows = grouped([UsageEvent.api_key_id.label("api_key_id"),
+                        ApiKey.prefix.label("key_prefix")],
+                       join=(ApiKey, ApiKey.id == UsageEvent.api_key_id),
+                       order=[UsageEvent.api_key_id.is_(None), UsageEvent.api_key_id])
+    return {"start": start, "end": end, "group_by": group_by, "rows": rows,
+            "totals": grouped([]),
+            "by_kind": grouped([UsageEvent.kind.label("kind")]),
+            "by_paid_by": grouped([UsageEvent.paid_by.label("paid_by")])}
