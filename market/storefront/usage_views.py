@@ -180,4 +180,4 @@ def usage(principal: Principal):
     form["from"].data, form["to"].data = start, end
     report = usage_report(db_session(), principal.organization_id, start, end)
     return render_template("billing/usage.html", form=form, report=report,
-                           chart=_chart_data(report), paid_by_labels=PAID_BY_LABELS)
+                           chart=_chart_data(report))
