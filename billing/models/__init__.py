@@ -1,5 +1,6 @@
 """Billing's tables, one module per area; import from here."""
 
+from billing.models.budgets import Budget, BudgetAlert, BudgetAmendment, BudgetLine, BudgetRecord
 from billing.models.deals import Deal, DealQuote, Demand
 from billing.models.metering import KeyUsageMonth, UsageCounter
 from billing.models.operations import JobRun, PaymentProfile, WebhookEvent
@@ -13,7 +14,7 @@ from billing.models.statements import SettlementStatement, StatementAdjustment, 
 from billing.models.subscriptions import Subscription, SubscriptionPeriod
 
 __all__ = [
-    "BankReceipt", "Certificate", "CreditLine", "Deal", "DealQuote", "Demand", "Entitlement",
+    "BankReceipt", "Budget", "BudgetAlert", "BudgetAmendment", "BudgetLine", "BudgetRecord", "Certificate", "CreditLine", "Deal", "DealQuote", "Demand", "Entitlement",
     "Invoice", "JobRun", "KeyUsageMonth", "UsageCounter", "LIVE_PAYMENT_STATUSES", "Order", "OrderLine", "Payment",
     "PaymentProfile", "Refund", "SettlementStatement", "StatementAdjustment", "StatementLine", "Subscription", "SubscriptionPeriod", "TokenWallet",
     "UsageEvent", "WalletEntry", "WebhookEvent",

@@ -62,6 +62,10 @@ class Order(Base):
     deal_id: Mapped[int | None] = mapped_column(ForeignKey("deals.id"), index=True)
     milestone: Mapped[str | None] = mapped_column(String(20))
     note: Mapped[str] = mapped_column(Text, default="")
+    # The buyer's budget line the order is charged to, and its purchase-order number.
+    budget_line_id: Mapped[int | None] = mapped_column(ForeignKey("budget_lines.id"),
+                                                       index=True)
+    purchase_order_number: Mapped[str | None] = mapped_column(String(64))
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     payable_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
