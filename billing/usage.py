@@ -42,8 +42,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from sqlalchemy import ColumnElement, func, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import ColumnElement, func, select, text
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session, selectinload
 
 from billing import metering
@@ -388,15 +388,33 @@ def _insert(session: Session, organization_id: int, api_key_id: int | None, peri
             "paid_by": paid_by[i], "supply_chain_revision_id": revisions[event["dataset_id"]],
             "period": period, "occurred_at": _utc(event["occurred_at"]), "recorded_at": now,
             "order_id": None})
-    dialect = session.get_bind().dialect.name
-    insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]
-    statement = insert(UsageEvent.__table__).on_conflict_do_nothing(
-        index_elements=["request_id"]).returning(UsageEvent.__table__.c.request_id)
-    written = len(session.execute(statement, rows).all())
+    if session.get_bind().dialect.name == "postgresql":
+        written = _insert_unnest(session, rows)
+    else:
+        statement = sqlite.insert(UsageEvent.__table__).on_conflict_do_nothing(
+            index_elements=["request_id"]).returning(UsageEvent.__table__.c.request_id)
+        written = len(session.execute(statement, rows).all())
     if written != len(rows):
         raise Conflict("Some of these event ids were reported by another request at the same "
                        "time; send the batch again (those come back as duplicates).",
                        field="events")
+
+
+def _insert_unnest(session: Session, rows: list[dict[str, Any]]) -> int:
+    """Insert the rows as one statement over one array per column; returns how many were new.
+
+    A thousand-row INSERT ... VALUES (or executemany with RETURNING) spends most of its time
+    binding 17,000 parameters in Python; 17 arrays bind in a fraction of that, and the one
+    statement still skips the ids a concurrent request wrote first."""
+    table = UsageEvent.__table__
+    dialect = session.get_bind().dialect
+    columns = [column for column in table.c if column.name in rows[0]]
+    arrays = ", ".join(f"CAST(:{column.name} AS {column.type.compile(dialect=dialect)}[])"
+                       for column in columns)
+    statement = text(f"INSERT INTO {table.name} ({', '.join(c.name for c in columns)}) "
+                     f"SELECT * FROM unnest({arrays}) ON CONFLICT (request_id) DO NOTHING")
+    return session.execute(statement, {column.name: [row[column.name] for row in rows]
+                                       for column in columns}).rowcount
 
 
 # The usage report ---------------------------------------------------------------------------
