@@ -219,7 +219,9 @@ def rated_increment(session: Session, organization_id: int, dataset_id: int, kin
             pass  # created by a racing call
         counter = session.scalar(query.with_for_update())
     before = counter.amount_minor
-    after = rating(counter.tokens + tokens)
+    # A volume-tier card can price a larger month lower than a smaller one; a call is never
+    # charged less than nothing, so the month's charges then exceed its rating by the discount.
+    after = max(rating(counter.tokens + tokens), before)
     counter.tokens += tokens
     counter.amount_minor = after
     return Money.from_minor(after - before, currency), counter
