@@ -1,0 +1,433 @@
+"""Budget-execution reports (预算执行报告): what each line of a budget approved, committed and
+spent, by line, supplier, sector, dataset and month, each figure with the records behind it,
+and the line report as CSV and XLSX for finance staff.
+
+How the figures come from the records (``BudgetRecord.kind``; ``amount_minor`` is always
+positive and the kind says which way it moves)::
+
+    commitment   committed + amount        an order placed (or usage about to be charged)
+    release      committed − amount        a commitment given back unpaid (cancelled, expired)
+    expenditure  committed − amount,       paid: the commitment it pays becomes spending
+                 spent     + amount
+    refund       spent     − amount        money returned after payment
+
+so ``committed = commitment − release − expenditure`` and ``spent = expenditure − refund``.
+Every expenditure is therefore expected to follow a commitment of at least its amount (usage
+records both), which keeps ``committed`` from going below zero as ``budget_lines`` requires.
+Summed over one line, these equal ``BudgetLine.committed_minor`` and ``spent_minor``; each line
+row says whether it does (``reconciled``), so a drift between the columns and the records shows.
+
+``approved`` comes from the line (original plus amendments) and exists for lines only;
+``remaining = approved − committed − spent``; ``execution rate = spent / approved`` in percent,
+an exact ``Decimal`` rounded half-up to 0.01 (None when nothing is approved).
+
+Sums run in SQL (one GROUP BY per report), on SQLite and PostgreSQL alike; money stays integer
+minor units in the budget's currency. This module reads the tables only: it writes nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from openpyxl import Workbook
+from openpyxl.styles import Font
+from sqlalchemy import ColumnElement, case, func, select
+from sqlalchemy.orm import Session
+
+from billing.models.budgets import Budget, BudgetLine, BudgetRecord
+from market.accounts.models import Organization
+from market.catalog.models import Dataset
+from market.catalog.taxonomy import SECTORS
+from pricing.money import Money, minor_units
+
+GROUPINGS = ("line", "supplier", "sector", "dataset", "month")
+# A drill-down filter's value for the records that have no supplier, sector or dataset.
+NONE = "none"
+RECORDS_PER_PAGE = 50
+MAX_RECORDS_PER_PAGE = 500
+
+CSV_MEDIA_TYPE = "text/csv"
+XLSX_MEDIA_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+_CENT = Decimal("0.01")
+
+
+def execution_rate(spent_minor: int, approved_minor: int | None) -> Decimal | None:
+    """``spent / approved`` in percent, exact, rounded half-up to 0.01; None if none approved."""
+    if not approved_minor:
+        return None
+    return (Decimal(spent_minor * 100) / Decimal(approved_minor)).quantize(
+        _CENT, rounding=ROUND_HALF_UP)
+
+
+def _committed_sum() -> ColumnElement:
+    amount = BudgetRecord.amount_minor
+    return func.coalesce(func.sum(case(
+        (BudgetRecord.kind == "commitment", amount),
+        (BudgetRecord.kind.in_(("release", "expenditure")), -amount),
+        else_=0)), 0)
+
+
+def _spent_sum() -> ColumnElement:
+    amount = BudgetRecord.amount_minor
+    return func.coalesce(func.sum(case(
+        (BudgetRecord.kind == "expenditure", amount),
+        (BudgetRecord.kind == "refund", -amount),
+        else_=0)), 0)
+
+
+@dataclass(frozen=True)
+class ReportRow:
+    """One figure of a report: a line, a supplier, a sector, a dataset or a month."""
+
+    key: str  # the drill-down filter's value: a line or organization or dataset id, a sector
+    # code, a month, or NONE
+    label: str
+    label_zh: str
+    committed_minor: int
+    spent_minor: int
+    records: int
+    approved_minor: int | None = None  # lines (and totals) only
+    code: str | None = None
+    category: str | None = None
+    project: str | None = None
+    reconciled: bool | None = None  # lines only: the records sum to the line's columns
+
+    @property
+    def remaining_minor(self) -> int | None:
+        if self.approved_minor is None:
+            return None
+        return self.approved_minor - self.committed_minor - self.spent_minor
+
+    @property
+    def execution_rate(self) -> Decimal | None:
+        return execution_rate(self.spent_minor, self.approved_minor)
+
+    def label_in(self, zh: bool) -> str:
+        return self.label_zh if zh else self.label
+
+
+@dataclass(frozen=True)
+class BudgetReport:
+    budget_id: int
+    budget_name: str
+    organization_name: str
+    fiscal_year: int
+    currency: str
+    by: str
+    rows: list[ReportRow]
+    totals: ReportRow
+    generated_at: dt.datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"budget_id": self.budget_id, "budget_name": self.budget_name,
+                "organization": self.organization_name, "fiscal_year": self.fiscal_year,
+                "currency": self.currency, "by": self.by,
+                "generated_at": self.generated_at.isoformat(),
+                "rows": [_row_dict(row, self.currency) for row in self.rows],
+                "totals": _row_dict(self.totals, self.currency)}
+
+
+def _money(minor: int | None, currency: str) -> str | None:
+    return None if minor is None else str(Money.from_minor(minor, currency).amount)
+
+
+def _row_dict(row: ReportRow, currency: str) -> dict[str, Any]:
+    data: dict[str, Any] = {"key": row.key, "label": row.label, "label_zh": row.label_zh,
+                            "committed": _money(row.committed_minor, currency),
+                            "spent": _money(row.spent_minor, currency), "records": row.records}
+    if row.approved_minor is not None:
+        rate = row.execution_rate
+        data.update(approved=_money(row.approved_minor, currency),
+                    remaining=_money(row.remaining_minor, currency),
+                    execution_rate=None if rate is None else str(rate))
+    if row.code is not None:
+        data.update(code=row.code, category=row.category, project=row.project,
+                    reconciled=row.reconciled)
+    return data
+
+
+def budget_report(session: Session, budget: Budget, by: str = "line", *,
+                  now: dt.datetime | None = None) -> BudgetReport:
+    """The budget's execution grouped ``by`` one of ``GROUPINGS``, with its totals.
+
+    The totals are the same whatever the grouping: every record of the budget counts once.
+    """
+    if by not in GROUPINGS:
+        raise ValueError(f"unknown grouping {by!r}")
+    rows = _LOADERS[by](session, budget)
+    approved = session.scalar(select(func.coalesce(func.sum(BudgetLine.approved_minor), 0))
+                              .where(BudgetLine.budget_id == budget.id))
+    totals = ReportRow(key="total", label="Total", label_zh="合计",
+                       committed_minor=sum(row.committed_minor for row in rows),
+                       spent_minor=sum(row.spent_minor for row in rows),
+                       records=sum(row.records for row in rows), approved_minor=int(approved))
+    organization = session.get(Organization, budget.organization_id)
+    return BudgetReport(budget_id=budget.id, budget_name=budget.name,
+                        organization_name=organization.name if organization else "",
+                        fiscal_year=budget.fiscal_year, currency=budget.currency, by=by,
+                        rows=rows, totals=totals,
+                        generated_at=now or dt.datetime.now(dt.timezone.utc))
+
+
+def _of_budget(budget: Budget) -> ColumnElement[bool]:
+    # Through the budget's lines (few), so the records' line_id index serves every report.
+    return BudgetRecord.line_id.in_(select(BudgetLine.id).where(BudgetLine.budget_id == budget.id))
+
+
+def _sums(column) -> Any:
+    return (select(column.label("key"), _committed_sum().label("committed"),
+                   _spent_sum().label("spent"), func.count(BudgetRecord.id).label("records"))
+            .group_by(column))
+
+
+def _line_rows(session: Session, budget: Budget) -> list[ReportRow]:
+    sums = _sums(BudgetRecord.line_id).where(_of_budget(budget)).subquery()
+    query = (select(BudgetLine, sums.c.committed, sums.c.spent, sums.c.records)
+             .outerjoin(sums, sums.c.key == BudgetLine.id)
+             .where(BudgetLine.budget_id == budget.id).order_by(BudgetLine.code))
+    rows = []
+    for line, committed, spent, records in session.execute(query):
+        committed, spent = int(committed or 0), int(spent or 0)
+        rows.append(ReportRow(
+            key=str(line.id), label=line.name, label_zh=line.name, committed_minor=committed,
+            spent_minor=spent, records=int(records or 0), approved_minor=line.approved_minor,
+            code=line.code, category=line.category, project=line.project,
+            reconciled=(committed, spent) == (line.committed_minor, line.spent_minor)))
+    return rows
+
+
+def _grouped(session: Session, budget: Budget, column) -> list:
+    query = _sums(column).where(_of_budget(budget))
+    return [(key, int(committed), int(spent), int(records))
+            for key, committed, spent, records in session.execute(query)]
+
+
+def _ordered(rows: list[ReportRow]) -> list[ReportRow]:
+    # Largest spending first, then the label: the order a reader scans for.
+    return sorted(rows, key=lambda row: (-row.spent_minor, -row.committed_minor, row.label))
+
+
+def _supplier_rows(session: Session, budget: Budget) -> list[ReportRow]:
+    groups = _grouped(session, budget, BudgetRecord.supplier_id)
+    ids = [key for key, *_ in groups if key is not None]
+    names = dict(session.execute(select(Organization.id, Organization.name)
+                                 .where(Organization.id.in_(ids))).all()) if ids else {}
+    return _ordered([_dimension_row(key, names.get(key, f"#{key}"), names.get(key, f"#{key}"),
+                                    *sums) for key, *sums in groups])
+
+
+def _sector_rows(session: Session, budget: Budget) -> list[ReportRow]:
+    rows = []
+    for key, *sums in _grouped(session, budget, BudgetRecord.sector):
+        term = SECTORS.get(key) if key is not None else None
+        rows.append(_dimension_row(key, term.en if term else key, term.zh if term else key,
+                                   *sums))
+    return _ordered(rows)
+
+
+def _dataset_rows(session: Session, budget: Budget) -> list[ReportRow]:
+    groups = _grouped(session, budget, BudgetRecord.dataset_id)
+    ids = [key for key, *_ in groups if key is not None]
+    titles = {id_: (en, zh) for id_, en, zh in session.execute(
+        select(Dataset.id, Dataset.title_en, Dataset.title_zh).where(Dataset.id.in_(ids)))
+        } if ids else {}
+    return _ordered([_dimension_row(key, *titles.get(key, (f"#{key}", f"#{key}")), *sums)
+                     for key, *sums in groups])
+
+
+def _month_rows(session: Session, budget: Budget) -> list[ReportRow]:
+    # Calendar order, every month of the fiscal year present (zero when nothing happened),
+    # plus any month outside it that has records (a late refund, say).
+    found = {key: sums for key, *sums in _grouped(session, budget, BudgetRecord.month)}
+    months = {f"{budget.fiscal_year:04d}-{m:02d}" for m in range(1, 13)} | set(found)
+    return [_dimension_row(month, month, month, *found.get(month, (0, 0, 0)))
+            for month in sorted(months)]
+
+
+def _dimension_row(key, label: str | None, label_zh: str | None, committed: int, spent: int,
+                   records: int) -> ReportRow:
+    if key is None:
+        return ReportRow(key=NONE, label="(none)", label_zh="（无）", committed_minor=committed,
+                         spent_minor=spent, records=records)
+    return ReportRow(key=str(key), label=label or str(key), label_zh=label_zh or str(key),
+                     committed_minor=committed, spent_minor=spent, records=records)
+
+
+_LOADERS = {"line": _line_rows, "supplier": _supplier_rows, "sector": _sector_rows,
+            "dataset": _dataset_rows, "month": _month_rows}
+
+
+# Drill-down -------------------------------------------------------------------------------------
+
+DRILL_FILTERS = ("line", "supplier", "sector", "dataset", "month")
+
+
+@dataclass(frozen=True)
+class RecordPage:
+    """The records behind a figure: one page of them, newest first, and the sums of all."""
+
+    filters: dict[str, str]
+    records: list[BudgetRecord]
+    total: int
+    committed_minor: int
+    spent_minor: int
+    page: int
+    per_page: int
+    currency: str
+    lines: dict[int, BudgetLine] = field(default_factory=dict)
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.per_page))
+
+    def to_dict(self) -> dict[str, Any]:
+        def record(r: BudgetRecord) -> dict[str, Any]:
+            line = self.lines.get(r.line_id)
+            return {"id": r.id, "line_id": r.line_id, "line_code": line.code if line else None,
+                    "kind": r.kind, "amount": _money(r.amount_minor, r.currency),
+                    "currency": r.currency, "order_id": r.order_id, "dataset_id": r.dataset_id,
+                    "supplier_id": r.supplier_id, "sector": r.sector, "month": r.month,
+                    "source": r.source, "reference": r.reference, "note": r.note,
+                    "occurred_at": r.occurred_at.isoformat()}
+        return {"filters": self.filters, "total": self.total, "page": self.page,
+                "per_page": self.per_page, "pages": self.pages,
+                "committed": _money(self.committed_minor, self.currency),
+                "spent": _money(self.spent_minor, self.currency),
+                "records": [record(r) for r in self.records]}
+
+
+def _filter_clauses(filters: dict[str, str]) -> list[ColumnElement[bool]]:
+    """Clauses for drill-down filters; raises ``ValueError`` naming a malformed one."""
+    columns = {"line": BudgetRecord.line_id, "supplier": BudgetRecord.supplier_id,
+               "sector": BudgetRecord.sector, "dataset": BudgetRecord.dataset_id,
+               "month": BudgetRecord.month}
+    clauses = []
+    for name, value in filters.items():
+        if name not in columns:
+            raise ValueError(name)
+        column = columns[name]
+        if value == NONE and name in ("supplier", "sector", "dataset"):
+            clauses.append(column.is_(None))
+        elif name in ("line", "supplier", "dataset"):
+            if not value.isdigit():
+                raise ValueError(name)
+            clauses.append(column == int(value))
+        else:
+            clauses.append(column == value)
+    return clauses
+
+
+def budget_records(session: Session, budget: Budget, filters: dict[str, str], *, page: int = 1,
+                   per_page: int = RECORDS_PER_PAGE) -> RecordPage:
+    """The budget's records matching every filter (``DRILL_FILTERS``; ``none`` matches an empty
+    supplier, sector or dataset), newest first, one page; the sums cover all of them, so they
+    equal the figure the drill-down came from."""
+    filters = {name: value for name, value in filters.items() if value not in (None, "")}
+    where = [_of_budget(budget), *_filter_clauses(filters)]
+    total, committed, spent = session.execute(
+        select(func.count(BudgetRecord.id), _committed_sum(), _spent_sum()).where(*where)).one()
+    records = list(session.scalars(
+        select(BudgetRecord).where(*where)
+        .order_by(BudgetRecord.occurred_at.desc(), BudgetRecord.id.desc())
+        .limit(per_page).offset((page - 1) * per_page)))
+    lines = {line.id: line for line in session.scalars(
+        select(BudgetLine).where(BudgetLine.budget_id == budget.id))}
+    return RecordPage(filters=filters, records=records, total=int(total),
+                      committed_minor=int(committed), spent_minor=int(spent), page=page,
+                      per_page=per_page, currency=budget.currency, lines=lines)
+
+
+# Exports ----------------------------------------------------------------------------------------
+
+HEADINGS = (
+    ("编码", "Code"), ("名称", "Name"), ("类别", "Category"), ("项目", "Project"),
+    ("批复金额", "Approved"), ("已承诺", "Committed"), ("已支出", "Spent"),
+    ("剩余", "Remaining"), ("执行率 (%)", "Execution rate (%)"),
+)
+CATEGORY_LABELS = {"data_purchase": "数据采购 Data purchase", "compute": "算力 Compute",
+                   "model_services": "模型服务 Model services", "other": "其他 Other"}
+
+
+def _bilingual(pair: tuple[str, str]) -> str:
+    return f"{pair[0]} / {pair[1]}"
+
+
+def _amount(minor: int, currency: str) -> Decimal:
+    return Money.from_minor(minor, currency).amount
+
+
+def _header_rows(report: BudgetReport) -> list[list[Any]]:
+    return [
+        [_bilingual(("预算执行报告", "Budget execution report")), report.budget_name],
+        [_bilingual(("单位", "Organization")), report.organization_name],
+        [_bilingual(("预算年度", "Fiscal year")), report.fiscal_year],
+        [_bilingual(("期间", "Period")),
+         f"{report.fiscal_year}-01-01 – {report.fiscal_year}-12-31"],
+        [_bilingual(("币种", "Currency")), report.currency],
+        [_bilingual(("生成时间 (UTC)", "Generated (UTC)")),
+         report.generated_at.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M")],
+    ]
+
+
+def _table(report: BudgetReport) -> list[list[Any]]:
+    """The line rows and the totals row, numbers as exact Decimals."""
+    def cells(row: ReportRow, first: list[Any]) -> list[Any]:
+        return first + [_amount(row.approved_minor or 0, report.currency),
+                        _amount(row.committed_minor, report.currency),
+                        _amount(row.spent_minor, report.currency),
+                        _amount(row.remaining_minor or 0, report.currency), row.execution_rate]
+    body = [cells(row, [row.code, row.label, CATEGORY_LABELS.get(row.category, row.category),
+                        row.project or ""]) for row in report.rows if report.by == "line"]
+    body.append(cells(report.totals, [_bilingual(("合计", "Total")), "", "", ""]))
+    return body
+
+
+def report_csv(report: BudgetReport) -> bytes:
+    """The line report as CSV (UTF-8 with a BOM, so spreadsheet programs read the Chinese)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerows(_header_rows(report))
+    writer.writerow([])
+    writer.writerow([_bilingual(h) for h in HEADINGS])
+    for row in _table(report):
+        writer.writerow(["" if v is None else (format(v, "f") if isinstance(v, Decimal) else v)
+                         for v in row])
+    return ("\ufeff" + out.getvalue()).encode("utf-8")
+
+
+def report_xlsx(report: BudgetReport) -> bytes:
+    """The line report as one XLSX sheet: real numbers in 2-decimal cells, a bold totals row."""
+    places = minor_units(report.currency)
+    money_format = "#,##0" + ("." + "0" * places if places else "")
+    workbook = Workbook()
+    sheet = workbook.active
+    sheet.title = f"FY{report.fiscal_year}"
+    for values in _header_rows(report):
+        sheet.append(values)
+    sheet["A1"].font = Font(bold=True)
+    sheet.append([])
+    sheet.append([_bilingual(h) for h in HEADINGS])
+    heading_row = sheet.max_row
+    for cell in sheet[heading_row]:
+        cell.font = Font(bold=True)
+    table = _table(report)
+    for values in table:
+        sheet.append(values)
+        row = sheet.max_row
+        for column in range(5, 9):
+            sheet.cell(row=row, column=column).number_format = money_format
+        sheet.cell(row=row, column=9).number_format = "0.00"
+    for cell in sheet[sheet.max_row]:
+        cell.font = Font(bold=True)
+    for letter, width in zip("ABCDEFGHI", (14, 30, 22, 24, 16, 16, 16, 16, 12)):
+        sheet.column_dimensions[letter].width = width
+    sheet.freeze_panes = sheet.cell(row=heading_row + 1, column=1)
+    out = io.BytesIO()
+    workbook.save(out)
+    return out.getvalue()
