@@ -20,13 +20,16 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 from flask import Flask, current_app
 from flask.cli import AppGroup
+from sqlalchemy import func, select
 
 from billing import jobs
 from billing.jobs import DAILY, Job, JobContext
+from billing.models.statements import SettlementStatement
+from billing.statements import verify_statements
 from market.db import utcnow
 from market.idempotency import purge_expired
 
-billing_cli = AppGroup("billing", help="Billing operations: scheduled jobs.")
+billing_cli = AppGroup("billing", help="Billing operations: scheduled jobs, statement checks.")
 scheduler_cli = AppGroup("scheduler", help="The process that runs the scheduled jobs.")
 
 logger = logging.getLogger("market.scheduler")
@@ -109,6 +112,20 @@ def run_job_command(name: str, period: str | None, force: bool) -> None:
         click.echo(f"{name} {period} is being run by another process; nothing done")
     else:
         click.echo(f"{name} {period} summary: {outcome.summary}")
+
+
+@billing_cli.command("verify-statements")
+def verify_statements_command() -> None:
+    """Check every settlement statement against its hash (and approved ones against the
+    ledger); name each one that fails and exit 1."""
+    with current_app.extensions["market.db"].session() as session:
+        count = session.scalar(select(func.count()).select_from(SettlementStatement))
+        problems = verify_statements(session)
+    for statement_id, problem in problems:
+        click.echo(f"statement {statement_id}: {problem}", err=True)
+    if problems:
+        raise SystemExit(1)
+    click.echo(f"{count} statements verified")
 
 
 def scheduled_run(app: Flask, name: str) -> jobs.JobOutcome:

@@ -69,6 +69,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Price of one million platform-wide prepaid tokens, in DEFAULT_CURRENCY (empty: "
             "platform-wide packs are not sold)."),
     Setting("INVOICE_DUE_DAYS", 15, "Days a buyer has to pay a bank-transfer invoice.", int),
+    Setting("STATEMENT_REVIEW_DAYS", 5,
+            "Days an exchange has to review a settlement statement after its period is closed "
+            "(its due date).", int),
     Setting("PAYEE_BANK_ACCOUNT", "",
             "The platform's bank account printed on invoices for bank transfer (对公转账)."),
     Setting("STRIPE_SECRET_KEY", "",

@@ -68,6 +68,9 @@ PERMISSIONS: dict[str, Rule] = {
     # Quoting on custom demands and delivering them.
     "deals:supply": Rule(frozenset({"owner", "member"}), "catalog:write",
                          frozenset({"supplier", "processor"})),
+    # Settlement statements: closing periods, reviewing, resolving disputes (maker-checker).
+    "statements:manage": Rule(frozenset({"owner", "finance", "reviewer"}), None,
+                              frozenset({"platform", "exchange"})),
 }
 
 

@@ -1,0 +1,802 @@
+"""Settlement statements: what the marketplace owes each supply-chain participant, per period.
+
+Closing a period (``close_period``) writes one statement per participant and currency: a pure
+function of that participant's ``participant_payable`` ledger account up to the cutoff. The
+opening is what was owed before the statement's window, each ledger entry in the window is one
+line traced to the payment, refund, usage day, adjustment or payout that caused it, and the
+closing is what is owed at the cutoff. Every statement of a period shares one cutoff, by default
+the first instant of the next month (UTC); the window starts where the previous close's cutoff
+ended (the period's first instant when no earlier period was closed), so every entry lands in
+exactly one statement whatever cutoff an operator chose.
+
+Workflow (each step audited)::
+
+    draft --issue--> issued --start_review--> under_review --approve--> approved --pay--> paid
+                        \\________ dispute ________/      ^
+                                    |                     |
+                                 disputed --resolve_dispute (adjustment in a later period)
+
+Approval is maker-checker: whoever generated or issued the statement cannot approve it. Once
+approved, a statement and its lines never change (a ``before_flush`` listener refuses it, as the
+ledger does for entries): its ``content_hash`` is SHA-256 over the canonical JSON of
+``statement_content``, and ``verify_statements`` (``flask billing verify-statements``) finds any
+statement whose stored content no longer matches its hash or, once approved, the ledger.
+Corrections are never edits: ``resolve_dispute`` posts an ``adjustment`` transaction now, which
+the next period's statement shows as a line.
+
+Payouts are bank transfers only: platform finance sends the money and records the bank's
+reference; ``pay`` posts it (participant_payable debit, platform_clearing credit). A Stripe
+Connect transfer is not offered: the local Stripe server the suite runs against has no Connect,
+and a payout path that cannot be exercised end to end is not shipped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+from collections import defaultdict
+from decimal import Decimal
+from typing import Any, Iterable
+
+from sqlalchemy import event, func, inspect, or_, select
+from sqlalchemy.orm import Session
+
+from billing.ledger import (
+    LedgerAccount, LedgerEntry, LedgerTransaction, Line, Purpose, get_account, post,
+)
+from billing.models import Order, Payment, Refund
+from billing.models.statements import SettlementStatement, StatementAdjustment, StatementLine
+from market import audit
+from market.accounts.authz import Principal, authorize
+from market.audit import SYSTEM
+from market.catalog.models import Dataset, Listing, SupplyChainRevision, SupplyChainShare
+from market.db import utcnow
+from market.errors import Conflict, Forbidden, InvalidInput, NotFound
+from pricing.money import Money
+
+PERIOD_PATTERN = r"\d{4}-(0[1-9]|1[0-2])"
+REVIEW_DAYS = 5  # the default of the STATEMENT_REVIEW_DAYS setting
+STATEMENT_CLOSE_DAY = 3  # day of the month the close-statements job runs, at 02:00
+MAX_REASON = 2000
+
+# What a payment's order kind is called on a statement line.
+_ORDER_LINE_KINDS = {"mall": "sale", "token_pack": "sale", "subscription": "subscription",
+                     "renewal": "subscription", "plan_change": "subscription",
+                     "custom": "custom", "usage": "usage"}
+FROZEN = ("approved", "paid")
+# What may still change on an approved statement: it being paid.
+_PAYMENT_FIELDS = frozenset({"status", "paid_at", "payout_method", "payout_reference"})
+
+
+# Periods and windows ----------------------------------------------------------------------------
+
+def period_bounds(period: str) -> tuple[dt.date, dt.date]:
+    """The first day of the period and the first day after it."""
+    if not isinstance(period, str) or re.fullmatch(PERIOD_PATTERN, period) is None:
+        raise InvalidInput("A period is a month written YYYY-MM.", field="period")
+    year, month = int(period[:4]), int(period[5:])
+    start = dt.date(year, month, 1)
+    end = dt.date(year + month // 12, month % 12 + 1, 1)
+    return start, end
+
+
+def _midnight(day: dt.date) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(), tzinfo=dt.timezone.utc)
+
+
+def _window_start(session: Session, period: str) -> dt.datetime:
+    """Where a period's statements begin: the cutoff of the latest earlier close, else the
+    period's first instant."""
+    previous = session.scalar(select(func.max(SettlementStatement.cutoff))
+                              .where(SettlementStatement.period < period))
+    return previous if previous is not None else _midnight(period_bounds(period)[0])
+
+
+def is_closed(session: Session, period: str) -> bool:
+    return session.scalar(select(func.count()).select_from(SettlementStatement)
+                          .where(SettlementStatement.period == period)) > 0
+
+
+# Computing a statement from the ledger ----------------------------------------------------------
+
+def _minor(amount: str | Decimal | None, currency: str) -> int | None:
+    return None if amount is None else Money(amount, currency).minor
+
+
+def _decimal(minor: int, currency: str) -> str:
+    return str(Money.from_minor(minor, currency).amount)
+
+
+def _org_of_key(key: str) -> int | None:
+    try:
+        return int(str(key).rsplit(":", 1)[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def _share_bps(shares: Iterable[Any], organization_id: int) -> int:
+    return sum(int(bps) for key, bps in shares if _org_of_key(key) == organization_id)
+
+
+def _title(session: Session, dataset_id: int | None) -> str | None:
+    dataset = session.get(Dataset, dataset_id) if dataset_id else None
+    return dataset.title_en if dataset is not None else None
+
+
+def _order_trace(session: Session, order: Order, organization_id: int
+                 ) -> tuple[int | None, str]:
+    """The dataset of the order line this participant shares in, and how it reads."""
+    lines = list(order.lines)
+    chosen = lines[0] if len(lines) == 1 else next(
+        (line for line in lines if _share_bps(line.shares or [], organization_id)), None)
+    if chosen is None:
+        return None, f"Order {order.number}"
+    title = _title(session, chosen.dataset_id) or chosen.description
+    bps = _share_bps(chosen.shares or [], organization_id)
+    share = f", share {Decimal(bps) / 100:.2f}%" if bps else ""
+    return chosen.dataset_id, f"Order {order.number} — {title}{share}"
+
+
+def _describe(session: Session, entry: LedgerEntry, transaction: LedgerTransaction,
+              organization_id: int, currency: str) -> dict[str, Any]:
+    """A line's kind, trace and description, from the transaction that made the entry."""
+    memo = transaction.memo or {}
+    trace: dict[str, Any] = {"kind": "other", "order_number": None, "dataset_id": None,
+                             "gross_minor": None, "description": transaction.kind}
+    if transaction.kind == "payment" and transaction.reference_type == "payment":
+        payment = session.get(Payment, int(transaction.reference_id))
+        order = session.get(Order, payment.order_id)
+        dataset_id, description = _order_trace(session, order, organization_id)
+        trace.update(kind=_ORDER_LINE_KINDS.get(order.kind, "other"), order_number=order.number,
+                     dataset_id=dataset_id, gross_minor=payment.amount_minor,
+                     description=description)
+    elif transaction.kind == "refund" and transaction.reference_type == "refund":
+        refund = session.get(Refund, int(transaction.reference_id))
+        order = session.get(Order, refund.order_id)
+        dataset_id, description = _order_trace(session, order, organization_id)
+        trace.update(kind="refund", order_number=order.number, dataset_id=dataset_id,
+                     gross_minor=refund.amount_minor, description=f"Refund: {description}")
+    elif transaction.kind == "usage":
+        royalty = memo.get("kind") == "royalty"
+        dataset_id = memo.get("dataset_id")
+        what = "Royalties" if royalty else "Metered usage"
+        title = _title(session, dataset_id) or "platform"
+        trace.update(kind="royalty" if royalty else "usage", dataset_id=dataset_id,
+                     gross_minor=_minor(memo.get("gross"), currency),
+                     description=f"{what} {memo.get('day', '')} — {title}, "
+                                 f"{int(memo.get('tokens', 0)):,} tokens")
+    elif transaction.kind == "adjustment":
+        trace.update(kind="adjustment",
+                     description=f"Adjustment for {memo.get('statement', 'a statement')}: "
+                                 f"{memo.get('reason', '')}")
+    elif transaction.kind == "payout":
+        trace.update(kind="payout",
+                     description=f"Payout of {memo.get('statement', 'a statement')} by bank "
+                                 f"transfer ({memo.get('bank_reference', '')})")
+    trace["description"] = trace["description"][:300]
+    return trace
+
+
+def _compute(session: Session, account: LedgerAccount, start: dt.datetime,
+             cutoff: dt.datetime) -> dict[str, Any]:
+    """Opening, lines, totals and closing of one payable account over [start, cutoff)."""
+    currency, organization_id = account.currency, account.organization_id
+    before = session.scalar(select(func.coalesce(func.sum(LedgerEntry.amount_minor), 0))
+                            .join(LedgerTransaction)
+                            .where(LedgerEntry.account_id == account.id,
+                                   LedgerTransaction.occurred_at < start))
+    rows = session.execute(
+        select(LedgerEntry, LedgerTransaction).join(LedgerTransaction)
+        .where(LedgerEntry.account_id == account.id, LedgerTransaction.occurred_at >= start,
+               LedgerTransaction.occurred_at < cutoff)
+        .order_by(LedgerTransaction.occurred_at, LedgerEntry.id)).all()
+    lines = []
+    totals: dict[str, int] = defaultdict(int)
+    for position, (entry, transaction) in enumerate(rows, start=1):
+        line = {"position": position,
+                "occurred_on": transaction.occurred_at.astimezone(dt.timezone.utc).date(),
+                "ledger_transaction_id": transaction.id, "amount_minor": -entry.amount_minor,
+                **_describe(session, entry, transaction, organization_id, currency)}
+        totals[line["kind"]] += line["amount_minor"]
+        lines.append(line)
+    opening = -int(before)
+    activity = sum(line["amount_minor"] for line in lines)
+    return {"opening": opening, "lines": lines, "activity": activity,
+            "closing": opening + activity,
+            "totals": {kind: _decimal(total, currency) for kind, total in sorted(totals.items())}}
+
+
+def _line_content(line: dict[str, Any]) -> dict[str, Any]:
+    occurred_on = line["occurred_on"]
+    return {"position": line["position"], "kind": line["kind"],
+            "occurred_on": occurred_on.isoformat() if isinstance(occurred_on, dt.date)
+            else occurred_on,
+            "ledger_transaction_id": line["ledger_transaction_id"],
+            "order_number": line["order_number"], "dataset_id": line["dataset_id"],
+            "description": line["description"], "gross_minor": line["gross_minor"],
+            "amount_minor": line["amount_minor"]}
+
+
+def _content(*, number: str, organization_id: int, currency: str, period: str,
+             cutoff: dt.datetime, opening: int, lines: Iterable[dict[str, Any]],
+             totals: dict[str, Any], closing: int) -> dict[str, Any]:
+    return {"number": number, "participant": organization_id, "currency": currency,
+            "period": period, "cutoff": cutoff.astimezone(dt.timezone.utc).isoformat(),
+            "opening": opening, "lines": [_line_content(line) for line in lines],
+            "totals": dict(totals), "closing": closing}
+
+
+def statement_content(statement: SettlementStatement) -> dict[str, Any]:
+    """What a statement says, as plain JSON values: the input of its content hash."""
+    lines = [{column: getattr(line, column) for column in (
+        "position", "kind", "occurred_on", "ledger_transaction_id", "order_number",
+        "dataset_id", "description", "gross_minor", "amount_minor")}
+        for line in sorted(statement.lines, key=lambda line: line.position)]
+    return _content(number=statement.number, organization_id=statement.organization_id,
+                    currency=statement.currency, period=statement.period,
+                    cutoff=statement.cutoff, opening=statement.opening_minor, lines=lines,
+                    totals=statement.totals or {}, closing=statement.closing_minor)
+
+
+def content_hash(content: dict[str, Any]) -> str:
+    """SHA-256 of the canonical JSON (sorted keys, compact, UTF-8) of a statement's content."""
+    canonical = json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"),
+                           allow_nan=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _exchange_of(session: Session, organization_id: int) -> int | None:
+    """The exchange listing a dataset whose supply chain names the participant (the oldest
+    such listing, so the answer never depends on query order)."""
+    return session.scalar(
+        select(Listing.exchange_id)
+        .join(SupplyChainRevision, SupplyChainRevision.dataset_id == Listing.dataset_id)
+        .join(SupplyChainShare, SupplyChainShare.revision_id == SupplyChainRevision.id)
+        .where(SupplyChainShare.organization_id == organization_id)
+        .order_by(Listing.id).limit(1))
+
+
+def _statement_for(session: Session, account: LedgerAccount, period: str,
+                   start: dt.datetime, cutoff: dt.datetime) -> SettlementStatement | None:
+    """One participant's statement for the window, or None when it has nothing to show."""
+    computed = _compute(session, account, start, cutoff)
+    if computed["opening"] == 0 and not computed["lines"]:
+        return None
+    period_start, period_end = period_bounds(period)
+    number = f"ST-{period}-{account.organization_id}-{account.currency}"
+    statement = SettlementStatement(
+        number=number, organization_id=account.organization_id,
+        exchange_id=_exchange_of(session, account.organization_id), currency=account.currency,
+        period=period, period_start=period_start, period_end=period_end, cutoff=cutoff,
+        status="draft", opening_minor=computed["opening"],
+        activity_minor=computed["activity"], closing_minor=computed["closing"],
+        totals=computed["totals"],
+        lines=[StatementLine(**{key: value for key, value in line.items()})
+               for line in computed["lines"]])
+    statement.content_hash = content_hash(_content(
+        number=number, organization_id=account.organization_id, currency=account.currency,
+        period=period, cutoff=cutoff, opening=computed["opening"], lines=computed["lines"],
+        totals=computed["totals"], closing=computed["closing"]))
+    return statement
+
+
+# Closing a period -------------------------------------------------------------------------------
+
+def close_period(session: Session, period: str, *, actor: Principal | None,
+                 cutoff: dt.datetime | None = None,
+                 review_days: int = REVIEW_DAYS) -> list[SettlementStatement]:
+    """Write the period's statements, one per participant and currency, as drafts.
+
+    ``actor`` None: the system (the close-statements job). A period closes once (the database
+    holds one statement per participant, currency and period), only after its cutoff has
+    passed, and never before a later period that is already closed. All in the caller's
+    transaction: a failure part-way leaves no statement behind.
+    """
+    period_start, period_end = period_bounds(period)
+    if actor is not None:
+        authorize(actor, "statements:manage")
+        if "platform" not in actor.org_roles:
+            raise Forbidden("Only the platform closes a period for every participant.")
+    now = utcnow()
+    if cutoff is None:
+        cutoff = _midnight(period_end)
+        if cutoff > now:
+            raise InvalidInput(f"{period} has not ended yet; it can be closed from "
+                               f"{period_end.isoformat()}.", field="period")
+    elif cutoff.tzinfo is None:
+        raise InvalidInput("The cutoff needs a time zone.", field="cutoff")
+    elif cutoff > now:
+        raise InvalidInput("The cutoff is in the future.", field="cutoff")
+    if is_closed(session, period):
+        raise Conflict(f"{period} is already closed.", field="period")
+    later = session.scalar(select(func.max(SettlementStatement.period))
+                           .where(SettlementStatement.period > period))
+    if later is not None:
+        raise Conflict(f"{later} is already closed; an earlier period cannot follow it.",
+                       field="period")
+    start = _window_start(session, period)
+    if cutoff <= start:
+        raise InvalidInput(f"The cutoff must be after {start.isoformat()}, where the "
+                           "previous close ended.", field="cutoff")
+    accounts = session.scalars(select(LedgerAccount).where(
+        LedgerAccount.purpose == Purpose.PARTICIPANT_PAYABLE.value)
+        .order_by(LedgerAccount.organization_id, LedgerAccount.currency)).all()
+    made = []
+    for account in accounts:
+        statement = _statement_for(session, account, period, start, cutoff)
+        if statement is None:
+            continue
+        statement.generated_by_id = actor.user_id if actor is not None else None
+        statement.generated_at = now
+        statement.review_due_on = now.date() + dt.timedelta(days=review_days)
+        session.add(statement)
+        made.append(statement)
+    session.flush()  # the audit entry names the statements' ids
+    audit.record(session, "statements.closed", actor=actor.actor if actor else SYSTEM,
+                 organization_id=actor.organization_id if actor else None,
+                 object_type="period", object_id=period,
+                 data={"cutoff": cutoff.isoformat(), "from": start.isoformat(),
+                       "statements": [s.number for s in made]})
+    return made
+
+
+# Who may see and act ----------------------------------------------------------------------------
+
+def _is_staff_of(principal: Principal, statement: SettlementStatement) -> bool:
+    return "platform" in principal.org_roles or (
+        "exchange" in principal.org_roles
+        and statement.exchange_id == principal.organization_id)
+
+
+def _visible(principal: Principal, statement: SettlementStatement) -> bool:
+    return statement.organization_id == principal.organization_id or \
+        _is_staff_of(principal, statement)
+
+
+def get_statement(session: Session, principal: Principal, statement_id: int, *,
+                  for_update: bool = False) -> SettlementStatement:
+    """A statement, for its participant, its exchange and the platform; 404 for anyone else."""
+    authorize(principal, "billing:read")
+    query = select(SettlementStatement).where(SettlementStatement.id == statement_id)
+    statement = session.scalar(query.with_for_update() if for_update else query)
+    if statement is None or not _visible(principal, statement):
+        raise NotFound("No such statement.")
+    return statement
+
+
+def _require_reviewer(principal: Principal, statement: SettlementStatement) -> None:
+    if not _visible(principal, statement):
+        raise NotFound("No such statement.")
+    authorize(principal, "statements:manage")
+    if not _is_staff_of(principal, statement):
+        raise Forbidden("Only the statement's exchange or the platform reviews it.")
+
+
+def _status(statement: SettlementStatement, *allowed: str) -> None:
+    if statement.status not in allowed:
+        raise Conflict(f"The statement is {statement.status.replace('_', ' ')}; this needs it "
+                       f"{' or '.join(s.replace('_', ' ') for s in allowed)}.", field="status")
+
+
+def _audit(session: Session, principal: Principal | None, statement: SettlementStatement,
+           action: str, **data: Any) -> None:
+    audit.record(session, f"statements.{action}",
+                 actor=principal.actor if principal else SYSTEM,
+                 organization_id=statement.organization_id, object_type="settlement_statement",
+                 object_id=statement.id,
+                 data={"number": statement.number, "status": statement.status, **data})
+
+
+# Workflow ---------------------------------------------------------------------------------------
+
+def issue(session: Session, principal: Principal, statement: SettlementStatement
+          ) -> SettlementStatement:
+    """Draft → issued. The issuer becomes the statement's maker when the system generated it,
+    so the same person cannot also approve it."""
+    _require_reviewer(principal, statement)
+    _status(statement, "draft")
+    statement.status = "issued"
+    statement.issued_at = utcnow()
+    if statement.generated_by_id is None:
+        statement.generated_by_id = principal.user_id
+    _audit(session, principal, statement, "issued")
+    return statement
+
+
+def start_review(session: Session, principal: Principal, statement: SettlementStatement
+                 ) -> SettlementStatement:
+    """Issued → under review, by the statement's exchange or the platform."""
+    _require_reviewer(principal, statement)
+    _status(statement, "issued")
+    statement.status = "under_review"
+    statement.submitted_at = utcnow()
+    _audit(session, principal, statement, "review_started")
+    return statement
+
+
+def _mismatch(session: Session, statement: SettlementStatement) -> str | None:
+    """Why the statement's stored content is not what it claims, or None."""
+    if content_hash(statement_content(statement)) != statement.content_hash:
+        return "its content does not match its hash"
+    fresh = _recompute(session, statement)
+    if fresh is None:
+        return "its participant has no payable account in the ledger"
+    stored = statement_content(statement)
+    # Descriptions are left out: they name datasets, whose titles may be edited later.
+    for content in (stored, fresh):
+        for line in content["lines"]:
+            line.pop("description")
+    for key in ("opening", "closing", "totals", "lines"):
+        if stored[key] != fresh[key]:
+            return f"its {key} differ from the ledger up to its cutoff"
+    return None
+
+
+def _recompute(session: Session, statement: SettlementStatement) -> dict[str, Any] | None:
+    account = session.scalar(select(LedgerAccount).where(
+        LedgerAccount.purpose == Purpose.PARTICIPANT_PAYABLE.value,
+        LedgerAccount.organization_id == statement.organization_id,
+        LedgerAccount.currency == statement.currency))
+    if account is None:
+        return None
+    computed = _compute(session, account, _window_start(session, statement.period),
+                        statement.cutoff)
+    return _content(number=statement.number, organization_id=statement.organization_id,
+                    currency=statement.currency, period=statement.period,
+                    cutoff=statement.cutoff, opening=computed["opening"],
+                    lines=computed["lines"], totals=computed["totals"],
+                    closing=computed["closing"])
+
+
+def approve(session: Session, principal: Principal, statement: SettlementStatement
+            ) -> SettlementStatement:
+    """Under review → approved, by a person other than its maker (maker-checker); the content
+    must still match its hash and the ledger, since from now on it is frozen."""
+    _require_reviewer(principal, statement)
+    if statement.status == "disputed":
+        raise Conflict("The statement is disputed; resolve the dispute first.", field="status")
+    _status(statement, "under_review")
+    if principal.user_id is None:
+        raise Forbidden("A statement is approved by a person.", field="approver")
+    if principal.user_id == statement.generated_by_id:
+        raise Forbidden("Whoever issued a statement cannot also approve it; another reviewer "
+                        "must.", field="approver")
+    problem = _mismatch(session, statement)
+    if problem is not None:
+        raise Conflict(f"The statement cannot be approved: {problem}.", field="content_hash")
+    statement.status = "approved"
+    statement.approved_by_id = principal.user_id
+    statement.approved_at = utcnow()
+    _audit(session, principal, statement, "approved", content_hash=statement.content_hash)
+    return statement
+
+
+def _reason(reason: str | None) -> str:
+    reason = (reason or "").strip()
+    if not reason:
+        raise InvalidInput("Give a reason.", field="reason")
+    if len(reason) > MAX_REASON:
+        raise InvalidInput(f"At most {MAX_REASON} characters.", field="reason")
+    return reason
+
+
+def dispute(session: Session, principal: Principal, statement: SettlementStatement,
+            reason: str) -> SettlementStatement:
+    """Issued or under review → disputed, by the participant's owner or finance people, or by
+    the reviewing exchange."""
+    if not _visible(principal, statement):
+        raise NotFound("No such statement.")
+    if statement.organization_id == principal.organization_id and not principal.is_key:
+        if principal.member_role not in ("owner", "finance"):
+            raise Forbidden("Your organization's owner or finance people dispute statements.")
+    else:
+        _require_reviewer(principal, statement)
+    _status(statement, "issued", "under_review")
+    statement.status = "disputed"
+    statement.disputed_by_id = principal.user_id
+    statement.disputed_at = utcnow()
+    statement.dispute_reason = _reason(reason)
+    _audit(session, principal, statement, "disputed", reason=statement.dispute_reason)
+    return statement
+
+
+def resolve_dispute(session: Session, principal: Principal, statement: SettlementStatement,
+                    amount: Money, reason: str) -> StatementAdjustment | None:
+    """Settle a dispute: a non-zero ``amount`` (positive: owed more to the participant) is
+    posted now as an ``adjustment``, so it appears in the next statement; the disputed
+    statement returns to review as it stands, since approved statements are never edited."""
+    _require_reviewer(principal, statement)
+    _status(statement, "disputed")
+    reason = _reason(reason)
+    if amount.currency != statement.currency:
+        raise InvalidInput(f"The statement is in {statement.currency}.",
+                           field="amount.currency")
+    adjustment = None
+    if not amount.is_zero():
+        number = session.scalar(select(func.count()).select_from(StatementAdjustment).where(
+            StatementAdjustment.statement_id == statement.id)) + 1
+        payable = get_account(session, Purpose.PARTICIPANT_PAYABLE, amount.currency,
+                              statement.organization_id)
+        revenue = get_account(session, Purpose.PLATFORM_REVENUE, amount.currency)
+        # A credit to the payable is owed to the participant; a negative amount reverses both.
+        transaction = post(session, "adjustment",
+                           [Line.credit(payable, amount), Line.debit(revenue, amount)],
+                           idempotency_key=f"statement:{statement.id}:adjustment:{number}",
+                           reference=("statement", statement.id),
+                           memo={"statement": statement.number, "reason": reason[:300]})
+        adjustment = StatementAdjustment(
+            statement_id=statement.id, organization_id=statement.organization_id,
+            currency=amount.currency, amount_minor=amount.minor, reason=reason,
+            ledger_transaction_id=transaction.id, created_by_id=principal.user_id)
+        session.add(adjustment)
+        session.flush()  # the audit entry names the adjustment's id
+    statement.status = "under_review"
+    _audit(session, principal, statement, "dispute_resolved", reason=reason,
+           amount=str(amount), adjustment_id=adjustment.id if adjustment else None)
+    return adjustment
+
+
+def pay(session: Session, principal: Principal, statement: SettlementStatement, *,
+        bank_reference: str) -> SettlementStatement:
+    """Approved → paid, by platform finance after sending the bank transfer: the closing
+    amount leaves the platform (participant_payable debit, platform_clearing credit). Nothing
+    is owed when the closing is zero or less, so nothing is posted."""
+    if not _visible(principal, statement):
+        raise NotFound("No such statement.")
+    authorize(principal, "payments:manage")
+    if "platform" not in principal.org_roles:
+        raise Forbidden("The platform's finance people pay statements.")
+    _status(statement, "approved")
+    bank_reference = (bank_reference or "").strip()
+    if not bank_reference:
+        raise InvalidInput("Give the bank's reference of the transfer.", field="bank_reference")
+    if len(bank_reference) > 100:
+        raise InvalidInput("At most 100 characters.", field="bank_reference")
+    if statement.closing_minor > 0:
+        amount = Money.from_minor(statement.closing_minor, statement.currency)
+        post(session, "payout", [
+            Line.debit(get_account(session, Purpose.PARTICIPANT_PAYABLE, statement.currency,
+                                   statement.organization_id), amount),
+            Line.credit(get_account(session, Purpose.PLATFORM_CLEARING, statement.currency),
+                        amount)],
+            idempotency_key=f"payout:{statement.id}:{statement.organization_id}",
+            reference=("statement", statement.id),
+            memo={"statement": statement.number, "bank_reference": bank_reference})
+    statement.status = "paid"
+    statement.paid_at = utcnow()
+    statement.payout_method = "bank_transfer"
+    statement.payout_reference = bank_reference
+    _audit(session, principal, statement, "paid", bank_reference=bank_reference,
+           amount=_decimal(max(statement.closing_minor, 0), statement.currency))
+    return statement
+
+
+# Immutability -----------------------------------------------------------------------------------
+
+def _status_before(statement: SettlementStatement) -> str | None:
+    history = inspect(statement).attrs.status.history
+    return history.deleted[0] if history.deleted else statement.status
+
+
+def _frozen_statement_of(session: Session, line: StatementLine) -> bool:
+    statement = line.statement
+    if statement is None and line.statement_id is not None:
+        with session.no_autoflush:
+            statement = session.get(SettlementStatement, line.statement_id)
+    return statement is not None and _status_before(statement) in FROZEN
+
+
+@event.listens_for(Session, "before_flush")
+def _approved_statements_are_frozen(session: Session, _context, _instances) -> None:
+    for obj in session.dirty:
+        if isinstance(obj, SettlementStatement) and _status_before(obj) in FROZEN:
+            changed = {attr.key for attr in inspect(obj).attrs if attr.history.has_changes()}
+            if changed and not (_status_before(obj) == "approved" and obj.status == "paid"
+                                and changed <= _PAYMENT_FIELDS):
+                raise Conflict("An approved statement never changes; corrections are "
+                               "adjustments in a later period.", field="statement")
+        elif isinstance(obj, StatementLine) and session.is_modified(obj) and \
+                _frozen_statement_of(session, obj):
+            raise Conflict("The lines of an approved statement never change.", field="lines")
+    for obj in list(session.deleted) + list(session.new):
+        if isinstance(obj, SettlementStatement) and obj in session.deleted and \
+                _status_before(obj) in FROZEN:
+            raise Conflict("An approved statement is never deleted.", field="statement")
+        if isinstance(obj, StatementLine) and _frozen_statement_of(session, obj):
+            raise Conflict("The lines of an approved statement never change.", field="lines")
+
+
+def verify_statements(session: Session) -> list[tuple[int, str]]:
+    """Every statement whose stored content does not match its hash, and every approved or paid
+    one that no longer matches the ledger up to its cutoff, with what is wrong."""
+    problems = []
+    for statement in session.scalars(select(SettlementStatement)
+                                     .order_by(SettlementStatement.id)):
+        if content_hash(statement_content(statement)) != statement.content_hash:
+            problems.append((statement.id, f"{statement.number}: its content does not match "
+                                           "its hash (it was altered)"))
+        elif statement.status in FROZEN:
+            problem = _mismatch(session, statement)
+            if problem is not None:
+                problems.append((statement.id, f"{statement.number}: {problem}"))
+    return problems
+
+
+# Queries ----------------------------------------------------------------------------------------
+
+def list_statements(session: Session, principal: Principal, *, period: str | None = None
+                    ) -> list[SettlementStatement]:
+    """A participant's own statements, newest first; for exchange and platform staff, the
+    review queue: the statements they review (and their own), by due date."""
+    authorize(principal, "billing:read")
+    query = select(SettlementStatement)
+    if period is not None:
+        period_bounds(period)
+        query = query.where(SettlementStatement.period == period)
+    if "platform" in principal.org_roles:
+        return list(session.scalars(query.order_by(
+            SettlementStatement.review_due_on, SettlementStatement.id)))
+    if "exchange" in principal.org_roles:
+        return list(session.scalars(query.where(or_(
+            SettlementStatement.exchange_id == principal.organization_id,
+            SettlementStatement.organization_id == principal.organization_id))
+            .order_by(SettlementStatement.review_due_on, SettlementStatement.id)))
+    return list(session.scalars(query.where(
+        SettlementStatement.organization_id == principal.organization_id)
+        .order_by(SettlementStatement.period.desc(), SettlementStatement.currency)))
+
+
+def participant_history(session: Session, principal: Principal, organization_id: int
+                        ) -> list[SettlementStatement]:
+    """One participant's statements, oldest first: for itself, the platform, and an exchange
+    (the statements it reviews). Anyone else: 404."""
+    authorize(principal, "billing:read")
+    query = select(SettlementStatement).where(
+        SettlementStatement.organization_id == organization_id)
+    if principal.organization_id != organization_id and "platform" not in principal.org_roles:
+        if "exchange" not in principal.org_roles:
+            raise NotFound("No such participant.")
+        query = query.where(SettlementStatement.exchange_id == principal.organization_id)
+    found = list(session.scalars(query.order_by(SettlementStatement.period,
+                                                SettlementStatement.currency)))
+    if not found and principal.organization_id != organization_id and \
+            "platform" not in principal.org_roles:
+        raise NotFound("No such participant.")
+    return found
+
+
+# Reconciliation ---------------------------------------------------------------------------------
+
+COLLECTED = ("payment", "payment_unapplied", "bank_receipt")
+
+
+def _period_window(session: Session, period: str) -> tuple[dt.datetime, dt.datetime]:
+    """The instants a period covers: its statements' window once closed, else the month."""
+    start = _window_start(session, period)
+    cutoff = session.scalar(select(func.max(SettlementStatement.cutoff))
+                            .where(SettlementStatement.period == period))
+    return start, cutoff if cutoff is not None else _midnight(period_bounds(period)[1])
+
+
+def reconciliation(session: Session, period: str, *, gateway: Any = None) -> dict[str, Any]:
+    """Where the period's money came from and where it went, per currency, in minor units.
+
+    From the ledger, over the period's window (its statements' once closed):
+
+    - ``gross_collected``: platform_clearing debits of card payments (``payment``, and
+      ``payment_unapplied`` late successes kept as credit) and bank receipts;
+    - ``refunds`` and ``payouts``: platform_clearing credits of those kinds;
+    - ``participants`` (by kind, payouts excluded), ``platform_revenue``, ``tax_payable``,
+      ``buyer_prepaid`` and ``buyer_receivable``: what each came to be owed (credit positive;
+      a buyer's receivable growing is negative);
+    - ``difference`` = participants + platform + tax + buyer credit and receivable changes −
+      (gross collected − refunds): zero when every movement of money is accounted for.
+
+    With a ``gateway``, ``processor_difference`` is our succeeded card payments in the window
+    minus the processor's succeeded PaymentIntents that carry their payment ids.
+    """
+    start, end = _period_window(session, period)
+    rows = session.execute(
+        select(LedgerAccount.purpose, LedgerEntry.currency, LedgerTransaction.kind,
+               LedgerEntry.amount_minor)
+        .join(LedgerEntry, LedgerEntry.account_id == LedgerAccount.id)
+        .join(LedgerTransaction, LedgerTransaction.id == LedgerEntry.transaction_id)
+        .where(LedgerTransaction.occurred_at >= start, LedgerTransaction.occurred_at < end))
+    report: dict[str, dict[str, Any]] = {}
+
+    def of(currency: str) -> dict[str, Any]:
+        return report.setdefault(currency, {
+            "gross_collected": 0, "collected_by_kind": {}, "refunds": 0, "payouts": 0,
+            "participants": 0, "participants_by_kind": {}, "platform_revenue": 0,
+            "tax_payable": 0, "buyer_prepaid": 0, "buyer_receivable": 0,
+            "other_clearing": 0})
+
+    owed_keys = {Purpose.PLATFORM_REVENUE.value: "platform_revenue",
+                 Purpose.TAX_PAYABLE.value: "tax_payable",
+                 Purpose.BUYER_PREPAID.value: "buyer_prepaid",
+                 Purpose.BUYER_RECEIVABLE.value: "buyer_receivable"}
+    for purpose, currency, kind, amount in rows:
+        figures = of(currency)
+        if purpose == Purpose.PLATFORM_CLEARING.value:
+            if kind in COLLECTED and amount > 0:
+                figures["gross_collected"] += amount
+                figures["collected_by_kind"][kind] = \
+                    figures["collected_by_kind"].get(kind, 0) + amount
+            elif kind == "refund" and amount < 0:
+                figures["refunds"] -= amount
+            elif kind == "payout" and amount < 0:
+                figures["payouts"] -= amount
+            else:
+                figures["other_clearing"] += amount
+        elif purpose == Purpose.PARTICIPANT_PAYABLE.value:
+            if kind != "payout":
+                figures["participants"] -= amount
+                figures["participants_by_kind"][kind] = \
+                    figures["participants_by_kind"].get(kind, 0) - amount
+        elif purpose in owed_keys:
+            figures[owed_keys[purpose]] -= amount
+        else:  # payout_clearing: payouts in flight count as still owed by the platform
+            figures["other_clearing"] -= amount
+    for figures in report.values():
+        figures["difference"] = (
+            figures["participants"] + figures["platform_revenue"] + figures["tax_payable"]
+            + figures["buyer_prepaid"] + figures["buyer_receivable"]
+            - (figures["gross_collected"] - figures["refunds"]))
+    if gateway is not None:
+        ours = _card_payments(session, start, end)
+        theirs = _processor_totals(gateway, {str(pid) for pid in ours["ids"]})
+        for currency in set(ours["totals"]) | set(theirs):
+            of(currency)["processor_difference"] = \
+                ours["totals"].get(currency, 0) - theirs.get(currency, 0)
+    return {"period": period, "from": start.isoformat(), "to": end.isoformat(),
+            "currencies": report}
+
+
+def _card_payments(session: Session, start: dt.datetime, end: dt.datetime) -> dict[str, Any]:
+    payments = session.scalars(select(Payment).where(
+        Payment.method == "card", Payment.status == "succeeded",
+        Payment.succeeded_at >= start, Payment.succeeded_at < end)).all()
+    totals: dict[str, int] = defaultdict(int)
+    for payment in payments:
+        totals[payment.currency] += payment.amount_minor
+    return {"ids": [payment.id for payment in payments], "totals": dict(totals)}
+
+
+def _processor_totals(gateway: Any, payment_ids: set[str]) -> dict[str, int]:
+    """The processor's succeeded PaymentIntents for our payments, summed per currency."""
+    totals: dict[str, int] = defaultdict(int)
+    page = gateway.client.v1.payment_intents.list(params={"limit": 100})
+    for intent in page.auto_paging_iter():
+        metadata = intent.get("metadata") or {}
+        if intent.get("status") == "succeeded" and \
+                str(metadata.get("payment_id")) in payment_ids:
+            totals[str(intent.get("currency")).upper()] += int(intent.get("amount"))
+    return dict(totals)
+
+
+# The scheduled close ----------------------------------------------------------------------------
+
+def _close_job(ctx) -> dict:
+    with ctx.db.session() as session, session.begin():
+        if is_closed(session, ctx.period):
+            ctx.progress(f"statements of {ctx.period} are already closed; nothing done")
+            return {"statements": 0, "already_closed": True}
+        made = close_period(session, ctx.period, actor=None, review_days=int(
+            ctx.settings.get("STATEMENT_REVIEW_DAYS", REVIEW_DAYS)))
+        ctx.progress(f"statements of {ctx.period}: {len(made)} written")
+        return {"statements": len(made), "already_closed": False}
+
+
+def _register() -> None:
+    from billing.jobs import MONTHLY, Job, monthly_previous, register
+
+    register(Job(name="close-statements",
+                 description="Close last month's settlement statements (drafts for review)",
+                 run=_close_job,
+                 trigger={"day": STATEMENT_CLOSE_DAY, "hour": 2, "minute": 0},
+                 period_of=monthly_previous, period_pattern=MONTHLY))
+
+
+_register()
