@@ -3,23 +3,31 @@ spent, by line, supplier, sector, dataset and month, each figure with the record
 and the line report as CSV and XLSX for finance staff.
 
 How the figures come from the records (``BudgetRecord.kind``; ``amount_minor`` is always
-positive and the kind says which way it moves)::
+positive and the kind says which way it moves), as ``billing.budgets`` writes them::
 
-    commitment   committed + amount        an order placed (or usage about to be charged)
-    release      committed − amount        a commitment given back unpaid (cancelled, expired)
-    expenditure  committed − amount,       paid: the commitment it pays becomes spending
-                 spent     + amount
-    refund       spent     − amount        money returned after payment
+    commitment   committed + amount   an order placed on the line (checkout)
+    release      committed − amount   that commitment ends: the order was paid or cancelled
+    expenditure  spent     + amount   paid (an order, a renewal, a day of API usage, its tax)
+    refund       spent     − amount   money returned after payment
 
-so ``committed = commitment − release − expenditure`` and ``spent = expenditure − refund``.
-Every expenditure is therefore expected to follow a commitment of at least its amount (usage
-records both), which keeps ``committed`` from going below zero as ``budget_lines`` requires.
-Summed over one line, these equal ``BudgetLine.committed_minor`` and ``spent_minor``; each line
-row says whether it does (``reconciled``), so a drift between the columns and the records shows.
+so ``committed = commitment − release`` and ``spent = expenditure − refund``; each kind moves
+one figure only, and paying an order writes a release and an expenditure.
 
-``approved`` comes from the line (original plus amendments) and exists for lines only;
-``remaining = approved − committed − spent``; ``execution rate = spent / approved`` in percent,
-an exact ``Decimal`` rounded half-up to 0.01 (None when nothing is approved).
+One exception, by design of the budget service: a postpaid API call commits its amount on the
+budget's API line with no record of its own (there may be millions a day); the daily usage
+posting then writes a ``release`` (source ``usage``) and an ``expenditure`` for each dataset's
+day. Such a release gives back commitments that were never recorded, so it does not count
+against recorded ones. Hence:
+
+- by line, ``approved``, ``committed`` and ``spent`` are the line's own columns (what the
+  purchase checks use), and ``unrecorded_committed`` is the part of ``committed`` no record
+  shows — API calls not yet posted; every other row's figures sum the records;
+- a line row is ``reconciled`` when its records give exactly its spent and its committed less
+  that unrecorded part (always, unless something wrote the columns without records).
+
+``approved`` exists for lines only; ``remaining = approved − committed − spent``; the
+``execution rate = spent / approved`` in percent, an exact ``Decimal`` rounded half-up to 0.01
+(None when nothing is approved).
 
 Sums run in SQL (one GROUP BY per report), on SQLite and PostgreSQL alike; money stays integer
 minor units in the budget's currency. This module reads the tables only: it writes nothing.
@@ -51,6 +59,9 @@ NONE = "none"
 RECORDS_PER_PAGE = 50
 MAX_RECORDS_PER_PAGE = 500
 
+# The source of the releases the daily usage posting writes (see the module notes).
+USAGE_SOURCE = "usage"
+
 CSV_MEDIA_TYPE = "text/csv"
 XLSX_MEDIA_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
@@ -69,7 +80,7 @@ def _committed_sum() -> ColumnElement:
     amount = BudgetRecord.amount_minor
     return func.coalesce(func.sum(case(
         (BudgetRecord.kind == "commitment", amount),
-        (BudgetRecord.kind.in_(("release", "expenditure")), -amount),
+        ((BudgetRecord.kind == "release") & (BudgetRecord.source != USAGE_SOURCE), -amount),
         else_=0)), 0)
 
 
@@ -97,6 +108,7 @@ class ReportRow:
     category: str | None = None
     project: str | None = None
     reconciled: bool | None = None  # lines only: the records sum to the line's columns
+    unrecorded_committed_minor: int = 0  # lines only: committed by API calls, not yet posted
 
     @property
     def remaining_minor(self) -> int | None:
@@ -146,6 +158,8 @@ def _row_dict(row: ReportRow, currency: str) -> dict[str, Any]:
         data.update(approved=_money(row.approved_minor, currency),
                     remaining=_money(row.remaining_minor, currency),
                     execution_rate=None if rate is None else str(rate))
+    if row.code is not None or row.key == "total":
+        data["unrecorded_committed"] = _money(row.unrecorded_committed_minor, currency)
     if row.code is not None:
         data.update(code=row.code, category=row.category, project=row.project,
                     reconciled=row.reconciled)
@@ -161,12 +175,16 @@ def budget_report(session: Session, budget: Budget, by: str = "line", *,
     if by not in GROUPINGS:
         raise ValueError(f"unknown grouping {by!r}")
     rows = _LOADERS[by](session, budget)
-    approved = session.scalar(select(func.coalesce(func.sum(BudgetLine.approved_minor), 0))
-                              .where(BudgetLine.budget_id == budget.id))
+    lines = rows if by == "line" else _line_rows(session, budget)
+    # By line the committed figures include API calls not yet posted (no record shows them);
+    # by any other dimension only what records show, so the totals say how much that is.
+    unrecorded = sum(line.unrecorded_committed_minor for line in lines)
     totals = ReportRow(key="total", label="Total", label_zh="合计",
                        committed_minor=sum(row.committed_minor for row in rows),
                        spent_minor=sum(row.spent_minor for row in rows),
-                       records=sum(row.records for row in rows), approved_minor=int(approved))
+                       records=sum(row.records for row in rows),
+                       approved_minor=sum(line.approved_minor or 0 for line in lines),
+                       unrecorded_committed_minor=unrecorded)
     organization = session.get(Organization, budget.organization_id)
     return BudgetReport(budget_id=budget.id, budget_name=budget.name,
                         organization_name=organization.name if organization else "",
@@ -194,11 +212,15 @@ def _line_rows(session: Session, budget: Budget) -> list[ReportRow]:
     rows = []
     for line, committed, spent, records in session.execute(query):
         committed, spent = int(committed or 0), int(spent or 0)
+        unrecorded = line.committed_minor - committed
         rows.append(ReportRow(
-            key=str(line.id), label=line.name, label_zh=line.name, committed_minor=committed,
-            spent_minor=spent, records=int(records or 0), approved_minor=line.approved_minor,
-            code=line.code, category=line.category, project=line.project,
-            reconciled=(committed, spent) == (line.committed_minor, line.spent_minor)))
+            key=str(line.id), label=line.name, label_zh=line.name,
+            committed_minor=line.committed_minor, spent_minor=line.spent_minor,
+            records=int(records or 0), approved_minor=line.approved_minor, code=line.code,
+            category=line.category, project=line.project,
+            reconciled=spent == line.spent_minor and (unrecorded == 0 or (
+                line.default_for_api and unrecorded > 0)),
+            unrecorded_committed_minor=max(unrecorded, 0) if line.default_for_api else 0))
     return rows
 
 

@@ -52,27 +52,31 @@ def build_budget(session, org=None, *, name: str = "City Health Commission") -> 
     session.flush()
     a, b = suppliers
     d1, d2 = datasets
-    moves = [  # line, kind, amount, supplier, dataset, month
-        ("L01", "commitment", 3_000_000, a, d1, "2026-03"),
-        ("L01", "expenditure", 3_000_000, a, d1, "2026-04"),
-        ("L01", "refund", 500_000, a, d1, "2026-05"),
-        ("L01", "commitment", 2_000_000, b, d2, "2026-04"),
-        ("L01", "release", 2_000_000, b, d2, "2026-04"),
-        ("L01", "commitment", 1_234_567, b, d2, "2026-06"),
-        ("L02", "commitment", 100_001, a, d1, "2026-06"),
-        ("L02", "expenditure", 100_001, a, d1, "2026-06"),
-        ("L02", "commitment", 333, None, None, "2026-07"),
+    lines["L02"].default_for_api = True
+    moves = [  # line, kind, amount, supplier, dataset, month, source
+        ("L01", "commitment", 3_000_000, a, d1, "2026-03", "order"),
+        ("L01", "release", 3_000_000, a, d1, "2026-04", "order"),  # paid
+        ("L01", "expenditure", 3_000_000, a, d1, "2026-04", "order"),
+        ("L01", "refund", 500_000, a, d1, "2026-05", "refund"),
+        ("L01", "commitment", 2_000_000, b, d2, "2026-04", "order"),
+        ("L01", "release", 2_000_000, b, d2, "2026-04", "cancellation"),
+        ("L01", "commitment", 1_234_567, b, d2, "2026-06", "order"),
+        # A day of postpaid API usage, posted: its calls were committed without records.
+        ("L02", "release", 100_001, a, d1, "2026-06", "usage"),
+        ("L02", "expenditure", 100_001, a, d1, "2026-06", "usage"),
+        ("L02", "expenditure", 333, None, None, "2026-07", "usage"),  # the usage order's tax
     ]
-    for n, (code, kind, amount, supplier, dataset, month) in enumerate(moves):
+    for n, (code, kind, amount, supplier, dataset, month, source) in enumerate(moves):
         session.add(BudgetRecord(
             line_id=lines[code].id, organization_id=org.id, kind=kind, amount_minor=amount,
             currency="CNY", supplier_id=supplier.id if supplier else None,
             dataset_id=dataset.id if dataset else None,
-            sector=dataset.sector if dataset else None, month=month, source="order",
+            sector=dataset.sector if dataset else None, month=month, source=source,
             reference=f"test-{budget.id}-{n}",
             occurred_at=dt.datetime(2026, int(month[5:]), 10, 8, n, tzinfo=dt.timezone.utc)))
     lines["L01"].committed_minor, lines["L01"].spent_minor = 1_234_567, 2_500_000
-    lines["L02"].committed_minor, lines["L02"].spent_minor = 333, 100_001
+    # 5,000 of calls made today, committed by the usage guard, not yet posted.
+    lines["L02"].committed_minor, lines["L02"].spent_minor = 5_000, 100_334
     session.flush()
     return {"org": org, "budget": budget, "lines": lines, "suppliers": suppliers,
             "datasets": datasets}
@@ -104,19 +108,24 @@ def test_by_line_equals_the_line_columns(session, planned):
     assert rows["L01"].remaining_minor == 100_000_000 - 1_234_567 - 2_500_000
     assert rows["L01"].execution_rate == Decimal("2.50")
     assert rows["L03"].records == 0 and rows["L03"].execution_rate == Decimal("0.00")
+    assert rows["L01"].unrecorded_committed_minor == 0
+    assert rows["L02"].unrecorded_committed_minor == 5_000 and rows["L02"].records == 3
     totals = report.totals
     assert (totals.approved_minor, totals.committed_minor, totals.spent_minor) == (
-        103_500_000, 1_234_900, 2_600_001)
+        103_500_000, 1_239_567, 2_600_334)
     data = report.to_dict()
     assert data["rows"][0]["approved"] == "1000000.00" and data["rows"][0]["spent"] == "25000.00"
+    assert data["rows"][1]["unrecorded_committed"] == "50.00"
     assert data["totals"]["execution_rate"] == "2.51"
 
 
 def test_a_line_whose_records_drift_from_its_columns_is_flagged(session, planned):
     planned["lines"]["L02"].spent_minor = 1
+    planned["lines"]["L01"].committed_minor += 1  # not an API line: no unrecorded commitment
     session.flush()
     rows = {r.code: r for r in reports.budget_report(session, planned["budget"]).rows}
-    assert rows["L02"].reconciled is False and rows["L01"].reconciled
+    assert rows["L02"].reconciled is False and rows["L01"].reconciled is False
+    assert rows["L03"].reconciled
 
 
 @pytest.mark.parametrize("by", ["supplier", "sector", "dataset", "month"])
@@ -125,9 +134,12 @@ def test_every_grouping_has_the_same_totals_and_drills_down_to_its_figures(sessi
     budget = planned["budget"]
     lines = reports.budget_report(session, budget, "line")
     report = reports.budget_report(session, budget, by)
-    assert (report.totals.committed_minor, report.totals.spent_minor, report.totals.records) == (
+    # The same records, whatever the grouping; by line the committed figure also holds the
+    # API calls not yet posted.
+    assert (report.totals.committed_minor + report.totals.unrecorded_committed_minor,
+            report.totals.spent_minor, report.totals.records) == (
         lines.totals.committed_minor, lines.totals.spent_minor, lines.totals.records)
-    assert sum(row.records for row in report.rows) == 9
+    assert sum(row.records for row in report.rows) == 10
     for row in report.rows:
         page = reports.budget_records(session, budget, {by: row.key})
         assert (page.committed_minor, page.spent_minor, page.total) == (
@@ -139,18 +151,21 @@ def test_dimension_labels_and_order(session, planned):
     a, b = planned["suppliers"]
     suppliers = reports.budget_report(session, budget, "supplier").rows
     assert [(r.key, r.label, r.committed_minor, r.spent_minor) for r in suppliers] == [
-        (str(a.id), "Supplier A", 0, 2_600_001), (str(b.id), "Supplier B", 1_234_567, 0),
-        (reports.NONE, "(none)", 333, 0)]
+        (str(a.id), "Supplier A", 0, 2_600_001), (reports.NONE, "(none)", 0, 333),
+        (str(b.id), "Supplier B", 1_234_567, 0)]
     sectors = reports.budget_report(session, budget, "sector").rows
-    assert [(r.key, r.label, r.label_zh) for r in sectors][:2] == [
-        ("healthcare", "Healthcare", "医疗健康"), ("smart_energy", "Smart energy", "智慧能源")]
+    assert [(r.key, r.label, r.label_zh) for r in sectors] == [
+        ("healthcare", "Healthcare", "医疗健康"), (reports.NONE, "(none)", "（无）"),
+        ("smart_energy", "Smart energy", "智慧能源")]
     datasets = reports.budget_report(session, budget, "dataset").rows
     assert datasets[0].label == "CT scans" and datasets[0].label_zh == "CT影像"
     months = reports.budget_report(session, budget, "month").rows
     assert [r.key for r in months] == [f"2026-{m:02d}" for m in range(1, 13)]
     by_month = {r.key: (r.committed_minor, r.spent_minor) for r in months}
+    assert by_month["2026-03"] == (3_000_000, 0)
     assert by_month["2026-04"] == (-3_000_000, 3_000_000)  # paid what March committed
     assert by_month["2026-05"] == (0, -500_000)
+    assert by_month["2026-06"] == (1_234_567, 100_001)  # the usage release counts nothing
     assert by_month["2026-01"] == (0, 0)
 
 
@@ -163,7 +178,7 @@ def test_drill_down_combines_filters_pages_and_rejects_malformed_ones(session, p
     assert [r.kind for r in page.records] == ["commitment", "release", "commitment"]
     first = reports.budget_records(session, budget, {}, per_page=4)
     second = reports.budget_records(session, budget, {}, page=3, per_page=4)
-    assert first.pages == 3 and len(first.records) == 4 and len(second.records) == 1
+    assert first.pages == 3 and len(first.records) == 4 and len(second.records) == 2
     assert reports.budget_records(session, budget, {"sector": "none"}).total == 1
     with pytest.raises(ValueError):
         reports.budget_records(session, budget, {"supplier": "abc"})
@@ -172,7 +187,7 @@ def test_drill_down_combines_filters_pages_and_rejects_malformed_ones(session, p
 def test_another_budgets_records_never_count(session, planned):
     other = build_budget(session, name="Other Buyer")
     report = reports.budget_report(session, planned["budget"], "supplier")
-    assert report.totals.records == 9
+    assert report.totals.records == 10
     assert reports.budget_records(
         session, planned["budget"], {"line": str(other["lines"]["L01"].id)}).total == 0
 
@@ -206,4 +221,4 @@ def test_csv_has_the_header_rows_one_row_per_line_and_totals(session, planned):
     assert rows[8] == ["L01", "Medical imaging data", "数据采购 Data purchase", "AI diagnosis",
                        "1000000.00", "12345.67", "25000.00", "962654.33", "2.50"]
     assert rows[-1][0] == "合计 / Total" and rows[-1][4:] == [
-        "1035000.00", "12349.00", "26000.01", "996650.99", "2.51"]
+        "1035000.00", "12395.67", "26003.34", "996600.99", "2.51"]

@@ -22,7 +22,7 @@ from market.catalog import importer, listings, offers
 from market.catalog import services as catalog
 from billing import deals, orders, payments
 from billing.context import BillingSettings
-from billing.models import Payment, Subscription
+from billing.models import Budget, Payment, Subscription
 from pricing.money import Money, UnitPrice
 from pricing.rating import LineItem
 from tests.factories import make_key, make_org, make_user
@@ -145,6 +145,10 @@ MATRIX: dict[tuple[str, str], Case] = {
          "occurred_at": "2026-01-01T00:00:00Z"},
         {"id": "e-2", "dataset_id": "{victim_dataset}", "tokens": 0,
          "occurred_at": "2026-01-01T00:00:00Z"}]}),
+    ("GET", "/budgets/<int:budget_id>/report"): Case("object"),
+    ("GET", "/budgets/<int:budget_id>/report/records"): Case("object"),
+    ("GET", "/budgets/<int:budget_id>/report.xlsx"): Case("object"),
+    ("GET", "/budgets/<int:budget_id>/report.csv"): Case("object"),
 }
 
 OPERATIONS = {(op.method, op.rule): op for op in api.operations}
@@ -218,8 +222,11 @@ def victim(session, passwords):
                                 current_period_start=today,
                                 current_period_end=today + dt.timedelta(days=30))
     session.add(subscription)
+    budget = Budget(organization_id=org.id, fiscal_year=today.year, currency="CNY",
+                    name="Victim budget")
+    session.add(budget)
     session.commit()
-    return {"org": org, "email": person.email, "key": key, "dataset": dataset,
+    return {"budget": budget, "org": org, "email": person.email, "key": key, "dataset": dataset,
             "listing": listing, "exchange": exchange, "offer": offer, "order": order,
             "invoice": invoice, "payment": payment,
             "deal": deal, "subscription": subscription, "plan": plan}
@@ -265,7 +272,8 @@ def test_foreign_and_anonymous_callers(app, sign_in_as, session, victim, foreign
            "<string:number>": "TC-20260101-UNKNOWN",
            "<int:demand_id>": victim["deal"].demand_id, "<int:quote_id>": victim["deal"].quote_id,
            "<int:deal_id>": victim["deal"].id,
-           "<int:subscription_id>": victim["subscription"].id}
+           "<int:subscription_id>": victim["subscription"].id,
+           "<int:budget_id>": victim["budget"].id}
     path = "/api/v1" + rule
     for placeholder, value in ids.items():
         path = path.replace(placeholder, str(value))
