@@ -273,6 +273,16 @@ def test_review_dispute_correction_payout_and_the_next_period(session, passwords
     # What was paid is what was owed at the cutoff: the next period starts from zero.
     assert paid_next.opening_minor + payout_line.amount_minor == 0
     assert paid_next.closing_minor == PROCESSOR_LATE
+    # Owing nothing (the refund after the payout is the processor's debt): paid with no payout.
+    payouts = session.scalar(select(func.count()).select_from(LedgerTransaction)
+                             .where(LedgerTransaction.kind == "payout"))
+    statements.issue(session, maker, paid_next)
+    statements.start_review(session, maker, paid_next)
+    statements.approve(session, checker, paid_next)
+    statements.pay(session, month.finance, paid_next, bank_reference="NONE-DUE")
+    assert paid_next.status == "paid" and session.scalar(
+        select(func.count()).select_from(LedgerTransaction)
+        .where(LedgerTransaction.kind == "payout")) == payouts
     assert statements.reconciliation(session, NEXT)["currencies"]["CNY"]["payouts"] == \
         PROCESSOR_PERIOD
     assert statements.reconciliation(session, NEXT)["currencies"]["CNY"]["difference"] == 0
