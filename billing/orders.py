@@ -23,6 +23,7 @@ from market.catalog.models import Dataset, ListingStatus, Offer
 from market.catalog.services import current_supply_chain
 from market.db import utcnow
 from market.errors import Conflict, InvalidInput, NotFound
+from billing import budgets
 from billing.models import Order, OrderLine
 from pricing.errors import PricingError
 from pricing.money import Money, UnitPrice
@@ -157,8 +158,13 @@ def _check_quantity(quantity: Any, field: str, maximum: int) -> int:
 
 def place_mall_order(session: Session, principal: Principal, items: Sequence[CartItem], *,
                      payment_method: str, buyer_tax_status: str = "standard",
-                     note: str = "") -> Order:
-    """Check out a cart of mall packages: one order, one line per package, priced now."""
+                     note: str = "", budget_line_id: int | None = None,
+                     purchase_order_number: str | None = None) -> Order:
+    """Check out a cart of mall packages: one order, one line per package, priced now.
+
+    The order's total is committed on the budget line it is charged to
+    (``billing.budgets.commit_order``); its warnings are on ``order.budget_warnings``.
+    """
     if not items:
         raise InvalidInput("The cart is empty.", field="items")
     seen: set[int] = set()
@@ -192,6 +198,9 @@ def place_mall_order(session: Session, principal: Principal, items: Sequence[Car
                      description=f"{dataset.title_en} — {package.code} × {quantity}")
     assert order is not None
     session.flush()  # the audit entry and the response name the order's id
+    order.budget_warnings = budgets.commit_order(
+        session, principal, order, budget_line_id=budget_line_id,
+        purchase_order_number=purchase_order_number)
     audit.record(session, "order.placed", actor=principal.actor,
                  organization_id=order.organization_id, object_type="order", object_id=order.id,
                  data={"number": order.number, "total": str(order.total),
@@ -202,7 +211,9 @@ def place_mall_order(session: Session, principal: Principal, items: Sequence[Car
 def place_token_pack_order(session: Session, principal: Principal, *, millions: int,
                            payment_method: str, dataset_id: int | None = None,
                            platform_price_per_million: Money | None = None,
-                           buyer_tax_status: str = "standard") -> Order:
+                           buyer_tax_status: str = "standard",
+                           budget_line_id: int | None = None,
+                           purchase_order_number: str | None = None) -> Order:
     """Buy N million prepaid tokens for one dataset (priced by its metered rate card) or for
     the whole platform (priced by the platform's token-pack price).
 
@@ -243,6 +254,9 @@ def place_token_pack_order(session: Session, principal: Principal, *, millions: 
         raise InvalidInput("These tokens cost nothing; there is nothing to buy.",
                            field="millions")
     session.flush()  # the audit entry names the order's id
+    order.budget_warnings = budgets.commit_order(
+        session, principal, order, budget_line_id=budget_line_id,
+        purchase_order_number=purchase_order_number)
     audit.record(session, "order.placed", actor=principal.actor,
                  organization_id=order.organization_id, object_type="order", object_id=order.id,
                  data={"number": order.number, "total": str(order.total), "tokens": tokens})
@@ -280,6 +294,7 @@ def cancel_order(session: Session, principal: Principal, order: Order) -> Order:
     order.cancelled_at = utcnow()
     if order.invoice is not None:
         order.invoice.status = "void"
+    budgets.on_order_cancelled(session, order)
     audit.record(session, "order.cancelled", actor=principal.actor,
                  organization_id=order.organization_id, object_type="order", object_id=order.id,
                  data={"number": order.number})

@@ -129,6 +129,8 @@ def _settle(session: Session, payment: Payment, settings: BillingSettings, *,
     order.paid_minor = payment.amount_minor
     order.paid_at = payment.succeeded_at
     fulfil(session, order, settings)
+    from billing import budgets
+    budgets.on_order_paid(session, order)  # its commitment becomes expenditure
     audit.record(session, "order.paid", organization_id=order.organization_id,
                  object_type="order", object_id=order.id,
                  data={"number": order.number, "payment_id": payment.id,

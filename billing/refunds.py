@@ -23,6 +23,7 @@ from market import audit
 from market.accounts.authz import Principal
 from market.db import Database, utcnow
 from market.errors import Conflict, InvalidInput
+from billing import budgets
 from billing.models import Order, Payment, Refund
 from billing.payments import GatewayUnavailable, _gateway_errors, get_payment_for_finance, unfulfil
 from billing.split import post_refund
@@ -97,6 +98,7 @@ def complete_refund(session: Session, refund_id: int, *, gateway_ref: str | None
         order.refunded_minor += refund.amount_minor
         fully = order.refunded_minor >= order.paid_minor
         order.status = "refunded" if fully else "partially_refunded"
+        budgets.on_refund(session, refund, order)
         if fully:
             unfulfil(session, order, f"refunded: {refund.reason or 'refund'}")
     audit.record(session, "refund.succeeded", organization_id=refund.organization_id,

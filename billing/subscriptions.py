@@ -35,7 +35,7 @@ from market.audit import SYSTEM, Actor
 from market.catalog.models import Offer
 from market.db import utcnow
 from market.errors import Conflict, InvalidInput, MarketError, NotFound
-from billing import jobs, orders, payments
+from billing import budgets, jobs, orders, payments
 from billing.context import BillingSettings
 from billing.models import Entitlement, Invoice, Order, Payment, Subscription, SubscriptionPeriod
 from billing.models import LIVE_PAYMENT_STATUSES
@@ -139,7 +139,8 @@ def _end_access(session: Session, sub: Subscription, reason: str, *,
 
 def subscribe(session: Session, principal: Principal, offer_id: int, *, payment_method: str,
               settings: BillingSettings, today: dt.date | None = None,
-              buyer_tax_status: str = "standard") -> Subscription:
+              buyer_tax_status: str = "standard", budget_line_id: int | None = None,
+              purchase_order_number: str | None = None) -> Subscription:
     """Start a subscription to a plan; its first period is billed up front.
 
     One live (not cancelled) subscription per organization and dataset. The subscription is
@@ -173,6 +174,9 @@ def subscribe(session: Session, principal: Principal, offer_id: int, *, payment_
                              subscription_id=sub.id)
     _period_line(session, order, offer, plan, period, buyer_tax_status)
     session.flush()  # the period row and the audit entries name the order's id
+    order.budget_warnings = budgets.commit_order(
+        session, principal, order, budget_line_id=budget_line_id,
+        purchase_order_number=purchase_order_number)
     session.add(SubscriptionPeriod(subscription_id=sub.id, period_start=period.start,
                                    period_end=period.end, offer_id=offer.id, order_id=order.id))
     audit.record(session, "order.placed", actor=principal.actor,
@@ -432,6 +436,7 @@ def _cancel_unpaid(session: Session, sub: Subscription, kind: str | None, reason
         order.cancelled_at = utcnow()
         if order.invoice is not None:
             order.invoice.status = "void"
+        budgets.on_order_cancelled(session, order)
         audit.record(session, "order.cancelled", organization_id=order.organization_id,
                      object_type="order", object_id=order.id,
                      data={"number": order.number, "reason": reason})

@@ -62,6 +62,9 @@ PERMISSIONS: dict[str, Rule] = {
     # Buying: orders, payments, subscriptions, demands. Finance staff pay what others ordered.
     "billing:read": Rule(ALL_MEMBER_ROLES, "billing:read"),
     "billing:write": Rule(frozenset({"owner", "member", "finance"}), "billing:write"),
+    # Budgets: set up and amended by the organization's owner or finance people; read with
+    # billing:read.
+    "budgets:manage": Rule(frozenset({"owner", "finance"}), "billing:write"),
     # Refunds and recorded bank receipts move the platform's money: its own finance people only.
     "payments:manage": Rule(frozenset({"owner", "finance"}), None,
                             frozenset({"platform", "exchange"})),

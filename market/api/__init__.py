@@ -1,6 +1,6 @@
 """The JSON API under ``/api/v1``: thin views over the services, described by OpenAPI 3."""
 
-from market.api import accounts, billing, catalog, docs  # noqa: F401  (registers their operations)
+from market.api import accounts, billing, budgets, catalog, docs  # noqa: F401  (registers their operations)
 from market.api import deals, metering, subscriptions  # noqa: F401
 from market.api import usage  # noqa: F401
 from market.api import budget_reports  # noqa: F401

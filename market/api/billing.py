@@ -50,7 +50,9 @@ def checkout(principal: Principal, body: dict):
     items = [orders.CartItem(**item) for item in body["items"]]
     order = orders.place_mall_order(db_session(), principal, items,
                                     payment_method=body["payment_method"],
-                                    buyer_tax_status=body["buyer_tax_status"], note=body["note"])
+                                    buyer_tax_status=body["buyer_tax_status"], note=body["note"],
+                                    budget_line_id=body["budget_line_id"],
+                                    purchase_order_number=body["purchase_order_number"])
     return Created(order, url_for("api.get_order", order_id=order.id))
 
 
@@ -63,7 +65,9 @@ def buy_token_pack(principal: Principal, body: dict):
     order = orders.place_token_pack_order(
         db_session(), principal, millions=body["millions"], dataset_id=body["dataset_id"],
         payment_method=body["payment_method"],
-        platform_price_per_million=_settings().token_pack_price_per_million)
+        platform_price_per_million=_settings().token_pack_price_per_million,
+        budget_line_id=body["budget_line_id"],
+        purchase_order_number=body["purchase_order_number"])
     return Created(order, url_for("api.get_order", order_id=order.id))
 
 

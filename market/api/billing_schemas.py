@@ -42,6 +42,13 @@ class CheckoutSchema(Schema):
     buyer_tax_status = fields.String(load_default="standard",
                                      validate=validate.OneOf(["standard", "exempt"]))
     note = fields.String(load_default="", validate=validate.Length(max=500))
+    budget_line_id = fields.Integer(
+        load_default=None, allow_none=True,
+        metadata={"description": "The budget line the order is charged to; required when the "
+                                 "organization has a budget for this year and currency."})
+    purchase_order_number = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(max=64),
+        metadata={"description": "Required when the budget says so."})
 
 
 class TokenPackSchema(Schema):
@@ -50,6 +57,9 @@ class TokenPackSchema(Schema):
     dataset_id = fields.Integer(load_default=None, allow_none=True,
                                 metadata={"description": "None: tokens for any dataset."})
     payment_method = fields.String(required=True, validate=validate.OneOf(PAYMENT_METHODS))
+    budget_line_id = fields.Integer(load_default=None, allow_none=True)
+    purchase_order_number = fields.String(load_default=None, allow_none=True,
+                                          validate=validate.Length(max=64))
 
 
 class PaySchema(Schema):
@@ -120,6 +130,11 @@ class OrderSchema(Schema):
     paid = MoneyField("paid_minor")
     refunded = MoneyField("refunded_minor")
     payment_method = fields.String()
+    budget_line_id = fields.Integer(allow_none=True)
+    purchase_order_number = fields.String(allow_none=True)
+    warnings = fields.List(fields.String(), attribute="budget_warnings", metadata={
+        "description": "What the budget says of this order as placed (a warn-mode line "
+                       "passed); present only in the response that places it."})
     created_at = fields.AwareDateTime()
     paid_at = fields.AwareDateTime(allow_none=True)
     lines = fields.List(fields.Nested(OrderLineSchema))

@@ -1,0 +1,83 @@
+"""API: budgets (数据采买纳入预算编制) — budgets and their lines, amendments, and the records
+that purchases leave on a line (the drill-down behind every figure)."""
+
+from __future__ import annotations
+
+from flask import url_for
+
+from billing import budgets
+from market.accounts.authz import Principal
+from market.api.blueprint import api
+from market.api.budget_schemas import (
+    AmendmentCreateSchema, AmendmentResultSchema, BudgetCreateSchema, BudgetLineCreateSchema,
+    BudgetLineSchema, LineRecordSchema, BudgetSchema, LineRecordQuerySchema,
+)
+from market.api.endpoint import Created
+from market.web import db_session
+from pricing.money import Money
+
+BUDGETS = ["Budgets"]
+
+
+@api.operation("/budgets", "POST", summary="Set up a budget for a fiscal year",
+               permission="budgets:manage", body=BudgetCreateSchema, response=BudgetSchema,
+               status=201, tags=BUDGETS, errors=(409, 422))
+def create_budget(principal: Principal, body: dict):
+    """One per organization, fiscal year and currency; the currency must be one the
+    organization buys in."""
+    budget = budgets.create_budget(db_session(), principal, **body)
+    return Created(budget, url_for("api.get_budget", budget_id=budget.id))
+
+
+@api.operation("/budgets", "GET", summary="The organization's budgets",
+               permission="billing:read", response=BudgetSchema, many=True, tags=BUDGETS)
+def list_budgets(principal: Principal):
+    return budgets.list_budgets(db_session(), principal)
+
+
+@api.operation("/budgets/<int:budget_id>", "GET", summary="A budget with its lines",
+               permission="billing:read", response=BudgetSchema, tags=BUDGETS, errors=(404,))
+def get_budget(principal: Principal, budget_id: int):
+    return budgets.get_budget(db_session(), principal, budget_id)
+
+
+@api.operation("/budgets/<int:budget_id>/lines", "POST", summary="Add a line to a budget",
+               permission="budgets:manage", body=BudgetLineCreateSchema,
+               response=BudgetLineSchema, status=201, tags=BUDGETS, errors=(404, 409, 422))
+def add_budget_line(principal: Principal, budget_id: int, body: dict):
+    session = db_session()
+    budget = budgets.get_budget(session, principal, budget_id)
+    approved = body.pop("approved")
+    line = budgets.add_line(session, principal, budget,
+                            approved=Money(approved["amount"], approved["currency"]), **body)
+    return Created(line, url_for("api.get_budget", budget_id=budget.id))
+
+
+@api.operation("/budget-lines/<int:budget_line_id>/amendments", "POST",
+               summary="Increase, decrease or transfer a line's approved amount",
+               permission="budgets:manage", body=AmendmentCreateSchema,
+               response=AmendmentResultSchema, status=201, tags=BUDGETS,
+               errors=(404, 422))
+def amend_budget_line(principal: Principal, budget_line_id: int, body: dict):
+    """A decrease or transfer never takes a line below what it has committed and spent
+    (422 naming the shortfall). The line's approved amount is always its original amount plus
+    its amendments."""
+    session = db_session()
+    line = budgets.get_line(session, principal, budget_line_id)
+    to_line = (budgets.get_line(session, principal, body["to_line_id"], field="to_line_id")
+               if body["to_line_id"] is not None else None)
+    amount = Money(body["amount"]["amount"], body["amount"]["currency"])
+    made = budgets.amend(session, principal, line, kind=body["kind"], amount=amount,
+                         reason=body["reason"], to_line=to_line)
+    return Created({"line": line, "to_line": to_line, "amendments": made},
+                   url_for("api.budget_line_records", budget_line_id=line.id))
+
+
+@api.operation("/budget-lines/<int:budget_line_id>/records", "GET",
+               summary="The records behind a budget line's figures",
+               permission="billing:read", query=LineRecordQuerySchema,
+               response=LineRecordSchema, many=True, tags=BUDGETS, errors=(404,))
+def budget_line_records(principal: Principal, budget_line_id: int, query: dict):
+    """Commitments, releases, expenditure and refunds, newest first; filter by kind, month
+    (YYYY-MM), dataset, supplier or sector."""
+    return budgets.line_records(db_session(), principal, budget_line_id, **query)
