@@ -39,11 +39,19 @@ class CartItemForm(FlaskForm):
 class CheckoutForm(FlaskForm):
     payment_method = RadioField(_l("How you will pay"), default="bank_transfer",
                                 validators=[DataRequired()])
+    # The service decides whether a line is required (the organization has a budget for the
+    # year and currency) and whether the budget asks for a purchase-order number.
+    budget_line_id = SelectField(_l("Budget line"), coerce=_optional_int,
+                                 validate_choice=False)
+    purchase_order_number = StringField(_l("Purchase-order number"),
+                                        validators=[Optional(), Length(max=64)])
     note = TextAreaField(_l("Note for the order (optional)"), validators=[Length(max=500)])
 
-    def __init__(self, *args, card_enabled: bool = False, **kwargs):
+    def __init__(self, *args, card_enabled: bool = False, budget_lines=(), **kwargs):
         super().__init__(*args, **kwargs)
         self.payment_method.choices = _payment_method_choices(card_enabled)
+        self.budget_line_id.choices = [SelectChoice("", _l("No budget line"))] + [
+            SelectChoice(str(line_id), label) for line_id, label in budget_lines]
 
 
 class TokenPackForm(FlaskForm):

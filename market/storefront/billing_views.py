@@ -18,7 +18,7 @@ from flask_babel import get_locale
 from flask_babel import gettext as _
 from sqlalchemy import select
 
-from billing import certificates, entitlements, orders, payments, refunds
+from billing import budgets, certificates, entitlements, orders, payments, refunds
 from billing.models import Certificate, Order, OrderLine
 from market.accounts.authz import Principal
 from market.accounts.models import Organization
@@ -112,19 +112,34 @@ def _cart_lines(items: list[dict]) -> tuple[list[dict], list[Money]]:
     return lines, list(totals.values())
 
 
-def _render_cart(checkout_form: CheckoutForm | None = None, status: int = 200):
+def _budget_lines(principal: Principal) -> list[tuple[int, str]]:
+    """This year's budget lines of the buyer, as checkout choices with what each has left."""
+    choices = []
+    for line in budgets.checkout_lines(db_session(), principal.organization_id):
+        left = _money(line.remaining_minor, line.budget.currency)
+        choices.append((line.id, _("%(code)s — %(name)s (%(left)s left)", code=line.code,
+                                   name=line.name, left=left)))
+    return choices
+
+
+def _checkout_form(principal: Principal, **kwargs) -> CheckoutForm:
+    return CheckoutForm(card_enabled=_gateway() is not None,
+                        budget_lines=_budget_lines(principal), **kwargs)
+
+
+def _render_cart(principal: Principal, checkout_form: CheckoutForm | None = None,
+                 status: int = 200):
     lines, totals = _cart_lines(_cart())
     return render_template(
         "billing/cart.html", lines=lines, totals=totals,
-        checkout_form=checkout_form or CheckoutForm(formdata=None,
-                                                    card_enabled=_gateway() is not None),
+        checkout_form=checkout_form or _checkout_form(principal, formdata=None),
         card_enabled=_gateway() is not None), status
 
 
 @storefront.get("/cart")
 @signed_in("billing:read")
 def cart(principal: Principal):
-    return _render_cart()
+    return _render_cart(principal)
 
 
 @storefront.post("/cart")
@@ -184,21 +199,24 @@ def remove_from_cart(principal: Principal, offer_id: int):
 @storefront.post("/cart/checkout")
 @signed_in("billing:write")
 def checkout(principal: Principal):
-    form = CheckoutForm(card_enabled=_gateway() is not None)
+    form = _checkout_form(principal)
     if form.validate_on_submit():
         items = [orders.CartItem(offer_id=i["offer_id"], quantity=i["quantity"])
                  for i in _cart()]
         try:
-            order = orders.place_mall_order(db_session(), principal, items,
-                                            payment_method=form.payment_method.data,
-                                            note=form.note.data or "")
+            order = orders.place_mall_order(
+                db_session(), principal, items, payment_method=form.payment_method.data,
+                note=form.note.data or "", budget_line_id=form.budget_line_id.data,
+                purchase_order_number=form.purchase_order_number.data)
         except (InvalidInput, Conflict, NotFound) as exc:
             _form_error(form, exc)
         else:
             _save_cart([])
             flash(_("Order %(number)s placed.", number=order.number), "success")
+            for warning in order.budget_warnings:
+                flash(warning, "warning")
             return redirect(url_for("storefront.order_page", order_id=order.id))
-    return _render_cart(form, 422)
+    return _render_cart(principal, form, 422)
 
 
 # Orders -----------------------------------------------------------------------------------------

@@ -417,3 +417,41 @@ def test_the_budgets_api(app, session, passwords, shop, sign_in_as):
     assert member.get(f"/api/v1/budgets/{budget_id}").status_code == 200
     assert member.post("/api/v1/budgets", headers={"X-CSRFToken": csrf_token(member)}, json={
         "fiscal_year": YEAR + 1, "currency": "CNY", "name": "x"}).status_code == 403
+
+
+# The cart's checkout form -----------------------------------------------------------------------
+
+def test_the_cart_charges_a_budget_line_with_a_po_number(app, session, passwords, shop,
+                                                         sign_in_as):
+    org = make_org(session, "buyer", name="Harbour Bureau")
+    owner = shopping.principal_of(make_user(session, passwords, org, "owner"), org)
+    _, line = _budget(session, owner, approved="1200.00", require_purchase_order=True)
+    session.commit()
+    client = sign_in_as(org, "member")
+
+    def post(path, data):
+        return client.post(path, data={**data, "csrf_token": csrf_token(client, "/cart")})
+
+    assert post("/cart", {"offer_id": shop["package"].id, "quantity": 1}).status_code == 302
+    page = client.get("/cart").get_data(as_text=True)
+    assert f"{YEAR}-DATA-01 — Industry datasets (CNY 1,200.00 left)" in page
+    missing = post("/cart/checkout", {"payment_method": "bank_transfer",
+                                      "budget_line_id": str(line.id)})
+    assert missing.status_code == 422
+    assert "requires a purchase-order number" in missing.get_data(as_text=True)
+    short = post("/cart/checkout", {"payment_method": "bank_transfer",
+                                    "budget_line_id": str(line.id),
+                                    "purchase_order_number": "PO-9"})
+    assert short.status_code == 422
+    assert "short by CNY 9,188.00" in short.get_data(as_text=True)
+
+    budgets.amend(session, owner, _fresh(session, line), kind="increase",
+                  amount=cny("9188.00"), reason="The harbour survey")
+    session.commit()
+    placed = post("/cart/checkout", {"payment_method": "bank_transfer",
+                                     "budget_line_id": str(line.id),
+                                     "purchase_order_number": "PO-9"})
+    assert placed.status_code == 302, placed.get_data(as_text=True)
+    order = session.scalar(select(Order).where(Order.organization_id == org.id))
+    assert (order.budget_line_id, order.purchase_order_number) == (line.id, "PO-9")
+    assert _fresh(session, line).remaining_minor == 0
