@@ -175,7 +175,9 @@ def budget_report(session: Session, budget: Budget, by: str = "line", *,
     if by not in GROUPINGS:
         raise ValueError(f"unknown grouping {by!r}")
     rows = _LOADERS[by](session, budget)
-    lines = rows if by == "line" else _line_rows(session, budget)
+    # Other groupings need the lines only for the totals: approved, and what the API line holds
+    # unrecorded, so only that line's records are summed again (not the whole budget's).
+    lines = rows if by == "line" else _line_rows(session, budget, api_only=True)
     # By line the committed figures include API calls not yet posted (no record shows them);
     # by any other dimension only what records show, so the totals say how much that is.
     unrecorded = sum(line.unrecorded_committed_minor for line in lines)
@@ -183,7 +185,9 @@ def budget_report(session: Session, budget: Budget, by: str = "line", *,
                        committed_minor=sum(row.committed_minor for row in rows),
                        spent_minor=sum(row.spent_minor for row in rows),
                        records=sum(row.records for row in rows),
-                       approved_minor=sum(line.approved_minor or 0 for line in lines),
+                       approved_minor=int(session.scalar(
+                           select(func.coalesce(func.sum(BudgetLine.approved_minor), 0))
+                           .where(BudgetLine.budget_id == budget.id))),
                        unrecorded_committed_minor=unrecorded)
     organization = session.get(Organization, budget.organization_id)
     return BudgetReport(budget_id=budget.id, budget_name=budget.name,
@@ -204,11 +208,14 @@ def _sums(column) -> Any:
             .group_by(column))
 
 
-def _line_rows(session: Session, budget: Budget) -> list[ReportRow]:
-    sums = _sums(BudgetRecord.line_id).where(_of_budget(budget)).subquery()
+def _line_rows(session: Session, budget: Budget, *, api_only: bool = False) -> list[ReportRow]:
+    lines = select(BudgetLine.id).where(BudgetLine.budget_id == budget.id)
+    if api_only:
+        lines = lines.where(BudgetLine.default_for_api.is_(True))
+    sums = _sums(BudgetRecord.line_id).where(BudgetRecord.line_id.in_(lines)).subquery()
     query = (select(BudgetLine, sums.c.committed, sums.c.spent, sums.c.records)
              .outerjoin(sums, sums.c.key == BudgetLine.id)
-             .where(BudgetLine.budget_id == budget.id).order_by(BudgetLine.code))
+             .where(BudgetLine.id.in_(lines)).order_by(BudgetLine.code))
     rows = []
     for line, committed, spent, records in session.execute(query):
         committed, spent = int(committed or 0), int(spent or 0)
