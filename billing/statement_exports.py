@@ -1,6 +1,7 @@
 """A settlement statement as files for the participant's accountants: CSV, XLSX and PDF.
 
-Pure functions of a statement and the parties it names; they read no database and no request.
+Pure functions of a statement and the parties it names; they read no database and no request
+(``parties_of`` alone loads those parties, for the views).
 Amounts come from the statement's integer minor units through ``Money``, so they are exact
 decimals everywhere: decimal strings in CSV, numeric cells with the currency's decimal places
 in XLSX (openpyxl writes a ``Decimal`` as its exact digits), text in the PDF. Every heading is
@@ -26,7 +27,12 @@ from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfbase.cidfonts import UnicodeCIDFont
 from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
 from billing.models.statements import SettlementStatement
+from market.accounts.models import Organization, OrganizationRole
+from market.catalog.models import Dataset
 from pricing.money import Money, minor_units
 
 CSV_MEDIA_TYPE = "text/csv"
@@ -97,6 +103,35 @@ class StatementParties:
     exchange: Party | None
     platform: Party
     dataset_titles: Mapping[int, str] = field(default_factory=dict)
+
+
+# Named on statements when no organization holds the platform role (a fresh installation).
+DEFAULT_PLATFORM = "Data Marketplace"
+
+
+def _party(organization: Organization | None) -> Party | None:
+    if organization is None:
+        return None
+    return Party(organization.name, organization.registration_number)
+
+
+def parties_of(session: Session, statement: SettlementStatement, *,
+               zh: bool = False) -> StatementParties:
+    """The participant, its exchange, the platform (the organization holding the platform
+    role) and the titles of the datasets on the lines, in Chinese or English."""
+    platform = session.scalar(
+        select(Organization).join(OrganizationRole)
+        .where(OrganizationRole.role == "platform").order_by(Organization.id).limit(1))
+    ids = {line.dataset_id for line in statement.lines if line.dataset_id is not None}
+    titles = {d.id: (d.title_zh if zh else d.title_en) for d in session.scalars(
+        select(Dataset).where(Dataset.id.in_(ids)))} if ids else {}
+    exchange = (session.get(Organization, statement.exchange_id)
+                if statement.exchange_id is not None else None)
+    return StatementParties(
+        participant=_party(session.get(Organization, statement.organization_id)),
+        exchange=_party(exchange),
+        platform=_party(platform) or Party(DEFAULT_PLATFORM),
+        dataset_titles=titles)
 
 
 def bilingual(key: str) -> str:

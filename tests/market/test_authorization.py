@@ -22,6 +22,7 @@ from market.catalog import importer, listings, offers
 from market.catalog import services as catalog
 from billing import deals, orders, payments
 from billing.context import BillingSettings
+from billing.models.statements import SettlementStatement
 from billing.models import Budget, BudgetLine, Payment, Subscription
 from pricing.money import Money, UnitPrice
 from pricing.rating import LineItem
@@ -32,7 +33,8 @@ from tests.fixtures import csrf_token
 @dataclass(frozen=True)
 class Case:
     # public | object | collection | create | disabled (a card endpoint: 409 while no card
-    # processor is configured, as in the embedded default the suite runs)
+    # processor is configured, as in the embedded default the suite runs) | platform (the
+    # platform's staff only: 403 even for an exchange holding the permission)
     kind: str
     body: dict | None = None
     upload: bytes | None = None  # a raw JSONL body instead of JSON
@@ -161,6 +163,21 @@ MATRIX: dict[tuple[str, str], Case] = {
         "kind": "decrease", "amount": {"amount": "1.00", "currency": "CNY"},
         "reason": "hijack"}),
     ("GET", "/budget-lines/<int:budget_line_id>/records"): Case("object"),
+    # Settlement statements: the victim's statement, reviewed by its own exchange.
+    ("POST", "/statements/close"): Case("platform", {"period": "2020-01"}),
+    ("GET", "/statements"): Case("collection"),
+    ("GET", "/statements/<int:statement_id>"): Case("object"),
+    ("POST", "/statements/<int:statement_id>/issue"): Case("object"),
+    ("POST", "/statements/<int:statement_id>/review"): Case("object"),
+    ("POST", "/statements/<int:statement_id>/approve"): Case("object"),
+    ("POST", "/statements/<int:statement_id>/dispute"): Case("object", {"reason": "x"}),
+    ("POST", "/statements/<int:statement_id>/resolve"): Case("object", {
+        "amount": {"amount": "1.00", "currency": "CNY"}, "reason": "x"}),
+    ("POST", "/statements/<int:statement_id>/pay"): Case("object", {"bank_reference": "X-1"}),
+    ("GET", "/statements/<int:statement_id>/export.csv"): Case("object"),
+    ("GET", "/statements/<int:statement_id>/export.xlsx"): Case("object"),
+    ("GET", "/statements/<int:statement_id>/export.pdf"): Case("object"),
+    ("GET", "/reconciliation"): Case("platform"),
 }
 
 OPERATIONS = {(op.method, op.rule): op for op in api.operations}
@@ -234,6 +251,15 @@ def victim(session, passwords):
                                 current_period_start=today,
                                 current_period_end=today + dt.timedelta(days=30))
     session.add(subscription)
+    last_month = today.replace(day=1) - dt.timedelta(days=1)
+    statement = SettlementStatement(
+        number=f"ST-VICTIM-{org.id}", organization_id=org.id, exchange_id=exchange.id,
+        currency="CNY", period=f"{last_month:%Y-%m}", period_start=last_month.replace(day=1),
+        period_end=today.replace(day=1),
+        cutoff=dt.datetime.combine(today.replace(day=1), dt.time(), tzinfo=dt.timezone.utc),
+        status="issued", opening_minor=0, activity_minor=9_900, closing_minor=9_900,
+        totals={"sale": "99.00"}, content_hash="0" * 64, review_due_on=today)
+    session.add(statement)
     budget = Budget(organization_id=org.id, fiscal_year=today.year, currency="CNY",
                     name="Victim budget")
     session.add(budget)
@@ -246,7 +272,7 @@ def victim(session, passwords):
     return {"budget": budget, "budget_line": budget_line, "org": org, "email": person.email, "key": key, "dataset": dataset,
             "listing": listing, "exchange": exchange, "offer": offer, "order": order,
             "invoice": invoice, "payment": payment,
-            "deal": deal, "subscription": subscription, "plan": plan}
+            "deal": deal, "subscription": subscription, "plan": plan, "statement": statement}
 
 
 @pytest.fixture()
@@ -290,6 +316,7 @@ def test_foreign_and_anonymous_callers(app, sign_in_as, session, victim, foreign
            "<int:demand_id>": victim["deal"].demand_id, "<int:quote_id>": victim["deal"].quote_id,
            "<int:deal_id>": victim["deal"].id,
            "<int:subscription_id>": victim["subscription"].id,
+           "<int:statement_id>": victim["statement"].id,
            "<int:budget_id>": victim["budget"].id,
            "<int:budget_line_id>": victim["budget_line"].id}
     path = "/api/v1" + rule
@@ -319,6 +346,9 @@ def test_foreign_and_anonymous_callers(app, sign_in_as, session, victim, foreign
     if not principal.can(op.permission):
         assert status == 403, text
         return
+    if case.kind == "platform":
+        assert status == 403 and "platform" in text, text
+        return
     if case.kind == "disabled":
         assert status == 409 and "bank transfer" in text, text
         return
@@ -343,6 +373,8 @@ def test_foreign_and_anonymous_callers(app, sign_in_as, session, victim, foreign
         assert not victim["subscription"].cancel_at_period_end
         session.refresh(victim["deal"])
         assert victim["deal"].status == "in_progress" and victim["deal"].quote.status == "accepted"
+        session.refresh(victim["statement"])
+        assert victim["statement"].status == "issued" and victim["statement"].paid_at is None
         session.refresh(victim["budget_line"])
         assert victim["budget_line"].approved_minor == 10_000
         session.refresh(victim["budget"])

@@ -1,0 +1,252 @@
+"""API: settlement statements — closing a period, the maker-checker review, disputes and their
+resolution, payment, the statement as CSV, XLSX or PDF, and the period's reconciliation.
+
+Exchange and platform staff manage statements (``statements:manage``); a participant reads its
+own (``billing:read``). Which statements a principal may see, and which step it may take, is
+decided by ``billing.statements``; these views only translate.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from flask import Response
+from marshmallow import Schema, fields, validate
+
+from billing import statement_exports as exports
+from billing import statements
+from market.accounts.authz import Principal
+from market.api.billing_schemas import MoneyField, MoneyInputSchema
+from market.api.blueprint import api
+from market.errors import Forbidden
+from market.web import db_session
+from pricing.money import Money
+
+STATEMENTS = ["Statements"]
+PERIOD = validate.Regexp(r"^\d{4}-(0[1-9]|1[0-2])$", error="Give the period as YYYY-MM.")
+
+
+# Schemas (the use cases of this module only) ------------------------------------------------
+
+class StatementLineSchema(Schema):
+    position = fields.Integer()
+    kind = fields.String(metadata={"description": "sale, subscription, custom, usage, "
+                                                  "royalty, refund, adjustment, payout, other"})
+    occurred_on = fields.Date()
+    ledger_transaction_id = fields.Integer()
+    order_number = fields.String(allow_none=True)
+    dataset_id = fields.Integer(allow_none=True)
+    description = fields.String()
+    gross = fields.Method("_gross", metadata={"description": "What the share was taken from "
+                                                             "(the payment or the usage)."})
+    amount = fields.Method("_amount", metadata={"description": "Owed to the participant: "
+                                                               "positive."})
+
+    # A line's minor units are in its statement's currency.
+    def _gross(self, line):
+        if line.gross_minor is None:
+            return None
+        return Money.from_minor(line.gross_minor, line.statement.currency).to_dict()
+
+    def _amount(self, line):
+        return Money.from_minor(line.amount_minor, line.statement.currency).to_dict()
+
+
+class StatementSchema(Schema):
+    id = fields.Integer()
+    number = fields.String()
+    organization_id = fields.Integer()
+    exchange_id = fields.Integer(allow_none=True)
+    period = fields.String(metadata={"example": "2026-01"})
+    period_start = fields.Date()
+    period_end = fields.Date(metadata={"description": "Exclusive."})
+    cutoff = fields.AwareDateTime()
+    status = fields.String(metadata={"description": "draft, issued, under_review, approved, "
+                                                    "disputed, paid"})
+    opening = MoneyField("opening_minor")
+    activity = MoneyField("activity_minor")
+    closing = MoneyField("closing_minor", metadata={"description": "What is owed after it."})
+    totals = fields.Dict(keys=fields.String(), values=fields.String(),
+                         metadata={"description": "Sums by kind of line, decimal strings."})
+    content_hash = fields.String(metadata={"description": "SHA-256 of the statement's "
+                                                          "content, frozen once approved."})
+    generated_at = fields.AwareDateTime()
+    review_due_on = fields.Date(allow_none=True)
+    issued_at = fields.AwareDateTime(allow_none=True)
+    submitted_at = fields.AwareDateTime(allow_none=True)
+    approved_by_id = fields.Integer(allow_none=True)
+    approved_at = fields.AwareDateTime(allow_none=True)
+    disputed_at = fields.AwareDateTime(allow_none=True)
+    dispute_reason = fields.String(allow_none=True)
+    paid_at = fields.AwareDateTime(allow_none=True)
+    payout_method = fields.String(allow_none=True)
+    payout_reference = fields.String(allow_none=True)
+
+
+class StatementDetailSchema(StatementSchema):
+    lines = fields.List(fields.Nested(StatementLineSchema))
+
+
+class ClosePeriodSchema(Schema):
+    period = fields.String(required=True, validate=PERIOD, metadata={"example": "2026-01"})
+
+
+class StatementQuerySchema(Schema):
+    period = fields.String(load_default=None, validate=PERIOD)
+
+
+class ReconciliationQuerySchema(Schema):
+    period = fields.String(load_default=None, validate=PERIOD,
+                           metadata={"description": "Default: last month."})
+
+
+class StatementDisputeSchema(Schema):
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=2000))
+
+
+class StatementResolveSchema(Schema):
+    amount = fields.Nested(MoneyInputSchema, required=True, metadata={
+        "description": "The correction, posted as an adjustment in a later period: positive "
+                       "when more is owed to the participant."})
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=2000))
+
+
+class PayStatementSchema(Schema):
+    bank_reference = fields.String(required=True, validate=validate.Length(min=1, max=100))
+
+
+# Views ------------------------------------------------------------------------------------------
+
+@api.operation("/statements/close", "POST", summary="Close a period: a statement per "
+               "participant", permission="statements:manage", body=ClosePeriodSchema,
+               response=StatementSchema, many=True, status=201, tags=STATEMENTS,
+               errors=(409, 422))
+def close_statement_period(principal: Principal, body: dict):
+    """Computes each participant's statement for the month from the ledger up to the period's
+    end, as drafts; closing a period again returns the statements it already has."""
+    return statements.close_period(db_session(), body["period"], actor=principal)
+
+
+@api.operation("/statements", "GET", summary="Statements: the review queue, or the "
+               "organization's own", permission="billing:read", query=StatementQuerySchema,
+               response=StatementSchema, many=True, tags=STATEMENTS)
+def list_statements(principal: Principal, query: dict):
+    """Exchange and platform staff see the statements they review; a participant its own."""
+    return statements.list_statements(db_session(), principal, period=query["period"])
+
+
+@api.operation("/statements/<int:statement_id>", "GET", summary="A statement with its lines",
+               permission="billing:read", response=StatementDetailSchema, tags=STATEMENTS,
+               errors=(404,))
+def get_statement(principal: Principal, statement_id: int):
+    return statements.get_statement(db_session(), principal, statement_id)
+
+
+def _step(step, principal: Principal, statement_id: int, *args, **kwargs):
+    """Take one step of the statement's review; answer with the statement as it now is."""
+    session = db_session()
+    statement = statements.get_statement(session, principal, statement_id)
+    step(session, principal, statement, *args, **kwargs)
+    return statement
+
+
+@api.operation("/statements/<int:statement_id>/issue", "POST", summary="Issue a draft "
+               "statement to its participant", permission="statements:manage",
+               response=StatementSchema, tags=STATEMENTS, errors=(404, 409))
+def issue_statement(principal: Principal, statement_id: int):
+    return _step(statements.issue, principal, statement_id)
+
+
+@api.operation("/statements/<int:statement_id>/review", "POST", summary="Submit a statement "
+               "for approval", permission="statements:manage", response=StatementSchema,
+               tags=STATEMENTS, errors=(404, 409))
+def review_statement(principal: Principal, statement_id: int):
+    """The person who submits it (the maker) cannot approve it."""
+    return _step(statements.start_review, principal, statement_id)
+
+
+@api.operation("/statements/<int:statement_id>/approve", "POST", summary="Approve a "
+               "statement (checker)", permission="statements:manage",
+               response=StatementSchema, tags=STATEMENTS, errors=(403, 404, 409))
+def approve_statement(principal: Principal, statement_id: int):
+    """Maker-checker: 403 for the person who generated or submitted it. Approval freezes the
+    content hash."""
+    return _step(statements.approve, principal, statement_id)
+
+
+@api.operation("/statements/<int:statement_id>/dispute", "POST", summary="Dispute a "
+               "statement", permission="billing:read", body=StatementDisputeSchema,
+               response=StatementSchema, tags=STATEMENTS, errors=(403, 404, 409))
+def dispute_statement(principal: Principal, statement_id: int, body: dict):
+    return _step(statements.dispute, principal, statement_id, body["reason"])
+
+
+@api.operation("/statements/<int:statement_id>/resolve", "POST", summary="Resolve a "
+               "dispute with an adjustment", permission="statements:manage", body=StatementResolveSchema,
+               response=StatementSchema, tags=STATEMENTS, errors=(404, 409, 422))
+def resolve_statement_dispute(principal: Principal, statement_id: int, body: dict):
+    """The correction is posted to the ledger and appears on the next period's statement;
+    this one is never edited."""
+    amount = Money(body["amount"]["amount"], body["amount"]["currency"])
+    return _step(statements.resolve_dispute, principal, statement_id, amount, body["reason"])
+
+
+@api.operation("/statements/<int:statement_id>/pay", "POST", summary="Record an approved "
+               "statement as paid", permission="statements:manage", body=PayStatementSchema,
+               response=StatementSchema, tags=STATEMENTS, errors=(404, 409, 422))
+def pay_statement(principal: Principal, statement_id: int, body: dict):
+    return _step(statements.pay, principal, statement_id, bank_reference=body["bank_reference"])
+
+
+def _export(principal: Principal, statement_id: int, extension: str) -> Response:
+    session = db_session()
+    statement = statements.get_statement(session, principal, statement_id)
+    render = {"csv": exports.statement_csv, "xlsx": exports.statement_xlsx,
+              "pdf": exports.statement_pdf}[extension]
+    body = render(statement, exports.parties_of(session, statement))
+    response = Response(body, mimetype=exports.MEDIA_TYPES[extension])
+    response.headers["Content-Disposition"] = (
+        f'attachment; filename="{exports.filename(statement, extension)}"')
+    response.headers["X-Content-Hash"] = statement.content_hash
+    return response
+
+
+@api.operation("/statements/<int:statement_id>/export.csv", "GET", summary="A statement as "
+               "CSV", permission="billing:read", tags=STATEMENTS, errors=(404,),
+               raw_response=exports.CSV_MEDIA_TYPE)
+def export_statement_csv(principal: Principal, statement_id: int):
+    """UTF-8 with a byte-order mark; amounts are decimal strings."""
+    return _export(principal, statement_id, "csv")
+
+
+@api.operation("/statements/<int:statement_id>/export.xlsx", "GET", summary="A statement as "
+               "an Excel workbook", permission="billing:read", tags=STATEMENTS, errors=(404,),
+               raw_response=exports.XLSX_MEDIA_TYPE)
+def export_statement_xlsx(principal: Principal, statement_id: int):
+    return _export(principal, statement_id, "xlsx")
+
+
+@api.operation("/statements/<int:statement_id>/export.pdf", "GET", summary="A statement as "
+               "PDF", permission="billing:read", tags=STATEMENTS, errors=(404,),
+               raw_response=exports.PDF_MEDIA_TYPE)
+def export_statement_pdf(principal: Principal, statement_id: int):
+    """Bilingual (中文 / English), with the parties and the content hash printed."""
+    return _export(principal, statement_id, "pdf")
+
+
+@api.operation("/reconciliation", "GET", summary="A period's money: collected, owed, paid "
+               "out, and the difference", permission="statements:manage",
+               query=ReconciliationQuerySchema, tags=STATEMENTS, errors=(403, 422))
+def statement_reconciliation(principal: Principal, query: dict):
+    """Per currency, in minor units, from the ledger over the period's window; ``difference``
+    is zero when every movement of money is accounted for. The platform's staff only, since
+    it covers every participant (an exchange: 403)."""
+    if "platform" not in principal.org_roles:
+        raise Forbidden("The reconciliation covers the whole platform: its staff only.")
+    period = query["period"] or _last_month()
+    return statements.reconciliation(db_session(), period)
+
+
+def _last_month() -> str:
+    first = dt.date.today().replace(day=1)
+    return (first - dt.timedelta(days=1)).strftime("%Y-%m")
