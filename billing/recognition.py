@@ -10,7 +10,8 @@ paid by        debit (the buyer's side)                 credit
 =============  =======================================  ===================================
 postpaid       buyer_receivable: invoiced monthly        platform fee + each participant's
 wallet         buyer_prepaid: a platform-wide token      share of the day's amount, split
-               pack's credit, used up                   like a payment (``split_payment``)
+               pack's credit, used up (valued at the    like a payment (``split_payment``)
+               platform pack price, once per group)
 =============  =======================================  ===================================
 
 Tokens from a subscription's allowance or a dataset's own token pack carry no amount here:
@@ -31,11 +32,12 @@ from sqlalchemy.orm import Session
 
 from billing.context import BillingSettings
 from billing.ledger import Line, Purpose, get_account, post
-from billing.models import UsageEvent
+from billing.entitlements import wallet_scope
+from billing.models import TokenWallet, UsageEvent, WalletEntry
 from billing.split import PLATFORM, part_account, split_payment
 from market.catalog.models import SupplyChainRevision
 from market.db import Database
-from pricing.money import Money
+from pricing.money import Money, UnitPrice
 
 SOURCES = {"postpaid": Purpose.BUYER_RECEIVABLE, "wallet": Purpose.BUYER_PREPAID}
 
@@ -43,6 +45,28 @@ SOURCES = {"postpaid": Purpose.BUYER_RECEIVABLE, "wallet": Purpose.BUYER_PREPAID
 def _bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
     start = dt.datetime.combine(day, dt.time(), tzinfo=dt.timezone.utc)
     return start, start + dt.timedelta(days=1)
+
+
+def _platform_wallet_rows(session: Session, start: dt.datetime, end: dt.datetime,
+                          price: Money | None) -> list[tuple]:
+    """The day's tokens taken from platform-wide wallets, per group, valued at the platform
+    pack's price (rounded once per group): their money is the buyer's prepaid credit."""
+    if price is None:
+        return []
+    unit = UnitPrice.of(price)
+    rows = session.execute(
+        select(UsageEvent.organization_id, UsageEvent.dataset_id,
+               UsageEvent.supply_chain_revision_id, UsageEvent.kind,
+               func.sum(UsageEvent.tokens), func.count())
+        .join(WalletEntry, WalletEntry.reference == UsageEvent.request_id)
+        .join(TokenWallet, TokenWallet.id == WalletEntry.wallet_id)
+        .where(UsageEvent.recorded_at >= start, UsageEvent.recorded_at < end,
+               UsageEvent.paid_by == "wallet", TokenWallet.scope == wallet_scope(None))
+        .group_by(UsageEvent.organization_id, UsageEvent.dataset_id,
+                  UsageEvent.supply_chain_revision_id, UsageEvent.kind)).all()
+    return [(org, dataset_id, revision_id, price.currency, "wallet", kind,
+             unit.total(int(tokens), per=1_000_000).minor, tokens, calls)
+            for org, dataset_id, revision_id, kind, tokens, calls in rows]
 
 
 def recognize_day(session: Session, day: dt.date, settings: BillingSettings) -> dict[str, int]:
@@ -54,13 +78,17 @@ def recognize_day(session: Session, day: dt.date, settings: BillingSettings) -> 
                UsageEvent.kind, func.sum(UsageEvent.amount_minor), func.sum(UsageEvent.tokens),
                func.count())
         .where(UsageEvent.recorded_at >= start, UsageEvent.recorded_at < end,
-               UsageEvent.paid_by.in_(tuple(SOURCES)), UsageEvent.amount_minor > 0)
+               UsageEvent.paid_by == "postpaid", UsageEvent.amount_minor > 0)
         .group_by(UsageEvent.organization_id, UsageEvent.dataset_id,
                   UsageEvent.supply_chain_revision_id, UsageEvent.currency,
                   UsageEvent.paid_by, UsageEvent.kind)
         .order_by(UsageEvent.organization_id, UsageEvent.dataset_id)).all()
+    rows = list(rows) + _platform_wallet_rows(session, start, end,
+                                              settings.token_pack_price_per_million)
     counts: dict[str, int] = defaultdict(int)
     for org, dataset_id, revision_id, currency, paid_by, kind, amount, tokens, calls in rows:
+        if not amount:
+            continue
         gross = Money.from_minor(int(amount), currency)
         revision = session.get(SupplyChainRevision, revision_id) if revision_id else None
         if revision is not None:

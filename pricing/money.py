@@ -211,8 +211,15 @@ class Money:
             raise FloatNotAllowed("minor units must be an integer, not a float", field="amount")
         if isinstance(minor, bool) or not isinstance(minor, int):
             raise InvalidAmount("minor units must be an integer", field="amount")
-        places = minor_units(currency)
-        return cls(_scaled_decimal(minor, places), currency)
+        code = normalize_currency(currency)
+        if abs(minor) > MAX_MINOR:
+            raise InvalidAmount(f"{minor} minor units of {code} is too large", field="amount")
+        # Whole minor units need none of the constructor's checks: built directly, since
+        # this is how every stored amount is read back (hot in metering and statements).
+        money = object.__new__(cls)
+        object.__setattr__(money, "amount", _scaled_decimal(minor, CURRENCY_MINOR_UNITS[code]))
+        object.__setattr__(money, "currency", code)
+        return money
 
     @classmethod
     def zero(cls, currency: str) -> "Money":
@@ -244,7 +251,8 @@ class Money:
     @property
     def minor(self) -> int:
         """The amount in integer minor units (CNY 12.34 -> 1234)."""
-        return int(Fraction(self.amount) * 10 ** CURRENCY_MINOR_UNITS[self.currency])
+        # Exact: the amount has exactly the currency's places, so the shift is an integer.
+        return int(self.amount.scaleb(CURRENCY_MINOR_UNITS[self.currency]))
 
     @property
     def places(self) -> int:

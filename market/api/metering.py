@@ -142,9 +142,7 @@ def _metered(principal: Principal, dataset_id: int, number: int,
         try:
             charge = metering.charge_call(session, key=key, dataset=dataset, version=version,
                                           tokens=tokens, request_id=request_id,
-                                          request_hash=request_hash,
-                                          platform_token_price=current_app.extensions[
-                                              "market.billing"].token_pack_price_per_million)
+                                          request_hash=request_hash)
         except Exception:
             limiter.take_tokens(key.prefix, -tokens, tpm)  # nothing was charged: give them back
             raise

@@ -8,11 +8,12 @@ import datetime as dt
 import pytest
 from sqlalchemy import func, select
 
-from billing import ledger, recognition
+from billing import entitlements, ledger, recognition
 from billing.context import BillingSettings
 from billing.ledger import LedgerTransaction, Purpose
 from billing.models import UsageEvent
 from market.catalog.services import current_supply_chain
+from pricing.money import Money
 from tests.billing.shop import buyer, listed_dataset
 
 DAY = dt.date(2026, 10, 14)
@@ -24,14 +25,19 @@ def usage(session, passwords):
     org, _, _ = buyer(session, passwords)
     revision = current_supply_chain(session, shop["dataset"].id)
     at = dt.datetime.combine(DAY, dt.time(9), tzinfo=dt.timezone.utc)
-    for n, (paid_by, amount) in enumerate([("postpaid", 1_001), ("postpaid", 2_000),
-                                           ("wallet", 500), ("subscription", 0)]):
+    for n, (paid_by, amount, tokens) in enumerate([
+            ("postpaid", 1_001, 1_000), ("postpaid", 2_000, 2_000),
+            ("wallet", 0, 250_000),  # platform tokens: 250,000 at 20.00 a million = 5.00
+            ("subscription", 0, 4_000)]):
         session.add(UsageEvent(
             request_id=f"rec-{n}", organization_id=org.id, dataset_id=shop["dataset"].id,
-            version_id=shop["version"].id, kind="data", tokens=1_000 * (n + 1),
+            version_id=shop["version"].id, kind="data", tokens=tokens,
             unit_price="1", amount_minor=amount, currency="CNY", paid_by=paid_by,
             supply_chain_revision_id=revision.id, period="2026-10", occurred_at=at,
             recorded_at=at))
+    wallet = entitlements.get_wallet(session, org.id, "platform")
+    entitlements.change_wallet(session, wallet, 1_000_000, kind="grant", reference="rec-grant")
+    entitlements.change_wallet(session, wallet, -250_000, kind="debit", reference="rec-2")
     # An event recorded the next day belongs to that day, even if it happened on this one.
     session.add(UsageEvent(
         request_id="rec-late", organization_id=org.id, dataset_id=shop["dataset"].id,
@@ -48,7 +54,8 @@ def _balance(session, purpose, org=None):
 
 def test_a_day_is_shared_out_once(session, usage):
     shop, org = usage
-    settings = BillingSettings(platform_fee_bps=500)
+    settings = BillingSettings(platform_fee_bps=500,
+                               token_pack_price_per_million=Money("20.00", "CNY"))
     result = recognition.recognize_day(session, DAY, settings)
     assert result["groups"] == 2  # postpaid and wallet; the subscription's tokens carry no money
     assert _balance(session, Purpose.BUYER_RECEIVABLE, org.id) == 3_001
