@@ -28,7 +28,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Callable
 
-from sqlalchemy import select, text, update
+from sqlalchemy import insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -87,9 +87,9 @@ def period_of(moment: dt.datetime) -> str:
 # Access -----------------------------------------------------------------------------------------
 
 def callable_version(session: Session, organization_id: int, dataset_id: int,
-                     number: int) -> tuple[Dataset, DatasetVersion]:
-    """The version a metered call may read: of a listed dataset (or the caller's own), and
-    the organization must be entitled to call it (403 says why not)."""
+                     number: int) -> tuple[Dataset, DatasetVersion, bool]:
+    """The version a metered call may read — of a listed dataset (or the caller's own) that the
+    organization is entitled to call (403 says why not) — and whether a subscription may pay."""
     dataset = session.get(Dataset, dataset_id)
     listed = dataset is not None and dataset.listing is not None and \
         dataset.listing.status == ListingStatus.APPROVED.value
@@ -100,16 +100,15 @@ def callable_version(session: Session, organization_id: int, dataset_id: int,
         DatasetVersion.dataset_id == dataset_id, DatasetVersion.number == number))
     if version is None:
         raise NotFound("No such version.", field="version")
+    entitlement = active_entitlement(session, organization_id, dataset_id, kind="api",
+                                     version_id=version.id)
+    subscribed = entitlement is not None and entitlement.subscription_id is not None
     if own:
-        return dataset, version
-    if listed and dataset.listing.version_id != version.id and not active_entitlement(
-            session, organization_id, dataset_id, kind="api", version_id=version.id):
+        return dataset, version, subscribed
+    if dataset.listing.version_id != version.id and entitlement is None:
         raise Forbidden("Only the listed version is served to buyers.", field="version")
-    if active_entitlement(session, organization_id, dataset_id, kind="api",
-                          version_id=version.id) is not None:
-        return dataset, version
-    if _metered_card(dataset) is not None:
-        return dataset, version  # pay as you go: charged by the metered rate card
+    if entitlement is not None or _metered_card(dataset) is not None:
+        return dataset, version, subscribed  # entitled, or pay as you go by the rate card
     raise Forbidden("The organization is not entitled to this dataset's API: subscribe, buy a "
                     "package that includes API tokens, or ask for a metered offer.",
                     field="dataset")
@@ -185,8 +184,26 @@ def _take_subscription(session: Session, organization_id: int, dataset_id: int, 
 
 def _take_wallet(session: Session, organization_id: int, dataset_id: int, tokens: int,
                  request_id: str) -> int | None:
-    """Take the tokens from the dataset's wallet, else the platform's; the balance left."""
-    for scope in (wallet_scope(dataset_id), wallet_scope(None)):
+    """Take the tokens from the dataset's wallet, else the platform's; the balance left.
+
+    One statement picks the wallet and debits it; the balance is checked again in the
+    UPDATE's own condition, which PostgreSQL re-evaluates under the row lock, so racing calls
+    never overdraw. If that wallet was drained meanwhile, each wallet is tried in turn."""
+    scopes = (wallet_scope(dataset_id), wallet_scope(None))
+    pick = (select(TokenWallet.id)
+            .where(TokenWallet.organization_id == organization_id,
+                   TokenWallet.scope.in_(scopes), TokenWallet.balance_tokens >= tokens)
+            .order_by((TokenWallet.scope == scopes[1]).asc()).limit(1).scalar_subquery())
+    row = session.execute(
+        update(TokenWallet)
+        .where(TokenWallet.id == pick, TokenWallet.balance_tokens >= tokens)
+        .values(balance_tokens=TokenWallet.balance_tokens - tokens, updated_at=utcnow())
+        .returning(TokenWallet.id, TokenWallet.balance_tokens)
+        .execution_options(synchronize_session=False)).first()
+    if row is not None:
+        _log_debit(session, row, tokens, request_id, dataset_id)
+        return int(row.balance_tokens)
+    for scope in scopes:
         row = session.execute(
             update(TokenWallet)
             .where(TokenWallet.organization_id == organization_id, TokenWallet.scope == scope,
@@ -195,11 +212,16 @@ def _take_wallet(session: Session, organization_id: int, dataset_id: int, tokens
             .returning(TokenWallet.id, TokenWallet.balance_tokens)
             .execution_options(synchronize_session=False)).first()
         if row is not None:
-            session.add(WalletEntry(wallet_id=row.id, kind="debit", delta_tokens=-tokens,
-                                    balance_after=row.balance_tokens, reference=request_id,
-                                    note=f"dataset {dataset_id}"))
+            _log_debit(session, row, tokens, request_id, dataset_id)
             return int(row.balance_tokens)
     return None
+
+
+def _log_debit(session: Session, row, tokens: int, request_id: str, dataset_id: int) -> None:
+    # A plain INSERT, not an ORM object: this runs on every metered call.
+    session.execute(insert(WalletEntry).values(
+        wallet_id=row.id, kind="debit", delta_tokens=-tokens, balance_after=row.balance_tokens,
+        reference=request_id, note=f"dataset {dataset_id}", created_at=utcnow()))
 
 
 def card_rating(card) -> Callable[[int], int]:
@@ -261,11 +283,12 @@ def _take_credit(session: Session, organization_id: int, amount: Money) -> Credi
 
 def charge_call(session: Session, *, key: ApiKey, dataset: Dataset, version: DatasetVersion,
                 tokens: int, request_id: str, request_hash: str,
-                now: dt.datetime | None = None) -> Charge:
+                now: dt.datetime | None = None, subscribed: bool = True) -> Charge:
     """Charge one data call (see the module notes for the order and the guarantees).
 
     A retry under the same Idempotency-Key is found by the caller (``find_replay``) before it
     serves anything; the request id's unique constraint stops a racing duplicate.
+    ``subscribed``: whether a subscription entitles the call (False skips asking it to pay).
     """
     now = now or utcnow()
     period = period_of(now)
@@ -276,7 +299,7 @@ def charge_call(session: Session, *, key: ApiKey, dataset: Dataset, version: Dat
     amount, paid_by, remaining = Money.zero(currency), "free", None
     if tokens:
         remaining = _take_subscription(session, organization_id, dataset.id, tokens,
-                                       now.date())
+                                       now.date()) if subscribed else None
         if remaining is not None:
             paid_by = "subscription"
         else:
@@ -296,16 +319,16 @@ def charge_call(session: Session, *, key: ApiKey, dataset: Dataset, version: Dat
                     "with enough tokens, and no postpaid credit line. Buy a token pack or "
                     "subscribe.", field="tokens")
             paid_by = "postpaid"
-    event = UsageEvent(
+    # One plain INSERT ... RETURNING (the revision read by the INSERT itself): this runs on
+    # every metered call, so it skips the ORM's unit of work.
+    event_id = session.execute(insert(UsageEvent).values(
         request_id=request_id, request_hash=request_hash, organization_id=organization_id,
         api_key_id=key.id, dataset_id=dataset.id, version_id=version.id, kind="data",
         tokens=tokens, unit_price=_unit_price(amount, tokens), amount_minor=amount.minor,
         currency=amount.currency, paid_by=paid_by,
-        supply_chain_revision_id=_current_revision(session, dataset.id), period=period,
-        occurred_at=now, recorded_at=now)
-    session.add(event)
-    session.flush()  # the response names the event
-    return Charge(tokens, amount, paid_by, remaining, event.id)
+        supply_chain_revision_id=_current_revision_query(dataset.id), period=period,
+        occurred_at=now, recorded_at=now).returning(UsageEvent.id)).scalar_one()
+    return Charge(tokens, amount, paid_by, remaining, event_id)
 
 
 def _postpaid_price(session: Session, organization_id: int, dataset: Dataset,
@@ -334,6 +357,12 @@ def _unit_price(amount: Money, tokens: int) -> str:
 
     per_million = Decimal(amount.minor) * 1_000_000 / tokens / (10 ** amount.places)
     return format(per_million.quantize(Decimal("0.000001")), "f")
+
+
+def _current_revision_query(dataset_id: int):
+    return (select(SupplyChainRevision.id)
+            .where(SupplyChainRevision.dataset_id == dataset_id)
+            .order_by(SupplyChainRevision.revision.desc()).limit(1).scalar_subquery())
 
 
 def _current_revision(session: Session, dataset_id: int) -> int | None:

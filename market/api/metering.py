@@ -112,8 +112,8 @@ def _metered(principal: Principal, dataset_id: int, number: int,
                           retry_after=requests_window.reset_seconds, field="requests_per_minute",
                           headers=_rate_headers(requests_window, window))
     session = db_session()
-    dataset, version = metering.callable_version(session, key.organization_id, dataset_id,
-                                                 number)
+    dataset, version, subscribed = metering.callable_version(
+        session, key.organization_id, dataset_id, number)
     page = fetch(session, version)
     encoding = current_app.config["TOKEN_ENCODING"]
     if version.encoding == encoding:
@@ -142,7 +142,7 @@ def _metered(principal: Principal, dataset_id: int, number: int,
         try:
             charge = metering.charge_call(session, key=key, dataset=dataset, version=version,
                                           tokens=tokens, request_id=request_id,
-                                          request_hash=request_hash)
+                                          request_hash=request_hash, subscribed=subscribed)
         except Exception:
             limiter.take_tokens(key.prefix, -tokens, tpm)  # nothing was charged: give them back
             raise

@@ -201,3 +201,28 @@ def test_unknown_version_and_unentitled_dataset(client, session, shop, model_co,
     response = client.get(f"/api/v1/datasets/{other['dataset'].id}/versions/1/records",
                           headers=headers)
     assert response.status_code == 403 and "entitled" in response.get_json()["detail"]
+
+
+def test_a_subscriptions_allowance_pays_first_then_the_wallet(client, session, shop, model_co):
+    import datetime as dt
+
+    from billing.models import Entitlement, Subscription
+
+    today = dt.date.today()
+    plan = next(o for o in shop["dataset"].active_offers if o.kind == "metered")
+    sub = Subscription(organization_id=model_co.id, dataset_id=shop["dataset"].id,
+                       offer_id=plan.id, status="active", payment_method="bank_transfer",
+                       current_period_start=today, current_period_end=today + dt.timedelta(30),
+                       included_tokens=60, rollover_tokens=0, tokens_used=0)
+    session.add(sub)
+    session.flush()
+    session.add(Entitlement(organization_id=model_co.id, dataset_id=shop["dataset"].id,
+                            kind="api", subscription_id=sub.id))
+    _fund(session, model_co, 1_000_000)
+    _, headers = _key(session, model_co)
+    paid_by = [_records(client, shop, headers, limit=1).get_json()["usage"]["paid_by"]
+               for _ in range(6)]
+    assert paid_by[0] == "subscription" and paid_by[-1] == "wallet"
+    assert paid_by == sorted(paid_by, key=lambda who: who != "subscription")
+    session.refresh(sub)
+    assert 0 < sub.tokens_used <= 60
