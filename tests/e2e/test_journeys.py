@@ -169,3 +169,66 @@ def test_reviewer_rejects_supplier_resubmits_reviewer_approves(signed_in, served
     visitor.goto(f"/datasets/{dataset_id}")
     expect(visitor.locator("h1")).to_contain_text(title)
     expect(visitor.locator("table.offers")).to_contain_text("faults-pack")
+
+
+# 3. A buyer registers and subscribes, paying by card -----------------------------------------
+
+def demo_dataset_id(served, title_en: str) -> int:
+    with served.session() as session:
+        return session.scalar(select(Dataset.id).where(Dataset.title_en == title_en))
+
+
+def register(page, organization: str, email: str, password: str = "a-long-buyer-passphrase"):
+    page.goto("/register")
+    page.locator("#name").fill("Gao Fei")
+    page.locator("#email").fill(email)
+    page.locator("#password").fill(password)
+    page.locator("#organization_name").fill(organization)
+    page.locator("input[name=roles][value=buyer]").check()
+    page.locator("main form button[type=submit]").click()
+    expect(page).to_have_url(re.compile(r"/account$"))
+
+
+def pay_by_card(page, number: str = "4242424242424242") -> None:
+    """On an order page: open the card page and pay with localstripe's card field."""
+    page.locator("main a.button[href$='/pay/card']").click()
+    card = page.locator("#card-element")
+    expect(card.locator("input[placeholder=number]")).to_be_visible()
+    card.locator("input[placeholder=number]").fill(number)
+    card.locator("input[placeholder=exp_month]").fill("12")
+    card.locator("input[placeholder=exp_year]").fill("34")
+    card.locator("input[placeholder=cvc]").fill("123")
+    card.locator("input[placeholder=postal_code]").fill("200000")
+    submit = page.locator("#card-submit")
+    expect(submit).to_be_enabled()
+    submit.click()
+    expect(page).to_have_url(re.compile(r"/orders/\d+$"), timeout=15_000)
+
+
+@pytest.mark.parametrize("locale", ["en", "zh-CN"])
+def test_buyer_registers_and_subscribes_paying_by_card(open_page, served, locale):
+    dataset_id = demo_dataset_id(served, "Power grid dispatch Q&A")
+    page = open_page(locale)
+    register(page, f"Municipal Energy Bureau {locale}", f"energy-{uuid.uuid4().hex[:8]}@example.cn")
+    expect(page.locator("html")).to_have_attribute("lang", "zh-CN" if locale == "zh-CN" else "en")
+
+    page.goto(f"/datasets/{dataset_id}")
+    expect(page.locator("h1")).to_contain_text(
+        "电网负荷调度问答" if locale == "zh-CN" else "Power grid dispatch Q&A")
+    subscribe = page.locator("form[action$='/subscriptions']")
+    subscribe.locator("select[name=payment_method]").select_option("card")
+    subscribe.locator("button[type=submit]").click()
+    expect(page).to_have_url(re.compile(r"/orders/\d+$"))
+    order_number = page.locator("h1 code").inner_text()
+
+    pay_by_card(page)
+    expect(page.locator("h1 code")).to_have_text(order_number)
+    expect(page.locator("main p .badge.order-paid")).to_be_visible()
+    expect(page.locator("main table").last).to_contain_text("succeeded")  # the card payment
+
+    page.goto("/holdings")
+    rights = page.locator("table.entitlements tbody")
+    expect(rights).to_contain_text("电网负荷调度问答" if locale == "zh-CN" else "Power grid dispatch Q&A")
+    page.goto("/subscriptions")
+    expect(page.locator("main")).to_contain_text(
+        "电网负荷调度问答" if locale == "zh-CN" else "Power grid dispatch Q&A")
