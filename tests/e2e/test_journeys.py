@@ -7,18 +7,23 @@ what the pages show; the database is only read to find ids a person would pick f
 
 from __future__ import annotations
 
+import datetime
 import hashlib
-import io
 import json
 import re
+import urllib.request
 import uuid
 
 import pytest
 from playwright.sync_api import expect
 from sqlalchemy import select
 
+from billing import budgets
+from market.accounts import services as accounts
 from market.accounts.models import Organization
-from market.catalog.models import Dataset
+from market.catalog.models import Dataset, DatasetVersion
+from pricing.money import Money
+from tests.factories import PASSWORD, make_org, make_user
 
 pytestmark = pytest.mark.usefixtures("demo")
 
@@ -232,3 +237,124 @@ def test_buyer_registers_and_subscribes_paying_by_card(open_page, served, locale
     page.goto("/subscriptions")
     expect(page.locator("main")).to_contain_text(
         "电网负荷调度问答" if locale == "zh-CN" else "Power grid dispatch Q&A")
+
+
+# 4. A model company's key, a metered call, and the usage chart ---------------------------------
+
+def usage_tokens(page) -> int:
+    data = json.loads(page.locator("#usage-data").text_content())
+    return sum(data["tokens"])
+
+
+def test_buyer_creates_a_key_calls_the_metered_api_and_sees_usage(signed_in, served):
+    dataset_id = demo_dataset_id(served, "Radiology report summaries")
+    page = signed_in("models@demo.market")
+    page.goto("/usage")
+    before = usage_tokens(page)
+
+    page.goto("/account/keys")
+    form = page.locator("main form.form")
+    form.locator("#name").fill("training pipeline")
+    form.locator("input[name=scopes][value='data:read']").check()
+    form.locator("button[type=submit]").click()
+    secret = page.locator("#new-key-secret").inner_text().strip()
+    assert secret.startswith("dmk_test_")
+    expect(page.locator("main table")).to_contain_text("training pipeline")
+
+    request = urllib.request.Request(
+        f"{served.url}/api/v1/datasets/{dataset_id}/versions/1/records?limit=20",
+        headers={"Authorization": f"Bearer {secret}", "Accept": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        body = json.load(response)
+        charged = int(response.headers["X-Tokens-Charged"])
+    assert len(body["records"]) == 20 and charged == body["usage"]["tokens"] > 0
+
+    page.goto("/usage")
+    assert usage_tokens(page) == before + charged
+    expect(page.locator("table.usage-keys")).to_contain_text(secret[:12])
+    # Chart.js drew on the canvas: it has a size and pixels that are not all transparent.
+    canvas = page.locator("#usage-chart")
+    expect(canvas).to_be_visible()
+    drawn = canvas.evaluate("""c => {
+        const pixels = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        return c.width > 0 && c.height > 0 && pixels.some(v => v !== 0)
+            && window.Chart.getChart(c) !== undefined; }""")
+    assert drawn
+
+
+# 5. A package paid by bank transfer, confirmed by platform finance, downloaded -----------------
+
+def buyer_with_budget(served, approved: str = "50000.00") -> dict:
+    """A buyer organization of its own (owner e-mail, PASSWORD) with this year's budget and one
+    line, made through the real services and committed."""
+    app = served.app
+    with served.session() as session, session.begin():
+        org = make_org(session, "buyer", name=f"Pudong Health Commission {uuid.uuid4().hex[:4]}")
+        user = make_user(session, app.extensions["market.passwords"], org, "owner",
+                         email=f"health-{uuid.uuid4().hex[:8]}@example.cn")
+        owner = accounts.principal_for_user(user, org.id)
+        budget = budgets.create_budget(session, owner, fiscal_year=datetime.date.today().year,
+                                       currency="CNY", name="2026 data procurement")
+        line = budgets.add_line(session, owner, budget, code="DATA-01", name="Training data",
+                                category="data_purchase", approved=Money(approved, "CNY"))
+        session.flush()  # the ids, for the pages
+        return {"email": user.email, "budget_id": budget.id, "line_id": line.id}
+
+
+def test_buyer_pays_a_package_by_bank_transfer_finance_confirms_and_the_download_matches(
+        signed_in, served):
+    dataset_id = demo_dataset_id(served, "Power grid dispatch Q&A")
+    buyer = buyer_with_budget(served)
+    page = signed_in(buyer["email"], password=PASSWORD)
+
+    page.goto(f"/datasets/{dataset_id}")
+    page.locator("form[action$='/cart'] button[type=submit]").first.click()
+    page.goto("/cart")
+    checkout = page.locator("form[action$='/cart/checkout']")
+    checkout.locator("input[name=payment_method][value=bank_transfer]").check()
+    checkout.locator("select[name=budget_line_id]").select_option(str(buyer["line_id"]))
+    checkout.locator("input[name=purchase_order_number]").fill("PO-2026-0042")
+    checkout.locator("button[type=submit]").click()
+    expect(page).to_have_url(re.compile(r"/orders/\d+$"))
+    total = page.locator("td.order-total").inner_text()
+    order_number = page.locator("h1 code").inner_text()
+    if page.locator("form[action$='/pay/bank-transfer']").count():
+        page.locator("form[action$='/pay/bank-transfer'] button").click()
+    reference = page.locator("code.payment-reference").inner_text()
+    order_url = page.url
+
+    finance = signed_in(PLATFORM)
+    finance.goto("/finance")
+    finance.locator("input[name=payment_reference]").fill(reference)
+    finance.locator("form.inline-form button[type=submit]").click()
+    expect(finance.locator("p.found")).to_contain_text("outstanding")
+    row = finance.locator("article.invoice-row", has_text=reference)
+    amount = re.sub(r"[^0-9.]", "", total)
+    row.locator("input[name$=amount]").fill(amount)
+    row.locator("input[name$=currency]").fill("CNY")
+    row.locator("input[name$=received_on]").fill(datetime.date.today().isoformat())
+    row.locator("input[name$=bank_reference]").fill("ICBC-20261123-0001")
+    row.locator("button[type=submit]").click()
+    expect(flash(finance).first).to_be_visible()
+    expect(finance.locator("article.invoice-row", has_text=reference)).to_have_count(0)
+
+    page.goto(order_url)
+    expect(page.locator("main p .badge.order-paid")).to_be_visible()
+    with page.expect_download() as event:
+        page.locator("a.download").first.click()
+    download = event.value
+    content = download.path().read_bytes()
+    with served.session() as session:
+        expected = session.scalar(select(DatasetVersion.content_sha256).where(
+            DatasetVersion.dataset_id == dataset_id, DatasetVersion.number == 1))
+    assert hashlib.sha256(content).hexdigest() == expected
+    assert content.count(b"\n") == 240
+
+    # The purchase is spent on the budget line chosen at checkout.
+    page.goto(f"/budgets/{buyer['budget_id']}")
+    line = page.locator("table.budget-lines tbody tr", has_text="DATA-01")
+    expect(line.locator("td.num").nth(2)).to_have_text(total)  # spent
+    expect(line.locator("td.num").nth(1)).to_contain_text(re.compile(r"^\D*0\.00"))  # committed
+    page.locator("table.budget-lines a", has_text="DATA-01").click()
+    expect(page.locator("main")).to_contain_text("Expenditure")
+    expect(page.locator("main")).to_contain_text(order_number)
