@@ -36,7 +36,7 @@ from market.db import Database, utcnow
 
 # Modules that register jobs at import; those not written yet are skipped by ``load_jobs``.
 JOB_MODULES: tuple[str, ...] = ("billing.subscriptions", "billing.postpaid", "billing.payments",
-                                "billing.recognition", "billing.statements",
+                                "billing.recognition", "billing.budgets", "billing.statements",
                                 "billing.budget_alerts")
 
 DAILY = r"\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"

@@ -22,6 +22,11 @@ class SubscribeSchema(Schema):
     payment_method = fields.String(required=True, validate=validate.OneOf(PAYMENT_METHODS))
     buyer_tax_status = fields.String(load_default="standard",
                                      validate=validate.OneOf(["standard", "exempt"]))
+    budget_line_id = fields.Integer(load_default=None, allow_none=True, metadata={
+        "description": "The budget line the subscription is charged to (required when the "
+                       "organization has a budget for the year and currency)."})
+    purchase_order_number = fields.String(load_default=None, allow_none=True,
+                                          validate=validate.Length(min=1, max=64))
 
 
 class ChangePlanSchema(Schema):
@@ -74,7 +79,9 @@ def subscribe(principal: Principal, body: dict):
     sub = subscriptions.subscribe(session, principal, body["offer_id"],
                                   payment_method=body["payment_method"],
                                   settings=current_app.extensions["market.billing"],
-                                  buyer_tax_status=body["buyer_tax_status"])
+                                  buyer_tax_status=body["buyer_tax_status"],
+                                  budget_line_id=body["budget_line_id"],
+                                  purchase_order_number=body["purchase_order_number"])
     order = subscriptions.first_order(session, sub)
     return Created({"subscription": sub, "order": order},
                    url_for("api.get_subscription", subscription_id=sub.id))

@@ -61,3 +61,32 @@ def test_subscribing_to_a_package_offer_is_422(clients):
     response = buying.post("/api/v1/subscriptions", headers=buying.csrf, json={
         "offer_id": shop["package"].id, "payment_method": "bank_transfer"})
     assert response.status_code == 422 and "offer_id" in response.get_json()["errors"]
+
+
+def test_a_budgeted_organization_charges_its_subscription_to_a_line(clients, session):
+    import datetime as dt
+
+    from billing import budgets
+    from billing.models import BudgetLine
+    from market.accounts import services as accounts
+    from pricing.money import Money
+
+    shop, buying, _ = clients
+    owner = accounts.principal_for_user(buying.user, buying.user.memberships[0].organization_id)
+    budget = budgets.create_budget(session, owner, fiscal_year=dt.date.today().year,
+                                   currency="CNY", name="Data purchases",
+                                   require_purchase_order=True)
+    line = budgets.add_line(session, owner, budget, code="DATA-01", name="Datasets",
+                            category="data_purchase", approved=Money("10000.00", "CNY"))
+    session.commit()
+    plan_id = shop["offers"][0].id
+    missing = buying.post("/api/v1/subscriptions", headers=buying.csrf, json={
+        "offer_id": plan_id, "payment_method": "bank_transfer"})
+    assert missing.status_code == 422 and "budget_line_id" in missing.get_json()["errors"]
+    started = buying.post("/api/v1/subscriptions", headers=buying.csrf, json={
+        "offer_id": plan_id, "payment_method": "bank_transfer", "budget_line_id": line.id,
+        "purchase_order_number": "PO-2026-17"})
+    assert started.status_code == 201, started.get_json()
+    session.refresh(line)
+    assert line.committed_minor == 212_000  # 2,000.00 + 6% VAT, committed on the line
+    assert session.get(BudgetLine, line.id).remaining_minor == 1_000_000 - 212_000
