@@ -7,7 +7,8 @@ import datetime as dt
 from typing import Any
 
 from sqlalchemy import (
-    JSON, BigInteger, CheckConstraint, ForeignKey, Integer, String, Text, UniqueConstraint,
+    JSON, BigInteger, CheckConstraint, ForeignKey, Index, Integer, String, Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -115,6 +116,9 @@ class BudgetRecord(Base):
         CheckConstraint("kind IN ('commitment', 'release', 'expenditure', 'refund')",
                         name="kind_known"),
         CheckConstraint("amount_minor >= 0", name="amount_not_negative"),
+        # Drill-downs page through a month's or a line's records in time order.
+        Index("ix_budget_records_month_time", "month", "occurred_at", "id"),
+        Index("ix_budget_records_line_time", "line_id", "occurred_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
