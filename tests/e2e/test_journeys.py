@@ -358,3 +358,57 @@ def test_buyer_pays_a_package_by_bank_transfer_finance_confirms_and_the_download
     page.locator("table.budget-lines a", has_text="DATA-01").click()
     expect(page.locator("main")).to_contain_text("Expenditure")
     expect(page.locator("main")).to_contain_text(order_number)
+
+
+# 6. Period close: the exchange approves a statement under maker-checker, and its PDF -----------
+# Last in the module: closing the month ends the journeys' period for settlement.
+
+def test_exchange_approves_a_statement_at_period_close_and_downloads_its_pdf(
+        signed_in, served, monkeypatch):
+    import billing.statements
+    from market.db import utcnow
+
+    # The month closes once it has ended: run the statements' clock five weeks ahead, so this
+    # month (which holds the demo's and the journeys' payments) can be closed now.
+    monkeypatch.setattr(billing.statements, "utcnow",
+                        lambda: utcnow() + datetime.timedelta(days=35))
+    period = utcnow().strftime("%Y-%m")
+
+    platform = signed_in(PLATFORM)
+    platform.goto("/statements")
+    close = platform.locator("section.close-period form")
+    close.locator("input[name=period]").fill(period)
+    close.locator("button[type=submit]").click()
+    expect(flash(platform)).to_contain_text(f"Period {period} closed")
+
+    # The platform's person closed the month, so is its statements' maker: they issue this one
+    # and submit it for approval, but may not approve it themselves.
+    maker = platform
+    maker.goto(f"/statements?period={period}")
+    row = maker.locator("table.statements tbody tr", has_text="Grid Sensor Data Co.")
+    row.locator("a").first.click()
+    statement_url = maker.url
+    expect(maker.locator("h1 .badge")).to_have_text("draft")
+    maker.locator("button[value=issue]").click()
+    expect(maker.locator("h1 .badge")).to_have_text("issued")
+    maker.locator("button[value=review]").click()
+    expect(maker.locator("h1 .badge")).to_have_text("under review")
+    expect(maker.locator("button[value=approve]")).to_have_count(0)
+    expect(maker.locator("section.statement-actions")).to_contain_text("maker-checker")
+
+    # The listing exchange's reviewer finds it in the review queue and approves it.
+    checker = signed_in(REVIEWER)
+    checker.goto(f"/statements?period={period}")
+    checker.locator("table.statements tbody tr", has_text="Grid Sensor Data Co.").locator(
+        "a").first.click()
+    assert checker.url == statement_url
+    checker.locator("button[value=approve]").click()
+    expect(checker.locator("h1 .badge")).to_have_text("approved")
+    statement_hash = checker.locator("code.hash").inner_text()
+
+    with checker.expect_download() as event:
+        checker.locator("a", has_text="PDF").click()
+    pdf = event.value.path().read_bytes()
+    assert pdf.startswith(b"%PDF-") and len(pdf) > 1000
+    assert event.value.suggested_filename.endswith(".pdf")
+    assert len(statement_hash) == 64
