@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import (
-    DateField, DecimalField, IntegerField, RadioField, SelectField, StringField,
+    DateField, DecimalField, HiddenField, IntegerField, RadioField, SelectField, StringField,
     TextAreaField,
 )
 from wtforms.fields.choices import SelectChoice
@@ -28,6 +28,21 @@ def _optional_int(value):
     return int(value)
 
 
+def _budget_line_choices(budget_lines) -> list[SelectChoice]:
+    return [SelectChoice("", _l("No budget line"))] + [
+        SelectChoice(str(line_id), label) for line_id, label in budget_lines]
+
+
+def _budget_line_field() -> SelectField:
+    # The service decides whether a line is required (the organization has a budget for the
+    # year and currency) and whether the budget asks for a purchase-order number.
+    return SelectField(_l("Budget line"), coerce=_optional_int, validate_choice=False)
+
+
+def _purchase_order_field() -> StringField:
+    return StringField(_l("Purchase-order number"), validators=[Optional(), Length(max=64)])
+
+
 class CartItemForm(FlaskForm):
     """Adds a package to the cart, or sets the quantity of one already in it."""
 
@@ -39,19 +54,32 @@ class CartItemForm(FlaskForm):
 class CheckoutForm(FlaskForm):
     payment_method = RadioField(_l("How you will pay"), default="bank_transfer",
                                 validators=[DataRequired()])
-    # The service decides whether a line is required (the organization has a budget for the
-    # year and currency) and whether the budget asks for a purchase-order number.
-    budget_line_id = SelectField(_l("Budget line"), coerce=_optional_int,
-                                 validate_choice=False)
-    purchase_order_number = StringField(_l("Purchase-order number"),
-                                        validators=[Optional(), Length(max=64)])
+    budget_line_id = _budget_line_field()
+    purchase_order_number = _purchase_order_field()
     note = TextAreaField(_l("Note for the order (optional)"), validators=[Length(max=500)])
 
     def __init__(self, *args, card_enabled: bool = False, budget_lines=(), **kwargs):
         super().__init__(*args, **kwargs)
         self.payment_method.choices = _payment_method_choices(card_enabled)
-        self.budget_line_id.choices = [SelectChoice("", _l("No budget line"))] + [
-            SelectChoice(str(line_id), label) for line_id, label in budget_lines]
+        self.budget_line_id.choices = _budget_line_choices(budget_lines)
+
+
+class SubscriptionCheckoutForm(FlaskForm):
+    """The subscription confirmation page's form: the plan, how its periods are paid, and the
+    budget line (and purchase-order number) its first order is charged to."""
+
+    offer_id = IntegerField(_l("Plan"), validators=[DataRequired()])
+    # Tells this form's post from the dataset page's (which sends no budget line).
+    confirmed = HiddenField(default="1")
+    payment_method = RadioField(_l("How you will pay"), default="bank_transfer",
+                                validators=[DataRequired()])
+    budget_line_id = _budget_line_field()
+    purchase_order_number = _purchase_order_field()
+
+    def __init__(self, *args, card_enabled: bool = False, budget_lines=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.payment_method.choices = _payment_method_choices(card_enabled)
+        self.budget_line_id.choices = _budget_line_choices(budget_lines)
 
 
 class TokenPackForm(FlaskForm):
@@ -61,10 +89,14 @@ class TokenPackForm(FlaskForm):
     dataset_id = SelectField(_l("For"), coerce=_optional_int, validate_choice=False)
     payment_method = RadioField(_l("How you will pay"), default="bank_transfer",
                                 validators=[DataRequired()])
+    budget_line_id = _budget_line_field()
+    purchase_order_number = _purchase_order_field()
 
-    def __init__(self, *args, card_enabled: bool = False, datasets=(), **kwargs):
+    def __init__(self, *args, card_enabled: bool = False, datasets=(), budget_lines=(),
+                 **kwargs):
         super().__init__(*args, **kwargs)
         self.payment_method.choices = _payment_method_choices(card_enabled)
+        self.budget_line_id.choices = _budget_line_choices(budget_lines)
         self.dataset_id.choices = [SelectChoice("", _l("Any dataset (platform-wide)"))] + [
             SelectChoice(str(d.id), title) for d, title in datasets]
 

@@ -112,10 +112,13 @@ def _cart_lines(items: list[dict]) -> tuple[list[dict], list[Money]]:
     return lines, list(totals.values())
 
 
-def _budget_lines(principal: Principal) -> list[tuple[int, str]]:
-    """This year's budget lines of the buyer, as checkout choices with what each has left."""
+def _budget_lines(principal: Principal, currency: str | None = None) -> list[tuple[int, str]]:
+    """This year's budget lines of the buyer (in ``currency``, when the purchase's is known),
+    as checkout choices with what each has left."""
     choices = []
     for line in budgets.checkout_lines(db_session(), principal.organization_id):
+        if currency is not None and line.budget.currency != currency:
+            continue
         left = _money(line.remaining_minor, line.budget.currency)
         choices.append((line.id, _("%(code)s — %(name)s (%(left)s left)", code=line.code,
                                    name=line.name, left=left)))
@@ -340,13 +343,16 @@ def verify_certificate():
 
 # Holdings ---------------------------------------------------------------------------------------
 
-def _token_pack_form(held: list[Dataset], *, from_request: bool) -> TokenPackForm:
+def _token_pack_form(principal: Principal, held: list[Dataset], *,
+                     from_request: bool) -> TokenPackForm:
     extra = {} if from_request else {"formdata": None}
     return TokenPackForm(card_enabled=_gateway() is not None,
-                         datasets=[(d, _dataset_title(d)) for d in held], **extra)
+                         datasets=[(d, _dataset_title(d)) for d in held],
+                         budget_lines=_budget_lines(principal), **extra)
 
 
-def _render_holdings(principal: Principal, form: TokenPackForm | None = None, status=200):
+def _holdings(principal: Principal):
+    """The organization's entitlements, wallets and the datasets they are for (by id)."""
     session_ = db_session()
     held_entitlements = entitlements.list_entitlements(session_, principal.organization_id)
     wallets = entitlements.list_wallets(session_, principal.organization_id)
@@ -354,8 +360,16 @@ def _render_holdings(principal: Principal, form: TokenPackForm | None = None, st
         w.dataset_id for w in wallets if w.dataset_id}
     datasets = {d.id: d for d in session_.scalars(
         select(Dataset).where(Dataset.id.in_(ids)))} if ids else {}
-    held = sorted(datasets.values(), key=lambda d: d.id)
-    form = form or _token_pack_form(held, from_request=False)
+    return held_entitlements, wallets, datasets
+
+
+def _held(datasets: dict[int, Dataset]) -> list[Dataset]:
+    return sorted(datasets.values(), key=lambda d: d.id)
+
+
+def _render_holdings(principal: Principal, form: TokenPackForm | None = None, status=200):
+    held_entitlements, wallets, datasets = _holdings(principal)
+    form = form or _token_pack_form(principal, _held(datasets), from_request=False)
     return render_template("billing/holdings.html", entitlements=held_entitlements,
                            wallets=wallets, datasets=datasets, form=form,
                            dataset_title=_dataset_title), status
@@ -370,17 +384,28 @@ def holdings(principal: Principal):
 @storefront.post("/holdings/token-packs")
 @signed_in("billing:write")
 def buy_token_pack(principal: Principal):
-    form = _token_pack_form([], from_request=True)
+    # The choices shown again should the order be refused: the held datasets, and the one the
+    # dataset page posted (the service decides whether it sells tokens).
+    held = _held(_holdings(principal)[2])
+    posted = request.form.get("dataset_id", "")
+    if posted.isdigit() and all(d.id != int(posted) for d in held):
+        dataset = db_session().get(Dataset, int(posted))
+        held += [dataset] if dataset is not None else []
+    form = _token_pack_form(principal, held, from_request=True)
     if form.validate_on_submit():
         try:
             order = orders.place_token_pack_order(
                 db_session(), principal, millions=form.millions.data,
                 dataset_id=form.dataset_id.data, payment_method=form.payment_method.data,
-                platform_price_per_million=_settings().token_pack_price_per_million)
+                platform_price_per_million=_settings().token_pack_price_per_million,
+                budget_line_id=form.budget_line_id.data,
+                purchase_order_number=form.purchase_order_number.data)
         except (InvalidInput, Conflict, NotFound) as exc:
             _form_error(form, exc)
         else:
             flash(_("Order %(number)s placed.", number=order.number), "success")
+            for warning in order.budget_warnings:
+                flash(warning, "warning")
             return redirect(url_for("storefront.order_page", order_id=order.id))
     return _render_holdings(principal, form, 422)
 
