@@ -127,14 +127,16 @@ def _artifact_name(nodeid: str) -> str:
 @pytest.fixture()
 def open_page(request, browser, served) -> Iterator[Callable]:
     """open_page(locale="en") -> a Playwright page in a context of its own (its own cookies),
-    asking for that language; pages are screenshotted into tests/e2e/artifacts on failure."""
+    asking for that language; pages are screenshotted into tests/e2e/artifacts on failure.
+    bypass_csp=True lets a test inject a script of its own (axe-core) despite the site's CSP."""
     contexts = []
 
-    def open_(locale: str = "en"):
+    def open_(locale: str = "en", *, bypass_csp: bool = False):
         language = "zh-CN,zh;q=0.9" if locale.startswith("zh") else "en"
         context = browser.new_context(base_url=served.url, locale=locale,
                                       extra_http_headers={"Accept-Language": language},
-                                      viewport={"width": 1280, "height": 900})
+                                      viewport={"width": 1280, "height": 900},
+                                      bypass_csp=bypass_csp)
         context.set_default_timeout(10_000)
         contexts.append(context)
         return context.new_page()
@@ -164,8 +166,8 @@ def sign_in(page, email: str, password: str = DEMO_PASSWORD):
 @pytest.fixture()
 def signed_in(open_page, demo):
     """signed_in(email, locale="en") -> a page signed in as that person."""
-    def sign(email: str, locale: str = "en", password: str = DEMO_PASSWORD):
-        return sign_in(open_page(locale), email, password)
+    def sign(email: str, locale: str = "en", password: str = DEMO_PASSWORD, **options):
+        return sign_in(open_page(locale, **options), email, password)
     return sign
 
 
