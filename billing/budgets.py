@@ -564,8 +564,11 @@ def _line_for_paid_order(session: Session, order: Order) -> BudgetLine | None:
             Order.subscription_id == order.subscription_id, Order.kind == "subscription"))
         line = session.get(BudgetLine, line_id) if line_id else None
     elif order.kind == "usage":
-        line = default_api_line(session, order.organization_id,
-                                (order.created_at or utcnow()).year, order.currency)
+        # The year of the usage billed (``usage:<org>:<YYYY-MM>``), not of the invoice: a
+        # December is invoiced in January, and belongs with December's usage on last year's line.
+        billed = (order.billing_key or "").rsplit(":", 1)[-1]
+        year = int(billed[:4]) if billed[:4].isdigit() else (order.created_at or utcnow()).year
+        line = default_api_line(session, order.organization_id, year, order.currency)
     if line is not None and line.budget.currency == order.currency:
         order.budget_line_id = line.id
         return line
