@@ -26,8 +26,8 @@ from tests.concurrency import fresh_database
 from tests.stripe_server import WEBHOOK_SECRET, StripeServer
 
 CHROMIUM = Path("/usr/bin/chromium")
-SKIP_REASON = ("browser journeys skipped: Debian's Chromium is not installed at /usr/bin/chromium "
-               "(apt-get install -y chromium)")
+SKIP_REASON = ("browser tests (tests/e2e) skipped: Debian's Chromium is not installed at "
+               "/usr/bin/chromium (apt-get install -y chromium)")
 ARTIFACTS = Path(__file__).parent / "artifacts"
 _skipped_for_chromium: list[str] = []
 
