@@ -165,7 +165,7 @@ def _render_detail(principal: Principal, budget: Budget, *,
         .limit(RECENT_ALERTS)).all()
     return render_template("budgets/detail.html", budget=budget, report=report,
                            alerts=alerts, chart=_chart_data(report["line"], report["month"]),
-                           zh=_is_zh(), manage=manage, lines=lines, line_form=line_form,
+                           zh=_is_zh(), manage=manage, budget_lines=lines, line_form=line_form,
                            amendment_forms=amendment_forms), status
 
 
