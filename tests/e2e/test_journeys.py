@@ -210,21 +210,55 @@ def pay_by_card(page, number: str = "4242424242424242") -> None:
     expect(page).to_have_url(re.compile(r"/orders/\d+$"), timeout=15_000)
 
 
+def set_up_budget(page, name: str, line_code: str, approved: str) -> int:
+    """The budgets page's set-up form, then one line on the new budget; returns its id."""
+    page.goto("/budgets")
+    form = page.locator("form[action$='/budgets']")
+    form.locator("[name=fiscal_year]").fill(str(datetime.date.today().year))
+    form.locator("[name=currency]").fill("CNY")
+    form.locator("[name=name]").fill(name)
+    form.locator("button[type=submit]").click()
+    page.goto("/budgets")
+    page.locator("table.budgets a", has_text=name).click()
+    budget_id = int(re.search(r"/budgets/(\d+)", page.url).group(1))
+    line = page.locator("form[action$='/lines']")
+    line.locator("[name=code]").fill(line_code)
+    line.locator("[name=name]").fill("Grid data subscriptions")
+    line.locator("[name=category]").select_option("data_purchase")
+    line.locator("[name=approved]").fill(approved)
+    line.locator("button[type=submit]").click()
+    expect(page.locator("table.budget-lines")).to_contain_text(line_code)
+    return budget_id
+
+
 @pytest.mark.parametrize("locale", ["en", "zh-CN"])
 def test_buyer_registers_and_subscribes_paying_by_card(open_page, served, locale):
+    zh = locale == "zh-CN"
     dataset_id = demo_dataset_id(served, "Power grid dispatch Q&A")
+    title = "电网负荷调度问答" if zh else "Power grid dispatch Q&A"
     page = open_page(locale)
     register(page, f"Municipal Energy Bureau {locale}", f"energy-{uuid.uuid4().hex[:8]}@example.cn")
-    expect(page.locator("html")).to_have_attribute("lang", "zh-CN" if locale == "zh-CN" else "en")
+    expect(page.locator("html")).to_have_attribute("lang", "zh-CN" if zh else "en")
+    budget_id = set_up_budget(page, "Energy bureau 2026", "GRID-SUB", "60000.00")
 
+    # The dataset page's plan leads, since the buyer has a budget, to the confirmation page
+    # where the line is chosen.
     page.goto(f"/datasets/{dataset_id}")
-    expect(page.locator("h1")).to_contain_text(
-        "电网负荷调度问答" if locale == "zh-CN" else "Power grid dispatch Q&A")
+    expect(page.locator("h1")).to_contain_text(title)
     subscribe = page.locator("form[action$='/subscriptions']")
     subscribe.locator("select[name=payment_method]").select_option("card")
     subscribe.locator("button[type=submit]").click()
+    expect(page).to_have_url(re.compile(r"/subscriptions/new\?"))
+    confirm = page.locator("main form[action$='/subscriptions']")
+    confirm.locator("input[name=payment_method][value=card]").check()
+    line_option = confirm.locator("select[name=budget_line_id] option", has_text="GRID-SUB")
+    confirm.locator("select[name=budget_line_id]").select_option(
+        line_option.get_attribute("value"))
+    confirm.locator("input[name=purchase_order_number]").fill("PO-ENERGY-7")
+    confirm.locator("button[type=submit]").click()
     expect(page).to_have_url(re.compile(r"/orders/\d+$"))
     order_number = page.locator("h1 code").inner_text()
+    total = page.locator("td.order-total").inner_text()
 
     pay_by_card(page)
     expect(page.locator("h1 code")).to_have_text(order_number)
@@ -232,11 +266,16 @@ def test_buyer_registers_and_subscribes_paying_by_card(open_page, served, locale
     expect(page.locator("main table").last).to_contain_text("succeeded")  # the card payment
 
     page.goto("/holdings")
-    rights = page.locator("table.entitlements tbody")
-    expect(rights).to_contain_text("电网负荷调度问答" if locale == "zh-CN" else "Power grid dispatch Q&A")
+    expect(page.locator("table.entitlements tbody")).to_contain_text(title)
     page.goto("/subscriptions")
-    expect(page.locator("main")).to_contain_text(
-        "电网负荷调度问答" if locale == "zh-CN" else "Power grid dispatch Q&A")
+    expect(page.locator("main")).to_contain_text(title)
+
+    # The first period is spent on the line chosen, and its record names the order.
+    page.goto(f"/budgets/{budget_id}")
+    line = page.locator("table.budget-lines tbody tr", has_text="GRID-SUB")
+    expect(line.locator("td.num").nth(2)).to_have_text(total)
+    page.locator("table.budget-lines a", has_text="GRID-SUB").click()
+    expect(page.locator("main")).to_contain_text(order_number)
 
 
 # 4. A model company's key, a metered call, and the usage chart ---------------------------------
