@@ -50,7 +50,7 @@ from billing.models import Order, Payment, Refund
 from billing.models.statements import SettlementStatement, StatementAdjustment, StatementLine
 from market import audit
 from market.accounts.authz import Principal, authorize
-from market.audit import SYSTEM
+from market.audit import SYSTEM, AuditEntry
 from market.catalog.models import Dataset, Listing, SupplyChainRevision, SupplyChainShare
 from market.db import utcnow
 from market.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -460,9 +460,9 @@ def approve(session: Session, principal: Principal, statement: SettlementStateme
     _status(statement, "under_review")
     if principal.user_id is None:
         raise Forbidden("A statement is approved by a person.", field="approver")
-    if principal.user_id == statement.generated_by_id:
-        raise Forbidden("Whoever issued a statement cannot also approve it; another reviewer "
-                        "must.", field="approver")
+    if principal.user_id in _makers(session, statement):
+        raise Forbidden("Whoever generated or issued a statement cannot also approve it; "
+                        "another reviewer must.", field="approver")
     problem = _mismatch(session, statement)
     if problem is not None:
         raise Conflict(f"The statement cannot be approved: {problem}.", field="content_hash")
@@ -471,6 +471,16 @@ def approve(session: Session, principal: Principal, statement: SettlementStateme
     statement.approved_at = utcnow()
     _audit(session, principal, statement, "approved", content_hash=statement.content_hash)
     return statement
+
+
+def _makers(session: Session, statement: SettlementStatement) -> set[int]:
+    """The people who made the statement: who generated it and who issued it (the audit log
+    records every step with its actor, in the same transaction as the step)."""
+    issuers = session.scalars(select(AuditEntry.actor_user_id).where(
+        AuditEntry.action == "statements.issued",
+        AuditEntry.object_type == "settlement_statement",
+        AuditEntry.object_id == str(statement.id), AuditEntry.actor_user_id.is_not(None)))
+    return {statement.generated_by_id, *issuers} - {None}
 
 
 def _reason(reason: str | None) -> str:

@@ -359,3 +359,36 @@ def test_reconciliation_compares_card_payments_with_the_processor(session, month
     report = statements.reconciliation(session, NEXT, gateway=gateway)
     # Ours 50.00, theirs 40.00 for our payment; a stranger's intent is not counted.
     assert report["currencies"]["CNY"]["processor_difference"] == 1_000
+
+
+def test_whoever_issued_a_statement_cannot_approve_it(session, passwords):
+    """The maker is whoever generated the statement and whoever issued it."""
+    from billing import statements
+    from billing.models import SettlementStatement
+    from market.accounts import services as accounts
+    from market.errors import Forbidden
+    from tests.factories import make_org, make_user
+
+    exchange = make_org(session, "exchange", name="Review Exchange")
+    participant = make_org(session, "supplier", name="Participant Co")
+    issuer = make_user(session, passwords, exchange, "reviewer")
+    checker = make_user(session, passwords, exchange, "reviewer")
+    statement = SettlementStatement(
+        number="ST-2026-01-X", organization_id=participant.id, exchange_id=exchange.id,
+        currency="CNY", period="2026-01", period_start=dt.date(2026, 1, 1),
+        period_end=dt.date(2026, 2, 1), cutoff=dt.datetime(2026, 2, 1, tzinfo=dt.timezone.utc),
+        status="draft", opening_minor=0, activity_minor=0, closing_minor=0, totals={},
+        content_hash="0" * 64, generated_by_id=None)
+    session.add(statement)
+    session.flush()
+    statement.content_hash = statements.content_hash(statements.statement_content(statement))
+    by_issuer = accounts.principal_for_user(issuer, exchange.id)
+    statements.issue(session, by_issuer, statement)
+    statements.start_review(session, by_issuer, statement)
+    with pytest.raises(Forbidden, match="generated or issued"):
+        statements.approve(session, by_issuer, statement)
+    # Another reviewer passes the maker-checker rule; this bare statement then stops at the
+    # ledger check (the full approval is shown by the scenario above).
+    with pytest.raises(Conflict, match="payable account"):
+        statements.approve(session, accounts.principal_for_user(checker, exchange.id),
+                           statement)
