@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from flask import abort, current_app, flash, redirect, render_template, request, url_for
+from flask import abort, current_app, flash, jsonify, redirect, render_template, request, url_for
 from flask_babel import get_locale
 from flask_babel import gettext as _
 from sqlalchemy import select
@@ -157,9 +157,20 @@ def upload_version(principal: Principal, dataset_id: int):
             flash(_("Version %(n)s imported: %(records)s records, %(tokens)s tokens.",
                     n=version.number, records=version.record_count,
                     tokens=version.token_count), "success")
-            return redirect(url_for("storefront.manage_dataset", dataset_id=dataset.id))
+            target = url_for("storefront.manage_dataset", dataset_id=dataset.id)
+            if _wants_json():  # the page's progress bar sent it, and navigates itself
+                return jsonify(redirect=target)
+            return redirect(target)
+    if _wants_json():
+        return jsonify(errors={name: list(errors) for name, errors in form.errors.items()
+                               if name != "csrf_token"} or
+                       {"file": [_("The import failed.")]}), 422
     return render_template("catalog/manage.html",
                            **_manage_context(principal, dataset, upload_form=form)), 422
+
+
+def _wants_json() -> bool:
+    return request.accept_mimetypes.best == "application/json"
 
 
 @storefront.post("/supplier/datasets/<int:dataset_id>/supply-chain")

@@ -130,3 +130,26 @@ def test_review_through_the_pages(supplier_client, reviewer_client, ready_datase
     manage = supplier_client.get(f"/supplier/datasets/{ready_dataset['id']}").get_data(
         as_text=True)
     assert "Too few records." in manage and "Quality below threshold" in manage
+
+
+def test_the_upload_form_answers_its_progress_bar_in_json(supplier_client):
+    """The manage page's progress bar posts the file itself and asks for JSON."""
+    from tests.catalog.conftest import RECORDS, create_dataset, jsonl
+    from tests.fixtures import csrf_token
+
+    dataset = create_dataset(supplier_client)
+    page = f"/supplier/datasets/{dataset['id']}"
+    html = supplier_client.get(page).get_data(as_text=True)
+    assert 'id="upload-progress"' in html and "upload-progress.js" in html
+    token = csrf_token(supplier_client, page)
+    url = f"/supplier/datasets/{dataset['id']}/versions"
+    import io
+
+    ok = supplier_client.post(url, headers={"Accept": "application/json"}, data={
+        "csrf_token": token, "notes": "", "file": (io.BytesIO(jsonl(RECORDS)), "r.jsonl")},
+        content_type="multipart/form-data")
+    assert ok.status_code == 200 and ok.get_json()["redirect"].endswith(page)
+    bad = supplier_client.post(url, headers={"Accept": "application/json"}, data={
+        "csrf_token": token, "notes": "", "file": (io.BytesIO(b"{not json\n"), "r.jsonl")},
+        content_type="multipart/form-data")
+    assert bad.status_code == 422 and "line 1" in " ".join(bad.get_json()["errors"]["file"])

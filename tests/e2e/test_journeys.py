@@ -65,12 +65,17 @@ def supplier_creates_dataset(page, title_en: str, title_zh: str) -> int:
 
 
 def upload_version(page, records: list[dict], filename: str) -> None:
-    """The import form: choose a file, submit, and wait for the version's summary."""
+    """The import form: choose a file, submit, watch the progress bar, and wait for the
+    version's summary on the page it leads to."""
     form = page.locator("form[action$='/versions']")
     form.locator("input[type=file]").set_input_files(
         {"name": filename, "mimeType": "application/x-ndjson", "buffer": jsonl(records)})
     form.locator("input[name=notes]").fill(f"{len(records)} inspection notes")
-    form.locator("button[type=submit]").click()
+    progress = page.locator("#upload-progress")
+    expect(progress).to_be_hidden()
+    with page.expect_response(lambda r: r.url.endswith("/versions")) as answer:
+        form.locator("button[type=submit]").click()
+    assert answer.value.headers["content-type"].startswith("application/json")
     expect(flash(page)).to_contain_text(f"{len(records)} records")
 
 
