@@ -294,8 +294,11 @@ def charge_call(session: Session, *, key: ApiKey, dataset: Dataset, version: Dat
     period = period_of(now)
     organization_id = key.organization_id
     currency = key.organization.default_currency
-    if (tokens and not subscribed and key.monthly_token_cap is None
-            and session.get_bind().dialect.name == "postgresql"):
+    cap_taken = False
+    if tokens and not subscribed and session.get_bind().dialect.name == "postgresql":
+        # The key's cap first (402 if it would pass it), then the wallet in one statement.
+        _take_key_cap(session, key, tokens, period)
+        cap_taken = True
         row = session.execute(_PG_WALLET_CHARGE, {
             "org": organization_id, "dataset_scope": wallet_scope(dataset.id),
             "platform_scope": wallet_scope(None), "tokens": tokens, "now": now,
@@ -307,7 +310,8 @@ def charge_call(session: Session, *, key: ApiKey, dataset: Dataset, version: Dat
             return Charge(tokens, Money.zero(currency), "wallet", int(row.balance), row.id)
         # No wallet held enough when looked at: the general path below tries every source.
     relax_commit_durability(session)
-    _take_key_cap(session, key, tokens, period)
+    if not cap_taken:
+        _take_key_cap(session, key, tokens, period)
     amount, paid_by, remaining = Money.zero(currency), "free", None
     if tokens:
         remaining = _take_subscription(session, organization_id, dataset.id, tokens,
@@ -343,8 +347,8 @@ def charge_call(session: Session, *, key: ApiKey, dataset: Dataset, version: Dat
     return Charge(tokens, amount, paid_by, remaining, event_id)
 
 
-# The commonest call — paid from a wallet, no key cap, no subscription — in one round trip on
-# PostgreSQL: the same steps as ``_take_wallet`` and the INSERT of the usage event below (pick
+# The commonest call — paid from a wallet, no subscription — in one round trip on PostgreSQL
+# (after the key's cap, when it has one): the same steps as ``_take_wallet`` and the INSERT of the usage event below (pick
 # the dataset's wallet before the platform's, debit it under its re-checked balance condition,
 # log the debit, record the event), plus the relaxed commit of ``relax_commit_durability``.
 # No row back: no wallet covered the call, and nothing was written.
