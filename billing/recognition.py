@@ -86,19 +86,31 @@ def recognize_day(session: Session, day: dt.date, settings: BillingSettings) -> 
     rows = list(rows) + _platform_wallet_rows(session, start, end,
                                               settings.token_pack_price_per_million)
     counts: dict[str, int] = defaultdict(int)
+    accounts: dict[tuple, object] = {}  # the day's accounts and chains, looked up once each
+    shares_of: dict[int, list] = {}
+
+    def account(key: str, currency: str):
+        if (key, currency) not in accounts:
+            accounts[(key, currency)] = part_account(session, key, currency)
+        return accounts[(key, currency)]
+
     for org, dataset_id, revision_id, currency, paid_by, kind, amount, tokens, calls in rows:
         if not amount:
             continue
         gross = Money.from_minor(int(amount), currency)
-        revision = session.get(SupplyChainRevision, revision_id) if revision_id else None
-        if revision is not None:
-            parts = split_payment(gross, Money.zero(currency), revision.shares_bps(),
+        if revision_id and revision_id not in shares_of:
+            shares_of[revision_id] = session.get(SupplyChainRevision, revision_id).shares_bps()
+        if revision_id:
+            parts = split_payment(gross, Money.zero(currency), shares_of[revision_id],
                                   settings.platform_fee_bps)
         else:  # no supply chain declared: all of it is the platform's
             parts = {PLATFORM: gross}
-        source = get_account(session, SOURCES[paid_by], currency, org)
-        lines = [Line.debit(source, gross)]
-        lines += [Line.credit(part_account(session, key, currency), part)
+        source_key = (SOURCES[paid_by], org)
+        if (source_key, currency) not in accounts:
+            accounts[(source_key, currency)] = get_account(session, SOURCES[paid_by], currency,
+                                                           org)
+        lines = [Line.debit(accounts[(source_key, currency)], gross)]
+        lines += [Line.credit(account(key, currency), part)
                   for key, part in parts.items() if not part.is_zero()]
         post(session, "usage", lines,
              idempotency_key=f"usage:{day.isoformat()}:{org}:{dataset_id}:{revision_id}:"
