@@ -47,6 +47,7 @@ from billing.ledger import (
     LedgerAccount, LedgerEntry, LedgerTransaction, Line, Purpose, get_account, post,
 )
 from billing.models import Order, OrderLine, Payment, Refund
+from billing.payments import payment_tag
 from billing.models.statements import SettlementStatement, StatementAdjustment, StatementLine
 from market import audit
 from market.accounts.authz import Principal, authorize
@@ -863,7 +864,7 @@ def reconciliation(session: Session, period: str, *, gateway: Any = None) -> dic
       (gross collected − refunds): zero when every movement of money is accounted for.
 
     With a ``gateway``, ``processor_difference`` is our succeeded card payments in the window
-    minus the processor's succeeded PaymentIntents that carry their payment ids.
+    minus the processor's succeeded PaymentIntents that carry their tags (``payment_tag``).
     """
     start, end = _period_window(session, period)
     rows = session.execute(
@@ -929,7 +930,9 @@ def _card_payments(session: Session, start: dt.datetime, end: dt.datetime) -> di
     totals: dict[str, int] = defaultdict(int)
     for payment in payments:
         totals[payment.currency] += payment.amount_minor
-    return {"ids": [payment.id for payment in payments], "totals": dict(totals)}
+    # Matched by the tag our payments carry at the processor (order number / payment id).
+    return {"ids": [payment_tag(payment.order.number, payment.id) for payment in payments],
+            "totals": dict(totals)}
 
 
 def _processor_totals(gateway: Any, payment_ids: set[str]) -> dict[str, int]:
@@ -937,9 +940,10 @@ def _processor_totals(gateway: Any, payment_ids: set[str]) -> dict[str, int]:
     totals: dict[str, int] = defaultdict(int)
     page = gateway.client.v1.payment_intents.list(params={"limit": 100})
     for intent in page.auto_paging_iter():
+        intent = intent.to_dict() if hasattr(intent, "to_dict") else intent
         metadata = intent.get("metadata") or {}
         if intent.get("status") == "succeeded" and \
-                str(metadata.get("payment_id")) in payment_ids:
+                str(metadata.get("payment")) in payment_ids:
             totals[str(intent.get("currency")).upper()] += int(intent.get("amount"))
     return dict(totals)
 

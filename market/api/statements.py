@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from flask import Response
+from flask import Response, current_app
 from marshmallow import Schema, fields, validate
 
 from billing import statement_exports as exports
@@ -244,7 +244,8 @@ def statement_reconciliation(principal: Principal, query: dict):
     if "platform" not in principal.org_roles:
         raise Forbidden("The reconciliation covers the whole platform: its staff only.")
     period = query["period"] or _last_month()
-    return statements.reconciliation(db_session(), period)
+    return statements.reconciliation(db_session(), period,
+                                     gateway=current_app.extensions["market.gateway"])
 
 
 def _last_month() -> str:

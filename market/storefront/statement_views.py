@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from flask import abort, flash, redirect, render_template, request, url_for
+from flask import abort, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import get_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
@@ -275,6 +275,7 @@ def statement_reconciliation(principal: Principal):
     if not _is_platform(principal):
         raise Forbidden(_("The reconciliation covers the whole platform: its staff only."))
     period = _period_arg() or _last_month()
-    figures = statements.reconciliation(db_session(), period)
+    figures = statements.reconciliation(db_session(), period,
+                                        gateway=current_app.extensions["market.gateway"])
     return render_template("statements/reconciliation.html", period=period, figures=figures)
 

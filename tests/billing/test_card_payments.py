@@ -302,3 +302,17 @@ def test_a_payment_that_never_reached_the_processor_fails_on_reconciliation(
 def _zero():
     import datetime as dt
     return dt.timedelta(0)
+
+
+def test_the_reconciliation_agrees_with_the_card_processor(buyer_client, shop, stripe_gateway,
+                                                          session):
+    from billing import statements
+    from market.db import utcnow
+
+    order = _order(buyer_client, shop)
+    assert _pay(buyer_client, order["id"], card(stripe_gateway, GOOD)).get_json()[
+        "order"]["status"] == "paid"
+    figures = statements.reconciliation(session, f"{utcnow():%Y-%m}", gateway=stripe_gateway)
+    cny = figures["currencies"]["CNY"]
+    assert cny["processor_difference"] == 0 and cny["difference"] == 0
+    assert cny["gross_collected"] >= 10_600

@@ -349,10 +349,12 @@ def test_reconciliation_compares_card_payments_with_the_processor(session, month
                       idempotency_key="card-test", succeeded_at=utcnow())
     session.add(payment)
     session.flush()
+    from billing.payments import payment_tag
+
     intents = [{"status": "succeeded", "amount": 4_000, "currency": "cny",
-                "metadata": {"payment_id": str(payment.id)}},
+                "metadata": {"payment": payment_tag(order.number, payment.id)}},
                {"status": "succeeded", "amount": 9_999, "currency": "cny",
-                "metadata": {"payment_id": "someone else's"}}]
+                "metadata": {"payment": "someone else's"}}]
     page = SimpleNamespace(auto_paging_iter=lambda: iter(intents))
     gateway = SimpleNamespace(client=SimpleNamespace(v1=SimpleNamespace(
         payment_intents=SimpleNamespace(list=lambda params: page))))
