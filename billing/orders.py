@@ -45,10 +45,13 @@ class CartItem:
     quantity: int = 1
 
 
+# Characters of numbers people read aloud or type from paper: no 0/O, no 1/I.
+READABLE_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"
+
+
 def order_number(prefix: str = "DM") -> str:
     """A unique, unguessable order number such as ``DM-20261123-7QK2M9XD``."""
-    alphabet = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # no 0/O, 1/I: read aloud on the phone
-    token = "".join(secrets.choice(alphabet) for _ in range(8))
+    token = "".join(secrets.choice(READABLE_ALPHABET) for _ in range(8))
     return f"{prefix}-{utcnow():%Y%m%d}-{token}"
 
 

@@ -38,12 +38,13 @@ from market import audit
 from market.accounts.authz import Principal
 from market.accounts.models import Organization
 from market.audit import SYSTEM, Actor
-from market.catalog.models import Dataset, Listing
+from market.catalog.models import Listing
 from market.db import Database, utcnow
-from market.errors import Conflict, Forbidden, InvalidInput, MarketError, NotFound
+from market.errors import Conflict, InvalidInput, MarketError, NotFound
 from billing import certificates, entitlements
 from billing.context import BillingSettings
 from billing.ledger import Line, Purpose, get_account, post
+from billing.orders import READABLE_ALPHABET
 from billing.models import (
     LIVE_PAYMENT_STATUSES, BankReceipt, Invoice, Order, Payment, PaymentProfile,
 )
@@ -407,24 +408,21 @@ def reconcile(db: Database, gateway, settings: BillingSettings, *,
 
 # Bank transfer ----------------------------------------------------------------------------------
 
-def payment_reference(invoice_number_seed: int | None = None) -> str:
+def payment_reference() -> str:
     """A reference the buyer writes on the transfer: ten characters, the last a check
     character (mod 32), so a mistyped reference is caught when finance enters it."""
-    alphabet = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"
-    body = "".join(secrets.choice(alphabet) for _ in range(9))
+    body = "".join(secrets.choice(READABLE_ALPHABET) for _ in range(9))
     return body + _check_char(body)
 
 
 def _check_char(body: str) -> str:
-    alphabet = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"
-    total = sum((i + 1) * alphabet.index(c) for i, c in enumerate(body))
-    return alphabet[total % 32]
+    total = sum((i + 1) * READABLE_ALPHABET.index(c) for i, c in enumerate(body))
+    return READABLE_ALPHABET[total % 32]
 
 
 def reference_is_valid(reference: str) -> bool:
     reference = reference.strip().upper()
-    alphabet = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"
-    return (len(reference) == 10 and all(c in alphabet for c in reference)
+    return (len(reference) == 10 and all(c in READABLE_ALPHABET for c in reference)
             and _check_char(reference[:9]) == reference[9])
 
 
@@ -573,15 +571,6 @@ def open_invoices(session: Session, principal: Principal) -> list[Invoice]:
             continue
         visible.append(invoice)
     return visible
-
-
-def dataset_of(session: Session, dataset_id: int) -> Dataset | None:
-    return session.get(Dataset, dataset_id)
-
-
-def require_finance(principal: Principal) -> None:
-    if not {"platform", "exchange"} & principal.org_roles:
-        raise Forbidden("Only the platform's or an exchange's finance staff do this.")
 
 
 # The scheduled reconciliation ---------------------------------------------------------------------
