@@ -12,6 +12,8 @@ from billing.context import BillingSettings
 from market.accounts import services as accounts
 from market.catalog import importer, listings, offers
 from market.catalog import services as catalog
+from tests.billing import shop
+from tests.fixtures import csrf_token
 from tests.factories import make_org, make_user
 
 DATASET = {
@@ -113,3 +115,24 @@ def card(gateway, number: str) -> str:
     return gateway.client.v1.payment_methods.create(params={
         "type": "card",
         "card": {"number": number, "exp_month": 12, "exp_year": 2031, "cvc": "123"}}).id
+
+
+@pytest.fixture()
+def buyer_client(session, passwords, sign_in_as):
+    """A buyer organization's owner, signed in, with the CSRF header for API writes."""
+    org, _, _ = shop.buyer(session, passwords)
+    session.commit()
+    client = sign_in_as(org, "owner")
+    client.csrf = {"X-CSRFToken": csrf_token(client)}
+    client.org = org
+    return client
+
+
+@pytest.fixture()
+def finance_client(session, passwords, sign_in_as):
+    """The platform's finance person, signed in, with the CSRF header for API writes."""
+    platform, _, _ = shop.platform_finance(session, passwords)
+    session.commit()
+    client = sign_in_as(platform, "finance")
+    client.csrf = {"X-CSRFToken": csrf_token(client)}
+    return client

@@ -17,15 +17,14 @@ from sqlalchemy import func, select
 from billing import ledger, payments
 from billing.ledger import LedgerTransaction
 from billing.models import Order, Payment, WebhookEvent
-from tests.billing.shop import buyer, listed_dataset, platform_finance
+from tests.billing.shop import listed_dataset
 from tests.billing.test_gateway import authenticate, card, stripe_signature
-from tests.fixtures import csrf_token
 from tests.stripe_server import WEBHOOK_SECRET
 
 GOOD, DECLINED, THREE_DS = "4242424242424242", "4000000000000341", "4000002760003184"
 
 
-@pytest.fixture()
+@pytest.fixture(autouse=True)
 def card_app(app, stripe_gateway, monkeypatch):
     """The app with card payments on: the gateway points at the local Stripe server."""
     monkeypatch.setitem(app.extensions, "market.gateway", stripe_gateway)
@@ -36,24 +35,6 @@ def card_app(app, stripe_gateway, monkeypatch):
 def shop(session, passwords):
     return listed_dataset(session, passwords, package_price="100.00")
 
-
-@pytest.fixture()
-def buyer_client(card_app, session, passwords, sign_in_as):
-    org, _, _ = buyer(session, passwords)
-    session.commit()
-    client = sign_in_as(org, "owner")
-    client.csrf = {"X-CSRFToken": csrf_token(client)}
-    client.org = org
-    return client
-
-
-@pytest.fixture()
-def finance_client(card_app, session, passwords, sign_in_as):
-    platform, _, _ = platform_finance(session, passwords)
-    session.commit()
-    client = sign_in_as(platform, "finance")
-    client.csrf = {"X-CSRFToken": csrf_token(client)}
-    return client
 
 
 class Relay:

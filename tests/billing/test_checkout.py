@@ -13,8 +13,7 @@ from billing.ledger import LedgerAccount, Purpose
 from billing.models import Entitlement, Order
 from market.audit import AuditEntry
 from sqlalchemy import func, select
-from tests.billing.shop import buyer, listed_dataset, platform_finance
-from tests.fixtures import csrf_token
+from tests.billing.shop import listed_dataset
 
 
 @pytest.fixture()
@@ -22,24 +21,6 @@ def shop(session, passwords):
     return listed_dataset(session, passwords, package_price="9800.00", package_tokens=2_000_000,
                           licence_months=12)
 
-
-@pytest.fixture()
-def buyer_client(app, session, passwords, sign_in_as):
-    org, _, _ = buyer(session, passwords)
-    session.commit()
-    client = sign_in_as(org, "owner")
-    client.csrf = {"X-CSRFToken": csrf_token(client)}
-    client.org = org
-    return client
-
-
-@pytest.fixture()
-def finance_client(app, session, passwords, sign_in_as):
-    platform, _, _ = platform_finance(session, passwords)
-    session.commit()
-    client = sign_in_as(platform, "finance")
-    client.csrf = {"X-CSRFToken": csrf_token(client)}
-    return client
 
 
 def _checkout(client, offer_id, quantity=1, **extra):
@@ -226,7 +207,7 @@ def test_unknown_field_is_rejected(buyer_client, shop):
 
 
 def test_suspended_or_retired_offers_cannot_be_bought(buyer_client, shop, session):
-    from market.catalog import listings, offers
+    from market.catalog import offers
 
     offers.retire_offer(session, shop["owner"], shop["package"])
     session.commit()
@@ -234,7 +215,6 @@ def test_suspended_or_retired_offers_cannot_be_bought(buyer_client, shop, sessio
     fresh = offers.add_offer(session, shop["owner"], shop["dataset"], {
         "kind": "mall_package", "code": "pack2",
         "price": {"amount": "100.00", "currency": "CNY"}})
-    reviewer = listings.review_queue  # noqa: F841 (the listing is suspended by its exchange)
     shop["listing"].status = "suspended"
     session.commit()
     response = _checkout(buyer_client, fresh.id)
