@@ -28,7 +28,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Callable
 
-from sqlalchemy import insert, select, text, update
+from sqlalchemy import Update, bindparam, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -136,15 +136,55 @@ def _replayed(session: Session, event: UsageEvent) -> Charge:
                   event.paid_by, None, event.id, replayed=True)
 
 
+# The statements every metered call runs are built once, here, with bound parameters, and
+# against the Core tables rather than the ORM classes: an UPDATE or INSERT of an ORM class also
+# passes through the session's bulk-DML layer (which would keep objects in the session in step;
+# none are held here). Building them per call and that layer cost as much Python as the rest
+# of the charge.
+_KEY_MONTHS = KeyUsageMonth.__table__
+_SUBSCRIPTIONS = Subscription.__table__
+_WALLETS = TokenWallet.__table__
+_WALLET_ENTRIES = WalletEntry.__table__
+_EVENTS = UsageEvent.__table__
+
+_TAKE_KEY_MONTH = (
+    update(_KEY_MONTHS)
+    .where(_KEY_MONTHS.c.api_key_id == bindparam("key_id"),
+           _KEY_MONTHS.c.period == bindparam("month"),
+           _KEY_MONTHS.c.tokens + bindparam("taken") <= bindparam("cap"))
+    .values(tokens=_KEY_MONTHS.c.tokens + bindparam("taken")))
+
+
+def _wallet_debit(*which) -> Update:
+    """Debit ``:taken`` tokens from the wallet ``which`` selects, if it still holds them; the
+    wallet's id and balance come back."""
+    wallet = _WALLETS.c
+    return (update(_WALLETS)
+            .where(*which, wallet.balance_tokens >= bindparam("taken"))
+            .values(balance_tokens=wallet.balance_tokens - bindparam("taken"),
+                    updated_at=bindparam("now"))
+            .returning(wallet.id, wallet.balance_tokens))
+
+
+# The dataset's wallet if it holds enough, else the platform's.
+_DEBIT_FIRST_WALLET = _wallet_debit(_WALLETS.c.id == (
+    select(_WALLETS.c.id)
+    .where(_WALLETS.c.organization_id == bindparam("org"),
+           or_(_WALLETS.c.scope == bindparam("dataset_scope"),
+               _WALLETS.c.scope == bindparam("platform_scope")),
+           _WALLETS.c.balance_tokens >= bindparam("taken"))
+    .order_by((_WALLETS.c.scope == bindparam("platform_scope")).asc())
+    .limit(1).scalar_subquery()))
+_DEBIT_WALLET = _wallet_debit(_WALLETS.c.organization_id == bindparam("org"),
+                              _WALLETS.c.scope == bindparam("only_scope"))
+
+
 def _take_key_cap(session: Session, key: ApiKey, tokens: int, period: str) -> None:
     if key.monthly_token_cap is None:
         return
-    take = (update(KeyUsageMonth)
-            .where(KeyUsageMonth.api_key_id == key.id, KeyUsageMonth.period == period,
-                   KeyUsageMonth.tokens + tokens <= key.monthly_token_cap)
-            .values(tokens=KeyUsageMonth.tokens + tokens)
-            .execution_options(synchronize_session=False))
-    if session.execute(take).rowcount:
+    take = {"key_id": key.id, "month": period, "taken": tokens,
+            "cap": key.monthly_token_cap}
+    if session.execute(_TAKE_KEY_MONTH, take).rowcount:
         return
     # The month's first call (no row yet), or the cap is reached.
     if session.scalar(select(KeyUsageMonth.id).where(KeyUsageMonth.api_key_id == key.id,
@@ -154,31 +194,30 @@ def _take_key_cap(session: Session, key: ApiKey, tokens: int, period: str) -> No
                 session.add(KeyUsageMonth(api_key_id=key.id, period=period, tokens=0))
         except IntegrityError:
             pass  # another call created the month's row first: use it
-        if session.execute(take).rowcount:
+        if session.execute(_TAKE_KEY_MONTH, take).rowcount:
             return
     raise PaymentRequired(
         f"This API key's monthly cap of {key.monthly_token_cap:,} tokens would be passed "
         f"by this call ({tokens:,} tokens).", field="monthly_token_cap")
 
 
-def _live_subscription(organization_id: int, dataset_id: int, today: dt.date):
-    return (Subscription.organization_id == organization_id,
-            Subscription.dataset_id == dataset_id, Subscription.status == "active",
-            Subscription.current_period_start <= today, Subscription.current_period_end > today)
+def _live_subscription(organization_id: int, dataset_id: int, today: dt.date,
+                       columns=Subscription):
+    return (columns.organization_id == organization_id,
+            columns.dataset_id == dataset_id, columns.status == "active",
+            columns.current_period_start <= today, columns.current_period_end > today)
 
 
 def _take_subscription(session: Session, organization_id: int, dataset_id: int, tokens: int,
                        today: dt.date) -> int | None:
     """Take the tokens from the live subscription's allowance; the tokens left, or None."""
+    sub = _SUBSCRIPTIONS.c
     row = session.execute(
-        update(Subscription)
-        .where(*_live_subscription(organization_id, dataset_id, today),
-               Subscription.tokens_used + tokens <= Subscription.included_tokens
-               + Subscription.rollover_tokens)
-        .values(tokens_used=Subscription.tokens_used + tokens)
-        .returning(Subscription.included_tokens + Subscription.rollover_tokens
-                   - Subscription.tokens_used)
-        .execution_options(synchronize_session=False)).first()
+        update(_SUBSCRIPTIONS)
+        .where(*_live_subscription(organization_id, dataset_id, today, sub),
+               sub.tokens_used + tokens <= sub.included_tokens + sub.rollover_tokens)
+        .values(tokens_used=sub.tokens_used + tokens)
+        .returning(sub.included_tokens + sub.rollover_tokens - sub.tokens_used)).first()
     return None if row is None else int(row[0])
 
 
@@ -190,27 +229,14 @@ def _take_wallet(session: Session, organization_id: int, dataset_id: int, tokens
     UPDATE's own condition, which PostgreSQL re-evaluates under the row lock, so racing calls
     never overdraw. If that wallet was drained meanwhile, each wallet is tried in turn."""
     scopes = (wallet_scope(dataset_id), wallet_scope(None))
-    pick = (select(TokenWallet.id)
-            .where(TokenWallet.organization_id == organization_id,
-                   TokenWallet.scope.in_(scopes), TokenWallet.balance_tokens >= tokens)
-            .order_by((TokenWallet.scope == scopes[1]).asc()).limit(1).scalar_subquery())
-    row = session.execute(
-        update(TokenWallet)
-        .where(TokenWallet.id == pick, TokenWallet.balance_tokens >= tokens)
-        .values(balance_tokens=TokenWallet.balance_tokens - tokens, updated_at=utcnow())
-        .returning(TokenWallet.id, TokenWallet.balance_tokens)
-        .execution_options(synchronize_session=False)).first()
+    debit = {"org": organization_id, "taken": tokens, "now": utcnow()}
+    row = session.execute(_DEBIT_FIRST_WALLET, debit | {
+        "dataset_scope": scopes[0], "platform_scope": scopes[1]}).first()
     if row is not None:
         _log_debit(session, row, tokens, request_id, dataset_id)
         return int(row.balance_tokens)
     for scope in scopes:
-        row = session.execute(
-            update(TokenWallet)
-            .where(TokenWallet.organization_id == organization_id, TokenWallet.scope == scope,
-                   TokenWallet.balance_tokens >= tokens)
-            .values(balance_tokens=TokenWallet.balance_tokens - tokens, updated_at=utcnow())
-            .returning(TokenWallet.id, TokenWallet.balance_tokens)
-            .execution_options(synchronize_session=False)).first()
+        row = session.execute(_DEBIT_WALLET, debit | {"only_scope": scope}).first()
         if row is not None:
             _log_debit(session, row, tokens, request_id, dataset_id)
             return int(row.balance_tokens)
@@ -218,10 +244,13 @@ def _take_wallet(session: Session, organization_id: int, dataset_id: int, tokens
 
 
 def _log_debit(session: Session, row, tokens: int, request_id: str, dataset_id: int) -> None:
-    # A plain INSERT, not an ORM object: this runs on every metered call.
-    session.execute(insert(WalletEntry).values(
-        wallet_id=row.id, kind="debit", delta_tokens=-tokens, balance_after=row.balance_tokens,
-        reference=request_id, note=f"dataset {dataset_id}", created_at=utcnow()))
+    session.execute(_LOG_DEBIT, {
+        "wallet_id": row.id, "kind": "debit", "delta_tokens": -tokens,
+        "balance_after": row.balance_tokens, "reference": request_id,
+        "note": f"dataset {dataset_id}", "created_at": utcnow()})
+
+
+_LOG_DEBIT = insert(_WALLET_ENTRIES)
 
 
 def card_rating(card) -> Callable[[int], int]:
@@ -335,22 +364,30 @@ def charge_call(session: Session, *, key: ApiKey, dataset: Dataset, version: Dat
                     "with enough tokens, and no postpaid credit line. Buy a token pack or "
                     "subscribe.", field="tokens")
             paid_by = "postpaid"
-    # One plain INSERT ... RETURNING (the revision read by the INSERT itself): this runs on
-    # every metered call, so it skips the ORM's unit of work.
-    event_id = session.execute(insert(UsageEvent).values(
-        request_id=request_id, request_hash=request_hash, organization_id=organization_id,
-        api_key_id=key.id, dataset_id=dataset.id, version_id=version.id, kind="data",
-        tokens=tokens, unit_price=_unit_price(amount, tokens), amount_minor=amount.minor,
-        currency=amount.currency, paid_by=paid_by,
-        supply_chain_revision_id=_current_revision_query(dataset.id), period=period,
-        occurred_at=now, recorded_at=now).returning(UsageEvent.id)).scalar_one()
+    # One INSERT ... RETURNING, the revision read by the INSERT itself.
+    event_id = session.execute(_RECORD_CALL, {
+        "request_id": request_id, "request_hash": request_hash,
+        "organization_id": organization_id, "api_key_id": key.id, "dataset_id": dataset.id,
+        "version_id": version.id, "kind": "data", "tokens": tokens,
+        "unit_price": _unit_price(amount, tokens), "amount_minor": amount.minor,
+        "currency": amount.currency, "paid_by": paid_by, "revision_of": dataset.id,
+        "period": period, "occurred_at": now, "recorded_at": now}).scalar_one()
     return Charge(tokens, amount, paid_by, remaining, event_id)
 
 
+# The call's usage event, with the dataset's supply-chain revision in force read by the INSERT.
+_RECORD_CALL = insert(_EVENTS).values(supply_chain_revision_id=(
+    select(SupplyChainRevision.__table__.c.id)
+    .where(SupplyChainRevision.__table__.c.dataset_id == bindparam("revision_of"))
+    .order_by(SupplyChainRevision.__table__.c.revision.desc()).limit(1).scalar_subquery())
+).returning(_EVENTS.c.id)
+
+
 # The commonest call — paid from a wallet, no subscription — in one round trip on PostgreSQL
-# (after the key's cap, when it has one): the same steps as ``_take_wallet`` and the INSERT of the usage event below (pick
-# the dataset's wallet before the platform's, debit it under its re-checked balance condition,
-# log the debit, record the event), plus the relaxed commit of ``relax_commit_durability``.
+# (after the key's cap, when it has one): the same steps as ``_take_wallet`` and
+# ``_RECORD_CALL`` (pick the dataset's wallet before the platform's, debit it under its
+# re-checked balance condition, log the debit, record the event), plus the relaxed commit of
+# ``relax_commit_durability``.
 # No row back: no wallet covered the call, and nothing was written.
 _PG_WALLET_CHARGE = text("""
 WITH durability AS (SELECT set_config('synchronous_commit', 'off', true) AS setting),
@@ -399,19 +436,21 @@ def _postpaid_price(session: Session, organization_id: int, dataset: Dataset,
 
 
 def _unit_price(amount: Money, tokens: int) -> str:
-    """The effective price per million tokens of a charge, as a decimal string."""
+    return unit_price(amount.minor, amount.places, tokens)
+
+
+def unit_price(minor: int, places: int, tokens: int) -> str:
+    """The effective price per million tokens of a charge of ``minor`` units (``places``
+    decimals), as a decimal string with six places, rounded half to even — in integers, since
+    ingestion prices a thousand events a batch."""
     if not tokens:
         return "0"
-    from decimal import Decimal
-
-    per_million = Decimal(amount.minor) * 1_000_000 / tokens / (10 ** amount.places)
-    return format(per_million.quantize(Decimal("0.000001")), "f")
-
-
-def _current_revision_query(dataset_id: int):
-    return (select(SupplyChainRevision.id)
-            .where(SupplyChainRevision.dataset_id == dataset_id)
-            .order_by(SupplyChainRevision.revision.desc()).limit(1).scalar_subquery())
+    millionths, remainder = divmod(abs(minor) * 10 ** 12, tokens * 10 ** places)
+    if 2 * remainder > tokens * 10 ** places or (
+            2 * remainder == tokens * 10 ** places and millionths % 2):
+        millionths += 1
+    whole, fraction = divmod(millionths, 1_000_000)
+    return f"{'-' if minor < 0 and millionths else ''}{whole}.{fraction:06d}"
 
 
 def _current_revision(session: Session, dataset_id: int) -> int | None:

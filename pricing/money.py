@@ -159,6 +159,18 @@ def round_half_up(value: Fraction) -> int:
     return magnitude if num >= 0 else -magnitude
 
 
+def minor_to_dict(minor: int, currency: str) -> dict[str, str]:
+    """``Money.from_minor(minor, currency).to_dict()``, without building the ``Money``: for
+    answers that list thousands of amounts."""
+    code = normalize_currency(currency)
+    places = CURRENCY_MINOR_UNITS[code]
+    if not places:
+        return {"amount": str(minor), "currency": code}
+    whole, fraction = divmod(abs(minor), 10**places)
+    return {"amount": f"{'-' if minor < 0 else ''}{whole}.{fraction:0{places}d}",
+            "currency": code}
+
+
 def _scaled_decimal(scaled: int, places: int) -> Decimal:
     # Built from digits, so no decimal context (precision, rounding) applies.
     digits = tuple(int(d) for d in str(abs(scaled)))

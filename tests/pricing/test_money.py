@@ -21,6 +21,7 @@ from pricing import (
     UnknownCurrency,
     minor_units,
 )
+from pricing.money import minor_to_dict
 
 
 @pytest.mark.parametrize(
@@ -173,6 +174,7 @@ def test_minor_units_and_json_round_trip(minor, currency):
     assert money.minor == minor
     assert Money.from_dict(json.loads(json.dumps(money.to_dict()))) == money
     assert Money(str(money.amount), currency) == money
+    assert minor_to_dict(minor, currency.lower()) == money.to_dict()
 
 
 @settings(max_examples=200, deadline=None)
