@@ -121,10 +121,11 @@ def bearer_principal() -> Principal | None:
         return None
     scheme, _, credentials = header.partition(" ")
     if scheme.lower() != "bearer" or not credentials.strip():
-        raise Unauthorized("Send the API key as 'Authorization: Bearer <key>'.")
+        raise Unauthorized("Send the API key as 'Authorization: Bearer <key>'.",
+                           field="Authorization")
     key = accounts.authenticate_api_key(db_session(), credentials.strip())
     if key is None:
-        raise Unauthorized("The API key is unknown, expired or revoked.")
+        raise Unauthorized("The API key is unknown, expired or revoked.", field="Authorization")
     g.api_key = key
     return accounts.principal_for_key(key)
 

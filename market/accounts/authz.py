@@ -112,6 +112,9 @@ def authorize(principal: Principal | None, permission: str) -> Principal:
     if principal is None:
         raise Unauthorized("Sign in or send an API key.")
     if not principal.can(permission):
+        scope = PERMISSIONS[permission].scope
+        if principal.is_key and scope not in (None, ANY_KEY) and scope not in principal.scopes:
+            raise Forbidden(f"This API key lacks the {scope!r} scope.", field="scopes")
         raise Forbidden(f"This needs the {permission!r} permission.")
     return principal
 

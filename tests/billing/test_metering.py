@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from billing import entitlements
 from billing.models import CreditLine, UsageEvent
 from market.catalog.models import DatasetRecord
+from market.db import utcnow
 from pricing.tokens import count_text
 from tests.billing.shop import buyer, listed_dataset
 from tests.factories import make_key
@@ -201,6 +202,25 @@ def test_unknown_version_and_unentitled_dataset(client, session, shop, model_co,
     response = client.get(f"/api/v1/datasets/{other['dataset'].id}/versions/1/records",
                           headers=headers)
     assert response.status_code == 403 and "entitled" in response.get_json()["detail"]
+
+
+def test_unknown_dataset_revoked_key_and_missing_scope_name_their_field(
+        client, session, shop, model_co):
+    _fund(session, model_co, 1_000_000)
+    key, headers = _key(session, model_co)
+    unknown = client.get("/api/v1/datasets/987654/versions/1/records", headers=headers)
+    assert unknown.status_code == 404 and "dataset" in unknown.get_json()["errors"]
+    _, secret = make_key(session, model_co, scopes=("usage:read",))
+    session.commit()
+    unscoped = _records(client, shop, {"Authorization": f"Bearer {secret}"})
+    assert unscoped.status_code == 403 and "scopes" in unscoped.get_json()["errors"]
+    assert "data:read" in unscoped.get_json()["detail"]
+    key.revoked_at = utcnow()
+    session.commit()
+    revoked = _records(client, shop, headers)
+    assert revoked.status_code == 401 and "Authorization" in revoked.get_json()["errors"]
+    assert "revoked" in revoked.get_json()["detail"]
+    assert session.scalar(select(func.count()).select_from(UsageEvent)) == 0
 
 
 def test_a_subscriptions_allowance_pays_first_then_the_wallet(client, session, shop, model_co):

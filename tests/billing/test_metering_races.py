@@ -28,7 +28,7 @@ pytestmark = pytest.mark.skipif(
     reason="row locks and concurrent spending only mean something on PostgreSQL")
 
 THREADS = 8
-CALLS_PER_THREAD = 100
+CALLS_PER_THREAD = 200
 # Enough for about half of the calls: the race runs both while there are tokens and after.
 SERVABLE_CALLS = THREADS * CALLS_PER_THREAD // 2
 

@@ -4,6 +4,7 @@ the month, late events in the open month, the credit line's limit; and the usage
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 
 import pytest
 from sqlalchemy import func, select
@@ -61,7 +62,7 @@ def _report(client, headers, events):
 
 
 def _minor(amount):
-    return round(float(amount["amount"]) * 100)
+    return int(Decimal(amount["amount"]) * 100)
 
 
 def _used(session, line):
