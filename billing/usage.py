@@ -405,7 +405,8 @@ def _insert(session: Session, organization_id: int, api_key_id: int | None, peri
         rows.append({
             "request_id": request_ids[i],
             "request_hash": _fingerprint(event, occurred_at.isoformat()),
-            "dataset_id": event["dataset_id"], "tokens": event["tokens"],
+            "dataset_id": event["dataset_id"], "model": event.get("model"),
+            "tokens": event["tokens"],
             "unit_price": metering.unit_price(outcome.minor, minor_units(outcome.currency),
                                               event["tokens"]),
             "amount_minor": outcome.minor, "currency": outcome.currency,

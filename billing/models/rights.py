@@ -151,6 +151,8 @@ class UsageEvent(Base):
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
     version_id: Mapped[int | None] = mapped_column(ForeignKey("dataset_versions.id"))
     kind: Mapped[str] = mapped_column(String(10))  # data | royalty
+    # A royalty event's model, as the reporter names it (the evidence behind the charge).
+    model: Mapped[str | None] = mapped_column(String(200))
     tokens: Mapped[int] = mapped_column(BigInteger)
     # Price per million tokens as a decimal string (sub-minor precision).
     unit_price: Mapped[str] = mapped_column(String(40))

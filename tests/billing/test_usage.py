@@ -113,6 +113,7 @@ def test_each_event_has_its_outcome_and_only_valid_ones_are_charged(
         ("royalty", "postpaid", 10), ("royalty", "free", 0)]
     assert sum(e.amount_minor for e in events) == sum(charged)
     assert events[0].request_id == f"event:{model_co.id}:a"
+    assert [e.model for e in events] == ["qwen-7b", None, None, None]
     assert all(e.supply_chain_revision_id is not None for e in events)
 
     # Across batches: the ids already accepted come back duplicate and charge nothing.
