@@ -474,9 +474,15 @@ def record_receipt(principal: Principal, invoice_id: int):
         except PricingError as exc:  # an unknown currency code
             form.currency.errors = list(form.currency.errors) + [str(exc)]
         else:
-            flash(_("Receipt recorded on invoice %(number)s: it is %(status)s.",
-                    number=invoice.number, status=invoice.status.replace("_", " ")),
-                  "success")
+            if invoice.status == "paid":
+                message = _("Receipt recorded: invoice %(number)s is paid.",
+                            number=invoice.number)
+            elif invoice.status == "partially_paid":
+                message = _("Receipt recorded: invoice %(number)s is partly paid, and the rest "
+                            "is still due.", number=invoice.number)
+            else:
+                message = _("Receipt recorded on invoice %(number)s.", number=invoice.number)
+            flash(message, "success")
             return redirect(url_for("storefront.finance"))
     return _render_finance(principal, failed=(invoice.id, form), status=422)
 
@@ -522,9 +528,15 @@ def refund_payment(principal: Principal, payment_id: int):
         except (InvalidInput, Conflict) as exc:
             _form_error(form, exc)
         else:
-            flash(_("Refund of %(amount)s: %(status)s.",
-                    amount=_money(refund.amount_minor, refund.currency),
-                    status=refund.status), "success")
+            amount = _money(refund.amount_minor, refund.currency)
+            if refund.status == "succeeded":
+                flash(_("Refund of %(amount)s made.", amount=amount), "success")
+            elif refund.status == "pending":
+                flash(_("Refund of %(amount)s recorded; it completes when the money has gone "
+                        "back.", amount=amount), "success")
+            else:
+                flash(_("Refund of %(amount)s failed; nothing was refunded.", amount=amount),
+                      "error")
             return redirect(url_for("storefront.finance_order", order_id=order_id))
     order = _finance_order(principal, order_id)
     return _render_finance_order(principal, order, failed=(payment_id, form), status=422)

@@ -15,7 +15,7 @@ from market.accounts.models import Organization, OrganizationRole
 from market.catalog import importer, listings, offers, services
 from market.catalog.browse import FACETS, SORTS, CatalogQuery, browse
 from market.catalog.listings import REASON_CODES
-from market.catalog.models import Dataset, DatasetVersion, Listing
+from market.catalog.models import Dataset, DatasetVersion, Listing, ListingStatus
 from market.catalog.taxonomy import VOCABULARIES
 from market.db import utcnow
 from market.errors import MarketError
@@ -319,6 +319,16 @@ def decide_listing(principal: Principal, listing_id: int, action: str):
     except MarketError as exc:
         flash(exc.detail, "error")
         return redirect(url_for("storefront.review_listing", listing_id=listing.id))
-    flash(_("Listing %(status)s.", status=listing.status), "success")
+    flash(_listing_decided(listing.status), "success")
     return redirect(url_for("storefront.review_queue"))
 
+
+def _listing_decided(status: str) -> str:
+    """What the reviewer is told after a decision, in the page's language."""
+    return {
+        ListingStatus.APPROVED.value: _("Listing approved: it is on the marketplace."),
+        ListingStatus.REJECTED.value: _("Listing rejected: the supplier sees your reasons."),
+        ListingStatus.SUSPENDED.value: _("Listing suspended: nobody can buy it until it is "
+                                         "reinstated."),
+        ListingStatus.DELISTED.value: _("Listing delisted: its sales have ended."),
+    }.get(status, _("Listing updated."))

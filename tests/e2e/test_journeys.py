@@ -268,7 +268,9 @@ def test_buyer_registers_and_subscribes_paying_by_card(open_page, served, locale
     pay_by_card(page)
     expect(page.locator("h1 code")).to_have_text(order_number)
     expect(page.locator("main p .badge.order-paid")).to_be_visible()
-    expect(page.locator("main table").last).to_contain_text("succeeded")  # the card payment
+    expect(page.locator("main table").last.locator(".badge.payment-succeeded")).to_have_count(1)
+    # The card payment, its status in the page's language.
+    expect(page.locator("main table").last).to_contain_text("成功" if zh else "succeeded")
 
     page.goto("/holdings")
     expect(page.locator("table.entitlements tbody")).to_contain_text(title)

@@ -119,7 +119,8 @@ def test_buying_a_package_by_bank_transfer_end_to_end(buyer_client, finance_clie
                      _receipt_form(invoice))
     assert response.status_code == 302, _text(response)
     console = _text(finance_client.get("/finance"))
-    assert "it is paid" in console and f'id="invoice-{invoice.id}"' not in console
+    assert f"invoice {invoice.number} is paid" in console
+    assert f'id="invoice-{invoice.id}"' not in console
 
     page = _text(buyer_client.get(f"/orders/{order_id}"))
     assert ">paid<" in page
@@ -202,7 +203,9 @@ def test_finance_refunds_a_bank_transfer_in_part(buyer_client, finance_client, s
     session.expire_all()
     (refund,) = session.scalars(select(Refund)).all()
     assert refund.amount_minor == 10_000 and refund.status == "succeeded"
-    assert "CNY 100.00" in _text(finance_client.get(f"/finance/orders/{order_id}"))
+    page = _text(finance_client.get(f"/finance/orders/{order_id}"))
+    assert "Refund of CNY 100.00 made." in page
+    assert 'class="badge refund-succeeded">refunded<' in page
     # A partial refund leaves the purchase in place: the buyer can still download it.
     page = _text(buyer_client.get(f"/orders/{order_id}"))
     assert "partially refunded" in page and "/download" in page
