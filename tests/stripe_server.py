@@ -2,10 +2,14 @@
 
 `stripe_server` starts it on a loopback port and yields its address and keys; `stripe_gateway`
 is a real `StripeGateway` pointed at it. Tests talk to it through the real Stripe SDK, over HTTP.
+`card`, `authenticate` and `stripe_signature` play the buyer's browser, the buyer's bank and
+Stripe's webhook signer.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import socket
 import subprocess
@@ -21,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from billing.gateways import StripeGateway
+from billing.gateways import IntentResult, StripeGateway
 
 WEBHOOK_SECRET = "whsec_test_secret"
 
@@ -128,3 +132,28 @@ def stripe_gateway(stripe_server: StripeServer) -> StripeGateway:
     return StripeGateway(
         stripe_server.secret_key, api_base=stripe_server.url, webhook_secret=WEBHOOK_SECRET
     )
+
+
+def card(gateway: StripeGateway, number: str) -> str:
+    """A card PaymentMethod, created as Stripe.js would from the numbers the buyer typed."""
+    return gateway.client.v1.payment_methods.create(params={
+        "type": "card",
+        "card": {"number": number, "exp_month": 12, "exp_year": 2031, "cvc": "123"}}).id
+
+
+def authenticate(server: StripeServer, intent: IntentResult, *, success: bool) -> None:
+    """What the buyer's bank page does for 3-D Secure, in localstripe's own endpoint."""
+    data = urllib.parse.urlencode({
+        "key": server.publishable_key, "client_secret": intent.client_secret,
+        "success": "true" if success else "false"}).encode()
+    url = f"{server.url}/v1/payment_intents/{intent.ref}/_authenticate"
+    with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=10) as response:
+        response.read()
+
+
+def stripe_signature(payload: bytes, secret: str, timestamp: int | None = None) -> str:
+    """The Stripe-Signature header Stripe sends: t=<unix time>,v1=HMAC-SHA256(secret, "t.body")."""
+    timestamp = int(time.time()) if timestamp is None else timestamp
+    signed = f"{timestamp}.".encode() + payload
+    digest = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"

@@ -110,13 +110,6 @@ def finance(session, passwords):
     return {"org": platform, "user": user, "principal": principal_of(user, platform)}
 
 
-def card(gateway, number: str) -> str:
-    """A card PaymentMethod, created as Stripe.js would from the numbers the buyer typed."""
-    return gateway.client.v1.payment_methods.create(params={
-        "type": "card",
-        "card": {"number": number, "exp_month": 12, "exp_year": 2031, "cvc": "123"}}).id
-
-
 @pytest.fixture()
 def buyer_client(session, passwords, sign_in_as):
     """A buyer organization's owner, signed in, with the CSRF header for API writes."""

@@ -18,8 +18,7 @@ from billing import ledger, payments
 from billing.ledger import LedgerTransaction
 from billing.models import Order, Payment, WebhookEvent
 from tests.billing.shop import listed_dataset
-from tests.billing.test_gateway import authenticate, card, stripe_signature
-from tests.stripe_server import WEBHOOK_SECRET
+from tests.stripe_server import WEBHOOK_SECRET, authenticate, card, stripe_signature
 
 GOOD, DECLINED, THREE_DS = "4242424242424242", "4000000000000341", "4000002760003184"
 
@@ -225,8 +224,8 @@ def test_card_refunds_are_held_to_what_remains(buyer_client, finance_client, sho
     assert over.status_code == 422 and "amount" in over.get_json()["errors"]
     rest = finance_client.post(path, headers=finance_client.csrf, json={})
     assert rest.get_json()["amount"]["amount"] == "100.00"
-    refunds = stripe_gateway.client.v1.refunds.list()
-    ours = [r for r in refunds.data if r.payment_intent == session.get(
+    refunds = stripe_gateway.client.v1.refunds.list(params={"limit": 100})
+    ours = [r for r in refunds.auto_paging_iter() if r.payment_intent == session.get(
         Payment, payment["id"]).gateway_ref]
     assert sorted(r.amount for r in ours) == [600, 10000]
     assert session.get(Order, order["id"]).status == "refunded"
@@ -256,7 +255,8 @@ def test_a_crash_after_the_processor_answers_is_repaired_by_reconciliation(
     assert payment.status == "succeeded" and payment.gateway_ref
     assert session.get(Order, order["id"]).status == "paid"
     # One intent at the processor for this payment, and reconciling again changes nothing.
-    intents = [i for i in stripe_gateway.client.v1.payment_intents.list().data
+    listed = stripe_gateway.client.v1.payment_intents.list(params={"limit": 100})
+    intents = [i for i in listed.auto_paging_iter()
                if i.to_dict().get("metadata", {}).get("payment") ==
                payments.payment_tag(order["number"], payment.id)]
     assert len(intents) == 1

@@ -7,28 +7,23 @@ when saved or attached; 4000002760003184 asks for 3-D Secure.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import http.server
 import json
 import queue
 import socket
 import threading
 import time
-import urllib.parse
-import urllib.request
 import uuid
 
 import pytest
 
 from billing.gateways import (
     GatewayError,
-    IntentResult,
     InvalidSignature,
     StripeGateway,
     gateway_from_settings,
 )
-from tests.stripe_server import WEBHOOK_SECRET
+from tests.stripe_server import WEBHOOK_SECRET, authenticate, card, stripe_signature
 
 VISA = "4242424242424242"
 DECLINED_ON_CHARGE = "4000000000000341"
@@ -38,17 +33,6 @@ THREE_D_SECURE = "4000002760003184"
 
 def key() -> str:
     return uuid.uuid4().hex
-
-
-def card(gateway: StripeGateway, number: str) -> str:
-    """A card PaymentMethod, created as Stripe.js would from the numbers the buyer typed."""
-    method = gateway.client.v1.payment_methods.create(
-        params={
-            "type": "card",
-            "card": {"number": number, "exp_month": 12, "exp_year": 2031, "cvc": "123"},
-        }
-    )
-    return method.id
 
 
 def customer(gateway: StripeGateway, organization_id: int = 7) -> str:
@@ -76,28 +60,6 @@ def pay(gateway: StripeGateway, number: str, *, amount_minor: int = 12_500, **me
         off_session=False,
         metadata=metadata or {"payment_id": key()},
     )
-
-
-def authenticate(server, intent: IntentResult, *, success: bool) -> None:
-    """What the buyer's bank page does for 3-D Secure, in localstripe's own endpoint."""
-    data = urllib.parse.urlencode(
-        {
-            "key": server.publishable_key,
-            "client_secret": intent.client_secret,
-            "success": "true" if success else "false",
-        }
-    ).encode()
-    url = f"{server.url}/v1/payment_intents/{intent.ref}/_authenticate"
-    with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=10) as response:
-        response.read()
-
-
-def stripe_signature(payload: bytes, secret: str, timestamp: int | None = None) -> str:
-    """The Stripe-Signature header Stripe sends: t=<unix time>,v1=HMAC-SHA256(secret, "t.body")."""
-    timestamp = int(time.time()) if timestamp is None else timestamp
-    signed = f"{timestamp}.".encode() + payload
-    digest = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
-    return f"t={timestamp},v1={digest}"
 
 
 # -- customers and saved cards ------------------------------------------------------------------

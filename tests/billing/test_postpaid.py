@@ -15,6 +15,7 @@ from market.audit import SYSTEM
 from market.db import utcnow
 from market.errors import Forbidden, InvalidInput
 from pricing.money import Money
+from tests.stripe_server import card
 
 PERIOD = "2026-10"
 _requests = itertools.count(1)
@@ -107,7 +108,6 @@ def test_nothing_to_bill_makes_no_order(app, db, session, listed, buyer, credit)
 
 def test_a_card_credit_line_is_charged(app, db, session, listed, buyer, finance,
                                        stripe_gateway):
-    from tests.billing.conftest import card
     payments.save_card(db, stripe_gateway, buyer["principal"],
                        card(stripe_gateway, "4242424242424242"))
     line = postpaid.open_credit_line(session, finance["principal"], buyer["org"].id,

@@ -17,7 +17,7 @@ from market.errors import Conflict, NotFound
 from pricing import proration
 from pricing.money import Money
 from pricing.offers import offer_from_dict
-from tests.billing.conftest import card
+from tests.stripe_server import card
 from tests.factories import make_org
 
 VISA = "4242424242424242"
