@@ -40,7 +40,7 @@ from collections import defaultdict
 from decimal import Decimal
 from typing import Any, Iterable
 
-from sqlalchemy import event, func, insert, inspect, or_, select, text
+from sqlalchemy import event, func, inspect, or_, select
 from sqlalchemy.orm import Session
 
 from billing.ledger import (
@@ -53,7 +53,7 @@ from market import audit
 from market.accounts.authz import Principal, authorize
 from market.audit import SYSTEM, AuditEntry
 from market.catalog.models import Dataset, Listing, SupplyChainRevision, SupplyChainShare
-from market.db import utcnow
+from market.db import insert_rows, utcnow
 from market.errors import Conflict, Forbidden, InvalidInput, NotFound
 from pricing.money import Money
 
@@ -401,31 +401,6 @@ def _statement_for(session: Session, account: Any, period: str, start: dt.dateti
     return statement, computed["lines"]
 
 
-LINE_BATCH = 50_000  # statement lines per INSERT on PostgreSQL
-
-
-def _insert_lines(session: Session, rows: list[dict[str, Any]]) -> None:
-    """Write statement lines in bulk: on PostgreSQL one ``INSERT ... SELECT FROM unnest`` per
-    batch, every column bound as one array (binding hundreds of thousands of rows one
-    parameter at a time costs more than computing them); elsewhere one executemany."""
-    if not rows:
-        return
-    table = StatementLine.__table__
-    dialect = session.get_bind().dialect
-    if dialect.name != "postgresql":
-        session.execute(insert(table), rows)
-        return
-    columns = [column for column in table.c if column.name in rows[0]]
-    arrays = ", ".join(f"CAST(:{c.name} AS {c.type.compile(dialect=dialect)}[])"
-                       for c in columns)
-    names = ", ".join(c.name for c in columns)
-    statement = text(f"INSERT INTO {table.name} ({names}) SELECT {names} "
-                     f"FROM unnest({arrays}) AS t({names})")
-    for at in range(0, len(rows), LINE_BATCH):
-        batch = rows[at:at + LINE_BATCH]
-        session.execute(statement, {c.name: [row[c.name] for row in batch] for c in columns})
-
-
 # Closing a period -------------------------------------------------------------------------------
 
 def close_period(session: Session, period: str, *, actor: Principal | None,
@@ -490,7 +465,7 @@ def close_period(session: Session, period: str, *, actor: Principal | None,
     session.flush()  # the statements' ids, for their lines and the audit entry
     rows = [{"statement_id": statement.id, **line}
             for statement, lines in zip(made, line_rows) for line in lines]
-    _insert_lines(session, rows)
+    insert_rows(session, StatementLine.__table__, rows)
     for statement in made:  # loaded from the rows just written when read
         session.expire(statement, ["lines"])
     audit.record(session, "statements.closed", actor=actor.actor if actor else SYSTEM,

@@ -37,13 +37,11 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 import hashlib
-import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from sqlalchemy import ColumnElement, any_, bindparam, func, select, text
-from sqlalchemy.dialects import sqlite
+from sqlalchemy import ColumnElement, any_, bindparam, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, selectinload
 
@@ -52,7 +50,7 @@ from billing.metering import PaymentRequired, card_rating, period_of, rated_incr
 from billing.models import CreditLine, UsageCounter, UsageEvent
 from market.accounts.models import ApiKey
 from market.catalog.models import Dataset, ListingStatus
-from market.db import utcnow
+from market.db import insert_rows, utcnow
 from market.errors import Conflict
 from pricing.money import Money, minor_to_dict, minor_units
 
@@ -412,44 +410,12 @@ def _insert(session: Session, organization_id: int, api_key_id: int | None, peri
             "amount_minor": outcome.minor, "currency": outcome.currency,
             "paid_by": paid_by[i], "supply_chain_revision_id": revisions[event["dataset_id"]],
             "occurred_at": occurred_at})
-    if session.get_bind().dialect.name == "postgresql":
-        written = _insert_recordset(session, constant, rows)
-    else:
-        statement = sqlite.insert(UsageEvent.__table__).on_conflict_do_nothing(
-            index_elements=["request_id"]).returning(UsageEvent.__table__.c.request_id)
-        written = len(session.execute(statement, [constant | row for row in rows]).all())
+    written = insert_rows(session, UsageEvent.__table__, rows, constant=constant,
+                          skip_existing="request_id")
     if written != len(rows):
         raise Conflict("Some of these event ids were reported by another request at the same "
                        "time; send the batch again (those come back as duplicates).",
                        field="events")
-
-
-def _insert_recordset(session: Session, constant: dict[str, Any],
-                      rows: list[dict[str, Any]]) -> int:
-    """Insert the rows as one statement; returns how many were new.
-
-    A thousand-row INSERT ... VALUES (or executemany with RETURNING) spends most of its time
-    binding 17,000 parameters in Python. Here the columns that are the same on every row are
-    bound once, and the rest travel as one JSON document that PostgreSQL unpacks with
-    ``json_to_recordset`` (the standard library encodes it in C); the one statement still skips
-    the ids a concurrent request wrote first."""
-    table = UsageEvent.__table__
-    dialect = session.get_bind().dialect
-    varying = [table.c[name] for name in rows[0]]
-    columns = [*varying, *(table.c[name] for name in constant)]
-
-    def typed(column) -> str:
-        return column.type.compile(dialect=dialect)
-
-    selected = [f"t.{c.name}" for c in varying] + [
-        f"CAST(:{c.name} AS {typed(c)})" for c in columns[len(varying):]]
-    record = ", ".join(f"{c.name} {typed(c)}" for c in varying)
-    statement = text(f"INSERT INTO {table.name} ({', '.join(c.name for c in columns)}) "
-                     f"SELECT {', '.join(selected)} "
-                     f"FROM json_to_recordset(CAST(:rows AS json)) AS t({record}) "
-                     f"ON CONFLICT (request_id) DO NOTHING")
-    document = json.dumps(rows, ensure_ascii=False, default=dt.datetime.isoformat)
-    return session.execute(statement, {"rows": document, **constant}).rowcount
 
 
 # The usage report ---------------------------------------------------------------------------

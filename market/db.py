@@ -7,9 +7,11 @@ This module knows nothing of Flask: services, scheduled jobs and CLI commands al
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
-from sqlalchemy import DateTime, MetaData, create_engine, event
+from sqlalchemy import DateTime, MetaData, Table, create_engine, event, insert, text
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -90,6 +92,66 @@ def _configure_sqlite(engine: Engine) -> None:
         # IMMEDIATE takes the write lock up front, so two writers queue instead of one failing
         # half-way with "database is locked" after reading stale data.
         connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def insert_rows(session: Session, table: Table, rows: list[dict[str, Any]], *,
+                constant: dict[str, Any] | None = None, skip_existing: str | None = None,
+                batch: int = 50_000) -> int:
+    """Insert many rows of ``table`` in few statements; returns how many were written.
+
+    ``constant``: columns with the same value on every row, bound once. ``skip_existing``: a
+    unique column; a row whose value is already there (written by a concurrent transaction,
+    say) is skipped, and not counted.
+
+    On PostgreSQL a batch is one ``INSERT ... SELECT ... FROM json_to_recordset(...)``: the
+    rows travel as one JSON document, which the standard library encodes in C, where binding
+    each value as its own parameter costs more Python than computing the rows did. Elsewhere a
+    batch is one executemany.
+    """
+    constant = constant or {}
+    if not rows:
+        return 0
+    dialect = session.get_bind().dialect
+    if dialect.name != "postgresql":
+        if skip_existing is None:
+            statement = insert(table)
+        else:
+            statement = sqlite.insert(table).on_conflict_do_nothing(
+                index_elements=[skip_existing]).returning(table.c[skip_existing])
+        written = 0
+        for at in range(0, len(rows), batch):
+            chunk = [constant | row for row in rows[at:at + batch]]
+            result = session.execute(statement, chunk)
+            written += len(result.all()) if skip_existing else len(chunk)
+        return written
+
+    def typed(name: str) -> str:
+        return table.c[name].type.compile(dialect=dialect)
+
+    varying = list(rows[0])
+    columns = varying + list(constant)
+    selected = [f"t.{name}" for name in varying] + [
+        f"CAST(:{name} AS {typed(name)})" for name in constant]
+    record = ", ".join(f"{name} {typed(name)}" for name in varying)
+    statement = text(
+        f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT {', '.join(selected)} "
+        f"FROM json_to_recordset(CAST(:rows AS json)) AS t({record})"
+        + (f" ON CONFLICT ({skip_existing}) DO NOTHING" if skip_existing else ""))
+    written = 0
+    for at in range(0, len(rows), batch):
+        document = json.dumps(rows[at:at + batch], ensure_ascii=False, default=_json_value)
+        written += session.execute(statement, {"rows": document, **constant}).rowcount
+    return written
+
+
+def _json_value(value: Any) -> str:
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given where UTC is required")
+        return value.isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not a column value insert_rows can send")
 
 
 def make_session_factory(bind) -> sessionmaker[Session]:

@@ -1,0 +1,64 @@
+"""insert_rows: many rows in few statements, the same on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from sqlalchemy import BigInteger, Column, Date, Integer, MetaData, String, Table, select
+from sqlalchemy.exc import StatementError
+
+from market.db import UTCDateTime, insert_rows
+
+METADATA = MetaData()
+READINGS = Table(
+    "test_readings", METADATA,
+    Column("id", Integer, primary_key=True),
+    Column("reference", String(40), unique=True),
+    Column("site", String(40)),
+    Column("label", String(200)),
+    Column("tokens", BigInteger),
+    Column("day", Date),
+    Column("taken_at", UTCDateTime),
+)
+TAKEN = dt.datetime(2026, 11, 3, 8, 30, tzinfo=dt.timezone.utc)
+
+
+@pytest.fixture()
+def readings(session):
+    READINGS.create(session.connection())  # rolled back with the test's transaction
+    return READINGS
+
+
+def _rows(*references: str) -> list[dict]:
+    return [{"reference": reference, "label": f"电网 reading {reference} \"quoted\"",
+             "tokens": 10**12 + n, "day": dt.date(2026, 11, n + 1),
+             "taken_at": TAKEN + dt.timedelta(minutes=n)}
+            for n, reference in enumerate(references)]
+
+
+def test_rows_and_constant_columns_are_written_as_given(session, readings):
+    assert insert_rows(session, readings, _rows("a", "b", "c"),
+                       constant={"site": "north"}, batch=2) == 3
+    stored = session.execute(select(readings).order_by(readings.c.id)).mappings().all()
+    assert [dict(row, id=None) for row in stored] == [
+        dict(row, id=None, site="north") for row in _rows("a", "b", "c")]
+
+
+def test_existing_keys_are_skipped_and_not_counted(session, readings):
+    insert_rows(session, readings, _rows("a", "b"))
+    assert insert_rows(session, readings, _rows("b", "c", "d"), skip_existing="reference") == 2
+    assert session.scalars(select(readings.c.reference).order_by(readings.c.reference)).all() \
+        == ["a", "b", "c", "d"]
+
+
+def test_nothing_to_write_writes_nothing(session, readings):
+    assert insert_rows(session, readings, []) == 0
+
+
+def test_a_naive_time_is_refused(session, readings):
+    rows = _rows("a")
+    rows[0]["taken_at"] = TAKEN.replace(tzinfo=None)
+    # PostgreSQL's path refuses it itself; SQLite's through the column type (wrapped).
+    with pytest.raises((ValueError, StatementError), match="naive datetime"):
+        insert_rows(session, readings, rows)
