@@ -24,6 +24,11 @@ The journey:
 The last milestone must be the acceptance payment, so full payment (and with it the
 entitlement) always follows an accepted delivery.
 
+Before a quote is accepted, the buyer may cancel its demand (with a reason; every quote still
+submitted is declined) and a supplier may withdraw its quote. A demand leaves ``open`` only by
+a conditional update and a quote leaves ``submitted`` only by one, so of an accept, a cancel and
+a withdrawal racing for the same rows exactly one decides each.
+
 Services take a session and a principal, never commit, and audit every step.
 """
 
@@ -190,22 +195,22 @@ def _own_quote(demand: Demand, organization_id: int) -> DealQuote | None:
     return next((q for q in demand.quotes if q.organization_id == organization_id), None)
 
 
+def _may_see(demand: Demand, principal: Principal) -> bool:
+    org_id = principal.organization_id
+    return (demand.organization_id == org_id
+            or (demand.status == "open" and principal.can("deals:supply"))
+            or _own_quote(demand, org_id) is not None)
+
+
 def get_demand(session: Session, principal: Principal, demand_id: int, *,
                for_update: bool = False) -> Demand:
     """A demand the caller may see: its buyer always; any supplier while it is open; a
     supplier that quoted on it afterwards. Anyone else: 404."""
     query = select(Demand).where(Demand.id == demand_id)
     demand = session.scalar(query.with_for_update() if for_update else query)
-    if demand is None:
+    if demand is None or not _may_see(demand, principal):
         raise NotFound("No such demand.")
-    org_id = principal.organization_id
-    if demand.organization_id == org_id:
-        return demand
-    if demand.status == "open" and principal.can("deals:supply"):
-        return demand
-    if _own_quote(demand, org_id) is not None:
-        return demand
-    raise NotFound("No such demand.")
+    return demand
 
 
 def visible_quotes(demand: Demand, principal: Principal) -> list[DealQuote]:
@@ -213,6 +218,54 @@ def visible_quotes(demand: Demand, principal: Principal) -> list[DealQuote]:
     if demand.organization_id == principal.organization_id:
         return list(demand.quotes)
     return [q for q in demand.quotes if q.organization_id == principal.organization_id]
+
+
+def _decline_submitted(session: Session, demand: Demand, *, keep: int | None = None
+                       ) -> list[int]:
+    """Decline the demand's quotes still submitted (all but ``keep``); their ids.
+
+    A conditional update, so a quote its supplier withdrew meanwhile stays withdrawn.
+    """
+    query = update(DealQuote).where(DealQuote.demand_id == demand.id,
+                                    DealQuote.status == "submitted")
+    if keep is not None:
+        query = query.where(DealQuote.id != keep)
+    declined = sorted(session.scalars(
+        query.values(status="declined").returning(DealQuote.id),
+        execution_options={"synchronize_session": False}))
+    for quote in demand.quotes:
+        session.expire(quote, ["status"])  # read afresh: declined here, or withdrawn meanwhile
+    return declined
+
+
+def cancel_demand(session: Session, principal: Principal, demand: Demand, *,
+                  reason: str) -> Demand:
+    """The buyer cancels its open demand, giving a reason; every quote still submitted is
+    declined.
+
+    Open → cancelled by a conditional update, as an accept moves it to awarded, so of a cancel
+    and an accept at the same time exactly one succeeds; the other gets 409.
+    """
+    if demand.organization_id != principal.organization_id:
+        if _may_see(demand, principal):
+            raise Forbidden("Only the buyer that posted the demand cancels it.")
+        raise NotFound("No such demand.")
+    reason = _text(reason, "reason", maximum=2_000)
+    if demand.status != "open":
+        raise Conflict(f"The demand is {demand.status}; only an open demand can be cancelled.",
+                       field="demand")
+    won = session.execute(
+        update(Demand).where(Demand.id == demand.id, Demand.status == "open")
+        .values(status="cancelled").execution_options(synchronize_session=False)).rowcount
+    if won != 1:
+        raise Conflict("A quote for this demand was accepted, or the demand cancelled, at the "
+                       "same time.", field="demand")
+    session.refresh(demand, ["status"])
+    declined = _decline_submitted(session, demand)
+    audit.record(session, "demand.cancelled", actor=principal.actor,
+                 organization_id=principal.organization_id, object_type="demand",
+                 object_id=demand.id, data={"reason": reason, "declined": declined})
+    return demand
 
 
 # Quotes -----------------------------------------------------------------------------------------
@@ -227,9 +280,12 @@ def submit_quote(session: Session, principal: Principal, demand: Demand,
     """
     if demand.organization_id == principal.organization_id:
         raise Conflict("An organization cannot quote on its own demand.", field="demand")
-    if demand.status != "open":
-        raise Conflict(f"The demand is {demand.status}; it takes no more quotes.",
-                       field="demand")
+    # Read under a share lock: an accept or a cancel that committed meanwhile is seen, and one
+    # that starts meanwhile waits for this quote and so declines it too.
+    status = session.scalar(select(Demand.status).where(Demand.id == demand.id)
+                            .with_for_update(read=True))
+    if status != "open":
+        raise Conflict(f"The demand is {status}; it takes no more quotes.", field="demand")
     if demand.deadline < utcnow().date():
         raise Conflict("The demand's deadline has passed.", field="demand")
     if _own_quote(demand, principal.organization_id) is not None:
@@ -283,12 +339,55 @@ def get_quote_for_buyer(session: Session, principal: Principal, quote_id: int) -
     return quote
 
 
+def get_quote(session: Session, principal: Principal, quote_id: int) -> DealQuote:
+    """A quote the caller may see: its supplier's and its demand's buyer's; anyone else: 404."""
+    quote = session.get(DealQuote, quote_id)
+    if quote is None or principal.organization_id not in (quote.organization_id,
+                                                          quote.demand.organization_id):
+        raise NotFound("No such quote.")
+    return quote
+
+
+def withdraw_quote(session: Session, principal: Principal, quote: DealQuote, *,
+                   reason: str = "") -> DealQuote:
+    """The supplier withdraws its quote while the buyer has not decided on it (the reason is
+    optional).
+
+    Submitted → withdrawn by a conditional update, so a withdrawal and the buyer's accept at
+    the same time cannot both succeed. A withdrawn quote cannot be accepted, nor sent again.
+    """
+    if quote.organization_id != principal.organization_id:
+        if quote.demand.organization_id == principal.organization_id:
+            raise Forbidden("Only the supplier that sent the quote withdraws it.")
+        raise NotFound("No such quote.")
+    reason = _text(reason, "reason", required=False, maximum=2_000)
+    if quote.status != "submitted":
+        raise Conflict(f"This quote was {quote.status}; only a quote awaiting the buyer's "
+                       "decision can be withdrawn.", field="quote")
+    demand = quote.demand
+    if demand.status != "open":
+        raise Conflict(f"The demand is {demand.status}; its quotes can no longer be withdrawn.",
+                       field="demand")
+    won = session.execute(
+        update(DealQuote).where(DealQuote.id == quote.id, DealQuote.status == "submitted")
+        .values(status="withdrawn").execution_options(synchronize_session=False)).rowcount
+    if won != 1:
+        raise Conflict("The buyer decided on this quote at the same time.", field="quote")
+    session.refresh(quote, ["status"])
+    audit.record(session, "quote.withdrawn", actor=principal.actor,
+                 organization_id=principal.organization_id, object_type="deal_quote",
+                 object_id=quote.id, data={"demand_id": demand.id, "reason": reason or None})
+    return quote
+
+
 def accept_quote(session: Session, principal: Principal, quote: DealQuote, *,
                  payment_method: str = "bank_transfer") -> Deal:
     """The buyer accepts one quote: a deal with one order per milestone; the rest declined.
 
-    The demand moves from open to awarded by a conditional update, so of two accepts at the
-    same time exactly one wins; the other (and any later one) gets 409.
+    The demand moves from open to awarded by a conditional update, so of two accepts (or an
+    accept and a cancel) at the same time exactly one wins; the other (and any later one) gets
+    409. The quote moves from submitted to accepted the same way, so an accept racing its
+    supplier's withdrawal gets 409 when the withdrawal came first.
     """
     demand = quote.demand
     if demand.organization_id != principal.organization_id:
@@ -297,6 +396,9 @@ def accept_quote(session: Session, principal: Principal, quote: DealQuote, *,
         raise Conflict("This quote has already been accepted.", field="quote")
     if quote.status != "submitted":
         raise Conflict(f"This quote was {quote.status}; it cannot be accepted.", field="quote")
+    if demand.status == "cancelled":
+        raise Conflict("The demand is cancelled; none of its quotes can be accepted.",
+                       field="demand")
     if demand.status != "open":
         raise Conflict(f"The demand is {demand.status}; another quote cannot be accepted.",
                        field="demand")
@@ -304,13 +406,16 @@ def accept_quote(session: Session, principal: Principal, quote: DealQuote, *,
         update(Demand).where(Demand.id == demand.id, Demand.status == "open")
         .values(status="awarded").execution_options(synchronize_session=False)).rowcount
     if won != 1:
-        raise Conflict("Another quote for this demand was accepted at the same time.",
-                       field="demand")
+        raise Conflict("Another quote for this demand was accepted, or the demand cancelled, "
+                       "at the same time.", field="demand")
     session.refresh(demand, ["status"])
-    quote.status = "accepted"
-    declined = [q for q in demand.quotes if q.id != quote.id and q.status == "submitted"]
-    for other in declined:
-        other.status = "declined"
+    taken = session.execute(
+        update(DealQuote).where(DealQuote.id == quote.id, DealQuote.status == "submitted")
+        .values(status="accepted").execution_options(synchronize_session=False)).rowcount
+    if taken != 1:  # the caller's transaction rolls back, and the award with it
+        raise Conflict("The supplier withdrew this quote at the same time.", field="quote")
+    session.refresh(quote, ["status"])
+    declined = _decline_submitted(session, demand, keep=quote.id)
     deal = Deal(demand_id=demand.id, quote_id=quote.id, buyer_id=demand.organization_id,
                 supplier_id=quote.organization_id, dataset_id=quote.dataset_id,
                 status="in_progress", acceptance={})
@@ -339,7 +444,7 @@ def accept_quote(session: Session, principal: Principal, quote: DealQuote, *,
                  organization_id=principal.organization_id, object_type="deal",
                  object_id=deal.id,
                  data={"demand_id": demand.id, "quote_id": quote.id,
-                       "declined": [q.id for q in declined],
+                       "declined": declined,
                        "orders": [o.number for o in milestone_orders(session, deal)]})
     return deal
 

@@ -95,6 +95,16 @@ class QuoteAcceptSchema(Schema):
                                    validate=validate.OneOf(["bank_transfer", "card"]))
 
 
+class DemandCancelSchema(Schema):
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=2_000), metadata={
+        "description": "Why the demand is cancelled; kept in the audit log."})
+
+
+class QuoteWithdrawSchema(Schema):
+    reason = fields.String(load_default="", validate=validate.Length(max=2_000), metadata={
+        "description": "Optional: why the quote is withdrawn; kept in the audit log."})
+
+
 class DeliverySchema(Schema):
     version = fields.Integer(required=True, validate=validate.Range(min=1),
                              metadata={"description": "Version number of the quoted dataset."})

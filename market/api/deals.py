@@ -7,9 +7,9 @@ from flask import url_for
 from market.accounts.authz import Principal
 from market.api.blueprint import api
 from market.api.deal_schemas import (
-    DealQuoteSchema, DealSchema, DeliveryAcceptSchema, DeliverySchema, DemandDetailSchema,
-    DemandQuerySchema, DemandSchema, DemandWriteSchema, DisputeSchema, QuoteAcceptSchema,
-    QuoteWriteSchema,
+    DealQuoteSchema, DealSchema, DeliveryAcceptSchema, DeliverySchema, DemandCancelSchema,
+    DemandDetailSchema, DemandQuerySchema, DemandSchema, DemandWriteSchema, DisputeSchema,
+    QuoteAcceptSchema, QuoteWithdrawSchema, QuoteWriteSchema,
 )
 from market.api.endpoint import Created
 from market.errors import Forbidden
@@ -52,6 +52,18 @@ def get_demand(principal: Principal, demand_id: int):
     return {"demand": demand, "quotes": deals.visible_quotes(demand, principal)}
 
 
+@api.operation("/demands/<int:demand_id>/cancel", "POST", summary="Cancel a demand",
+               permission="billing:write", body=DemandCancelSchema,
+               response=DemandDetailSchema, tags=DEALS, errors=(403, 404, 409, 422))
+def cancel_demand(principal: Principal, demand_id: int, body: dict):
+    """Only while it is open (no quote accepted), by the buyer that posted it, with a reason.
+    Every quote still submitted is declined. A cancel racing an accept: one of them gets 409."""
+    session = db_session()
+    demand = deals.get_demand(session, principal, demand_id, for_update=True)
+    deals.cancel_demand(session, principal, demand, reason=body["reason"])
+    return {"demand": demand, "quotes": deals.visible_quotes(demand, principal)}
+
+
 @api.operation("/demands/<int:demand_id>/quotes", "POST", summary="Quote on a demand",
                permission="deals:supply", body=QuoteWriteSchema, response=DealQuoteSchema,
                status=201, tags=DEALS, errors=(404, 409, 422))
@@ -74,6 +86,17 @@ def accept_quote(principal: Principal, quote_id: int, body: dict):
     quote = deals.get_quote_for_buyer(session, principal, quote_id)
     deal = deals.accept_quote(session, principal, quote, payment_method=body["payment_method"])
     return Created(deals.deal_summary(session, deal), url_for("api.get_deal", deal_id=deal.id))
+
+
+@api.operation("/quotes/<int:quote_id>/withdraw", "POST", summary="Withdraw a quote",
+               permission="deals:supply", body=QuoteWithdrawSchema, response=DealQuoteSchema,
+               tags=DEALS, errors=(403, 404, 409, 422))
+def withdraw_quote(principal: Principal, quote_id: int, body: dict):
+    """By the supplier that sent it, while the buyer has not decided on it (submitted, on an
+    open demand). A withdrawn quote cannot be accepted; the reason is optional."""
+    session = db_session()
+    quote = deals.get_quote(session, principal, quote_id)
+    return deals.withdraw_quote(session, principal, quote, reason=body["reason"])
 
 
 @api.operation("/deals/<int:deal_id>", "GET", summary="A deal: milestones and acceptance check",

@@ -134,3 +134,12 @@ class AcceptDeliveryForm(FlaskForm):
 
 class DisputeForm(FlaskForm):
     reason = TextAreaField(_l("Reason"), validators=[DataRequired(), Length(max=2_000)])
+
+
+class CancelDemandForm(FlaskForm):
+    reason = TextAreaField(_l("Reason for cancelling"), validators=[DataRequired(),
+                                                                    Length(max=2_000)])
+
+
+class WithdrawQuoteForm(FlaskForm):
+    reason = TextAreaField(_l("Reason (optional)"), validators=[Length(max=2_000)])

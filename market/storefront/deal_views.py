@@ -1,5 +1,6 @@
-"""Storefront pages for custom data (定制模式): a buyer's demands and the quotes on them, the
-open demands suppliers quote on, and a deal's milestones, delivery and acceptance.
+"""Storefront pages for custom data (定制模式): a buyer's demands and the quotes on them (and
+cancelling a demand), the open demands suppliers quote on (and withdrawing a quote), and a
+deal's milestones, delivery and acceptance.
 
 Thin views over the same services as ``market.api.deals``: parse a form, call one service,
 render; a service's error is shown on the page the form came from.
@@ -22,8 +23,8 @@ from market.errors import Conflict, Forbidden, InvalidInput, NotFound
 from market.storefront.billing_views import _dataset_title, _form_error, _gateway
 from market.storefront.blueprint import storefront
 from market.storefront.deal_forms import (
-    DIMENSION_LABELS, AcceptDeliveryForm, AcceptQuoteForm, DeliveryForm, DemandForm,
-    DisputeForm, QuoteForm,
+    DIMENSION_LABELS, AcceptDeliveryForm, AcceptQuoteForm, CancelDemandForm, DeliveryForm,
+    DemandForm, DisputeForm, QuoteForm, WithdrawQuoteForm,
 )
 from market.storefront.views import signed_in
 from market.web import db_session
@@ -99,7 +100,8 @@ def _deal_of(demand_id: int, principal: Principal) -> Deal | None:
 
 
 def _render_demand(principal: Principal, demand, *, error: str | None = None,
-                   status: int = 200):
+                   cancel: CancelDemandForm | None = None,
+                   withdraw: WithdrawQuoteForm | None = None, status: int = 200):
     quotes = deals.visible_quotes(demand, principal)
     ids = {q.dataset_id for q in quotes}
     datasets = {d.id: d for d in db_session().scalars(
@@ -108,9 +110,15 @@ def _render_demand(principal: Principal, demand, *, error: str | None = None,
     accept_forms = {q.id: AcceptQuoteForm(formdata=None, prefix=f"quote-{q.id}",
                                           card_enabled=_gateway() is not None)
                     for q in quotes} if buyer else {}
+    own_quote = next((q for q in quotes if q.organization_id == principal.organization_id),
+                     None)
     return render_template("deals/demand.html", demand=demand, quotes=quotes,
                            datasets=datasets, buyer=buyer, accept_forms=accept_forms,
                            deal=_deal_of(demand.id, principal), error=error,
+                           own_quote=own_quote,
+                           cancel_form=cancel or CancelDemandForm(formdata=None, prefix="cancel"),
+                           withdraw_form=withdraw or WithdrawQuoteForm(formdata=None,
+                                                                       prefix="withdraw"),
                            **_page_context()), status
 
 
@@ -136,6 +144,26 @@ def accept_quote(principal: Principal, quote_id: int):
         return _render_demand(principal, quote.demand, error=exc.detail, status=exc.status)
     flash(_("Quote accepted: pay the deposit to start the work."), "success")
     return redirect(url_for("storefront.deal_page", deal_id=deal.id))
+
+
+@storefront.post("/demands/<int:demand_id>/cancel")
+@signed_in("billing:write")
+def cancel_demand(principal: Principal, demand_id: int):
+    session_ = db_session()
+    demand = deals.get_demand(session_, principal, demand_id, for_update=True)
+    form = CancelDemandForm(prefix="cancel")
+    if form.validate_on_submit():
+        try:
+            deals.cancel_demand(session_, principal, demand, reason=form.reason.data)
+        except SERVICE_ERRORS as exc:
+            if exc.field != "reason":  # no longer open, or not the buyer's: said on the page
+                return _render_demand(principal, demand, error=exc.detail, status=exc.status)
+            _form_error(form, exc)
+        else:
+            flash(_("Demand cancelled: it takes no more quotes, and the quotes awaiting your "
+                    "decision were declined."), "success")
+            return redirect(url_for("storefront.demand_page", demand_id=demand.id))
+    return _render_demand(principal, demand, cancel=form, status=422)
 
 
 # Open demands (suppliers) -----------------------------------------------------------------------
@@ -195,6 +223,26 @@ def submit_quote(principal: Principal, demand_id: int):
         return _render_demand(principal, demand, error="; ".join(
             form.form_errors) or _("The demand takes no more quotes."), status=409)
     return _render_open_demands(principal, failed=(demand.id, form), status=422)
+
+
+@storefront.post("/quotes/<int:quote_id>/withdraw")
+@signed_in("deals:supply")
+def withdraw_quote(principal: Principal, quote_id: int):
+    session_ = db_session()
+    quote = deals.get_quote(session_, principal, quote_id)
+    form = WithdrawQuoteForm(prefix="withdraw")
+    if form.validate_on_submit():
+        try:
+            deals.withdraw_quote(session_, principal, quote, reason=form.reason.data or "")
+        except SERVICE_ERRORS as exc:
+            if exc.field != "reason":  # decided on already, or not this supplier's quote
+                return _render_demand(principal, quote.demand, error=exc.detail,
+                                      status=exc.status)
+            _form_error(form, exc)
+        else:
+            flash(_("Quote withdrawn: the buyer can no longer accept it."), "success")
+            return redirect(url_for("storefront.demand_page", demand_id=quote.demand_id))
+    return _render_demand(principal, quote.demand, withdraw=form, status=422)
 
 
 # Deals (both parties) ---------------------------------------------------------------------------

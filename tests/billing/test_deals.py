@@ -16,8 +16,9 @@ from sqlalchemy.engine import make_url
 from billing import deals, payments
 from billing.context import BillingSettings
 from billing.ledger import trial_balance, unbalanced_transactions
-from billing.models import Certificate, Deal, Demand, Entitlement, Order
+from billing.models import Certificate, Deal, DealQuote, Demand, Entitlement, Order
 from market.accounts import services as accounts
+from market.accounts.models import Organization
 from market.accounts.authz import Principal
 from market.audit import AuditEntry
 from market.catalog import importer
@@ -310,6 +311,202 @@ def test_who_sees_a_demand_and_a_deal(session, market):
         deals.accept_delivery(session, market["first"], deal)
 
 
+# Cancelling a demand, withdrawing a quote ------------------------------------------------------
+
+def two_quotes(session, market):
+    demand = deals.post_demand(session, market["buyer"], demand_values())
+    quotes = [deals.submit_quote(session, market[who], demand, {
+        "dataset_id": market[f"{who}_dataset"].id, "milestones": milestones()})
+        for who in ("first", "second")]
+    return demand, quotes
+
+
+def audit_entries(session, action):
+    return session.scalars(select(AuditEntry).where(AuditEntry.action == action)).all()
+
+
+def test_cancelling_a_demand_declines_its_open_quotes(session, market):
+    demand, (first, second) = two_quotes(session, market)
+    deals.withdraw_quote(session, market["second"], second)
+    assert deals.cancel_demand(session, market["buyer"], demand,
+                               reason="  The project was stopped. ") is demand
+    assert (demand.status, first.status, second.status) == ("cancelled", "declined",
+                                                             "withdrawn")
+    session.expire_all()
+    assert session.get(Demand, demand.id).status == "cancelled"
+    entry, = audit_entries(session, "demand.cancelled")
+    assert entry.object_id == str(demand.id)
+    assert entry.organization_id == market["buyer"].organization_id
+    assert entry.data == {"reason": "The project was stopped.", "declined": [first.id]}
+    assert deals.list_open_demands(session, market["first"]) == []
+    # The supplier that quoted still sees the demand, and how it ended.
+    assert deals.get_demand(session, market["first"], demand.id) is demand
+
+    with pytest.raises(Conflict, match="declined; it cannot be accepted") as caught:
+        deals.accept_quote(session, market["buyer"], first)
+    assert caught.value.field == "quote"
+    with pytest.raises(Conflict, match="only an open demand") as caught:
+        deals.cancel_demand(session, market["buyer"], demand, reason="Again")
+    assert caught.value.field == "demand"
+    with pytest.raises(Conflict, match="takes no more quotes"):
+        deals.submit_quote(session, principal_of(make_org(session, "supplier"), "supplier"),
+                           demand, {"dataset_id": market["first_dataset"].id,
+                                    "milestones": milestones()})
+    with pytest.raises(Conflict) as caught:
+        deals.withdraw_quote(session, market["first"], first)
+    assert caught.value.field == "quote"
+    assert session.scalars(select(Deal)).all() == []
+    assert len(audit_entries(session, "demand.cancelled")) == 1
+
+
+def test_no_quote_of_a_cancelled_demand_can_be_accepted(session, market):
+    demand, (first, second) = two_quotes(session, market)
+    deals.cancel_demand(session, market["buyer"], demand, reason="Budget withdrawn")
+    # Even a quote whose decline this session has not seen: the demand is cancelled.
+    session.execute(DealQuote.__table__.update().where(DealQuote.id == first.id)
+                    .values(status="submitted"))
+    session.expire(first, ["status"])
+    with pytest.raises(Conflict, match="cancelled") as caught:
+        deals.accept_quote(session, market["buyer"], first)
+    assert caught.value.field == "demand"
+    assert session.scalars(select(Deal)).all() == []
+    assert session.scalars(select(Order).where(Order.kind == "custom")).all() == []
+
+
+def test_an_awarded_demand_cannot_be_cancelled(session, market):
+    deal = quoted_deal(session, market)
+    with pytest.raises(Conflict, match="awarded; only an open demand") as caught:
+        deals.cancel_demand(session, market["buyer"], deal.demand, reason="Changed our mind")
+    assert caught.value.field == "demand"
+    session.expire_all()
+    assert session.get(Demand, deal.demand_id).status == "awarded"
+    assert session.get(DealQuote, deal.quote_id).status == "accepted"
+    assert audit_entries(session, "demand.cancelled") == []
+
+
+def test_a_withdrawn_quote_cannot_be_accepted(session, market):
+    demand, (first, second) = two_quotes(session, market)
+    assert deals.withdraw_quote(session, market["first"], first) is first
+    assert (first.status, demand.status) == ("withdrawn", "open")
+    entry, = audit_entries(session, "quote.withdrawn")
+    assert (entry.object_type, entry.object_id) == ("deal_quote", str(first.id))
+    assert entry.data == {"demand_id": demand.id, "reason": None}
+    with pytest.raises(Conflict, match="withdrawn; it cannot be accepted") as caught:
+        deals.accept_quote(session, market["buyer"], first)
+    assert caught.value.field == "quote"
+    with pytest.raises(Conflict, match="withdrawn; only a quote awaiting") as caught:
+        deals.withdraw_quote(session, market["first"], first)
+    assert caught.value.field == "quote"
+    with pytest.raises(Conflict, match="already quoted"):  # a withdrawn quote is final
+        deals.submit_quote(session, market["first"], demand, {
+            "dataset_id": market["first_dataset"].id, "milestones": milestones()})
+
+    # The demand stays open: the other quote can still be accepted; the withdrawn one is
+    # not declined.
+    deals.accept_quote(session, market["buyer"], second)
+    session.expire_all()
+    assert [(q.id, q.status) for q in session.get(Demand, demand.id).quotes] == [
+        (first.id, "withdrawn"), (second.id, "accepted")]
+    assert session.scalars(select(AuditEntry).where(
+        AuditEntry.action == "quote.accepted")).one().data["declined"] == []
+
+
+@pytest.mark.parametrize("status", ["accepted", "declined"])
+def test_a_decided_quote_cannot_be_withdrawn(session, market, status):
+    demand, (first, second) = two_quotes(session, market)
+    deals.accept_quote(session, market["buyer"], first if status == "accepted" else second)
+    with pytest.raises(Conflict, match=f"{status}; only a quote awaiting") as caught:
+        deals.withdraw_quote(session, market["first"], first, reason="Too late")
+    assert caught.value.field == "quote"
+    assert first.status == status and audit_entries(session, "quote.withdrawn") == []
+
+
+def test_only_the_buyer_cancels_and_only_the_supplier_withdraws(session, market):
+    demand, (first, second) = two_quotes(session, market)
+    other_supplier = principal_of(make_org(session, "supplier"), "supplier")
+    other_buyer = principal_of(make_org(session, "buyer"), "buyer")
+    # Who may see the demand but is not its buyer: 403. Anyone else: 404.
+    for who in (market["first"], other_supplier):
+        with pytest.raises(Forbidden, match="Only the buyer"):
+            deals.cancel_demand(session, who, demand, reason="x")
+    with pytest.raises(NotFound):
+        deals.cancel_demand(session, other_buyer, demand, reason="x")
+    # The buyer sees the quote but cannot withdraw it; another supplier does not see it.
+    assert deals.get_quote(session, market["buyer"], first.id) is first
+    with pytest.raises(Forbidden, match="Only the supplier"):
+        deals.withdraw_quote(session, market["buyer"], first)
+    for who in (market["second"], other_supplier, other_buyer):
+        with pytest.raises(NotFound):
+            deals.get_quote(session, who, first.id)
+        with pytest.raises(NotFound):
+            deals.withdraw_quote(session, who, first)
+    session.expire_all()
+    assert session.get(Demand, demand.id).status == "open"
+    assert {q.status for q in session.get(Demand, demand.id).quotes} == {"submitted"}
+    assert audit_entries(session, "demand.cancelled") == audit_entries(
+        session, "quote.withdrawn") == []
+
+
+@pytest.mark.parametrize("reason", [None, "", "   ", 42, "x" * 2_001])
+def test_a_cancel_without_a_proper_reason_names_the_field(session, market, reason):
+    demand, quotes = two_quotes(session, market)
+    with pytest.raises(InvalidInput) as caught:
+        deals.cancel_demand(session, market["buyer"], demand, reason=reason)
+    assert caught.value.field == "reason"
+    session.expire_all()
+    assert session.get(Demand, demand.id).status == "open"
+    assert {q.status for q in session.get(Demand, demand.id).quotes} == {"submitted"}
+    assert audit_entries(session, "demand.cancelled") == []
+
+
+@pytest.mark.parametrize("reason", [42, "x" * 2_001])
+def test_a_bad_withdrawal_reason_names_the_field(session, market, reason):
+    demand, (first, second) = two_quotes(session, market)
+    with pytest.raises(InvalidInput) as caught:
+        deals.withdraw_quote(session, market["first"], first, reason=reason)
+    assert caught.value.field == "reason"
+    session.expire_all()
+    assert session.get(DealQuote, first.id).status == "submitted"
+    assert audit_entries(session, "quote.withdrawn") == []
+
+
+def test_the_losing_cancel_of_a_race_conflicts(session, market):
+    demand, quotes = two_quotes(session, market)
+    # An accept in another request awarded the demand after this one read it as open.
+    session.execute(Demand.__table__.update().where(Demand.id == demand.id)
+                    .values(status="awarded"))
+    with pytest.raises(Conflict, match="at the same time") as caught:
+        deals.cancel_demand(session, market["buyer"], demand, reason="Stopped")
+    assert caught.value.field == "demand"
+    assert {q.status for q in quotes} == {"submitted"}
+    assert audit_entries(session, "demand.cancelled") == []
+
+
+def test_an_accept_losing_to_a_withdrawal_writes_nothing(session, market):
+    demand, (first, second) = two_quotes(session, market)
+    # The supplier withdrew after this request read the quote as submitted.
+    session.execute(DealQuote.__table__.update().where(DealQuote.id == first.id)
+                    .values(status="withdrawn"))
+    with pytest.raises(Conflict, match="withdrew this quote at the same time"):
+        with session.begin_nested():  # the request's rollback, here a savepoint's
+            deals.accept_quote(session, market["buyer"], first)
+    session.expire_all()
+    assert session.get(Demand, demand.id).status == "open"
+    assert session.get(DealQuote, second.id).status == "submitted"
+    assert session.scalars(select(Deal)).all() == []
+
+
+def test_a_withdrawal_losing_to_the_buyers_decision_conflicts(session, market):
+    demand, (first, second) = two_quotes(session, market)
+    # The buyer accepted the quote after this request read it as submitted.
+    session.execute(DealQuote.__table__.update().where(DealQuote.id == first.id)
+                    .values(status="accepted"))
+    with pytest.raises(Conflict, match="at the same time") as caught:
+        deals.withdraw_quote(session, market["first"], first)
+    assert caught.value.field == "quote"
+    assert audit_entries(session, "quote.withdrawn") == []
+
+
 # Through the API --------------------------------------------------------------------------------
 
 def _post(client, path, body):
@@ -385,12 +582,75 @@ def test_the_journey_through_the_api(session, sign_in_as, passwords, market):
     assert response.status_code == 409
 
 
+def test_cancel_and_withdraw_through_the_api(session, sign_in_as, market):
+    demand, (first, second) = two_quotes(session, market)
+    outsider = make_org(session, "supplier", name="Outsider Data Co")
+    stranger = make_org(session, "buyer", name="Stranger Bureau")
+    session.commit()
+    buyer_client, first_client, second_client = (
+        sign_in_as(session.get(Organization, market[who].organization_id))
+        for who in ("buyer", "first", "second"))
+    cancel = f"/api/v1/demands/{demand.id}/cancel"
+    withdraw = f"/api/v1/quotes/{second.id}/withdraw"
+
+    # Only the buyer cancels: suppliers that may see the demand get 403, anyone else 404.
+    assert _post(first_client, cancel, {"reason": "x"}).status_code == 403
+    assert _post(sign_in_as(outsider), cancel, {"reason": "x"}).status_code == 403
+    assert _post(sign_in_as(stranger), cancel, {"reason": "x"}).status_code == 404
+    # Only the quoting supplier withdraws: the buyer may not supply (403); another supplier
+    # does not see the quote (404).
+    assert _post(buyer_client, withdraw, {}).status_code == 403
+    assert _post(first_client, withdraw, {}).status_code == 404
+    # Bad input names the field and writes nothing.
+    for body in ({}, {"reason": ""}, {"reason": "   "}, {"reason": 7}, {"reason": "x" * 2_001}):
+        response = _post(buyer_client, cancel, body)
+        assert response.status_code == 422, body
+        assert response.mimetype == "application/problem+json"
+        assert list(response.get_json()["errors"]) == ["reason"], body
+    response = _post(second_client, withdraw, {"reason": "x" * 2_001})
+    assert response.status_code == 422 and list(response.get_json()["errors"]) == ["reason"]
+    session.expire_all()
+    assert session.get(Demand, demand.id).status == "open"
+    assert [q.status for q in session.get(Demand, demand.id).quotes] == ["submitted"] * 2
+
+    response = _post(second_client, withdraw, {})
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert (response.get_json()["id"], response.get_json()["status"]) == (second.id,
+                                                                          "withdrawn")
+    response = _post(buyer_client, f"/api/v1/quotes/{second.id}/accept", {})
+    assert response.status_code == 409 and "quote" in response.get_json()["errors"]
+
+    response = _post(buyer_client, cancel, {"reason": "The project was stopped."})
+    assert response.status_code == 200, response.get_data(as_text=True)
+    cancelled = response.get_json()
+    assert cancelled["demand"]["status"] == "cancelled"
+    assert [(q["id"], q["status"]) for q in cancelled["quotes"]] == [
+        (first.id, "declined"), (second.id, "withdrawn")]
+    again = _post(buyer_client, cancel, {"reason": "Again"})
+    assert again.status_code == 409 and "demand" in again.get_json()["errors"]
+    assert "only an open demand" in again.get_json()["detail"]
+    response = _post(buyer_client, f"/api/v1/quotes/{first.id}/accept", {})
+    assert response.status_code == 409
+    response = _post(first_client, f"/api/v1/quotes/{first.id}/withdraw", {})
+    assert response.status_code == 409 and "quote" in response.get_json()["errors"]
+    # The supplier still sees the demand and how its quote ended; the demand is no longer
+    # offered to quote on.
+    detail = first_client.get(f"/api/v1/demands/{demand.id}").get_json()
+    assert detail["demand"]["status"] == "cancelled"
+    assert [q["status"] for q in detail["quotes"]] == ["declined"]
+    assert first_client.get("/api/v1/demands?role=supplier").get_json() == []
+    assert session.scalars(select(Deal)).all() == []
+
+
 # A real race (PostgreSQL): four accepts of one demand's two quotes at the same moment -----------
 
-@pytest.mark.skipif(
+only_on_postgresql = pytest.mark.skipif(
     make_url(os.environ.get("TEST_DATABASE_URL") or "sqlite://").get_backend_name()
     != "postgresql",
     reason="concurrent transactions only mean something on PostgreSQL")
+
+
+@only_on_postgresql
 def test_racing_accepts_award_the_demand_once(database_url, tmp_path):
     with fresh_app(database_url, tmp_path) as app:
         database = app.extensions["market.db"]
@@ -425,3 +685,92 @@ def test_racing_accepts_award_the_demand_once(database_url, tmp_path):
         with database.session() as session:
             assert len(session.scalars(select(Deal).where(Deal.demand_id == demand_id)).all()) == 1
             assert len(session.scalars(select(Order).where(Order.kind == "custom")).all()) == 3
+
+
+# Real races (PostgreSQL): cancels, accepts, withdrawals and new quotes at the same moment -------
+
+def _race(app, calls) -> list[int]:
+    """Send each (path, body, key) from its own thread at the same moment; their statuses."""
+    barrier = threading.Barrier(len(calls))
+    statuses: list[int] = [0] * len(calls)
+
+    def send(i):
+        path, body, secret = calls[i]
+        client = app.test_client()
+        barrier.wait()
+        statuses[i] = client.post(path, json=body, headers={
+            "Authorization": f"Bearer {secret}"}).status_code
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return statuses
+
+
+@only_on_postgresql
+def test_racing_cancels_accepts_withdrawals_and_quotes_decide_once(database_url, tmp_path):
+    with fresh_app(database_url, tmp_path) as app:
+        database = app.extensions["market.db"]
+        with database.session() as session, session.begin():
+            buyer_org = make_org(session, "buyer")
+            buyer = principal_of(buyer_org, "buyer")
+            suppliers = [supplier_with_dataset(session, f"Racer {n}") for n in (1, 2)]
+            buyer_keys = [make_key(session, buyer_org, scopes=("billing:write",))[1]
+                          for _ in range(4)]
+            supplier_keys = [make_key(session, session.get(Organization, who.organization_id),
+                                      scopes=("catalog:write",))[1] for who, _ in suppliers]
+            demands = [deals.post_demand(session, buyer, demand_values()) for _ in range(3)]
+            quoted, lone = demands[0], demands[1]
+            quote_ids = [deals.submit_quote(session, who, quoted, {
+                "dataset_id": dataset.id, "milestones": milestones()}).id
+                for who, dataset in suppliers]
+            lone_quote_id = deals.submit_quote(session, suppliers[0][0], lone, {
+                "dataset_id": suppliers[0][1].id, "milestones": milestones()}).id
+            ids = [d.id for d in demands]
+            datasets = [dataset.id for _, dataset in suppliers]
+
+        # Two cancels and an accept of each quote: exactly one of the four decides.
+        statuses = _race(app, [
+            (f"/api/v1/demands/{ids[0]}/cancel", {"reason": "Stopped"}, buyer_keys[0]),
+            (f"/api/v1/demands/{ids[0]}/cancel", {"reason": "Stopped"}, buyer_keys[1]),
+            (f"/api/v1/quotes/{quote_ids[0]}/accept", {}, buyer_keys[2]),
+            (f"/api/v1/quotes/{quote_ids[1]}/accept", {}, buyer_keys[3])])
+        assert sorted(statuses) in ([200, 409, 409, 409], [201, 409, 409, 409]), statuses
+        with database.session() as session:
+            demand = session.get(Demand, ids[0])
+            found = session.scalars(select(Deal).where(Deal.demand_id == demand.id)).all()
+            if 200 in statuses:
+                assert demand.status == "cancelled" and found == []
+                assert [q.status for q in demand.quotes] == ["declined", "declined"]
+            else:
+                assert demand.status == "awarded" and len(found) == 1
+                assert sorted(q.status for q in demand.quotes) == ["accepted", "declined"]
+                assert len(deals.milestone_orders(session, found[0])) == 3
+
+        # The supplier withdraws the quote the buyer accepts: one of them.
+        statuses = _race(app, [
+            (f"/api/v1/quotes/{lone_quote_id}/withdraw", {}, supplier_keys[0]),
+            (f"/api/v1/quotes/{lone_quote_id}/accept", {}, buyer_keys[0])])
+        assert statuses in ([200, 409], [409, 201]), statuses
+        with database.session() as session:
+            quote = session.get(DealQuote, lone_quote_id)
+            deal = session.scalar(select(Deal).where(Deal.quote_id == quote.id))
+            if statuses[0] == 200:
+                assert (quote.status, quote.demand.status, deal) == ("withdrawn", "open", None)
+            else:
+                assert (quote.status, quote.demand.status) == ("accepted", "awarded")
+                assert len(deals.milestone_orders(session, deal)) == 3
+
+        # Quotes sent while the demand is cancelled: none is left awaiting a decision.
+        statuses = _race(app, [
+            (f"/api/v1/demands/{ids[2]}/cancel", {"reason": "Stopped"}, buyer_keys[0]),
+            *((f"/api/v1/demands/{ids[2]}/quotes",
+               {"dataset_id": datasets[n], "milestones": milestones()}, supplier_keys[n])
+              for n in (0, 1))])
+        assert statuses[0] == 200 and all(s in (201, 409) for s in statuses[1:]), statuses
+        with database.session() as session:
+            demand = session.get(Demand, ids[2])
+            assert demand.status == "cancelled"
+            assert [q.status for q in demand.quotes] == ["declined"] * statuses.count(201)

@@ -120,10 +120,12 @@ MATRIX: dict[tuple[str, str], Case] = {
         "title": "Mine", "sector": "healthcare", "modality": "text", "volume": "1 record",
         "budget": {"amount": "1.00", "currency": "CNY"}, "deadline": "2099-12-31"}),
     ("GET", "/demands/<int:demand_id>"): Case("object"),
+    ("POST", "/demands/<int:demand_id>/cancel"): Case("object", {"reason": "x"}),
     ("POST", "/demands/<int:demand_id>/quotes"): Case("object", {
         "dataset_id": 1, "milestones": [
             {"kind": "acceptance", "amount": {"amount": "1.00", "currency": "CNY"}}]}),
     ("POST", "/quotes/<int:quote_id>/accept"): Case("object", {}),
+    ("POST", "/quotes/<int:quote_id>/withdraw"): Case("object", {"reason": "x"}),
     ("GET", "/datasets/<int:dataset_id>/versions/<int:number>/records"): Case("object"),
     ("POST", "/datasets/<int:dataset_id>/versions/<int:number>/search"): Case(
         "object", {"query": "Victim"}),
@@ -371,8 +373,10 @@ def test_foreign_and_anonymous_callers(app, sign_in_as, session, victim, foreign
         session.refresh(victim["subscription"])
         assert victim["subscription"].status == "active"
         assert not victim["subscription"].cancel_at_period_end
-        session.refresh(victim["deal"])
+        for deal_row in (victim["deal"], victim["deal"].demand, victim["deal"].quote):
+            session.refresh(deal_row)
         assert victim["deal"].status == "in_progress" and victim["deal"].quote.status == "accepted"
+        assert victim["deal"].demand.status == "awarded"
         session.refresh(victim["statement"])
         assert victim["statement"].status == "issued" and victim["statement"].paid_at is None
         session.refresh(victim["budget_line"])

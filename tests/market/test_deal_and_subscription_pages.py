@@ -209,6 +209,104 @@ def test_demand_quote_accept_and_the_deal_page(buyer_client, supplier_client, se
     assert response.status_code == 422 and "deposit is not paid" in _text(response)
 
 
+def _quote_on(session, demand) -> DealQuote:
+    session.expire_all()
+    return session.scalar(select(DealQuote).where(DealQuote.demand_id == demand.id))
+
+
+def test_the_buyer_cancels_an_open_demand_on_its_page(buyer_client, supplier_client, session,
+                                                      shop):
+    demand = _post_demand(buyer_client, session)
+    assert _quote(supplier_client, demand, shop).status_code == 302
+    quote = _quote_on(session, demand)
+    page, cancel = f"/demands/{demand.id}", f"/demands/{demand.id}/cancel"
+    assert "Cancel demand" in _text(buyer_client.get(page))
+    assert "Cancel demand" not in _text(supplier_client.get(page))
+
+    # Without a reason the form says so next to the field, and nothing changes.
+    response = _post(buyer_client, cancel, {"cancel-reason": "  "}, page)
+    assert response.status_code == 422
+    assert 'id="cancel-reason-errors"' in _text(response)
+    session.expire_all()
+    assert session.get(Demand, demand.id).status == "open"
+    # A supplier cannot cancel the buyer's demand.
+    assert _post(supplier_client, cancel, {"cancel-reason": "x"}, page).status_code == 403
+
+    response = _post(buyer_client, cancel, {"cancel-reason": "The project was stopped."}, page)
+    assert response.status_code == 302 and response.location.endswith(page)
+    shown = _text(buyer_client.get(page))
+    assert "Demand cancelled" in shown and ">cancelled<" in shown and ">declined<" in shown
+    assert "Cancel demand" not in shown and 'action="/quotes/' not in shown
+    session.expire_all()
+    assert session.get(Demand, demand.id).status == "cancelled"
+    assert session.get(DealQuote, quote.id).status == "declined"
+    # The supplier sees how its quote ended; the demand is no longer open to quote on.
+    assert ">declined<" in _text(supplier_client.get(page))
+    assert "Hospital discharge notes" not in _text(supplier_client.get("/demands/open"))
+    # A second cancel, or accepting the declined quote, shows the service's message.
+    response = _post(buyer_client, cancel, {"cancel-reason": "Again"}, page)
+    assert response.status_code == 409 and "only an open demand" in _text(response)
+    response = _post(buyer_client, f"/quotes/{quote.id}/accept",
+                     {f"quote-{quote.id}-payment_method": "bank_transfer"}, page)
+    assert response.status_code == 409 and "declined; it cannot be accepted" in _text(response)
+
+
+def test_the_supplier_withdraws_its_quote_on_the_demand_page(buyer_client, supplier_client,
+                                                             session, shop):
+    demand = _post_demand(buyer_client, session)
+    assert _quote(supplier_client, demand, shop).status_code == 302
+    quote = _quote_on(session, demand)
+    page, withdraw = f"/demands/{demand.id}", f"/quotes/{quote.id}/withdraw"
+    assert "Withdraw quote" in _text(supplier_client.get(page))
+    assert "Withdraw quote" not in _text(buyer_client.get(page))
+
+    response = _post(supplier_client, withdraw, {"withdraw-reason": "x" * 2_001}, page)
+    assert response.status_code == 422 and 'id="withdraw-reason-errors"' in _text(response)
+    assert _post(buyer_client, withdraw, {}, page).status_code == 403  # the buyer supplies not
+    session.expire_all()
+    assert session.get(DealQuote, quote.id).status == "submitted"
+
+    response = _post(supplier_client, withdraw, {}, page)  # the reason is optional
+    assert response.status_code == 302 and response.location.endswith(page)
+    shown = _text(supplier_client.get(page))
+    assert "Quote withdrawn" in shown and ">withdrawn<" in shown
+    assert "Withdraw quote" not in shown
+    session.expire_all()
+    assert session.get(DealQuote, quote.id).status == "withdrawn"
+    assert session.get(Demand, demand.id).status == "open"
+    # The buyer sees it withdrawn with nothing to accept; accepting it anyway is refused.
+    buyer_page = _text(buyer_client.get(page))
+    assert ">withdrawn<" in buyer_page and 'action="/quotes/' not in buyer_page
+    response = _post(buyer_client, f"/quotes/{quote.id}/accept",
+                     {f"quote-{quote.id}-payment_method": "bank_transfer"}, page)
+    assert response.status_code == 409 and "withdrawn; it cannot be accepted" in _text(response)
+    response = _post(supplier_client, withdraw, {}, page)
+    assert response.status_code == 409 and "only a quote awaiting" in _text(response)
+
+
+def test_cancelling_and_withdrawing_speak_chinese(buyer_client, supplier_client, session, shop):
+    for client in (buyer_client, supplier_client):
+        client.environ_base["HTTP_ACCEPT_LANGUAGE"] = "zh-CN"
+    first, second = _post_demand(buyer_client, session), _post_demand(buyer_client, session)
+    for demand in (first, second):
+        assert _quote(supplier_client, demand, shop).status_code == 302
+    quote = _quote_on(session, first)
+    page = f"/demands/{first.id}"
+    assert "取消需求" in _text(buyer_client.get(page)) and "取消原因" in _text(buyer_client.get(page))
+    assert "撤回报价" in _text(supplier_client.get(page))
+
+    response = _post(supplier_client, f"/quotes/{quote.id}/withdraw",
+                     {"withdraw-reason": "产能不足"}, page)
+    assert response.status_code == 302
+    shown = _text(supplier_client.get(page))
+    assert "报价已撤回" in shown and ">已撤回<" in shown
+    response = _post(buyer_client, f"/demands/{second.id}/cancel",
+                     {"cancel-reason": "项目已终止"}, f"/demands/{second.id}")
+    assert response.status_code == 302
+    shown = _text(buyer_client.get(f"/demands/{second.id}"))
+    assert "需求已取消" in shown and ">已取消<" in shown and ">已拒绝<" in shown
+
+
 def test_form_errors_are_shown_on_the_page(buyer_client, supplier_client, session, shop):
     past = (dt.date.today() - dt.timedelta(days=1)).isoformat()
     response = _post(buyer_client, "/demands", _demand_form(deadline=past), "/demands")
