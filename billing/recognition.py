@@ -35,7 +35,8 @@ from billing.ledger import Line, Purpose, get_account, post
 from billing.entitlements import wallet_scope
 from billing.models import TokenWallet, UsageEvent, WalletEntry
 from billing.split import PLATFORM, part_account, split_payment
-from market.catalog.models import SupplyChainRevision
+from market.accounts.models import ApiKey, Organization
+from market.catalog.models import Dataset, DatasetVersion, SupplyChainRevision
 from market.db import Database
 from pricing.money import Money, UnitPrice
 
@@ -69,9 +70,40 @@ def _platform_wallet_rows(session: Session, start: dt.datetime, end: dt.datetime
             for org, dataset_id, revision_id, kind, tokens, calls in rows]
 
 
+class DanglingReferences(RuntimeError):
+    """Usage events that point at rows that do not exist: nothing of their day is posted."""
+
+
+def dangling_references(session: Session, start: dt.datetime, end: dt.datetime
+                        ) -> dict[str, int]:
+    """How many of the events recorded in [start, end) point at a missing organization, API
+    key, dataset, version or supply-chain revision, per column (those with none left out).
+
+    ``usage_events`` carries no foreign keys on these (see ``UsageEvent``); this is their check,
+    made before a day's usage reaches the ledger.
+    """
+    parents = {"organization_id": Organization, "api_key_id": ApiKey, "dataset_id": Dataset,
+               "version_id": DatasetVersion, "supply_chain_revision_id": SupplyChainRevision}
+    found = {}
+    for column, parent in parents.items():
+        reference = getattr(UsageEvent, column)
+        count = session.scalar(
+            select(func.count()).select_from(UsageEvent)
+            .outerjoin(parent, parent.id == reference)
+            .where(UsageEvent.recorded_at >= start, UsageEvent.recorded_at < end,
+                   reference.is_not(None), parent.id.is_(None)))
+        if count:
+            found[column] = count
+    return found
+
+
 def recognize_day(session: Session, day: dt.date, settings: BillingSettings) -> dict[str, int]:
-    """Post one day's usage revenue (idempotent per group and day)."""
+    """Post one day's usage revenue (idempotent per group and day); refuses, posting nothing,
+    a day with events that point at missing rows (``dangling_references``)."""
     start, end = _bounds(day)
+    dangling = dangling_references(session, start, end)
+    if dangling:
+        raise DanglingReferences(f"usage events of {day} point at missing rows: {dangling}")
     rows = session.execute(
         select(UsageEvent.organization_id, UsageEvent.dataset_id,
                UsageEvent.supply_chain_revision_id, UsageEvent.currency, UsageEvent.paid_by,

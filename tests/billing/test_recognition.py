@@ -75,6 +75,25 @@ def test_a_day_is_shared_out_once(session, usage):
     assert _balance(session, Purpose.BUYER_RECEIVABLE, org.id) == 3_078
 
 
+def test_a_day_with_events_pointing_at_missing_rows_is_not_posted(session, usage):
+    shop, org = usage
+    at = dt.datetime.combine(DAY, dt.time(10), tzinfo=dt.timezone.utc)
+    session.add(UsageEvent(
+        request_id="rec-dangling", organization_id=org.id, dataset_id=987_654,
+        api_key_id=876_543, kind="royalty", tokens=5, unit_price="1", amount_minor=5,
+        currency="CNY", paid_by="postpaid", period="2026-10", occurred_at=at, recorded_at=at))
+    session.flush()
+    start = dt.datetime.combine(DAY, dt.time(), tzinfo=dt.timezone.utc)
+    assert recognition.dangling_references(session, start, start + dt.timedelta(days=1)) == {
+        "api_key_id": 1, "dataset_id": 1}
+    with pytest.raises(recognition.DanglingReferences, match="dataset_id"):
+        recognition.recognize_day(session, DAY, BillingSettings(platform_fee_bps=500))
+    assert session.scalar(select(func.count()).select_from(LedgerTransaction)) == 0
+    # The next day's events are sound, and are posted.
+    assert recognition.recognize_day(session, DAY + dt.timedelta(days=1),
+                                     BillingSettings(platform_fee_bps=500))["groups"] == 1
+
+
 def test_paying_the_usage_invoice_settles_the_receivable(session, usage, passwords):
     from billing import orders, payments
     from billing.models import Payment
