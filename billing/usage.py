@@ -80,10 +80,6 @@ class Outcome:
     currency: str | None = None
     error: ItemError | None = None
 
-    @property
-    def amount(self) -> Money | None:
-        return None if self.minor is None else Money.from_minor(self.minor, self.currency)
-
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "id": self.id, "status": self.status, "tokens": self.tokens,

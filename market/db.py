@@ -99,7 +99,8 @@ def insert_rows(session: Session, table: Table, rows: list[dict[str, Any]], *,
                 batch: int = 50_000) -> int:
     """Insert many rows of ``table`` in few statements; returns how many were written.
 
-    ``constant``: columns with the same value on every row, bound once. ``skip_existing``: a
+    Every row has the same keys, column names. ``constant``: columns with the same value on
+    every row, bound once. ``skip_existing``: a
     unique column; a row whose value is already there (written by a concurrent transaction,
     say) is skipped, and not counted.
 
