@@ -220,6 +220,19 @@ def visible_quotes(demand: Demand, principal: Principal) -> list[DealQuote]:
     return [q for q in demand.quotes if q.organization_id == principal.organization_id]
 
 
+def _move(session: Session, row: Demand | DealQuote, expected: str, new: str, *, field: str,
+          conflict: str) -> None:
+    """Move a demand or quote from ``expected`` to ``new`` by a conditional update: of racing
+    moves of the same row exactly one succeeds, and the others get 409 ``conflict``."""
+    model = type(row)
+    moved = session.execute(
+        update(model).where(model.id == row.id, model.status == expected)
+        .values(status=new).execution_options(synchronize_session=False)).rowcount
+    if moved != 1:
+        raise Conflict(conflict, field=field)
+    session.refresh(row, ["status"])
+
+
 def _decline_submitted(session: Session, demand: Demand, *, keep: int | None = None
                        ) -> list[int]:
     """Decline the demand's quotes still submitted (all but ``keep``); their ids.
@@ -254,13 +267,9 @@ def cancel_demand(session: Session, principal: Principal, demand: Demand, *,
     if demand.status != "open":
         raise Conflict(f"The demand is {demand.status}; only an open demand can be cancelled.",
                        field="demand")
-    won = session.execute(
-        update(Demand).where(Demand.id == demand.id, Demand.status == "open")
-        .values(status="cancelled").execution_options(synchronize_session=False)).rowcount
-    if won != 1:
-        raise Conflict("A quote for this demand was accepted, or the demand cancelled, at the "
-                       "same time.", field="demand")
-    session.refresh(demand, ["status"])
+    _move(session, demand, "open", "cancelled", field="demand",
+          conflict="A quote for this demand was accepted, or the demand cancelled, at the "
+                   "same time.")
     declined = _decline_submitted(session, demand)
     audit.record(session, "demand.cancelled", actor=principal.actor,
                  organization_id=principal.organization_id, object_type="demand",
@@ -368,12 +377,8 @@ def withdraw_quote(session: Session, principal: Principal, quote: DealQuote, *,
     if demand.status != "open":
         raise Conflict(f"The demand is {demand.status}; its quotes can no longer be withdrawn.",
                        field="demand")
-    won = session.execute(
-        update(DealQuote).where(DealQuote.id == quote.id, DealQuote.status == "submitted")
-        .values(status="withdrawn").execution_options(synchronize_session=False)).rowcount
-    if won != 1:
-        raise Conflict("The buyer decided on this quote at the same time.", field="quote")
-    session.refresh(quote, ["status"])
+    _move(session, quote, "submitted", "withdrawn", field="quote",
+          conflict="The buyer decided on this quote at the same time.")
     audit.record(session, "quote.withdrawn", actor=principal.actor,
                  organization_id=principal.organization_id, object_type="deal_quote",
                  object_id=quote.id, data={"demand_id": demand.id, "reason": reason or None})
@@ -402,19 +407,12 @@ def accept_quote(session: Session, principal: Principal, quote: DealQuote, *,
     if demand.status != "open":
         raise Conflict(f"The demand is {demand.status}; another quote cannot be accepted.",
                        field="demand")
-    won = session.execute(
-        update(Demand).where(Demand.id == demand.id, Demand.status == "open")
-        .values(status="awarded").execution_options(synchronize_session=False)).rowcount
-    if won != 1:
-        raise Conflict("Another quote for this demand was accepted, or the demand cancelled, "
-                       "at the same time.", field="demand")
-    session.refresh(demand, ["status"])
-    taken = session.execute(
-        update(DealQuote).where(DealQuote.id == quote.id, DealQuote.status == "submitted")
-        .values(status="accepted").execution_options(synchronize_session=False)).rowcount
-    if taken != 1:  # the caller's transaction rolls back, and the award with it
-        raise Conflict("The supplier withdrew this quote at the same time.", field="quote")
-    session.refresh(quote, ["status"])
+    _move(session, demand, "open", "awarded", field="demand",
+          conflict="Another quote for this demand was accepted, or the demand cancelled, at "
+                   "the same time.")
+    # A refusal here rolls back the caller's transaction, and the award with it.
+    _move(session, quote, "submitted", "accepted", field="quote",
+          conflict="The supplier withdrew this quote at the same time.")
     declined = _decline_submitted(session, demand, keep=quote.id)
     deal = Deal(demand_id=demand.id, quote_id=quote.id, buyer_id=demand.organization_id,
                 supplier_id=quote.organization_id, dataset_id=quote.dataset_id,
