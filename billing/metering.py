@@ -453,12 +453,6 @@ def unit_price(minor: int, places: int, tokens: int) -> str:
     return f"{'-' if minor < 0 and millionths else ''}{whole}.{fraction:06d}"
 
 
-def _current_revision(session: Session, dataset_id: int) -> int | None:
-    return session.scalar(select(SupplyChainRevision.id)
-                          .where(SupplyChainRevision.dataset_id == dataset_id)
-                          .order_by(SupplyChainRevision.revision.desc()).limit(1))
-
-
 def tokens_remaining(session: Session, organization_id: int, dataset_id: int,
                      today: dt.date) -> int | None:
     """Tokens the organization can still spend on the dataset from prepaid sources (its

@@ -50,6 +50,7 @@ from billing.metering import PaymentRequired, card_rating, period_of, rated_incr
 from billing.models import CreditLine, UsageCounter, UsageEvent
 from market.accounts.models import ApiKey
 from market.catalog.models import Dataset, ListingStatus
+from market.catalog.services import current_supply_chain
 from market.db import insert_rows, utcnow
 from market.errors import Conflict
 from pricing.money import Money, minor_to_dict, minor_units
@@ -386,8 +387,10 @@ def _insert(session: Session, organization_id: int, api_key_id: int | None, peri
             outcomes: list[Outcome | None], paid_by: dict[int, str]) -> None:
     if not paid_by:
         return
-    revisions = {dataset_id: metering._current_revision(session, dataset_id)
-                 for dataset_id in {events[i]["dataset_id"] for i in paid_by}}
+    revisions = {}
+    for dataset_id in {events[i]["dataset_id"] for i in paid_by}:
+        revision = current_supply_chain(session, dataset_id)
+        revisions[dataset_id] = revision.id if revision is not None else None
     # The same on every row of a batch.
     constant = {"organization_id": organization_id, "api_key_id": api_key_id,
                 "version_id": None, "kind": "royalty", "period": period, "recorded_at": now,
