@@ -15,19 +15,16 @@ they would buy (the migrations themselves are not changed here).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import random
 import statistics
 import sys
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import insert, select, text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
 from billing import budget_reports as reports  # noqa: E402
@@ -53,23 +50,6 @@ CANDIDATE_INDEXES = (
     "CREATE INDEX ix_budget_records_line_occurred ON budget_records (line_id, occurred_at, id)",
     "CREATE INDEX ix_budget_records_month_occurred ON budget_records (month, occurred_at, id)",
 )
-
-
-@contextlib.contextmanager
-def postgresql_database(server_url: str):
-    admin = make_engine(server_url, isolation_level="AUTOCOMMIT",
-                        connect_args={"connect_timeout": 3})
-    name = f"bench_budget_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    try:
-        schema.upgrade(url)
-        yield url
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
 
 
 def build(engine, records: int, rng: random.Random) -> int:
@@ -176,7 +156,7 @@ def main() -> None:
     parser.add_argument("--extra-index", action="store_true",
                         help="also time again with the candidate indexes")
     args = parser.parse_args()
-    with postgresql_database(args.pg_url) as url:
+    with schema.throwaway_database(args.pg_url, "bench_budget", connect_timeout=3) as url:
         engine = make_engine(url)
         try:
             budget_id = build(engine, args.records, random.Random(20261123))

@@ -119,27 +119,21 @@ def sqlite_database():
 @contextlib.contextmanager
 def postgresql_database(server_url: str):
     """A throwaway database on the server, dropped afterwards; None if no server answers."""
-    admin = make_engine(server_url, isolation_level="AUTOCOMMIT",
-                        connect_args={"connect_timeout": 3})
-    name = f"bench_metering_{uuid.uuid4().hex[:8]}"
+    probe = make_engine(server_url, connect_args={"connect_timeout": 3})
     try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        with probe.connect():
+            reason = None
     except OperationalError as exc:
-        admin.dispose()
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+    finally:
+        probe.dispose()
+    if reason is not None:
         print(f"PostgreSQL: skipped, no server answers at "
               f"{make_url(server_url).render_as_string()} ({reason})")
         yield None
         return
-    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    try:
-        schema.upgrade(url)
+    with schema.throwaway_database(server_url, "bench_metering", connect_timeout=3) as url:
         yield url
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
 
 
 def bench_app(url: str):

@@ -42,7 +42,6 @@ linear (close ratio <= data ratio). It asserts nothing.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import cProfile
 import datetime as dt
 import io
@@ -52,14 +51,12 @@ import random
 import resource
 import sys
 import time
-import uuid
 from pathlib import Path
 from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import event, func, insert, select, text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
 
 from billing import ledger, recognition, statements  # noqa: E402
 from billing.context import BillingSettings  # noqa: E402
@@ -90,23 +87,6 @@ def previous_month(now: dt.datetime) -> tuple[str, dt.date, dt.date]:
     end = now.date().replace(day=1)
     start = (end - dt.timedelta(days=1)).replace(day=1)
     return f"{start:%Y-%m}", start, end
-
-
-@contextlib.contextmanager
-def postgresql_database(server_url: str):
-    admin = make_engine(server_url, isolation_level="AUTOCOMMIT",
-                        connect_args={"connect_timeout": 3})
-    name = f"bench_settlement_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    try:
-        schema.upgrade(url)
-        yield url
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
 
 
 def copy_rows(conn, table: str, columns: tuple[str, ...], rows) -> int:
@@ -462,7 +442,7 @@ def main(argv: list[str] | None = None) -> None:
     print()
     results = []
     for n, (events, orders) in enumerate(sizes):
-        with postgresql_database(args.pg_url) as url:
+        with schema.throwaway_database(args.pg_url, "bench_settlement", connect_timeout=3) as url:
             results.append(run_size(url, events, orders, period, month_start, month_end,
                                     profile=args.profile and n == 0))
     small, large = results

@@ -5,12 +5,10 @@ a schema from nothing."""
 from __future__ import annotations
 
 import contextlib
-import uuid
 
 from sqlalchemy.engine import make_url
 
 from market import create_app, schema
-from market.db import make_engine
 
 
 @contextlib.contextmanager
@@ -22,19 +20,8 @@ def fresh_database(database_url: str, tmp_path, *, migrated: bool = True):
             schema.upgrade(fresh)
         yield fresh
         return
-    name = f"market_fresh_{uuid.uuid4().hex[:8]}"
-    admin = make_engine(database_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    fresh = url.set(database=name).render_as_string(hide_password=False)
-    try:
-        if migrated:
-            schema.upgrade(fresh)
+    with schema.throwaway_database(database_url, "market_fresh", migrated=migrated) as fresh:
         yield fresh
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
-        admin.dispose()
 
 
 @contextlib.contextmanager
