@@ -1,14 +1,19 @@
 """A fresh database of the suite's kind: for tests whose transactions must really commit and
 race (the usual per-test rollback cannot show what two connections do at once), and for building
-a schema from nothing."""
+a schema from nothing; and ``at_once``, which starts the racing calls together."""
 
 from __future__ import annotations
 
 import contextlib
+import threading
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from sqlalchemy.engine import make_url
 
 from market import create_app, schema
+
+T = TypeVar("T")
 
 
 @contextlib.contextmanager
@@ -34,3 +39,27 @@ def fresh_app(database_url: str, tmp_path):
             yield app
         finally:
             app.extensions["market.db"].dispose()
+
+
+def at_once(calls: Sequence[Callable[[], T]]) -> list[T]:
+    """Run the calls at the same moment, each on its own thread lined up on a barrier; their
+    results in order. An exception in a call is raised here once every thread has finished."""
+    barrier = threading.Barrier(len(calls))
+    results: list = [None] * len(calls)
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = calls[i]()
+        except BaseException as error:  # raised below, in the test's own thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return results

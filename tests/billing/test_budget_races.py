@@ -7,7 +7,6 @@ approved amount, however many orders race for it.
 from __future__ import annotations
 
 import os
-import threading
 
 import pytest
 from sqlalchemy import func, select
@@ -18,7 +17,7 @@ from billing.models import BudgetAlert, BudgetLine, BudgetRecord, Order
 from market.db import utcnow
 from pricing.money import Money
 from tests.billing.shop import buyer, listed_dataset
-from tests.concurrency import fresh_app
+from tests.concurrency import at_once, fresh_app
 from tests.factories import english_client, make_key
 
 TOTAL = 1_038_800  # one package of 9,800.00 with 6% VAT
@@ -56,23 +55,6 @@ def _shop(app, approved_minor: int, keys: int) -> dict:
         return {"offer_id": made["package"].id, "line_id": line.id, "keys": secrets}
 
 
-def _race(requests):
-    """Run the requests at the same moment, each on its own thread; their results in order."""
-    barrier = threading.Barrier(len(requests))
-    results: list = [None] * len(requests)
-
-    def send(i, request):
-        barrier.wait()
-        results[i] = request()
-
-    threads = [threading.Thread(target=send, args=(i, r)) for i, r in enumerate(requests)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return results
-
-
 def _checkouts(app, shop):
     def checkout(secret):
         client = english_client(app)
@@ -82,7 +64,7 @@ def _checkouts(app, shop):
                                          "payment_method": "bank_transfer",
                                          "budget_line_id": shop["line_id"]})
 
-    return _race([checkout(secret) for secret in shop["keys"]])
+    return at_once([checkout(secret) for secret in shop["keys"]])
 
 
 def _line_state(app, shop):

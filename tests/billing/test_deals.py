@@ -7,7 +7,6 @@ import datetime as dt
 import io
 import json
 import os
-import threading
 
 import pytest
 from sqlalchemy import select
@@ -25,7 +24,7 @@ from market.catalog import importer
 from market.catalog import services as catalog
 from market.errors import Conflict, Forbidden, InvalidInput, NotFound
 from pricing.money import Money
-from tests.concurrency import fresh_app
+from tests.concurrency import at_once, fresh_app
 from tests.factories import make_key, make_org, make_user
 from tests.fixtures import csrf_token
 
@@ -666,21 +665,8 @@ def test_racing_accepts_award_the_demand_once(database_url, tmp_path):
             secrets = [make_key(session, buyer_org, scopes=("billing:write",))[1]
                        for _ in range(4)]
             demand_id = demand.id
-        barrier = threading.Barrier(4)
-        statuses: list[int] = [0] * 4
-
-        def accept(i):
-            client = app.test_client()
-            barrier.wait()
-            statuses[i] = client.post(f"/api/v1/quotes/{quote_ids[i % 2]}/accept", json={},
-                                      headers={"Authorization": f"Bearer {secrets[i]}"}
-                                      ).status_code
-
-        threads = [threading.Thread(target=accept, args=(i,)) for i in range(4)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        statuses = _race(app, [(f"/api/v1/quotes/{quote_ids[i % 2]}/accept", {}, secrets[i])
+                               for i in range(4)])
         assert sorted(statuses) == [201, 409, 409, 409]
         with database.session() as session:
             assert len(session.scalars(select(Deal).where(Deal.demand_id == demand_id)).all()) == 1
@@ -690,23 +676,13 @@ def test_racing_accepts_award_the_demand_once(database_url, tmp_path):
 # Real races (PostgreSQL): cancels, accepts, withdrawals and new quotes at the same moment -------
 
 def _race(app, calls) -> list[int]:
-    """Send each (path, body, key) from its own thread at the same moment; their statuses."""
-    barrier = threading.Barrier(len(calls))
-    statuses: list[int] = [0] * len(calls)
-
-    def send(i):
-        path, body, secret = calls[i]
+    """Send each (path, body, key) from its own client at the same moment; their statuses."""
+    def post(path, body, secret):
         client = app.test_client()
-        barrier.wait()
-        statuses[i] = client.post(path, json=body, headers={
+        return lambda: client.post(path, json=body, headers={
             "Authorization": f"Bearer {secret}"}).status_code
 
-    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(calls))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return statuses
+    return at_once([post(*call) for call in calls])
 
 
 @only_on_postgresql

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import threading
 
 import pytest
 from sqlalchemy import func, select
@@ -20,7 +19,7 @@ from billing.ledger import LedgerTransaction, Purpose
 from billing.models import BankReceipt, Order, Payment, Refund
 from pricing.money import Money
 from tests.billing.shop import buyer, listed_dataset, platform_finance
-from tests.concurrency import fresh_app
+from tests.concurrency import at_once, fresh_app
 from tests.factories import english_client, make_key
 from tests.fixtures import csrf_token
 from tests.stripe_server import WEBHOOK_SECRET
@@ -67,23 +66,6 @@ def shop(racing_app):
                 "buyer": buyer_principal, "buyer_keys": secrets,
                 "finance": finance_principal,
                 "finance_ids": (finance_user.id, platform.id)}
-
-
-def _race(requests):
-    """Run the requests at the same moment, each on its own thread; their results in order."""
-    barrier = threading.Barrier(len(requests))
-    results: list = [None] * len(requests)
-
-    def send(i, request):
-        barrier.wait()
-        results[i] = request()
-
-    threads = [threading.Thread(target=send, args=(i, r)) for i, r in enumerate(requests)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return results
 
 
 def _finance_client(app, shop):
@@ -139,7 +121,7 @@ def _two_full_refunds(app, shop, payment_id, amount: str):
                                    json={"amount": {"amount": amount, "currency": "CNY"},
                                          "reason": "race", "bank_reference": reference})
 
-    return _race([refund(clients[0], "OUT-A"), refund(clients[1], "OUT-B")])
+    return at_once([refund(clients[0], "OUT-A"), refund(clients[1], "OUT-B")])
 
 
 def _assert_refunded_once(app, shop, payment_id, responses):
@@ -208,7 +190,7 @@ def test_eight_card_payments_of_one_order_charge_once(racing_app, shop, gateway)
                                    headers={"Authorization": f"Bearer {secret}"},
                                    json={"method": "card", "payment_method": method})
 
-    responses = _race([pay(c, s) for c, s in zip(clients, shop["buyer_keys"])])
+    responses = at_once([pay(c, s) for c, s in zip(clients, shop["buyer_keys"])])
 
     assert sorted(r.status_code for r in responses) == [200] + [409] * 7, \
         [r.get_json() for r in responses]
@@ -248,7 +230,7 @@ def test_eight_bank_receipts_for_one_invoice_pay_it_once(racing_app, shop, share
                                          "received_on": dt.date.today().isoformat(),
                                          "bank_reference": f"RACE-{invoice_id}-{i}"})
 
-    responses = _race([receipt(c, i) for i, c in enumerate(clients)])
+    responses = at_once([receipt(c, i) for i, c in enumerate(clients)])
 
     assert sorted(r.status_code for r in responses) == [200] * paid_by + [409] * (8 - paid_by), \
         [r.get_json() for r in responses]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import threading
 
 from sqlalchemy import func, select
 
@@ -13,25 +12,13 @@ from market.catalog import importer, offers
 from market.catalog import services as catalog
 from market.catalog.models import Listing, ListingEvent
 from tests.catalog.conftest import DATASET, RECORDS, jsonl
-from tests.concurrency import fresh_app
+from tests.concurrency import at_once, fresh_app
 
 
 def _race(app, requests):
     """Send the requests at the same moment, each from its own client and connection."""
-    barrier = threading.Barrier(len(requests))
-    results: list = [None] * len(requests)
-
-    def send(i, request):
-        client = app.test_client()
-        barrier.wait()
-        results[i] = request(client)
-
-    threads = [threading.Thread(target=send, args=(i, r)) for i, r in enumerate(requests)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return results
+    clients = [app.test_client() for _ in requests]
+    return at_once([lambda r=request, c=client: r(c) for request, client in zip(requests, clients)])
 
 
 def test_two_simultaneous_submissions_of_one_dataset(database_url, tmp_path):
