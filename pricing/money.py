@@ -160,8 +160,8 @@ def round_half_up(value: Fraction) -> int:
 
 
 def minor_to_dict(minor: int, currency: str) -> dict[str, str]:
-    """``Money.from_minor(minor, currency).to_dict()``, without building the ``Money``: for
-    answers that list thousands of amounts."""
+    """The JSON form of an amount in minor units (``Money.to_dict`` is this of its own), with
+    no ``Money`` built: for answers that list thousands of amounts."""
     code = normalize_currency(currency)
     places = CURRENCY_MINOR_UNITS[code]
     if not places:
@@ -362,7 +362,7 @@ class Money:
 
     def to_dict(self) -> dict[str, str]:
         """``{"amount": "12.50", "currency": "CNY"}``; the amount is a string."""
-        return {"amount": format(self.amount, "f"), "currency": self.currency}
+        return minor_to_dict(self.minor, self.currency)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Money":

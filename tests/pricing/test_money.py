@@ -175,6 +175,7 @@ def test_minor_units_and_json_round_trip(minor, currency):
     assert Money.from_dict(json.loads(json.dumps(money.to_dict()))) == money
     assert Money(str(money.amount), currency) == money
     assert minor_to_dict(minor, currency.lower()) == money.to_dict()
+    assert money.to_dict()["amount"] == format(money.amount, "f")
 
 
 @settings(max_examples=200, deadline=None)
