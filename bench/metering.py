@@ -46,6 +46,7 @@ import random
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -296,40 +297,74 @@ def measure_calls(app, market: dict, requests: int, warmup: int, rounds: int) ->
     return rows
 
 
-def measure_ingestion(app, market: dict, batches: int, batch_size: int) -> dict | str:
-    client = app.test_client()
+def measure_ingestion(app, market: dict, batches: int, batch_size: int,
+                      clients: int = 1) -> dict | str:
+    """``batches`` batches posted by ``clients`` clients at once (threads, each with its own
+    test client and database session, as a threaded server's workers would be), after one
+    warm-up batch each; events/s over the wall-clock time of all of them."""
     headers = {"Authorization": f"Bearer {market['keys']['reporter']}"}
     rng = random.Random(7)
-    occurred = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=1)).isoformat()
+    now = dt.datetime.now(dt.timezone.utc)
     run = uuid.uuid4().hex[:8]
 
-    def batch(n: int) -> dict:
-        return {"events": [{"id": f"bench-{run}-{n}-{i}", "dataset_id": market["dataset_id"],
-                            "tokens": rng.randint(1, 5_000), "occurred_at": occurred}
-                           for i in range(batch_size)]}
+    def batch(n: int) -> bytes:
+        # Each event its own moment in the last hour, as a model company's log would have it.
+        return json.dumps({"events": [
+            {"id": f"bench-{run}-{n}-{i}", "dataset_id": market["dataset_id"],
+             "tokens": rng.randint(1, 5_000),
+             "occurred_at": (now - dt.timedelta(microseconds=rng.randrange(3_600_000_000))
+                             ).isoformat()}
+            for i in range(batch_size)]}).encode()
 
-    bodies = [batch(n) for n in range(batches + 1)]  # built before the clock starts
-    elapsed, accepted, took_each = 0.0, 0, []
-    for n, body in enumerate(bodies):
+    # Encoded before the clock starts: the client's own JSON encoding is not the server's work.
+    bodies = [batch(n) for n in range(batches + clients)]
+
+    def post(client, body: bytes) -> tuple[float, str | None]:
         started = time.perf_counter()
-        response = client.post("/api/v1/usage/events", json=body, headers=headers)
+        response = client.post("/api/v1/usage/events", data=body, headers=headers,
+                               content_type="application/json")
         took = time.perf_counter() - started
         if response.status_code in (404, 405):
-            return "ingestion endpoint not available"
+            return took, "ingestion endpoint not available"
         result = response.get_json(silent=True) or {}
         if response.status_code != 200 or result.get("accepted") != batch_size:
             first_error = next((r.get("error") for r in result.get("results", [])
                                 if r.get("status") != "accepted"), None)
-            return (f"ingestion failed: {response.status_code} "
-                    f"{ {k: result.get(k) for k in ('accepted', 'rejected', 'detail')} } "
-                    f"{first_error or ''}")
-        if n:  # the first batch warms up
-            elapsed += took
-            accepted += batch_size
+            return took, (f"ingestion failed: {response.status_code} "
+                          f"{ {k: result.get(k) for k in ('accepted', 'rejected', 'detail')} } "
+                          f"{first_error or ''}")
+        return took, None
+
+    test_clients = [app.test_client() for _ in range(clients)]
+    for client, body in zip(test_clients, bodies):  # warm-up, one batch each
+        _, error = post(client, body)
+        if error:
+            return error
+    shares = [bodies[clients + k::clients] for k in range(clients)]
+    took_each: list[float] = []
+    errors: list[str] = []
+
+    def work(client, share: list[bytes]) -> None:
+        for body in share:
+            took, error = post(client, body)
+            if error:
+                errors.append(error)
+                return
             took_each.append(took * 1000)
-    return {"events": accepted, "seconds": elapsed, "rate": accepted / elapsed,
-            "batch_ms": elapsed / batches * 1000, "median_ms": statistics.median(took_each),
-            "slowest_ms": max(took_each)}
+
+    threads = [threading.Thread(target=work, args=pair) for pair in zip(test_clients, shares)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    if errors:
+        return errors[0]
+    accepted = batch_size * len(took_each)
+    return {"clients": clients, "events": accepted, "seconds": elapsed,
+            "rate": accepted / elapsed, "batch_ms": statistics.mean(took_each),
+            "median_ms": statistics.median(took_each), "slowest_ms": max(took_each)}
 
 
 # Printing ---------------------------------------------------------------------------------------
@@ -369,9 +404,11 @@ def print_ingestion(name: str, result: dict | str) -> None:
         return
     target = f"target >= {TARGET_EVENTS_PER_S:,}: " + (
         "ok" if result["rate"] >= TARGET_EVENTS_PER_S else "BELOW TARGET")
-    print(f"{name}: usage events: {result['events']:,} in {result['seconds']:.2f} s = "
-          f"{result['rate']:,.0f} events/s ({result['batch_ms']:.1f} ms a batch of 1,000 on "
-          f"average, median {result['median_ms']:.1f}, slowest {result['slowest_ms']:.1f}; "
+    clients = result["clients"]
+    print(f"{name}: usage events, {clients} client{'s' if clients > 1 else ''}: "
+          f"{result['events']:,} in {result['seconds']:.2f} s = {result['rate']:,.0f} events/s "
+          f"(a batch of 1,000 takes {result['batch_ms']:.1f} ms on average, median "
+          f"{result['median_ms']:.1f}, slowest {result['slowest_ms']:.1f}; "
           f"{target if name == 'PostgreSQL' else 'target is for PostgreSQL'})")
 
 
@@ -382,8 +419,13 @@ def run_backend(name: str, url: str, jsonl: bytes, args) -> None:
         market = build_market(app, jsonl)
         print(f"{name}: built {len(market['seqs']):,} records through the services in "
               f"{time.perf_counter() - started:.1f} s")
-        print_calls(name, measure_calls(app, market, args.requests, args.warmup, args.rounds))
-        print_ingestion(name, measure_ingestion(app, market, args.batches, 1_000))
+        if args.only != "ingestion":
+            print_calls(name, measure_calls(app, market, args.requests, args.warmup,
+                                            args.rounds))
+        if args.only != "calls":
+            for clients in (1, 2):
+                print_ingestion(name, measure_ingestion(app, market, args.batches, 1_000,
+                                                        clients))
         print()
     finally:
         app.extensions["market.db"].dispose()
@@ -396,6 +438,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=4, help="alternations of the sides")
     parser.add_argument("--batches", type=int, default=50, help="timed batches of 1,000 events")
+    parser.add_argument("--only", choices=("calls", "ingestion"),
+                        help="run one of the two measurements")
     parser.add_argument("--pg-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
                         help="a PostgreSQL server to create the throwaway database on")
     args = parser.parse_args(argv)

@@ -291,23 +291,25 @@ def rated_increment(session: Session, organization_id: int, dataset_id: int, kin
     return Money.from_minor(after - before, currency), counter
 
 
-def _take_credit(session: Session, organization_id: int, amount: Money) -> CreditLine | None:
-    line_id = session.scalar(select(CreditLine.id).where(
-        CreditLine.organization_id == organization_id, CreditLine.currency == amount.currency,
-        CreditLine.suspended_at.is_(None)))
-    if line_id is None:
-        return None
-    taken = session.execute(
+def _take_credit(session: Session, organization_id: int, amount: Money) -> int | None:
+    """Charge ``amount`` to the organization's live credit line in its currency; returns the
+    line's id, None when it has none, and raises PaymentRequired when the limit would be
+    passed. One conditional UPDATE: the common case is a single round trip."""
+    live = (CreditLine.organization_id == organization_id,
+            CreditLine.currency == amount.currency, CreditLine.suspended_at.is_(None))
+    line_id = session.scalar(
         update(CreditLine)
-        .where(CreditLine.id == line_id, CreditLine.suspended_at.is_(None),
-               CreditLine.used_minor + amount.minor <= CreditLine.limit_minor)
+        .where(*live, CreditLine.used_minor + amount.minor <= CreditLine.limit_minor)
         .values(used_minor=CreditLine.used_minor + amount.minor)
-        .execution_options(synchronize_session=False)).rowcount
-    if not taken:
-        raise PaymentRequired(f"The credit line's limit would be passed by this call "
-                              f"({amount}); pay the open usage invoice or ask for a higher "
-                              "limit.", field="credit_line")
-    return session.get(CreditLine, line_id)
+        .returning(CreditLine.id)
+        .execution_options(synchronize_session=False))
+    if line_id is not None:
+        return line_id
+    if session.scalar(select(CreditLine.id).where(*live)) is None:
+        return None
+    raise PaymentRequired(f"The credit line's limit would be passed by this call "
+                          f"({amount}); pay the open usage invoice or ask for a higher "
+                          "limit.", field="credit_line")
 
 
 def charge_call(session: Session, *, key: ApiKey, dataset: Dataset, version: DatasetVersion,
@@ -445,9 +447,9 @@ def unit_price(minor: int, places: int, tokens: int) -> str:
     ingestion prices a thousand events a batch."""
     if not tokens:
         return "0"
-    millionths, remainder = divmod(abs(minor) * 10 ** 12, tokens * 10 ** places)
-    if 2 * remainder > tokens * 10 ** places or (
-            2 * remainder == tokens * 10 ** places and millionths % 2):
+    divisor = tokens * 10 ** places
+    millionths, remainder = divmod(abs(minor) * 10 ** 12, divisor)
+    if 2 * remainder > divisor or (2 * remainder == divisor and millionths % 2):
         millionths += 1
     whole, fraction = divmod(millionths, 1_000_000)
     return f"{'-' if minor < 0 and millionths else ''}{whole}.{fraction:06d}"

@@ -27,31 +27,32 @@ produced. Each event is charged by the dataset's royalty rate card (an offer of 
   rejected ``payment_required``.
 
 It is done set-wise, for throughput: one query for the ids already taken, one for the datasets,
-one rating per dataset, one multi-row INSERT (``ON CONFLICT DO NOTHING``), one credit-line
-update. A concurrent request that takes one of the same ids first makes this batch 409 (retry it:
-those ids then come back ``duplicate``), never charges it twice.
+one rating per dataset, one credit-line update, and the events written in one COPY on
+PostgreSQL (``market.db.insert_rows``). A concurrent request that takes one of the same ids
+between the lookup and the write breaks the id's unique constraint: this batch is then 409 and
+writes nothing (retry it: those ids come back ``duplicate``), never charged twice.
 """
 
 from __future__ import annotations
 
 import calendar
 import datetime as dt
-import hashlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from sqlalchemy import ColumnElement, any_, bindparam, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, joinedload, selectinload
 
 from billing import metering
 from billing.metering import PaymentRequired, card_rating, period_of, rated_increment
 from billing.models import CreditLine, UsageCounter, UsageEvent
 from market.accounts.models import ApiKey
 from market.catalog.models import Dataset, ListingStatus
-from market.catalog.services import current_supply_chain
-from market.db import insert_rows, utcnow
+from market.catalog.services import current_supply_chain_id
+from market.db import breaks_unique, insert_rows, utcnow
 from market.errors import Conflict
 from pricing.money import Money, minor_to_dict, minor_units
 
@@ -81,10 +82,19 @@ class Outcome:
     currency: str | None = None
     error: ItemError | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "id": self.id, "status": self.status, "tokens": self.tokens,
-            "amount": None if self.minor is None else minor_to_dict(self.minor, self.currency)}
+    def to_dict(self, amounts: dict[tuple[int, str], dict[str, str]] | None = None
+                ) -> dict[str, Any]:
+        """``amounts``: JSON forms of amounts already formatted, shared by the outcomes of a
+        batch (whose events are mostly charged a few distinct amounts)."""
+        amount = None
+        if self.minor is not None:
+            amounts = {} if amounts is None else amounts
+            key = (self.minor, self.currency)
+            amount = amounts.get(key)
+            if amount is None:
+                amount = amounts[key] = minor_to_dict(*key)
+        data: dict[str, Any] = {"id": self.id, "status": self.status, "tokens": self.tokens,
+                                "amount": amount}
         if self.error is not None:
             data["error"] = self.error.to_dict()
         return data
@@ -98,7 +108,8 @@ class IngestResult:
         return sum(1 for outcome in self.results if outcome.status == status)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"results": [outcome.to_dict() for outcome in self.results],
+        amounts: dict[tuple[int, str], dict[str, str]] = {}
+        return {"results": [outcome.to_dict(amounts) for outcome in self.results],
                 "accepted": self.count("accepted"), "duplicates": self.count("duplicate"),
                 "rejected": self.count("rejected")}
 
@@ -115,14 +126,6 @@ class _Group:
 
 def request_id_of(organization_id: int, event_id: str) -> str:
     return f"event:{organization_id}:{event_id}"
-
-
-def _fingerprint(event: dict[str, Any], occurred_at: str) -> str:
-    """What was reported under the id (the unit separator cannot occur in a number or an ISO
-    time, and the model name comes last)."""
-    return hashlib.sha256(
-        f"{event['dataset_id']}\x1f{event['tokens']}\x1f{occurred_at}\x1f"
-        f"{event.get('model') or ''}".encode()).hexdigest()
 
 
 def _utc(moment: dt.datetime) -> dt.datetime:
@@ -162,20 +165,47 @@ def ingest_royalties(session: Session, *, organization_id: int, api_key_id: int 
                      events: list[dict[str, Any]], now: dt.datetime | None = None
                      ) -> IngestResult:
     """Charge and record a batch of royalty events (see the module notes); every event gets an
-    outcome, in the batch's order. Never commits."""
-    now = now or utcnow()
-    period = period_of(now)
-    outcomes: list[Outcome | None] = [None] * len(events)
-    request_ids = [request_id_of(organization_id, event["id"]) for event in events]
+    outcome, in the batch's order. Never commits.
 
+    Most batches repeat no id already recorded, so the first attempt does not look the ids up:
+    it charges and writes inside a savepoint, where an id recorded before (or by a concurrent
+    request, once that one commits) breaks the unique constraint and rolls the attempt back,
+    charges and all. The second attempt looks the ids up first and reports those
+    ``duplicate``; an id taken concurrently even then makes the batch 409."""
+    now = now or utcnow()
+    request_ids = [request_id_of(organization_id, event["id"]) for event in events]
+    try:
+        with session.begin_nested():
+            return _ingest(session, organization_id, api_key_id, events, request_ids, now,
+                           taken={})
+    except IntegrityError as exc:
+        if not breaks_unique(exc, UsageEvent.__table__, "request_id"):
+            raise
     taken = {row.request_id: row for row in session.execute(
         select(UsageEvent.request_id, UsageEvent.tokens, UsageEvent.amount_minor,
                UsageEvent.currency).where(_one_of(session, UsageEvent.request_id,
                                                   list(set(request_ids)))))}
+    try:
+        return _ingest(session, organization_id, api_key_id, events, request_ids, now, taken)
+    except IntegrityError as exc:
+        if not breaks_unique(exc, UsageEvent.__table__, "request_id"):
+            raise
+        raise Conflict("Some of these event ids were reported by another request at the same "
+                       "time; send the batch again (those come back as duplicates).",
+                       field="events") from None
+
+
+def _ingest(session: Session, organization_id: int, api_key_id: int | None,
+            events: list[dict[str, Any]], request_ids: list[str], now: dt.datetime,
+            taken: dict[str, Any]) -> IngestResult:
+    """One attempt at the batch, given the ids already recorded (``taken``)."""
+    period = period_of(now)
+    outcomes: list[Outcome | None] = [None] * len(events)
+    occurred: list[dt.datetime | None] = [None] * len(events)  # in UTC, once validated
     dataset_ids = {event["dataset_id"] for event in events}
     datasets = {d.id: d for d in session.scalars(
         select(Dataset).where(Dataset.id.in_(dataset_ids))
-        .options(selectinload(Dataset.offers), selectinload(Dataset.listing)))}
+        .options(selectinload(Dataset.offers), joinedload(Dataset.listing)))}
     cards: dict[int, Any] = {}
     for dataset_id, dataset in datasets.items():
         if _visible(dataset, organization_id):
@@ -196,9 +226,10 @@ def ingest_royalties(session: Session, *, organization_id: int, api_key_id: int 
             later.append((i, first_of[request_id]))
             continue
         error = None
+        occurred[i] = _utc(event["occurred_at"])
         if tokens < 0:
             error = ItemError("invalid", "tokens", "Tokens cannot be negative.")
-        elif _utc(event["occurred_at"]) > now + FUTURE_TOLERANCE:
+        elif occurred[i] > now + FUTURE_TOLERANCE:
             error = ItemError("invalid", "occurred_at",
                               "occurred_at is more than five minutes in the future.")
         elif event["dataset_id"] not in cards:
@@ -223,7 +254,7 @@ def ingest_royalties(session: Session, *, organization_id: int, api_key_id: int 
         paid_by[i] = "postpaid"
 
     _insert(session, organization_id, api_key_id, period, now, events, request_ids,
-            outcomes, paid_by)
+            occurred, outcomes, paid_by)
     for i, first in later:
         original = outcomes[first]
         outcomes[i] = Outcome(events[i]["id"], "duplicate", original.tokens, original.minor,
@@ -384,13 +415,16 @@ def _one_of(session: Session, column, values: list) -> ColumnElement[bool]:
 
 def _insert(session: Session, organization_id: int, api_key_id: int | None, period: str,
             now: dt.datetime, events: list[dict], request_ids: list[str],
-            outcomes: list[Outcome | None], paid_by: dict[int, str]) -> None:
+            occurred: list[dt.datetime | None], outcomes: list[Outcome | None],
+            paid_by: dict[int, str]) -> None:
+    """Write the usage event of each paid (or free) event; an id already recorded breaks the
+    unique constraint (IntegrityError)."""
     if not paid_by:
         return
-    revisions = {}
-    for dataset_id in {events[i]["dataset_id"] for i in paid_by}:
-        revision = current_supply_chain(session, dataset_id)
-        revisions[dataset_id] = revision.id if revision is not None else None
+    revisions = {dataset_id: current_supply_chain_id(session, dataset_id)
+                 for dataset_id in {events[i]["dataset_id"] for i in paid_by}}
+    places = {currency: minor_units(currency)
+              for currency in {outcomes[i].currency for i in paid_by}}
     # The same on every row of a batch.
     constant = {"organization_id": organization_id, "api_key_id": api_key_id,
                 "version_id": None, "kind": "royalty", "period": period, "recorded_at": now,
@@ -398,23 +432,16 @@ def _insert(session: Session, organization_id: int, api_key_id: int | None, peri
     rows = []
     for i in sorted(paid_by):
         event, outcome = events[i], outcomes[i]
-        occurred_at = _utc(event["occurred_at"])
         rows.append({
             "request_id": request_ids[i],
-            "request_hash": _fingerprint(event, occurred_at.isoformat()),
             "dataset_id": event["dataset_id"], "model": event.get("model"),
             "tokens": event["tokens"],
-            "unit_price": metering.unit_price(outcome.minor, minor_units(outcome.currency),
+            "unit_price": metering.unit_price(outcome.minor, places[outcome.currency],
                                               event["tokens"]),
             "amount_minor": outcome.minor, "currency": outcome.currency,
             "paid_by": paid_by[i], "supply_chain_revision_id": revisions[event["dataset_id"]],
-            "occurred_at": occurred_at})
-    written = insert_rows(session, UsageEvent.__table__, rows, constant=constant,
-                          skip_existing="request_id")
-    if written != len(rows):
-        raise Conflict("Some of these event ids were reported by another request at the same "
-                       "time; send the batch again (those come back as duplicates).",
-                       field="events")
+            "occurred_at": occurred[i]})
+    insert_rows(session, UsageEvent.__table__, rows, constant=constant)
 
 
 # The usage report ---------------------------------------------------------------------------

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from operator import itemgetter
 from typing import Any
 
+import psycopg
 from sqlalchemy import DateTime, MetaData, Table, create_engine, event, insert, text
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -100,14 +103,17 @@ def insert_rows(session: Session, table: Table, rows: list[dict[str, Any]], *,
     """Insert many rows of ``table`` in few statements; returns how many were written.
 
     Every row has the same keys, column names. ``constant``: columns with the same value on
-    every row, bound once. ``skip_existing``: a
-    unique column; a row whose value is already there (written by a concurrent transaction,
-    say) is skipped, and not counted.
+    every row, bound once. ``skip_existing``: a unique column; a row whose value is already
+    there (written by a concurrent transaction, say) is skipped, and not counted. Without it a
+    row that breaks a unique constraint raises ``IntegrityError`` (see ``breaks_unique``), and
+    the transaction is to be rolled back.
 
-    On PostgreSQL a batch is one ``INSERT ... SELECT ... FROM json_to_recordset(...)``: the
-    rows travel as one JSON document, which the standard library encodes in C, where binding
-    each value as its own parameter costs more Python than computing the rows did. Elsewhere a
-    batch is one executemany.
+    On PostgreSQL rows are sent with ``COPY ... FROM STDIN``, which psycopg writes in C and the
+    server parses with no planning; ``skip_existing`` needs ``ON CONFLICT``, which COPY has
+    not, so that path is one ``INSERT ... SELECT ... FROM json_to_recordset(...)`` a batch (the
+    rows as one JSON document, which the standard library also encodes in C). Elsewhere a
+    batch is one executemany. Column defaults of the model are not applied: give every column
+    that has no server default.
     """
     constant = constant or {}
     if not rows:
@@ -125,6 +131,8 @@ def insert_rows(session: Session, table: Table, rows: list[dict[str, Any]], *,
             result = session.execute(statement, chunk)
             written += len(result.all()) if skip_existing else len(chunk)
         return written
+    if skip_existing is None:
+        return _copy_rows(session, table, rows, constant)
 
     def typed(name: str) -> str:
         return table.c[name].type.compile(dialect=dialect)
@@ -137,12 +145,52 @@ def insert_rows(session: Session, table: Table, rows: list[dict[str, Any]], *,
     statement = text(
         f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT {', '.join(selected)} "
         f"FROM json_to_recordset(CAST(:rows AS json)) AS t({record})"
-        + (f" ON CONFLICT ({skip_existing}) DO NOTHING" if skip_existing else ""))
+        f" ON CONFLICT ({skip_existing}) DO NOTHING")
     written = 0
     for at in range(0, len(rows), batch):
         document = json.dumps(rows[at:at + batch], ensure_ascii=False, default=_json_value)
         written += session.execute(statement, {"rows": document, **constant}).rowcount
     return written
+
+
+def _copy_rows(session: Session, table: Table, rows: list[dict[str, Any]],
+               constant: dict[str, Any]) -> int:
+    """``rows`` by COPY, on the session's own connection and transaction (PostgreSQL)."""
+    varying = list(rows[0])
+    columns = varying + list(constant)
+    timestamps = [name for name in varying if isinstance(table.c[name].type, UTCDateTime)]
+    for name in [name for name in constant if isinstance(table.c[name].type, UTCDateTime)]:
+        _require_aware(constant[name])
+    tail = tuple(constant.values())
+    values = itemgetter(*varying) if len(varying) > 1 else lambda row: (row[varying[0]],)
+    driver = session.connection().connection.driver_connection
+    try:
+        with driver.cursor() as cursor, cursor.copy(
+                f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                for name in timestamps:
+                    _require_aware(row[name])
+                copy.write_row((*values(row), *tail))
+    except psycopg.errors.IntegrityError as exc:
+        # As SQLAlchemy raises it for a statement it ran, so callers handle one error type.
+        raise IntegrityError(f"COPY {table.name}", None, exc) from exc
+    return len(rows)
+
+
+def _require_aware(value: Any) -> None:
+    if isinstance(value, dt.datetime) and value.tzinfo is None:
+        raise ValueError("naive datetime given where UTC is required")
+
+
+def breaks_unique(error: IntegrityError, table: Table, column: str) -> bool:
+    """Whether ``error`` is a row repeating a value of ``table.column``'s unique constraint."""
+    original = error.orig
+    diag = getattr(original, "diag", None)
+    if diag is not None:  # PostgreSQL names the constraint
+        return diag.constraint_name == NAMING_CONVENTION["uq"] % {
+            "table_name": table.name, "column_0_N_name": column}
+    # SQLite names the columns: "UNIQUE constraint failed: usage_events.request_id"
+    return str(original) == f"UNIQUE constraint failed: {table.name}.{column}"
 
 
 def _json_value(value: Any) -> str:

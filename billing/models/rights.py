@@ -141,9 +141,14 @@ class UsageEvent(Base):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    request_id: Mapped[str] = mapped_column(String(200), unique=True)
-    # What was asked (method, path, query), so a retry under the same Idempotency-Key is told
-    # apart from a different request reusing the key.
+    # Compared byte by byte on PostgreSQL ("C" collation): an opaque id, never sorted for a
+    # person, and a batch looks up and inserts a thousand of them (2-3x faster than the
+    # database's linguistic collation).
+    request_id: Mapped[str] = mapped_column(
+        String(200).with_variant(String(200, collation="C"), "postgresql"), unique=True)
+    # What a metered call asked (method, path, query), so a retry under the same
+    # Idempotency-Key is told apart from a different request reusing the key. None for a
+    # royalty report: its own columns hold what was reported.
     request_hash: Mapped[str | None] = mapped_column(String(64))
     # The references written with the event carry no foreign-key constraints: checking them
     # was more than half the cost of inserting a batch of a thousand events. The metering

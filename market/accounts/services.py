@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from market import audit
 from market.accounts.authz import SCOPES, Principal
@@ -251,7 +251,9 @@ def authenticate_api_key(session: Session, presented: str) -> ApiKey | None:
     if typed is None:
         return None
     prefix = presented[:len(typed) + _PREFIX_RANDOM_CHARS]
-    key = session.scalar(select(ApiKey).where(ApiKey.prefix == prefix))
+    # The organization and its roles come with the key: every API call needs them.
+    key = session.scalars(select(ApiKey).where(ApiKey.prefix == prefix).options(
+        joinedload(ApiKey.organization).joinedload(Organization.roles))).unique().first()
     if key is None or not hmac.compare_digest(key.secret_hash, hash_key(presented)):
         return None
     if not key.is_active:

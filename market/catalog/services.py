@@ -137,9 +137,18 @@ def can_see(session: Session, principal: Principal | None, dataset: Dataset) -> 
 
 def current_supply_chain(session: Session, dataset_id: int) -> SupplyChainRevision | None:
     """The revision in force now: the newest one."""
-    return session.scalar(
-        select(SupplyChainRevision).where(SupplyChainRevision.dataset_id == dataset_id)
-        .order_by(SupplyChainRevision.revision.desc()).limit(1))
+    return session.scalar(_newest_revision(SupplyChainRevision, dataset_id))
+
+
+def current_supply_chain_id(session: Session, dataset_id: int) -> int | None:
+    """The id of the revision in force now, without loading its shares (what a usage event
+    records)."""
+    return session.scalar(_newest_revision(SupplyChainRevision.id, dataset_id))
+
+
+def _newest_revision(what, dataset_id: int):
+    return (select(what).where(SupplyChainRevision.dataset_id == dataset_id)
+            .order_by(SupplyChainRevision.revision.desc()).limit(1))
 
 
 def set_supply_chain(session: Session, principal: Principal, dataset: Dataset,

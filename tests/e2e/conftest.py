@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from werkzeug.serving import make_server
+from werkzeug.wsgi import FileWrapper
 
 from market import create_app
 from market.demo import DEMO_PASSWORD, seed_demo, seed_demo_catalog, seed_demo_purchases
@@ -80,7 +81,7 @@ def served(e2e_database_url, stripe_server: StripeServer, tmp_path_factory) -> I
         "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
     })
     app.instance_path = str(tmp_path_factory.mktemp("e2e-instance"))
-    server = make_server("127.0.0.1", 0, app, threaded=True)
+    server = make_server("127.0.0.1", 0, _files_read_whole(app), threaded=True)
     thread = threading.Thread(target=server.serve_forever, name="e2e-app", daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{server.server_port}"
@@ -93,6 +94,26 @@ def served(e2e_database_url, stripe_server: StripeServer, tmp_path_factory) -> I
         thread.join(timeout=10)
         server.server_close()
         app.extensions["market.db"].dispose()
+
+
+def _files_read_whole(app):
+    """The app with static files answered from memory, their file closed before the server writes.
+
+    werkzeug's development server closes a response's iterable only after draining the socket;
+    when the browser drops a connection mid-file (a page left while a script still loads), that
+    drain raises and the file handle is left open, which this suite's warnings-as-errors turns
+    into a failure of whichever test happens to be running. gunicorn, which serves production
+    and the demo, closes it in every path, so only this test server needs the wrapper.
+    """
+    def wsgi(environ, start_response):
+        body = app(environ, start_response)
+        if not isinstance(body, FileWrapper):
+            return body
+        try:
+            return [b"".join(body)]
+        finally:
+            body.close()
+    return wsgi
 
 
 @pytest.fixture(scope="session")
