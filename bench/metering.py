@@ -181,12 +181,19 @@ def build_market(app, jsonl: bytes) -> dict:
             session, buyer, name="bench capped", mode="test", scopes=("data:read",),
             limits=accounts.KeyLimits(GENEROUS.requests_per_minute, GENEROUS.tokens_per_minute,
                                       monthly_token_cap=2_000_000_000))
-        _, reporter = accounts.create_api_key(session, buyer, name="bench usage",
-                                              mode="test", scopes=("usage:write",))
+        # Royalty reporters: this buyer, and a second model company with its own credit
+        # line (two companies' batches never wait on each other's rows).
+        reporters = []
+        for company in (buyer, _person(session, passwords, "modelco2", ["buyer"])):
+            if company is not buyer:
+                postpaid.open_credit_line(session, audit.SYSTEM, company.organization_id,
+                                          Money.from_minor(10 ** 12, "CNY"))
+            reporters.append(accounts.create_api_key(session, company, name="bench usage",
+                                                     mode="test", scopes=("usage:write",))[1])
         rows = session.execute(select(DatasetRecord.seq, DatasetRecord.data).where(
             DatasetRecord.version_id == version.id).order_by(DatasetRecord.seq)).all()
         return {"dataset_id": dataset.id, "number": version.number, "encoding": encoding,
-                "keys": {"uncapped": uncapped, "capped": capped, "reporter": reporter},
+                "keys": {"uncapped": uncapped, "capped": capped, "reporters": reporters},
                 "seqs": [seq for seq, _ in rows], "texts": [data for _, data in rows]}
 
 
@@ -299,29 +306,39 @@ def measure_calls(app, market: dict, requests: int, warmup: int, rounds: int) ->
 
 def measure_ingestion(app, market: dict, batches: int, batch_size: int,
                       clients: int = 1) -> dict | str:
-    """``batches`` batches posted by ``clients`` clients at once (threads, each with its own
-    test client and database session, as a threaded server's workers would be), after one
-    warm-up batch each; events/s over the wall-clock time of all of them."""
-    headers = {"Authorization": f"Bearer {market['keys']['reporter']}"}
+    """``batches`` batches posted by ``clients`` clients at once, after one warm-up batch
+    each; events/s over the wall-clock time of all of them. Each client is a thread with its
+    own test client and database session, as a threaded server's workers would be, and
+    reports for its own model company: one company's batches are rated one after another
+    (they lock its month's usage counter and its credit line), so only different companies'
+    batches can run side by side."""
+    reporters = market["keys"]["reporters"]
     rng = random.Random(7)
     now = dt.datetime.now(dt.timezone.utc)
     run = uuid.uuid4().hex[:8]
 
+    count = batches + clients
+    window = 3_600_000_000 // count  # microseconds of the last hour each batch reports
+
     def batch(n: int) -> bytes:
-        # Each event its own moment in the last hour, as a model company's log would have it.
+        # A model company reporting its last hour as it goes: each batch the events of the
+        # next stretch of time, each its own moment in it, in no particular order (logs of
+        # several model servers, merged).
+        since = now - dt.timedelta(microseconds=(count - n) * window)
         return json.dumps({"events": [
             {"id": f"bench-{run}-{n}-{i}", "dataset_id": market["dataset_id"],
              "tokens": rng.randint(1, 5_000),
-             "occurred_at": (now - dt.timedelta(microseconds=rng.randrange(3_600_000_000))
+             "occurred_at": (since + dt.timedelta(microseconds=rng.randrange(window))
                              ).isoformat()}
             for i in range(batch_size)]}).encode()
 
     # Encoded before the clock starts: the client's own JSON encoding is not the server's work.
-    bodies = [batch(n) for n in range(batches + clients)]
+    bodies = [batch(n) for n in range(count)]
 
-    def post(client, body: bytes) -> tuple[float, str | None]:
+    def post(client, secret: str, body: bytes) -> tuple[float, str | None]:
         started = time.perf_counter()
-        response = client.post("/api/v1/usage/events", data=body, headers=headers,
+        response = client.post("/api/v1/usage/events", data=body,
+                               headers={"Authorization": f"Bearer {secret}"},
                                content_type="application/json")
         took = time.perf_counter() - started
         if response.status_code in (404, 405):
@@ -335,18 +352,20 @@ def measure_ingestion(app, market: dict, batches: int, batch_size: int,
                           f"{first_error or ''}")
         return took, None
 
-    test_clients = [app.test_client() for _ in range(clients)]
-    for client, body in zip(test_clients, bodies):  # warm-up, one batch each
-        _, error = post(client, body)
+    if clients > len(reporters):
+        raise SystemExit(f"at most {len(reporters)} clients: one a model company")
+    test_clients = [(app.test_client(), reporters[k]) for k in range(clients)]
+    for (client, secret), body in zip(test_clients, bodies):  # warm-up, one batch each
+        _, error = post(client, secret, body)
         if error:
             return error
     shares = [bodies[clients + k::clients] for k in range(clients)]
     took_each: list[float] = []
     errors: list[str] = []
 
-    def work(client, share: list[bytes]) -> None:
+    def work(client_and_secret, share: list[bytes]) -> None:
         for body in share:
-            took, error = post(client, body)
+            took, error = post(*client_and_secret, body)
             if error:
                 errors.append(error)
                 return
@@ -423,9 +442,8 @@ def run_backend(name: str, url: str, jsonl: bytes, args) -> None:
             print_calls(name, measure_calls(app, market, args.requests, args.warmup,
                                             args.rounds))
         if args.only != "calls":
-            for clients in (1, 2):
-                print_ingestion(name, measure_ingestion(app, market, args.batches, 1_000,
-                                                        clients))
+            print_ingestion(name, measure_ingestion(app, market, args.batches, 1_000,
+                                                    args.clients))
         print()
     finally:
         app.extensions["market.db"].dispose()
@@ -438,6 +456,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=4, help="alternations of the sides")
     parser.add_argument("--batches", type=int, default=50, help="timed batches of 1,000 events")
+    parser.add_argument("--clients", type=int, choices=(1, 2), default=1,
+                        help="model companies reporting at once (threads of this process)")
     parser.add_argument("--only", choices=("calls", "ingestion"),
                         help="run one of the two measurements")
     parser.add_argument("--pg-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
