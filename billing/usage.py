@@ -44,7 +44,7 @@ from typing import Any, Callable
 from sqlalchemy import ColumnElement, any_, bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.orm import Session, joinedload, selectinload
+from sqlalchemy.orm import Session, joinedload
 
 from billing import metering
 from billing.metering import PaymentRequired, card_rating, period_of, rated_increment
@@ -205,7 +205,7 @@ def _ingest(session: Session, organization_id: int, api_key_id: int | None,
     dataset_ids = {event["dataset_id"] for event in events}
     datasets = {d.id: d for d in session.scalars(
         select(Dataset).where(Dataset.id.in_(dataset_ids))
-        .options(selectinload(Dataset.offers), joinedload(Dataset.listing)))}
+        .options(joinedload(Dataset.offers), joinedload(Dataset.listing))).unique()}
     cards: dict[int, Any] = {}
     for dataset_id, dataset in datasets.items():
         if _visible(dataset, organization_id):
