@@ -26,11 +26,15 @@ produced. Each event is charged by the dataset's royalty rate card (an offer of 
   the longest run of events from the batch's start that fits is charged and the rest are
   rejected ``payment_required``.
 
-It is done set-wise, for throughput: one query for the ids already taken, one for the datasets,
-one rating per dataset, one credit-line update, and the events written in one COPY on
-PostgreSQL (``market.db.insert_rows``). A concurrent request that takes one of the same ids
-between the lookup and the write breaks the id's unique constraint: this batch is then 409 and
-writes nothing (retry it: those ids come back ``duplicate``), never charged twice.
+It is done set-wise, for throughput: one query for the datasets, one rating per dataset, one
+credit-line update, and the events written in one COPY on PostgreSQL
+(``market.db.insert_rows``). Most batches repeat no id already recorded, so the first attempt
+does not look the ids up: it charges and writes inside a savepoint, where an id recorded before
+breaks the unique constraint and rolls the attempt back, charges and all. The second attempt
+looks the ids up first and reports those ``duplicate``. An id that a concurrent request is
+recording makes the write wait for that request: once it commits, the id is a duplicate like any
+other; only an id taken in the instant between the second attempt's look-up and its write
+makes the batch 409 (send it again), and nothing is ever charged twice.
 """
 
 from __future__ import annotations
@@ -165,13 +169,7 @@ def ingest_royalties(session: Session, *, organization_id: int, api_key_id: int 
                      events: list[dict[str, Any]], now: dt.datetime | None = None
                      ) -> IngestResult:
     """Charge and record a batch of royalty events (see the module notes); every event gets an
-    outcome, in the batch's order. Never commits.
-
-    Most batches repeat no id already recorded, so the first attempt does not look the ids up:
-    it charges and writes inside a savepoint, where an id recorded before (or by a concurrent
-    request, once that one commits) breaks the unique constraint and rolls the attempt back,
-    charges and all. The second attempt looks the ids up first and reports those
-    ``duplicate``; an id taken concurrently even then makes the batch 409."""
+    outcome, in the batch's order. Never commits."""
     now = now or utcnow()
     request_ids = [request_id_of(organization_id, event["id"]) for event in events]
     try:

@@ -5,15 +5,24 @@ a schema from nothing; and ``at_once``, which starts the racing calls together."
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+import pytest
 from sqlalchemy.engine import make_url
 
 from market import create_app, schema
 
 T = TypeVar("T")
+
+
+def postgresql_only(reason: str) -> pytest.MarkDecorator:
+    """Skip, saying why, unless the suite runs on PostgreSQL (the ``database_url`` fixture is
+    PostgreSQL exactly when TEST_DATABASE_URL names one)."""
+    backend = make_url(os.environ.get("TEST_DATABASE_URL") or "sqlite://").get_backend_name()
+    return pytest.mark.skipif(backend != "postgresql", reason=reason)
 
 
 @contextlib.contextmanager

@@ -6,27 +6,22 @@ approved amount, however many orders race for it.
 
 from __future__ import annotations
 
-import os
 
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.engine import make_url
 
 from billing import budgets
 from billing.models import BudgetAlert, BudgetLine, BudgetRecord, Order
 from market.db import utcnow
 from pricing.money import Money
 from tests.billing.shop import buyer, listed_dataset
-from tests.concurrency import at_once, fresh_app
+from tests.concurrency import at_once, fresh_app, postgresql_only
 from tests.factories import english_client, make_key
 
 TOTAL = 1_038_800  # one package of 9,800.00 with 6% VAT
 
-# The ``database_url`` fixture is PostgreSQL exactly when TEST_DATABASE_URL names one.
-pytestmark = pytest.mark.skipif(
-    make_url(os.environ.get("TEST_DATABASE_URL") or "sqlite://").get_backend_name()
-    != "postgresql",
-    reason="row locks and concurrent money movements only mean something on PostgreSQL")
+pytestmark = postgresql_only(
+    "row locks and concurrent money movements only mean something on PostgreSQL")
 
 
 @pytest.fixture(scope="module")

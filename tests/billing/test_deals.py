@@ -6,11 +6,9 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
-import os
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.engine import make_url
 
 from billing import deals, payments
 from billing.context import BillingSettings
@@ -24,7 +22,7 @@ from market.catalog import importer
 from market.catalog import services as catalog
 from market.errors import Conflict, Forbidden, InvalidInput, NotFound
 from pricing.money import Money
-from tests.concurrency import at_once, fresh_app
+from tests.concurrency import at_once, fresh_app, postgresql_only
 from tests.factories import make_key, make_org, make_user
 from tests.fixtures import csrf_token
 
@@ -643,10 +641,7 @@ def test_cancel_and_withdraw_through_the_api(session, sign_in_as, market):
 
 # A real race (PostgreSQL): four accepts of one demand's two quotes at the same moment -----------
 
-only_on_postgresql = pytest.mark.skipif(
-    make_url(os.environ.get("TEST_DATABASE_URL") or "sqlite://").get_backend_name()
-    != "postgresql",
-    reason="concurrent transactions only mean something on PostgreSQL")
+only_on_postgresql = postgresql_only("concurrent transactions only mean something on PostgreSQL")
 
 
 @only_on_postgresql

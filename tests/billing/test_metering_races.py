@@ -6,26 +6,20 @@ beyond the wallet or the cap, and every call that does not fit is refused with 4
 
 from __future__ import annotations
 
-import os
 import threading
 
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.engine import make_url
 
 from billing import entitlements
 from billing.models import KeyUsageMonth, TokenWallet, UsageEvent, WalletEntry
 from market.accounts.models import Organization
 from market.catalog.models import DatasetRecord
 from tests.billing.shop import buyer, listed_dataset
-from tests.concurrency import fresh_app
+from tests.concurrency import fresh_app, postgresql_only
 from tests.factories import english_client, make_key
 
-# The ``database_url`` fixture is PostgreSQL exactly when TEST_DATABASE_URL names one.
-pytestmark = pytest.mark.skipif(
-    make_url(os.environ.get("TEST_DATABASE_URL") or "sqlite://").get_backend_name()
-    != "postgresql",
-    reason="row locks and concurrent spending only mean something on PostgreSQL")
+pytestmark = postgresql_only("row locks and concurrent spending only mean something on PostgreSQL")
 
 THREADS = 8
 CALLS_PER_THREAD = 200

@@ -7,11 +7,9 @@ and the ledger balances afterwards.
 from __future__ import annotations
 
 import datetime as dt
-import os
 
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.engine import make_url
 
 from billing import ledger, orders, payments
 from billing.gateways import StripeGateway
@@ -19,18 +17,15 @@ from billing.ledger import LedgerTransaction, Purpose
 from billing.models import BankReceipt, Order, Payment, Refund
 from pricing.money import Money
 from tests.billing.shop import buyer, listed_dataset, platform_finance
-from tests.concurrency import at_once, fresh_app
+from tests.concurrency import at_once, fresh_app, postgresql_only
 from tests.factories import english_client, make_key
 from tests.fixtures import csrf_token
 from tests.stripe_server import WEBHOOK_SECRET
 
 VISA = "4242424242424242"
 
-# The ``database_url`` fixture is PostgreSQL exactly when TEST_DATABASE_URL names one.
-pytestmark = pytest.mark.skipif(
-    make_url(os.environ.get("TEST_DATABASE_URL") or "sqlite://").get_backend_name()
-    != "postgresql",
-    reason="row locks and concurrent money movements only mean something on PostgreSQL")
+pytestmark = postgresql_only(
+    "row locks and concurrent money movements only mean something on PostgreSQL")
 
 
 @pytest.fixture(scope="module")

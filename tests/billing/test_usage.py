@@ -7,8 +7,9 @@ import datetime as dt
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import false, func, select
 
+from billing import usage
 from billing.metering import period_of
 from billing.models import CreditLine, UsageEvent
 from market.db import utcnow
@@ -200,6 +201,21 @@ def test_the_credit_limit_is_never_passed_the_events_that_fit_are_charged(
     charged = sum(_minor(r["amount"]) for r in body["results"] if r["status"] == "accepted")
     assert charged == 90 == _used(session, line)
     assert sum(session.scalars(select(UsageEvent.amount_minor))) == 90
+
+
+def test_an_id_taken_between_the_look_up_and_the_write_is_409_and_charges_nothing(
+        client, session, shop, model_co, monkeypatch):
+    line = _credit(session, model_co)
+    _, headers = _key(session, model_co)
+    dataset = shop["dataset"].id
+    assert _report(client, headers, [_event("a", dataset, 1_000)]).status_code == 200
+    used = _used(session, line)
+    # As if another request recorded "a" just after this one looked its ids up.
+    monkeypatch.setattr(usage, "_one_of", lambda session, column, values: false())
+    response = _report(client, headers, [_event("b", dataset, 2_000), _event("a", dataset, 1)])
+    assert response.status_code == 409 and "events" in response.get_json()["errors"]
+    assert _used(session, line) == used
+    assert session.scalars(select(UsageEvent.request_id)).all() == [f"event:{model_co.id}:a"]
 
 
 def _usage(client, headers, **query):

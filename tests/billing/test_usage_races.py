@@ -5,25 +5,21 @@ exactly what the recorded events cost."""
 from __future__ import annotations
 
 import datetime as dt
-import os
 from collections import defaultdict
 from decimal import Decimal
 
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.engine import make_url
 
 from billing.models import CreditLine, UsageEvent
 from market.accounts.models import Organization
 from market.db import utcnow
 from tests.billing.shop import buyer, listed_dataset
-from tests.concurrency import at_once, fresh_app
+from tests.concurrency import at_once, fresh_app, postgresql_only
 from tests.factories import english_client, make_key
 
-pytestmark = pytest.mark.skipif(
-    make_url(os.environ.get("TEST_DATABASE_URL") or "sqlite://").get_backend_name()
-    != "postgresql",
-    reason="concurrent batches only race on PostgreSQL (SQLite runs one writer at a time)")
+pytestmark = postgresql_only(
+    "concurrent batches only race on PostgreSQL (SQLite runs one writer at a time)")
 
 CLIENTS = 4
 ROUNDS = 5
