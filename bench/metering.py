@@ -28,10 +28,13 @@ request's commit), GET .../records?limit=20 over the same sequence of pages:
 The sides alternate in rounds after a warm-up, so drift hits them alike. It prints requests/s,
 median and p99 latency of each, the latency metering adds (median and p99; targets: at most 3 ms
 and 10 ms) and the ratios. It then posts usage events to POST /api/v1/usage/events in batches
-of 1,000 (royalty events on a credit line; --batches of them, after one warm-up batch) and
-prints events/s over all of them (target: at least 10,000 on PostgreSQL), with the median and
-the slowest batch; "ingestion endpoint not available" if the route answers 404. It asserts
-nothing.
+of 1,000 (royalty events on a credit line; --batches of them, after one warm-up batch): each
+batch the events of the next stretch of the last hour, each at its own moment, in no order
+within the batch, and encoded before the clock starts. It prints events/s over all of them
+(target: at least 10,000 on PostgreSQL), with the median and the slowest batch; "ingestion
+endpoint not available" if the route answers 404. ``--clients 2`` has two model companies
+report at once (threads of this process, so Python's lock bounds what it can show). It
+asserts nothing.
 """
 
 from __future__ import annotations
@@ -454,7 +457,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--records", type=int, default=3_000)
     parser.add_argument("--requests", type=int, default=2_000, help="timed calls per side")
     parser.add_argument("--warmup", type=int, default=200)
-    parser.add_argument("--rounds", type=int, default=4, help="alternations of the sides")
+    parser.add_argument("--rounds", type=int, default=10, help="alternations of the sides")
     parser.add_argument("--batches", type=int, default=50, help="timed batches of 1,000 events")
     parser.add_argument("--clients", type=int, choices=(1, 2), default=1,
                         help="model companies reporting at once (threads of this process)")

@@ -163,6 +163,7 @@ def _copy_rows(session: Session, table: Table, rows: list[dict[str, Any]],
         _require_aware(constant[name])
     tail = tuple(constant.values())
     values = itemgetter(*varying) if len(varying) > 1 else lambda row: (row[varying[0]],)
+    session.flush()  # as session.execute would: the rows may refer to objects not yet written
     driver = session.connection().connection.driver_connection
     try:
         with driver.cursor() as cursor, cursor.copy(
