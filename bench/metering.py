@@ -463,6 +463,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="model companies reporting at once (threads of this process)")
     parser.add_argument("--only", choices=("calls", "ingestion"),
                         help="run one of the two measurements")
+    parser.add_argument("--database", choices=("sqlite", "postgresql"),
+                        help="run on one of the two databases")
     parser.add_argument("--pg-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
                         help="a PostgreSQL server to create the throwaway database on")
     args = parser.parse_args(argv)
@@ -472,11 +474,13 @@ def main(argv: list[str] | None = None) -> None:
           f"({len(jsonl) / 1e6:.1f} MB JSONL); {args.requests:,} timed calls a side after "
           f"{args.warmup} warm-up, in {args.rounds} alternating rounds; Flask test client")
     print()
-    with sqlite_database() as url:
-        run_backend("SQLite", url, jsonl, args)
-    with postgresql_database(args.pg_url) as url:
-        if url is not None:
-            run_backend("PostgreSQL", url, jsonl, args)
+    if args.database != "postgresql":
+        with sqlite_database() as url:
+            run_backend("SQLite", url, jsonl, args)
+    if args.database != "sqlite":
+        with postgresql_database(args.pg_url) as url:
+            if url is not None:
+                run_backend("PostgreSQL", url, jsonl, args)
 
 
 if __name__ == "__main__":

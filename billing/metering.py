@@ -10,7 +10,10 @@ bytes; a version counted with another encoding is recounted). What pays, in this
    rate card and invoiced monthly.
 
 A call is charged whole to the first source that can cover it; with none, it is refused with
-402 naming what is missing. Before any source, the key's monthly token cap is checked.
+402 naming what is missing. Before any source, the key's monthly token cap is checked (on
+PostgreSQL the commonest call — a wallet pays — debits the wallet, takes the cap and records
+the event in one statement; a cap it would pass refuses the call, and the refusal rolls the
+debit back).
 
 Every limit is held by a conditional UPDATE in the same transaction as the usage event — the
 row's condition is re-checked under its row lock, so however many calls race, a wallet never goes
@@ -196,7 +199,11 @@ def _take_key_cap(session: Session, key: ApiKey, tokens: int, period: str) -> No
             pass  # another call created the month's row first: use it
         if session.execute(_TAKE_KEY_MONTH, take).rowcount:
             return
-    raise PaymentRequired(
+    raise _cap_refusal(key, tokens)
+
+
+def _cap_refusal(key: ApiKey, tokens: int) -> PaymentRequired:
+    return PaymentRequired(
         f"This API key's monthly cap of {key.monthly_token_cap:,} tokens would be passed "
         f"by this call ({tokens:,} tokens).", field="monthly_token_cap")
 
@@ -325,24 +332,24 @@ def charge_call(session: Session, *, key: ApiKey, dataset: Dataset, version: Dat
     period = period_of(now)
     organization_id = key.organization_id
     currency = key.organization.default_currency
-    cap_taken = False
     if tokens and not subscribed and session.get_bind().dialect.name == "postgresql":
-        # The key's cap first (402 if it would pass it), then the wallet in one statement.
-        _take_key_cap(session, key, tokens, period)
-        cap_taken = True
-        row = session.execute(_PG_WALLET_CHARGE, {
+        # The wallet, the key's cap and the usage event in one statement.
+        capped = key.monthly_token_cap is not None
+        row = session.execute(_PG_CAPPED_WALLET_CHARGE if capped else _PG_WALLET_CHARGE, {
             "org": organization_id, "dataset_scope": wallet_scope(dataset.id),
             "platform_scope": wallet_scope(None), "tokens": tokens, "now": now,
             "request_id": request_id, "request_hash": request_hash, "key_id": key.id,
             "dataset_id": dataset.id, "version_id": version.id, "currency": currency,
             "unit_price": _unit_price(Money.zero(currency), tokens), "period": period,
-            "note": f"dataset {dataset.id}"}).first()
-        if row is not None:
+            "note": f"dataset {dataset.id}", "cap": key.monthly_token_cap}).first()
+        if row is not None and row.id is not None:
             return Charge(tokens, Money.zero(currency), "wallet", int(row.balance), row.id)
+        if row is not None and row.balance is not None:
+            # Debited, but the cap refused: the 402 rolls the debit back with the request.
+            raise _cap_refusal(key, tokens)
         # No wallet held enough when looked at: the general path below tries every source.
     relax_commit_durability(session)
-    if not cap_taken:
-        _take_key_cap(session, key, tokens, period)
+    _take_key_cap(session, key, tokens, period)
     amount, paid_by, remaining = Money.zero(currency), "free", None
     if tokens:
         remaining = _take_subscription(session, organization_id, dataset.id, tokens,
@@ -416,6 +423,50 @@ SELECT :request_id, :request_hash, :org, :key_id, :dataset_id, :version_id, 'dat
        :period, :now, :now
 FROM debited, durability
 RETURNING id, (SELECT balance_tokens FROM debited) AS balance
+""")
+
+
+# The same for a key with a monthly cap: the month's row takes the tokens only from a wallet
+# that was debited, and only within the cap (the first call of a month creates the row); the
+# event is recorded only when both held. One row always comes back: ``id`` set when charged;
+# ``balance`` set but no ``id`` when the wallet was debited and the cap refused (the caller's
+# 402 rolls the debit back); both empty when no wallet held enough.
+_PG_CAPPED_WALLET_CHARGE = text("""
+WITH durability AS (SELECT set_config('synchronous_commit', 'off', true) AS setting),
+picked AS (
+    SELECT id FROM token_wallets
+    WHERE organization_id = :org AND scope IN (:dataset_scope, :platform_scope)
+      AND balance_tokens >= :tokens
+    ORDER BY scope = :platform_scope LIMIT 1),
+debited AS (
+    UPDATE token_wallets SET balance_tokens = balance_tokens - :tokens, updated_at = :now
+    WHERE id = (SELECT id FROM picked) AND balance_tokens >= :tokens
+    RETURNING id, balance_tokens),
+capped AS (
+    INSERT INTO key_usage_months (api_key_id, period, tokens, updated_at)
+    SELECT :key_id, :period, :tokens, :now FROM debited WHERE :tokens <= :cap
+    ON CONFLICT (api_key_id, period) DO UPDATE
+        SET tokens = key_usage_months.tokens + EXCLUDED.tokens, updated_at = EXCLUDED.updated_at
+        WHERE key_usage_months.tokens + EXCLUDED.tokens <= :cap
+    RETURNING tokens AS month_tokens),
+logged AS (
+    INSERT INTO wallet_entries (wallet_id, kind, delta_tokens, balance_after, reference, note,
+                                created_at)
+    SELECT id, 'debit', -:tokens, balance_tokens, :request_id, :note, :now
+    FROM debited, capped),
+recorded AS (
+    INSERT INTO usage_events (request_id, request_hash, organization_id, api_key_id, dataset_id,
+                              version_id, kind, tokens, unit_price, amount_minor, currency,
+                              paid_by, supply_chain_revision_id, period, occurred_at,
+                              recorded_at)
+    SELECT :request_id, :request_hash, :org, :key_id, :dataset_id, :version_id, 'data', :tokens,
+           :unit_price, 0, :currency, 'wallet',
+           (SELECT id FROM supply_chain_revisions WHERE dataset_id = :dataset_id
+            ORDER BY revision DESC LIMIT 1),
+           :period, :now, :now
+    FROM debited, capped, durability
+    RETURNING id)
+SELECT (SELECT id FROM recorded) AS id, (SELECT balance_tokens FROM debited) AS balance
 """)
 
 

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
+import sqlite3
+import threading
 from operator import itemgetter
 from typing import Any
 
@@ -18,6 +21,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
+
+logger = logging.getLogger(__name__)
 
 # Constraint names are part of the schema: migrations can only drop or alter what they can name.
 NAMING_CONVENTION = {
@@ -208,6 +213,56 @@ def make_session_factory(bind) -> sessionmaker[Session]:
     return sessionmaker(bind=bind, expire_on_commit=False, autoflush=True)
 
 
+class WalCheckpointer:
+    """Moves SQLite's write-ahead log into the database file from a thread of its own, every
+    ``interval`` seconds, instead of inside whichever commit fills the log past SQLite's
+    threshold: that commit took about 15 ms longer, one write in a hundred (the metered
+    calls' p99). A PASSIVE checkpoint waits for no reader or writer; SQLite still checkpoints
+    when the last connection to the file closes."""
+
+    def __init__(self, path: str, interval: float = 1.0) -> None:
+        self.path = path
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and not self._stop.is_set()
+
+    def start(self) -> bool:
+        """Start the thread (once); False once stopped, so callers keep SQLite's own."""
+        with self._lock:
+            if self._stop.is_set():
+                return False
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint",
+                                                daemon=True)
+                self._thread.start()
+            return True
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stop.set()
+            thread = self._thread
+        if thread is not None:
+            thread.join()
+
+    def _run(self) -> None:
+        connection = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                     check_same_thread=False)
+        try:
+            while not self._stop.wait(self.interval):
+                try:
+                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error:
+                    # Tried again next time; meanwhile the log only grows.
+                    logger.warning("SQLite checkpoint of %s failed", self.path, exc_info=True)
+        finally:
+            connection.close()
+
+
 class Database:
     """The engine and session factory of one application (held by the app, never global)."""
 
@@ -215,6 +270,18 @@ class Database:
         self.url = url
         self.engine = make_engine(url, **engine_kwargs)
         self.session_factory = make_session_factory(self.engine)
+        self.checkpointer: WalCheckpointer | None = None
+        database = self.engine.url.database
+        if self.engine.dialect.name == "sqlite" and database not in (None, "", ":memory:"):
+            self.checkpointer = WalCheckpointer(database)
+            event.listen(self.engine, "connect", self._checkpoint_aside)
+
+    def _checkpoint_aside(self, dbapi_connection, _record) -> None:
+        # Started by the first connection, not by the app factory, which touches no database.
+        if self.checkpointer is not None and self.checkpointer.start():
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
+            cursor.close()
 
     def bind_to(self, connection) -> None:
         """Make every new session join ``connection``'s transaction (tests roll it back)."""
@@ -227,6 +294,8 @@ class Database:
         return self.session_factory()
 
     def dispose(self) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
         self.engine.dispose()
 
     @property

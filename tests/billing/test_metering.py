@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import func, select
 
 from billing import entitlements
-from billing.models import CreditLine, UsageEvent
+from billing.models import CreditLine, TokenWallet, UsageEvent
 from market.catalog.models import DatasetRecord
 from market.db import utcnow
 from pricing.tokens import count_text
@@ -122,6 +122,9 @@ def test_the_keys_monthly_cap_is_never_passed(client, session, shop, model_co):
     total = session.scalar(select(func.sum(UsageEvent.tokens)).where(
         UsageEvent.api_key_id == key.id))
     assert total == charged
+    # The refused calls took nothing from the wallet either.
+    assert session.scalar(select(func.sum(TokenWallet.balance_tokens)).where(
+        TokenWallet.organization_id == model_co.id)) == 1_000_000 - charged
 
 
 def test_a_retry_with_the_same_idempotency_key_charges_once(client, session, shop, model_co):
