@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 
 import pytest
-from sqlalchemy import BigInteger, Column, Date, Integer, MetaData, String, Table, select
-from sqlalchemy.exc import StatementError
+from sqlalchemy import (
+    BigInteger, Column, Date, Integer, MetaData, Numeric, String, Table, select,
+)
+from sqlalchemy.exc import IntegrityError, StatementError
 
-from market.db import UTCDateTime, insert_rows
+from market.db import NAMING_CONVENTION, UTCDateTime, breaks_unique, insert_rows
 
-METADATA = MetaData()
+METADATA = MetaData(naming_convention=NAMING_CONVENTION)  # named as the app's tables are
 READINGS = Table(
     "test_readings", METADATA,
     Column("id", Integer, primary_key=True),
@@ -62,3 +65,31 @@ def test_a_naive_time_is_refused(session, readings):
     # PostgreSQL's path refuses it itself; SQLite's through the column type (wrapped).
     with pytest.raises((ValueError, StatementError), match="naive datetime"):
         insert_rows(session, readings, rows)
+
+
+PRICES = Table(
+    "test_prices", METADATA,
+    Column("id", Integer, primary_key=True),
+    Column("reference", String(40), unique=True),
+    Column("price", Numeric(12, 6)),  # no binary form in insert_rows: sent as text instead
+    Column("taken_at", UTCDateTime),
+)
+
+
+def test_a_column_without_a_binary_form_is_written_all_the_same(session):
+    PRICES.create(session.connection())
+    rows = [{"reference": "p", "price": Decimal("8.123456"), "taken_at": TAKEN},
+            {"reference": "q", "price": None, "taken_at": TAKEN}]
+    assert insert_rows(session, PRICES, rows) == 2
+    stored = session.execute(select(PRICES.c.reference, PRICES.c.price, PRICES.c.taken_at)
+                             .order_by(PRICES.c.id)).all()
+    assert [tuple(row) for row in stored] == [("p", Decimal("8.123456"), TAKEN),
+                                              ("q", None, TAKEN)]
+
+
+def test_a_repeated_unique_value_raises_integrity_error_named_by_its_column(session, readings):
+    insert_rows(session, readings, _rows("a"))
+    with pytest.raises(IntegrityError) as raised:
+        insert_rows(session, readings, _rows("b", "a"))
+    assert breaks_unique(raised.value, readings, "reference")
+    assert not breaks_unique(raised.value, readings, "site")
