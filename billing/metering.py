@@ -334,17 +334,16 @@ def charge_call(session: Session, *, key: ApiKey, dataset: Dataset, version: Dat
     currency = key.organization.default_currency
     if tokens and not subscribed and session.get_bind().dialect.name == "postgresql":
         # The wallet, the key's cap and the usage event in one statement.
-        capped = key.monthly_token_cap is not None
-        row = session.execute(_PG_CAPPED_WALLET_CHARGE if capped else _PG_WALLET_CHARGE, {
+        row = session.execute(_PG_WALLET_CHARGE, {
             "org": organization_id, "dataset_scope": wallet_scope(dataset.id),
             "platform_scope": wallet_scope(None), "tokens": tokens, "now": now,
             "request_id": request_id, "request_hash": request_hash, "key_id": key.id,
             "dataset_id": dataset.id, "version_id": version.id, "currency": currency,
             "unit_price": _unit_price(Money.zero(currency), tokens), "period": period,
             "note": f"dataset {dataset.id}", "cap": key.monthly_token_cap}).first()
-        if row is not None and row.id is not None:
+        if row.id is not None:
             return Charge(tokens, Money.zero(currency), "wallet", int(row.balance), row.id)
-        if row is not None and row.balance is not None:
+        if row.balance is not None:
             # Debited, but the cap refused: the 402 rolls the debit back with the request.
             raise _cap_refusal(key, tokens)
         # No wallet held enough when looked at: the general path below tries every source.
@@ -392,46 +391,16 @@ _RECORD_CALL = insert(_EVENTS).values(supply_chain_revision_id=(
 ).returning(_EVENTS.c.id)
 
 
-# The commonest call — paid from a wallet, no subscription — in one round trip on PostgreSQL
-# (after the key's cap, when it has one): the same steps as ``_take_wallet`` and
-# ``_RECORD_CALL`` (pick the dataset's wallet before the platform's, debit it under its
-# re-checked balance condition, log the debit, record the event), plus the relaxed commit of
-# ``relax_commit_durability``.
-# No row back: no wallet covered the call, and nothing was written.
-_PG_WALLET_CHARGE = text("""
-WITH durability AS (SELECT set_config('synchronous_commit', 'off', true) AS setting),
-picked AS (
-    SELECT id FROM token_wallets
-    WHERE organization_id = :org AND scope IN (:dataset_scope, :platform_scope)
-      AND balance_tokens >= :tokens
-    ORDER BY scope = :platform_scope LIMIT 1),
-debited AS (
-    UPDATE token_wallets SET balance_tokens = balance_tokens - :tokens, updated_at = :now
-    WHERE id = (SELECT id FROM picked) AND balance_tokens >= :tokens
-    RETURNING id, balance_tokens),
-logged AS (
-    INSERT INTO wallet_entries (wallet_id, kind, delta_tokens, balance_after, reference, note,
-                                created_at)
-    SELECT id, 'debit', -:tokens, balance_tokens, :request_id, :note, :now FROM debited)
-INSERT INTO usage_events (request_id, request_hash, organization_id, api_key_id, dataset_id,
-                          version_id, kind, tokens, unit_price, amount_minor, currency, paid_by,
-                          supply_chain_revision_id, period, occurred_at, recorded_at)
-SELECT :request_id, :request_hash, :org, :key_id, :dataset_id, :version_id, 'data', :tokens,
-       :unit_price, 0, :currency, 'wallet',
-       (SELECT id FROM supply_chain_revisions WHERE dataset_id = :dataset_id
-        ORDER BY revision DESC LIMIT 1),
-       :period, :now, :now
-FROM debited, durability
-RETURNING id, (SELECT balance_tokens FROM debited) AS balance
-""")
-
-
-# The same for a key with a monthly cap: the month's row takes the tokens only from a wallet
-# that was debited, and only within the cap (the first call of a month creates the row); the
-# event is recorded only when both held. One row always comes back: ``id`` set when charged;
+# The commonest call — paid from a wallet, no subscription — in one round trip on PostgreSQL:
+# the same steps as ``_take_wallet``, ``_take_key_cap`` and ``_RECORD_CALL`` (pick the
+# dataset's wallet before the platform's, debit it under its re-checked balance condition, take
+# the key's month within its cap — an upsert, so a month's first call creates the row —, log
+# the debit, record the event), plus the relaxed commit of ``relax_commit_durability``. The
+# cap is taken only from a wallet that was debited, and the event recorded only when both held
+# (``:cap`` NULL: the key has no cap). One row always comes back: ``id`` set when charged;
 # ``balance`` set but no ``id`` when the wallet was debited and the cap refused (the caller's
-# 402 rolls the debit back); both empty when no wallet held enough.
-_PG_CAPPED_WALLET_CHARGE = text("""
+# 402 rolls the debit back); both empty when no wallet held enough, and nothing was written.
+_PG_WALLET_CHARGE = text("""
 WITH durability AS (SELECT set_config('synchronous_commit', 'off', true) AS setting),
 picked AS (
     SELECT id FROM token_wallets
@@ -444,16 +413,19 @@ debited AS (
     RETURNING id, balance_tokens),
 capped AS (
     INSERT INTO key_usage_months (api_key_id, period, tokens, updated_at)
-    SELECT :key_id, :period, :tokens, :now FROM debited WHERE :tokens <= :cap
+    SELECT :key_id, :period, :tokens, :now FROM debited
+    WHERE CAST(:cap AS bigint) IS NOT NULL AND :tokens <= CAST(:cap AS bigint)
     ON CONFLICT (api_key_id, period) DO UPDATE
         SET tokens = key_usage_months.tokens + EXCLUDED.tokens, updated_at = EXCLUDED.updated_at
-        WHERE key_usage_months.tokens + EXCLUDED.tokens <= :cap
+        WHERE key_usage_months.tokens + EXCLUDED.tokens <= CAST(:cap AS bigint)
     RETURNING tokens AS month_tokens),
+paid AS (
+    SELECT debited.id, debited.balance_tokens FROM debited
+    WHERE CAST(:cap AS bigint) IS NULL OR EXISTS (SELECT 1 FROM capped)),
 logged AS (
     INSERT INTO wallet_entries (wallet_id, kind, delta_tokens, balance_after, reference, note,
                                 created_at)
-    SELECT id, 'debit', -:tokens, balance_tokens, :request_id, :note, :now
-    FROM debited, capped),
+    SELECT id, 'debit', -:tokens, balance_tokens, :request_id, :note, :now FROM paid),
 recorded AS (
     INSERT INTO usage_events (request_id, request_hash, organization_id, api_key_id, dataset_id,
                               version_id, kind, tokens, unit_price, amount_minor, currency,
@@ -464,7 +436,7 @@ recorded AS (
            (SELECT id FROM supply_chain_revisions WHERE dataset_id = :dataset_id
             ORDER BY revision DESC LIMIT 1),
            :period, :now, :now
-    FROM debited, capped, durability
+    FROM paid, durability
     RETURNING id)
 SELECT (SELECT id FROM recorded) AS id, (SELECT balance_tokens FROM debited) AS balance
 """)
