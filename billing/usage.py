@@ -46,8 +46,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from sqlalchemy import ColumnElement, any_, bindparam, func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload
 
 from billing import metering
