@@ -7,7 +7,6 @@ This module knows nothing of Flask: services, scheduled jobs and CLI commands al
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import sqlite3
 import threading
@@ -17,9 +16,8 @@ from typing import Any
 import psycopg
 from sqlalchemy import (
     BigInteger, Boolean, Date, DateTime, Enum, Integer, MetaData, SmallInteger, String, Table,
-    create_engine, event, insert, text,
+    create_engine, event, insert,
 )
-from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -106,59 +104,27 @@ def _configure_sqlite(engine: Engine) -> None:
 
 
 def insert_rows(session: Session, table: Table, rows: list[dict[str, Any]], *,
-                constant: dict[str, Any] | None = None, skip_existing: str | None = None,
-                batch: int = 50_000) -> int:
+                constant: dict[str, Any] | None = None, batch: int = 50_000) -> int:
     """Insert many rows of ``table`` in few statements; returns how many were written.
 
     Every row has the same keys, column names. ``constant``: columns with the same value on
-    every row, bound once. ``skip_existing``: a unique column; a row whose value is already
-    there (written by a concurrent transaction, say) is skipped, and not counted. Without it a
-    row that breaks a unique constraint raises ``IntegrityError`` (see ``breaks_unique``), and
-    the transaction is to be rolled back.
+    every row, bound once. A row that breaks a unique constraint raises ``IntegrityError``
+    (see ``breaks_unique``), and the transaction is to be rolled back.
 
-    On PostgreSQL rows are sent with ``COPY ... FROM STDIN``, which psycopg writes in C and the
-    server parses with no planning; ``skip_existing`` needs ``ON CONFLICT``, which COPY has
-    not, so that path is one ``INSERT ... SELECT ... FROM json_to_recordset(...)`` a batch (the
-    rows as one JSON document, which the standard library also encodes in C). Elsewhere a
-    batch is one executemany. Column defaults of the model are not applied: give every column
-    that has no server default.
+    On PostgreSQL the rows are sent with one ``COPY ... FROM STDIN``, which psycopg writes in C
+    and the server parses with no planning. Elsewhere each ``batch`` of rows is one
+    executemany. Column defaults of the model are not applied: give every column that has no
+    server default.
     """
     constant = constant or {}
     if not rows:
         return 0
-    dialect = session.get_bind().dialect
-    if dialect.name != "postgresql":
-        if skip_existing is None:
-            statement = insert(table)
-        else:
-            statement = sqlite.insert(table).on_conflict_do_nothing(
-                index_elements=[skip_existing]).returning(table.c[skip_existing])
-        written = 0
-        for at in range(0, len(rows), batch):
-            chunk = [constant | row for row in rows[at:at + batch]]
-            result = session.execute(statement, chunk)
-            written += len(result.all()) if skip_existing else len(chunk)
-        return written
-    if skip_existing is None:
+    if session.get_bind().dialect.name == "postgresql":
         return _copy_rows(session, table, rows, constant)
-
-    def typed(name: str) -> str:
-        return table.c[name].type.compile(dialect=dialect)
-
-    varying = list(rows[0])
-    columns = varying + list(constant)
-    selected = [f"t.{name}" for name in varying] + [
-        f"CAST(:{name} AS {typed(name)})" for name in constant]
-    record = ", ".join(f"{name} {typed(name)}" for name in varying)
-    statement = text(
-        f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT {', '.join(selected)} "
-        f"FROM json_to_recordset(CAST(:rows AS json)) AS t({record})"
-        f" ON CONFLICT ({skip_existing}) DO NOTHING")
-    written = 0
+    statement = insert(table)
     for at in range(0, len(rows), batch):
-        document = json.dumps(rows[at:at + batch], ensure_ascii=False, default=_json_value)
-        written += session.execute(statement, {"rows": document, **constant}).rowcount
-    return written
+        session.execute(statement, [constant | row for row in rows[at:at + batch]])
+    return len(rows)
 
 
 def _copy_rows(session: Session, table: Table, rows: list[dict[str, Any]],
@@ -222,16 +188,6 @@ def breaks_unique(error: IntegrityError, table: Table, column: str) -> bool:
             "table_name": table.name, "column_0_N_name": column}
     # SQLite names the columns: "UNIQUE constraint failed: usage_events.request_id"
     return str(original) == f"UNIQUE constraint failed: {table.name}.{column}"
-
-
-def _json_value(value: Any) -> str:
-    if isinstance(value, dt.datetime):
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given where UTC is required")
-        return value.isoformat()
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not a column value insert_rows can send")
 
 
 def make_session_factory(bind) -> sessionmaker[Session]:

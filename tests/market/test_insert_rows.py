@@ -48,13 +48,6 @@ def test_rows_and_constant_columns_are_written_as_given(session, readings):
         dict(row, id=None, site="north") for row in _rows("a", "b", "c")]
 
 
-def test_existing_keys_are_skipped_and_not_counted(session, readings):
-    insert_rows(session, readings, _rows("a", "b"))
-    assert insert_rows(session, readings, _rows("b", "c", "d"), skip_existing="reference") == 2
-    assert session.scalars(select(readings.c.reference).order_by(readings.c.reference)).all() \
-        == ["a", "b", "c", "d"]
-
-
 def test_nothing_to_write_writes_nothing(session, readings):
     assert insert_rows(session, readings, []) == 0
 
