@@ -49,8 +49,10 @@ def _layout_context():
     principal = session_principal() if user else None
     if principal is not None:
         org = db_session().get(Organization, principal.organization_id)
+    # The layout's form only carries a CSRF token; it never reads the request's body, which an
+    # error page (a 413 for a body over the limit) must not touch either.
     return {"current_user": user, "current_org": org, "current_principal": principal,
-            "action_form": ActionForm()}
+            "action_form": ActionForm(formdata=None)}
 
 
 @storefront.get("/")
