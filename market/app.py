@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from flask import Flask, current_app, request, session
+from flask import Flask, current_app, redirect, request, session, url_for
 from flask_babel import Babel, get_locale
-from flask_wtf.csrf import CSRFProtect
+from flask_wtf.csrf import CSRFProtect, validate_csrf
+from wtforms import ValidationError as CSRFError
 
 from billing.context import BillingSettings
 from billing.gateways import gateway_from_settings
 from market import web
 from market.ratelimit import limiter_from_settings
+from market.accounts.authz import authorize
 from market.accounts.passwords import Passwords
 from market.config import load_config
 from market.db import Database
@@ -36,8 +38,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["market.passwords"] = Passwords(
         time_cost=app.config["PASSWORD_TIME_COST"], memory_kib=app.config["PASSWORD_MEMORY_KIB"])
 
-    # Registered before CSRFProtect, whose check reads the form: a dataset upload may be larger
-    # than an ordinary request.
+    # Registered before CSRFProtect, whose check reads the form: sign-in and the CSRF header are
+    # checked first, then a dataset upload may be larger than an ordinary request.
     app.before_request(_allow_large_uploads)
     csrf = CSRFProtect(app)
     Babel(app, locale_selector=_select_locale)
@@ -63,11 +65,28 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     return app
 
 
-def _allow_large_uploads() -> None:
+def _allow_large_uploads():
+    """A dataset upload may be as large as IMPORT_MAX_BYTES, but only for a signed-in person who
+    may write to the catalogue and whose request carries a valid CSRF token in its header (the
+    upload page's script sends one). Anyone else is answered before a byte of the body is read:
+    the anonymous by the sign-in redirect, a person without the permission by 403, and a
+    request without the header keeps the ordinary MAX_CONTENT_LENGTH."""
     from market.storefront.catalog_views import UPLOAD_ENDPOINTS
 
-    if request.endpoint in UPLOAD_ENDPOINTS:
+    if request.endpoint not in UPLOAD_ENDPOINTS:
+        return None
+    principal = web.session_principal()
+    if principal is None:
+        return redirect(url_for("storefront.login", next=request.full_path))
+    authorize(principal, "catalog:write")
+    token = request.headers.get("X-CSRFToken")
+    if token:
+        try:
+            validate_csrf(token)
+        except CSRFError:
+            return None  # CSRFProtect answers it, within the ordinary limit
         request.max_content_length = current_app.config["IMPORT_MAX_BYTES"]
+    return None
 
 
 def _select_locale() -> str:

@@ -125,6 +125,8 @@ class ApiKey(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), index=True)
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    # The key that created this one, if a key did: revoking it revokes this one.
+    parent_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"), index=True)
     name: Mapped[str] = mapped_column(String(100))
     # The visible part, e.g. ``dmk_live_3Fq9x2Lm``: identifies the key in lists and logs.
     prefix: Mapped[str] = mapped_column(String(32), unique=True)

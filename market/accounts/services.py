@@ -176,22 +176,27 @@ def create_api_key(session: Session, principal: Principal, *, name: str, scopes:
                    expires_at: dt.datetime | None = None) -> tuple[ApiKey, str]:
     """Create a key and return it with its secret, which is never stored and never shown again.
 
-    A key can grant only known scopes; a key creating a key cannot grant more than it holds.
+    A key can grant only known scopes. A key creating a key (its parent) can neither outrank
+    nor outlive it: no scope it does not hold, an expiry no later than its own (and always an
+    expiry: a machine mints temporary credentials), and no limit looser than its own; revoking
+    the parent revokes it too.
     """
     scopes = sorted(set(scopes))
     unknown = [s for s in scopes if s not in SCOPES]
     if not scopes or unknown:
         raise InvalidInput(f"Unknown or missing scopes: {', '.join(unknown) or 'none given'}.",
                            field="scopes")
-    if principal.is_key and not set(scopes) <= principal.scopes:
-        raise Forbidden("A key cannot grant scopes it does not hold.", field="scopes")
     if expires_at is not None and expires_at <= utcnow():
         raise InvalidInput("The expiry must be in the future.", field="expires_at")
+    parent = None
+    if principal.is_key:
+        parent = session.get(ApiKey, principal.api_key_id)
+        _check_within_parent(parent, scopes=scopes, expires_at=expires_at, limits=limits)
     prefix = KEY_PREFIXES[mode] + _random_text(_PREFIX_RANDOM_CHARS)
     secret = f"{prefix}_{_random_text(_SECRET_CHARS)}"
     key = ApiKey(
         organization_id=principal.organization_id, created_by_id=principal.user_id,
-        name=name.strip(), prefix=prefix, secret_hash=hash_key(secret), scopes=scopes,
+        parent_key_id=parent.id if parent is not None else None, name=name.strip(), prefix=prefix, secret_hash=hash_key(secret), scopes=scopes,
         requests_per_minute=limits.requests_per_minute,
         tokens_per_minute=limits.tokens_per_minute,
         monthly_token_cap=limits.monthly_token_cap, expires_at=expires_at,
@@ -203,6 +208,30 @@ def create_api_key(session: Session, principal: Principal, *, name: str, scopes:
                  object_id=key.id, data={"prefix": prefix, "scopes": scopes,
                                          "limits": _limits_dict(key)})
     return key, secret
+
+
+def _check_within_parent(parent: ApiKey, *, scopes: list[str], expires_at: dt.datetime | None,
+                         limits: KeyLimits) -> None:
+    if not set(scopes) <= set(parent.scopes):
+        raise Forbidden("A key cannot grant scopes it does not hold.", field="scopes")
+    if expires_at is None:
+        raise Forbidden("A key creating a key must give it an expiry.", field="expires_at")
+    if parent.expires_at is not None and expires_at > parent.expires_at:
+        raise Forbidden("A key cannot create a key that expires after itself.",
+                        field="expires_at")
+    for field_name in _LIMIT_FIELDS:
+        _check_not_looser(field_name, getattr(parent, field_name), getattr(limits, field_name),
+                          "A key cannot give a key a looser limit than its own.")
+
+
+_LIMIT_FIELDS = ("requests_per_minute", "tokens_per_minute", "monthly_token_cap")
+
+
+def _check_not_looser(field_name: str, bound: int | None, value: int | None,
+                      message: str) -> None:
+    """None is no limit at all: looser than any number."""
+    if bound is not None and (value is None or value > bound):
+        raise Forbidden(message, field=field_name)
 
 
 def _random_text(length: int) -> str:
@@ -217,9 +246,17 @@ def _limits_dict(key: ApiKey) -> dict[str, int | None]:
 
 def update_api_key(session: Session, principal: Principal, key: ApiKey, *,
                    name: str | None = None, limits: dict[str, int | None] | None = None) -> ApiKey:
-    """Rename a key or change its limits; limit changes are audited."""
+    """Rename a key or change its limits; limit changes are audited.
+
+    A person may set any limit; a key may only tighten one (lower it, or set one where there was
+    none), never raise or remove it, on itself or on any other key.
+    """
     if key.revoked_at is not None:
         raise Conflict("A revoked key cannot be changed.")
+    if principal.is_key:
+        for field_name, value in (limits or {}).items():
+            _check_not_looser(field_name, getattr(key, field_name), value,
+                              "A key can lower a limit but not raise or remove it.")
     if name is not None:
         key.name = name.strip()
     if limits:
@@ -233,12 +270,18 @@ def update_api_key(session: Session, principal: Principal, key: ApiKey, *,
 
 
 def revoke_api_key(session: Session, principal: Principal, key: ApiKey) -> ApiKey:
-    """Revoke a key at once; revoking twice changes nothing."""
-    if key.revoked_at is None:
-        key.revoked_at = utcnow()
-        audit.record(session, "api_key.revoked", actor=principal.actor,
-                     organization_id=key.organization_id, object_type="api_key",
-                     object_id=key.id, data={"prefix": key.prefix})
+    """Revoke a key at once, and every key it created (theirs too); revoking twice changes
+    nothing."""
+    pending = [key]
+    while pending:
+        current = pending.pop()
+        if current.revoked_at is None:
+            current.revoked_at = utcnow()
+            audit.record(session, "api_key.revoked", actor=principal.actor,
+                         organization_id=current.organization_id, object_type="api_key",
+                         object_id=current.id, data={"prefix": current.prefix})
+        pending.extend(session.scalars(select(ApiKey).where(
+            ApiKey.parent_key_id == current.id, ApiKey.revoked_at.is_(None))))
     return key
 
 

@@ -78,6 +78,10 @@ def _lowest_price():
             .scalar_subquery())
 
 
+# No page of ours lies this deep; a larger offset (10**30) would overflow the database's integer.
+MAX_OFFSET = 1_000_000
+
+
 def _decode_cursor(cursor: str | None) -> int:
     if not cursor:
         return 0
@@ -85,7 +89,7 @@ def _decode_cursor(cursor: str | None) -> int:
         offset = json.loads(base64.urlsafe_b64decode(cursor.encode()))["o"]
     except (ValueError, KeyError, TypeError):
         raise InvalidInput("Not a cursor from this API.", field="cursor") from None
-    if not isinstance(offset, int) or offset < 0:
+    if not isinstance(offset, int) or isinstance(offset, bool) or not 0 <= offset <= MAX_OFFSET:
         raise InvalidInput("Not a cursor from this API.", field="cursor")
     return offset
 

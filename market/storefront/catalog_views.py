@@ -54,10 +54,7 @@ def catalog():
     query = CatalogQuery(q=request.args.get("q", "").strip()[:200], filters=filters,
                          sort=sort if sort in SORTS else "relevance",
                          cursor=request.args.get("cursor"), limit=20)
-    try:
-        page = browse(db_session(), query)
-    except MarketError:
-        abort(400)
+    page = browse(db_session(), query)  # a bad cursor: 422 naming it, from the app's handler
     return render_template("catalog/index.html", page=page, query=query, sorts=SORTS)
 
 

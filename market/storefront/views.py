@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from functools import wraps
 from typing import Callable
+from urllib.parse import unquote, urlsplit
 
 from flask import (
     abort, current_app, flash, redirect, render_template, request, session, url_for,
@@ -47,8 +49,10 @@ def _layout_context():
     principal = session_principal() if user else None
     if principal is not None:
         org = db_session().get(Organization, principal.organization_id)
+    # The layout's form only carries a CSRF token; it never reads the request's body, which an
+    # error page (a 413 for a body over the limit) must not touch either.
     return {"current_user": user, "current_org": org, "current_principal": principal,
-            "action_form": ActionForm()}
+            "action_form": ActionForm(formdata=None)}
 
 
 @storefront.get("/")
@@ -185,7 +189,35 @@ def _field_error(form, exc) -> None:
 
 
 def _safe_next(target: str | None) -> str | None:
-    """Only same-site paths: a sign-in link must not bounce the user to another site."""
-    if target and target.startswith("/") and not target.startswith("//"):
-        return target
-    return None
+    r"""Only a same-origin relative path: a sign-in link must not bounce the user to another site.
+
+    Browsers drop tabs and line breaks anywhere in a URL and read a backslash as a slash, so
+    ``/<tab>/evil.example`` and ``/\evil.example`` are ``//evil.example``, another site. A target
+    is therefore refused unless it starts with a single ``/`` followed by neither ``/`` nor
+    ``\``, and carries no whitespace, control character or backslash; the same holds again for
+    its percent-decoded form (which a later redirect or a proxy may decode), except that an
+    encoded space in a query string is harmless there.
+    """
+    if not target or len(target) > _MAX_NEXT_LENGTH or _UNSAFE_RAW.search(target):
+        return None
+    decoded = target
+    for _ in range(_DECODING_PASSES):  # nested encodings (%2509) unwrap one level per pass
+        decoded, previous = unquote(decoded), decoded
+        if decoded == previous:
+            return target if _is_relative_path(target) else None
+        if _UNSAFE_DECODED.search(decoded) or not _is_relative_path(decoded):
+            return None
+    return None  # still encoded after that many passes: no page of ours links like that
+
+
+_MAX_NEXT_LENGTH = 2000
+_DECODING_PASSES = 3
+_UNSAFE_RAW = re.compile(r"[\x00-\x20\x7f\\]|\s")
+_UNSAFE_DECODED = re.compile(r"[\x00-\x1f\x7f\\]|[^\S ]")
+
+
+def _is_relative_path(target: str) -> bool:
+    if not target.startswith("/") or target[1:2] in ("/", "\\"):
+        return False
+    parts = urlsplit(target)
+    return not parts.scheme and not parts.netloc

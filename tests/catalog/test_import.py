@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 
 import pytest
@@ -195,3 +196,58 @@ def test_import_through_the_form(supplier_client, session):
         "file": (io.BytesIO(b'{"a": 1}\nbroken\n'), "bad.jsonl")})
     assert bad.status_code == 422 and "Line 2" in bad.get_data(as_text=True)
     assert session.scalar(select(func.count()).select_from(DatasetVersion)) == 1
+
+
+class _UnreadBody:
+    """A request body that records whether anyone read it."""
+
+    def __init__(self) -> None:
+        self.read_bytes = 0
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = b"x" * (65536 if size is None or size < 0 else min(size, 65536))
+        self.read_bytes += len(chunk)
+        return chunk
+
+    readline = read
+
+
+BIG = 300 * 1024 * 1024
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_an_anonymous_upload_is_refused_before_its_body_is_read(client, supplier_client,
+                                                                chunked):
+    """Finding 10: the 2 GB upload limit applied before sign-in, so an anonymous 300 MB body was
+    read and spooled before the 400."""
+    dataset = create_dataset(supplier_client)
+    body = _UnreadBody()
+    environ = {"wsgi.input": body, "CONTENT_TYPE": "multipart/form-data; boundary=x"}
+    environ |= {"wsgi.input_terminated": True} if chunked else {"CONTENT_LENGTH": str(BIG)}
+    response = client.post(f"/supplier/datasets/{dataset['id']}/versions",
+                           environ_overrides=environ)
+    assert response.status_code == 302 and "/login" in response.location
+    assert body.read_bytes == 0
+
+
+def test_a_large_upload_needs_the_csrf_header_before_its_body_is_read(supplier_client):
+    """Finding 10: without a valid CSRF header a signed-in person keeps the ordinary limit (413
+    on the Content-Length alone, unread); with it the import's limit applies."""
+    from tests.fixtures import csrf_token
+
+    dataset = create_dataset(supplier_client)
+    url = f"/supplier/datasets/{dataset['id']}/versions"
+    for headers in ({}, {"X-CSRFToken": "forged"}):
+        body = _UnreadBody()
+        response = supplier_client.post(url, headers=headers, environ_overrides={
+            "wsgi.input": body, "CONTENT_LENGTH": str(BIG),
+            "CONTENT_TYPE": "multipart/form-data; boundary=x"})
+        assert response.status_code == 413 and body.read_bytes == 0, headers
+    # With the header, the import limit applies: a small upload goes through as before.
+    page = f"/supplier/datasets/{dataset['id']}"
+    token = csrf_token(supplier_client, page)
+    response = supplier_client.post(url, content_type="multipart/form-data",
+                                    headers={"X-CSRFToken": token}, data={
+                                        "csrf_token": token,
+                                        "file": (io.BytesIO(jsonl(RECORDS)), "r.jsonl")})
+    assert response.status_code == 302, response.get_data(as_text=True)[:500]

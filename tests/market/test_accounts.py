@@ -83,13 +83,44 @@ def test_sign_in_and_out(client, session, passwords):
     assert client.get("/account").status_code == 302
 
 
-def test_sign_in_redirects_only_within_the_site(client, session, passwords):
+@pytest.mark.parametrize("query", [
+    "next=//evil.example/x",
+    "next=/%09/evil.example/x",  # the browser drops the tab: //evil.example/x
+    "next=/%0a/evil.example/x",
+    "next=%09//evil.example/x",
+    "next=/%5Cevil.example/x",  # a backslash reads as a slash
+    "next=%5C%5Cevil.example/x",
+    "next=https://evil.example/x",
+    "next=https:evil.example",
+    "next=javascript:alert(1)",
+    "next=/%252F%252Fevil.example/x",  # encoded twice
+    "next=/%2F%2Fevil.example/x",
+    "next=/%255Cevil.example",
+    "next=/%2509/evil.example",
+    "next=evil.example",
+    "next=/account%00",
+    "next=",
+])
+def test_sign_in_redirects_only_within_the_site(client, session, passwords, query):
+    """Finding 6: ``next=/%09/evil.example/x`` bounced the user to ``//evil.example/x``."""
     user = make_user(session, passwords, make_org(session))
     session.commit()
     token = csrf_token(client, "/login")
-    response = client.post("/login?next=//evil.example/x",
+    response = client.post(f"/login?{query}",
                            data={"email": user.email, "password": PASSWORD, "csrf_token": token})
-    assert response.location.endswith("/account")
+    assert response.status_code == 302
+    assert response.location == "/account"
+
+
+@pytest.mark.parametrize("target", ["/account/keys", "/datasets?q=grid%20load&page=2",
+                                    "/orders/3#lines"])
+def test_sign_in_returns_to_a_page_of_the_site(client, session, passwords, target):
+    user = make_user(session, passwords, make_org(session))
+    session.commit()
+    token = csrf_token(client, "/login")
+    response = client.post("/login", query_string={"next": target},
+                           data={"email": user.email, "password": PASSWORD, "csrf_token": token})
+    assert response.status_code == 302 and response.location == target
 
 
 def test_wrong_password_is_recorded_and_throttled(app, client, session, passwords):

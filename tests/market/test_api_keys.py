@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
 import pytest
@@ -9,8 +10,13 @@ from sqlalchemy import inspect, select, text
 
 from market.accounts.models import ApiKey
 from market.audit import AuditEntry
+from market.db import utcnow
 from tests.factories import make_key, make_org
 from tests.fixtures import csrf_token
+
+
+def _in_days(days: int) -> str:
+    return (utcnow() + dt.timedelta(days=days)).isoformat()
 
 
 def _headers(client):
@@ -96,12 +102,96 @@ def test_a_key_cannot_grant_more_than_it_holds(client, session, org):
     _, secret = make_key(session, org, scopes=["keys:manage", "catalog:read"])
     session.commit()
     auth = {"Authorization": f"Bearer {secret}"}
-    narrower = client.post("/api/v1/keys", json={"name": "n", "scopes": ["catalog:read"]},
-                           headers=auth)
+    narrower = client.post("/api/v1/keys", json={"name": "n", "scopes": ["catalog:read"],
+                                                 "expires_at": _in_days(30)}, headers=auth)
     assert narrower.status_code == 201
     wider = client.post("/api/v1/keys", json={"name": "w", "scopes": ["billing:write"]},
                         headers=auth)
     assert wider.status_code == 403 and "scopes" in wider.get_json()["errors"]
+
+
+def _parent_key(session, org, *, expires_in_days=None, **limits):
+    """A key holding keys:manage, as a machine of the organization would."""
+    key, secret = make_key(session, org, scopes=["keys:manage", "catalog:read"], **limits)
+    if expires_in_days is not None:
+        key.expires_at = utcnow() + dt.timedelta(days=expires_in_days)
+    session.commit()
+    return key, {"Authorization": f"Bearer {secret}"}
+
+
+@pytest.mark.parametrize("parent_days, body, field", [
+    (None, {}, "expires_at"),  # a key minting a key that never expires
+    (10, {}, "expires_at"),
+    (10, {"expires_at": 11}, "expires_at"),  # it would outlive its parent
+    (None, {"expires_at": 5, "scopes": ["keys:manage", "billing:write"]}, "scopes"),
+    (None, {"expires_at": 5, "monthly_token_cap": None}, "monthly_token_cap"),
+    (None, {"expires_at": 5, "monthly_token_cap": 2_000}, "monthly_token_cap"),
+    (None, {"expires_at": 5, "requests_per_minute": 61}, "requests_per_minute"),
+    (None, {"expires_at": 5, "tokens_per_minute": None}, "tokens_per_minute"),
+])
+def test_a_key_cannot_create_a_key_that_outlives_or_outranks_it(client, session, org,
+                                                                 parent_days, body, field):
+    """Finding 12: a keys:manage key created keys:manage keys that never expire."""
+    _, auth = _parent_key(session, org, expires_in_days=parent_days, requests_per_minute=60,
+                          tokens_per_minute=10_000, monthly_token_cap=1_000)
+    payload = {"name": "child", "scopes": ["keys:manage"], "requests_per_minute": 60,
+               "tokens_per_minute": 10_000, "monthly_token_cap": 1_000} | body
+    if "expires_at" in payload:
+        payload["expires_at"] = _in_days(payload["expires_at"])
+    response = client.post("/api/v1/keys", json=payload, headers=auth)
+    assert response.status_code == 403, response.get_json()
+    assert field in response.get_json()["errors"]
+    assert session.query(ApiKey).count() == 1
+
+
+def test_a_key_creates_a_narrower_shorter_key_which_dies_with_it(client, session, org):
+    parent, auth = _parent_key(session, org, expires_in_days=10, monthly_token_cap=1_000)
+    created = client.post("/api/v1/keys", json={
+        "name": "child", "scopes": ["catalog:read"], "expires_at": _in_days(9),
+        "monthly_token_cap": 500}, headers=auth)
+    assert created.status_code == 201, created.get_json()
+    grandchild = client.post("/api/v1/keys", json={
+        "name": "grandchild", "scopes": ["catalog:read"], "expires_at": _in_days(8),
+        "monthly_token_cap": 500}, headers=auth)
+    assert grandchild.status_code == 201
+    child_auth = {"Authorization": f"Bearer {created.get_json()['secret']}"}
+    assert client.get("/api/v1/me", headers=child_auth).status_code == 200
+    revoked = client.post(f"/api/v1/keys/{parent.id}/revoke", headers=auth)
+    assert revoked.status_code == 200
+    assert client.get("/api/v1/me", headers=child_auth).status_code == 401
+    session.expire_all()
+    assert all(k.revoked_at is not None for k in session.query(ApiKey))
+
+
+@pytest.mark.parametrize("change", [
+    {"monthly_token_cap": None}, {"monthly_token_cap": 1_001}, {"requests_per_minute": None},
+    {"tokens_per_minute": 20_000}])
+def test_a_key_cannot_lift_or_raise_a_limit(client, session, org, change):
+    """Finding 12: a keys:manage key removed other keys' caps (PATCH monthly_token_cap: null)."""
+    _, auth = _parent_key(session, org)
+    other, _ = make_key(session, org, scopes=["data:read"], requests_per_minute=60,
+                        tokens_per_minute=10_000, monthly_token_cap=1_000)
+    session.commit()
+    response = client.patch(f"/api/v1/keys/{other.id}", json=change, headers=auth)
+    assert response.status_code == 403, response.get_json()
+    assert set(change) <= set(response.get_json()["errors"])
+    session.refresh(other)
+    assert (other.requests_per_minute, other.tokens_per_minute, other.monthly_token_cap) == \
+        (60, 10_000, 1_000)
+
+
+def test_a_key_may_tighten_a_limit_and_a_person_may_lift_it(client, owner_client, session,
+                                                             org):
+    _, auth = _parent_key(session, org)
+    other, _ = make_key(session, org, scopes=["data:read"], monthly_token_cap=1_000)
+    session.commit()
+    lowered = client.patch(f"/api/v1/keys/{other.id}", json={"monthly_token_cap": 10,
+                                                             "requests_per_minute": 5},
+                           headers=auth)
+    assert lowered.status_code == 200 and lowered.get_json()["monthly_token_cap"] == 10
+    lifted = owner_client.patch(f"/api/v1/keys/{other.id}", json={"monthly_token_cap": None},
+                                headers=_headers(owner_client))
+    assert lifted.status_code == 200 and lifted.get_json()["monthly_token_cap"] is None
 
 
 @pytest.mark.parametrize("body, field", [

@@ -117,3 +117,19 @@ def _csrf(client):
     from tests.fixtures import csrf_token
 
     return {"X-CSRFToken": csrf_token(client)}
+
+
+def test_a_body_over_the_limit_on_a_page_is_413(app, client, monkeypatch):
+    """Finding 11: the error page read the oversized form again and answered 500."""
+    monkeypatch.setitem(app.config, "MAX_CONTENT_LENGTH", 1000)
+    response = client.post("/login", data={"email": "a@example.com", "password": "x" * 5000})
+    assert response.status_code == 413 and response.mimetype == "text/html"
+
+
+def test_a_cursor_far_beyond_any_page_names_the_field(client):
+    """Finding 11: a catalogue cursor with offset 10**30 answered 500."""
+    import base64
+
+    cursor = base64.urlsafe_b64encode(b'{"o": 1000000000000000000000000000000}').decode()
+    response = client.get("/catalog", query_string={"cursor": cursor})
+    assert response.status_code == 422 and "cursor" in response.get_data(as_text=True)
