@@ -63,7 +63,8 @@ MATRIX: dict[tuple[str, str], Case] = {
     ("POST", "/organizations/<int:organization_id>/members"): Case(
         "object", {"email": "{victim_email}", "role": "member"}),
     ("GET", "/keys"): Case("collection"),
-    ("POST", "/keys"): Case("create", {"name": "mine", "scopes": ["catalog:read"]}),
+    ("POST", "/keys"): Case("create", {"name": "mine", "scopes": ["catalog:read"],
+                                  "expires_at": "2099-01-01T00:00:00Z"}),
     ("GET", "/keys/<int:key_id>"): Case("object"),
     ("PATCH", "/keys/<int:key_id>"): Case("object", {"monthly_token_cap": 1}),
     ("POST", "/keys/<int:key_id>/revoke"): Case("object"),
