@@ -12,11 +12,11 @@ from wtforms import ValidationError as CSRFError
 from billing.context import BillingSettings
 from billing.gateways import gateway_from_settings
 from market import web
-from market.ratelimit import limiter_from_settings
 from market.accounts.authz import authorize
 from market.accounts.passwords import Passwords
 from market.config import load_config
 from market.db import Database
+from market.ratelimit import limiter_from_settings
 
 LOCALES = ("zh_CN", "en")
 

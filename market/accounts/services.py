@@ -196,7 +196,8 @@ def create_api_key(session: Session, principal: Principal, *, name: str, scopes:
     secret = f"{prefix}_{_random_text(_SECRET_CHARS)}"
     key = ApiKey(
         organization_id=principal.organization_id, created_by_id=principal.user_id,
-        parent_key_id=parent.id if parent is not None else None, name=name.strip(), prefix=prefix, secret_hash=hash_key(secret), scopes=scopes,
+        parent_key_id=parent.id if parent is not None else None, name=name.strip(),
+        prefix=prefix, secret_hash=hash_key(secret), scopes=scopes,
         requests_per_minute=limits.requests_per_minute,
         tokens_per_minute=limits.tokens_per_minute,
         monthly_token_cap=limits.monthly_token_cap, expires_at=expires_at,

@@ -1,5 +1,6 @@
 // Sends a dataset file with XMLHttpRequest so the page can show how much has been uploaded.
-// Without JavaScript the form posts as usual (within the ordinary request size); with it, the server answers JSON (Accept header):
+// Without JavaScript the form posts as usual (within the ordinary request size); with it, the
+// server answers JSON (Accept header):
 // {"redirect": url} once the version is imported, or {"errors": {field: [messages]}}.
 (function () {
   "use strict";

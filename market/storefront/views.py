@@ -201,7 +201,7 @@ def _safe_next(target: str | None) -> str | None:
     if not target or len(target) > _MAX_NEXT_LENGTH or _UNSAFE_RAW.search(target):
         return None
     decoded = target
-    for _ in range(_DECODING_PASSES):  # nested encodings (%2509) unwrap one level per pass
+    for _pass in range(_DECODING_PASSES):  # nested encodings (%2509) unwrap one level per pass
         decoded, previous = unquote(decoded), decoded
         if decoded == previous:
             return target if _is_relative_path(target) else None

@@ -1,8 +1,6 @@
-"""sessions_invitations
+"""api_key_parents
 
-Sign-in sessions recorded on the server (so sign-out and a password change end them), invitations
-to an organization that the invitee accepts, and the key that created a key (revoking it revokes
-the keys it made).
+API keys remember the key that created them, if a key did: revoking it revokes the keys it made.
 
 Revision ID: 0011
 Revises: 0010
