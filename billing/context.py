@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from typing import Any, Mapping
 
 from pricing.money import Money
@@ -19,6 +20,12 @@ class BillingSettings:
     token_pack_price_per_million: Money | None = None
     dunning_retry_days: tuple[int, ...] = (1, 3, 7)
     dunning_cancel_days: int = 14
+    # From this amount (in the money's own currency) a second person must approve.
+    dual_control_threshold: Decimal = Decimal("10000.00")
+
+    def needs_second_approver(self, amount: Money) -> bool:
+        """Whether money of this size waits for a checker (maker-checker)."""
+        return abs(amount.amount) >= self.dual_control_threshold
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> "BillingSettings":
@@ -34,4 +41,15 @@ class BillingSettings:
             token_pack_price_per_million=Money(price, currency) if price else None,
             dunning_retry_days=tuple(int(d) for d in retry.split(",") if d.strip()),
             dunning_cancel_days=int(settings.get("DUNNING_CANCEL_DAYS", 14)),
+            dual_control_threshold=_threshold(settings.get("DUAL_CONTROL_THRESHOLD", "10000.00")),
         )
+
+
+def _threshold(raw: Any) -> Decimal:
+    try:
+        value = Decimal(str(raw).strip())
+    except InvalidOperation:
+        raise ValueError(f"DUAL_CONTROL_THRESHOLD must be an amount, not {raw!r}") from None
+    if not value.is_finite() or value < 0:
+        raise ValueError("DUAL_CONTROL_THRESHOLD must be zero or more")
+    return value

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from market import audit
 from market.accounts.authz import Principal
-from market.catalog.models import Dataset, ListingStatus, Offer
+from market.catalog.models import Dataset, ListingStatus, Offer, SupplyChainShare
 from market.catalog.services import current_supply_chain
 from market.db import utcnow
 from market.errors import Conflict, InvalidInput, NotFound
@@ -53,6 +53,32 @@ def order_number(prefix: str = "DM") -> str:
     """A unique, unguessable order number such as ``DM-20261123-7QK2M9XD``."""
     token = "".join(secrets.choice(READABLE_ALPHABET) for _ in range(8))
     return f"{prefix}-{utcnow():%Y%m%d}-{token}"
+
+
+def order_parties(session: Session, order: Order) -> frozenset[int]:
+    """The organizations with a stake in an order: its buyer, the sellers of its datasets and
+    every participant of the supply chains its lines snapshot (the exchange's share included).
+
+    The platform is the marketplace's operator, not a party: its fee on every order is checked
+    by maker-checker instead (``billing.context.BillingSettings.needs_second_approver``).
+    """
+    parties = {order.organization_id}
+    dataset_ids = {line.dataset_id for line in order.lines if line.dataset_id}
+    revision_ids = {line.supply_chain_revision_id for line in order.lines
+                    if line.supply_chain_revision_id}
+    if dataset_ids:
+        parties.update(session.scalars(select(Dataset.organization_id).where(
+            Dataset.id.in_(dataset_ids))))
+    if revision_ids:
+        parties.update(session.scalars(select(SupplyChainShare.organization_id).where(
+            SupplyChainShare.revision_id.in_(revision_ids))))
+    unsnapshotted = {line.dataset_id for line in order.lines
+                     if line.dataset_id and not line.supply_chain_revision_id}
+    for dataset_id in unsnapshotted:  # lines sold without a snapshot: the chain in force
+        revision = current_supply_chain(session, dataset_id)
+        if revision is not None:
+            parties.update(share.organization_id for share in revision.shares)
+    return frozenset(parties)
 
 
 def new_order(session: Session, *, organization_id: int, kind: str, currency: str,

@@ -25,7 +25,9 @@ from market.db import Database, utcnow
 from market.errors import Conflict, InvalidInput
 from billing import budgets
 from billing.models import Order, Payment, Refund
-from billing.payments import GatewayUnavailable, _gateway_errors, get_payment_for_finance, unfulfil
+from billing.payments import (
+    GatewayUnavailable, _gateway_errors, finance_may_confirm, get_payment_for_finance, unfulfil,
+)
 from billing.split import post_refund
 from pricing.money import Money
 
@@ -40,6 +42,7 @@ def reserve_refund(session: Session, principal: Principal, payment_id: int,
                    amount: Money | None, reason: str) -> Refund:
     """Lock the payment, check the amount against what remains, and reserve it."""
     payment = get_payment_for_finance(session, principal, payment_id, for_update=True)
+    finance_may_confirm(session, principal, payment.order)  # never a refund to one's own side
     if payment.status != "succeeded":
         raise Conflict(f"The payment is {payment.status}; only a succeeded payment can be "
                        "refunded.", field="payment")

@@ -72,6 +72,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("STATEMENT_REVIEW_DAYS", 5,
             "Days an exchange has to review a settlement statement after its period is closed "
             "(its due date).", int),
+    Setting("DUAL_CONTROL_THRESHOLD", "10000.00",
+            "Amount (in the money's own currency) from which a bank receipt or a statement "
+            "adjustment waits for a second person's approval (maker-checker); 0: always."),
     Setting("PAYEE_BANK_ACCOUNT", "",
             "The platform's bank account printed on invoices for bank transfer (对公转账)."),
     Setting("STRIPE_SECRET_KEY", "",

@@ -12,10 +12,12 @@ class MarketError(Exception):
     title = "Bad request"
 
     def __init__(self, detail: str, *, field: str | None = None,
-                 errors: dict[str, list[str]] | None = None) -> None:
+                 errors: dict[str, list[str]] | None = None, code: str | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
         self.field = field
+        # A stable machine-readable cause (``party_to_item``), for clients that branch on it.
+        self.code = code
         self.errors = errors if errors is not None else ({field: [detail]} if field else None)
 
 

@@ -151,8 +151,10 @@ def wants_problem_json() -> bool:
 
 def problem(status: int, title: str, detail: str | None = None,
             errors: dict[str, Any] | None = None, headers: dict[str, str] | None = None,
-            type_: str = "about:blank") -> Response:
+            type_: str = "about:blank", code: str | None = None) -> Response:
     body: dict[str, Any] = {"type": type_, "title": title, "status": status}
+    if code:
+        body["code"] = code
     if detail:
         body["detail"] = detail
     if errors:
@@ -165,9 +167,10 @@ def problem(status: int, title: str, detail: str | None = None,
 
 def error_response(status: int, title: str, detail: str | None = None,
                    errors: dict[str, Any] | None = None,
-                   headers: dict[str, str] | None = None, type_: str = "about:blank") -> Response:
+                   headers: dict[str, str] | None = None, type_: str = "about:blank",
+                   code: str | None = None) -> Response:
     if wants_problem_json():
-        return problem(status, title, detail, errors, headers, type_)
+        return problem(status, title, detail, errors, headers, type_, code)
     html = render_template("errors.html", status=status, title=title, detail=detail,
                            errors=errors)
     response = Response(html, status=status, mimetype="text/html")
@@ -189,7 +192,7 @@ def _handle_market_error(exc: MarketError) -> Response:
         headers["Retry-After"] = str(exc.retry_after)
     headers.update(getattr(exc, "headers", None) or {})  # e.g. the rate-limit headers
     return error_response(exc.status, exc.title, exc.detail, exc.errors, headers,
-                          f"{PROBLEM_DOCS}-{_slug(exc.title)}")
+                          f"{PROBLEM_DOCS}-{_slug(exc.title)}", exc.code)
 
 
 def _handle_validation_error(exc: ValidationError) -> Response:

@@ -51,6 +51,8 @@ def app(database_url, tmp_path_factory):
         "PASSWORD_TIME_COST": 1,
         "PASSWORD_MEMORY_KIB": 8,
         "API_KEY_MODE": "test",
+        # One person records money of any size; tests of dual control lower it.
+        "DUAL_CONTROL_THRESHOLD": "1000000000.00",
     })
     app.instance_path = str(tmp_path_factory.mktemp("instance"))
     yield app

@@ -11,7 +11,7 @@ import datetime as dt
 from typing import Any
 
 from sqlalchemy import (
-    JSON, BigInteger, CheckConstraint, Date, ForeignKey, Integer, String, Text,
+    JSON, BigInteger, CheckConstraint, Date, ForeignKey, Index, Integer, String, Text, text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -236,17 +236,35 @@ class BankReceipt(Base):
     """Money seen on the platform's bank account against an invoice, recorded by finance."""
 
     __tablename__ = "bank_receipts"
-    __table_args__ = (CheckConstraint("amount_minor > 0", name="amount_positive"),)
+    __table_args__ = (
+        CheckConstraint("amount_minor > 0", name="amount_positive"),
+        CheckConstraint("status IN ('pending_approval', 'confirmed', 'rejected')",
+                        name="status_known"),
+        # One live receipt per bank transfer; a rejected one frees its reference for the
+        # corrected record.
+        Index("uq_bank_receipts_live_reference", "bank_reference", unique=True,
+              sqlite_where=text("status <> 'rejected'"),
+              postgresql_where=text("status <> 'rejected'")),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     invoice_id: Mapped[int] = mapped_column(ForeignKey("invoices.id"), index=True)
     amount_minor: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))
     received_on: Mapped[dt.date] = mapped_column(Date)
-    bank_reference: Mapped[str] = mapped_column(String(100), unique=True)
+    bank_reference: Mapped[str] = mapped_column(String(100))
+    # pending_approval (at or above the dual-control threshold: nothing posted until a second
+    # person confirms it) -> confirmed | rejected.
+    status: Mapped[str] = mapped_column(String(20), default="confirmed")
     # What went beyond the amount due: kept as the buyer's prepaid credit.
     excess_minor: Mapped[int] = mapped_column(BigInteger, default=0)
     recorded_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    # The maker's organization and member role when recorded, for the checker rule.
+    recorded_by_org_id: Mapped[int | None] = mapped_column(ForeignKey("organizations.id"))
+    recorded_by_role: Mapped[str | None] = mapped_column(String(20))
+    decided_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    decided_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    decision_note: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     invoice: Mapped[Invoice] = relationship(back_populates="receipts")

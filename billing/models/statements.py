@@ -96,7 +96,11 @@ class StatementAdjustment(Base):
     """A correction of a disputed statement, posted to the ledger in a later period."""
 
     __tablename__ = "statement_adjustments"
-    __table_args__ = (CheckConstraint("amount_minor <> 0", name="amount_not_zero"),)
+    __table_args__ = (
+        CheckConstraint("amount_minor <> 0", name="amount_not_zero"),
+        CheckConstraint("status IN ('pending_approval', 'posted', 'rejected')",
+                        name="status_known"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     statement_id: Mapped[int] = mapped_column(ForeignKey("settlement_statements.id"),
@@ -105,6 +109,19 @@ class StatementAdjustment(Base):
     currency: Mapped[str] = mapped_column(String(3))
     amount_minor: Mapped[int] = mapped_column(BigInteger)  # + owed more to the participant
     reason: Mapped[str] = mapped_column(Text)
-    ledger_transaction_id: Mapped[int] = mapped_column(ForeignKey("ledger_transactions.id"))
+    # Why, from a fixed list (ADJUSTMENT_REASON_CODES), and the evidence: the statement lines
+    # it corrects (their amounts bound it) and a reference to the supporting document.
+    reason_code: Mapped[str] = mapped_column(String(40), default="other")
+    evidence: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # pending_approval (at or above the dual-control threshold) -> posted | rejected; posted
+    # adjustments have their ledger transaction.
+    status: Mapped[str] = mapped_column(String(20), default="posted")
+    ledger_transaction_id: Mapped[int | None] = mapped_column(
+        ForeignKey("ledger_transactions.id"))
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_by_org_id: Mapped[int | None] = mapped_column(ForeignKey("organizations.id"))
+    created_by_role: Mapped[str | None] = mapped_column(String(20))
+    decided_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    decided_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    decision_note: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -3,12 +3,21 @@
 Every object belongs to an organization. A principal acts for exactly one organization; asking
 for another organization's object answers 404, so its existence never leaks. A principal that
 may see an object but lacks the role or scope for an action gets 403.
+
+Segregation of duties is kept here too, as two rules every money-moving and review action calls:
+
+- ``refuse_party``: no organization confirms money into, approves, adjusts or reviews an item it
+  is a party to — as buyer, seller or supply-chain participant (each item says who its parties
+  are: ``billing.orders.order_parties``, a statement's participant, a listing's supplier).
+- ``require_checker`` (maker-checker): the second person of a money-moving action is a person,
+  never one of the item's makers, submitters or reviewers, and comes from another team (another
+  organization, or another member role in the same one) or holds a higher role.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Collection, TypeVar
 
 from sqlalchemy.orm import Session
 
@@ -117,6 +126,48 @@ def authorize(principal: Principal | None, permission: str) -> Principal:
             raise Forbidden(f"This API key lacks the {scope!r} scope.", field="scopes")
         raise Forbidden(f"This needs the {permission!r} permission.")
     return principal
+
+
+def refuse_party(principal: Principal, parties: Collection[int], *, item: str,
+                 action: str) -> None:
+    """403 when the principal's organization is a party to the item it would act on."""
+    if principal.organization_id in parties:
+        raise Forbidden(f"Your organization is a party to this {item}, so another organization "
+                        f"must {action} it.", field="party", code="party_to_item")
+
+
+# Higher is more senior; roles of one rank are different teams (finance checks reviewers).
+MEMBER_RANK = {"member": 0, "finance": 1, "reviewer": 1, "owner": 2}
+
+
+@dataclass(frozen=True)
+class Maker:
+    """Who made an item that a second person must check: a person acting for an organization
+    in a member role (recorded with the item, since roles may change later)."""
+
+    user_id: int | None
+    organization_id: int | None
+    member_role: str | None
+
+
+def require_checker(principal: Principal, maker: Maker, *, excluded: Collection[int] = (),
+                    item: str) -> None:
+    """The checker of a maker-checker pair: a person, not the maker nor anyone in ``excluded``
+    (the item's submitters and reviewers), of another team or a higher role."""
+    if principal.user_id is None:
+        raise Forbidden(f"A person approves this {item}, not an API key.", field="approver",
+                        code="checker_required")
+    if principal.user_id == maker.user_id or principal.user_id in excluded:
+        raise Forbidden(f"Whoever made, submitted or reviewed this {item} cannot also approve "
+                        "it; another person must.", field="approver", code="checker_required")
+    if principal.organization_id != maker.organization_id:
+        return
+    mine = MEMBER_RANK.get(principal.member_role or "", -1)
+    theirs = MEMBER_RANK.get(maker.member_role or "", -1)
+    if mine < theirs or (mine == theirs and principal.member_role == maker.member_role):
+        raise Forbidden(f"This {item} is approved by someone of another team or a higher role "
+                        f"than its maker ({maker.member_role}).", field="approver",
+                        code="checker_required")
 
 
 T = TypeVar("T")

@@ -43,13 +43,19 @@ METERED = {"kind": "metered", "code": "api",
                       "price_per_million": {"amount": "12.50", "currency": "CNY"}}]}
 
 
+SINGLE_PERSON_THRESHOLD = "1000000000.00"
+
+
 def principal_of(user, org):
     return accounts.principal_for_user(user, org.id)
 
 
 def billing_settings(**changes) -> BillingSettings:
-    """Settings as the app would build them, with ``changes`` on top."""
-    base = BillingSettings.from_settings({"SECRET_KEY": "test-secret-key"})
+    """Settings as the app would build them, with ``changes`` on top (one person may record
+    money of any size here, as in the suite's app; tests of dual control lower the
+    threshold)."""
+    base = BillingSettings.from_settings({"SECRET_KEY": "test-secret-key",
+                                          "DUAL_CONTROL_THRESHOLD": SINGLE_PERSON_THRESHOLD})
     return BillingSettings(**{**base.__dict__, **changes})
 
 

@@ -17,7 +17,6 @@ import pytest
 from sqlalchemy import func, select, text
 
 from billing import jobs, ledger, recognition, refunds, statements, subscriptions
-from billing.context import BillingSettings
 from billing.ledger import LedgerTransaction
 from billing.models import Payment, UsageEvent
 from billing.models.statements import SettlementStatement, StatementLine
@@ -27,6 +26,7 @@ from market.catalog.services import current_supply_chain
 from market.db import utcnow
 from market.errors import Conflict, Forbidden, InvalidInput, NotFound
 from pricing.money import Money
+from tests.billing.conftest import billing_settings
 from tests.billing.shop import buyer, listed_dataset, platform_finance, principal_of
 from tests.factories import make_user
 
@@ -84,7 +84,7 @@ def _refund(session, finance, order, amount, reference):
 
 @pytest.fixture()
 def month(session, passwords):
-    settings = BillingSettings.from_settings({"SECRET_KEY": "test-secret-key"})
+    settings = billing_settings()
     shop = listed_dataset(session, passwords, extra_offers=(PLAN,))
     org, _, shopper = buyer(session, passwords)
     _, _, finance = platform_finance(session, passwords)
