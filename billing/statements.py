@@ -16,7 +16,13 @@ Workflow (each step audited)::
                                     |                     |
                                  disputed --resolve_dispute (adjustment in a later period)
 
-Approval is maker-checker: whoever generated or issued the statement cannot approve it. Once
+Segregation of duties: the statement's own participant never reviews it (an exchange that takes
+part in a supply chain has statements of its own: another exchange's or the platform's staff
+review those). Approval is maker-checker: whoever generated, issued or submitted the statement
+for approval cannot approve it, and whoever approved it does not also record it paid. An
+adjustment names its reason code and the lines it corrects, and is bounded by them: never more
+than the cited lines' gross (or amount, when larger); from the dual-control threshold it waits,
+unposted, for a second person (``decide_adjustment``). Once
 approved, a statement and its lines never change (a ``before_flush`` listener refuses it, as the
 ledger does for entries): its ``content_hash`` is SHA-256 over the canonical JSON of
 ``statement_content``, and ``verify_statements`` (``flask billing verify-statements``) finds any
@@ -43,6 +49,7 @@ from typing import Any, Iterable
 from sqlalchemy import event, func, inspect, or_, select
 from sqlalchemy.orm import Session
 
+from billing.context import BillingSettings
 from billing.ledger import (
     LedgerAccount, LedgerEntry, LedgerTransaction, Line, Purpose, get_account, post,
 )
@@ -50,7 +57,7 @@ from billing.models import Order, OrderLine, Payment, Refund
 from billing.payments import payment_tag
 from billing.models.statements import SettlementStatement, StatementAdjustment, StatementLine
 from market import audit
-from market.accounts.authz import Principal, authorize
+from market.accounts.authz import Maker, Principal, authorize, refuse_party, require_checker
 from market.audit import SYSTEM, AuditEntry
 from market.catalog.models import Dataset, Listing, SupplyChainRevision, SupplyChainShare
 from market.db import insert_rows, utcnow
@@ -61,6 +68,16 @@ PERIOD_PATTERN = r"\d{4}-(0[1-9]|1[0-2])"
 REVIEW_DAYS = 5  # the default of the STATEMENT_REVIEW_DAYS setting
 STATEMENT_CLOSE_DAY = 3  # day of the month the close-statements job runs, at 02:00
 MAX_REASON = 2000
+# Why a statement is corrected; every adjustment names one.
+ADJUSTMENT_REASON_CODES = (
+    "share_error",          # the supply chain's share was applied wrongly
+    "price_error",          # the line's gross was priced wrongly
+    "duplicate_line",       # the same sale or usage counted twice
+    "refund_not_reflected", # a refund the line does not show
+    "usage_error",          # metered usage counted wrongly
+    "other",
+)
+MAX_EVIDENCE_DOCUMENT = 300
 
 # What a payment's order kind is called on a statement line.
 _ORDER_LINE_KINDS = {"mall": "sale", "token_pack": "sale", "subscription": "subscription",
@@ -506,6 +523,7 @@ def _require_reviewer(principal: Principal, statement: SettlementStatement) -> N
     authorize(principal, "statements:manage")
     if not _is_staff_of(principal, statement):
         raise Forbidden("Only the statement's exchange or the platform reviews it.")
+    refuse_party(principal, {statement.organization_id}, item="statement", action="review")
 
 
 def _status(statement: SettlementStatement, *allowed: str) -> None:
@@ -594,9 +612,10 @@ def approve(session: Session, principal: Principal, statement: SettlementStateme
     _status(statement, "under_review")
     if principal.user_id is None:
         raise Forbidden("A statement is approved by a person.", field="approver")
-    if principal.user_id in _makers(session, statement):
-        raise Forbidden("Whoever generated or issued a statement cannot also approve it; "
-                        "another reviewer must.", field="approver")
+    if principal.user_id in makers_of(session, statement):
+        raise Forbidden("Whoever generated, issued or submitted a statement cannot also "
+                        "approve it; another reviewer must.", field="approver",
+                        code="checker_required")
     problem = _mismatch(session, statement)
     if problem is not None:
         raise Conflict(f"The statement cannot be approved: {problem}.", field="content_hash")
@@ -607,11 +626,12 @@ def approve(session: Session, principal: Principal, statement: SettlementStateme
     return statement
 
 
-def _makers(session: Session, statement: SettlementStatement) -> set[int]:
-    """The people who made the statement: who generated it and who issued it (the audit log
-    records every step with its actor, in the same transaction as the step)."""
+def makers_of(session: Session, statement: SettlementStatement) -> set[int]:
+    """The people who made the statement: who generated it, issued it and submitted it for
+    approval (the audit log records every step with its actor, in the same transaction as the
+    step)."""
     issuers = session.scalars(select(AuditEntry.actor_user_id).where(
-        AuditEntry.action == "statements.issued",
+        AuditEntry.action.in_(("statements.issued", "statements.review_started")),
         AuditEntry.object_type == "settlement_statement",
         AuditEntry.object_id == str(statement.id), AuditEntry.actor_user_id.is_not(None)))
     return {statement.generated_by_id, *issuers} - {None}
@@ -647,10 +667,18 @@ def dispute(session: Session, principal: Principal, statement: SettlementStateme
 
 
 def resolve_dispute(session: Session, principal: Principal, statement: SettlementStatement,
-                    amount: Money, reason: str) -> StatementAdjustment | None:
-    """Settle a dispute: a non-zero ``amount`` (positive: owed more to the participant) is
-    posted now as an ``adjustment``, so it appears in the next statement; the disputed
-    statement returns to review as it stands, since approved statements are never edited."""
+                    amount: Money, reason: str, *, reason_code: str = "other",
+                    lines: Iterable[int] = (), document: str = "",
+                    settings: BillingSettings | None = None) -> StatementAdjustment | None:
+    """Settle a dispute: a non-zero ``amount`` (positive: owed more to the participant) becomes
+    an ``adjustment`` that the next statement shows; the disputed statement returns to review
+    as it stands, since approved statements are never edited.
+
+    The adjustment cites the statement's lines it corrects (by position) and cannot exceed
+    what they can justify: the sum of each cited line's gross, or its amount when larger.
+    From the dual-control threshold it waits for a second person, posted only when confirmed.
+    """
+    settings = settings or BillingSettings()
     _require_reviewer(principal, statement)
     _status(statement, "disputed")
     reason = _reason(reason)
@@ -659,26 +687,118 @@ def resolve_dispute(session: Session, principal: Principal, statement: Settlemen
                            field="amount.currency")
     adjustment = None
     if not amount.is_zero():
-        number = session.scalar(select(func.count()).select_from(StatementAdjustment).where(
-            StatementAdjustment.statement_id == statement.id)) + 1
-        payable = get_account(session, Purpose.PARTICIPANT_PAYABLE, amount.currency,
-                              statement.organization_id)
-        revenue = get_account(session, Purpose.PLATFORM_REVENUE, amount.currency)
-        # A credit to the payable is owed to the participant; a negative amount reverses both.
-        transaction = post(session, "adjustment",
-                           [Line.credit(payable, amount), Line.debit(revenue, amount)],
-                           idempotency_key=f"statement:{statement.id}:adjustment:{number}",
-                           reference=("statement", statement.id),
-                           memo={"statement": statement.number, "reason": reason[:300]})
+        evidence = _evidence(statement, amount, reason_code, lines, document)
+        waits = settings.needs_second_approver(amount)
         adjustment = StatementAdjustment(
             statement_id=statement.id, organization_id=statement.organization_id,
             currency=amount.currency, amount_minor=amount.minor, reason=reason,
-            ledger_transaction_id=transaction.id, created_by_id=principal.user_id)
+            reason_code=reason_code, evidence=evidence,
+            status="pending_approval" if waits else "posted",
+            created_by_id=principal.user_id, created_by_org_id=principal.organization_id,
+            created_by_role=principal.member_role)
         session.add(adjustment)
-        session.flush()  # the audit entry names the adjustment's id
+        session.flush()  # the posting's key and the audit entry name the adjustment's id
+        if not waits:
+            _post_adjustment(session, statement, adjustment)
     statement.status = "under_review"
     _audit(session, principal, statement, "dispute_resolved", reason=reason,
-           amount=str(amount), adjustment_id=adjustment.id if adjustment else None)
+           amount=str(amount), adjustment_id=adjustment.id if adjustment else None,
+           adjustment_status=adjustment.status if adjustment else None)
+    return adjustment
+
+
+def _evidence(statement: SettlementStatement, amount: Money, reason_code: str,
+              lines: Iterable[int], document: str) -> dict[str, Any]:
+    if reason_code not in ADJUSTMENT_REASON_CODES:
+        raise InvalidInput(f"Choose one of: {', '.join(ADJUSTMENT_REASON_CODES)}.",
+                           field="reason_code")
+    positions = sorted(set(lines))
+    if not positions:
+        raise InvalidInput("Name the statement lines the correction is about.",
+                           field="evidence.lines")
+    by_position = {line.position: line for line in statement.lines}
+    unknown = [p for p in positions if p not in by_position]
+    if unknown:
+        raise InvalidInput(f"The statement has no line {unknown[0]}.", field="evidence.lines")
+    justified = sum(max(abs(by_position[p].gross_minor or 0), abs(by_position[p].amount_minor))
+                    for p in positions)
+    if abs(amount.minor) > justified:
+        limit = Money.from_minor(justified, statement.currency)
+        raise InvalidInput(f"The lines named justify a correction of at most {limit}.",
+                           field="amount")
+    document = (document or "").strip()
+    if len(document) > MAX_EVIDENCE_DOCUMENT:
+        raise InvalidInput(f"At most {MAX_EVIDENCE_DOCUMENT} characters.",
+                           field="evidence.document")
+    return {"lines": positions, "document": document}
+
+
+def _post_adjustment(session: Session, statement: SettlementStatement,
+                     adjustment: StatementAdjustment) -> None:
+    amount = Money.from_minor(adjustment.amount_minor, adjustment.currency)
+    payable = get_account(session, Purpose.PARTICIPANT_PAYABLE, amount.currency,
+                          statement.organization_id)
+    revenue = get_account(session, Purpose.PLATFORM_REVENUE, amount.currency)
+    # A credit to the payable is owed to the participant; a negative amount reverses both.
+    transaction = post(session, "adjustment",
+                       [Line.credit(payable, amount), Line.debit(revenue, amount)],
+                       idempotency_key=f"statement:{statement.id}:adjustment:{adjustment.id}",
+                       reference=("statement", statement.id),
+                       memo={"statement": statement.number, "reason": adjustment.reason[:300],
+                             "reason_code": adjustment.reason_code})
+    adjustment.ledger_transaction_id = transaction.id
+    adjustment.status = "posted"
+
+
+def adjustments_of(statement: SettlementStatement) -> list[StatementAdjustment]:
+    """The corrections made when the statement's disputes were resolved, oldest first."""
+    session = Session.object_session(statement)
+    return list(session.scalars(select(StatementAdjustment).where(
+        StatementAdjustment.statement_id == statement.id).order_by(StatementAdjustment.id)))
+
+
+def get_adjustment(session: Session, principal: Principal, adjustment_id: int
+                   ) -> StatementAdjustment:
+    """An adjustment, locked, for whoever may review its statement (404 for anyone else)."""
+    adjustment = session.scalar(select(StatementAdjustment).where(
+        StatementAdjustment.id == adjustment_id).with_for_update())
+    if adjustment is None:
+        raise NotFound("No such adjustment.")
+    statement = session.get(SettlementStatement, adjustment.statement_id)
+    if not _visible(principal, statement):
+        raise NotFound("No such adjustment.")
+    return adjustment
+
+
+def decide_adjustment(session: Session, principal: Principal, adjustment: StatementAdjustment,
+                      *, approve: bool, note: str = "") -> StatementAdjustment:
+    """The checker confirms (posts) or rejects an adjustment awaiting approval: a person of
+    another team or a higher role than its maker, who neither made it nor disputed the
+    statement, of an organization that is no party to it."""
+    statement = session.get(SettlementStatement, adjustment.statement_id)
+    _require_reviewer(principal, statement)
+    if adjustment.status != "pending_approval":
+        raise Conflict(f"The adjustment is {adjustment.status.replace('_', ' ')}; only one "
+                       "awaiting approval is decided.", field="status")
+    require_checker(principal, Maker(adjustment.created_by_id, adjustment.created_by_org_id,
+                                     adjustment.created_by_role),
+                    excluded={statement.disputed_by_id} - {None}, item="adjustment")
+    note = (note or "").strip()
+    if not approve and not note:
+        raise InvalidInput("Say why the adjustment is rejected.", field="note")
+    if len(note) > MAX_REASON:
+        raise InvalidInput(f"At most {MAX_REASON} characters.", field="note")
+    adjustment.decided_by_id = principal.user_id
+    adjustment.decided_at = utcnow()
+    adjustment.decision_note = note
+    if approve:
+        _post_adjustment(session, statement, adjustment)
+    else:
+        adjustment.status = "rejected"
+    _audit(session, principal, statement,
+           "adjustment_confirmed" if approve else "adjustment_rejected",
+           adjustment_id=adjustment.id, amount=_decimal(adjustment.amount_minor,
+                                                        adjustment.currency), note=note)
     return adjustment
 
 
@@ -692,7 +812,11 @@ def pay(session: Session, principal: Principal, statement: SettlementStatement, 
     authorize(principal, "payments:manage")
     if "platform" not in principal.org_roles:
         raise Forbidden("The platform's finance people pay statements.")
+    refuse_party(principal, {statement.organization_id}, item="statement", action="pay")
     _status(statement, "approved")
+    if principal.user_id is not None and principal.user_id == statement.approved_by_id:
+        raise Forbidden("Whoever approved a statement does not also record its payout; "
+                        "another person must.", field="approver", code="checker_required")
     bank_reference = (bank_reference or "").strip()
     if not bank_reference:
         raise InvalidInput("Give the bank's reference of the transfer.", field="bank_reference")

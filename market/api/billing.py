@@ -10,8 +10,9 @@ from sqlalchemy import select
 
 from market.accounts.authz import Principal
 from market.api.billing_schemas import (
-    CardSetupSchema, CertificateSchema, CheckoutSchema, HoldingsSchema, InvoiceSchema,
-    OrderSchema, PayResultSchema, PaymentProfileSchema, PaySchema, ReceiptSchema,
+    BankReceiptSchema, CardSetupSchema, CertificateSchema, CheckoutSchema, HoldingsSchema,
+    InvoiceSchema, OrderSchema, PayResultSchema, PaymentProfileSchema, PaySchema,
+    ReceiptDecisionSchema, ReceiptSchema,
     RefundRequestSchema, RefundSchema, SaveCardSchema, TokenPackSchema, VerificationSchema,
     VerifyQuerySchema,
 )
@@ -249,6 +250,37 @@ def record_receipt(principal: Principal, invoice_id: int, body: dict):
                                  received_on=body["received_on"],
                                  bank_reference=body["bank_reference"], settings=_settings())
     return invoice
+
+
+@api.operation("/finance/receipts", "GET", summary="Bank receipts awaiting a second person",
+               permission="payments:manage", response=BankReceiptSchema, many=True,
+               tags=FINANCE)
+def finance_pending_receipts(principal: Principal):
+    return payments.pending_receipts(db_session(), principal)
+
+
+@api.operation("/receipts/<int:receipt_id>/confirm", "POST", summary="Confirm a bank receipt "
+               "awaiting approval (checker)", permission="payments:manage",
+               body=ReceiptDecisionSchema, response=BankReceiptSchema, tags=FINANCE,
+               errors=(403, 404, 409, 422))
+def confirm_receipt(principal: Principal, receipt_id: int, body: dict):
+    """Posts it as a receipt under the threshold is posted at once. 403 for the person who
+    recorded it, a colleague of the same team and rank, and any party to the order."""
+    session = db_session()
+    receipt = payments.get_receipt_for_finance(session, principal, receipt_id)
+    return payments.confirm_bank_receipt(session, principal, receipt, settings=_settings(),
+                                         note=body["note"])
+
+
+@api.operation("/receipts/<int:receipt_id>/reject", "POST", summary="Reject a bank receipt "
+               "awaiting approval (checker)", permission="payments:manage",
+               body=ReceiptDecisionSchema, response=BankReceiptSchema, tags=FINANCE,
+               errors=(403, 404, 409, 422))
+def reject_receipt(principal: Principal, receipt_id: int, body: dict):
+    """Nothing is posted; its bank reference may be recorded again, corrected."""
+    session = db_session()
+    receipt = payments.get_receipt_for_finance(session, principal, receipt_id)
+    return payments.reject_bank_receipt(session, principal, receipt, note=body["note"])
 
 
 @api.operation("/payments/<int:payment_id>/refunds", "POST", summary="Refund a payment",

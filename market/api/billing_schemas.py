@@ -89,6 +89,29 @@ class OrderLineSchema(Schema):
                          metadata={"description": "[participant, basis points] as sold."})
 
 
+class BankReceiptSchema(Schema):
+    id = fields.Integer()
+    invoice_id = fields.Integer()
+    amount = MoneyField("amount_minor")
+    received_on = fields.Date()
+    bank_reference = fields.String()
+    status = fields.String(metadata={"description": "confirmed; pending_approval (from the "
+                                                    "dual-control threshold: nothing posted "
+                                                    "until a second person confirms it); "
+                                                    "rejected"})
+    excess = MoneyField("excess_minor", metadata={"description": "Kept as the buyer's credit."})
+    recorded_by_id = fields.Integer(allow_none=True)
+    decided_by_id = fields.Integer(allow_none=True)
+    decided_at = fields.AwareDateTime(allow_none=True)
+    decision_note = fields.String()
+    created_at = fields.AwareDateTime()
+
+
+class ReceiptDecisionSchema(Schema):
+    note = fields.String(load_default="", validate=validate.Length(max=500),
+                         metadata={"description": "Required to reject."})
+
+
 class InvoiceSchema(Schema):
     id = fields.Integer()
     number = fields.String()
@@ -102,6 +125,7 @@ class InvoiceSchema(Schema):
     due_on = fields.Date()
     issued_at = fields.AwareDateTime()
     paid_at = fields.AwareDateTime(allow_none=True)
+    receipts = fields.List(fields.Nested(BankReceiptSchema))
 
 
 class PaymentSchema(Schema):

@@ -83,8 +83,32 @@ class StatementSchema(Schema):
     payout_reference = fields.String(allow_none=True)
 
 
+class AdjustmentSchema(Schema):
+    id = fields.Integer()
+    statement_id = fields.Integer()
+    organization_id = fields.Integer()
+    amount = MoneyField("amount_minor", metadata={"description": "Positive: more is owed to "
+                                                                 "the participant."})
+    reason = fields.String()
+    reason_code = fields.String()
+    evidence = fields.Dict(metadata={"description": "The statement lines it corrects "
+                                                    "(positions) and a document reference."})
+    status = fields.String(metadata={"description": "pending_approval, posted, rejected"})
+    ledger_transaction_id = fields.Integer(allow_none=True)
+    created_by_id = fields.Integer(allow_none=True)
+    decided_by_id = fields.Integer(allow_none=True)
+    decided_at = fields.AwareDateTime(allow_none=True)
+    decision_note = fields.String()
+    created_at = fields.AwareDateTime()
+
+
 class StatementDetailSchema(StatementSchema):
     lines = fields.List(fields.Nested(StatementLineSchema))
+    adjustments = fields.Method("_adjustments", metadata={
+        "description": "Corrections made when its disputes were resolved."})
+
+    def _adjustments(self, statement):
+        return AdjustmentSchema(many=True).dump(statements.adjustments_of(statement))
 
 
 class ClosePeriodSchema(Schema):
@@ -104,11 +128,27 @@ class StatementDisputeSchema(Schema):
     reason = fields.String(required=True, validate=validate.Length(min=1, max=2000))
 
 
+class EvidenceSchema(Schema):
+    lines = fields.List(fields.Integer(strict=True, validate=validate.Range(min=1, max=2**31 - 1)),
+                        load_default=list, validate=validate.Length(max=1000),
+                        metadata={"description": "Positions of the statement lines the "
+                                                 "correction is about; they bound it."})
+    document = fields.String(load_default="", validate=validate.Length(max=300),
+                             metadata={"description": "Reference of the supporting document."})
+
+
 class StatementResolveSchema(Schema):
     amount = fields.Nested(MoneyInputSchema, required=True, metadata={
         "description": "The correction, posted as an adjustment in a later period: positive "
-                       "when more is owed to the participant."})
+                       "when more is owed to the participant. Zero: none."})
     reason = fields.String(required=True, validate=validate.Length(min=1, max=2000))
+    reason_code = fields.String(load_default="other",
+                                validate=validate.OneOf(statements.ADJUSTMENT_REASON_CODES))
+    evidence = fields.Nested(EvidenceSchema, load_default=dict)
+
+
+class DecisionSchema(Schema):
+    note = fields.String(load_default="", validate=validate.Length(max=2000))
 
 
 class PayStatementSchema(Schema):
@@ -188,7 +228,36 @@ def resolve_statement_dispute(principal: Principal, statement_id: int, body: dic
     """The correction is posted to the ledger and appears on the next period's statement;
     this one is never edited."""
     amount = Money(body["amount"]["amount"], body["amount"]["currency"])
-    return _step(statements.resolve_dispute, principal, statement_id, amount, body["reason"])
+    evidence = body["evidence"]
+    return _step(statements.resolve_dispute, principal, statement_id, amount, body["reason"],
+                 reason_code=body["reason_code"], lines=evidence.get("lines", []),
+                 document=evidence.get("document", ""),
+                 settings=current_app.extensions["market.billing"])
+
+
+@api.operation("/adjustments/<int:adjustment_id>/confirm", "POST", summary="Confirm a "
+               "statement adjustment awaiting approval (checker)",
+               permission="statements:manage", body=DecisionSchema, response=AdjustmentSchema,
+               tags=STATEMENTS, errors=(403, 404, 409, 422))
+def confirm_adjustment(principal: Principal, adjustment_id: int, body: dict):
+    """Posts it. 403 for its maker, for the statement's disputer, for a colleague of the same
+    team and rank, and for the statement's own participant."""
+    session = db_session()
+    adjustment = statements.get_adjustment(session, principal, adjustment_id)
+    return statements.decide_adjustment(session, principal, adjustment, approve=True,
+                                        note=body["note"])
+
+
+@api.operation("/adjustments/<int:adjustment_id>/reject", "POST", summary="Reject a "
+               "statement adjustment awaiting approval (checker)",
+               permission="statements:manage", body=DecisionSchema, response=AdjustmentSchema,
+               tags=STATEMENTS, errors=(403, 404, 409, 422))
+def reject_adjustment(principal: Principal, adjustment_id: int, body: dict):
+    """Nothing is posted; the note (required) says why."""
+    session = db_session()
+    adjustment = statements.get_adjustment(session, principal, adjustment_id)
+    return statements.decide_adjustment(session, principal, adjustment, approve=False,
+                                        note=body["note"])
 
 
 @api.operation("/statements/<int:statement_id>/pay", "POST", summary="Record an approved "

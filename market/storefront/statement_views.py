@@ -19,7 +19,8 @@ from flask_babel import lazy_gettext as _l
 from flask_babel import ngettext
 from flask_wtf import FlaskForm
 from sqlalchemy import select
-from wtforms import DecimalField, StringField, TextAreaField
+from wtforms import DecimalField, SelectField, StringField, TextAreaField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, InputRequired, Length, Regexp
 
 from billing import statement_exports as exports
@@ -52,10 +53,32 @@ class DisputeForm(FlaskForm):
     reason = TextAreaField(_l("What is wrong"), validators=[DataRequired(), Length(max=2000)])
 
 
+REASON_CODE_LABELS = {
+    "share_error": _l("The supply chain's share was applied wrongly"),
+    "price_error": _l("The line's gross was priced wrongly"),
+    "duplicate_line": _l("A sale or usage counted twice"),
+    "refund_not_reflected": _l("A refund the line does not show"),
+    "usage_error": _l("Metered usage counted wrongly"),
+    "other": _l("Other (say what in the resolution)"),
+}
+LINES_PATTERN = r"^\s*\d{1,9}(\s*,\s*\d{1,9})*\s*$"
+
+
 class ResolveForm(FlaskForm):
     amount = DecimalField(_l("Correction (positive: more is owed to the participant)"),
                           places=None, validators=[InputRequired()])
+    reason_code = SelectField(_l("Reason"), choices=[SelectChoice(code, label) for code, label in REASON_CODE_LABELS.items()],
+                              default="other")
+    lines = StringField(_l("Lines corrected (their numbers, e.g. 1, 3)"), validators=[
+        Length(max=2000),
+        Regexp(LINES_PATTERN, message=_l("Give line numbers separated by commas."))])
+    document = StringField(_l("Supporting document (reference)"),
+                           validators=[Length(max=300)])
     reason = TextAreaField(_l("Resolution"), validators=[DataRequired(), Length(max=2000)])
+
+
+class DecisionForm(FlaskForm):
+    note = TextAreaField(_l("Note (required to reject)"), validators=[Length(max=2000)])
 
 
 class PayStatementForm(FlaskForm):
@@ -153,7 +176,7 @@ def _actions(principal: Principal, statement: SettlementStatement) -> set[str]:
         actions |= {"draft": {"issue"}, "issued": {"review"}, "under_review": {"approve"},
                     "disputed": {"resolve"}}.get(statement.status, set())
         if statement.status == "approved" and _is_platform(principal) and \
-                principal.can("payments:manage"):
+                principal.can("payments:manage") and principal.user_id != statement.approved_by_id:
             actions.add("pay")
     if statement.status in ("issued", "under_review") and (
             reviewer or (own and principal.member_role in ("owner", "finance"))):
@@ -177,9 +200,10 @@ def _render_statement(principal: Principal, statement: SettlementStatement, *,
     return render_template(
         "statements/statement.html", statement=statement, forms=_forms(statement, failed),
         actions=_actions(principal, statement), error=error, names=names,
+        adjustments=statements.adjustments_of(statement), reason_codes=REASON_CODE_LABELS,
+        decision_form=DecisionForm(formdata=None),
         datasets=parties.dataset_titles, staff=principal.can("statements:manage"),
-        is_maker=principal.user_id is not None
-        and principal.user_id == statement.generated_by_id), status
+        is_maker=principal.user_id in statements.makers_of(db_session(), statement)), status
 
 
 @storefront.get("/statements/<int:statement_id>")
@@ -247,13 +271,52 @@ def dispute_statement(principal: Principal, statement_id: int):
                  "dispute", _("Statement disputed."), lambda form: form.reason.data)
 
 
+def _resolve(session_, principal: Principal, statement: SettlementStatement, form: ResolveForm):
+    adjustment = statements.resolve_dispute(
+        session_, principal, statement, Money(form.amount.data, statement.currency),
+        form.reason.data, reason_code=form.reason_code.data,
+        lines=[int(n) for n in re.findall(r"\d+", form.lines.data or "")],
+        document=form.document.data or "", settings=current_app.extensions["market.billing"])
+    if adjustment is not None and adjustment.status == "pending_approval":
+        flash(_("The adjustment waits for a second person's approval before it is posted."),
+              "success")
+
+
 @storefront.post("/statements/<int:statement_id>/resolve")
 @signed_in("statements:manage")
 def resolve_statement_dispute(principal: Principal, statement_id: int):
-    currency = statements.get_statement(db_session(), principal, statement_id).currency
-    return _take(principal, statement_id, statements.resolve_dispute,
-                 ResolveForm(prefix="resolve"), "resolve", _("Dispute resolved."),
-                 lambda form: Money(form.amount.data, currency), lambda form: form.reason.data)
+    return _take(principal, statement_id, _resolve, ResolveForm(prefix="resolve"), "resolve",
+                 _("Dispute resolved."), lambda form: form)
+
+
+def _decide_adjustment(principal: Principal, adjustment_id: int, approve: bool):
+    session_ = db_session()
+    adjustment = statements.get_adjustment(session_, principal, adjustment_id)
+    statement = session_.get(SettlementStatement, adjustment.statement_id)
+    form = DecisionForm(prefix=f"adjustment-{adjustment.id}")
+    if not form.validate_on_submit():
+        return _render_statement(principal, statement, error=_("Check the form."), status=422)
+    try:
+        statements.decide_adjustment(session_, principal, adjustment, approve=approve,
+                                     note=form.note.data or "")
+    except REFUSALS as exc:
+        session_.expire(adjustment)
+        return _render_statement(principal, statement, error=exc.detail,
+                                 status=getattr(exc, "status", 422))
+    flash(_("Adjustment posted.") if approve else _("Adjustment rejected."), "success")
+    return redirect(url_for("storefront.statement_page", statement_id=statement.id))
+
+
+@storefront.post("/statements/adjustments/<int:adjustment_id>/confirm")
+@signed_in("statements:manage")
+def confirm_adjustment(principal: Principal, adjustment_id: int):
+    return _decide_adjustment(principal, adjustment_id, approve=True)
+
+
+@storefront.post("/statements/adjustments/<int:adjustment_id>/reject")
+@signed_in("statements:manage")
+def reject_adjustment(principal: Principal, adjustment_id: int):
+    return _decide_adjustment(principal, adjustment_id, approve=False)
 
 
 def _pay(session_, principal: Principal, statement: SettlementStatement, bank_reference: str):

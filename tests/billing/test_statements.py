@@ -223,7 +223,8 @@ def test_review_dispute_correction_payout_and_the_next_period(session, passwords
     with pytest.raises(Conflict):
         statements.pay(session, month.finance, supplier, bank_reference="PAY-0")
     adjustment = statements.resolve_dispute(session, checker, supplier, Money("100.00", "CNY"),
-                                            "Agreed: 100.00 more.")
+                                            "Agreed: 100.00 more.", reason_code="share_error",
+                                            lines=[line.position for line in supplier.lines])
     assert adjustment.amount_minor == 10_000 and supplier.status == "under_review"
     statements.approve(session, checker, supplier)
     session.commit()
@@ -387,7 +388,7 @@ def test_whoever_issued_a_statement_cannot_approve_it(session, passwords):
     by_issuer = accounts.principal_for_user(issuer, exchange.id)
     statements.issue(session, by_issuer, statement)
     statements.start_review(session, by_issuer, statement)
-    with pytest.raises(Forbidden, match="generated or issued"):
+    with pytest.raises(Forbidden, match="generated, issued or submitted"):
         statements.approve(session, by_issuer, statement)
     # Another reviewer passes the maker-checker rule; this bare statement then stops at the
     # ledger check (the full approval is shown by the scenario above).

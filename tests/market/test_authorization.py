@@ -22,8 +22,8 @@ from market.catalog import importer, listings, offers
 from market.catalog import services as catalog
 from billing import deals, orders, payments
 from billing.context import BillingSettings
-from billing.models.statements import SettlementStatement
-from billing.models import Budget, BudgetLine, Payment, Subscription
+from billing.models.statements import SettlementStatement, StatementAdjustment
+from billing.models import BankReceipt, Budget, BudgetLine, Payment, Subscription
 from pricing.money import Money, UnitPrice
 from pricing.rating import LineItem
 from tests.factories import make_key, make_org, make_user
@@ -116,6 +116,9 @@ MATRIX: dict[tuple[str, str], Case] = {
         "amount": {"amount": "1.00", "currency": "CNY"}, "received_on": "2026-01-02",
         "bank_reference": "HIJACK-1"}),
     ("POST", "/payments/<int:payment_id>/refunds"): Case("object", {"bank_reference": "X-1"}),
+    ("GET", "/finance/receipts"): Case("collection"),
+    ("POST", "/receipts/<int:receipt_id>/confirm"): Case("object", {}),
+    ("POST", "/receipts/<int:receipt_id>/reject"): Case("object", {"note": "x"}),
     ("GET", "/demands"): Case("collection"),
     ("POST", "/demands"): Case("create", {
         "title": "Mine", "sector": "healthcare", "modality": "text", "volume": "1 record",
@@ -177,6 +180,8 @@ MATRIX: dict[tuple[str, str], Case] = {
     ("POST", "/statements/<int:statement_id>/resolve"): Case("object", {
         "amount": {"amount": "1.00", "currency": "CNY"}, "reason": "x"}),
     ("POST", "/statements/<int:statement_id>/pay"): Case("object", {"bank_reference": "X-1"}),
+    ("POST", "/adjustments/<int:adjustment_id>/confirm"): Case("object", {}),
+    ("POST", "/adjustments/<int:adjustment_id>/reject"): Case("object", {"note": "x"}),
     ("GET", "/statements/<int:statement_id>/export.csv"): Case("object"),
     ("GET", "/statements/<int:statement_id>/export.xlsx"): Case("object"),
     ("GET", "/statements/<int:statement_id>/export.pdf"): Case("object"),
@@ -263,6 +268,15 @@ def victim(session, passwords):
         status="issued", opening_minor=0, activity_minor=9_900, closing_minor=9_900,
         totals={"sale": "99.00"}, content_hash="0" * 64, review_due_on=today)
     session.add(statement)
+    session.flush()
+    adjustment = StatementAdjustment(
+        statement_id=statement.id, organization_id=org.id, currency="CNY", amount_minor=100,
+        reason="Victim correction", reason_code="other", evidence={"lines": []},
+        status="pending_approval")
+    receipt = BankReceipt(invoice=invoice, amount_minor=100, currency="CNY",
+                          received_on=today, bank_reference="VICTIM-RECEIPT",
+                          status="pending_approval")
+    session.add_all([adjustment, receipt])
     budget = Budget(organization_id=org.id, fiscal_year=today.year, currency="CNY",
                     name="Victim budget")
     session.add(budget)
@@ -275,7 +289,8 @@ def victim(session, passwords):
     return {"budget": budget, "budget_line": budget_line, "org": org, "email": person.email, "key": key, "dataset": dataset,
             "listing": listing, "exchange": exchange, "offer": offer, "order": order,
             "invoice": invoice, "payment": payment,
-            "deal": deal, "subscription": subscription, "plan": plan, "statement": statement}
+            "deal": deal, "subscription": subscription, "plan": plan, "statement": statement,
+            "adjustment": adjustment, "receipt": receipt}
 
 
 @pytest.fixture()
@@ -321,7 +336,9 @@ def test_foreign_and_anonymous_callers(app, sign_in_as, session, victim, foreign
            "<int:subscription_id>": victim["subscription"].id,
            "<int:statement_id>": victim["statement"].id,
            "<int:budget_id>": victim["budget"].id,
-           "<int:budget_line_id>": victim["budget_line"].id}
+           "<int:budget_line_id>": victim["budget_line"].id,
+           "<int:receipt_id>": victim["receipt"].id,
+           "<int:adjustment_id>": victim["adjustment"].id}
     path = "/api/v1" + rule
     for placeholder, value in ids.items():
         path = path.replace(placeholder, str(value))
@@ -382,6 +399,9 @@ def test_foreign_and_anonymous_callers(app, sign_in_as, session, victim, foreign
         assert victim["statement"].status == "issued" and victim["statement"].paid_at is None
         session.refresh(victim["budget_line"])
         assert victim["budget_line"].approved_minor == 10_000
+        for name in ("receipt", "adjustment"):
+            session.refresh(victim[name])
+            assert victim[name].status == "pending_approval"
         session.refresh(victim["budget"])
         assert [line.code for line in victim["budget"].lines] == ["VICTIM-01"]
     else:

@@ -152,9 +152,14 @@ def test_the_maker_cannot_approve_but_another_reviewer_can(session, sign_in_as, 
     statement = _statement(session, shop)
     assert statement.status == "approved" and statement.approved_by_id == checker.user.id
 
-    missing = _form(checker, f"{page}/pay", {"pay-bank_reference": ""}, page)
+    # Whoever approved it does not also record its payout: another person of finance does.
+    assert "Record as paid" not in _text(checker.get(page))
+    refused = _form(checker, f"{page}/pay", {"pay-bank_reference": "BOC-20260203-77"}, page)
+    assert refused.status_code == 403
+    payer = sign_in_as(shop["platform"], "finance")
+    missing = _form(payer, f"{page}/pay", {"pay-bank_reference": ""}, page)
     assert missing.status_code == 422
-    paid = _form(checker, f"{page}/pay", {"pay-bank_reference": "BOC-20260203-77"}, page)
+    paid = _form(payer, f"{page}/pay", {"pay-bank_reference": "BOC-20260203-77"}, page)
     assert paid.status_code == 302
     statement = _statement(session, shop)
     assert statement.status == "paid" and statement.payout_reference == "BOC-20260203-77"
@@ -182,7 +187,8 @@ def test_the_participant_disputes_and_the_platform_resolves(session, sign_in_as,
                      {"resolve-amount": "1.001", "resolve-reason": "x"}, page)
     assert too_fine.status_code == 422
     response = _form(maker, f"{page}/resolve",
-                     {"resolve-amount": "12.50", "resolve-reason": "Found it."}, page)
+                     {"resolve-amount": "12.50", "resolve-reason": "Found it.",
+                      "resolve-reason_code": "usage_error", "resolve-lines": "1"}, page)
     assert response.status_code == 302, _text(response)
     assert _statement(session, shop).status == "under_review"
 
@@ -273,7 +279,8 @@ def test_the_api_closes_reviews_and_reconciles(session, sign_in_as, passwords, s
     checker = sign_in_as(shop["platform"], "finance")
     approved = _api(checker, "POST", f"/statements/{made['id']}/approve")
     assert approved.status_code == 200 and approved.get_json()["status"] == "approved"
-    paid = _api(checker, "POST", f"/statements/{made['id']}/pay", {"bank_reference": "B-1"})
+    payer = sign_in_as(shop["platform"], "finance")
+    paid = _api(payer, "POST", f"/statements/{made['id']}/pay", {"bank_reference": "B-1"})
     assert paid.get_json()["status"] == "paid"
 
     figures = _api(maker, "GET", f"/reconciliation?period={PERIOD}").get_json()
@@ -293,5 +300,6 @@ def test_the_api_disputes_and_resolves(sign_in_as, shop, maker):
                  {"amount": {"amount": "12.50", "currency": "USD"}, "reason": "Found it."})
     assert wrong.status_code == 422
     resolved = _api(maker, "POST", f"/statements/{statement_id}/resolve",
-                    {"amount": {"amount": "12.50", "currency": "CNY"}, "reason": "Found it."})
+                    {"amount": {"amount": "12.50", "currency": "CNY"}, "reason": "Found it.",
+                     "reason_code": "usage_error", "evidence": {"lines": [1]}})
     assert resolved.status_code == 200 and resolved.get_json()["status"] == "under_review"
