@@ -14,10 +14,10 @@ processor difference and the ``difference`` (the identity's left side less its r
 reader who does not add up.
 
 Amounts come from the reconciliation's integer minor units through ``Money``: decimal strings in
-CSV, numeric cells with the currency's decimal places in XLSX (a ``Decimal``, never a float).
+CSV, numeric cells holding the exact decimal digits in XLSX (``exact_amount``; never a float).
 Text that came from users (organization names) is made inert for spreadsheets: control characters
-are replaced, and a cell that would start a formula (``=``, ``+``, ``-``, ``@``, tab, carriage
-return) is prefixed with an apostrophe and written as text.
+(carriage return included) are replaced, and a cell that would start a formula (``=``, ``+``,
+``-``, ``@``, tab) is prefixed with an apostrophe and written as text.
 """
 
 from __future__ import annotations
@@ -117,8 +117,9 @@ def bilingual(key: str, labels: Mapping[str, tuple[str, str]] = LABELS) -> str:
 
 # Text that a spreadsheet reads as inert ---------------------------------------------------------
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# Every control character but tab and line feed (XML cannot hold most, and reads CR as LF).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_FORMULA_START = ("=", "+", "-", "@", "\t")
 
 
 def safe_text(value: str) -> str:
@@ -222,6 +223,17 @@ def reconciliation_csv(figures: Mapping[str, Any], names: Mapping[int, str]) -> 
     return out.getvalue().encode("utf-8-sig")
 
 
+def exact_amount(cell, amount: Decimal, currency: str) -> None:
+    """Write ``amount`` into a numeric cell as its exact decimal digits.
+
+    openpyxl writes a number (a ``Decimal`` too) through ``"%.16g"`` of a float, so 96.90 is
+    stored as 96.90000000000001; given text with the numeric type it stores the text as it
+    is, which is what a reader of the file should find."""
+    cell.value = format(amount, "f")
+    cell.data_type = "n"
+    cell.number_format = _number_format(currency)
+
+
 def _text_cells(sheet, row: int, columns: range) -> None:
     """Cells holding user text stay text, whatever they start with."""
     for column in columns:
@@ -248,7 +260,7 @@ def reconciliation_xlsx(figures: Mapping[str, Any], names: Mapping[int, str]) ->
     for row in term_rows(figures, names):
         terms.append(_term_cells(row))
         _text_cells(terms, terms.max_row, range(1, 6))
-        terms.cell(row=terms.max_row, column=6).number_format = _number_format(row.currency)
+        exact_amount(terms.cell(row=terms.max_row, column=6), row.amount, row.currency)
     for letter, width in zip("ABCDEF", (26, 18, 20, 16, 36, 16)):
         terms.column_dimensions[letter].width = width
 
@@ -260,7 +272,7 @@ def reconciliation_xlsx(figures: Mapping[str, Any], names: Mapping[int, str]) ->
     for currency, key, item, amount in summary_rows(figures, names):
         summary.append([currency, key, safe_text(item), amount])
         _text_cells(summary, summary.max_row, range(1, 4))
-        summary.cell(row=summary.max_row, column=4).number_format = _number_format(currency)
+        exact_amount(summary.cell(row=summary.max_row, column=4), amount, currency)
     for letter, width in zip("ABCD", (12, 24, 36, 16)):
         summary.column_dimensions[letter].width = width
     out = io.BytesIO()
