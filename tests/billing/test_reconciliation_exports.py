@@ -226,6 +226,13 @@ def _check_month(terms, summary, month):
     shop, buyer = month["shop"], month["buyer"]
     assert {row["currency"] for row in terms} == {"CNY"}
     assert identity_difference(terms, "CNY") == 0
+    # Without buyer credit the identity fails by exactly that credit: 164.00.
+    assert identity_difference([row for row in terms if row["term"] != "buyer_credit"],
+                               "CNY") == -sum(BUYER_CREDIT.values())
+    # Any one row missing from the file shows as a difference of its amount.
+    for missing in range(len(terms)):
+        left = terms[:missing] + terms[missing + 1:]
+        assert abs(identity_difference(left, "CNY")) == terms[missing]["amount"].copy_abs()
     assert _by_term(terms, "collected") == COLLECTED
     assert _by_term(terms, "refunds") == {"": REFUNDS}
     assert _by_term(terms, "participant", "organization_id") == {
@@ -320,6 +327,15 @@ def test_the_exports_are_platform_staff_only_and_validate_the_period(
                          ).status_code == 403
         bad = finance_client.get(f"/api/v1/reconciliation/export.{extension}?period=2026-1")
         assert bad.status_code == 422 and "period" in bad.get_json()["errors"]
+
+
+def test_the_page_shows_each_participant_and_each_buyers_credit(month, finance_client):
+    html = finance_client.get(f"/reconciliation?period={month['period']}").get_data(
+        as_text=True)
+    for text in ("Grid Data Co", "96.90", "Label Works", "64.60", "City Health Commission",
+                 "Overpaid", "14.00", "Underpaid", "50.00", "Prepaid token wallet", "100.00"):
+        assert text in html, text
+    assert 'class="verdict genuine difference"' in html
 
 
 def test_the_reconciliation_page_links_both_exports(finance_client):
