@@ -53,7 +53,7 @@ from billing.context import BillingSettings
 from billing.ledger import (
     LedgerAccount, LedgerEntry, LedgerTransaction, Line, Purpose, get_account, post,
 )
-from billing.models import Order, OrderLine, Payment, Refund
+from billing.models import BankReceipt, Order, OrderLine, Payment, Refund
 from billing.payments import payment_tag
 from billing.models.statements import SettlementStatement, StatementAdjustment, StatementLine
 from market import audit
@@ -960,7 +960,14 @@ def reconciliation(session: Session, period: str, *, gateway: Any = None) -> dic
       ``buyer_prepaid`` and ``buyer_receivable``: what each came to be owed (credit positive;
       a buyer's receivable growing is negative);
     - ``difference`` = participants + platform + tax + buyer credit and receivable changes −
-      (gross collected − refunds): zero when every movement of money is accounted for.
+      (gross collected − refunds): zero when every movement of money is accounted for;
+    - ``participants_by_organization``: what each participant came to be owed (its statement's
+      activity, payouts excluded), and ``payouts_by_organization``;
+    - ``buyer_credit``: each buyer's credit movement by what it is (``BUYER_CREDIT_PARTS``):
+      its prepaid token ``wallet``, money it ``overpaid`` (bank receipts beyond their invoice,
+      late card successes kept as credit), money ``underpaid`` (bank receipts held against an
+      invoice not yet covered, less what paid an invoice), ``other`` prepaid movements, and its
+      ``receivable`` (usage owed, less invoices paid). They sum to buyer_prepaid + receivable.
 
     With a ``gateway``, ``processor_difference`` is our succeeded card payments in the window
     minus the processor's succeeded PaymentIntents that carry their tags (``payment_tag``).
@@ -968,24 +975,31 @@ def reconciliation(session: Session, period: str, *, gateway: Any = None) -> dic
     start, end = _period_window(session, period)
     rows = session.execute(
         select(LedgerAccount.purpose, LedgerEntry.currency, LedgerTransaction.kind,
-               LedgerEntry.amount_minor)
+               LedgerEntry.amount_minor, LedgerAccount.organization_id,
+               LedgerTransaction.reference_type, LedgerTransaction.reference_id)
         .join(LedgerEntry, LedgerEntry.account_id == LedgerAccount.id)
         .join(LedgerTransaction, LedgerTransaction.id == LedgerEntry.transaction_id)
-        .where(LedgerTransaction.occurred_at >= start, LedgerTransaction.occurred_at < end))
+        .where(LedgerTransaction.occurred_at >= start, LedgerTransaction.occurred_at < end)
+        .order_by(LedgerEntry.id)).all()
     report: dict[str, dict[str, Any]] = {}
+    credit_part = _buyer_credit_classifier(session, rows)
 
     def of(currency: str) -> dict[str, Any]:
         return report.setdefault(currency, {
             "gross_collected": 0, "collected_by_kind": {}, "refunds": 0, "payouts": 0,
-            "participants": 0, "participants_by_kind": {}, "platform_revenue": 0,
-            "tax_payable": 0, "buyer_prepaid": 0, "buyer_receivable": 0,
+            "participants": 0, "participants_by_kind": {}, "participants_by_organization": {},
+            "payouts_by_organization": {}, "platform_revenue": 0,
+            "tax_payable": 0, "buyer_prepaid": 0, "buyer_receivable": 0, "buyer_credit": {},
             "other_clearing": 0})
+
+    def add(mapping: dict, key: Any, amount: int) -> None:
+        mapping[key] = mapping.get(key, 0) + amount
 
     owed_keys = {Purpose.PLATFORM_REVENUE.value: "platform_revenue",
                  Purpose.TAX_PAYABLE.value: "tax_payable",
                  Purpose.BUYER_PREPAID.value: "buyer_prepaid",
                  Purpose.BUYER_RECEIVABLE.value: "buyer_receivable"}
-    for purpose, currency, kind, amount in rows:
+    for purpose, currency, kind, amount, organization_id, ref_type, ref_id in rows:
         figures = of(currency)
         if purpose == Purpose.PLATFORM_CLEARING.value:
             if kind in COLLECTED and amount > 0:
@@ -1003,8 +1017,16 @@ def reconciliation(session: Session, period: str, *, gateway: Any = None) -> dic
                 figures["participants"] -= amount
                 figures["participants_by_kind"][kind] = \
                     figures["participants_by_kind"].get(kind, 0) - amount
+                add(figures["participants_by_organization"], organization_id, -amount)
+            else:
+                add(figures["payouts_by_organization"], organization_id, amount)
         elif purpose in owed_keys:
             figures[owed_keys[purpose]] -= amount
+            if purpose in (Purpose.BUYER_PREPAID.value, Purpose.BUYER_RECEIVABLE.value):
+                parts = figures["buyer_credit"].setdefault(
+                    organization_id, dict.fromkeys(BUYER_CREDIT_PARTS, 0))
+                for part, share in credit_part(purpose, kind, amount, ref_type, ref_id):
+                    parts[part] -= share
         else:  # payout_clearing: payouts in flight count as still owed by the platform
             figures["other_clearing"] -= amount
     for figures in report.values():
@@ -1020,6 +1042,49 @@ def reconciliation(session: Session, period: str, *, gateway: Any = None) -> dic
                 ours["totals"].get(currency, 0) - theirs.get(currency, 0)
     return {"period": period, "from": start.isoformat(), "to": end.isoformat(),
             "currencies": report}
+
+
+BUYER_CREDIT_PARTS = ("wallet", "overpaid", "underpaid", "other", "receivable")
+
+
+def _buyer_credit_classifier(session: Session, rows: Iterable[Any]):
+    """What each buyer-credit posting is: a function of (purpose, kind, amount, reference)
+    giving the parts of ``BUYER_CREDIT_PARTS`` it moves, in debit-positive minor units.
+
+    A bank receipt is money held against its invoice (``underpaid`` until the invoice is
+    covered, when the payment out of that credit takes it back) except its ``excess_minor``,
+    which was ``overpaid``. A refund out of prepaid credit returns a token pack (``wallet``) or
+    a payment that was never applied to its order (``overpaid``)."""
+    receipt_ids = {int(ref_id) for _, _, kind, _, _, ref_type, ref_id in rows
+                   if kind == "bank_receipt" and ref_type == "bank_receipt"}
+    refund_ids = {int(ref_id) for purpose, _, kind, _, _, ref_type, ref_id in rows
+                  if kind == "refund" and ref_type == "refund"
+                  and purpose == Purpose.BUYER_PREPAID.value}
+    excess = dict(session.execute(select(BankReceipt.id, BankReceipt.excess_minor).where(
+        BankReceipt.id.in_(receipt_ids))).all()) if receipt_ids else {}
+    unapplied = set(session.scalars(
+        select(Refund.id).join(Payment, Payment.id == Refund.payment_id)
+        .where(Refund.id.in_(refund_ids), Payment.applied.is_(False)))) if refund_ids else set()
+
+    def parts(purpose: str, kind: str, amount: int, ref_type: str | None,
+              ref_id: str | None) -> list[tuple[str, int]]:
+        if purpose == Purpose.BUYER_RECEIVABLE.value:
+            return [("receivable", amount)]
+        if kind == "usage" or (kind == "payment" and amount < 0):
+            return [("wallet", amount)]  # tokens used from, or bought into, the wallet
+        if kind == "payment":
+            return [("underpaid", amount)]  # held bank money paying its invoice
+        if kind == "bank_receipt" and ref_type == "bank_receipt":
+            over = min(excess.get(int(ref_id), 0), -amount)
+            return [("overpaid", -over), ("underpaid", amount + over)]
+        if kind == "payment_unapplied":
+            return [("overpaid", amount)]
+        if kind == "refund":
+            refund_id = int(ref_id) if ref_type == "refund" else None
+            return [("overpaid" if refund_id in unapplied else "wallet", amount)]
+        return [("other", amount)]
+
+    return parts
 
 
 def _card_payments(session: Session, start: dt.datetime, end: dt.datetime) -> dict[str, Any]:

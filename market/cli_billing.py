@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 
 import click
 from apscheduler.schedulers.blocking import BlockingScheduler
@@ -22,12 +23,13 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 from sqlalchemy import func, select
 
-from billing import jobs
+from billing import jobs, reconciliation_exports
 from billing.jobs import DAILY, Job, JobContext
 from billing.models.statements import SettlementStatement
-from billing.statements import verify_statements
+from billing.statements import reconciliation, verify_statements
 from market.db import utcnow
 from market.idempotency import purge_expired
+from pricing.money import Money
 
 billing_cli = AppGroup("billing", help="Billing operations: scheduled jobs, statement checks.")
 scheduler_cli = AppGroup("scheduler", help="The process that runs the scheduled jobs.")
@@ -126,6 +128,39 @@ def verify_statements_command() -> None:
     if problems:
         raise SystemExit(1)
     click.echo(f"{count} statements verified")
+
+
+@billing_cli.command("export-reconciliation")
+@click.argument("period")
+@click.option("--format", "extension", type=click.Choice(["csv", "xlsx"]), default="csv",
+              show_default=True)
+@click.option("--output", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="The file to write (default: reconciliation-PERIOD.EXT here).")
+@click.option("--processor/--no-processor", default=True, show_default=True,
+              help="Compare card payments with the card processor (when one is configured).")
+def export_reconciliation_command(period: str, extension: str, output: str | None,
+                                  processor: bool) -> None:
+    """Write PERIOD's reconciliation (YYYY-MM) as CSV or XLSX and print each currency's
+    difference; exit 1 when one is not zero."""
+    if not re.match(r"^\d{4}-(0[1-9]|1[0-2])$", period):
+        raise click.BadParameter("give the period as YYYY-MM", param_hint="PERIOD")
+    gateway = current_app.extensions.get("market.gateway") if processor else None
+    with current_app.extensions["market.db"].session() as session:
+        figures = reconciliation(session, period, gateway=gateway)
+        names = reconciliation_exports.organization_names(session, figures)
+    render = {"csv": reconciliation_exports.reconciliation_csv,
+              "xlsx": reconciliation_exports.reconciliation_xlsx}[extension]
+    path = output or reconciliation_exports.filename(period, extension)
+    with open(path, "wb") as out:
+        out.write(render(figures, names))
+    click.echo(f"reconciliation of {period} ({figures['from']} to {figures['to']}) "
+               f"written to {path}")
+    unbalanced = False
+    for currency, row in sorted(figures["currencies"].items()):
+        click.echo(f"{currency}: difference {Money.from_minor(row['difference'], currency)}")
+        unbalanced = unbalanced or row["difference"] != 0
+    if unbalanced:
+        raise SystemExit(1)
 
 
 def scheduled_run(app: Flask, name: str) -> jobs.JobOutcome:

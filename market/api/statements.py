@@ -13,6 +13,7 @@ import datetime as dt
 from flask import Response, current_app
 from marshmallow import Schema, fields, validate
 
+from billing import reconciliation_exports
 from billing import statement_exports as exports
 from billing import statements
 from market.accounts.authz import Principal
@@ -315,6 +316,42 @@ def statement_reconciliation(principal: Principal, query: dict):
     period = query["period"] or _last_month()
     return statements.reconciliation(db_session(), period,
                                      gateway=current_app.extensions["market.gateway"])
+
+
+def _reconciliation_export(principal: Principal, query: dict, extension: str) -> Response:
+    if "platform" not in principal.org_roles:
+        raise Forbidden("The reconciliation covers the whole platform: its staff only.")
+    period = query["period"] or _last_month()
+    session = db_session()
+    figures = statements.reconciliation(session, period,
+                                        gateway=current_app.extensions["market.gateway"])
+    render = {"csv": reconciliation_exports.reconciliation_csv,
+              "xlsx": reconciliation_exports.reconciliation_xlsx}[extension]
+    body = render(figures, reconciliation_exports.organization_names(session, figures))
+    response = Response(body, mimetype=reconciliation_exports.MEDIA_TYPES[extension])
+    response.headers["Content-Disposition"] = (
+        f'attachment; filename="{reconciliation_exports.filename(period, extension)}"')
+    return response
+
+
+@api.operation("/reconciliation/export.csv", "GET", summary="A period's reconciliation as CSV",
+               permission="statements:manage", query=ReconciliationQuerySchema,
+               tags=STATEMENTS, errors=(403, 422),
+               raw_response=reconciliation_exports.CSV_MEDIA_TYPE)
+def export_reconciliation_csv(principal: Principal, query: dict):
+    """Every term of the identity Σ participants + platform revenue + tax + Σ buyer credit
+    movement = collected − refunds as one row (with its machine key), then the totals and
+    the difference; UTF-8 with a byte-order mark, amounts as decimal strings."""
+    return _reconciliation_export(principal, query, "csv")
+
+
+@api.operation("/reconciliation/export.xlsx", "GET", summary="A period's reconciliation as an "
+               "Excel workbook", permission="statements:manage",
+               query=ReconciliationQuerySchema, tags=STATEMENTS, errors=(403, 422),
+               raw_response=reconciliation_exports.XLSX_MEDIA_TYPE)
+def export_reconciliation_xlsx(principal: Principal, query: dict):
+    """Sheets ``terms`` and ``summary`` as in the CSV; amounts are numeric cells."""
+    return _reconciliation_export(principal, query, "xlsx")
 
 
 def _last_month() -> str:

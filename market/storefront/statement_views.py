@@ -23,6 +23,7 @@ from wtforms import DecimalField, SelectField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, InputRequired, Length, Regexp
 
+from billing import reconciliation_exports
 from billing import statement_exports as exports
 from billing import statements
 from billing.models.statements import SettlementStatement
@@ -340,5 +341,7 @@ def statement_reconciliation(principal: Principal):
     period = _period_arg() or _last_month()
     figures = statements.reconciliation(db_session(), period,
                                         gateway=current_app.extensions["market.gateway"])
-    return render_template("statements/reconciliation.html", period=period, figures=figures)
+    return render_template("statements/reconciliation.html", period=period, figures=figures,
+                           names=reconciliation_exports.organization_names(db_session(),
+                                                                           figures))
 

@@ -186,6 +186,8 @@ MATRIX: dict[tuple[str, str], Case] = {
     ("GET", "/statements/<int:statement_id>/export.xlsx"): Case("object"),
     ("GET", "/statements/<int:statement_id>/export.pdf"): Case("object"),
     ("GET", "/reconciliation"): Case("platform"),
+    ("GET", "/reconciliation/export.csv"): Case("platform"),
+    ("GET", "/reconciliation/export.xlsx"): Case("platform"),
 }
 
 OPERATIONS = {(op.method, op.rule): op for op in api.operations}
