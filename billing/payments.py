@@ -644,15 +644,21 @@ def quarter_hour(moment: dt.datetime) -> str:
 
 
 def _reconcile_job(ctx) -> dict:
+    from billing import refunds
+
     settings = BillingSettings.from_settings(ctx.settings)
-    return reconcile(ctx.db, ctx.gateway, settings, now=ctx.now, progress=ctx.progress)
+    counts = reconcile(ctx.db, ctx.gateway, settings, now=ctx.now, progress=ctx.progress)
+    counts["refunds"] = refunds.reconcile_refunds(ctx.db, ctx.gateway, now=ctx.now,
+                                                  progress=ctx.progress)
+    return counts
 
 
 def _register_jobs() -> None:
     from billing.jobs import Job, register
 
     register(Job(name="reconcile-payments",
-                 description="Ask the payment processor about card payments left unfinished",
+                 description="Ask the payment processor about card payments and refunds left "
+                             "unfinished, and find refunds made outside the marketplace",
                  run=_reconcile_job, trigger={"minute": "*/15"}, period_of=quarter_hour,
                  period_pattern=QUARTER_HOUR))
 

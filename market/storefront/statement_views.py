@@ -23,7 +23,7 @@ from wtforms import DecimalField, StringField, TextAreaField
 from wtforms.validators import DataRequired, InputRequired, Length, Regexp
 
 from billing import statement_exports as exports
-from billing import statements
+from billing import anomalies, statements
 from billing.models.statements import SettlementStatement
 from market.accounts.authz import Principal
 from market.accounts.models import Organization
@@ -277,5 +277,6 @@ def statement_reconciliation(principal: Principal):
     period = _period_arg() or _last_month()
     figures = statements.reconciliation(db_session(), period,
                                         gateway=current_app.extensions["market.gateway"])
-    return render_template("statements/reconciliation.html", period=period, figures=figures)
+    return render_template("statements/reconciliation.html", period=period, figures=figures,
+                           anomalies=anomalies.list_anomalies(db_session(), principal))
 
