@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import stripe
@@ -24,12 +24,18 @@ REFUND_STATUSES = ("succeeded", "pending", "failed")
 
 
 class GatewayError(Exception):
-    """The gateway could not do what was asked (network, API or configuration error)."""
+    """The gateway could not do what was asked (network, API or configuration error).
 
-    def __init__(self, code: str, message: str) -> None:
+    ``outcome_unknown``: no answer came back (a timeout, a dropped connection, a server error),
+    so the request may or may not have been carried out; the caller must ask the gateway what
+    happened before it tries again. Otherwise the gateway answered that it did nothing.
+    """
+
+    def __init__(self, code: str, message: str, *, outcome_unknown: bool = False) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+        self.outcome_unknown = outcome_unknown
 
 
 class InvalidSignature(Exception):
@@ -46,14 +52,25 @@ class IntentResult:
     failure_code: str | None
     failure_message: str | None
     payment_method_ref: str | None
+    # What the processor holds, so a caller can check it against what we asked for (None when
+    # the processor did not say).
+    amount_minor: int | None = None
+    currency: str | None = None  # ISO, upper case
+    customer_ref: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class RefundResult:
-    """A refund; `status` is one of REFUND_STATUSES."""
+    """A refund; `status` is one of REFUND_STATUSES (a canceled refund is ``failed``)."""
 
     ref: str
     status: str
+    amount_minor: int | None = None
+    currency: str | None = None  # ISO, upper case
+    payment_ref: str | None = None  # the PaymentIntent refunded
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    failure_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +139,24 @@ def _intent_result(intent: Mapping[str, Any]) -> IntentResult:
         failure_code=code,
         failure_message=message,
         payment_method_ref=_ref(intent.get("payment_method")),
+        amount_minor=intent.get("amount"),
+        currency=(intent.get("currency") or "").upper() or None,
+        customer_ref=_ref(intent.get("customer")),
+        metadata=dict(intent.get("metadata") or {}),
+    )
+
+
+def refund_result(refund: Mapping[str, Any]) -> RefundResult:
+    """A refund as the processor describes it (an API answer or an event's object)."""
+    return RefundResult(
+        ref=refund["id"],
+        status=_refund_status(refund.get("status")),
+        amount_minor=refund.get("amount"),
+        currency=(refund.get("currency") or "").upper() or None,
+        payment_ref=_ref(refund.get("payment_intent")),
+        metadata=dict(refund.get("metadata") or {}),
+        failure_reason=refund.get("failure_reason")
+        or ("canceled" if refund.get("status") == "canceled" else None),
     )
 
 
@@ -180,7 +215,18 @@ def _gateway_errors() -> Iterator[None]:
         code = exc.code or next(
             (kind for cls, kind in _ERROR_KINDS if isinstance(exc, cls)), "api_error"
         )
-        raise GatewayError(code, exc.user_message or str(exc) or code) from exc
+        raise GatewayError(code, exc.user_message or str(exc) or code,
+                           outcome_unknown=_outcome_unknown(exc)) from exc
+
+
+def _outcome_unknown(exc: stripe.StripeError) -> bool:
+    """Whether the request may have been carried out although no success came back: no answer
+    at all, or a server error (5xx), or a clash of idempotency keys. A 4xx answer is a refusal."""
+    if isinstance(exc, (stripe.APIConnectionError, stripe.IdempotencyError)):
+        return True
+    if isinstance(exc, tuple(cls for cls, _kind in _ERROR_KINDS)):
+        return False
+    return exc.http_status is None or exc.http_status >= 500
 
 
 class StripeGateway:
@@ -192,8 +238,11 @@ class StripeGateway:
         self, secret_key: str, *, api_base: str | None = None, webhook_secret: str | None = None
     ) -> None:
         # A client per gateway, never the module-global stripe.api_key: tests and apps stay apart.
+        # No retries inside the SDK: a request whose answer was lost is asked about first and
+        # only then sent again (a server that ignores Idempotency-Key would carry it out twice).
         self.client = stripe.StripeClient(
-            secret_key, base_addresses={"api": api_base} if api_base else None
+            secret_key, base_addresses={"api": api_base} if api_base else None,
+            max_network_retries=0,
         )
         self.webhook_secret = webhook_secret
 
@@ -340,6 +389,19 @@ class StripeGateway:
         Listing is used rather than the Search API: search results lag behind writes by up to
         a minute, which is exactly the window reconciliation looks at.
         """
+        matches = self.find_payment_intents(
+            customer_ref=customer_ref, metadata_key=metadata_key, metadata_value=metadata_value
+        )
+        return matches[0] if matches else None
+
+    def find_payment_intents(
+        self, *, customer_ref: str, metadata_key: str, metadata_value: str
+    ) -> list[IntentResult]:
+        """Every payment intent of the customer whose metadata has key = value, newest first.
+
+        More than one means somebody else created an intent naming ours: the caller tells
+        them apart by what it asked for (amount, currency).
+        """
         with _gateway_errors():
             matches = [
                 intent
@@ -347,9 +409,8 @@ class StripeGateway:
                 if _ref(intent.get("customer")) == customer_ref
                 and (intent.get("metadata") or {}).get(metadata_key) == metadata_value
             ]
-        if not matches:
-            return None
-        return _intent_result(max(matches, key=lambda intent: intent["created"]))
+        matches.sort(key=lambda intent: intent["created"], reverse=True)
+        return [_intent_result(intent) for intent in matches]
 
     def _customer_intents(self, customer_ref: str) -> Iterator[Any]:
         try:
@@ -386,7 +447,34 @@ class StripeGateway:
                 },
                 options={"idempotency_key": idempotency_key},
             )
-        return RefundResult(ref=refund.id, status=_refund_status(_plain(refund).get("status")))
+        return refund_result(_plain(refund))
+
+    def recent_refunds(self, since: int) -> list[RefundResult]:
+        """Every refund at the processor created at or after ``since`` (unix time), newest
+        first, each naming its payment intent: how refunds made elsewhere are found."""
+        found: list[RefundResult] = []
+        with _gateway_errors():
+            page = self.client.v1.refunds.list(params={"limit": 100})
+            for refund in map(_plain, page.auto_paging_iter()):
+                if refund.get("created", 0) < since:
+                    break  # listed newest first
+                result = refund_result(refund)
+                if result.payment_ref is None and refund.get("charge"):
+                    # localstripe names only the charge of a refund made by charge.
+                    charge = _plain(self.client.v1.charges.retrieve(_ref(refund["charge"])))
+                    intent = _ref(charge.get("payment_intent"))
+                    result = _with_payment(result, intent) if intent else result
+                found.append(result)
+        return found
+
+    def list_refunds(self, payment_ref: str) -> list[RefundResult]:
+        """Every refund of a payment intent, ours and any made elsewhere (the dashboard)."""
+        with _gateway_errors():
+            page = self.client.v1.refunds.list(params={"payment_intent": payment_ref,
+                                                       "limit": 100})
+            found = [refund_result(_plain(refund)) for refund in page.auto_paging_iter()]
+        # localstripe names the intent only on refunds made through it; the list is the intent's.
+        return [r if r.payment_ref else _with_payment(r, payment_ref) for r in found]
 
     # -- webhooks -----------------------------------------------------------------------------
 
@@ -409,6 +497,12 @@ class StripeGateway:
         if not isinstance(event, dict) or "id" not in event or "type" not in event:
             raise InvalidSignature("the signed body is not an event")
         return event
+
+
+def _with_payment(refund: RefundResult, payment_ref: str) -> RefundResult:
+    return RefundResult(ref=refund.ref, status=refund.status, amount_minor=refund.amount_minor,
+                        currency=refund.currency, payment_ref=payment_ref,
+                        metadata=refund.metadata, failure_reason=refund.failure_reason)
 
 
 def gateway_from_settings(settings: Mapping[str, Any]) -> StripeGateway | None:

@@ -303,6 +303,38 @@ def _order_owner(db: Database, order_id: int) -> int:
         return order.organization_id
 
 
+def intent_mismatch(session: Session, payment: Payment, *, ref: str | None,
+                    amount_minor: int | None, currency: str | None,
+                    customer_ref: str | None, metadata: Any,
+                    full: bool) -> str | None:
+    """Why the processor's intent ``ref`` is not the one we created for ``payment``, or None.
+
+    An intent whose id we recorded is ours; its amount and currency, when given, must still be
+    what we asked for. Before we recorded an id (``full``: the event overtook our own record,
+    or we crashed before it), the intent must carry our payment's tag *and* our amount,
+    currency and customer: metadata alone is written by whoever creates the intent.
+    """
+    if payment.method != "card":
+        return f"payment {payment.id} is not a card payment"
+    if payment.gateway_ref is not None and payment.gateway_ref != ref:
+        return f"payment {payment.id} is paid by {payment.gateway_ref}, not {ref}"
+    if amount_minor is not None or full:
+        if amount_minor != payment.amount_minor:
+            return (f"the intent is for {amount_minor} minor units, payment {payment.id} "
+                    f"for {payment.amount_minor}")
+    if currency is not None or full:
+        if (currency or "").upper() != payment.currency:
+            return f"the intent is in {currency}, payment {payment.id} in {payment.currency}"
+    if full and payment.gateway_ref is None:
+        tag = payment_tag(payment.order.number, payment.id)
+        if (metadata or {}).get("payment") != tag:
+            return f"the intent does not carry payment {payment.id}'s tag {tag}"
+        customer = profile(session, payment.organization_id)
+        if customer is None or customer_ref != customer.customer_ref:
+            return f"the intent's customer {customer_ref} is not the payer of {payment.id}"
+    return None
+
+
 def record_intent_outcome(session: Session, payment_id: int, result: Any,
                           settings: BillingSettings) -> Payment:
     """Step 3 of a card payment: store the intent's id and apply its status."""
@@ -360,12 +392,13 @@ def reconcile(db: Database, gateway, settings: BillingSettings, *,
               progress: Callable[[str], None] = lambda _m: None) -> dict[str, int]:
     """Ask the gateway about card payments left unfinished and apply what it says.
 
-    A payment whose intent id was never stored is found by our payment id in the intent's
-    metadata; if the gateway has no such intent, the call never reached it and the payment
-    failed, so the order can be paid again.
+    A payment whose intent id was never stored is found by its tag in the intent's metadata,
+    and the intent is taken only if its amount, currency and customer are what we asked for
+    (``intent_mismatch``; any other is an anomaly for finance); if the gateway has no such
+    intent, the call never reached it and the payment failed, so the order can be paid again.
     """
     now = now or utcnow()
-    counts = {"checked": 0, "succeeded": 0, "failed": 0, "unchanged": 0}
+    counts = {"checked": 0, "succeeded": 0, "failed": 0, "unchanged": 0, "anomalies": 0}
     if gateway is None:
         return counts
     with db.session() as session:
@@ -378,32 +411,59 @@ def reconcile(db: Database, gateway, settings: BillingSettings, *,
     for payment_id, ref, organization_id, order_number in stale:
         counts["checked"] += 1
         if ref is not None:
-            result = gateway.retrieve_payment_intent(ref)
+            found = [gateway.retrieve_payment_intent(ref)]
         else:
             with db.session() as session:
                 customer = profile(session, organization_id, gateway.name)
-            result = customer and gateway.find_payment_intent(
+            found = gateway.find_payment_intents(
                 customer_ref=customer.customer_ref, metadata_key="payment",
-                metadata_value=payment_tag(order_number, payment_id))
+                metadata_value=payment_tag(order_number, payment_id)) if customer else []
         with db.session() as session, session.begin():
             payment = session.scalar(select(Payment).where(Payment.id == payment_id)
                                      .with_for_update())
             before = payment.status
-            if result is None:
-                apply_intent_status(session, payment, "failed", settings,
-                                    failure_code="not_found",
-                                    failure_message="The processor has no such payment.")
-            else:
+            result, strangers = _ours(session, payment, found)
+            counts["anomalies"] += len(strangers)
+            if result is not None:
                 if payment.gateway_ref is None:
                     payment.gateway_ref = result.ref
                 apply_intent_status(session, payment, result.status, settings,
                                     failure_code=result.failure_code,
                                     failure_message=result.failure_message)
+            elif not strangers:
+                apply_intent_status(session, payment, "failed", settings,
+                                    failure_code="not_found",
+                                    failure_message="The processor has no such payment.")
+            # Else only intents we did not create: recorded for finance, nothing applied.
             after = payment.status
         key = after if after in ("succeeded", "failed") and after != before else "unchanged"
         counts[key] += 1
         progress(f"payment {payment_id}: {before} -> {after}")
     return counts
+
+
+def _ours(session: Session, payment: Payment, found: list[Any]) -> tuple[Any, list[Any]]:
+    """The intent among ``found`` that is ours (see ``intent_mismatch``), and the others,
+    each recorded as an anomaly."""
+    from billing import anomalies
+
+    ours, strangers = None, []
+    for result in found:
+        reason = intent_mismatch(session, payment, ref=result.ref,
+                                 amount_minor=result.amount_minor, currency=result.currency,
+                                 customer_ref=result.customer_ref, metadata=result.metadata,
+                                 full=payment.gateway_ref is None)
+        if reason is None and ours is None:
+            ours = result
+            continue
+        strangers.append(result)
+        kind = anomalies.INTENT_MISMATCH if result.ref == payment.gateway_ref else \
+            anomalies.STRANGER_INTENT
+        anomalies.record(session, kind, object_ref=result.ref, payment_id=payment.id,
+                         amount_minor=result.amount_minor, currency=result.currency,
+                         message=reason or "a second intent carries this payment's tag",
+                         detail={"status": result.status, "found_by": "reconciliation"})
+    return ours, strangers
 
 
 # Bank transfer ----------------------------------------------------------------------------------
@@ -690,15 +750,21 @@ def quarter_hour(moment: dt.datetime) -> str:
 
 
 def _reconcile_job(ctx) -> dict:
+    from billing import refunds
+
     settings = BillingSettings.from_settings(ctx.settings)
-    return reconcile(ctx.db, ctx.gateway, settings, now=ctx.now, progress=ctx.progress)
+    counts = reconcile(ctx.db, ctx.gateway, settings, now=ctx.now, progress=ctx.progress)
+    counts["refunds"] = refunds.reconcile_refunds(ctx.db, ctx.gateway, now=ctx.now,
+                                                  progress=ctx.progress)
+    return counts
 
 
 def _register_jobs() -> None:
     from billing.jobs import Job, register
 
     register(Job(name="reconcile-payments",
-                 description="Ask the payment processor about card payments left unfinished",
+                 description="Ask the payment processor about card payments and refunds left "
+                             "unfinished, and find refunds made outside the marketplace",
                  run=_reconcile_job, trigger={"minute": "*/15"}, period_of=quarter_hour,
                  period_pattern=QUARTER_HOUR))
 

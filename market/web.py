@@ -146,7 +146,8 @@ def sign_out() -> None:
 # Errors -----------------------------------------------------------------------------------------
 
 def wants_problem_json() -> bool:
-    return request.path.startswith("/api/")
+    # Webhooks are machines too; and an error page would read a body they have consumed.
+    return request.path.startswith(("/api/", "/webhooks/"))
 
 
 def problem(status: int, title: str, detail: str | None = None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, CheckConstraint, ForeignKey, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, CheckConstraint, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from market.db import Base, UTCDateTime, utcnow
@@ -40,6 +40,32 @@ class WebhookEvent(Base):
     object_ref: Mapped[str | None] = mapped_column(String(100), index=True)
     outcome: Mapped[str] = mapped_column(String(200))
     received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class PaymentAnomaly(Base):
+    """Something the payment processor reported that does not match what we asked for, kept
+    for finance and never applied: a stranger's intent naming our payment, an amount that
+    differs, a refund made outside the marketplace that cannot be booked.
+
+    ``key`` (kind and the processor's object) makes recording the same finding twice a no-op:
+    reconciliation runs every quarter hour and a webhook may be delivered again.
+    """
+
+    __tablename__ = "payment_anomalies"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(160), unique=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    gateway: Mapped[str] = mapped_column(String(20))
+    object_ref: Mapped[str | None] = mapped_column(String(100))
+    payment_id: Mapped[int | None] = mapped_column(ForeignKey("payments.id"), index=True)
+    refund_id: Mapped[int | None] = mapped_column(ForeignKey("refunds.id"))
+    event_id: Mapped[str | None] = mapped_column(String(100))
+    amount_minor: Mapped[int | None] = mapped_column(BigInteger)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    message: Mapped[str] = mapped_column(String(500))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
 
 class JobRun(Base):

@@ -11,9 +11,9 @@ from sqlalchemy import select
 from market.accounts.authz import Principal
 from market.api.billing_schemas import (
     BankReceiptSchema, CardSetupSchema, CertificateSchema, CheckoutSchema, HoldingsSchema,
-    InvoiceSchema, OrderSchema, PayResultSchema, PaymentProfileSchema, PaySchema,
-    ReceiptDecisionSchema, ReceiptSchema,
-    RefundRequestSchema, RefundSchema, SaveCardSchema, TokenPackSchema, VerificationSchema,
+    InvoiceSchema, OrderSchema, PayResultSchema, PaymentAnomalySchema, PaymentProfileSchema,
+    PaySchema, ReceiptDecisionSchema, ReceiptSchema, RefundDetailSchema, RefundRequestSchema,
+    RefundSchema, SaveCardSchema, TokenPackSchema, VerificationSchema,
     VerifyQuerySchema,
 )
 from market.api.blueprint import api
@@ -22,7 +22,7 @@ from market.catalog import importer
 from market.catalog.models import DatasetVersion
 from market.errors import Conflict, Forbidden, NotFound
 from market.web import db_session, end_request_transaction
-from billing import certificates, entitlements, orders, payments, refunds
+from billing import anomalies, certificates, entitlements, orders, payments, refunds
 from billing.models import Certificate, OrderLine
 from pricing.money import Money
 
@@ -296,3 +296,25 @@ def refund_payment(principal: Principal, payment_id: int, body: dict):
     refund = refunds.refund_payment(_db(), _gateway(), principal, payment_id, amount=money,
                                     reason=body["reason"], bank_reference=body["bank_reference"])
     return refund
+
+
+@api.operation("/refunds/<int:refund_id>/retry", "POST", summary="Try a pending card refund "
+               "again, asking the processor first", permission="payments:manage",
+               response=RefundDetailSchema, tags=FINANCE, errors=(404, 409, 502))
+def retry_refund(principal: Principal, refund_id: int):
+    """For a refund the processor did not answer: it is asked for the refund first and only a
+    refund it has no trace of is sent again, so a lost answer never refunds twice. A refund no
+    longer pending is returned as it is."""
+    refunds.get_refund_for_finance(db_session(), principal, refund_id)
+    end_request_transaction()
+    return refunds.retry_refund(_db(), _gateway(), principal, refund_id)
+
+
+@api.operation("/finance/payment-anomalies", "GET", summary="What the payment processor "
+               "reported that does not match what we asked for", permission="payments:manage",
+               response=PaymentAnomalySchema, many=True, tags=FINANCE, errors=(403,))
+def payment_anomalies(principal: Principal):
+    """Intents we did not create naming our payments, amounts that differ, refunds made
+    outside the marketplace that cannot be booked: newest first, never applied. The
+    platform's staff only (an exchange: 403)."""
+    return anomalies.list_anomalies(db_session(), principal)

@@ -202,6 +202,29 @@ class RefundSchema(Schema):
     created_at = fields.AwareDateTime()
 
 
+class RefundDetailSchema(RefundSchema):
+    failure_message = fields.String(allow_none=True, metadata={
+        "description": "Why it failed, or that the processor has not answered yet."})
+    completed_at = fields.AwareDateTime(allow_none=True)
+
+
+class PaymentAnomalySchema(Schema):
+    id = fields.Integer()
+    kind = fields.String(metadata={"description": "stranger_intent, intent_mismatch, "
+                                   "unknown_refund, outside_refund or refund_reversed."})
+    gateway = fields.String()
+    object_ref = fields.String(allow_none=True, metadata={
+        "description": "The processor's intent or refund."})
+    payment_id = fields.Integer(allow_none=True)
+    refund_id = fields.Integer(allow_none=True)
+    event_id = fields.String(allow_none=True)
+    amount_minor = fields.Integer(allow_none=True)
+    currency = fields.String(allow_none=True)
+    message = fields.String()
+    detail = fields.Dict()
+    created_at = fields.AwareDateTime()
+
+
 class EntitlementSchema(Schema):
     id = fields.Integer()
     dataset_id = fields.Integer()

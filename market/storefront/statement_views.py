@@ -25,7 +25,7 @@ from wtforms.validators import DataRequired, InputRequired, Length, Regexp
 
 from billing import reconciliation_exports
 from billing import statement_exports as exports
-from billing import statements
+from billing import anomalies, statements
 from billing.models.statements import SettlementStatement
 from market.accounts.authz import Principal
 from market.accounts.models import Organization
@@ -343,5 +343,6 @@ def statement_reconciliation(principal: Principal):
                                         gateway=current_app.extensions["market.gateway"])
     return render_template("statements/reconciliation.html", period=period, figures=figures,
                            names=reconciliation_exports.organization_names(db_session(),
-                                                                           figures))
+                                                                           figures),
+                           anomalies=anomalies.list_anomalies(db_session(), principal))
 

@@ -23,7 +23,7 @@ from market.catalog import services as catalog
 from billing import deals, orders, payments
 from billing.context import BillingSettings
 from billing.models.statements import SettlementStatement, StatementAdjustment
-from billing.models import BankReceipt, Budget, BudgetLine, Payment, Subscription
+from billing.models import BankReceipt, Budget, BudgetLine, Payment, Refund, Subscription
 from pricing.money import Money, UnitPrice
 from pricing.rating import LineItem
 from tests.factories import make_key, make_org, make_user
@@ -119,6 +119,8 @@ MATRIX: dict[tuple[str, str], Case] = {
     ("GET", "/finance/receipts"): Case("collection"),
     ("POST", "/receipts/<int:receipt_id>/confirm"): Case("object", {}),
     ("POST", "/receipts/<int:receipt_id>/reject"): Case("object", {"note": "x"}),
+    ("POST", "/refunds/<int:refund_id>/retry"): Case("object"),
+    ("GET", "/finance/payment-anomalies"): Case("platform"),
     ("GET", "/demands"): Case("collection"),
     ("POST", "/demands"): Case("create", {
         "title": "Mine", "sector": "healthcare", "modality": "text", "volume": "1 record",
@@ -239,6 +241,17 @@ def victim(session, passwords):
                       idempotency_key="victim-payment", applied=True,
                       split={"platform": "99.00", "tax": "5.94"})
     session.add(payment)
+    # A card refund whose processor has not answered: a retry must not reach it.
+    card_paid = Payment(order=paid, organization_id=org.id, method="card", status="succeeded",
+                        amount_minor=paid.total_minor, currency="CNY", gateway_ref="pi_victim",
+                        idempotency_key="victim-card-payment", refunded_minor=100,
+                        split={"platform": "99.00", "tax": "5.94"})
+    session.add(card_paid)
+    session.flush()  # the refund names the order's id
+    pending_refund = Refund(payment=card_paid, order_id=paid.id, organization_id=org.id,
+                            amount_minor=100, currency="CNY", status="pending",
+                            idempotency_key="victim-refund")
+    session.add(pending_refund)
     # A custom deal: the victim quoted on an awarded demand of a buyer (neither is public).
     buyer = make_org(session, "buyer", name="Victim Buyer")
     buying = Principal(organization_id=buyer.id, member_role="owner",
@@ -292,7 +305,7 @@ def victim(session, passwords):
             "listing": listing, "exchange": exchange, "offer": offer, "order": order,
             "invoice": invoice, "payment": payment,
             "deal": deal, "subscription": subscription, "plan": plan, "statement": statement,
-            "adjustment": adjustment, "receipt": receipt}
+            "adjustment": adjustment, "receipt": receipt, "refund": pending_refund}
 
 
 @pytest.fixture()
@@ -340,7 +353,8 @@ def test_foreign_and_anonymous_callers(app, sign_in_as, session, victim, foreign
            "<int:budget_id>": victim["budget"].id,
            "<int:budget_line_id>": victim["budget_line"].id,
            "<int:receipt_id>": victim["receipt"].id,
-           "<int:adjustment_id>": victim["adjustment"].id}
+           "<int:adjustment_id>": victim["adjustment"].id,
+           "<int:refund_id>": victim["refund"].id}
     path = "/api/v1" + rule
     for placeholder, value in ids.items():
         path = path.replace(placeholder, str(value))
@@ -390,6 +404,8 @@ def test_foreign_and_anonymous_callers(app, sign_in_as, session, victim, foreign
         assert victim["order"].status == "awaiting_payment"
         assert victim["invoice"].amount_received_minor == 0
         assert victim["payment"].refunded_minor == 0 and not victim["payment"].refunds
+        session.refresh(victim["refund"])
+        assert victim["refund"].status == "pending" and victim["refund"].gateway_ref is None
         session.refresh(victim["subscription"])
         assert victim["subscription"].status == "active"
         assert not victim["subscription"].cancel_at_period_end
