@@ -197,7 +197,7 @@ def _ingest(session: Session, organization_id: int, api_key_id: int | None,
             events: list[dict[str, Any]], request_ids: list[str], now: dt.datetime,
             taken: dict[str, Any]) -> IngestResult:
     """One attempt at the batch, given the ids already recorded (``taken``)."""
-    period = period_of(now)
+    period = period_of(session, now)
     outcomes: list[Outcome | None] = [None] * len(events)
     occurred: list[dt.datetime | None] = [None] * len(events)  # in UTC, once validated
     dataset_ids = {event["dataset_id"] for event in events}

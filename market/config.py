@@ -23,6 +23,17 @@ def _bool(value: str) -> bool:
     raise ValueError(f"not a boolean: {value!r}")
 
 
+def _timezone(value: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    name = value.strip()
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"not an IANA time zone: {value!r}") from None
+    return name
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -95,7 +106,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Requests per minute of an API key that sets no limit of its own.", int),
     Setting("DEFAULT_TOKENS_PER_MINUTE", 5_000_000,
             "Tokens per minute served to an API key that sets no limit of its own.", int),
-    Setting("SCHEDULER_TIMEZONE", "Asia/Shanghai", "Time zone of the scheduled jobs' clock."),
+    Setting("BUSINESS_TIMEZONE", "Asia/Shanghai",
+            "IANA time zone of the marketplace's business days, months and fiscal years (usage "
+            "recognition, postpaid invoices, statement periods, budgets, reports) and of the "
+            "scheduled jobs' clock. Timestamps are stored in UTC.", _timezone),
     Setting("SMTP_HOST", "",
             "Mail server for budget alerts. Empty: no alert e-mail is sent (webhooks still are)."),
     Setting("SMTP_PORT", 25, "Its port (587 for submission with STARTTLS).", int),

@@ -23,6 +23,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
+from pricing.periods import BusinessCalendar
+
 logger = logging.getLogger(__name__)
 
 # Constraint names are part of the schema: migrations can only drop or alter what they can name.
@@ -190,8 +192,19 @@ def breaks_unique(error: IntegrityError, table: Table, column: str) -> bool:
     return str(original) == f"UNIQUE constraint failed: {table.name}.{column}"
 
 
-def make_session_factory(bind) -> sessionmaker[Session]:
-    return sessionmaker(bind=bind, expire_on_commit=False, autoflush=True)
+def make_session_factory(bind, calendar: BusinessCalendar | None = None) -> sessionmaker[Session]:
+    return sessionmaker(bind=bind, expire_on_commit=False, autoflush=True,
+                        info={"calendar": calendar or BusinessCalendar()})
+
+
+def business_calendar(session: Session) -> BusinessCalendar:
+    """The business calendar of the application whose database ``session`` is on.
+
+    Every session a ``Database`` makes carries it (``session.info``), so a service that reckons
+    a day, month or fiscal year takes it from the session it was given, like the rows it reads.
+    """
+    calendar = session.info.get("calendar")
+    return calendar if calendar is not None else BusinessCalendar()
 
 
 class WalCheckpointer:
@@ -247,10 +260,12 @@ class WalCheckpointer:
 class Database:
     """The engine and session factory of one application (held by the app, never global)."""
 
-    def __init__(self, url: str, **engine_kwargs: Any) -> None:
+    def __init__(self, url: str, *, calendar: BusinessCalendar | None = None,
+                 **engine_kwargs: Any) -> None:
         self.url = url
+        self.calendar = calendar or BusinessCalendar()
         self.engine = make_engine(url, **engine_kwargs)
-        self.session_factory = make_session_factory(self.engine)
+        self.session_factory = make_session_factory(self.engine, self.calendar)
         self.checkpointer: WalCheckpointer | None = None
         database = self.engine.url.database
         if self.engine.dialect.name == "sqlite" and database not in (None, "", ":memory:"):
@@ -268,7 +283,7 @@ class Database:
         """Make every new session join ``connection``'s transaction (tests roll it back)."""
         self.session_factory = sessionmaker(
             bind=connection, expire_on_commit=False, autoflush=True,
-            join_transaction_mode="create_savepoint",
+            join_transaction_mode="create_savepoint", info={"calendar": self.calendar},
         )
 
     def session(self) -> Session:

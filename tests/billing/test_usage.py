@@ -153,7 +153,7 @@ def test_an_event_from_last_month_is_charged_in_the_current_period(
     response = _report(client, headers, [_event("late", shop["dataset"].id, 5_000, late)])
     assert response.get_json()["accepted"] == 1
     event = session.scalar(select(UsageEvent))
-    assert event.period == period_of(utcnow()) != period_of(late)
+    assert event.period == period_of(session, utcnow()) != period_of(session, late)
     assert event.occurred_at == late
 
 
@@ -234,7 +234,7 @@ def test_the_usage_report_groups_by_day_dataset_and_key(client, session, passwor
         session.add(UsageEvent(
             request_id=f"test:{n}", organization_id=org.id, api_key_id=api_key, kind=kind,
             dataset_id=dataset, tokens=tokens, unit_price="0", amount_minor=amount,
-            currency="CNY", paid_by=paid_by, period=period_of(at), occurred_at=at,
+            currency="CNY", paid_by=paid_by, period=period_of(session, at), occurred_at=at,
             recorded_at=at))
 
     event(1, model_co, key.id, day, 100, 3)
