@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 from sqlalchemy import (
     BigInteger, Boolean, Date, DateTime, Enum, Integer, MetaData, SmallInteger, String, Table,
-    create_engine, event, insert,
+    create_engine, event, func, insert,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
@@ -97,6 +97,8 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
+        # SQLite knows no time zones: a stored UTC instant's business day is Python's to say.
+        dbapi_connection.create_function("market_local_day", 2, _local_day, deterministic=True)
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection):
@@ -195,6 +197,23 @@ def breaks_unique(error: IntegrityError, table: Table, column: str) -> bool:
 def make_session_factory(bind, calendar: BusinessCalendar | None = None) -> sessionmaker[Session]:
     return sessionmaker(bind=bind, expire_on_commit=False, autoflush=True,
                         info={"calendar": calendar or BusinessCalendar()})
+
+
+def _local_day(stored: str | None, timezone: str) -> str | None:
+    if stored is None:
+        return None
+    moment = dt.datetime.fromisoformat(stored).replace(tzinfo=dt.timezone.utc)
+    return BusinessCalendar(timezone).day_of(moment).isoformat()
+
+
+def business_day_of(session: Session, column) -> Any:
+    """A ``UTCDateTime`` column as its business day, ``YYYY-MM-DD``, computed by the database
+    (to group a report by day): PostgreSQL converts the timestamptz itself; SQLite, which keeps
+    naive UTC text, asks ``market_local_day``."""
+    zone = business_calendar(session).timezone
+    if session.get_bind().dialect.name == "postgresql":
+        return func.to_char(func.timezone(zone, column), "YYYY-MM-DD")
+    return func.market_local_day(column, zone)
 
 
 def business_calendar(session: Session) -> BusinessCalendar:

@@ -228,7 +228,8 @@ def test_the_usage_report_groups_by_day_dataset_and_key(client, session, passwor
     other_key, _ = _key(session, model_co)
     stranger = make_org(session, "buyer", name="Someone Else")
     dataset = shop["dataset"].id
-    day = dt.datetime(2026, 3, 10, 23, 30, tzinfo=dt.timezone.utc)
+    # 23:30 on 10 March in Beijing, the business time zone (15:30 UTC).
+    day = dt.datetime(2026, 3, 10, 15, 30, tzinfo=dt.timezone.utc)
 
     def event(n, org, api_key, at, tokens, amount, kind="data", paid_by="postpaid"):
         session.add(UsageEvent(
@@ -238,7 +239,7 @@ def test_the_usage_report_groups_by_day_dataset_and_key(client, session, passwor
             recorded_at=at))
 
     event(1, model_co, key.id, day, 100, 3)
-    event(2, model_co, key.id, day + dt.timedelta(minutes=45), 200, 6)  # the next UTC day
+    event(2, model_co, key.id, day + dt.timedelta(minutes=45), 200, 6)  # the next Beijing day
     event(3, model_co, other_key.id, day + dt.timedelta(hours=1), 50, 0, paid_by="wallet")
     event(4, model_co, None, day, 1_000, 30, kind="royalty")
     event(5, model_co, key.id, day + dt.timedelta(days=40), 7, 1)  # outside the range
