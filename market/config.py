@@ -128,6 +128,11 @@ def load_config(instance_path: str | os.PathLike, environ: Mapping[str, str] | N
     ``overrides`` (the ``config`` given to ``create_app``) win over the environment.
     """
     environ = os.environ if environ is None else environ
+    if environ.get("SCHEDULER_TIMEZONE") and not environ.get("BUSINESS_TIMEZONE"):
+        # The old name set the scheduler's zone only; reading it silently would change what a
+        # business day is. Say so instead.
+        raise RuntimeError("setting SCHEDULER_TIMEZONE: renamed BUSINESS_TIMEZONE, which now "
+                           "also defines business days, months and fiscal years")
     config: dict[str, object] = {}
     for setting in SETTINGS:
         raw = environ.get(setting.name)

@@ -278,4 +278,70 @@ def test_a_bad_business_time_zone_is_named(tmp_path):
 
     with pytest.raises(RuntimeError, match="BUSINESS_TIMEZONE"):
         load_config(tmp_path, environ={"BUSINESS_TIMEZONE": "Beijing"})
+    with pytest.raises(RuntimeError, match="SCHEDULER_TIMEZONE: renamed BUSINESS_TIMEZONE"):
+        load_config(tmp_path, environ={"SCHEDULER_TIMEZONE": "UTC"})
     assert load_config(tmp_path, environ={})["BUSINESS_TIMEZONE"] == "Asia/Shanghai"
+    assert load_config(tmp_path, environ={"BUSINESS_TIMEZONE": "Europe/Berlin"})[
+        "BUSINESS_TIMEZONE"] == "Europe/Berlin"
+
+
+def test_a_rerun_that_finds_a_late_commit_posts_only_the_rest(app, client, session, clock,
+                                                              market):
+    """An event that committed after its day was recognized (its transaction began before
+    midnight) is posted on top when the day is run again — never a Conflict, never twice."""
+    database = app.extensions["market.db"]
+    event = _call(client, clock, market, session, beijing(2026, 11, 30, 23, 59))
+    clock.move_to(beijing(2026, 12, 1, 0, 20))
+    first = jobs.run_job(database, "recognize-usage", "2026-11-30", settings=app.config,
+                         progress=lambda _: None)
+    assert first.summary["groups"] == 1
+    late = UsageEvent(
+        request_id="late-commit", organization_id=event.organization_id,
+        dataset_id=event.dataset_id, version_id=event.version_id, kind="data", tokens=10,
+        unit_price="1", amount_minor=123, currency="CNY", paid_by="postpaid",
+        supply_chain_revision_id=event.supply_chain_revision_id, period="2026-11",
+        occurred_at=event.recorded_at, recorded_at=event.recorded_at)
+    session.add(late)
+    session.commit()
+    again = jobs.run_job(database, "recognize-usage", "2026-11-30", settings=app.config,
+                         progress=lambda _: None, force=True)
+    assert again.summary["groups"] == 1
+    third = jobs.run_job(database, "recognize-usage", "2026-11-30", settings=app.config,
+                         progress=lambda _: None, force=True)
+    assert third.summary == {"already": 1}
+    postings = session.scalars(select(LedgerTransaction).where(
+        LedgerTransaction.kind == "usage").order_by(LedgerTransaction.id)).all()
+    assert [Money(t.memo["gross"], "CNY").minor for t in postings] == [event.amount_minor, 123]
+    assert postings[1].idempotency_key.endswith(f":upto:{event.amount_minor + 123}")
+
+
+def test_a_catch_up_stops_at_a_failing_period(app, session, clock, market, monkeypatch):
+    """Catching up runs the missed days oldest first; one that fails stops it there, so no later
+    day is closed over it, and the next run takes it up again."""
+    database = app.extensions["market.db"]
+    clock.move_to(beijing(2026, 12, 1, 0, 20))
+    jobs.run_job(database, "recognize-usage", "2026-11-30", settings=app.config,
+                 progress=lambda _: None)
+    clock.move_to(beijing(2026, 12, 5, 0, 20))
+    assert jobs.due_periods(database, "recognize-usage", jobs.utcnow()) == [
+        "2026-12-01", "2026-12-02", "2026-12-03", "2026-12-04"]
+    job = jobs.JOBS["recognize-usage"]
+    real = job.run
+
+    def failing_on_the_2nd(ctx):
+        if ctx.period == "2026-12-02":
+            raise RuntimeError("database went away")
+        return real(ctx)
+
+    monkeypatch.setitem(jobs.JOBS, "recognize-usage",
+                        jobs.Job(**{**job.__dict__, "run": failing_on_the_2nd}))
+    with pytest.raises(RuntimeError):
+        jobs.run_due(database, "recognize-usage", settings=app.config, progress=lambda _: None)
+    runs = dict(session.execute(select(JobRun.period, JobRun.status).where(
+        JobRun.job == "recognize-usage")).all())
+    assert runs == {"2026-11-30": "done", "2026-12-01": "done", "2026-12-02": "failed"}
+    monkeypatch.setitem(jobs.JOBS, "recognize-usage", job)
+    outcomes = jobs.run_due(database, "recognize-usage", settings=app.config,
+                            progress=lambda _: None)
+    assert [(o.period, o.outcome) for o in outcomes] == [
+        ("2026-12-02", "ran"), ("2026-12-03", "ran"), ("2026-12-04", "ran")]
