@@ -130,7 +130,8 @@ def recognize_day(session: Session, day: dt.date, settings: BillingSettings) -> 
     for org, dataset_id, revision_id, currency, paid_by, kind, amount, tokens, calls in rows:
         if not amount:
             continue
-        key = f"usage:{day.isoformat()}:{org}:{dataset_id}:{revision_id}:{currency}:{paid_by}:{kind}"
+        key = (f"usage:{day.isoformat()}:{org}:{dataset_id}:{revision_id}:{currency}:"
+               f"{paid_by}:{kind}")
         posted = _posted_gross(session, key)
         if posted >= int(amount):
             counts["already"] += 1

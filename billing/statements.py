@@ -6,9 +6,10 @@ opening is what was owed before the statement's window, each ledger entry in the
 line traced to the payment, refund, usage day, adjustment or payout that caused it, and the
 closing is what is owed at the cutoff. Every statement of a period shares one cutoff, by default
 the first instant of the next month on the business calendar (``BUSINESS_TIMEZONE``: in
-Beijing, 16:00 UTC on the last day of the month), and lines are dated by business day; the window starts where the previous close's cutoff
-ended (the period's first instant when no earlier period was closed), so every entry lands in
-exactly one statement whatever cutoff an operator chose.
+Beijing, 16:00 UTC on the month's last day), and lines are dated by business day; the window
+starts where the previous close's cutoff ended (the period's first instant when no earlier
+period was closed), so every entry lands in exactly one statement whatever cutoff an operator
+chose.
 
 Workflow (each step audited)::
 

@@ -1,5 +1,6 @@
 """The buyer's usage page: its tables and chart data come from the organization's usage events
-only, over the chosen business days (Beijing); the chart library is served from our own static files."""
+only, over the chosen business days (Beijing); the chart library is served from our own static
+files."""
 
 from __future__ import annotations
 
@@ -39,7 +40,8 @@ def used(session, passwords, org):
     key, _ = make_key(session, org)
     other_org = make_org(session, "buyer", name="Someone Else")
     other_key, _ = make_key(session, other_org)
-    at = lambda day, hour=12, minute=0: dt.datetime(2026, 10, day, hour, minute, tzinfo=BEIJING)  # noqa: E731
+    at = lambda day, hour=12, minute=0: dt.datetime(  # noqa: E731
+        2026, 10, day, hour, minute, tzinfo=BEIJING)
     usage(session, org, dataset, key, at(2), tokens=1_000_000, amount_minor=1250)
     usage(session, org, dataset, key, at(2, 23, 59), tokens=200_000, amount_minor=250,
           paid_by="subscription")
