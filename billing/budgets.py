@@ -55,7 +55,7 @@ from market import audit
 from market.accounts.authz import Principal, authorize
 from market.accounts.models import Organization
 from market.catalog.models import Dataset
-from market.db import utcnow
+from market.db import business_calendar, utcnow
 from market.errors import Conflict, InvalidInput, NotFound
 from billing.models import (
     Budget, BudgetAlert, BudgetAmendment, BudgetLine, BudgetRecord, Order,
@@ -151,7 +151,7 @@ def default_api_line(session: Session, organization_id: int, fiscal_year: int,
 def checkout_lines(session: Session, organization_id: int,
                    fiscal_year: int | None = None) -> list[BudgetLine]:
     """The lines a buyer may charge a purchase to this year (for the checkout form)."""
-    year = fiscal_year or utcnow().year
+    year = fiscal_year or business_calendar(session).year_of(utcnow())
     return list(session.scalars(select(BudgetLine).join(Budget).where(
         Budget.organization_id == organization_id, Budget.fiscal_year == year)
         .order_by(Budget.currency, BudgetLine.code)))
@@ -442,7 +442,7 @@ def _record(session: Session, line: BudgetLine, *, kind: str, amount_minor: int,
     when = when or utcnow()
     record = BudgetRecord(line_id=line.id, organization_id=line.organization_id, kind=kind,
                           amount_minor=amount_minor, currency=line.budget.currency,
-                          order_id=order_id, month=f"{when.year:04d}-{when.month:02d}",
+                          order_id=order_id, month=business_calendar(session).month_of(when),
                           source=source, reference=reference, note=note[:300],
                           occurred_at=when, **_dimensions(session, dataset_id, line))
     session.add(record)
@@ -469,7 +469,7 @@ def commit_order(session: Session, principal: Principal, order: Order, *,
         raise InvalidInput(f"At most {MAX_PO_NUMBER} characters.",
                            field="purchase_order_number")
     order.purchase_order_number = number
-    year = (order.created_at or utcnow()).year
+    year = business_calendar(session).year_of(order.created_at or utcnow())
     if budget_line_id is None:
         budget = budget_for(session, order.organization_id, year, order.currency)
         if budget is None:
@@ -540,17 +540,13 @@ def _release(session: Session, line: BudgetLine, order: Order, source: str) -> i
             kind="release", amount_minor=commitment.amount_minor, currency=commitment.currency,
             order_id=order.id, dataset_id=commitment.dataset_id,
             supplier_id=commitment.supplier_id, sector=commitment.sector,
-            month=_month(utcnow()), source=source,
+            month=business_calendar(session).month_of(utcnow()), source=source,
             reference=commitment.reference.removesuffix(":commitment") + ":release",
             note=order.number))
         released += commitment.amount_minor
     if released:
         _move(session, line.id, committed=-released)
     return released
-
-
-def _month(moment: dt.datetime | dt.date) -> str:
-    return f"{moment.year:04d}-{moment.month:02d}"
 
 
 def _line_for_paid_order(session: Session, order: Order) -> BudgetLine | None:
@@ -567,7 +563,8 @@ def _line_for_paid_order(session: Session, order: Order) -> BudgetLine | None:
         # The year of the usage billed (``usage:<org>:<YYYY-MM>``), not of the invoice: a
         # December is invoiced in January, and belongs with December's usage on last year's line.
         billed = (order.billing_key or "").rsplit(":", 1)[-1]
-        year = int(billed[:4]) if billed[:4].isdigit() else (order.created_at or utcnow()).year
+        year = int(billed[:4]) if billed[:4].isdigit() else \
+            business_calendar(session).year_of(order.created_at or utcnow())
         line = default_api_line(session, order.organization_id, year, order.currency)
     if line is not None and line.budget.currency == order.currency:
         order.budget_line_id = line.id
@@ -639,7 +636,8 @@ def usage_guard(session: Session, organization_id: int, dataset_id: int, amount:
     line, refusing it (402, naming the line) when a block line has not enough left."""
     if not amount.is_positive():
         return
-    line = default_api_line(session, organization_id, utcnow().year, amount.currency)
+    line = default_api_line(session, organization_id, business_calendar(session).year_of(utcnow()),
+                            amount.currency)
     if line is None:
         return
     block = line.budget.enforcement == "block"
@@ -654,10 +652,10 @@ def usage_guard(session: Session, organization_id: int, dataset_id: int, amount:
 
 
 def post_usage_day(session: Session, day: dt.date) -> dict[str, int]:
-    """Post one day's postpaid API usage, per organization and dataset, as expenditure on each
-    organization's default API line (idempotent per organization, dataset and day)."""
-    start = dt.datetime.combine(day, dt.time(), tzinfo=dt.timezone.utc)
-    end = start + dt.timedelta(days=1)
+    """Post one business day's postpaid API usage, per organization and dataset, as expenditure
+    on each organization's default API line of that day's fiscal year (idempotent per
+    organization, dataset and day)."""
+    start, end = business_calendar(session).day_bounds(day)
     rows = session.execute(
         select(UsageEvent.organization_id, UsageEvent.dataset_id, UsageEvent.currency,
                func.sum(UsageEvent.amount_minor))
@@ -708,7 +706,7 @@ def _register() -> None:
     register(Job(name="post-usage-to-budgets",
                  description="Post yesterday's postpaid API usage to budgets, per dataset",
                  run=_usage_job, trigger={"hour": 0, "minute": 40}, period_of=_previous_day,
-                 period_pattern=DAILY))
+                 period_pattern=DAILY, closes_period=True))
     if not any(getattr(g, "__qualname__", "") == usage_guard.__qualname__
                and getattr(g, "__module__", "") == __name__ for g in BUDGET_GUARDS):
         BUDGET_GUARDS.append(usage_guard)

@@ -17,6 +17,14 @@ Other modules register their jobs at import time::
 
 ``load_jobs()`` imports those modules. This module knows nothing of Flask or APScheduler: the
 ``flask billing`` and ``flask scheduler`` commands (``market.cli_billing``) drive it.
+
+Periods are days and months of the business calendar (``BUSINESS_TIMEZONE``, the
+``Database``'s ``calendar``), the same calendar the scheduler's cron triggers run in. A job that
+*closes* a period (``closes_period``: recognizing a day's usage, invoicing a month) never runs
+for one that has not ended in that zone — asked to, ``run_job`` raises ``PeriodNotEnded`` and
+claims nothing — and ``run_due`` catches up: it runs every period after the latest one done,
+oldest first, up to the period a run now handles, so a scheduler that was down for three days
+closes all three.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from sqlalchemy.exc import IntegrityError
 
 from billing.models.operations import JobRun
 from market.db import Database, utcnow
+from pricing.periods import BusinessCalendar, next_month, parse_month
 
 # Modules that register jobs at import; those not written yet are skipped by ``load_jobs``.
 JOB_MODULES: tuple[str, ...] = ("billing.subscriptions", "billing.postpaid", "billing.payments",
@@ -54,6 +63,15 @@ def monthly_previous(moment: dt.datetime) -> str:
     return f"{last_of_previous.year:04d}-{last_of_previous.month:02d}"
 
 
+# At most this many missed periods are caught up in one run (a year of days): an older gap is
+# an operator's to close by hand (``flask billing run-job NAME --period P``).
+MAX_CATCH_UP = 366
+
+
+class PeriodNotEnded(ValueError):
+    """A job that closes a period was asked to run for one that has not ended yet."""
+
+
 @dataclass
 class JobContext:
     """What a job is given: where to work, which period, and how to report."""
@@ -65,18 +83,29 @@ class JobContext:
     gateway: Any
     progress: Callable[[str], None]
 
+    @property
+    def calendar(self) -> BusinessCalendar:
+        return self.db.calendar
+
 
 @dataclass(frozen=True)
 class Job:
     name: str
     description: str
     run: Callable[[JobContext], dict]
-    trigger: dict  # APScheduler cron fields, in the scheduler's time zone
-    period_of: Callable[[dt.datetime], str]  # given the scheduler's local time
+    trigger: dict  # APScheduler cron fields, in the business time zone
+    period_of: Callable[[dt.datetime], str]  # given the business zone's local time
     period_pattern: str = DAILY
+    # Closes a business day or month (DAILY or MONTHLY): runs only once it has ended, and
+    # catches up every one missed since the latest done.
+    closes_period: bool = False
 
     def accepts(self, period: str) -> bool:
         return re.fullmatch(self.period_pattern, period) is not None
+
+    def __post_init__(self) -> None:
+        if self.closes_period and self.period_pattern not in (DAILY, MONTHLY):
+            raise ValueError(f"job {self.name!r} closes periods, so they must be days or months")
 
 
 JOBS: dict[str, Job] = {}
@@ -118,11 +147,61 @@ def load_jobs(modules: Iterable[str] = JOB_MODULES) -> dict[str, Job]:
     return JOBS
 
 
-def default_period(job: Job, now: dt.datetime, timezone: str) -> str:
-    """The period a run at ``now`` handles, reckoned on the scheduler's local calendar."""
-    from zoneinfo import ZoneInfo
+def default_period(job: Job, now: dt.datetime, calendar: BusinessCalendar | str) -> str:
+    """The period a run at ``now`` handles, reckoned on the business calendar."""
+    if isinstance(calendar, str):
+        calendar = BusinessCalendar(calendar)
+    return job.period_of(calendar.local(now))
 
-    return job.period_of(now.astimezone(ZoneInfo(timezone)))
+
+def period_end(job: Job, period: str, calendar: BusinessCalendar) -> dt.datetime | None:
+    """The UTC instant at which ``period`` ends in the business zone (None: a job that does
+    not close periods)."""
+    if not job.closes_period:
+        return None
+    if job.period_pattern == DAILY:
+        return calendar.day_bounds(dt.date.fromisoformat(period))[1]
+    return calendar.month_bounds(period)[1]
+
+
+def _following(job: Job, period: str) -> str:
+    if job.period_pattern == DAILY:
+        return (dt.date.fromisoformat(period) + dt.timedelta(days=1)).isoformat()
+    parse_month(period)
+    return next_month(period)
+
+
+def due_periods(db: Database, name: str, now: dt.datetime) -> list[str]:
+    """The periods a run at ``now`` handles, oldest first: the current one and, for a job that
+    closes periods, every one after the latest done (at most ``MAX_CATCH_UP``)."""
+    job = JOBS[name]
+    current = default_period(job, now, db.calendar)
+    if not job.closes_period:
+        return [current]
+    with db.session() as session:
+        latest = session.scalar(
+            select(JobRun.period).where(JobRun.job == name, JobRun.status == "done",
+                                        JobRun.period <= current)
+            .order_by(JobRun.period.desc()).limit(1))
+    if latest is None or latest >= current:
+        return [current]
+    periods = []
+    period = _following(job, latest)
+    while period <= current:
+        periods.append(period)
+        period = _following(job, period)
+    return periods[-MAX_CATCH_UP:]
+
+
+def run_due(db: Database, name: str, *, now: dt.datetime | None = None,
+            settings: Mapping[str, Any], gateway: Any = None,
+            progress: Callable[[str], None] = print) -> list[JobOutcome]:
+    """Run ``name`` for every period ``due_periods`` names, oldest first; the first failure
+    is raised (a later period is never closed over an earlier one that failed)."""
+    now = now or utcnow()
+    return [run_job(db, name, period, now=now, settings=settings, gateway=gateway,
+                    progress=progress)
+            for period in due_periods(db, name, now)]
 
 
 @dataclass(frozen=True)
@@ -155,6 +234,11 @@ def run_job(db: Database, name: str, period: str, *, now: dt.datetime | None = N
     now = now or utcnow()
     if now.tzinfo is None:
         raise ValueError("naive datetime given where UTC is required")
+    end = period_end(job, period, db.calendar)
+    if end is not None and now < end:
+        raise PeriodNotEnded(
+            f"{name}: {period} has not ended yet in {db.calendar.timezone}; it can be run from "
+            f"{db.calendar.local(end).isoformat()}")
     claim = _claim(db, name, period, force=force)
     if isinstance(claim, JobOutcome):
         progress(f"{name} {period}: {claim.outcome}")

@@ -39,7 +39,7 @@ from market.accounts.models import ApiKey
 from market.catalog.models import (
     Dataset, DatasetVersion, ListingStatus, Offer, SupplyChainRevision,
 )
-from market.db import utcnow
+from market.db import business_calendar, utcnow
 from market.errors import Forbidden, InvalidInput, MarketError, NotFound
 from billing.entitlements import active_entitlement, wallet_scope
 from billing.models import (
@@ -83,8 +83,10 @@ def relax_commit_durability(session: Session) -> None:
         session.execute(text("SET LOCAL synchronous_commit TO OFF"))
 
 
-def period_of(moment: dt.datetime) -> str:
-    return f"{moment.year:04d}-{moment.month:02d}"
+def period_of(session: Session, moment: dt.datetime) -> str:
+    """The month a charge at ``moment`` belongs to: its business month (``BUSINESS_TIMEZONE``),
+    which its invoice, its graduated rating and its key's monthly cap all share."""
+    return business_calendar(session).month_of(moment)
 
 
 # Access -----------------------------------------------------------------------------------------
@@ -329,7 +331,7 @@ def charge_call(session: Session, *, key: ApiKey, dataset: Dataset, version: Dat
     ``subscribed``: whether a subscription entitles the call (False skips asking it to pay).
     """
     now = now or utcnow()
-    period = period_of(now)
+    period = period_of(session, now)
     organization_id = key.organization_id
     currency = key.organization.default_currency
     if tokens and not subscribed and session.get_bind().dialect.name == "postgresql":

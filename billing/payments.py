@@ -39,7 +39,7 @@ from market.accounts.authz import Maker, Principal, authorize, refuse_party, req
 from market.accounts.models import Organization
 from market.audit import SYSTEM, Actor
 from market.catalog.models import Listing
-from market.db import Database, utcnow
+from market.db import Database, business_calendar, utcnow
 from market.errors import Conflict, InvalidInput, MarketError, NotFound
 from billing import certificates, entitlements
 from billing.context import BillingSettings
@@ -499,7 +499,8 @@ def issue_invoice(session: Session, order: Order, settings: BillingSettings,
         organization_id=order.organization_id, status="open", currency=order.currency,
         amount_due_minor=order.total_minor, amount_received_minor=0,
         payment_reference=payment_reference(),
-        due_on=utcnow().date() + dt.timedelta(days=settings.invoice_due_days))
+        due_on=business_calendar(session).day_of(utcnow())
+        + dt.timedelta(days=settings.invoice_due_days))
     order.payment_method = "bank_transfer"
     session.add(invoice)
     session.flush()  # the audit entry names the invoice's id
@@ -576,7 +577,7 @@ def record_bank_receipt(session: Session, principal: Principal, invoice: Invoice
         raise InvalidInput(f"The invoice is in {invoice.currency}.", field="amount.currency")
     if not amount.is_positive():
         raise InvalidInput("The amount received must be more than zero.", field="amount")
-    if received_on > utcnow().date():
+    if received_on > business_calendar(session).day_of(utcnow()):  # the business day
         raise InvalidInput("The money cannot have arrived in the future.", field="received_on")
     bank_reference = bank_reference.strip()
     if not bank_reference:

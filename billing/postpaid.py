@@ -189,4 +189,4 @@ def on_paid(session: Session, order: Order) -> None:
 jobs.register(jobs.Job(
     name="postpaid-invoices", description="Bill last month's API usage on credit lines.",
     run=run_postpaid_invoices, trigger={"day": 1, "hour": 3, "minute": 0},
-    period_of=jobs.monthly_previous, period_pattern=jobs.MONTHLY))
+    period_of=jobs.monthly_previous, period_pattern=jobs.MONTHLY, closes_period=True))

@@ -17,9 +17,10 @@ wallet         buyer_prepaid: a platform-wide token      share of the day's amou
 Tokens from a subscription's allowance or a dataset's own token pack carry no amount here:
 their money was split when the subscription or pack was paid. When the monthly usage invoice is
 paid, the money settles the buyer's receivable (``payments.order_split``), so nothing is shared
-twice. A day is recognized by the events *recorded* on it: late events are adjustments of the
-day they arrive, never of a closed one. Each (group, day) posts under its own idempotency key,
-so running a day twice changes nothing.
+twice. Days are business days (``BUSINESS_TIMEZONE``), and a day is recognized by the events
+*recorded* on it: late events are adjustments of the day they arrive, never of a closed one.
+Each (group, day) posts under its own idempotency key, so running a day twice changes nothing;
+what a rerun finds beyond what was posted is posted on top (keyed by the new total).
 """
 
 from __future__ import annotations
@@ -31,21 +32,21 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from billing.context import BillingSettings
-from billing.ledger import Line, Purpose, get_account, post
+from billing.ledger import LedgerEntry, LedgerTransaction, Line, Purpose, get_account, post
 from billing.entitlements import wallet_scope
 from billing.models import TokenWallet, UsageEvent, WalletEntry
 from billing.split import PLATFORM, part_account, split_payment
 from market.accounts.models import ApiKey, Organization
 from market.catalog.models import Dataset, DatasetVersion, SupplyChainRevision
-from market.db import Database
+from market.db import Database, business_calendar
 from pricing.money import Money, UnitPrice
 
 SOURCES = {"postpaid": Purpose.BUYER_RECEIVABLE, "wallet": Purpose.BUYER_PREPAID}
 
 
-def _bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
-    start = dt.datetime.combine(day, dt.time(), tzinfo=dt.timezone.utc)
-    return start, start + dt.timedelta(days=1)
+def _bounds(session: Session, day: dt.date) -> tuple[dt.datetime, dt.datetime]:
+    """The business day's first instant and the next day's, in UTC."""
+    return business_calendar(session).day_bounds(day)
 
 
 def _platform_wallet_rows(session: Session, start: dt.datetime, end: dt.datetime,
@@ -100,7 +101,7 @@ def dangling_references(session: Session, start: dt.datetime, end: dt.datetime
 def recognize_day(session: Session, day: dt.date, settings: BillingSettings) -> dict[str, int]:
     """Post one day's usage revenue (idempotent per group and day); refuses, posting nothing,
     a day with events that point at missing rows (``dangling_references``)."""
-    start, end = _bounds(day)
+    start, end = _bounds(session, day)
     dangling = dangling_references(session, start, end)
     if dangling:
         raise DanglingReferences(f"usage events of {day} point at missing rows: {dangling}")
@@ -129,7 +130,15 @@ def recognize_day(session: Session, day: dt.date, settings: BillingSettings) -> 
     for org, dataset_id, revision_id, currency, paid_by, kind, amount, tokens, calls in rows:
         if not amount:
             continue
-        gross = Money.from_minor(int(amount), currency)
+        key = (f"usage:{day.isoformat()}:{org}:{dataset_id}:{revision_id}:{currency}:"
+               f"{paid_by}:{kind}")
+        posted = _posted_gross(session, key)
+        if posted >= int(amount):
+            counts["already"] += 1
+            continue
+        # What a rerun finds beyond what was posted (events that committed after a run) is
+        # posted as its own transaction, keyed by the day's new total: never a Conflict.
+        gross = Money.from_minor(int(amount) - posted, currency)
         if revision_id and revision_id not in shares_of:
             shares_of[revision_id] = session.get(SupplyChainRevision, revision_id).shares_bps()
         if revision_id:
@@ -145,8 +154,7 @@ def recognize_day(session: Session, day: dt.date, settings: BillingSettings) -> 
         lines += [Line.credit(account(key, currency), part)
                   for key, part in parts.items() if not part.is_zero()]
         post(session, "usage", lines,
-             idempotency_key=f"usage:{day.isoformat()}:{org}:{dataset_id}:{revision_id}:"
-                             f"{currency}:{paid_by}:{kind}",
+             idempotency_key=key if not posted else f"{key}:upto:{int(amount)}",
              reference=("usage", f"{org}:{dataset_id}:{day.isoformat()}"),
              memo={"organization_id": org, "dataset_id": dataset_id, "day": day.isoformat(),
                    "kind": kind, "paid_by": paid_by, "tokens": int(tokens),
@@ -155,6 +163,16 @@ def recognize_day(session: Session, day: dt.date, settings: BillingSettings) -> 
         counts["groups"] += 1
         counts["tokens"] += int(tokens)
     return dict(counts)
+
+
+def _posted_gross(session: Session, key: str) -> int:
+    """What the day's postings of one group (``key`` and its later top-ups) debited already."""
+    return int(session.scalar(
+        select(func.coalesce(func.sum(LedgerEntry.amount_minor), 0))
+        .join(LedgerTransaction, LedgerTransaction.id == LedgerEntry.transaction_id)
+        .where((LedgerTransaction.idempotency_key == key)
+               | LedgerTransaction.idempotency_key.startswith(f"{key}:upto:", autoescape=True),
+               LedgerEntry.amount_minor > 0)))
 
 
 def _previous_day(moment: dt.datetime) -> str:
@@ -187,7 +205,7 @@ def _register() -> None:
     register(Job(name="recognize-usage",
                  description="Post yesterday's usage revenue to the ledger, per dataset",
                  run=_job, trigger={"hour": 0, "minute": 20}, period_of=_previous_day,
-                 period_pattern=DAILY))
+                 period_pattern=DAILY, closes_period=True))
 
 
 _register()

@@ -5,9 +5,11 @@ function of that participant's ``participant_payable`` ledger account up to the 
 opening is what was owed before the statement's window, each ledger entry in the window is one
 line traced to the payment, refund, usage day, adjustment or payout that caused it, and the
 closing is what is owed at the cutoff. Every statement of a period shares one cutoff, by default
-the first instant of the next month (UTC); the window starts where the previous close's cutoff
-ended (the period's first instant when no earlier period was closed), so every entry lands in
-exactly one statement whatever cutoff an operator chose.
+the first instant of the next month on the business calendar (``BUSINESS_TIMEZONE``: in
+Beijing, 16:00 UTC on the month's last day), and lines are dated by business day; the window
+starts where the previous close's cutoff ended (the period's first instant when no earlier
+period was closed), so every entry lands in exactly one statement whatever cutoff an operator
+chose.
 
 Workflow (each step audited)::
 
@@ -60,7 +62,7 @@ from market import audit
 from market.accounts.authz import Maker, Principal, authorize, refuse_party, require_checker
 from market.audit import SYSTEM, AuditEntry
 from market.catalog.models import Dataset, Listing, SupplyChainRevision, SupplyChainShare
-from market.db import insert_rows, utcnow
+from market.db import business_calendar, insert_rows, utcnow
 from market.errors import Conflict, Forbidden, InvalidInput, NotFound
 from pricing.money import Money
 
@@ -100,8 +102,9 @@ def period_bounds(period: str) -> tuple[dt.date, dt.date]:
     return start, end
 
 
-def _midnight(day: dt.date) -> dt.datetime:
-    return dt.datetime.combine(day, dt.time(), tzinfo=dt.timezone.utc)
+def _midnight(session: Session, day: dt.date) -> dt.datetime:
+    """The first instant of ``day`` on the business calendar, in UTC."""
+    return business_calendar(session).start_of_day(day)
 
 
 def _window_start(session: Session, period: str) -> dt.datetime:
@@ -109,7 +112,7 @@ def _window_start(session: Session, period: str) -> dt.datetime:
     period's first instant."""
     previous = session.scalar(select(func.max(SettlementStatement.cutoff))
                               .where(SettlementStatement.period < period))
-    return previous if previous is not None else _midnight(period_bounds(period)[0])
+    return previous if previous is not None else _midnight(session, period_bounds(period)[0])
 
 
 def is_closed(session: Session, period: str) -> bool:
@@ -300,12 +303,12 @@ def _compute_all(session: Session, start: dt.datetime, cutoff: dt.datetime, *,
         .where(*_payable_filter(account_id), LedgerTransaction.occurred_at < start)
         .group_by(LedgerEntry.account_id)).all())
     traces = _Traces.load(session, rows)
-    utc = dt.timezone.utc
+    calendar = business_calendar(session)
     by_account: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         lines = by_account[row.account_id]
         lines.append({"position": len(lines) + 1,
-                      "occurred_on": row.occurred_at.astimezone(utc).date(),
+                      "occurred_on": calendar.day_of(row.occurred_at),
                       "ledger_transaction_id": row.transaction_id,
                       "amount_minor": -row.amount_minor,
                       **_describe(traces, row, row.organization_id, row.currency)})
@@ -441,7 +444,7 @@ def close_period(session: Session, period: str, *, actor: Principal | None,
             raise Forbidden("Only the platform closes a period for every participant.")
     now = utcnow()
     if cutoff is None:
-        cutoff = _midnight(period_end)
+        cutoff = _midnight(session, period_end)
         if cutoff > now:
             raise InvalidInput(f"{period} has not ended yet; it can be closed from "
                                f"{period_end.isoformat()}.", field="period")
@@ -945,7 +948,7 @@ def _period_window(session: Session, period: str) -> tuple[dt.datetime, dt.datet
     start = _window_start(session, period)
     cutoff = session.scalar(select(func.max(SettlementStatement.cutoff))
                             .where(SettlementStatement.period == period))
-    return start, cutoff if cutoff is not None else _midnight(period_bounds(period)[1])
+    return start, cutoff if cutoff is not None else _midnight(session, period_bounds(period)[1])
 
 
 def reconciliation(session: Session, period: str, *, gateway: Any = None) -> dict[str, Any]:
@@ -1132,7 +1135,7 @@ def _register() -> None:
                  description="Close last month's settlement statements (drafts for review)",
                  run=_close_job,
                  trigger={"day": STATEMENT_CLOSE_DAY, "hour": 2, "minute": 0},
-                 period_of=monthly_previous, period_pattern=MONTHLY))
+                 period_of=monthly_previous, period_pattern=MONTHLY, closes_period=True))
 
 
 _register()

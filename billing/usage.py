@@ -56,7 +56,7 @@ from billing.models import CreditLine, UsageCounter, UsageEvent
 from market.accounts.models import ApiKey
 from market.catalog.models import Dataset, ListingStatus
 from market.catalog.services import current_supply_chain_id
-from market.db import breaks_unique, insert_rows, utcnow
+from market.db import breaks_unique, business_calendar, business_day_of, insert_rows, utcnow
 from market.errors import Conflict
 from pricing.money import Money, minor_to_dict, minor_units
 
@@ -197,7 +197,7 @@ def _ingest(session: Session, organization_id: int, api_key_id: int | None,
             events: list[dict[str, Any]], request_ids: list[str], now: dt.datetime,
             taken: dict[str, Any]) -> IngestResult:
     """One attempt at the batch, given the ids already recorded (``taken``)."""
-    period = period_of(now)
+    period = period_of(session, now)
     outcomes: list[Outcome | None] = [None] * len(events)
     occurred: list[dt.datetime | None] = [None] * len(events)  # in UTC, once validated
     dataset_ids = {event["dataset_id"] for event in events}
@@ -458,21 +458,13 @@ def default_range(start: dt.date | None, end: dt.date | None,
     return start or first, end or last
 
 
-def _utc_day(session: Session) -> ColumnElement[str]:
-    """``occurred_at`` as its UTC day, ``YYYY-MM-DD``, whatever the database session's zone."""
-    column = UsageEvent.occurred_at
-    if session.get_bind().dialect.name == "postgresql":
-        return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD")
-    return func.strftime("%Y-%m-%d", column)
-
-
 def usage_report(session: Session, organization_id: int, start: dt.date, end: dt.date,
                  group_by: str) -> dict[str, Any]:
-    """An organization's usage events that occurred from ``start`` to ``end`` (UTC days, both
-    included), grouped by day, dataset or API key, with totals by kind and by what paid; each
-    row is in one currency. Aggregated in SQL."""
-    since = dt.datetime.combine(start, dt.time(), dt.timezone.utc)
-    until = dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
+    """An organization's usage events that occurred from ``start`` to ``end`` (business days,
+    both included), grouped by day, dataset or API key, with totals by kind and by what paid;
+    each row is in one currency. Aggregated in SQL."""
+    calendar = business_calendar(session)
+    since, until = calendar.start_of_day(start), calendar.day_bounds(end)[1]
     where = (UsageEvent.organization_id == organization_id, UsageEvent.occurred_at >= since,
              UsageEvent.occurred_at < until)
     sums = (func.sum(UsageEvent.tokens).label("tokens"),
@@ -493,7 +485,7 @@ def usage_report(session: Session, organization_id: int, start: dt.date, end: dt
                 for row in session.execute(query)]
 
     if group_by == "day":
-        rows = grouped([_utc_day(session).label("day")])
+        rows = grouped([business_day_of(session, UsageEvent.occurred_at).label("day")])
     elif group_by == "dataset":
         rows = grouped([UsageEvent.dataset_id.label("dataset_id"),
                         Dataset.title_en.label("dataset_title")],

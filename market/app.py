@@ -17,6 +17,7 @@ from market.accounts.passwords import Passwords
 from market.config import load_config
 from market.db import Database
 from market.ratelimit import limiter_from_settings
+from pricing.periods import BusinessCalendar
 
 LOCALES = ("zh_CN", "en")
 
@@ -29,7 +30,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app = Flask("market", instance_relative_config=True)
     app.config.update(load_config(app.instance_path, overrides=config))
 
-    app.extensions["market.db"] = Database(app.config["DATABASE_URL"])
+    app.extensions["market.db"] = Database(
+        app.config["DATABASE_URL"], calendar=BusinessCalendar(app.config["BUSINESS_TIMEZONE"]))
     # The payment gateway is held by the app, never set as module state: None means bank
     # transfer only (the embedded default); a Stripe key turns card payments on.
     app.extensions["market.gateway"] = gateway_from_settings(app.config)

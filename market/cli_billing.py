@@ -2,9 +2,10 @@
 
 ``flask billing jobs`` lists the jobs, their schedules and last runs;
 ``flask billing run-job NAME [--period P] [--force]`` runs one job for one period (by default the
-period a run now would handle); ``flask scheduler run`` starts the one APScheduler process that
-runs every job on its schedule. Both go through ``billing.jobs.run_job``, so a period is done
-exactly once however many schedulers and operators try.
+period a run now would handle, after any missed before it); ``flask scheduler run`` starts the
+one APScheduler process that runs every job on its schedule, in ``BUSINESS_TIMEZONE``. Both go
+through ``billing.jobs.run_job``, so a period is done exactly once however many schedulers and
+operators try, and a period is closed only once it has ended in the business zone.
 
 The jobs of the web layer's own modules (``market.idempotency``) are registered here, since
 ``billing`` sits below them and may not import them.
@@ -70,7 +71,7 @@ def _schedule(job: Job) -> str:
 def jobs_command() -> None:
     """List the scheduled jobs, their schedules, next and last runs."""
     registry = jobs.load_jobs()
-    timezone = current_app.config["SCHEDULER_TIMEZONE"]
+    timezone = current_app.config["BUSINESS_TIMEZONE"]
     now = utcnow()
     with current_app.extensions["market.db"].session() as session:
         last = jobs.last_runs(session, registry)
@@ -100,13 +101,23 @@ def run_job_command(name: str, period: str | None, force: bool) -> None:
     if job is None:
         raise click.UsageError(f"unknown job {name!r}; the jobs are: {', '.join(sorted(registry))}")
     now = utcnow()
+    app = current_app._get_current_object()
     if period is None:
-        period = jobs.default_period(job, now, current_app.config["SCHEDULER_TIMEZONE"])
+        due = jobs.due_periods(app.extensions["market.db"], name, now)
+        for missed in due[:-1]:  # caught up first, oldest first
+            _report(name, missed, _run(app, name, missed, now=now, progress=click.echo))
+        period = due[-1]
     elif not job.accepts(period):
         raise click.UsageError(f"period {period!r} is not valid for {name}: "
                                f"it must match {job.period_pattern}")
-    outcome = _run(current_app._get_current_object(), name, period, now=now,
-                   progress=click.echo, force=force)
+    try:
+        outcome = _run(app, name, period, now=now, progress=click.echo, force=force)
+    except jobs.PeriodNotEnded as error:
+        raise click.UsageError(str(error)) from None
+    _report(name, period, outcome)
+
+
+def _report(name: str, period: str, outcome: jobs.JobOutcome) -> None:
     if outcome.outcome == "already-done":
         click.echo(f"{name} {period} was already done (use --force to run it again): "
                    f"{outcome.summary}")
@@ -164,16 +175,15 @@ def export_reconciliation_command(period: str, extension: str, output: str | Non
 
 
 def scheduled_run(app: Flask, name: str) -> jobs.JobOutcome:
-    """What the scheduler calls: run ``name`` for the period a run now handles."""
-    now = utcnow()
-    job = jobs.JOBS[name]
-    period = jobs.default_period(job, now, app.config["SCHEDULER_TIMEZONE"])
-    return _run(app, name, period, now=now, progress=logger.info)
+    """What the scheduler calls: run ``name`` for the period a run now handles, after every
+    one missed before it; the outcome of the current period."""
+    return jobs.run_due(app.extensions["market.db"], name, now=utcnow(), settings=app.config,
+                        gateway=app.extensions.get("market.gateway"), progress=logger.info)[-1]
 
 
 def build_scheduler(app: Flask) -> BlockingScheduler:
     """A scheduler with one cron job per registered job, not yet started."""
-    timezone = app.config["SCHEDULER_TIMEZONE"]
+    timezone = app.config["BUSINESS_TIMEZONE"]
     scheduler = BlockingScheduler(timezone=timezone)
     for name, job in sorted(jobs.load_jobs().items()):
         scheduler.add_job(

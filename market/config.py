@@ -23,6 +23,17 @@ def _bool(value: str) -> bool:
     raise ValueError(f"not a boolean: {value!r}")
 
 
+def _timezone(value: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    name = value.strip()
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"not an IANA time zone: {value!r}") from None
+    return name
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -98,7 +109,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Requests per minute of an API key that sets no limit of its own.", int),
     Setting("DEFAULT_TOKENS_PER_MINUTE", 5_000_000,
             "Tokens per minute served to an API key that sets no limit of its own.", int),
-    Setting("SCHEDULER_TIMEZONE", "Asia/Shanghai", "Time zone of the scheduled jobs' clock."),
+    Setting("BUSINESS_TIMEZONE", "Asia/Shanghai",
+            "IANA time zone of the marketplace's business days, months and fiscal years (usage "
+            "recognition, postpaid invoices, statement periods, budgets, reports) and of the "
+            "scheduled jobs' clock. Timestamps are stored in UTC.", _timezone),
     Setting("SMTP_HOST", "",
             "Mail server for budget alerts. Empty: no alert e-mail is sent (webhooks still are)."),
     Setting("SMTP_PORT", 25, "Its port (587 for submission with STARTTLS).", int),
@@ -117,6 +131,11 @@ def load_config(instance_path: str | os.PathLike, environ: Mapping[str, str] | N
     ``overrides`` (the ``config`` given to ``create_app``) win over the environment.
     """
     environ = os.environ if environ is None else environ
+    if environ.get("SCHEDULER_TIMEZONE") and not environ.get("BUSINESS_TIMEZONE"):
+        # The old name set the scheduler's zone only; reading it silently would change what a
+        # business day is. Say so instead.
+        raise RuntimeError("setting SCHEDULER_TIMEZONE: renamed BUSINESS_TIMEZONE, which now "
+                           "also defines business days, months and fiscal years")
     config: dict[str, object] = {}
     for setting in SETTINGS:
         raw = environ.get(setting.name)

@@ -16,12 +16,14 @@ from typing import Any
 import psycopg
 from sqlalchemy import (
     BigInteger, Boolean, Date, DateTime, Enum, Integer, MetaData, SmallInteger, String, Table,
-    create_engine, event, insert,
+    create_engine, event, func, insert,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
+
+from pricing.periods import BusinessCalendar
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +97,8 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
+        # SQLite knows no time zones: a stored UTC instant's business day is Python's to say.
+        dbapi_connection.create_function("market_local_day", 2, _local_day, deterministic=True)
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection):
@@ -190,8 +194,36 @@ def breaks_unique(error: IntegrityError, table: Table, column: str) -> bool:
     return str(original) == f"UNIQUE constraint failed: {table.name}.{column}"
 
 
-def make_session_factory(bind) -> sessionmaker[Session]:
-    return sessionmaker(bind=bind, expire_on_commit=False, autoflush=True)
+def make_session_factory(bind, calendar: BusinessCalendar | None = None) -> sessionmaker[Session]:
+    return sessionmaker(bind=bind, expire_on_commit=False, autoflush=True,
+                        info={"calendar": calendar or BusinessCalendar()})
+
+
+def _local_day(stored: str | None, timezone: str) -> str | None:
+    if stored is None:
+        return None
+    moment = dt.datetime.fromisoformat(stored).replace(tzinfo=dt.timezone.utc)
+    return BusinessCalendar(timezone).day_of(moment).isoformat()
+
+
+def business_day_of(session: Session, column) -> Any:
+    """A ``UTCDateTime`` column as its business day, ``YYYY-MM-DD``, computed by the database
+    (to group a report by day): PostgreSQL converts the timestamptz itself; SQLite, which keeps
+    naive UTC text, asks ``market_local_day``."""
+    zone = business_calendar(session).timezone
+    if session.get_bind().dialect.name == "postgresql":
+        return func.to_char(func.timezone(zone, column), "YYYY-MM-DD")
+    return func.market_local_day(column, zone)
+
+
+def business_calendar(session: Session) -> BusinessCalendar:
+    """The business calendar of the application whose database ``session`` is on.
+
+    Every session a ``Database`` makes carries it (``session.info``), so a service that reckons
+    a day, month or fiscal year takes it from the session it was given, like the rows it reads.
+    """
+    calendar = session.info.get("calendar")
+    return calendar if calendar is not None else BusinessCalendar()
 
 
 class WalCheckpointer:
@@ -247,10 +279,12 @@ class WalCheckpointer:
 class Database:
     """The engine and session factory of one application (held by the app, never global)."""
 
-    def __init__(self, url: str, **engine_kwargs: Any) -> None:
+    def __init__(self, url: str, *, calendar: BusinessCalendar | None = None,
+                 **engine_kwargs: Any) -> None:
         self.url = url
+        self.calendar = calendar or BusinessCalendar()
         self.engine = make_engine(url, **engine_kwargs)
-        self.session_factory = make_session_factory(self.engine)
+        self.session_factory = make_session_factory(self.engine, self.calendar)
         self.checkpointer: WalCheckpointer | None = None
         database = self.engine.url.database
         if self.engine.dialect.name == "sqlite" and database not in (None, "", ":memory:"):
@@ -268,7 +302,7 @@ class Database:
         """Make every new session join ``connection``'s transaction (tests roll it back)."""
         self.session_factory = sessionmaker(
             bind=connection, expire_on_commit=False, autoflush=True,
-            join_transaction_mode="create_savepoint",
+            join_transaction_mode="create_savepoint", info={"calendar": self.calendar},
         )
 
     def session(self) -> Session:

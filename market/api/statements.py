@@ -8,7 +8,6 @@ decided by ``billing.statements``; these views only translate.
 
 from __future__ import annotations
 
-import datetime as dt
 
 from flask import Response, current_app
 from marshmallow import Schema, fields, validate
@@ -19,6 +18,7 @@ from billing import statements
 from market.accounts.authz import Principal
 from market.api.billing_schemas import MoneyField, MoneyInputSchema
 from market.api.blueprint import api
+from market.db import business_calendar, utcnow
 from market.errors import Forbidden
 from market.web import db_session
 from pricing.money import Money
@@ -355,5 +355,5 @@ def export_reconciliation_xlsx(principal: Principal, query: dict):
 
 
 def _last_month() -> str:
-    first = dt.date.today().replace(day=1)
-    return (first - dt.timedelta(days=1)).strftime("%Y-%m")
+    """The last month that has ended on the business calendar."""
+    return business_calendar(db_session()).previous_month(utcnow())

@@ -11,7 +11,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 from billing import usage
 from market.accounts.authz import Principal
 from market.api.blueprint import api
-from market.db import utcnow
+from market.db import business_calendar, utcnow
 from market.web import db_session
 
 USAGE = ["Usage"]
@@ -101,16 +101,22 @@ class UsageBatchResultSchema(Schema):
     rejected = fields.Integer()
 
 
+def _today():
+    """Today on the business calendar."""
+    return business_calendar(db_session()).day_of(utcnow())
+
+
 class UsageQuerySchema(Schema):
     start = fields.Date(data_key="from", load_default=None, metadata={
-        "description": "First UTC day (default: the first of the current month)."})
+        "description": "First business day, in BUSINESS_TIMEZONE (default: the first of the "
+                       "current month)."})
     end = fields.Date(data_key="to", load_default=None, metadata={
-        "description": "Last UTC day, included (default: the end of the month of `from`)."})
+        "description": "Last business day, included (default: the end of the month of `from`)."})
     group_by = fields.String(load_default="day", validate=validate.OneOf(usage.GROUPINGS))
 
     @validates_schema
     def _range(self, data: dict, **kwargs) -> None:
-        start, end = usage.default_range(data["start"], data["end"], utcnow().date())
+        start, end = usage.default_range(data["start"], data["end"], _today())
         if end < start:
             raise ValidationError("The end of the range comes before its start.", "to")
         if (end - start).days + 1 > usage.MAX_REPORT_DAYS:
@@ -162,8 +168,8 @@ def report_usage(principal: Principal, body: dict):
                permission="usage:read", query=UsageQuerySchema, response=UsageReportSchema,
                tags=USAGE, errors=(422,))
 def get_usage(principal: Principal, query: dict):
-    """Tokens, cost and calls of the usage events that occurred in the range (UTC days, at most
-    366), grouped by ``day``, ``dataset`` or ``key``, with totals by kind and by what paid."""
-    start, end = usage.default_range(query["start"], query["end"], utcnow().date())
+    """Tokens, cost and calls of the usage events that occurred in the range (business days, at
+    most 366), grouped by ``day``, ``dataset`` or ``key``, with totals by kind and by what paid."""
+    start, end = usage.default_range(query["start"], query["end"], _today())
     return usage.usage_report(db_session(), principal.organization_id, start, end,
                               query["group_by"])

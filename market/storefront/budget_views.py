@@ -21,7 +21,7 @@ from market.accounts.authz import Principal
 from market.accounts.models import Organization
 from market.catalog.models import Dataset
 from market.catalog.taxonomy import SECTORS
-from market.db import utcnow
+from market.db import business_calendar, utcnow
 from market.errors import Conflict, Forbidden, InvalidInput, NotFound
 from market.storefront.billing_views import _form_error
 from market.storefront.blueprint import storefront
@@ -54,7 +54,8 @@ def _budget(principal: Principal, budget_id: int) -> Budget:
 def _budget_form(principal: Principal) -> BudgetForm:
     """An empty budget form: this year, in the organization's default currency."""
     organization = db_session().get(Organization, principal.organization_id)
-    return BudgetForm(formdata=None, fiscal_year=utcnow().year,
+    return BudgetForm(formdata=None,
+                      fiscal_year=business_calendar(db_session()).year_of(utcnow()),
                       currency=organization.default_currency)
 
 

@@ -29,6 +29,7 @@ from billing import anomalies, statements
 from billing.models.statements import SettlementStatement
 from market.accounts.authz import Principal
 from market.accounts.models import Organization
+from market.db import business_calendar, utcnow
 from market.errors import Conflict, Forbidden, InvalidInput, NotFound
 from market.storefront.billing_views import _form_error
 from market.storefront.blueprint import storefront
@@ -93,8 +94,8 @@ def _is_platform(principal: Principal) -> bool:
 
 
 def _last_month() -> str:
-    first = dt.date.today().replace(day=1)
-    return (first - dt.timedelta(days=1)).strftime("%Y-%m")
+    """The last month that has ended on the business calendar."""
+    return business_calendar(db_session()).previous_month(utcnow())
 
 
 def _names(organization_ids) -> dict[int, str]:

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from billing import budgets, orders, subscriptions
 from market.accounts.authz import Principal
 from market.catalog.models import Dataset, Offer
-from market.db import utcnow
+from market.db import business_calendar, utcnow
 from market.errors import Conflict, InvalidInput, NotFound
 from market.storefront.billing_forms import SubscriptionCheckoutForm
 from market.storefront.billing_views import (
@@ -30,6 +30,11 @@ from pricing.quotes import quote
 SERVICE_ERRORS = (InvalidInput, Conflict, NotFound)
 # The plan is a hidden field of the confirmation form: its errors are the form's.
 CONFIRMATION_FIELDS = {"offer_id": None}
+
+
+def _fiscal_year() -> int:
+    """This fiscal year on the business calendar."""
+    return business_calendar(db_session()).year_of(utcnow())
 
 
 @storefront.app_context_processor
@@ -55,7 +60,7 @@ def _confirmation_form(principal: Principal, offer: Offer, **kwargs) -> Subscrip
 def _render_confirmation(principal: Principal, offer: Offer, form: SubscriptionCheckoutForm,
                          status: int = 200):
     plan = subscriptions.plan_of(offer)
-    budget = budgets.budget_for(db_session(), principal.organization_id, utcnow().year,
+    budget = budgets.budget_for(db_session(), principal.organization_id, _fiscal_year(),
                                 plan.currency)
     return render_template("billing/subscribe.html", offer=offer, plan=plan,
                            priced=quote(plan), budget=budget, form=form,
@@ -115,7 +120,7 @@ def _subscribe_from_dataset_page(principal: Principal):
     offer = session_.get(Offer, form.offer_id.data)
     if offer is not None and offer.kind == "subscription":
         plan = subscriptions.plan_of(offer)
-        if budgets.budget_for(session_, principal.organization_id, utcnow().year,
+        if budgets.budget_for(session_, principal.organization_id, _fiscal_year(),
                               plan.currency) is not None:
             return redirect(url_for("storefront.new_subscription", offer_id=offer.id,
                                     payment_method=form.payment_method.data))

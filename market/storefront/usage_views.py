@@ -3,7 +3,8 @@ over a date range (the last 30 days unless asked otherwise).
 
 ``billing/usage.py`` did not exist when this page was written, so the aggregation lives here, in
 a few GROUP BY queries over ``UsageEvent`` that run on SQLite and PostgreSQL alike; when that
-service lands this page should call it instead. Days are UTC days, like ``occurred_at``.
+service lands this page should call it instead. Days are business days (``BUSINESS_TIMEZONE``);
+``occurred_at`` is kept in UTC.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from flask_babel import format_date, get_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from wtforms import DateField
 from wtforms.validators import Optional
@@ -26,7 +27,7 @@ from billing.models import UsageEvent
 from market.accounts.authz import Principal
 from market.accounts.models import ApiKey
 from market.catalog.models import Dataset
-from market.db import utcnow
+from market.db import business_calendar, business_day_of, utcnow
 from market.storefront.blueprint import storefront
 from market.storefront.views import signed_in
 from market.web import db_session
@@ -103,26 +104,18 @@ def _is_zh() -> bool:
     return get_locale().language == "zh"
 
 
-def _utc_day(session: Session) -> ColumnElement[str]:
-    """``occurred_at`` as its UTC day, ``YYYY-MM-DD``: SQLite keeps naive UTC text, PostgreSQL a
-    timestamptz that ``timezone('UTC', …)`` turns into UTC wall time whatever the session's zone."""
-    column = UsageEvent.occurred_at
-    if session.get_bind().dialect.name == "postgresql":
-        return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD")
-    return func.strftime("%Y-%m-%d", column)
-
-
 def usage_report(session: Session, organization_id: int, start: dt.date, end: dt.date
                  ) -> UsageReport:
-    """An organization's usage events from ``start`` to ``end`` (both included, UTC days)."""
-    since = dt.datetime.combine(start, dt.time(), dt.timezone.utc)
-    until = dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
+    """An organization's usage events from ``start`` to ``end`` (both included, business
+    days)."""
+    calendar = business_calendar(session)
+    since, until = calendar.start_of_day(start), calendar.day_bounds(end)[1]
     where = (UsageEvent.organization_id == organization_id, UsageEvent.occurred_at >= since,
              UsageEvent.occurred_at < until)
     tokens, amount, calls = (func.sum(UsageEvent.tokens), func.sum(UsageEvent.amount_minor),
                              func.count(UsageEvent.id))
 
-    day = _utc_day(session).label("day")
+    day = business_day_of(session, UsageEvent.occurred_at).label("day")
     per_day = {row.day: int(row.tokens) for row in session.execute(
         select(day, tokens.label("tokens")).where(*where).group_by(day))}
     days = [start + dt.timedelta(days=n) for n in range((end - start).days + 1)]
@@ -171,7 +164,7 @@ def usage(principal: Principal):
     form = UsageRangeForm(formdata=request.args or None)
     if request.args and not form.validate():
         return render_template("billing/usage.html", form=form, report=None, chart=None), 422
-    end = form["to"].data or utcnow().date()
+    end = form["to"].data or business_calendar(db_session()).day_of(utcnow())
     start = form["from"].data or end - dt.timedelta(days=DEFAULT_DAYS - 1)
     if start > end:  # only "from" given, after today: show that day
         end = start

@@ -5,7 +5,7 @@ stranger's intent naming our payment, a different amount, a refund that cannot b
 for finance and never applied.
 
 Revision ID: 0014
-Revises: 0011
+Revises: 0013
 Create Date: 2026-12-03 09:00:00
 """
 
@@ -16,7 +16,7 @@ from market.db import UTCDateTime
 
 
 revision = '0014'
-down_revision = '0011'
+down_revision = '0013'
 branch_labels = None
 depends_on = None
 

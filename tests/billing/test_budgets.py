@@ -17,7 +17,7 @@ from billing.models import (
     BudgetAlert, BudgetAmendment, BudgetLine, BudgetRecord, CreditLine, Order,
 )
 from market.audit import AuditEntry
-from market.db import utcnow
+from market.db import business_calendar, utcnow
 from market.errors import Conflict, InvalidInput, NotFound
 from pricing.money import Money
 from tests.billing import shop as shopping
@@ -336,12 +336,13 @@ def test_postpaid_calls_are_committed_then_posted_daily_as_spent(client, session
     used = sum(amounts)
     assert used > 0 and _fresh(session, line).committed_minor == used
 
-    assert budgets.post_usage_day(session, utcnow().date()) == {"posted": 1}
-    assert budgets.post_usage_day(session, utcnow().date()) == {"already": 1}
+    today = business_calendar(session).day_of(utcnow())
+    assert budgets.post_usage_day(session, today) == {"posted": 1}
+    assert budgets.post_usage_day(session, today) == {"already": 1}
     assert (_fresh(session, line).committed_minor, line.spent_minor) == (0, used)
     expenditure = session.scalar(select(BudgetRecord).where(BudgetRecord.kind == "expenditure"))
     assert expenditure.reference == f"usage:{org.id}:{shop['dataset'].id}:" \
-                                    f"{utcnow().date().isoformat()}:expenditure"
+                                    f"{today.isoformat()}:expenditure"
     assert expenditure.supplier_id == shop["supplier"].id
     assert "post-usage-to-budgets" in JOBS
 

@@ -26,13 +26,15 @@ from market.catalog.services import current_supply_chain
 from market.db import utcnow
 from market.errors import Conflict, Forbidden, InvalidInput, NotFound
 from pricing.money import Money
+from pricing.periods import BusinessCalendar
 from tests.billing.conftest import billing_settings
 from tests.billing.shop import buyer, listed_dataset, platform_finance, principal_of
 from tests.factories import make_user
 
 NOW = utcnow()
-NEXT = f"{NOW:%Y-%m}"
-PERIOD = f"{NOW.replace(day=1) - dt.timedelta(days=1):%Y-%m}"
+CALENDAR = BusinessCalendar()  # the app's: BUSINESS_TIMEZONE is left at its default
+NEXT = CALENDAR.month_of(NOW)
+PERIOD = CALENDAR.previous_month(NOW)
 PLAN = {"kind": "subscription", "code": "basic", "period": "month",
         "price": {"amount": "99.00", "currency": "CNY"}, "included_tokens": 1_000_000,
         "overage_per_million": {"amount": "10", "currency": "CNY"}, "rollover": False}
@@ -65,7 +67,7 @@ def _usage(session, shop, org, request_id, kind, amount, recorded_at):
         request_id=request_id, organization_id=org.id, dataset_id=shop["dataset"].id,
         version_id=shop["version"].id, kind=kind, tokens=amount * 10, unit_price="0.1",
         amount_minor=amount, currency="CNY", paid_by="postpaid",
-        supply_chain_revision_id=revision.id, period=f"{recorded_at:%Y-%m}",
+        supply_chain_revision_id=revision.id, period=CALENDAR.month_of(recorded_at),
         occurred_at=recorded_at, recorded_at=recorded_at))
     session.flush()
 
@@ -92,7 +94,7 @@ def month(session, passwords):
     _usage(session, shop, org, "u-1", "data", 1_001, yesterday)
     _usage(session, shop, org, "u-2", "data", 2_000, yesterday)
     _usage(session, shop, org, "u-3", "royalty", 1_000, yesterday)
-    recognition.recognize_day(session, yesterday.date(), settings)
+    recognition.recognize_day(session, CALENDAR.day_of(yesterday), settings)
     orders = []
     for n in (1, 2):
         order = place_mall_order(session, shopper, [CartItem(shop["package"].id)],
@@ -107,7 +109,7 @@ def month(session, passwords):
     # After the cutoff: a full refund and a usage event recorded late.
     _refund(session, finance, orders[1], None, "OUT-2")
     _usage(session, shop, org, "u-late", "data", 77, utcnow())
-    recognition.recognize_day(session, utcnow().date(), settings)
+    recognition.recognize_day(session, CALENDAR.day_of(utcnow()), settings)
     session.commit()
     return SimpleNamespace(shop=shop, orders=orders, finance=finance, shopper=shopper,
                            settings=settings, cut1=cut1, supplier=shop["supplier"],

@@ -153,7 +153,7 @@ def test_an_event_from_last_month_is_charged_in_the_current_period(
     response = _report(client, headers, [_event("late", shop["dataset"].id, 5_000, late)])
     assert response.get_json()["accepted"] == 1
     event = session.scalar(select(UsageEvent))
-    assert event.period == period_of(utcnow()) != period_of(late)
+    assert event.period == period_of(session, utcnow()) != period_of(session, late)
     assert event.occurred_at == late
 
 
@@ -228,17 +228,18 @@ def test_the_usage_report_groups_by_day_dataset_and_key(client, session, passwor
     other_key, _ = _key(session, model_co)
     stranger = make_org(session, "buyer", name="Someone Else")
     dataset = shop["dataset"].id
-    day = dt.datetime(2026, 3, 10, 23, 30, tzinfo=dt.timezone.utc)
+    # 23:30 on 10 March in Beijing, the business time zone (15:30 UTC).
+    day = dt.datetime(2026, 3, 10, 15, 30, tzinfo=dt.timezone.utc)
 
     def event(n, org, api_key, at, tokens, amount, kind="data", paid_by="postpaid"):
         session.add(UsageEvent(
             request_id=f"test:{n}", organization_id=org.id, api_key_id=api_key, kind=kind,
             dataset_id=dataset, tokens=tokens, unit_price="0", amount_minor=amount,
-            currency="CNY", paid_by=paid_by, period=period_of(at), occurred_at=at,
+            currency="CNY", paid_by=paid_by, period=period_of(session, at), occurred_at=at,
             recorded_at=at))
 
     event(1, model_co, key.id, day, 100, 3)
-    event(2, model_co, key.id, day + dt.timedelta(minutes=45), 200, 6)  # the next UTC day
+    event(2, model_co, key.id, day + dt.timedelta(minutes=45), 200, 6)  # the next Beijing day
     event(3, model_co, other_key.id, day + dt.timedelta(hours=1), 50, 0, paid_by="wallet")
     event(4, model_co, None, day, 1_000, 30, kind="royalty")
     event(5, model_co, key.id, day + dt.timedelta(days=40), 7, 1)  # outside the range

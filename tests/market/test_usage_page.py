@@ -1,5 +1,6 @@
 """The buyer's usage page: its tables and chart data come from the organization's usage events
-only, over the chosen UTC days; the chart library is served from our own static files."""
+only, over the chosen business days (Beijing); the chart library is served from our own static
+files."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import datetime as dt
 import itertools
 import json
 import re
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -15,7 +17,7 @@ from market.db import utcnow
 from tests.billing.shop import listed_dataset
 from tests.factories import make_key, make_org
 
-UTC = dt.timezone.utc
+BEIJING = ZoneInfo("Asia/Shanghai")  # the business time zone (BUSINESS_TIMEZONE)
 RANGE = {"from": "2026-10-01", "to": "2026-10-07"}
 _requests = itertools.count(1)
 USAGE_DATA = re.compile(r'<script type="application/json" id="usage-data">(.*?)</script>', re.S)
@@ -38,7 +40,8 @@ def used(session, passwords, org):
     key, _ = make_key(session, org)
     other_org = make_org(session, "buyer", name="Someone Else")
     other_key, _ = make_key(session, other_org)
-    at = lambda day, hour=12, minute=0: dt.datetime(2026, 10, day, hour, minute, tzinfo=UTC)  # noqa: E731
+    at = lambda day, hour=12, minute=0: dt.datetime(  # noqa: E731
+        2026, 10, day, hour, minute, tzinfo=BEIJING)
     usage(session, org, dataset, key, at(2), tokens=1_000_000, amount_minor=1250)
     usage(session, org, dataset, key, at(2, 23, 59), tokens=200_000, amount_minor=250,
           paid_by="subscription")
@@ -97,7 +100,7 @@ def test_the_tables_show_only_the_organizations_usage_in_the_range(owner_client,
 def test_the_chart_data_has_every_day_of_the_range_with_its_tokens(owner_client, used):
     chart = _chart(_text(owner_client.get("/usage", query_string=RANGE)))
     assert chart["days"] == [f"2026-10-0{d}" for d in range(1, 8)]
-    # 23:59 UTC on the 2nd counts on the 2nd, midnight on the 5th on the 5th.
+    # 23:59 Beijing on the 2nd counts on the 2nd, midnight on the 5th on the 5th.
     assert chart["tokens"] == [0, 1_200_000, 0, 0, 40_000, 0, 0]
     assert chart["labels"][1] == "Oct 2" and chart["titles"][1] == "Oct 2, 2026"
     assert chart["label"] == "Tokens"
@@ -114,7 +117,7 @@ def test_the_range_form_shows_the_range_and_defaults_to_the_last_30_days(owner_c
     session.commit()
     page = _text(owner_client.get("/usage"))
     chart = _chart(page)
-    today = now.date()
+    today = now.astimezone(BEIJING).date()  # today on the business calendar
     assert chart["days"][-1] == today.isoformat() and len(chart["days"]) == 30
     assert chart["days"][0] == (today - dt.timedelta(days=29)).isoformat()
     assert chart["tokens"][-1] == 321 and sum(chart["tokens"]) == 321
