@@ -100,11 +100,22 @@ def _close_session(_exc: BaseException | None) -> None:
 # Who is asking ----------------------------------------------------------------------------------
 
 def signed_in_user() -> User | None:
+    """The person of the request's session: its cookie names a server-side session that must
+    still be open (sign-out and a password change end it there, whatever the cookie says)."""
     if "signed_in_user" not in g:
-        user_id = session.get("user_id")
-        user = db_session().get(User, user_id) if user_id else None
-        g.signed_in_user = user if user is not None and user.is_active else None
+        secret = session.get("sid")
+        record = accounts.open_session(db_session(), secret) \
+            if isinstance(secret, str) and secret else None
+        g.user_session = record
+        g.signed_in_user = record.user if record is not None else None
     return g.signed_in_user
+
+
+def current_session_id() -> int | None:
+    """The id of the request's server-side session, if it is signed in."""
+    signed_in_user()
+    record = g.get("user_session")
+    return record.id if record is not None else None
 
 
 def session_principal() -> Principal | None:
@@ -131,16 +142,24 @@ def bearer_principal() -> Principal | None:
 
 
 def sign_in(user: User, organization_id: int | None = None) -> None:
+    """Open a server-side session for the person and put only its secret in the cookie."""
     session.clear()  # a fresh session on sign-in: nothing from before carries over
     session.permanent = True
-    session["user_id"] = user.id
+    session["sid"] = accounts.start_session(
+        db_session(), user, lifetime=current_app.permanent_session_lifetime)
     membership = next((m for m in user.memberships
                        if organization_id is None or m.organization_id == organization_id), None)
     session["org_id"] = membership.organization_id if membership else None
+    g.pop("signed_in_user", None)
 
 
 def sign_out() -> None:
+    """End the session on the server too: a copy of the cookie signs no one in afterwards."""
+    secret = session.get("sid")
+    if isinstance(secret, str) and secret:
+        accounts.end_session(db_session(), secret)
     session.clear()
+    g.pop("signed_in_user", None)
 
 
 # Errors -----------------------------------------------------------------------------------------
@@ -235,7 +254,7 @@ def _security_headers(response: Response) -> Response:
     headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
     if request.is_secure:
         headers.setdefault("Strict-Transport-Security", "max-age=31536000")
-    if session.get("user_id") or request.headers.get("Authorization"):
+    if session.get("sid") or request.headers.get("Authorization"):
         headers.setdefault("Cache-Control", "no-store")
     return response
 

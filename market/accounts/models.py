@@ -148,12 +148,26 @@ class ApiKey(Base):
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
 
 
-class LoginAttempt(Base):
-    """Failed logins, kept in the database so throttling holds across every worker."""
+class UserSession(Base):
+    """A signed-in browser: the cookie carries a random secret, the server keeps its hash.
 
-    __tablename__ = "login_attempts"
+    A request is signed in only while its record is open and unexpired, so ending the record
+    (sign-out, a password change, an operator) ends the session at once, whatever the cookie
+    still says.
+    """
+
+    __tablename__ = "user_sessions"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    email: Mapped[str] = mapped_column(String(254), index=True)
-    remote_addr: Mapped[str] = mapped_column(String(64), index=True)
-    attempted_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # SHA-256 hex of the secret
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    user: Mapped[User] = relationship(lazy="joined")
+
+    @property
+    def is_open(self) -> bool:
+        return self.ended_at is None and self.expires_at > utcnow()

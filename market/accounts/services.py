@@ -1,4 +1,4 @@
-"""Account services: registration, sign-in with throttling, memberships, API keys.
+"""Account services: registration, sign-in and server-side sessions, memberships, API keys.
 
 They take a session and never commit; the caller's unit of work does.
 """
@@ -14,13 +14,13 @@ import string
 from dataclasses import dataclass
 from typing import Iterable
 
-from sqlalchemy import func, select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, joinedload
 
 from market import audit
 from market.accounts.authz import SCOPES, Principal
 from market.accounts.models import (
-    ApiKey, LoginAttempt, MemberRole, Membership, Organization, OrganizationRole, OrgRole, User,
+    ApiKey, MemberRole, Membership, Organization, OrganizationRole, OrgRole, User, UserSession,
 )
 from market.accounts.passwords import Passwords, check_strength
 from market.db import utcnow
@@ -89,29 +89,15 @@ def register(session: Session, passwords: Passwords, *, email: str, password: st
     return user
 
 
-@dataclass(frozen=True)
-class LoginPolicy:
-    max_failures: int = 5
-    max_failures_per_ip: int = 30
-    window_seconds: int = 900
+def authenticate(session: Session, passwords: Passwords, *, email: str,
+                 password: str) -> User | None:
+    """The active person with this e-mail and password, else None.
 
-
-def authenticate(session: Session, passwords: Passwords, *, email: str, password: str,
-                 remote_addr: str, policy: LoginPolicy) -> User | None:
-    """Check a password, refusing with 429 once an e-mail or an address failed too often.
-
-    Returns None on a wrong e-mail or password (the caller records the failure); the same
-    answer for both, so sign-in never tells which e-mails exist.
+    The same answer, and about the same time, for an unknown e-mail and a wrong password, so
+    sign-in never tells which e-mails exist. Throttling is the caller's (``LoginThrottle``):
+    it is asked before this is.
     """
     email = normalize_email(email)
-    since = utcnow() - dt.timedelta(seconds=policy.window_seconds)
-    by_email = session.scalar(select(func.count()).select_from(LoginAttempt).where(
-        LoginAttempt.email == email, LoginAttempt.attempted_at >= since))
-    by_addr = session.scalar(select(func.count()).select_from(LoginAttempt).where(
-        LoginAttempt.remote_addr == remote_addr, LoginAttempt.attempted_at >= since))
-    if by_email >= policy.max_failures or by_addr >= policy.max_failures_per_ip:
-        raise TooManyRequests("Too many failed sign-ins. Try again later.",
-                              retry_after=policy.window_seconds, field="email")
     user = session.scalar(select(User).where(User.email == email))
     if user is None:
         passwords.hash(password)  # spend the same time as a real check
@@ -124,8 +110,66 @@ def authenticate(session: Session, passwords: Passwords, *, email: str, password
     return user
 
 
-def record_failed_login(session: Session, *, email: str, remote_addr: str) -> None:
-    session.add(LoginAttempt(email=normalize_email(email), remote_addr=remote_addr[:64]))
+# Sessions ---------------------------------------------------------------------------------------
+
+def start_session(session: Session, user: User, *, lifetime: dt.timedelta) -> str:
+    """Open a server-side session for a person and return its secret, for the cookie only.
+
+    Only the secret's hash is stored, so a copy of the table signs no one in.
+    """
+    secret = secrets.token_urlsafe(32)
+    now = utcnow()
+    session.add(UserSession(user=user, token_hash=hash_key(secret), created_at=now,
+                            last_seen_at=now, expires_at=now + lifetime))
+    return secret
+
+
+def open_session(session: Session, secret: str) -> UserSession | None:
+    """The open, unexpired session of a cookie's secret, with its person; else None."""
+    record = session.scalar(select(UserSession).where(
+        UserSession.token_hash == hash_key(secret)))
+    if record is None or not record.is_open or not record.user.is_active:
+        return None
+    now = utcnow()
+    # Written at most once a minute, so browsing does not turn every page view into a write.
+    if now - record.last_seen_at > _LAST_USED_RESOLUTION:
+        record.last_seen_at = now
+    return record
+
+
+def end_session(session: Session, secret: str) -> None:
+    """End the session of a cookie's secret (sign-out); ending an ended one changes nothing."""
+    record = session.scalar(select(UserSession).where(
+        UserSession.token_hash == hash_key(secret)))
+    if record is not None and record.ended_at is None:
+        record.ended_at = utcnow()
+
+
+def end_other_sessions(session: Session, user: User, *, keep_id: int | None = None) -> int:
+    """End every open session of a person but ``keep_id``; returns how many were ended."""
+    stmt = (update(UserSession)
+            .where(UserSession.user_id == user.id, UserSession.ended_at.is_(None))
+            .values(ended_at=utcnow()))
+    if keep_id is not None:
+        stmt = stmt.where(UserSession.id != keep_id)
+    return session.execute(stmt, execution_options={"synchronize_session": False}).rowcount
+
+
+def change_password(session: Session, passwords: Passwords, user: User, *,
+                    current_password: str, new_password: str,
+                    current_session_id: int | None) -> None:
+    """Set a new password after checking the current one; every other session of the person
+    ends, so a browser signed in with the old password (perhaps someone else's) is out."""
+    if not passwords.verify(user.password_hash, current_password):
+        raise InvalidInput("The current password is wrong.", field="current_password")
+    try:
+        check_strength(new_password, email=user.email)
+    except InvalidInput as exc:
+        raise InvalidInput(exc.detail, field="new_password") from None
+    user.password_hash = passwords.hash(new_password)
+    ended = end_other_sessions(session, user, keep_id=current_session_id)
+    audit.record(session, "account.password_changed", actor=audit.Actor(user_id=user.id),
+                 object_type="user", object_id=user.id, data={"sessions_ended": ended})
 
 
 def principal_for_user(user: User, organization_id: int | None = None) -> Principal | None:

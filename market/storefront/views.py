@@ -16,13 +16,15 @@ from sqlalchemy import select
 from market.accounts import services as accounts
 from market.accounts.authz import SCOPES, Principal, authorize, get_owned
 from market.accounts.models import ApiKey, Organization
-from market.accounts.services import KeyLimits, LoginPolicy
+from market.accounts.services import KeyLimits
 from market.audit import AuditEntry
-from market.errors import Conflict, Forbidden, InvalidInput, TooManyRequests
+from market.errors import Conflict, Forbidden, InvalidInput
 from market.storefront.blueprint import storefront
-from market.storefront.forms import ActionForm, ApiKeyForm, LoginForm, RegisterForm
+from market.storefront.forms import (
+    ActionForm, ApiKeyForm, LoginForm, PasswordChangeForm, RegisterForm,
+)
 from market.web import (
-    db_session, keep_changes_on_error, passwords, session_principal, sign_in, sign_out,
+    current_session_id, db_session, passwords, session_principal, sign_in, sign_out,
     signed_in_user,
 )
 
@@ -91,23 +93,20 @@ def login():
     form = LoginForm()
     status = 200
     if form.validate_on_submit():
-        config = current_app.config
-        policy = LoginPolicy(config["LOGIN_MAX_FAILURES"], config["LOGIN_MAX_FAILURES_PER_IP"],
-                             config["LOGIN_WINDOW_SECONDS"])
-        remote = request.remote_addr or "unknown"
-        try:
-            user = accounts.authenticate(db_session(), passwords(), email=form.email.data,
-                                         password=form.password.data, remote_addr=remote,
-                                         policy=policy)
-        except TooManyRequests as exc:
+        throttle = current_app.extensions["market.login_throttle"]
+        email, remote = form.email.data, request.remote_addr or "unknown"
+        wait = throttle.wait_seconds(email, remote)
+        if wait:
             form.email.errors.append(_("Too many failed sign-ins. Try again later."))
             response = render_template("storefront/login.html", form=form)
-            return response, 429, {"Retry-After": str(exc.retry_after)}
+            return response, 429, {"Retry-After": str(wait)}
+        user = accounts.authenticate(db_session(), passwords(), email=email,
+                                     password=form.password.data)
         if user is not None:
+            throttle.succeeded(email, remote)
             sign_in(user)
             return redirect(_safe_next(request.args.get("next")) or url_for("storefront.account"))
-        accounts.record_failed_login(db_session(), email=form.email.data, remote_addr=remote)
-        keep_changes_on_error()
+        throttle.failed(email, remote)
         form.password.errors.append(_("Wrong e-mail or password."))
         status = 401
     elif form.errors:
@@ -129,6 +128,25 @@ def logout():
 def account(principal: Principal):
     org = get_owned(db_session(), Organization, principal.organization_id, principal)
     return render_template("storefront/account.html", org=org)
+
+
+@storefront.route("/account/password", methods=["GET", "POST"])
+@signed_in(None)
+def change_password(principal: Principal):
+    """A new password ends every other session of the person; this one stays signed in."""
+    form = PasswordChangeForm()
+    if form.validate_on_submit():
+        try:
+            accounts.change_password(
+                db_session(), passwords(), signed_in_user(),
+                current_password=form.current_password.data,
+                new_password=form.new_password.data, current_session_id=current_session_id())
+        except InvalidInput as exc:
+            _field_error(form, exc)
+        else:
+            flash(_("Password changed. You were signed out everywhere else."), "success")
+            return redirect(url_for("storefront.account"))
+    return render_template("storefront/password.html", form=form), 422 if form.errors else 200
 
 
 @storefront.route("/account/keys", methods=["GET", "POST"])
