@@ -141,6 +141,18 @@ def bearer_principal() -> Principal | None:
     return accounts.principal_for_key(key)
 
 
+def viewer_organization_ids() -> frozenset[int]:
+    """The organizations whose member is asking, on a public page or endpoint: an API key's
+    organization, or every organization of the signed-in person; none for the anonymous."""
+    principal = bearer_principal()
+    if principal is not None:
+        return frozenset({principal.organization_id})
+    user = signed_in_user()
+    if user is None:
+        return frozenset()
+    return frozenset(m.organization_id for m in user.memberships)
+
+
 def sign_in(user: User, organization_id: int | None = None) -> None:
     """Open a server-side session for the person and put only its secret in the cookie."""
     session.clear()  # a fresh session on sign-in: nothing from before carries over
