@@ -171,3 +171,38 @@ class UserSession(Base):
     @property
     def is_open(self) -> bool:
         return self.ended_at is None and self.expires_at > utcnow()
+
+
+class Invitation(Base):
+    """An owner's offer of a membership to an e-mail address, accepted by its holder.
+
+    The link carries a random secret, of which only the hash is stored. Only a person signed in
+    with the invited e-mail can accept it, so no one joins an organization without consent.
+    """
+
+    __tablename__ = "invitations"
+    __table_args__ = (CheckConstraint(f"role IN ({_values(MemberRole)})", name="role_known"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    email: Mapped[str] = mapped_column(String(254))  # stored lower-cased
+    role: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    invited_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    accepted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    accepted_by_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"))
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    organization: Mapped[Organization] = relationship(lazy="joined")
+
+    @property
+    def status(self) -> str:
+        if self.accepted_at is not None:
+            return "accepted"
+        if self.revoked_at is not None:
+            return "revoked"
+        return "pending" if self.expires_at > utcnow() else "expired"

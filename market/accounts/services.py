@@ -20,7 +20,8 @@ from sqlalchemy.orm import Session, joinedload
 from market import audit
 from market.accounts.authz import SCOPES, Principal
 from market.accounts.models import (
-    ApiKey, MemberRole, Membership, Organization, OrganizationRole, OrgRole, User, UserSession,
+    ApiKey, Invitation, MemberRole, Membership, Organization, OrganizationRole, OrgRole, User,
+    UserSession,
 )
 from market.accounts.passwords import Passwords, check_strength
 from market.db import utcnow
@@ -182,22 +183,81 @@ def principal_for_user(user: User, organization_id: int | None = None) -> Princi
     return None
 
 
-def add_member(session: Session, principal: Principal, organization: Organization, *,
-               email: str, role: str) -> Membership:
-    """Add an already registered person to the organization with a role."""
+INVITATION_LIFETIME = dt.timedelta(days=7)
+
+
+def invite_member(session: Session, principal: Principal, organization: Organization, *,
+                  email: str, role: str) -> tuple[Invitation, str]:
+    """Invite an e-mail address to the organization with a role; returns the invitation and the
+    secret of its link, which is never stored and never shown again.
+
+    The answer is the same whether anyone is registered with the address or not, and names no
+    one: nothing here tells the inviter who has an account. A new invitation of the same address
+    replaces a pending one.
+    """
     if role not in {r.value for r in MemberRole}:
         raise InvalidInput("Unknown member role.", field="role")
-    user = session.scalar(select(User).where(User.email == normalize_email(email)))
-    if user is None:
-        raise InvalidInput("No one is registered with this e-mail.", field="email")
-    if any(m.organization_id == organization.id for m in user.memberships):
-        raise Conflict("This person is already a member.", field="email")
-    membership = Membership(user=user, organization=organization, role=role)
+    email = normalize_email(email)
+    now = utcnow()
+    session.execute(
+        update(Invitation)
+        .where(Invitation.organization_id == organization.id, Invitation.email == email,
+               Invitation.accepted_at.is_(None), Invitation.revoked_at.is_(None))
+        .values(revoked_at=now), execution_options={"synchronize_session": False})
+    secret = secrets.token_urlsafe(32)
+    invitation = Invitation(organization=organization, email=email, role=role,
+                            token_hash=hash_key(secret), invited_by_id=principal.user_id,
+                            created_at=now, expires_at=now + INVITATION_LIFETIME)
+    session.add(invitation)
+    session.flush()  # the audit entry names the invitation
+    audit.record(session, "member.invited", actor=principal.actor,
+                 organization_id=organization.id, object_type="invitation",
+                 object_id=invitation.id, data={"email": email, "role": role})
+    return invitation, secret
+
+
+def revoke_invitation(session: Session, principal: Principal, invitation: Invitation) -> Invitation:
+    """Withdraw a pending invitation; an accepted one stays (remove the member instead)."""
+    if invitation.accepted_at is not None:
+        raise Conflict("This invitation was already accepted.")
+    if invitation.revoked_at is None:
+        invitation.revoked_at = utcnow()
+        audit.record(session, "member.invitation_revoked", actor=principal.actor,
+                     organization_id=invitation.organization_id, object_type="invitation",
+                     object_id=invitation.id, data={"email": invitation.email})
+    return invitation
+
+
+def pending_invitation(session: Session, secret: str) -> Invitation:
+    """The pending invitation of a link's secret; 404 for an unknown, used, withdrawn or
+    expired one (all alike)."""
+    invitation = session.scalar(select(Invitation).where(
+        Invitation.token_hash == hash_key(secret)))
+    if invitation is None or invitation.status != "pending":
+        raise NotFound("This invitation is unknown, used, withdrawn or expired.")
+    return invitation
+
+
+def accept_invitation(session: Session, user: User, secret: str) -> Membership:
+    """The signed-in invitee joins the organization with the invited role.
+
+    Only the person whose e-mail was invited may accept, once.
+    """
+    invitation = pending_invitation(session, secret)
+    if normalize_email(user.email) != invitation.email:
+        raise Forbidden("This invitation is for another e-mail address; sign in with that one.")
+    if any(m.organization_id == invitation.organization_id for m in user.memberships):
+        raise Conflict("You are already a member of this organization.")
+    membership = Membership(user=user, organization=invitation.organization,
+                            role=invitation.role)
     session.add(membership)
+    invitation.accepted_at, invitation.accepted_by_id = utcnow(), user.id
     session.flush()  # the audit entry names the membership
-    audit.record(session, "member.added", actor=principal.actor, organization_id=organization.id,
-                 object_type="membership", object_id=membership.id,
-                 data={"user_id": user.id, "role": role})
+    audit.record(session, "member.added", actor=audit.Actor(user_id=user.id),
+                 organization_id=invitation.organization_id, object_type="membership",
+                 object_id=membership.id,
+                 data={"user_id": user.id, "role": invitation.role,
+                       "invitation_id": invitation.id})
     return membership
 
 

@@ -15,13 +15,13 @@ from sqlalchemy import select
 
 from market.accounts import services as accounts
 from market.accounts.authz import SCOPES, Principal, authorize, get_owned
-from market.accounts.models import ApiKey, Organization
+from market.accounts.models import ApiKey, Invitation, Organization
 from market.accounts.services import KeyLimits
 from market.audit import AuditEntry
 from market.errors import Conflict, Forbidden, InvalidInput
 from market.storefront.blueprint import storefront
 from market.storefront.forms import (
-    ActionForm, ApiKeyForm, LoginForm, PasswordChangeForm, RegisterForm,
+    ActionForm, ApiKeyForm, InviteForm, LoginForm, PasswordChangeForm, RegisterForm,
 )
 from market.web import (
     current_session_id, db_session, passwords, session_principal, sign_in, sign_out,
@@ -123,11 +123,65 @@ def logout():
     return redirect(url_for("storefront.index"))
 
 
-@storefront.get("/account")
+@storefront.route("/account", methods=["GET", "POST"])
 @signed_in()
 def account(principal: Principal):
-    org = get_owned(db_session(), Organization, principal.organization_id, principal)
-    return render_template("storefront/account.html", org=org)
+    """The organization and its members; its owners invite people (a POST) and see who is
+    invited."""
+    session_ = db_session()
+    org = get_owned(session_, Organization, principal.organization_id, principal)
+    manage = principal.can("members:manage")
+    form = InviteForm() if manage else None
+    invited_link = None
+    status = 200
+    if request.method == "POST":
+        authorize(principal, "members:manage")
+        if form.validate_on_submit():
+            invitation, secret = accounts.invite_member(session_, principal, org,
+                                                        email=form.email.data,
+                                                        role=form.role.data)
+            invited_link = {"email": invitation.email,
+                            "url": url_for("storefront.invitation", token=secret,
+                                           _external=True)}
+            form = InviteForm(formdata=None)
+        elif form.errors:
+            status = 422
+    invitations = session_.scalars(
+        select(Invitation).where(Invitation.organization_id == org.id,
+                                 Invitation.accepted_at.is_(None),
+                                 Invitation.revoked_at.is_(None))
+        .order_by(Invitation.id.desc()).limit(200)).all() if manage else []
+    return render_template("storefront/account.html", org=org, form=form,
+                           invitations=[i for i in invitations if i.status == "pending"],
+                           invited_link=invited_link), status
+
+
+@storefront.post("/account/invitations/<int:invitation_id>/revoke")
+@signed_in("members:manage")
+def revoke_invitation(principal: Principal, invitation_id: int):
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    session_ = db_session()
+    invitation = get_owned(session_, Invitation, invitation_id, principal)
+    accounts.revoke_invitation(session_, principal, invitation)
+    flash(_("Invitation of %(email)s withdrawn.", email=invitation.email), "success")
+    return redirect(url_for("storefront.account"))
+
+
+@storefront.route("/invitations/<token>", methods=["GET", "POST"])
+@signed_in("invitations:accept")
+def invitation(principal: Principal, token: str):
+    """The invitee, signed in, sees who invites them as what, and accepts (or ignores it)."""
+    session_ = db_session()
+    invited = accounts.pending_invitation(session_, token)
+    if request.method == "POST":
+        if not ActionForm().validate_on_submit():
+            abort(400)
+        membership = accounts.accept_invitation(session_, signed_in_user(), token)
+        session["org_id"] = membership.organization_id
+        flash(_("You joined %(name)s.", name=invited.organization.name), "success")
+        return redirect(url_for("storefront.account"))
+    return render_template("storefront/invitation.html", invitation=invited)
 
 
 @storefront.route("/account/password", methods=["GET", "POST"])

@@ -1,6 +1,7 @@
 """sessions_and_invitations
 
-Server-side sessions of signed-in people (a sign-out or a password change ends them at once).
+Server-side sessions of signed-in people (a sign-out or a password change ends them at once),
+and invitations to join an organization (the invitee accepts).
 The failed sign-ins table goes: throttling now keeps its counts in the rate-limit store.
 
 Revision ID: 0012
@@ -38,6 +39,36 @@ def upgrade() -> None:
     with op.batch_alter_table('user_sessions') as batch:
         batch.create_index(batch.f('ix_user_sessions_user_id'), ['user_id'])
 
+    op.create_table(
+        'invitations',
+        sa.Column('id', sa.Integer(), nullable=False),
+        sa.Column('organization_id', sa.Integer(), nullable=False),
+        sa.Column('email', sa.String(length=254), nullable=False),
+        sa.Column('role', sa.String(length=16), nullable=False),
+        sa.Column('token_hash', sa.String(length=64), nullable=False),
+        sa.Column('invited_by_id', sa.Integer(), nullable=True),
+        sa.Column('created_at', UTCDateTime(timezone=True), nullable=False),
+        sa.Column('expires_at', UTCDateTime(timezone=True), nullable=False),
+        sa.Column('accepted_at', UTCDateTime(timezone=True), nullable=True),
+        sa.Column('accepted_by_id', sa.Integer(), nullable=True),
+        sa.Column('revoked_at', UTCDateTime(timezone=True), nullable=True),
+        sa.CheckConstraint("role IN ('owner', 'member', 'finance', 'reviewer')",
+                           name=op.f('ck_invitations_role_known')),
+        sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'],
+                                name=op.f('fk_invitations_organization_id_organizations'),
+                                ondelete='CASCADE'),
+        sa.ForeignKeyConstraint(['invited_by_id'], ['users.id'],
+                                name=op.f('fk_invitations_invited_by_id_users'),
+                                ondelete='SET NULL'),
+        sa.ForeignKeyConstraint(['accepted_by_id'], ['users.id'],
+                                name=op.f('fk_invitations_accepted_by_id_users'),
+                                ondelete='SET NULL'),
+        sa.PrimaryKeyConstraint('id', name=op.f('pk_invitations')),
+        sa.UniqueConstraint('token_hash', name=op.f('uq_invitations_token_hash')),
+    )
+    with op.batch_alter_table('invitations') as batch:
+        batch.create_index(batch.f('ix_invitations_organization_id'), ['organization_id'])
+
     with op.batch_alter_table('login_attempts') as batch:
         batch.drop_index(batch.f('ix_login_attempts_remote_addr'))
         batch.drop_index(batch.f('ix_login_attempts_email'))
@@ -59,6 +90,9 @@ def downgrade() -> None:
         batch.create_index(batch.f('ix_login_attempts_email'), ['email'])
         batch.create_index(batch.f('ix_login_attempts_remote_addr'), ['remote_addr'])
 
+    with op.batch_alter_table('invitations') as batch:
+        batch.drop_index(batch.f('ix_invitations_organization_id'))
+    op.drop_table('invitations')
     with op.batch_alter_table('user_sessions') as batch:
         batch.drop_index(batch.f('ix_user_sessions_user_id'))
     op.drop_table('user_sessions')
