@@ -99,9 +99,11 @@ SETTINGS: tuple[Setting, ...] = (
             "Tokens per minute served to an API key that sets no limit of its own.", int),
     Setting("SCHEDULER_TIMEZONE", "Asia/Shanghai", "Time zone of the scheduled jobs' clock."),
     Setting("SMTP_HOST", "",
-            "Mail server for budget alerts. Empty: no alert e-mail is sent (webhooks still are)."),
+            "Mail server for budget alerts and registration links. Empty: no alert e-mail is "
+            "sent (webhooks still are) and registration links are written to the log."),
     Setting("SMTP_PORT", 25, "Its port (587 for submission with STARTTLS).", int),
-    Setting("SMTP_FROM", "", "Sender of budget alerts. Empty: `budgets@` the SMTP_HOST."),
+    Setting("SMTP_FROM", "", "Sender of budget alerts and account mail. Empty: `budgets@` and "
+            "`accounts@` the SMTP_HOST."),
     Setting("SMTP_USERNAME", "", "Login at the mail server; empty: none."),
     Setting("SMTP_PASSWORD", "", "Its password."),
     Setting("SMTP_STARTTLS", False, "Upgrade the mail connection with STARTTLS before login.",

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask, Response, current_app, g, json, render_template, request, session
+from flask import (
+    Flask, Response, current_app, g, json, render_template, request, session, url_for,
+)
 from marshmallow import ValidationError
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
@@ -19,6 +21,7 @@ from werkzeug.exceptions import HTTPException
 
 from market.accounts import services as accounts
 from market.accounts.authz import Principal
+from market.accounts.mail import Mail, Mailer
 from market.accounts.models import User
 from market.accounts.passwords import Passwords
 from market.errors import MarketError, TooManyRequests, Unauthorized
@@ -172,6 +175,25 @@ def sign_out() -> None:
         accounts.end_session(db_session(), secret)
     session.clear()
     g.pop("signed_in_user", None)
+
+
+def mail_registration(request_: accounts.RegistrationRequest) -> None:
+    """Mail what a registration leads to: a new address gets the link that creates its
+    account; an address with an account gets a note instead (the same answer to the form)."""
+    mailer: Mailer = current_app.extensions["market.mailer"]
+    if request_.secret is not None:
+        link = url_for("storefront.confirm_registration", token=request_.secret, _external=True)
+        mailer.send(Mail(request_.email, "Confirm your registration / 确认注册", (
+            f"Open this link within 24 hours to create your account:\n{link}\n\n"
+            f"请在 24 小时内打开此链接完成注册：\n{link}\n\n"
+            "If you did not register, ignore this message. / 如非本人操作，请忽略本邮件。\n")))
+    else:
+        login = url_for("storefront.login", _external=True)
+        mailer.send(Mail(request_.email, "You already have an account / 您已有账户", (
+            f"Someone tried to register with this address, which already has an account. "
+            f"Sign in here:\n{login}\n\n"
+            f"有人尝试用此邮箱注册，但该邮箱已有账户。请在此登录：\n{login}\n\n"
+            "If it was not you, nothing changed. / 如非本人操作，您的账户没有任何变化。\n")))
 
 
 # Errors -----------------------------------------------------------------------------------------

@@ -206,3 +206,29 @@ class Invitation(Base):
         if self.revoked_at is not None:
             return "revoked"
         return "pending" if self.expires_at > utcnow() else "expired"
+
+
+class PendingRegistration(Base):
+    """A registration waiting for its e-mail address to be confirmed through a mailed link.
+
+    Registration answers alike for every address, so it cannot tell anyone which e-mails have
+    an account: the account is made only when the address's holder opens the link.
+    """
+
+    __tablename__ = "pending_registrations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), index=True)  # stored lower-cased
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    organization_name: Mapped[str] = mapped_column(String(200))
+    roles: Mapped[list[str]] = mapped_column(JSON)
+    currency: Mapped[str] = mapped_column(String(3))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    completed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    @property
+    def is_pending(self) -> bool:
+        return self.completed_at is None and self.expires_at > utcnow()

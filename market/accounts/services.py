@@ -20,12 +20,12 @@ from sqlalchemy.orm import Session, joinedload
 from market import audit
 from market.accounts.authz import SCOPES, Principal
 from market.accounts.models import (
-    ApiKey, Invitation, MemberRole, Membership, Organization, OrganizationRole, OrgRole, User,
-    UserSession,
+    ApiKey, Invitation, MemberRole, Membership, Organization, OrganizationRole, OrgRole,
+    PendingRegistration, User, UserSession,
 )
 from market.accounts.passwords import Passwords, check_strength
 from market.db import utcnow
-from market.errors import Conflict, Forbidden, InvalidInput, NotFound, TooManyRequests
+from market.errors import Conflict, Forbidden, InvalidInput, NotFound
 
 KEY_PREFIXES = {"live": "dmk_live_", "test": "dmk_test_"}
 _PREFIX_RANDOM_CHARS = 8  # shown in lists; enough to tell keys apart at a glance
@@ -55,10 +55,7 @@ def _unique_slug(session: Session, name: str) -> str:
 def create_organization(session: Session, *, name: str, roles: Iterable[str],
                         currency: str = "CNY", registration_number: str | None = None,
                         slug: str | None = None) -> Organization:
-    roles = sorted(set(roles))
-    unknown = [r for r in roles if r not in {x.value for x in OrgRole}]
-    if not roles or unknown:
-        raise InvalidInput("Choose at least one known organization role.", field="roles")
+    roles = _check_roles(roles)
     org = Organization(
         name=name.strip(), slug=slug or _unique_slug(session, name),
         default_currency=currency, registration_number=registration_number,
@@ -68,18 +65,35 @@ def create_organization(session: Session, *, name: str, roles: Iterable[str],
     return org
 
 
+def _check_roles(roles: Iterable[str]) -> list[str]:
+    roles = sorted(set(roles))
+    unknown = [r for r in roles if r not in {x.value for x in OrgRole}]
+    if not roles or unknown:
+        raise InvalidInput("Choose at least one known organization role.", field="roles")
+    return roles
+
+
 def register(session: Session, passwords: Passwords, *, email: str, password: str, name: str,
              organization_name: str, roles: Iterable[str], currency: str = "CNY") -> User:
-    """Create a person and their organization, with the person as its owner.
+    """Create a person and their organization at once, with the person as its owner (the
+    operator's and the demo's way; people registering themselves confirm their e-mail first:
+    ``request_registration``).
 
     An e-mail can register once; the password must pass ``check_strength``.
     """
     email = normalize_email(email)
+    check_strength(password, email=email)
+    return _create_account(session, email=email, password_hash=passwords.hash(password),
+                           name=name, organization_name=organization_name, roles=roles,
+                           currency=currency)
+
+
+def _create_account(session: Session, *, email: str, password_hash: str, name: str,
+                    organization_name: str, roles: Iterable[str], currency: str) -> User:
     if session.scalar(select(User.id).where(User.email == email)) is not None:
         raise Conflict("This e-mail is already registered.", field="email")
-    check_strength(password, email=email)
     org = create_organization(session, name=organization_name, roles=roles, currency=currency)
-    user = User(email=email, name=name.strip(), password_hash=passwords.hash(password))
+    user = User(email=email, name=name.strip(), password_hash=password_hash)
     user.memberships.append(Membership(organization=org, role=MemberRole.OWNER.value))
     session.add(user)
     # Flushed so the audit entry can name the new ids.
@@ -87,6 +101,62 @@ def register(session: Session, passwords: Passwords, *, email: str, password: st
     audit.record(session, "account.registered", actor=audit.Actor(user_id=user.id),
                  organization_id=org.id, object_type="user", object_id=user.id,
                  data={"organization": org.slug, "roles": org.role_names})
+    return user
+
+
+REGISTRATION_LIFETIME = dt.timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class RegistrationRequest:
+    """What a registration asked for: the link's secret to mail to a new address, or, for an
+    address that has an account already, None (its holder is told so by mail instead)."""
+
+    email: str
+    secret: str | None
+
+
+def request_registration(session: Session, passwords: Passwords, *, email: str, password: str,
+                         name: str, organization_name: str, roles: Iterable[str],
+                         currency: str = "CNY") -> RegistrationRequest:
+    """Check a registration and keep it until its e-mail is confirmed.
+
+    Input errors (the password's strength, the roles) are answered at once, as they say
+    nothing about the address. Beyond them every address gets the same answer, with the same
+    work done (a password hash): a new one gets a link that creates the account, one with an
+    account a note saying so, both by mail, so only the address's holder learns which.
+    """
+    email = normalize_email(email)
+    check_strength(password, email=email)
+    roles = _check_roles(roles)
+    password_hash = passwords.hash(password)
+    if session.scalar(select(User.id).where(User.email == email)) is not None:
+        return RegistrationRequest(email, None)
+    secret = secrets.token_urlsafe(32)
+    now = utcnow()
+    session.add(PendingRegistration(
+        email=email, token_hash=hash_key(secret), name=name.strip(),
+        password_hash=password_hash, organization_name=organization_name.strip(), roles=roles,
+        currency=currency, created_at=now, expires_at=now + REGISTRATION_LIFETIME))
+    return RegistrationRequest(email, secret)
+
+
+def pending_registration(session: Session, secret: str) -> PendingRegistration:
+    """The pending registration of a link's secret; 404 for an unknown, used or expired one."""
+    pending = session.scalar(select(PendingRegistration).where(
+        PendingRegistration.token_hash == hash_key(secret)))
+    if pending is None or not pending.is_pending:
+        raise NotFound("This registration link is unknown, used or expired; register again.")
+    return pending
+
+
+def complete_registration(session: Session, secret: str) -> User:
+    """Create the account of a confirmed registration (its link works once)."""
+    pending = pending_registration(session, secret)
+    user = _create_account(session, email=pending.email, password_hash=pending.password_hash,
+                           name=pending.name, organization_name=pending.organization_name,
+                           roles=pending.roles, currency=pending.currency)
+    pending.completed_at = utcnow()
     return user
 
 

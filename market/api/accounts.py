@@ -15,10 +15,10 @@ from market.api.schemas import (
     ApiKeyCreatedSchema, ApiKeyCreateSchema, ApiKeyListSchema, ApiKeySchema, ApiKeyUpdateSchema,
     AccountSchema, AuditPageSchema, AuditQuerySchema, HealthSchema, InvitationAcceptSchema,
     InvitationCreatedSchema, InvitationCreateSchema, InvitationSchema, MemberSchema, MeSchema,
-    OrganizationSchema, RegistrationSchema,
+    OrganizationSchema, RegistrationConfirmSchema, RegistrationSchema, RegistrationSentSchema,
 )
 from market.audit import AuditEntry
-from market.web import db_session, passwords
+from market.web import db_session, mail_registration, passwords
 
 ACCOUNT = ["Account"]
 KEYS = ["API keys"]
@@ -33,15 +33,28 @@ def health():
 
 
 @api.operation("/accounts", "POST", summary="Register a person and their organization",
-               permission=None, body=RegistrationSchema, response=AccountSchema, status=201,
-               tags=ACCOUNT, errors=(409, 422))
+               permission=None, body=RegistrationSchema, response=RegistrationSentSchema,
+               status=202, tags=ACCOUNT, errors=(422,))
 def register(body: dict):
-    """The person becomes the owner of the new organization, then signs in on the storefront
-    and creates API keys. Exchanges and the platform are set up by the operator."""
-    return accounts.register(
+    """Every address that passes the checks gets this same answer, so registering tells no one
+    which e-mails have an account. A link is mailed to the address; opening it (or sending its
+    token to ``POST /accounts/confirm``) creates the account, whose person becomes the owner of
+    the new organization. An address that has an account is mailed a note instead. Exchanges
+    and the platform are set up by the operator."""
+    requested = accounts.request_registration(
         db_session(), passwords(), email=body["email"], password=body["password"],
         name=body["name"], organization_name=body["organization_name"], roles=body["roles"],
         currency=current_app.config["DEFAULT_CURRENCY"])
+    mail_registration(requested)
+    return {"email": requested.email, "status": "confirmation_sent"}
+
+
+@api.operation("/accounts/confirm", "POST", summary="Confirm a registration",
+               permission=None, body=RegistrationConfirmSchema, response=AccountSchema,
+               status=201, tags=ACCOUNT, errors=(404, 409))
+def confirm_registration(body: dict):
+    """``token`` is the last part of the mailed link; it works once, within 24 hours."""
+    return accounts.complete_registration(db_session(), body["token"])
 
 
 @api.operation("/me", "GET", summary="Who is calling", permission="self:read",

@@ -40,6 +40,15 @@ class RegistrationSchema(Schema):
         validate=validate.Length(min=1))
 
 
+class RegistrationSentSchema(Schema):
+    email = fields.String()
+    status = fields.String(metadata={"description": "`confirmation_sent`, for every address."})
+
+
+class RegistrationConfirmSchema(Schema):
+    token = fields.String(required=True, validate=validate.Length(min=1, max=100))
+
+
 class AccountSchema(Schema):
     user_id = fields.Integer(attribute="id")
     email = fields.String()

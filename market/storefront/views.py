@@ -24,8 +24,8 @@ from market.storefront.forms import (
     ActionForm, ApiKeyForm, InviteForm, LoginForm, PasswordChangeForm, RegisterForm,
 )
 from market.web import (
-    current_session_id, db_session, passwords, session_principal, sign_in, sign_out,
-    signed_in_user,
+    current_session_id, db_session, mail_registration, passwords, session_principal, sign_in,
+    sign_out, signed_in_user,
 )
 
 
@@ -72,20 +72,40 @@ def set_locale(code: str):
 
 @storefront.route("/register", methods=["GET", "POST"])
 def register():
+    """The same answer for every address that passes the form's checks: check your inbox. The
+    account is made when the link mailed to the address is opened (``confirm_registration``)."""
     form = RegisterForm()
     if form.validate_on_submit():
         try:
-            user = accounts.register(
+            requested = accounts.request_registration(
                 db_session(), passwords(), email=form.email.data, password=form.password.data,
                 name=form.name.data, organization_name=form.organization_name.data,
                 roles=form.roles.data, currency=current_app.config["DEFAULT_CURRENCY"])
-        except (InvalidInput, Conflict) as exc:
+        except InvalidInput as exc:
             _field_error(form, exc)
         else:
-            sign_in(user)
-            flash(_("Welcome! Your organization is ready."), "success")
-            return redirect(url_for("storefront.account"))
+            mail_registration(requested)
+            return render_template("storefront/register_sent.html", email=requested.email)
     return render_template("storefront/register.html", form=form), 422 if form.errors else 200
+
+
+@storefront.route("/register/confirm/<token>", methods=["GET", "POST"])
+def confirm_registration(token: str):
+    """Opening the link shows a button; only the POST creates the account (mail scanners
+    open links too) and signs its person in."""
+    pending = accounts.pending_registration(db_session(), token)
+    if request.method == "POST":
+        if not ActionForm().validate_on_submit():
+            abort(400)
+        try:
+            user = accounts.complete_registration(db_session(), token)
+        except Conflict:
+            flash(_("This e-mail already has an account: sign in."), "error")
+            return redirect(url_for("storefront.login"))
+        sign_in(user)
+        flash(_("Welcome! Your organization is ready."), "success")
+        return redirect(url_for("storefront.account"))
+    return render_template("storefront/register_confirm.html", pending=pending)
 
 
 @storefront.route("/login", methods=["GET", "POST"])

@@ -1,7 +1,8 @@
-"""sessions_and_invitations
+"""sessions_invitations_and_registrations
 
 Server-side sessions of signed-in people (a sign-out or a password change ends them at once),
-and invitations to join an organization (the invitee accepts).
+invitations to join an organization (the invitee accepts), and registrations waiting for their
+e-mail to be confirmed.
 The failed sign-ins table goes: throttling now keeps its counts in the rate-limit store.
 
 Revision ID: 0012
@@ -69,6 +70,25 @@ def upgrade() -> None:
     with op.batch_alter_table('invitations') as batch:
         batch.create_index(batch.f('ix_invitations_organization_id'), ['organization_id'])
 
+    op.create_table(
+        'pending_registrations',
+        sa.Column('id', sa.Integer(), nullable=False),
+        sa.Column('email', sa.String(length=254), nullable=False),
+        sa.Column('token_hash', sa.String(length=64), nullable=False),
+        sa.Column('name', sa.String(length=200), nullable=False),
+        sa.Column('password_hash', sa.String(length=255), nullable=False),
+        sa.Column('organization_name', sa.String(length=200), nullable=False),
+        sa.Column('roles', sa.JSON(), nullable=False),
+        sa.Column('currency', sa.String(length=3), nullable=False),
+        sa.Column('created_at', UTCDateTime(timezone=True), nullable=False),
+        sa.Column('expires_at', UTCDateTime(timezone=True), nullable=False),
+        sa.Column('completed_at', UTCDateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint('id', name=op.f('pk_pending_registrations')),
+        sa.UniqueConstraint('token_hash', name=op.f('uq_pending_registrations_token_hash')),
+    )
+    with op.batch_alter_table('pending_registrations') as batch:
+        batch.create_index(batch.f('ix_pending_registrations_email'), ['email'])
+
     with op.batch_alter_table('login_attempts') as batch:
         batch.drop_index(batch.f('ix_login_attempts_remote_addr'))
         batch.drop_index(batch.f('ix_login_attempts_email'))
@@ -90,6 +110,9 @@ def downgrade() -> None:
         batch.create_index(batch.f('ix_login_attempts_email'), ['email'])
         batch.create_index(batch.f('ix_login_attempts_remote_addr'), ['remote_addr'])
 
+    with op.batch_alter_table('pending_registrations') as batch:
+        batch.drop_index(batch.f('ix_pending_registrations_email'))
+    op.drop_table('pending_registrations')
     with op.batch_alter_table('invitations') as batch:
         batch.drop_index(batch.f('ix_invitations_organization_id'))
     op.drop_table('invitations')
