@@ -13,7 +13,9 @@ from billing.context import BillingSettings
 from billing.gateways import gateway_from_settings
 from market import web
 from market.accounts.authz import authorize
+from market.accounts.mail import mailer_from_settings
 from market.accounts.passwords import Passwords
+from market.accounts.throttle import LoginThrottle
 from market.config import load_config
 from market.db import Database
 from market.ratelimit import limiter_from_settings
@@ -37,6 +39,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["market.gateway"] = gateway_from_settings(app.config)
     app.extensions["market.billing"] = BillingSettings.from_settings(app.config)
     app.extensions["market.ratelimiter"] = limiter_from_settings(app.config)
+    app.extensions["market.login_throttle"] = LoginThrottle.from_settings(app.config)
+    app.extensions["market.mailer"] = mailer_from_settings(app.config)
     app.extensions["market.passwords"] = Passwords(
         time_cost=app.config["PASSWORD_TIME_COST"], memory_kib=app.config["PASSWORD_MEMORY_KIB"])
 

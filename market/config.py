@@ -59,11 +59,13 @@ SETTINGS: tuple[Setting, ...] = (
             "`live` or `test`: the typed prefix of new API keys (`dmk_live_` / `dmk_test_`)."),
     Setting("PASSWORD_TIME_COST", 3, "Argon2id iterations for password hashes.", int),
     Setting("PASSWORD_MEMORY_KIB", 65536, "Argon2id memory in KiB for password hashes.", int),
-    Setting("LOGIN_MAX_FAILURES", 5,
-            "Failed logins for one e-mail within LOGIN_WINDOW_SECONDS before 429.", int),
-    Setting("LOGIN_MAX_FAILURES_PER_IP", 30,
-            "Failed logins from one address within the window before 429.", int),
-    Setting("LOGIN_WINDOW_SECONDS", 900, "The login throttling window.", int),
+    Setting("LOGIN_FREE_FAILURES", 5,
+            "Failed sign-ins for one e-mail from one address before each further one doubles "
+            "the wait (429 with Retry-After); other addresses are not slowed.", int),
+    Setting("LOGIN_FREE_FAILURES_PER_IP", 30,
+            "Failed sign-ins from one address, for any e-mails, before its waits begin.", int),
+    Setting("LOGIN_BACKOFF_SECONDS", 30, "The first wait once the free failures are used.", int),
+    Setting("LOGIN_MAX_BACKOFF_SECONDS", 86_400, "The longest wait between sign-in tries.", int),
     Setting("IDEMPOTENCY_TTL_HOURS", 24, "How long a stored Idempotency-Key response is replayed.", int),
     Setting("IMPORT_MAX_BYTES", 2 * 1024 ** 3,
             "Largest dataset file accepted by an import, in bytes (larger: 413).", int),
@@ -103,7 +105,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DUNNING_CANCEL_DAYS", 14,
             "Days a suspended subscription waits for payment before it is cancelled.", int),
     Setting("REDIS_URL", "",
-            "Redis for the API's rate-limit counters, shared by every worker (`redis://host:6379/0`"
+            "Redis for the API's rate-limit counters and sign-in throttling, shared by every worker (`redis://host:6379/0`"
             "). Empty: counters are kept per process."),
     Setting("DEFAULT_REQUESTS_PER_MINUTE", 600,
             "Requests per minute of an API key that sets no limit of its own.", int),
@@ -114,9 +116,11 @@ SETTINGS: tuple[Setting, ...] = (
             "recognition, postpaid invoices, statement periods, budgets, reports) and of the "
             "scheduled jobs' clock. Timestamps are stored in UTC.", _timezone),
     Setting("SMTP_HOST", "",
-            "Mail server for budget alerts. Empty: no alert e-mail is sent (webhooks still are)."),
+            "Mail server for budget alerts and registration links. Empty: no alert e-mail is "
+            "sent (webhooks still are) and registration links are written to the log."),
     Setting("SMTP_PORT", 25, "Its port (587 for submission with STARTTLS).", int),
-    Setting("SMTP_FROM", "", "Sender of budget alerts. Empty: `budgets@` the SMTP_HOST."),
+    Setting("SMTP_FROM", "", "Sender of budget alerts and account mail. Empty: `budgets@` and "
+            "`accounts@` the SMTP_HOST."),
     Setting("SMTP_USERNAME", "", "Login at the mail server; empty: none."),
     Setting("SMTP_PASSWORD", "", "Its password."),
     Setting("SMTP_STARTTLS", False, "Upgrade the mail connection with STARTTLS before login.",

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask, Response, current_app, g, json, render_template, request, session
+from flask import (
+    Flask, Response, current_app, g, json, render_template, request, session, url_for,
+)
 from marshmallow import ValidationError
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
@@ -19,6 +21,7 @@ from werkzeug.exceptions import HTTPException
 
 from market.accounts import services as accounts
 from market.accounts.authz import Principal
+from market.accounts.mail import Mail, Mailer
 from market.accounts.models import User
 from market.accounts.passwords import Passwords
 from market.errors import MarketError, TooManyRequests, Unauthorized
@@ -100,11 +103,22 @@ def _close_session(_exc: BaseException | None) -> None:
 # Who is asking ----------------------------------------------------------------------------------
 
 def signed_in_user() -> User | None:
+    """The person of the request's session: its cookie names a server-side session that must
+    still be open (sign-out and a password change end it there, whatever the cookie says)."""
     if "signed_in_user" not in g:
-        user_id = session.get("user_id")
-        user = db_session().get(User, user_id) if user_id else None
-        g.signed_in_user = user if user is not None and user.is_active else None
+        secret = session.get("sid")
+        record = accounts.open_session(db_session(), secret) \
+            if isinstance(secret, str) and secret else None
+        g.user_session = record
+        g.signed_in_user = record.user if record is not None else None
     return g.signed_in_user
+
+
+def current_session_id() -> int | None:
+    """The id of the request's server-side session, if it is signed in."""
+    signed_in_user()
+    record = g.get("user_session")
+    return record.id if record is not None else None
 
 
 def session_principal() -> Principal | None:
@@ -130,17 +144,56 @@ def bearer_principal() -> Principal | None:
     return accounts.principal_for_key(key)
 
 
+def viewer_organization_ids() -> frozenset[int]:
+    """The organizations whose member is asking, on a public page or endpoint: an API key's
+    organization, or every organization of the signed-in person; none for the anonymous."""
+    principal = bearer_principal()
+    if principal is not None:
+        return frozenset({principal.organization_id})
+    user = signed_in_user()
+    if user is None:
+        return frozenset()
+    return frozenset(m.organization_id for m in user.memberships)
+
+
 def sign_in(user: User, organization_id: int | None = None) -> None:
+    """Open a server-side session for the person and put only its secret in the cookie."""
     session.clear()  # a fresh session on sign-in: nothing from before carries over
     session.permanent = True
-    session["user_id"] = user.id
+    session["sid"] = accounts.start_session(
+        db_session(), user, lifetime=current_app.permanent_session_lifetime)
     membership = next((m for m in user.memberships
                        if organization_id is None or m.organization_id == organization_id), None)
     session["org_id"] = membership.organization_id if membership else None
+    g.pop("signed_in_user", None)
 
 
 def sign_out() -> None:
+    """End the session on the server too: a copy of the cookie signs no one in afterwards."""
+    secret = session.get("sid")
+    if isinstance(secret, str) and secret:
+        accounts.end_session(db_session(), secret)
     session.clear()
+    g.pop("signed_in_user", None)
+
+
+def mail_registration(request_: accounts.RegistrationRequest) -> None:
+    """Mail what a registration leads to: a new address gets the link that creates its
+    account; an address with an account gets a note instead (the same answer to the form)."""
+    mailer: Mailer = current_app.extensions["market.mailer"]
+    if request_.secret is not None:
+        link = url_for("storefront.confirm_registration", token=request_.secret, _external=True)
+        mailer.send(Mail(request_.email, "Confirm your registration / 确认注册", (
+            f"Open this link within 24 hours to create your account:\n{link}\n\n"
+            f"请在 24 小时内打开此链接完成注册：\n{link}\n\n"
+            "If you did not register, ignore this message. / 如非本人操作，请忽略本邮件。\n")))
+    else:
+        login = url_for("storefront.login", _external=True)
+        mailer.send(Mail(request_.email, "You already have an account / 您已有账户", (
+            f"Someone tried to register with this address, which already has an account. "
+            f"Sign in here:\n{login}\n\n"
+            f"有人尝试用此邮箱注册，但该邮箱已有账户。请在此登录：\n{login}\n\n"
+            "If it was not you, nothing changed. / 如非本人操作，您的账户没有任何变化。\n")))
 
 
 # Errors -----------------------------------------------------------------------------------------
@@ -239,7 +292,7 @@ def _security_headers(response: Response) -> Response:
     headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
     if request.is_secure:
         headers.setdefault("Strict-Transport-Security", "max-age=31536000")
-    if session.get("user_id") or request.headers.get("Authorization"):
+    if session.get("sid") or request.headers.get("Authorization"):
         headers.setdefault("Cache-Control", "no-store")
     return response
 

@@ -63,6 +63,7 @@ def app(database_url, tmp_path_factory):
 def connection(app):
     database = app.extensions["market.db"]
     original = database.session_factory
+    app.extensions["market.login_throttle"].reset()  # failed sign-ins of earlier tests
     with database.engine.connect() as conn:
         outer = conn.begin()
         database.bind_to(conn)

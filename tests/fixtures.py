@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
 import pytest
+
+from market.accounts import services as accounts
 
 from tests.factories import english_client, make_org, make_user
 
@@ -29,9 +32,7 @@ def sign_in_as(app, session, passwords):
         user = make_user(session, passwords, org, role)
         session.commit()  # a savepoint release: the app's session sees the rows
         client = english_client(app)
-        with client.session_transaction() as web_session:
-            web_session["user_id"] = user.id
-            web_session["org_id"] = org.id
+        signed_in_session(client, session, user, org.id)
         client.user = user
         return client
 
@@ -41,6 +42,15 @@ def sign_in_as(app, session, passwords):
 @pytest.fixture()
 def owner_client(sign_in_as, org):
     return sign_in_as(org, "owner")
+
+
+def signed_in_session(client, session, user, organization_id: int) -> None:
+    """Give a client the cookie of a new server-side session of ``user`` (as signing in does)."""
+    secret = accounts.start_session(session, user, lifetime=dt.timedelta(hours=12))
+    session.commit()
+    with client.session_transaction() as web_session:
+        web_session["sid"] = secret
+        web_session["org_id"] = organization_id
 
 
 def csrf_token(client, path: str = "/") -> str:

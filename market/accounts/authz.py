@@ -57,6 +57,8 @@ PERMISSIONS: dict[str, Rule] = {
     "self:read": Rule(ALL_MEMBER_ROLES, ANY_KEY),
     "org:read": Rule(ALL_MEMBER_ROLES, "org:read"),
     "members:manage": Rule(frozenset({"owner"}), None),
+    # Joining an organization is a person's own consent: never a key's.
+    "invitations:accept": Rule(ALL_MEMBER_ROLES, None),
     "keys:read": Rule(frozenset({"owner"}), "keys:manage"),
     "keys:manage": Rule(frozenset({"owner"}), "keys:manage"),
     "audit:read": Rule(frozenset({"owner", "finance", "reviewer"}), "audit:read"),

@@ -148,12 +148,87 @@ class ApiKey(Base):
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
 
 
-class LoginAttempt(Base):
-    """Failed logins, kept in the database so throttling holds across every worker."""
+class UserSession(Base):
+    """A signed-in browser: the cookie carries a random secret, the server keeps its hash.
 
-    __tablename__ = "login_attempts"
+    A request is signed in only while its record is open and unexpired, so ending the record
+    (sign-out, a password change, an operator) ends the session at once, whatever the cookie
+    still says.
+    """
+
+    __tablename__ = "user_sessions"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    email: Mapped[str] = mapped_column(String(254), index=True)
-    remote_addr: Mapped[str] = mapped_column(String(64), index=True)
-    attempted_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # SHA-256 hex of the secret
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    user: Mapped[User] = relationship(lazy="joined")
+
+    @property
+    def is_open(self) -> bool:
+        return self.ended_at is None and self.expires_at > utcnow()
+
+
+class Invitation(Base):
+    """An owner's offer of a membership to an e-mail address, accepted by its holder.
+
+    The link carries a random secret, of which only the hash is stored. Only a person signed in
+    with the invited e-mail can accept it, so no one joins an organization without consent.
+    """
+
+    __tablename__ = "invitations"
+    __table_args__ = (CheckConstraint(f"role IN ({_values(MemberRole)})", name="role_known"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    email: Mapped[str] = mapped_column(String(254))  # stored lower-cased
+    role: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    invited_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    accepted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    accepted_by_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"))
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    organization: Mapped[Organization] = relationship(lazy="joined")
+
+    @property
+    def status(self) -> str:
+        if self.accepted_at is not None:
+            return "accepted"
+        if self.revoked_at is not None:
+            return "revoked"
+        return "pending" if self.expires_at > utcnow() else "expired"
+
+
+class PendingRegistration(Base):
+    """A registration waiting for its e-mail address to be confirmed through a mailed link.
+
+    Registration answers alike for every address, so it cannot tell anyone which e-mails have
+    an account: the account is made only when the address's holder opens the link.
+    """
+
+    __tablename__ = "pending_registrations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), index=True)  # stored lower-cased
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    organization_name: Mapped[str] = mapped_column(String(200))
+    roles: Mapped[list[str]] = mapped_column(JSON)
+    currency: Mapped[str] = mapped_column(String(3))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    completed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    @property
+    def is_pending(self) -> bool:
+        return self.completed_at is None and self.expires_at > utcnow()

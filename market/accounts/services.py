@@ -1,4 +1,4 @@
-"""Account services: registration, sign-in with throttling, memberships, API keys.
+"""Account services: registration, sign-in and server-side sessions, memberships, API keys.
 
 They take a session and never commit; the caller's unit of work does.
 """
@@ -14,17 +14,18 @@ import string
 from dataclasses import dataclass
 from typing import Iterable
 
-from sqlalchemy import func, select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, joinedload
 
 from market import audit
 from market.accounts.authz import SCOPES, Principal
 from market.accounts.models import (
-    ApiKey, LoginAttempt, MemberRole, Membership, Organization, OrganizationRole, OrgRole, User,
+    ApiKey, Invitation, MemberRole, Membership, Organization, OrganizationRole, OrgRole,
+    PendingRegistration, User, UserSession,
 )
 from market.accounts.passwords import Passwords, check_strength
 from market.db import utcnow
-from market.errors import Conflict, Forbidden, InvalidInput, NotFound, TooManyRequests
+from market.errors import Conflict, Forbidden, InvalidInput, NotFound
 
 KEY_PREFIXES = {"live": "dmk_live_", "test": "dmk_test_"}
 _PREFIX_RANDOM_CHARS = 8  # shown in lists; enough to tell keys apart at a glance
@@ -54,10 +55,7 @@ def _unique_slug(session: Session, name: str) -> str:
 def create_organization(session: Session, *, name: str, roles: Iterable[str],
                         currency: str = "CNY", registration_number: str | None = None,
                         slug: str | None = None) -> Organization:
-    roles = sorted(set(roles))
-    unknown = [r for r in roles if r not in {x.value for x in OrgRole}]
-    if not roles or unknown:
-        raise InvalidInput("Choose at least one known organization role.", field="roles")
+    roles = _check_roles(roles)
     org = Organization(
         name=name.strip(), slug=slug or _unique_slug(session, name),
         default_currency=currency, registration_number=registration_number,
@@ -67,18 +65,35 @@ def create_organization(session: Session, *, name: str, roles: Iterable[str],
     return org
 
 
+def _check_roles(roles: Iterable[str]) -> list[str]:
+    roles = sorted(set(roles))
+    unknown = [r for r in roles if r not in {x.value for x in OrgRole}]
+    if not roles or unknown:
+        raise InvalidInput("Choose at least one known organization role.", field="roles")
+    return roles
+
+
 def register(session: Session, passwords: Passwords, *, email: str, password: str, name: str,
              organization_name: str, roles: Iterable[str], currency: str = "CNY") -> User:
-    """Create a person and their organization, with the person as its owner.
+    """Create a person and their organization at once, with the person as its owner (the
+    operator's and the demo's way; people registering themselves confirm their e-mail first:
+    ``request_registration``).
 
     An e-mail can register once; the password must pass ``check_strength``.
     """
     email = normalize_email(email)
+    check_strength(password, email=email)
+    return _create_account(session, email=email, password_hash=passwords.hash(password),
+                           name=name, organization_name=organization_name, roles=roles,
+                           currency=currency)
+
+
+def _create_account(session: Session, *, email: str, password_hash: str, name: str,
+                    organization_name: str, roles: Iterable[str], currency: str) -> User:
     if session.scalar(select(User.id).where(User.email == email)) is not None:
         raise Conflict("This e-mail is already registered.", field="email")
-    check_strength(password, email=email)
     org = create_organization(session, name=organization_name, roles=roles, currency=currency)
-    user = User(email=email, name=name.strip(), password_hash=passwords.hash(password))
+    user = User(email=email, name=name.strip(), password_hash=password_hash)
     user.memberships.append(Membership(organization=org, role=MemberRole.OWNER.value))
     session.add(user)
     # Flushed so the audit entry can name the new ids.
@@ -89,29 +104,71 @@ def register(session: Session, passwords: Passwords, *, email: str, password: st
     return user
 
 
+REGISTRATION_LIFETIME = dt.timedelta(hours=24)
+
+
 @dataclass(frozen=True)
-class LoginPolicy:
-    max_failures: int = 5
-    max_failures_per_ip: int = 30
-    window_seconds: int = 900
+class RegistrationRequest:
+    """What a registration asked for: the link's secret to mail to a new address, or, for an
+    address that has an account already, None (its holder is told so by mail instead)."""
+
+    email: str
+    secret: str | None
 
 
-def authenticate(session: Session, passwords: Passwords, *, email: str, password: str,
-                 remote_addr: str, policy: LoginPolicy) -> User | None:
-    """Check a password, refusing with 429 once an e-mail or an address failed too often.
+def request_registration(session: Session, passwords: Passwords, *, email: str, password: str,
+                         name: str, organization_name: str, roles: Iterable[str],
+                         currency: str = "CNY") -> RegistrationRequest:
+    """Check a registration and keep it until its e-mail is confirmed.
 
-    Returns None on a wrong e-mail or password (the caller records the failure); the same
-    answer for both, so sign-in never tells which e-mails exist.
+    Input errors (the password's strength, the roles) are answered at once, as they say
+    nothing about the address. Beyond them every address gets the same answer, with the same
+    work done (a password hash): a new one gets a link that creates the account, one with an
+    account a note saying so, both by mail, so only the address's holder learns which.
     """
     email = normalize_email(email)
-    since = utcnow() - dt.timedelta(seconds=policy.window_seconds)
-    by_email = session.scalar(select(func.count()).select_from(LoginAttempt).where(
-        LoginAttempt.email == email, LoginAttempt.attempted_at >= since))
-    by_addr = session.scalar(select(func.count()).select_from(LoginAttempt).where(
-        LoginAttempt.remote_addr == remote_addr, LoginAttempt.attempted_at >= since))
-    if by_email >= policy.max_failures or by_addr >= policy.max_failures_per_ip:
-        raise TooManyRequests("Too many failed sign-ins. Try again later.",
-                              retry_after=policy.window_seconds, field="email")
+    check_strength(password, email=email)
+    roles = _check_roles(roles)
+    password_hash = passwords.hash(password)
+    if session.scalar(select(User.id).where(User.email == email)) is not None:
+        return RegistrationRequest(email, None)
+    secret = secrets.token_urlsafe(32)
+    now = utcnow()
+    session.add(PendingRegistration(
+        email=email, token_hash=hash_key(secret), name=name.strip(),
+        password_hash=password_hash, organization_name=organization_name.strip(), roles=roles,
+        currency=currency, created_at=now, expires_at=now + REGISTRATION_LIFETIME))
+    return RegistrationRequest(email, secret)
+
+
+def pending_registration(session: Session, secret: str) -> PendingRegistration:
+    """The pending registration of a link's secret; 404 for an unknown, used or expired one."""
+    pending = session.scalar(select(PendingRegistration).where(
+        PendingRegistration.token_hash == hash_key(secret)))
+    if pending is None or not pending.is_pending:
+        raise NotFound("This registration link is unknown, used or expired; register again.")
+    return pending
+
+
+def complete_registration(session: Session, secret: str) -> User:
+    """Create the account of a confirmed registration (its link works once)."""
+    pending = pending_registration(session, secret)
+    user = _create_account(session, email=pending.email, password_hash=pending.password_hash,
+                           name=pending.name, organization_name=pending.organization_name,
+                           roles=pending.roles, currency=pending.currency)
+    pending.completed_at = utcnow()
+    return user
+
+
+def authenticate(session: Session, passwords: Passwords, *, email: str,
+                 password: str) -> User | None:
+    """The active person with this e-mail and password, else None.
+
+    The same answer, and about the same time, for an unknown e-mail and a wrong password, so
+    sign-in never tells which e-mails exist. Throttling is the caller's (``LoginThrottle``):
+    it is asked before this is.
+    """
+    email = normalize_email(email)
     user = session.scalar(select(User).where(User.email == email))
     if user is None:
         passwords.hash(password)  # spend the same time as a real check
@@ -124,8 +181,66 @@ def authenticate(session: Session, passwords: Passwords, *, email: str, password
     return user
 
 
-def record_failed_login(session: Session, *, email: str, remote_addr: str) -> None:
-    session.add(LoginAttempt(email=normalize_email(email), remote_addr=remote_addr[:64]))
+# Sessions ---------------------------------------------------------------------------------------
+
+def start_session(session: Session, user: User, *, lifetime: dt.timedelta) -> str:
+    """Open a server-side session for a person and return its secret, for the cookie only.
+
+    Only the secret's hash is stored, so a copy of the table signs no one in.
+    """
+    secret = secrets.token_urlsafe(32)
+    now = utcnow()
+    session.add(UserSession(user=user, token_hash=hash_key(secret), created_at=now,
+                            last_seen_at=now, expires_at=now + lifetime))
+    return secret
+
+
+def open_session(session: Session, secret: str) -> UserSession | None:
+    """The open, unexpired session of a cookie's secret, with its person; else None."""
+    record = session.scalar(select(UserSession).where(
+        UserSession.token_hash == hash_key(secret)))
+    if record is None or not record.is_open or not record.user.is_active:
+        return None
+    now = utcnow()
+    # Written at most once a minute, so browsing does not turn every page view into a write.
+    if now - record.last_seen_at > _LAST_USED_RESOLUTION:
+        record.last_seen_at = now
+    return record
+
+
+def end_session(session: Session, secret: str) -> None:
+    """End the session of a cookie's secret (sign-out); ending an ended one changes nothing."""
+    record = session.scalar(select(UserSession).where(
+        UserSession.token_hash == hash_key(secret)))
+    if record is not None and record.ended_at is None:
+        record.ended_at = utcnow()
+
+
+def end_other_sessions(session: Session, user: User, *, keep_id: int | None = None) -> int:
+    """End every open session of a person but ``keep_id``; returns how many were ended."""
+    stmt = (update(UserSession)
+            .where(UserSession.user_id == user.id, UserSession.ended_at.is_(None))
+            .values(ended_at=utcnow()))
+    if keep_id is not None:
+        stmt = stmt.where(UserSession.id != keep_id)
+    return session.execute(stmt, execution_options={"synchronize_session": False}).rowcount
+
+
+def change_password(session: Session, passwords: Passwords, user: User, *,
+                    current_password: str, new_password: str,
+                    current_session_id: int | None) -> None:
+    """Set a new password after checking the current one; every other session of the person
+    ends, so a browser signed in with the old password (perhaps someone else's) is out."""
+    if not passwords.verify(user.password_hash, current_password):
+        raise InvalidInput("The current password is wrong.", field="current_password")
+    try:
+        check_strength(new_password, email=user.email)
+    except InvalidInput as exc:
+        raise InvalidInput(exc.detail, field="new_password") from None
+    user.password_hash = passwords.hash(new_password)
+    ended = end_other_sessions(session, user, keep_id=current_session_id)
+    audit.record(session, "account.password_changed", actor=audit.Actor(user_id=user.id),
+                 object_type="user", object_id=user.id, data={"sessions_ended": ended})
 
 
 def principal_for_user(user: User, organization_id: int | None = None) -> Principal | None:
@@ -138,22 +253,81 @@ def principal_for_user(user: User, organization_id: int | None = None) -> Princi
     return None
 
 
-def add_member(session: Session, principal: Principal, organization: Organization, *,
-               email: str, role: str) -> Membership:
-    """Add an already registered person to the organization with a role."""
+INVITATION_LIFETIME = dt.timedelta(days=7)
+
+
+def invite_member(session: Session, principal: Principal, organization: Organization, *,
+                  email: str, role: str) -> tuple[Invitation, str]:
+    """Invite an e-mail address to the organization with a role; returns the invitation and the
+    secret of its link, which is never stored and never shown again.
+
+    The answer is the same whether anyone is registered with the address or not, and names no
+    one: nothing here tells the inviter who has an account. A new invitation of the same address
+    replaces a pending one.
+    """
     if role not in {r.value for r in MemberRole}:
         raise InvalidInput("Unknown member role.", field="role")
-    user = session.scalar(select(User).where(User.email == normalize_email(email)))
-    if user is None:
-        raise InvalidInput("No one is registered with this e-mail.", field="email")
-    if any(m.organization_id == organization.id for m in user.memberships):
-        raise Conflict("This person is already a member.", field="email")
-    membership = Membership(user=user, organization=organization, role=role)
+    email = normalize_email(email)
+    now = utcnow()
+    session.execute(
+        update(Invitation)
+        .where(Invitation.organization_id == organization.id, Invitation.email == email,
+               Invitation.accepted_at.is_(None), Invitation.revoked_at.is_(None))
+        .values(revoked_at=now), execution_options={"synchronize_session": False})
+    secret = secrets.token_urlsafe(32)
+    invitation = Invitation(organization=organization, email=email, role=role,
+                            token_hash=hash_key(secret), invited_by_id=principal.user_id,
+                            created_at=now, expires_at=now + INVITATION_LIFETIME)
+    session.add(invitation)
+    session.flush()  # the audit entry names the invitation
+    audit.record(session, "member.invited", actor=principal.actor,
+                 organization_id=organization.id, object_type="invitation",
+                 object_id=invitation.id, data={"email": email, "role": role})
+    return invitation, secret
+
+
+def revoke_invitation(session: Session, principal: Principal, invitation: Invitation) -> Invitation:
+    """Withdraw a pending invitation; an accepted one stays (remove the member instead)."""
+    if invitation.accepted_at is not None:
+        raise Conflict("This invitation was already accepted.")
+    if invitation.revoked_at is None:
+        invitation.revoked_at = utcnow()
+        audit.record(session, "member.invitation_revoked", actor=principal.actor,
+                     organization_id=invitation.organization_id, object_type="invitation",
+                     object_id=invitation.id, data={"email": invitation.email})
+    return invitation
+
+
+def pending_invitation(session: Session, secret: str) -> Invitation:
+    """The pending invitation of a link's secret; 404 for an unknown, used, withdrawn or
+    expired one (all alike)."""
+    invitation = session.scalar(select(Invitation).where(
+        Invitation.token_hash == hash_key(secret)))
+    if invitation is None or invitation.status != "pending":
+        raise NotFound("This invitation is unknown, used, withdrawn or expired.")
+    return invitation
+
+
+def accept_invitation(session: Session, user: User, secret: str) -> Membership:
+    """The signed-in invitee joins the organization with the invited role.
+
+    Only the person whose e-mail was invited may accept, once.
+    """
+    invitation = pending_invitation(session, secret)
+    if normalize_email(user.email) != invitation.email:
+        raise Forbidden("This invitation is for another e-mail address; sign in with that one.")
+    if any(m.organization_id == invitation.organization_id for m in user.memberships):
+        raise Conflict("You are already a member of this organization.")
+    membership = Membership(user=user, organization=invitation.organization,
+                            role=invitation.role)
     session.add(membership)
+    invitation.accepted_at, invitation.accepted_by_id = utcnow(), user.id
     session.flush()  # the audit entry names the membership
-    audit.record(session, "member.added", actor=principal.actor, organization_id=organization.id,
-                 object_type="membership", object_id=membership.id,
-                 data={"user_id": user.id, "role": role})
+    audit.record(session, "member.added", actor=audit.Actor(user_id=user.id),
+                 organization_id=invitation.organization_id, object_type="membership",
+                 object_id=membership.id,
+                 data={"user_id": user.id, "role": invitation.role,
+                       "invitation_id": invitation.id})
     return membership
 
 

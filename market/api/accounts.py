@@ -7,17 +7,18 @@ from sqlalchemy import select, text
 
 from market.accounts import services as accounts
 from market.accounts.authz import Principal, get_owned
-from market.accounts.models import ApiKey, Organization, User
+from market.accounts.models import ApiKey, Invitation, Organization, User
 from market.accounts.services import KeyLimits
 from market.api.blueprint import api
 from market.api.endpoint import Created
 from market.api.schemas import (
     ApiKeyCreatedSchema, ApiKeyCreateSchema, ApiKeyListSchema, ApiKeySchema, ApiKeyUpdateSchema,
-    AccountSchema, AuditPageSchema, AuditQuerySchema, HealthSchema, RegistrationSchema, MemberAddSchema, MemberSchema, MeSchema,
-    OrganizationSchema,
+    AccountSchema, AuditPageSchema, AuditQuerySchema, HealthSchema, InvitationAcceptSchema,
+    InvitationCreatedSchema, InvitationCreateSchema, InvitationSchema, MemberSchema, MeSchema,
+    OrganizationSchema, RegistrationConfirmSchema, RegistrationSchema, RegistrationSentSchema,
 )
 from market.audit import AuditEntry
-from market.web import db_session, passwords
+from market.web import db_session, mail_registration, passwords
 
 ACCOUNT = ["Account"]
 KEYS = ["API keys"]
@@ -32,15 +33,28 @@ def health():
 
 
 @api.operation("/accounts", "POST", summary="Register a person and their organization",
-               permission=None, body=RegistrationSchema, response=AccountSchema, status=201,
-               tags=ACCOUNT, errors=(409, 422))
+               permission=None, body=RegistrationSchema, response=RegistrationSentSchema,
+               status=202, tags=ACCOUNT, errors=(422,))
 def register(body: dict):
-    """The person becomes the owner of the new organization, then signs in on the storefront
-    and creates API keys. Exchanges and the platform are set up by the operator."""
-    return accounts.register(
+    """Every address that passes the checks gets this same answer, so registering tells no one
+    which e-mails have an account. A link is mailed to the address; opening it (or sending its
+    token to ``POST /accounts/confirm``) creates the account, whose person becomes the owner of
+    the new organization. An address that has an account is mailed a note instead. Exchanges
+    and the platform are set up by the operator."""
+    requested = accounts.request_registration(
         db_session(), passwords(), email=body["email"], password=body["password"],
         name=body["name"], organization_name=body["organization_name"], roles=body["roles"],
         currency=current_app.config["DEFAULT_CURRENCY"])
+    mail_registration(requested)
+    return {"email": requested.email, "status": "confirmation_sent"}
+
+
+@api.operation("/accounts/confirm", "POST", summary="Confirm a registration",
+               permission=None, body=RegistrationConfirmSchema, response=AccountSchema,
+               status=201, tags=ACCOUNT, errors=(404, 409))
+def confirm_registration(body: dict):
+    """``token`` is the last part of the mailed link; it works once, within 24 hours."""
+    return accounts.complete_registration(db_session(), body["token"])
 
 
 @api.operation("/me", "GET", summary="Who is calling", permission="self:read",
@@ -74,15 +88,62 @@ def list_members(principal: Principal, organization_id: int):
     return get_owned(db_session(), Organization, organization_id, principal).memberships
 
 
-@api.operation("/organizations/<int:organization_id>/members", "POST",
-               summary="Add a registered person as a member", permission="members:manage",
-               body=MemberAddSchema, response=MemberSchema, status=201, tags=ACCOUNT,
-               errors=(404, 409, 422))
-def add_member(principal: Principal, organization_id: int, body: dict):
-    """Owners only. The person must already be registered."""
+@api.operation("/organizations/<int:organization_id>/invitations", "POST",
+               summary="Invite an e-mail address to become a member",
+               permission="members:manage", body=InvitationCreateSchema,
+               response=InvitationCreatedSchema, status=201, tags=ACCOUNT,
+               errors=(404, 422))
+def invite_member(principal: Principal, organization_id: int, body: dict):
+    """Owners only. The invitee joins only by accepting, signed in with the invited e-mail.
+    The answer is the same whether anyone is registered with the address or not, and names
+    no one."""
     session = db_session()
     org = get_owned(session, Organization, organization_id, principal)
-    return accounts.add_member(session, principal, org, email=body["email"], role=body["role"])
+    invitation, secret = accounts.invite_member(session, principal, org, email=body["email"],
+                                                role=body["role"])
+    return Created(_NewInvitation(invitation, secret),
+                   url_for("api.list_invitations", organization_id=org.id))
+
+
+class _NewInvitation:
+    """An invitation as just created, with the link that this one response shows."""
+
+    def __init__(self, invitation, secret: str) -> None:
+        self._invitation = invitation
+        self.accept_url = url_for("storefront.invitation", token=secret, _external=True)
+
+    def __getattr__(self, name: str):
+        return getattr(self._invitation, name)
+
+
+@api.operation("/organizations/<int:organization_id>/invitations", "GET",
+               summary="Invitations of an organization", permission="members:manage",
+               response=InvitationSchema, many=True, tags=ACCOUNT, errors=(404,))
+def list_invitations(principal: Principal, organization_id: int):
+    session = db_session()
+    org = get_owned(session, Organization, organization_id, principal)
+    return session.scalars(select(Invitation).where(Invitation.organization_id == org.id)
+                           .order_by(Invitation.id.desc()).limit(200)).all()
+
+
+@api.operation("/invitations/<int:invitation_id>/revoke", "POST",
+               summary="Withdraw an invitation", permission="members:manage",
+               response=InvitationSchema, tags=ACCOUNT, errors=(404, 409))
+def revoke_invitation(principal: Principal, invitation_id: int):
+    session = db_session()
+    return accounts.revoke_invitation(session, principal,
+                                      get_owned(session, Invitation, invitation_id, principal))
+
+
+@api.operation("/invitations/accept", "POST", summary="Accept an invitation",
+               permission="invitations:accept", body=InvitationAcceptSchema,
+               response=MemberSchema, status=201, tags=ACCOUNT, errors=(403, 404, 409))
+def accept_invitation(principal: Principal, body: dict):
+    """People only, signed in with the invited e-mail; ``token`` is the last part of the
+    invitation's link. An unknown, used, withdrawn or expired invitation answers 404."""
+    session = db_session()
+    return accounts.accept_invitation(session, session.get(User, principal.user_id),
+                                      body["token"])
 
 
 @api.operation("/keys", "GET", summary="The organization's API keys", permission="keys:read",

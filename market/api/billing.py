@@ -21,7 +21,7 @@ from market.api.endpoint import Created
 from market.catalog import importer
 from market.catalog.models import DatasetVersion
 from market.errors import Conflict, Forbidden, NotFound
-from market.web import db_session, end_request_transaction
+from market.web import db_session, end_request_transaction, viewer_organization_ids
 from billing import anomalies, certificates, entitlements, orders, payments, refunds
 from billing.models import Certificate, OrderLine
 from pricing.money import Money
@@ -222,9 +222,12 @@ def line_certificate(principal: Principal, order_id: int, line_id: int):
                response=VerificationSchema, tags=BUYING)
 def verify_certificate(number: str, query: dict):
     """Public: anyone holding a certificate can check it is genuine and unaltered (send the
-    digest printed on the copy to compare it too)."""
+    digest printed on the copy to compare it too). The parties' names, the order and what was
+    bought are shown only to the buyer and the seller (their people or keys); anyone else sees
+    the proof alone."""
     return certificates.verify(db_session(), number, _settings().certificate_key,
-                               presented_digest=query["digest"])
+                               presented_digest=query["digest"],
+                               viewer_organization_ids=viewer_organization_ids())
 
 
 # Finance ----------------------------------------------------------------------------------------

@@ -258,10 +258,17 @@ class CertificateSchema(Schema):
     issued_at = fields.AwareDateTime()
 
 
+class VerifiedCertificateSchema(CertificateSchema):
+    disclosure = fields.String(metadata={
+        "description": "`public`: the payload holds only what proves the transaction (number, "
+                       "dates, amount, the version's content SHA-256); `party`: the caller "
+                       "belongs to the buyer or the seller and sees all of it."})
+
+
 class VerificationSchema(Schema):
     valid = fields.Boolean()
     reason = fields.String()
-    certificate = fields.Nested(CertificateSchema, allow_none=True)
+    certificate = fields.Nested(VerifiedCertificateSchema, allow_none=True)
 
 
 class VerifyQuerySchema(Schema):

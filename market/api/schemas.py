@@ -40,6 +40,15 @@ class RegistrationSchema(Schema):
         validate=validate.Length(min=1))
 
 
+class RegistrationSentSchema(Schema):
+    email = fields.String()
+    status = fields.String(metadata={"description": "`confirmation_sent`, for every address."})
+
+
+class RegistrationConfirmSchema(Schema):
+    token = fields.String(required=True, validate=validate.Length(min=1, max=100))
+
+
 class AccountSchema(Schema):
     user_id = fields.Integer(attribute="id")
     email = fields.String()
@@ -66,9 +75,28 @@ class MemberSchema(Schema):
     created_at = fields.AwareDateTime()
 
 
-class MemberAddSchema(Schema):
-    email = fields.Email(required=True)
+class InvitationCreateSchema(Schema):
+    email = fields.Email(required=True, validate=validate.Length(max=254))
     role = fields.String(required=True, validate=validate.OneOf([r.value for r in MemberRole]))
+
+
+class InvitationSchema(Schema):
+    id = fields.Integer()
+    email = fields.String()
+    role = fields.String()
+    status = fields.String(metadata={"description": "pending, accepted, revoked or expired."})
+    created_at = fields.AwareDateTime()
+    expires_at = fields.AwareDateTime()
+
+
+class InvitationCreatedSchema(InvitationSchema):
+    accept_url = fields.String(metadata={
+        "description": "The link the invitee opens, signed in with the invited e-mail, to "
+                       "accept. Shown in this response only; send it to the invitee."})
+
+
+class InvitationAcceptSchema(Schema):
+    token = fields.String(required=True, validate=validate.Length(min=1, max=100))
 
 
 class ApiKeySchema(Schema):

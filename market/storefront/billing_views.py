@@ -31,7 +31,9 @@ from market.storefront.blueprint import storefront
 from market.storefront.catalog_views import _amount
 from market.storefront.forms import ActionForm
 from market.storefront.views import signed_in
-from market.web import CONTENT_SECURITY_POLICY, db_session, end_request_transaction
+from market.web import (
+    CONTENT_SECURITY_POLICY, db_session, end_request_transaction, viewer_organization_ids,
+)
 from pricing.errors import PricingError
 from pricing.money import Money
 from pricing.offers import offer_from_dict
@@ -336,7 +338,8 @@ def verify_certificate():
     result = None
     if number:
         result = certificates.verify(db_session(), number, _settings().certificate_key,
-                                     presented_digest=digest)
+                                     presented_digest=digest,
+                                     viewer_organization_ids=viewer_organization_ids())
     return render_template("billing/verify.html", number=number, digest=digest or "",
                            result=result)
 

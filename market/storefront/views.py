@@ -15,15 +15,17 @@ from sqlalchemy import select
 
 from market.accounts import services as accounts
 from market.accounts.authz import SCOPES, Principal, authorize, get_owned
-from market.accounts.models import ApiKey, Organization
-from market.accounts.services import KeyLimits, LoginPolicy
+from market.accounts.models import ApiKey, Invitation, Organization
+from market.accounts.services import KeyLimits
 from market.audit import AuditEntry
-from market.errors import Conflict, Forbidden, InvalidInput, TooManyRequests
+from market.errors import Conflict, Forbidden, InvalidInput
 from market.storefront.blueprint import storefront
-from market.storefront.forms import ActionForm, ApiKeyForm, LoginForm, RegisterForm
+from market.storefront.forms import (
+    ActionForm, ApiKeyForm, InviteForm, LoginForm, PasswordChangeForm, RegisterForm,
+)
 from market.web import (
-    db_session, keep_changes_on_error, passwords, session_principal, sign_in, sign_out,
-    signed_in_user,
+    current_session_id, db_session, mail_registration, passwords, session_principal, sign_in,
+    sign_out, signed_in_user,
 )
 
 
@@ -70,20 +72,40 @@ def set_locale(code: str):
 
 @storefront.route("/register", methods=["GET", "POST"])
 def register():
+    """The same answer for every address that passes the form's checks: check your inbox. The
+    account is made when the link mailed to the address is opened (``confirm_registration``)."""
     form = RegisterForm()
     if form.validate_on_submit():
         try:
-            user = accounts.register(
+            requested = accounts.request_registration(
                 db_session(), passwords(), email=form.email.data, password=form.password.data,
                 name=form.name.data, organization_name=form.organization_name.data,
                 roles=form.roles.data, currency=current_app.config["DEFAULT_CURRENCY"])
-        except (InvalidInput, Conflict) as exc:
+        except InvalidInput as exc:
             _field_error(form, exc)
         else:
-            sign_in(user)
-            flash(_("Welcome! Your organization is ready."), "success")
-            return redirect(url_for("storefront.account"))
+            mail_registration(requested)
+            return render_template("storefront/register_sent.html", email=requested.email)
     return render_template("storefront/register.html", form=form), 422 if form.errors else 200
+
+
+@storefront.route("/register/confirm/<token>", methods=["GET", "POST"])
+def confirm_registration(token: str):
+    """Opening the link shows a button; only the POST creates the account (mail scanners
+    open links too) and signs its person in."""
+    pending = accounts.pending_registration(db_session(), token)
+    if request.method == "POST":
+        if not ActionForm().validate_on_submit():
+            abort(400)
+        try:
+            user = accounts.complete_registration(db_session(), token)
+        except Conflict:
+            flash(_("This e-mail already has an account: sign in."), "error")
+            return redirect(url_for("storefront.login"))
+        sign_in(user)
+        flash(_("Welcome! Your organization is ready."), "success")
+        return redirect(url_for("storefront.account"))
+    return render_template("storefront/register_confirm.html", pending=pending)
 
 
 @storefront.route("/login", methods=["GET", "POST"])
@@ -91,23 +113,20 @@ def login():
     form = LoginForm()
     status = 200
     if form.validate_on_submit():
-        config = current_app.config
-        policy = LoginPolicy(config["LOGIN_MAX_FAILURES"], config["LOGIN_MAX_FAILURES_PER_IP"],
-                             config["LOGIN_WINDOW_SECONDS"])
-        remote = request.remote_addr or "unknown"
-        try:
-            user = accounts.authenticate(db_session(), passwords(), email=form.email.data,
-                                         password=form.password.data, remote_addr=remote,
-                                         policy=policy)
-        except TooManyRequests as exc:
+        throttle = current_app.extensions["market.login_throttle"]
+        email, remote = form.email.data, request.remote_addr or "unknown"
+        wait = throttle.wait_seconds(email, remote)
+        if wait:
             form.email.errors.append(_("Too many failed sign-ins. Try again later."))
             response = render_template("storefront/login.html", form=form)
-            return response, 429, {"Retry-After": str(exc.retry_after)}
+            return response, 429, {"Retry-After": str(wait)}
+        user = accounts.authenticate(db_session(), passwords(), email=email,
+                                     password=form.password.data)
         if user is not None:
+            throttle.succeeded(email, remote)
             sign_in(user)
             return redirect(_safe_next(request.args.get("next")) or url_for("storefront.account"))
-        accounts.record_failed_login(db_session(), email=form.email.data, remote_addr=remote)
-        keep_changes_on_error()
+        throttle.failed(email, remote)
         form.password.errors.append(_("Wrong e-mail or password."))
         status = 401
     elif form.errors:
@@ -124,11 +143,84 @@ def logout():
     return redirect(url_for("storefront.index"))
 
 
-@storefront.get("/account")
+@storefront.route("/account", methods=["GET", "POST"])
 @signed_in()
 def account(principal: Principal):
-    org = get_owned(db_session(), Organization, principal.organization_id, principal)
-    return render_template("storefront/account.html", org=org)
+    """The organization and its members; its owners invite people (a POST) and see who is
+    invited."""
+    session_ = db_session()
+    org = get_owned(session_, Organization, principal.organization_id, principal)
+    manage = principal.can("members:manage")
+    form = InviteForm() if manage else None
+    invited_link = None
+    status = 200
+    if request.method == "POST":
+        authorize(principal, "members:manage")
+        if form.validate_on_submit():
+            invitation, secret = accounts.invite_member(session_, principal, org,
+                                                        email=form.email.data,
+                                                        role=form.role.data)
+            invited_link = {"email": invitation.email,
+                            "url": url_for("storefront.invitation", token=secret,
+                                           _external=True)}
+            form = InviteForm(formdata=None)
+        elif form.errors:
+            status = 422
+    invitations = session_.scalars(
+        select(Invitation).where(Invitation.organization_id == org.id,
+                                 Invitation.accepted_at.is_(None),
+                                 Invitation.revoked_at.is_(None))
+        .order_by(Invitation.id.desc()).limit(200)).all() if manage else []
+    return render_template("storefront/account.html", org=org, form=form,
+                           invitations=[i for i in invitations if i.status == "pending"],
+                           invited_link=invited_link), status
+
+
+@storefront.post("/account/invitations/<int:invitation_id>/revoke")
+@signed_in("members:manage")
+def revoke_invitation(principal: Principal, invitation_id: int):
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    session_ = db_session()
+    invitation = get_owned(session_, Invitation, invitation_id, principal)
+    accounts.revoke_invitation(session_, principal, invitation)
+    flash(_("Invitation of %(email)s withdrawn.", email=invitation.email), "success")
+    return redirect(url_for("storefront.account"))
+
+
+@storefront.route("/invitations/<token>", methods=["GET", "POST"])
+@signed_in("invitations:accept")
+def invitation(principal: Principal, token: str):
+    """The invitee, signed in, sees who invites them as what, and accepts (or ignores it)."""
+    session_ = db_session()
+    invited = accounts.pending_invitation(session_, token)
+    if request.method == "POST":
+        if not ActionForm().validate_on_submit():
+            abort(400)
+        membership = accounts.accept_invitation(session_, signed_in_user(), token)
+        session["org_id"] = membership.organization_id
+        flash(_("You joined %(name)s.", name=invited.organization.name), "success")
+        return redirect(url_for("storefront.account"))
+    return render_template("storefront/invitation.html", invitation=invited)
+
+
+@storefront.route("/account/password", methods=["GET", "POST"])
+@signed_in(None)
+def change_password(principal: Principal):
+    """A new password ends every other session of the person; this one stays signed in."""
+    form = PasswordChangeForm()
+    if form.validate_on_submit():
+        try:
+            accounts.change_password(
+                db_session(), passwords(), signed_in_user(),
+                current_password=form.current_password.data,
+                new_password=form.new_password.data, current_session_id=current_session_id())
+        except InvalidInput as exc:
+            _field_error(form, exc)
+        else:
+            flash(_("Password changed. You were signed out everywhere else."), "success")
+            return redirect(url_for("storefront.account"))
+    return render_template("storefront/password.html", form=form), 422 if form.errors else 200
 
 
 @storefront.route("/account/keys", methods=["GET", "POST"])

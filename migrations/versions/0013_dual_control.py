@@ -6,7 +6,7 @@ who decided them. Adjustments gain a reason code and their evidence, and keep no
 transaction until posted. A bank reference is unique among receipts that were not rejected.
 
 Revision ID: 0013
-Revises: 0011
+Revises: 0012
 Create Date: 2026-12-02 17:00:00
 """
 
@@ -17,7 +17,7 @@ from market.db import UTCDateTime
 
 
 revision = '0013'
-down_revision = '0011'
+down_revision = '0012'
 branch_labels = None
 depends_on = None
 

@@ -133,6 +133,17 @@ def test_download_and_certificate(buyer_client, finance_client, shop, client):
     check = client.get(f"/api/v1/certificates/{certificate['number']}",
                        query_string={"digest": certificate["digest"]}).get_json()
     assert check["valid"] is True
+    # A stranger sees what proves the purchase, not who took part nor what was bought.
+    shown = check["certificate"]
+    assert shown["disclosure"] == "public" and shown["signature"] == certificate["signature"]
+    assert shown["payload"] == {
+        "number": certificate["number"], "issued_at": payload["issued_at"],
+        "paid_at": payload["paid_at"], "amount": {"amount": "10388.00", "currency": "CNY"},
+        "version": {"content_sha256": shop["version"].content_sha256}}
+    # The buyer, signed in or by key, sees all of it.
+    mine = buyer_client.get(f"/api/v1/certificates/{certificate['number']}").get_json()
+    assert mine["certificate"]["disclosure"] == "party"
+    assert mine["certificate"]["payload"] == payload
     forged = client.get(f"/api/v1/certificates/{certificate['number']}",
                         query_string={"digest": "0" * 64}).get_json()
     assert forged["valid"] is False

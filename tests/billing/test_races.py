@@ -15,11 +15,12 @@ from billing import ledger, orders, payments
 from billing.gateways import StripeGateway
 from billing.ledger import LedgerTransaction, Purpose
 from billing.models import BankReceipt, Order, Payment, Refund
+from market.accounts.models import User
 from pricing.money import Money
 from tests.billing.shop import buyer, listed_dataset, platform_finance
 from tests.concurrency import at_once, fresh_app, postgresql_only
 from tests.factories import english_client, make_key
-from tests.fixtures import csrf_token
+from tests.fixtures import csrf_token, signed_in_session
 from tests.stripe_server import WEBHOOK_SECRET
 
 VISA = "4242424242424242"
@@ -67,9 +68,8 @@ def _finance_client(app, shop):
     """A platform finance person signed in on a client of their own (cookie and CSRF token)."""
     user_id, org_id = shop["finance_ids"]
     client = english_client(app)
-    with client.session_transaction() as web_session:
-        web_session["user_id"] = user_id
-        web_session["org_id"] = org_id
+    with app.extensions["market.db"].session() as session:
+        signed_in_session(client, session, session.get(User, user_id), org_id)
     client.csrf = {"X-CSRFToken": csrf_token(client)}
     return client
 

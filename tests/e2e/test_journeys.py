@@ -20,6 +20,7 @@ from sqlalchemy import select
 
 from billing import budgets
 from market.accounts import services as accounts
+from market.accounts.mail import Outbox
 from market.accounts.models import Organization
 from market.catalog.models import Dataset, DatasetVersion
 from pricing.money import Money
@@ -188,13 +189,21 @@ def demo_dataset_id(served, title_en: str) -> int:
         return session.scalar(select(Dataset.id).where(Dataset.title_en == title_en))
 
 
-def register(page, organization: str, email: str, password: str = "a-long-buyer-passphrase"):
+def register(page, served, organization: str, email: str,
+             password: str = "a-long-buyer-passphrase"):
+    """The form, then the link mailed to the address (kept by the served app's outbox)."""
+    outbox = Outbox()
+    served.app.extensions["market.mailer"] = outbox
     page.goto("/register")
     page.locator("#name").fill("Gao Fei")
     page.locator("#email").fill(email)
     page.locator("#password").fill(password)
     page.locator("#organization_name").fill(organization)
     page.locator("input[name=roles][value=buyer]").check()
+    page.locator("main form button[type=submit]").click()
+    expect(page.locator("main [role=status]")).to_contain_text(email)
+    (mail,) = outbox.sent
+    page.goto(re.search(r"http://\S+/register/confirm/[\w-]+", mail.body).group(0))
     page.locator("main form button[type=submit]").click()
     expect(page).to_have_url(re.compile(r"/account$"))
 
@@ -242,7 +251,8 @@ def test_buyer_registers_and_subscribes_paying_by_card(open_page, served, locale
     dataset_id = demo_dataset_id(served, "Power grid dispatch Q&A")
     title = "电网负荷调度问答" if zh else "Power grid dispatch Q&A"
     page = open_page(locale)
-    register(page, f"Municipal Energy Bureau {locale}", f"energy-{uuid.uuid4().hex[:8]}@example.cn")
+    register(page, served, f"Municipal Energy Bureau {locale}",
+             f"energy-{uuid.uuid4().hex[:8]}@example.cn")
     expect(page.locator("html")).to_have_attribute("lang", "zh-CN" if zh else "en")
     budget_id = set_up_budget(page, "Energy bureau 2026", "GRID-SUB", "60000.00")
 

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from sqlalchemy import func, select
 
-from market.accounts.models import LoginAttempt, Membership, Organization, User
+from market.accounts.mail import Outbox
+from market.accounts.models import Membership, Organization, User
 from market.audit import AuditEntry
-from tests.factories import PASSWORD, make_org, make_user
+from tests.factories import PASSWORD, english_client, make_org, make_user
 from tests.fixtures import csrf_token
 
 GOOD = {"name": "Liu Yang", "email": "Liu.Yang@Example.com", "password": "amber-river-ledger",
         "organization_name": "Northwind Grid", "roles": ["buyer", "supplier"]}
+
+
+CSRF_VALUE = re.compile(r'name="csrf_token" type="hidden" value="[^"]+"')
 
 
 def _register(client, **changes):
@@ -19,8 +25,30 @@ def _register(client, **changes):
     return client.post("/register", data=form)
 
 
-def test_registration_creates_person_organization_and_owner_membership(client, session):
+@pytest.fixture()
+def outbox(app, monkeypatch):
+    """The mail the app sends, kept instead of sent."""
+    box = Outbox()
+    monkeypatch.setitem(app.extensions, "market.mailer", box)
+    return box
+
+
+def _link(mail) -> str:
+    return re.search(r"http://localhost(/register/confirm/[\w-]+)", mail.body).group(1)
+
+
+def test_registration_creates_person_organization_and_owner_membership(client, session, outbox):
     response = _register(client)
+    assert response.status_code == 200 and "Check your inbox" in response.get_data(as_text=True)
+    # Nothing exists until the address's holder opens the mailed link.
+    assert session.scalar(select(User).where(User.email == "liu.yang@example.com")) is None
+    (mail,) = outbox.sent
+    assert mail.to == "liu.yang@example.com"
+    link = _link(mail)
+    page = client.get(link)
+    assert page.status_code == 200 and "Northwind Grid" in page.get_data(as_text=True)
+    assert session.scalar(select(User).where(User.email == "liu.yang@example.com")) is None
+    response = client.post(link, data={"csrf_token": csrf_token(client, link)})
     assert response.status_code == 302 and response.location.endswith("/account")
     user = session.scalar(select(User).where(User.email == "liu.yang@example.com"))
     assert user is not None and user.password_hash.startswith("$argon2id$")
@@ -31,6 +59,8 @@ def test_registration_creates_person_organization_and_owner_membership(client, s
     assert session.scalar(select(AuditEntry.action).where(
         AuditEntry.object_id == str(user.id))) == "account.registered"
     assert client.get("/account").status_code == 200
+    # The link works once.
+    assert client.get(link).status_code == 404
 
 
 def _count(session, model):
@@ -55,12 +85,35 @@ def test_bad_registration_names_the_field_and_writes_nothing(client, session, ch
     assert (_count(session, User), _count(session, Organization)) == before
 
 
-def test_duplicate_email_is_refused(client, session):
-    assert _register(client).status_code == 302
-    other = client.application.test_client()
-    response = _register(other, email="LIU.YANG@example.com", organization_name="Other")
-    assert response.status_code == 422
-    assert "already registered" in response.get_data(as_text=True)
+def test_registering_a_known_email_answers_as_a_new_one(app, session, passwords, outbox):
+    """Finding 9: registration answered "already registered" to anyone who asked."""
+    make_user(session, passwords, make_org(session), email="known.person@example.com")
+    session.commit()
+    before = _count(session, Organization)
+    pages = []
+    for email in ("known.person@example.com", "unknown.person@example.com"):
+        response = _register(english_client(app), email=email)
+        page = response.get_data(as_text=True).replace(email, "EMAIL")
+        pages.append((response.status_code, CSRF_VALUE.sub("", page)))  # per-session token
+    assert pages[0] == pages[1] and pages[0][0] == 200
+    assert "already" not in pages[0][1]
+    # Only the holder of the address learns which it was, by mail.
+    note, link = outbox.sent
+    assert note.to == "known.person@example.com" and "already has an account" in note.body
+    assert "/register/confirm/" not in note.body
+    assert link.to == "unknown.person@example.com" and "/register/confirm/" in link.body
+    assert _count(session, Organization) == before
+
+
+def test_a_link_for_an_address_registered_meanwhile_creates_nothing(client, session, passwords,
+                                                                    outbox):
+    _register(client)
+    _register(client)  # twice, before either link is opened
+    first, second = (_link(mail) for mail in outbox.sent)
+    assert client.post(first, data={"csrf_token": csrf_token(client, first)}).status_code == 302
+    other = english_client(client.application)
+    response = other.post(second, data={"csrf_token": csrf_token(other, second)})
+    assert response.status_code == 302 and response.location.endswith("/login")
     assert _count(session, Organization) == 1
 
 
@@ -123,19 +176,54 @@ def test_sign_in_returns_to_a_page_of_the_site(client, session, passwords, targe
     assert response.status_code == 302 and response.location == target
 
 
-def test_wrong_password_is_recorded_and_throttled(app, client, session, passwords):
+def _try(client, email, password):
+    return client.post("/login", data={"email": email, "password": password,
+                                       "csrf_token": csrf_token(client, "/login")})
+
+
+def _from(app, address: str):
+    client = english_client(app)
+    client.environ_base["REMOTE_ADDR"] = address
+    return client
+
+
+def test_failed_sign_ins_slow_that_address_down(app, connection, session, passwords):
     user = make_user(session, passwords, make_org(session))
     session.commit()
-    limit = app.config["LOGIN_MAX_FAILURES"]
-    for _ in range(limit):
-        response = client.post("/login", data={"email": user.email, "password": "wrong-guess-1",
-                                               "csrf_token": csrf_token(client, "/login")})
-        assert response.status_code == 401
-    assert _count(session, LoginAttempt) == limit
-    # Now even the right password is refused until the window passes.
-    response = client.post("/login", data={"email": user.email, "password": PASSWORD,
-                                           "csrf_token": csrf_token(client, "/login")})
-    assert response.status_code == 429 and int(response.headers["Retry-After"]) > 0
+    attacker = _from(app, "203.0.113.9")
+    for _ in range(app.config["LOGIN_FREE_FAILURES"]):
+        assert _try(attacker, user.email, "wrong-guess-1").status_code == 401
+    # From there, even the right password waits: a guesser learns nothing while throttled.
+    response = _try(attacker, user.email, PASSWORD)
+    assert response.status_code == 429
+    assert 0 < int(response.headers["Retry-After"]) <= app.config["LOGIN_BACKOFF_SECONDS"]
+    assert "Too many failed sign-ins" in response.get_data(as_text=True)
+
+
+def test_an_attacker_never_locks_the_owner_out(app, connection, session, passwords):
+    """Finding 9: five wrong passwords from anywhere locked the e-mail for 15 minutes."""
+    user = make_user(session, passwords, make_org(session))
+    session.commit()
+    attacker = _from(app, "203.0.113.9")
+    for _ in range(app.config["LOGIN_FREE_FAILURES"] + 3):
+        assert _try(attacker, user.email, "wrong-guess-1").status_code in (401, 429)
+    assert _try(attacker, user.email, PASSWORD).status_code == 429
+    owner = _from(app, "198.51.100.7")
+    response = _try(owner, user.email, PASSWORD)
+    assert response.status_code == 302 and response.location == "/account"
+
+
+def test_a_success_starts_the_count_afresh(app, connection, session, passwords):
+    user = make_user(session, passwords, make_org(session))
+    session.commit()
+    owner = _from(app, "198.51.100.7")
+    free = app.config["LOGIN_FREE_FAILURES"]
+    for _ in range(free - 1):
+        assert _try(owner, user.email, "typo-in-password").status_code == 401
+    assert _try(owner, user.email, PASSWORD).status_code == 302
+    for _ in range(free - 1):  # the earlier typos no longer count
+        assert _try(owner, user.email, "typo-in-password").status_code == 401
+    assert _try(owner, user.email, PASSWORD).status_code == 302
 
 
 def test_unknown_email_and_wrong_password_answer_alike(client, session, passwords):
@@ -174,13 +262,24 @@ API_ACCOUNT = {"name": "Gao Feng", "email": "gao.feng@example.com",
                "roles": ["buyer"]}
 
 
-def test_registration_through_the_api(client, session):
+def _api_token(mail) -> str:
+    return re.search(r"/register/confirm/([\w-]+)", mail.body).group(1)
+
+
+def test_registration_through_the_api(client, session, outbox):
     response = client.post("/api/v1/accounts", json=API_ACCOUNT)
+    assert response.status_code == 202, response.get_json()
+    assert response.get_json() == {"email": "gao.feng@example.com",
+                                   "status": "confirmation_sent"}
+    assert _count(session, User) == 0
+    response = client.post("/api/v1/accounts/confirm", json={"token": _api_token(outbox.sent[0])})
     assert response.status_code == 201, response.get_json()
     body = response.get_json()
     assert body["organization"]["roles"] == ["buyer"] and "password" not in body
     assert session.scalar(select(User.password_hash).where(
         User.email == "gao.feng@example.com")).startswith("$argon2id$")
+    again = client.post("/api/v1/accounts/confirm", json={"token": _api_token(outbox.sent[0])})
+    assert again.status_code == 404 and again.mimetype == "application/problem+json"
 
 
 @pytest.mark.parametrize("changes, status, field", [
@@ -198,19 +297,25 @@ def test_bad_api_registrations_name_the_field_and_write_nothing(client, session,
     assert _count(session, User) == 0 and _count(session, Organization) == 0
 
 
-def test_duplicate_email_through_the_api_is_409(client, session):
-    assert client.post("/api/v1/accounts", json=API_ACCOUNT).status_code == 201
+def test_a_known_email_through_the_api_gets_the_same_answer(client, session, outbox):
+    assert client.post("/api/v1/accounts", json=API_ACCOUNT).status_code == 202
+    client.post("/api/v1/accounts/confirm", json={"token": _api_token(outbox.sent[0])})
     again = client.post("/api/v1/accounts", json=API_ACCOUNT | {"email": "GAO.FENG@example.com",
                                                                  "organization_name": "Other"})
-    assert again.status_code == 409 and "email" in again.get_json()["errors"]
+    assert again.status_code == 202
+    assert again.get_json() == {"email": "gao.feng@example.com", "status": "confirmation_sent"}
+    assert "already has an account" in outbox.sent[-1].body
     assert _count(session, Organization) == 1
 
 
-def test_a_lost_race_answers_409_and_writes_nothing(client, session, monkeypatch):
-    """Two registrations of one e-mail pass the check at once; the database stops the second."""
+def test_a_lost_race_answers_409_and_writes_nothing(client, session, monkeypatch, outbox):
+    """Two confirmations of one e-mail pass the check at once; the database stops the second."""
     from market.accounts import services
 
-    assert client.post("/api/v1/accounts", json=API_ACCOUNT).status_code == 201
+    for organization in ("Gao Data", "Twin"):
+        client.post("/api/v1/accounts", json=API_ACCOUNT | {"organization_name": organization})
+    first, second = (_api_token(mail) for mail in outbox.sent)
+    assert client.post("/api/v1/accounts/confirm", json={"token": first}).status_code == 201
     real_scalar = session.__class__.scalar
 
     def no_duplicate_seen(self, statement, *args, **kwargs):
@@ -219,7 +324,7 @@ def test_a_lost_race_answers_409_and_writes_nothing(client, session, monkeypatch
         return real_scalar(self, statement, *args, **kwargs)
 
     monkeypatch.setattr(services.Session, "scalar", no_duplicate_seen)
-    response = client.post("/api/v1/accounts", json=API_ACCOUNT | {"organization_name": "Twin"})
+    response = client.post("/api/v1/accounts/confirm", json={"token": second})
     monkeypatch.undo()
     assert response.status_code == 409 and response.mimetype == "application/problem+json"
     assert _count(session, Organization) == 1

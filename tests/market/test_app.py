@@ -13,10 +13,10 @@ from market.config import SETTINGS, load_config
 
 def test_settings_come_from_the_environment_given(tmp_path):
     config = load_config(tmp_path, environ={"DATABASE_URL": "sqlite:///x.db",
-                                            "LOGIN_MAX_FAILURES": "7",
+                                            "LOGIN_FREE_FAILURES": "7",
                                             "SESSION_COOKIE_SECURE": "false"})
     assert config["DATABASE_URL"] == "sqlite:///x.db"
-    assert config["LOGIN_MAX_FAILURES"] == 7
+    assert config["LOGIN_FREE_FAILURES"] == 7
     assert config["SESSION_COOKIE_SECURE"] is False
 
 
@@ -36,8 +36,8 @@ def test_production_refuses_to_start_without_its_secrets(tmp_path, missing):
 
 
 def test_a_bad_setting_is_named(tmp_path):
-    with pytest.raises(RuntimeError, match="LOGIN_MAX_FAILURES"):
-        load_config(tmp_path, environ={"LOGIN_MAX_FAILURES": "many"})
+    with pytest.raises(RuntimeError, match="LOGIN_FREE_FAILURES"):
+        load_config(tmp_path, environ={"LOGIN_FREE_FAILURES": "many"})
 
 
 def test_every_setting_is_documented_in_the_readme():

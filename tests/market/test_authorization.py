@@ -34,7 +34,9 @@ from tests.fixtures import csrf_token
 class Case:
     # public | object | collection | create | disabled (a card endpoint: 409 while no card
     # processor is configured, as in the embedded default the suite runs) | platform (the
-    # platform's staff only: 403 even for an exchange holding the permission)
+    # platform's staff only: 403 even for an exchange holding the permission) | invitee (for
+    # one person only: 403 for everyone else, nothing joined) | unknown (public, but what it
+    # names is a secret the caller does not hold: 404 for everyone)
     kind: str
     body: dict | None = None
     upload: bytes | None = None  # a raw JSONL body instead of JSON
@@ -55,13 +57,19 @@ MATRIX: dict[tuple[str, str], Case] = {
     ("POST", "/accounts"): Case("public", {
         "name": "New Person", "email": "new.person@example.com",
         "password": "violet-harbor-engine", "organization_name": "New Org", "roles": ["buyer"]}),
+    # A registration link nobody mailed to the caller: unknown to everyone alike.
+    ("POST", "/accounts/confirm"): Case("unknown", {"token": "never-mailed-to-anyone"}),
     ("GET", "/openapi.json"): Case("public"),
     ("GET", "/docs"): Case("public"),
     ("GET", "/me"): Case("collection"),
     ("GET", "/organizations/<int:organization_id>"): Case("object"),
     ("GET", "/organizations/<int:organization_id>/members"): Case("object"),
-    ("POST", "/organizations/<int:organization_id>/members"): Case(
+    ("POST", "/organizations/<int:organization_id>/invitations"): Case(
         "object", {"email": "{victim_email}", "role": "member"}),
+    ("GET", "/organizations/<int:organization_id>/invitations"): Case("object"),
+    ("POST", "/invitations/<int:invitation_id>/revoke"): Case("object"),
+    # The victim's real invitation link, leaked: only the invited e-mail may accept it.
+    ("POST", "/invitations/accept"): Case("invitee", {"token": "{victim_invitation}"}),
     ("GET", "/keys"): Case("collection"),
     ("POST", "/keys"): Case("create", {"name": "mine", "scopes": ["catalog:read"],
                                   "expires_at": "2099-01-01T00:00:00Z"}),
@@ -300,8 +308,11 @@ def victim(session, passwords):
                              original_minor=10_000, approved_minor=10_000, committed_minor=0,
                              spent_minor=0)
     session.add(budget_line)
+    invitation, invitation_token = accounts.invite_member(
+        session, owner, org, email="friend@victim.example.com", role="owner")
     session.commit()
-    return {"budget": budget, "budget_line": budget_line, "org": org, "email": person.email, "key": key, "dataset": dataset,
+    return {"invitation": invitation, "invitation_token": invitation_token,
+            "budget": budget, "budget_line": budget_line, "org": org, "email": person.email, "key": key, "dataset": dataset,
             "listing": listing, "exchange": exchange, "offer": offer, "order": order,
             "invoice": invoice, "payment": payment,
             "deal": deal, "subscription": subscription, "plan": plan, "statement": statement,
@@ -354,7 +365,8 @@ def test_foreign_and_anonymous_callers(app, sign_in_as, session, victim, foreign
            "<int:budget_line_id>": victim["budget_line"].id,
            "<int:receipt_id>": victim["receipt"].id,
            "<int:adjustment_id>": victim["adjustment"].id,
-           "<int:refund_id>": victim["refund"].id}
+           "<int:refund_id>": victim["refund"].id,
+           "<int:invitation_id>": victim["invitation"].id}
     path = "/api/v1" + rule
     for placeholder, value in ids.items():
         path = path.replace(placeholder, str(value))
@@ -366,6 +378,7 @@ def test_foreign_and_anonymous_callers(app, sign_in_as, session, victim, foreign
         body = body.replace('"{victim_offer}"', str(victim["offer"].id))
         body = body.replace('"{victim_plan}"', str(victim["plan"].id))
         body = body.replace('"{victim_dataset}"', str(victim["dataset"].id))
+        body = body.replace("{victim_invitation}", victim["invitation_token"])
         kwargs["json"] = json.loads(body)
     if case.upload is not None:
         kwargs.update(data=case.upload, content_type="application/x-ndjson")
@@ -373,7 +386,10 @@ def test_foreign_and_anonymous_callers(app, sign_in_as, session, victim, foreign
     status, text = response.status_code, response.get_data(as_text=True)
 
     if case.kind == "public":
-        assert status in (200, 201), text
+        assert status in (200, 201, 202), text
+        return
+    if case.kind == "unknown":
+        assert status == 404 and response.mimetype == "application/problem+json", text
         return
     if principal is None:
         assert status == 401 and "WWW-Authenticate" in response.headers
@@ -384,6 +400,12 @@ def test_foreign_and_anonymous_callers(app, sign_in_as, session, victim, foreign
         return
     if case.kind == "platform":
         assert status == 403 and "platform" in text, text
+        return
+    if case.kind == "invitee":
+        assert status == 403 and "another e-mail" in text, text
+        session.refresh(victim["invitation"])
+        assert victim["invitation"].status == "pending"
+        assert len(victim["org"].memberships) == 1
         return
     if case.kind == "disabled":
         assert status == 409 and "bank transfer" in text, text
@@ -396,6 +418,8 @@ def test_foreign_and_anonymous_callers(app, sign_in_as, session, victim, foreign
         assert victim["offer"].retired_at is None and len(victim["dataset"].offers) == 2
         assert victim["key"].revoked_at is None and victim["key"].monthly_token_cap is None
         assert len(victim["org"].memberships) == 1
+        session.refresh(victim["invitation"])
+        assert victim["invitation"].status == "pending"
         assert victim["dataset"].title_en == "Victim dataset"
         assert len(victim["dataset"].versions) == 1
         assert victim["listing"].status == "submitted"

@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from billing.models import BankReceipt, Invoice, Refund
 from market.db import utcnow
 from tests.billing.shop import buyer, listed_dataset, platform_finance
+from tests.factories import make_org
 from tests.fixtures import csrf_token
 
 METERED = {"kind": "metered", "code": "api",
@@ -160,6 +161,34 @@ def test_altered_digest_is_not_genuine(buyer_client, finance_client, client, ses
     verdict = _text(client.get("/certificates/verify",
                                query_string={"number": number, "digest": "0" * 64}))
     assert "Not genuine" in verdict and "altered" in verdict
+
+
+def test_verification_names_the_parties_only_to_the_parties(buyer_client, finance_client,
+                                                            client, session, shop, sign_in_as):
+    """Finding 13: anyone with the number read the buyer's name and registration number."""
+    buyer_client.org.registration_number = "91110000MA01ABCD2X"
+    session.commit()
+    order_id, _ = _pay_by_bank_transfer(buyer_client, finance_client, session, shop)
+    page = _text(buyer_client.get(f"/orders/{order_id}"))
+    certificate_path = re.search(r'href="(/orders/\d+/lines/\d+/certificate)"', page).group(1)
+    number = re.search(r"<code>(TC-[^<]+)</code>",
+                       _text(buyer_client.get(certificate_path))).group(1)
+    stranger = sign_in_as(make_org(session, "buyer", name="Curious Bureau"), "owner")
+    seller = sign_in_as(shop["supplier"], "member")
+    for viewer in (client, stranger):
+        verdict = _text(viewer.get("/certificates/verify", query_string={"number": number}))
+        assert "Genuine" in verdict and "Not genuine" not in verdict
+        assert number in verdict and shop["version"].content_sha256 in verdict
+        assert "CNY 10,388.00" in verdict
+        for hidden in ("City Health Commission", "91110000MA01ABCD2X", "Grid Data Co",
+                       "Grid load series"):
+            assert hidden not in verdict
+        assert "shown only to the buyer and the seller" in verdict
+    for party in (buyer_client, seller):
+        verdict = _text(party.get("/certificates/verify", query_string={"number": number}))
+        assert "Genuine" in verdict
+        assert "City Health Commission" in verdict and "91110000MA01ABCD2X" in verdict
+        assert "Grid Data Co" in verdict
 
 
 @pytest.mark.parametrize("changes, field, message", [
