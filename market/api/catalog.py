@@ -98,7 +98,8 @@ def import_version(principal: Principal, dataset_id: int, query: dict, stream, c
         session, principal, dataset, stream,
         source_format="csv" if content_type == "text/csv" else "jsonl",
         encoding=current_app.config["TOKEN_ENCODING"], filename=query["filename"],
-        notes=query["notes"], expected_bytes=content_length)
+        notes=query["notes"], expected_bytes=content_length,
+        **importer.limits(current_app.config))
     return Created(version, url_for("api.get_version", dataset_id=dataset.id,
                                     number=version.number))
 

@@ -146,7 +146,8 @@ def upload_version(principal: Principal, dataset_id: int):
             version = importer.import_version(
                 session, principal, dataset, upload.stream, source_format=source_format,
                 encoding=current_app.config["TOKEN_ENCODING"], filename=name[:255],
-                notes=form.notes.data or "", expected_bytes=request.content_length)
+                notes=form.notes.data or "", expected_bytes=request.content_length,
+                **importer.limits(current_app.config))
         except MarketError as exc:
             session.rollback()  # nothing of a failed import is kept
             form.file.errors = [exc.detail]
