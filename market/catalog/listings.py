@@ -116,6 +116,29 @@ def submit(session: Session, principal: Principal, dataset: Dataset, *, version_
     return listing
 
 
+# A verdict on a version's data: approval (or reinstatement) passes it, suspension withdraws it.
+# Delisting only ends sales, so a delisted version keeps its review.
+_PASSES = {"approved": True, "reinstated": True, "suspended": False}
+
+
+def reviewed_version_ids(session: Session, dataset_id: int) -> set[int]:
+    """The versions of a dataset that passed an exchange's review (and were not suspended since).
+
+    Only these are served, sold or shown (samples, schema, quality report) to anyone but the
+    supplier and the exchange reviewing it; an unsubmitted or rejected version never is.
+    """
+    reviewed: set[int] = set()
+    for action, version_id in session.execute(
+            select(ListingEvent.action, ListingEvent.version_id).join(Listing)
+            .where(Listing.dataset_id == dataset_id, ListingEvent.action.in_(_PASSES))
+            .order_by(ListingEvent.id)):
+        if _PASSES[action]:
+            reviewed.add(version_id)
+        else:
+            reviewed.discard(version_id)
+    return reviewed
+
+
 def get_for_reviewer(session: Session, principal: Principal, listing_id: int) -> Listing:
     """A listing sent to the principal's exchange (404 for any other)."""
     listing = session.get(Listing, listing_id)
