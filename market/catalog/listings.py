@@ -139,6 +139,42 @@ def reviewed_version_ids(session: Session, dataset_id: int) -> set[int]:
     return reviewed
 
 
+def sees_contents(principal: Principal | None, version: DatasetVersion,
+                  reviewed: set[int]) -> bool:
+    """Whether the principal may read a version's samples, schema and quality report: its
+    supplier always, the exchange its listing is with once it was submitted (it reviews it),
+    anybody else only when it passed review (``reviewed``)."""
+    if version.id in reviewed:
+        return True
+    if principal is None:
+        return False
+    dataset = version.dataset
+    if principal.organization_id == dataset.organization_id:
+        return True
+    listing = dataset.listing
+    return (listing is not None and listing.exchange_id == principal.organization_id
+            and version.locked_at is not None)  # locked when it was submitted
+
+
+def visible_versions(session: Session, principal: Principal | None,
+                     dataset: Dataset) -> list[DatasetVersion]:
+    """The dataset's versions whose contents the principal may read (see ``sees_contents``)."""
+    reviewed = reviewed_version_ids(session, dataset.id)
+    return [v for v in dataset.versions if sees_contents(principal, v, reviewed)]
+
+
+def get_visible_version(session: Session, principal: Principal | None, dataset: Dataset,
+                        number: int) -> DatasetVersion:
+    """One version of a dataset the principal can see; 404 for a version it may not read,
+    so an unreviewed draft is not even confirmed to exist."""
+    version = session.scalar(select(DatasetVersion).where(
+        DatasetVersion.dataset_id == dataset.id, DatasetVersion.number == number))
+    if version is None or not sees_contents(principal, version,
+                                            reviewed_version_ids(session, dataset.id)):
+        raise NotFound("No such version.")
+    return version
+
+
 def get_for_reviewer(session: Session, principal: Principal, listing_id: int) -> Listing:
     """A listing sent to the principal's exchange (404 for any other)."""
     listing = session.get(Listing, listing_id)
