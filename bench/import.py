@@ -2,6 +2,7 @@
 
     python bench/import.py                 # 1 GiB file (generated once into bench/.cache)
     python bench/import.py --size-mb 100   # a quicker run
+    python bench/import.py --pathological  # records that must be refused, quickly
 
 In one run it measures, on the same file:
 
@@ -14,6 +15,11 @@ In one run it measures, on the same file:
 
 and prints both rates in MB/s, their ratio, and the import's peak memory (resident set, read
 from the kernel while it runs). The target is a ratio of at least 0.8 and a peak under 300 MB.
+
+``--pathological`` imports, each in a fresh interpreter, files no import may spend much on: one
+line of 200 MB (a single record), and a record of 1,000,000 spaces (under the record limit, but
+tiktoken panics on it). Each must be refused within 2 s with a peak resident set under 300 MB;
+it prints the answer, the time and the peak (the whole process's, interpreter included).
 """
 
 from __future__ import annotations
@@ -117,29 +123,34 @@ def plain_tiktoken(path: Path, encoding_name: str, batch: int = 2000) -> tuple[f
     return time.perf_counter() - started, encoding_seconds, total
 
 
-def marketplace_import(path: Path, encoding_name: str) -> tuple[float, int, int]:
+def bench_dataset(url: str):
+    """A fresh database at ``url`` with a supplier and an empty dataset to import into."""
     from market.accounts.authz import SCOPES, Principal
-    from market.catalog import importer
+    from market.accounts.services import create_organization
     from market.catalog import services as catalog
     from market.db import Database
     from market.schema import upgrade
 
-    with tempfile.TemporaryDirectory() as tmp:
-        url = f"sqlite:///{tmp}/bench.db"
-        upgrade(url)
-        database = Database(url)
-        with database.session() as session, session.begin():
-            from market.accounts.services import create_organization
+    upgrade(url)
+    database = Database(url)
+    with database.session() as session, session.begin():
+        org = create_organization(session, name="Bench", roles=["supplier"])
+        session.flush()
+        principal = Principal(organization_id=org.id, member_role="owner",
+                              scopes=frozenset(SCOPES), org_roles=frozenset({"supplier"}))
+        dataset = catalog.create_dataset(session, principal, {
+            "title_zh": "基准", "title_en": "Bench", "sector": "smart_energy",
+            "modality": "text", "ai_stage": "instruction_tuning",
+            "licence": "research_only", "personal_information": "none",
+            "sensitivity": "general", "label_field": "label"})
+    return database, principal, dataset
 
-            org = create_organization(session, name="Bench", roles=["supplier"])
-            session.flush()
-            principal = Principal(organization_id=org.id, member_role="owner",
-                                  scopes=frozenset(SCOPES), org_roles=frozenset({"supplier"}))
-            dataset = catalog.create_dataset(session, principal, {
-                "title_zh": "基准", "title_en": "Bench", "sector": "smart_energy",
-                "modality": "text", "ai_stage": "instruction_tuning",
-                "licence": "research_only", "personal_information": "none",
-                "sensitivity": "general", "label_field": "label"})
+
+def marketplace_import(path: Path, encoding_name: str) -> tuple[float, int, int]:
+    from market.catalog import importer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        database, principal, dataset = bench_dataset(f"sqlite:///{tmp}/bench.db")
         with PeakRss() as rss:
             started = time.perf_counter()
             with database.session() as session, session.begin():
@@ -157,14 +168,91 @@ def marketplace_import(path: Path, encoding_name: str) -> tuple[float, int, int]
     return elapsed, tokens, rss.peak, child_peak
 
 
+PATHOLOGICAL = {
+    "one 200 MB line": "line-200mb.jsonl",
+    "1,000,000 spaces": "spaces-1m.jsonl",
+}
+
+
+def generate_pathological(path: Path) -> None:
+    with path.open("wb") as out:
+        if path.name == "line-200mb.jsonl":
+            out.write(b'{"text": "')
+            block = b"x" * (1 << 20)
+            for _ in range(200):
+                out.write(block)
+            out.write(b'"}\n')
+        else:
+            out.write(b'{"text": "' + b" " * 1_000_000 + b'"}\n')
+
+
+def refused_import(path: Path, encoding_name: str) -> dict:
+    """Import one pathological file in this (fresh) process, as the API does (with the default
+    limits); how it was answered, how fast, and the process's peak resident set."""
+    from market.catalog import importer
+    from market.errors import MarketError
+    from pricing.tokens import get_encoding
+
+    with tempfile.TemporaryDirectory() as tmp:
+        database, principal, dataset = bench_dataset(f"sqlite:///{tmp}/bench.db")
+        get_encoding(encoding_name)  # built once per worker, before any request
+        with open("/proc/self/statm") as statm:
+            before = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        started = time.perf_counter()
+        try:
+            with database.session() as session, session.begin(), path.open("rb") as stream:
+                importer.import_version(session, principal, session.merge(dataset), stream,
+                                        source_format="jsonl", encoding=encoding_name,
+                                        expected_bytes=path.stat().st_size)
+            answer = "ACCEPTED"
+        except MarketError as exc:
+            answer = f"{exc.status} {exc.errors}"
+        elapsed = time.perf_counter() - started
+        database.dispose()
+    return {"answer": answer, "seconds": elapsed, "rss_before": before,
+            "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+
+
+def pathological(encoding_name: str) -> None:
+    CACHE.mkdir(parents=True, exist_ok=True)
+    failed = False
+    for label, name in PATHOLOGICAL.items():
+        path = CACHE / name
+        if not path.exists():
+            generate_pathological(path)
+        result = subprocess.run([sys.executable, __file__, "--refused-only", str(path),
+                                 "--encoding", encoding_name], capture_output=True, text=True,
+                                check=True)
+        got = json.loads(result.stdout.splitlines()[-1])
+        ok = (not got["answer"].startswith("ACCEPTED") and got["seconds"] < 2
+              and got["peak"] < 300 * 2**20)
+        failed |= not ok
+        print(f"{label:18}: {path.stat().st_size / 1e6:7.1f} MB file, refused in "
+              f"{got['seconds']:.3f} s (target < 2), peak resident memory "
+              f"{got['peak'] / 2**20:.1f} MiB (target < 300; {got['rss_before'] / 2**20:.1f} "
+              f"before the import) {'ok' if ok else 'FAILED'}")
+        print(f"{'':18}  answer: {got['answer'][:160]}")
+    if failed:
+        sys.exit(1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=int, default=1024)
     parser.add_argument("--encoding", default="o200k_base")
+    parser.add_argument("--pathological", action="store_true",
+                        help="files that must be refused within 2 s and 300 MB")
     parser.add_argument("--import-only", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--refused-only", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.import_only:
         print(json.dumps(marketplace_import(args.import_only, args.encoding)))
+        return
+    if args.refused_only:
+        print(json.dumps(refused_import(args.refused_only, args.encoding)))
+        return
+    if args.pathological:
+        pathological(args.encoding)
         return
 
     CACHE.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ import datetime as dt
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from market.catalog.listings import reviewed_version_ids
 from market.db import utcnow
 from market.errors import Forbidden
 from billing.models import Entitlement, Order, OrderLine, TokenWallet, WalletEntry
@@ -117,16 +118,26 @@ def revoke_order(session: Session, order: Order, reason: str) -> None:
 def active_entitlement(session: Session, organization_id: int, dataset_id: int, *,
                        kind: str, version_id: int | None = None,
                        at: dt.datetime | None = None) -> Entitlement | None:
-    """An entitlement that lets the organization use the dataset (version) now, if any."""
+    """An entitlement that lets the organization use the dataset (version) now, if any.
+
+    Rule: a pinned entitlement covers its version; one that follows the dataset covers only
+    versions that passed the exchange's review (never a draft the supplier has not submitted).
+    """
     at = at or utcnow()
     candidates = session.scalars(select(Entitlement).where(
         Entitlement.organization_id == organization_id, Entitlement.dataset_id == dataset_id,
         Entitlement.kind == kind, Entitlement.revoked_at.is_(None)).order_by(Entitlement.id))
+    reviewed: set[int] | None = None
     for entitlement in candidates:
-        if entitlement.version_id not in (None, version_id) and version_id is not None:
+        if not entitlement.active_at(at):
             continue
-        if entitlement.active_at(at):
+        if version_id is None or entitlement.version_id == version_id:
             return entitlement
+        if entitlement.version_id is None:
+            if reviewed is None:
+                reviewed = reviewed_version_ids(session, dataset_id)
+            if version_id in reviewed:
+                return entitlement
     return None
 
 

@@ -69,6 +69,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("IDEMPOTENCY_TTL_HOURS", 24, "How long a stored Idempotency-Key response is replayed.", int),
     Setting("IMPORT_MAX_BYTES", 2 * 1024 ** 3,
             "Largest dataset file accepted by an import, in bytes (larger: 413).", int),
+    Setting("IMPORT_MAX_RECORD_BYTES", 1024 ** 2,
+            "Largest record (one JSONL line, one CSV record, or its canonical JSON) an import "
+            "accepts, in bytes; checked while the file is read (larger: 422 naming the line).",
+            int),
+    Setting("IMPORT_MAX_JSON_DEPTH", 64,
+            "Deepest nesting of arrays and objects in an imported JSON record (deeper: 422).",
+            int),
     Setting("LISTING_REVIEW_DAYS", 5,
             "Days an exchange has to review a listing submission (its due date).", int),
     Setting("DEFAULT_CURRENCY", "CNY", "Currency of new organizations and offers."),

@@ -27,6 +27,7 @@ from .errors import (
     InvalidTiers,
     OverRefund,
     PricingError,
+    UncountableText,
     UnknownCurrency,
     UnknownEncoding,
     UnsupportedOffer,
@@ -142,6 +143,7 @@ __all__ = [
     "OverRefund",
     "UnknownEncoding",
     "InvalidRecord",
+    "UncountableText",
     "EncodingIntegrityError",
     "field_prefix",
 ]

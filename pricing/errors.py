@@ -36,6 +36,7 @@ __all__ = [
     "OverRefund",
     "UnknownEncoding",
     "InvalidRecord",
+    "UncountableText",
     "EncodingIntegrityError",
     "field_prefix",
 ]
@@ -163,6 +164,10 @@ class UnknownEncoding(PricingError):
 
 class InvalidRecord(PricingError):
     """A record cannot be serialized canonically (e.g. NaN, a set, bytes)."""
+
+
+class UncountableText(PricingError):
+    """tiktoken gave up on a text (its regex overflows on a very long run of whitespace)."""
 
 
 class EncodingIntegrityError(RuntimeError):

@@ -37,6 +37,17 @@ the same definitions. Nothing is downloaded, and neither
 ``TIKTOKEN_CACHE_DIR`` nor ``/tmp/data-gym-cache`` is read or written.
 Encodings are built once per process (about 0.1 s and 0.2 s).
 
+Long texts and texts tiktoken cannot count
+------------------------------------------
+A text longer than 64K characters is counted in pieces cut at safe points
+(see ``count_text_stream``), with the same result, so tiktoken's token list
+(about 40 bytes per token once it is a Python list) never holds more than a
+piece's worth. tiktoken's regex gives up on some texts, a run of about a
+million spaces for one; tiktoken then panics (a Rust panic, raised as pyo3's
+``PanicException``, which derives from ``BaseException`` and so passes
+``except Exception``). Every count here turns it into ``UncountableText``
+naming the field, which the API answers with a 422.
+
 Batches
 -------
 ``count_records`` and ``count_texts`` encode in a pool of threads (one per
@@ -63,7 +74,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import tiktoken
 
-from .errors import EncodingIntegrityError, InvalidRecord, UnknownEncoding
+from .errors import EncodingIntegrityError, InvalidRecord, UncountableText, UnknownEncoding
 
 __all__ = [
     "DEFAULT_ENCODING",
@@ -222,21 +233,54 @@ def _text(value: Any, field: str) -> str:
     return value
 
 
+def _is_tokenizer_panic(exc: BaseException) -> bool:
+    # pyo3 creates PanicException at run time in a module of its own; it cannot be imported.
+    kind = type(exc)
+    return kind.__name__ == "PanicException" and kind.__module__ == "pyo3_runtime"
+
+
+def _uncountable(field: str) -> UncountableText:
+    return UncountableText(
+        "The tokenizer cannot count this text (it gives up on runs of hundreds of thousands "
+        "of spaces or other whitespace); break the run up.", field=field)
+
+
+def _length(encoding: tiktoken.Encoding, text: str, field: str) -> int:
+    """The token count of one piece of text, a tokenizer panic turned into ``UncountableText``."""
+    try:
+        return len(encoding.encode_ordinary(text))
+    except BaseException as exc:
+        if _is_tokenizer_panic(exc):
+            raise _uncountable(field) from None
+        raise
+
+
+# Texts longer than this are counted in pieces (see the module docstring).
+_STREAM_CHARS = 1 << 16
+
+
+def _counted(encoding: tiktoken.Encoding, text: str, field: str) -> int:
+    if len(text) <= _STREAM_CHARS:
+        return _length(encoding, text, field)
+    pieces = (text[i:i + _STREAM_CHARS] for i in range(0, len(text), _STREAM_CHARS))
+    return _stream_length(encoding, pieces, _STREAM_CHARS, field)
+
+
 def count_text(text: str, encoding: str = DEFAULT_ENCODING) -> int:
     """Count the tokens of ``text``.
 
-    Rule: ``encode_ordinary`` (special-token strings count as plain text).
+    Rule: ``encode_ordinary`` (special-token strings count as plain text); a text tiktoken
+    cannot count raises ``UncountableText`` (field ``text``).
     """
-    return len(get_encoding(encoding).encode_ordinary(_text(text, "text")))
+    return _counted(get_encoding(encoding), _text(text, "text"), "text")
 
 
 def count_record(record: Any, encoding: str = DEFAULT_ENCODING) -> int:
     """Count the tokens of a record's canonical JSON.
 
-    Rule: ``count_text(canonical_json(record))``.
+    Rule: ``count_text(canonical_json(record))``; ``UncountableText`` names field ``record``.
     """
-    enc = get_encoding(encoding)
-    return len(enc.encode_ordinary(canonical_json(record)))
+    return _counted(get_encoding(encoding), canonical_json(record), "record")
 
 
 def _resolve_threads(num_threads: int | None) -> int:
@@ -255,45 +299,62 @@ _CHUNK_CHARS = 1 << 18
 _PARALLEL_MIN_CHARS = 1 << 16
 
 
-def _lengths(encoding: tiktoken.Encoding, texts: Sequence[str]) -> list[int]:
+def _lengths(encoding: tiktoken.Encoding, chunk: tuple[int, Sequence[str]],
+             name: str) -> list[int]:
+    """The counts of a chunk of texts whose first is ``{name}[start]``."""
+    start, texts = chunk
     encode = encoding.encode_ordinary
-    return [len(encode(text)) for text in texts]
+    counts = []
+    for i, text in enumerate(texts):
+        if len(text) > _STREAM_CHARS:
+            counts.append(_counted(encoding, text, f"{name}[{start + i}]"))
+            continue
+        try:
+            counts.append(len(encode(text)))
+        except BaseException as exc:
+            if _is_tokenizer_panic(exc):
+                raise _uncountable(f"{name}[{start + i}]") from None
+            raise
+    return counts
 
 
-def _chunks(texts: Iterable[str]) -> Iterator[list[str]]:
+def _chunks(texts: Iterable[str]) -> Iterator[tuple[int, list[str]]]:
+    """Chunks of about ``_CHUNK_CHARS`` characters, each with the index of its first text."""
     chunk: list[str] = []
-    size = 0
+    size = start = 0
     for text in texts:
         chunk.append(text)
         size += len(text)
         if size >= _CHUNK_CHARS:
-            yield chunk
+            yield start, chunk
+            start += len(chunk)
             chunk, size = [], 0
     if chunk:
-        yield chunk
+        yield start, chunk
 
 
-def _count_chunked(encoding: tiktoken.Encoding, texts: Iterable[str], threads: int) -> list[int]:
+def _count_chunked(encoding: tiktoken.Encoding, texts: Iterable[str], threads: int,
+                   name: str) -> list[int]:
     iterator = _chunks(texts)
     first = next(iterator, None)
     if first is None:
         return []
     second = next(iterator, None)
-    if threads == 1 or (second is None and sum(map(len, first)) < _PARALLEL_MIN_CHARS):
-        counts = _lengths(encoding, first)
+    if threads == 1 or (second is None and sum(map(len, first[1])) < _PARALLEL_MIN_CHARS):
+        counts = _lengths(encoding, first, name)
         if second is not None:
-            counts += _lengths(encoding, second)
+            counts += _lengths(encoding, second, name)
             for chunk in iterator:
-                counts += _lengths(encoding, chunk)
+                counts += _lengths(encoding, chunk, name)
         return counts
     with ThreadPoolExecutor(threads, thread_name_prefix="count-tokens") as pool:
-        futures = [pool.submit(_lengths, encoding, first)]
+        futures = [pool.submit(_lengths, encoding, first, name)]
         if second is not None:
-            futures.append(pool.submit(_lengths, encoding, second))
+            futures.append(pool.submit(_lengths, encoding, second, name))
         # Serializing the next chunk (in this thread) overlaps with the
         # workers encoding the previous ones.
         for chunk in iterator:
-            futures.append(pool.submit(_lengths, encoding, chunk))
+            futures.append(pool.submit(_lengths, encoding, chunk, name))
         counts: list[int] = []
         for future in futures:
             counts += future.result()
@@ -305,11 +366,12 @@ def count_texts(
 ) -> list[int]:
     """Count the tokens of each text, in order, using a pool of threads.
 
-    Rule: the same counts as ``count_text`` on each text.
+    Rule: the same counts as ``count_text`` on each text; ``UncountableText`` names the
+    text as ``texts[i]``.
     """
     enc = get_encoding(encoding)
     checked = (_text(text, f"texts[{i}]") for i, text in enumerate(texts))
-    return _count_chunked(enc, checked, _resolve_threads(num_threads))
+    return _count_chunked(enc, checked, _resolve_threads(num_threads), "texts")
 
 
 def count_records(
@@ -331,7 +393,7 @@ def count_records(
             except (TypeError, ValueError) as exc:
                 raise InvalidRecord(f"record {i} is not canonical JSON: {exc}", field=f"records[{i}]") from None
 
-    return _count_chunked(enc, serialized(), _resolve_threads(num_threads))
+    return _count_chunked(enc, serialized(), _resolve_threads(num_threads), "records")
 
 
 # Candidate cut points; each is re-checked with str.isalpha() because
@@ -367,7 +429,11 @@ def count_text_stream(
     ``chunk_chars`` plus the longest stretch without a safe cut point
     (a newline before a letter, or a space between two letters).
     """
-    enc = get_encoding(encoding)
+    return _stream_length(get_encoding(encoding), pieces, chunk_chars, "text")
+
+
+def _stream_length(enc: tiktoken.Encoding, pieces: Iterable[str], chunk_chars: int,
+                   field: str) -> int:
     total = 0
     buffer = ""
     searched = 0
@@ -379,9 +445,9 @@ def count_text_stream(
         if cut == -1:
             searched = max(0, len(buffer) - 2)
             continue
-        total += len(enc.encode_ordinary(buffer[:cut]))
+        total += _length(enc, buffer[:cut], field)
         buffer = buffer[cut:]
         searched = 0
     if buffer:
-        total += len(enc.encode_ordinary(buffer))
+        total += _length(enc, buffer, field)
     return total

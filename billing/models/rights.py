@@ -23,7 +23,9 @@ class Entitlement(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), index=True)
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"), index=True)
-    # None: every version of the dataset (a subscription follows new versions).
+    # Which versions it covers: one (pinned), or None: every version that passed the exchange's
+    # review (``market.catalog.listings.reviewed_version_ids``), so a subscription follows new
+    # versions once they are reviewed, and never a draft.
     version_id: Mapped[int | None] = mapped_column(ForeignKey("dataset_versions.id"))
     kind: Mapped[str] = mapped_column(String(10))
     order_line_id: Mapped[int | None] = mapped_column(ForeignKey("order_lines.id"), index=True)
@@ -34,6 +36,11 @@ class Entitlement(Base):
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     revoked_reason: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    @property
+    def covers(self) -> str:
+        """``pinned`` (``version_id`` only) or ``reviewed`` (every reviewed version)."""
+        return "pinned" if self.version_id is not None else "reviewed"
 
     def active_at(self, moment: dt.datetime) -> bool:
         return (self.revoked_at is None and self.valid_from <= moment

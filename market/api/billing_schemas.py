@@ -229,6 +229,8 @@ class EntitlementSchema(Schema):
     id = fields.Integer()
     dataset_id = fields.Integer()
     version_id = fields.Integer(allow_none=True)
+    covers = fields.String(metadata={"description": "pinned: version_id only; reviewed: every "
+                                                    "version that passed the exchange's review"})
     kind = fields.String()
     order_line_id = fields.Integer(allow_none=True)
     subscription_id = fields.Integer(allow_none=True)

@@ -98,7 +98,8 @@ def import_version(principal: Principal, dataset_id: int, query: dict, stream, c
         session, principal, dataset, stream,
         source_format="csv" if content_type == "text/csv" else "jsonl",
         encoding=current_app.config["TOKEN_ENCODING"], filename=query["filename"],
-        notes=query["notes"], expected_bytes=content_length)
+        notes=query["notes"], expected_bytes=content_length,
+        **importer.limits(current_app.config))
     return Created(version, url_for("api.get_version", dataset_id=dataset.id,
                                     number=version.number))
 
@@ -107,23 +108,25 @@ def import_version(principal: Principal, dataset_id: int, query: dict, stream, c
                permission="catalog:read", response=VersionSummarySchema, many=True,
                tags=CATALOG, errors=(404,))
 def list_versions(principal: Principal, dataset_id: int):
-    return services.get_visible_dataset(db_session(), principal, dataset_id).versions
+    """The versions that passed review; the supplier sees its drafts too, and the exchange the
+    versions submitted to it."""
+    session = db_session()
+    dataset = services.get_visible_dataset(session, principal, dataset_id)
+    return listings.visible_versions(session, principal, dataset)
 
 
 def _version(principal: Principal, dataset_id: int, number: int) -> DatasetVersion:
     session = db_session()
     dataset = services.get_visible_dataset(session, principal, dataset_id)
-    version = session.scalar(select(DatasetVersion).where(
-        DatasetVersion.dataset_id == dataset.id, DatasetVersion.number == number))
-    if version is None:
-        raise NotFound("No such version.")
-    return version
+    return listings.get_visible_version(session, principal, dataset, number)
 
 
 @api.operation("/datasets/<int:dataset_id>/versions/<int:number>", "GET",
                summary="A version: counts, schema, quality report, samples",
                permission="catalog:read", response=VersionSchema, tags=CATALOG, errors=(404,))
 def get_version(principal: Principal, dataset_id: int, number: int):
+    """A version that passed review; a draft only for its supplier, and for the exchange once
+    it was submitted there (404 for anybody else)."""
     return _version(principal, dataset_id, number)
 
 

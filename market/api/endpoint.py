@@ -173,6 +173,10 @@ def _json_body(*, required: bool) -> Any:
         error = BadRequest("The body is not valid JSON.")
         error.problem_errors = {"_body": [str(exc)]}
         raise error from None
+    except RecursionError:  # arrays or objects nested thousands deep
+        error = BadRequest("The body is nested too deeply.")
+        error.problem_errors = {"_body": ["Arrays and objects nest too deeply to be read."]}
+        raise error from None
 
 
 def _idempotency_context(op: Operation, principal) -> dict[str, Any]:

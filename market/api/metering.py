@@ -24,7 +24,7 @@ from market.db import utcnow
 from market.errors import InvalidInput, TooManyRequests
 from market.ratelimit import RateLimiter, Window
 from market.web import db_session
-from pricing.tokens import canonical_json, count_text
+from pricing.tokens import canonical_json, count_record, count_text
 
 DATA = ["Metered data API"]
 
@@ -56,8 +56,11 @@ class RecordPageSchema(Schema):
     usage = fields.Nested(UsageObjectSchema)
 
 
+COUNT_MAX_CHARS = 1_000_000
+
+
 class CountSchema(Schema):
-    text = fields.String(load_default=None, validate=validate.Length(max=1_000_000))
+    text = fields.String(load_default=None, validate=validate.Length(max=COUNT_MAX_CHARS))
     record = fields.Raw(load_default=None, metadata={"description": "Any JSON value: counted "
                                                                     "as its canonical JSON."})
     encoding = fields.String(load_default=None, validate=validate.OneOf(
@@ -200,7 +203,10 @@ def count_tokens(principal: Principal, body: dict):
     encoding = body["encoding"] or current_app.config["TOKEN_ENCODING"]
     if body["text"] is not None:
         return {"tokens": count_text(body["text"], encoding), "encoding": encoding,
-                "canonical": None}
+                "canonical": None}  # a text tiktoken gives up on: 422 naming "text"
     canonical = canonical_json(body["record"])
-    return {"tokens": count_text(canonical, encoding), "encoding": encoding,
+    if len(canonical) > COUNT_MAX_CHARS:
+        raise InvalidInput(f"A record's canonical JSON may hold {COUNT_MAX_CHARS:,} characters, "
+                           f"not {len(canonical):,}.", field="record")
+    return {"tokens": count_record(body["record"], encoding), "encoding": encoding,
             "canonical": canonical}

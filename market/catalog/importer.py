@@ -11,9 +11,25 @@ For each record, in file order:
 4. the canonical text and a newline are fed to the version's SHA-256.
 
 So ``content_sha256`` is the SHA-256 of the canonical JSONL export (each canonical record
-followed by ``\\n``), which a buyer can recompute from a download. Memory is bounded by one batch
-of records whatever the file size. Any bad record aborts the whole import, naming its line: the
-caller's transaction rolls back and no version or record is left behind.
+followed by ``\\n``), which a buyer can recompute from a download. Any bad record aborts the whole
+import, naming its line: the caller's transaction rolls back and no version or record is left
+behind.
+
+Bounded work per record
+-----------------------
+No single record may cost more than a bounded amount of memory or time, whatever the upload:
+
+- a line longer than ``max_record_bytes`` (the ``IMPORT_MAX_RECORD_BYTES`` setting, 1 MiB) is
+  refused while the file is read, before it is parsed: the file is read in chunks of at most
+  that size and a line is never held beyond it, so one 200 MB line costs two chunks;
+- so is a CSV record whose lines together (a quoted value may span lines) pass the limit, and
+  a record whose canonical JSON does (a CSV row repeats its header's names in it);
+- a JSON record nested deeper than ``max_depth`` (``IMPORT_MAX_JSON_DEPTH``, 64) is refused;
+- a record tiktoken cannot count (it panics on a very long run of whitespace) is refused,
+  naming its line; long texts are counted in pieces (``pricing.tokens``), so counting memory
+  stays flat.
+
+Memory is thus bounded by one batch of records whatever the file size.
 """
 
 from __future__ import annotations
@@ -24,7 +40,7 @@ import hashlib
 import json
 import multiprocessing
 from collections import deque
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Any, Callable, Iterator
@@ -37,12 +53,21 @@ from market.accounts.authz import Principal
 from market.catalog.models import Dataset, DatasetRecord, DatasetVersion
 from market.catalog.quality import QualityAccumulator
 from market.errors import InvalidInput
+from pricing.errors import UncountableText
 from pricing.tokens import canonical_json, count_texts, get_encoding
 
 FORMATS = ("jsonl", "csv")
 SAMPLE_SIZE = 5
 BATCH_SIZE = 2000
+MAX_RECORD_BYTES = 1 << 20
+MAX_JSON_DEPTH = 64
 _READ_CHUNK = 1 << 20
+
+
+def limits(config: dict[str, Any]) -> dict[str, int]:
+    """The import's per-record limits from the app's settings, as ``import_version`` takes them."""
+    return {"max_record_bytes": config["IMPORT_MAX_RECORD_BYTES"],
+            "max_depth": config["IMPORT_MAX_JSON_DEPTH"]}
 
 
 @dataclass(frozen=True)
@@ -51,28 +76,43 @@ class ParsedRecord:
     record: dict[str, Any]
 
 
-def _decoded_lines(stream: IO[bytes]) -> Iterator[tuple[int, str]]:
-    """Lines of a UTF-8 byte stream, numbered from 1; a byte that is not UTF-8 names its line."""
-    decoder = codecs.getincrementaldecoder("utf-8")("strict")
-    pending = ""
+def _too_long(line: int, limit: int) -> InvalidInput:
+    return InvalidInput(f"Line {line} is longer than {limit:,} bytes, the most one record may "
+                        f"hold.", field="file")
+
+
+def _decoded_lines(stream: IO[bytes], max_line_bytes: int) -> Iterator[tuple[int, str]]:
+    """Lines of a UTF-8 byte stream, numbered from 1; a byte that is not UTF-8 names its line,
+    and so does a line longer than ``max_line_bytes``, found before more of it is read."""
+    # Reading at most the limit at a time, only the first line of a read can be over the
+    # limit (it carries what the previous read left); any other line fits in the read.
+    read_size = max(1, min(_READ_CHUNK, max_line_bytes))
+    pending = b""
     number = 0
     while True:
-        chunk = stream.read(_READ_CHUNK)
+        chunk = stream.read(read_size)
         final = not chunk
-        try:
-            text = decoder.decode(chunk, final=final)
-        except UnicodeDecodeError as exc:
-            line = number + 1 + pending.count("\n") + chunk[:exc.start].count(b"\n")
-            raise InvalidInput(f"Line {line} is not UTF-8 text.", field="file") from None
-        pending += text
-        lines = pending.split("\n")
-        pending = lines.pop()
-        for line in lines:
-            number += 1
-            yield number, line
+        data = pending + chunk if pending else chunk
+        end = len(data) if final else data.rfind(b"\n") + 1
+        complete, pending = data[:end], data[end:]
+        if len(pending) > max_line_bytes:
+            raise _too_long(number + 1 + complete.count(b"\n"), max_line_bytes)
+        if complete:
+            first = complete.find(b"\n")
+            if (first if first != -1 else len(complete)) > max_line_bytes:
+                raise _too_long(number + 1, max_line_bytes)
+            try:
+                text = complete.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                line = number + 1 + complete[:exc.start].count(b"\n")
+                raise InvalidInput(f"Line {line} is not UTF-8 text.", field="file") from None
+            lines = text.split("\n")
+            if not final:
+                lines.pop()  # the empty text after the read's last newline
+            for line in lines:
+                number += 1
+                yield number, line
         if final:
-            if pending:
-                yield number + 1, pending
             return
 
 
@@ -80,8 +120,24 @@ def _refuse_constant(name: str):
     raise ValueError(f"{name} is not a JSON number")
 
 
-def read_jsonl(stream: IO[bytes]) -> Iterator[ParsedRecord]:
-    for number, line in _decoded_lines(stream):
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether arrays and objects nest in ``value`` more than ``limit`` levels (the value
+    itself is level 1)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        for child in children:
+            if isinstance(child, (dict, list)):
+                if depth + 1 > limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
+
+
+def read_jsonl(stream: IO[bytes], *, max_record_bytes: int = MAX_RECORD_BYTES,
+               max_depth: int = MAX_JSON_DEPTH) -> Iterator[ParsedRecord]:
+    for number, line in _decoded_lines(stream, max_record_bytes):
         if number == 1 and line.startswith("\ufeff"):
             line = line[1:]
         if not line.strip():
@@ -90,16 +146,34 @@ def read_jsonl(stream: IO[bytes]) -> Iterator[ParsedRecord]:
             record = json.loads(line, parse_constant=_refuse_constant)
         except ValueError as exc:
             raise InvalidInput(f"Line {number} is not valid JSON: {exc}.", field="file") from None
+        except RecursionError:
+            record = None  # nested thousands deep: refused below
+        if record is None or (
+                # fewer brackets than levels cannot nest too deep: no walk for most records
+                line.count("{") + line.count("[") > max_depth
+                and _deeper_than(record, max_depth)):
+            raise InvalidInput(f"Line {number} nests arrays and objects more than {max_depth} "
+                               f"levels deep.", field="file")
         if not isinstance(record, dict):
             raise InvalidInput(f"Line {number} is not a JSON object.", field="file")
         yield ParsedRecord(number, record)
 
 
-def read_csv(stream: IO[bytes]) -> Iterator[ParsedRecord]:
+def read_csv(stream: IO[bytes], *, max_record_bytes: int = MAX_RECORD_BYTES,
+             max_depth: int = MAX_JSON_DEPTH) -> Iterator[ParsedRecord]:
+    held = 0  # characters read since the last record ended (a quoted value may span lines)
+
     def lines() -> Iterator[str]:
-        for number, line in _decoded_lines(stream):
+        nonlocal held
+        for number, line in _decoded_lines(stream, max_record_bytes):
             if number == 1 and line.startswith("\ufeff"):
                 line = line[1:]
+            held += len(line) + 1
+            if held > max_record_bytes:
+                # characters, each at least a byte: the record is over the byte limit too
+                raise InvalidInput(f"The record that ends on line {number} or later is longer "
+                                   f"than {max_record_bytes:,} bytes, the most one record may "
+                                   f"hold.", field="file")
             yield line + "\n"
 
     reader = csv.reader(lines(), strict=True)
@@ -107,9 +181,11 @@ def read_csv(stream: IO[bytes]) -> Iterator[ParsedRecord]:
         header = next(reader, None)
         if header is None:
             return
+        held = 0
         if len(set(header)) != len(header) or any(not name.strip() for name in header):
             raise InvalidInput("The CSV header must name every column once.", field="file")
         for row in reader:
+            held = 0
             if not row:
                 continue
             if len(row) != len(header):
@@ -136,7 +212,9 @@ def import_version(session: Session, principal: Principal, dataset: Dataset,
                    stream: IO[bytes], *, source_format: str, encoding: str,
                    filename: str | None = None, notes: str = "",
                    batch_size: int = BATCH_SIZE,
-                   expected_bytes: int | None = None) -> DatasetVersion:
+                   expected_bytes: int | None = None,
+                   max_record_bytes: int = MAX_RECORD_BYTES,
+                   max_depth: int = MAX_JSON_DEPTH) -> DatasetVersion:
     """Import records as the dataset's next version; see the module docstring for the rules.
 
     ``expected_bytes`` (the upload's length, when known) chooses where tokens are counted.
@@ -145,6 +223,7 @@ def import_version(session: Session, principal: Principal, dataset: Dataset,
         raise InvalidInput(f"Import JSONL or CSV, not {source_format!r}.", field="format")
     reader = read_jsonl if source_format == "jsonl" else read_csv
     counting = _ByteCounter(stream)
+    parsed_records = reader(counting, max_record_bytes=max_record_bytes, max_depth=max_depth)
 
     number = (session.scalar(select(func.max(DatasetVersion.number))
                              .where(DatasetVersion.dataset_id == dataset.id)) or 0) + 1
@@ -169,20 +248,20 @@ def import_version(session: Session, principal: Principal, dataset: Dataset,
     # Up to two batches are in flight, so neither side waits for the other.
     in_flight: deque = deque()
     with _token_counter(encoding, expected_bytes) as submit:
-        for batch in _batches(reader(counting), batch_size):
-            texts = [canonical_json(parsed.record) for parsed in batch]
+        for batch in _batches(parsed_records, batch_size):
+            texts = _canonical_texts(batch, max_record_bytes)
             in_flight.append((batch, texts, submit(texts)))
             if len(in_flight) > 2:
                 batch_, texts_, counts = in_flight.popleft()
-                seq, stats = _store(session, version, batch_, texts_, counts.result(), seq,
-                                    digest, quality, samples)
+                seq, stats = _store(session, version, batch_, texts_, _counts(batch_, counts),
+                                    seq, digest, quality, samples)
                 records += stats[0]
                 canonical_bytes += stats[1]
                 tokens_total += stats[2]
         while in_flight:
             batch_, texts_, counts = in_flight.popleft()
-            seq, stats = _store(session, version, batch_, texts_, counts.result(), seq, digest,
-                                quality, samples)
+            seq, stats = _store(session, version, batch_, texts_, _counts(batch_, counts), seq,
+                                digest, quality, samples)
             records += stats[0]
             canonical_bytes += stats[1]
             tokens_total += stats[2]
@@ -207,6 +286,29 @@ def import_version(session: Session, principal: Principal, dataset: Dataset,
                      "tokens": tokens_total, "sha256": version.content_sha256,
                      "encoding": encoding})
     return version
+
+
+def _canonical_texts(batch: list[ParsedRecord], max_record_bytes: int) -> list[str]:
+    texts = [canonical_json(parsed.record) for parsed in batch]
+    for parsed, text in zip(batch, texts):
+        # a character is at most 4 bytes: only a long text needs encoding to measure
+        if len(text) * 4 > max_record_bytes and len(text.encode("utf-8")) > max_record_bytes:
+            raise InvalidInput(f"The record on line {parsed.line} is longer than "
+                               f"{max_record_bytes:,} bytes as canonical JSON, the most one "
+                               f"record may hold.", field="file")
+    return texts
+
+
+def _counts(batch: list[ParsedRecord], counts: Future) -> list[int]:
+    """A batch's token counts; a record tiktoken cannot count is refused by its line."""
+    try:
+        return counts.result()
+    except UncountableText as exc:
+        index = int(exc.field.removeprefix("texts[").removesuffix("]"))
+        raise InvalidInput(f"The tokenizer cannot count the record on line "
+                           f"{batch[index].line} (it gives up on runs of hundreds of thousands "
+                           f"of spaces or other whitespace); break the run up.",
+                           field="file") from None
 
 
 PROCESS_COUNTING_BYTES = 64 * 1024 * 1024

@@ -116,6 +116,65 @@ def submit(session: Session, principal: Principal, dataset: Dataset, *, version_
     return listing
 
 
+# A verdict on a version's data: approval (or reinstatement) passes it, suspension withdraws it.
+# Delisting only ends sales, so a delisted version keeps its review.
+_PASSES = {"approved": True, "reinstated": True, "suspended": False}
+
+
+def reviewed_version_ids(session: Session, dataset_id: int) -> set[int]:
+    """The versions of a dataset that passed an exchange's review (and were not suspended since).
+
+    Only these are served, sold or shown (samples, schema, quality report) to anyone but the
+    supplier and the exchange reviewing it; an unsubmitted or rejected version never is.
+    """
+    reviewed: set[int] = set()
+    for action, version_id in session.execute(
+            select(ListingEvent.action, ListingEvent.version_id).join(Listing)
+            .where(Listing.dataset_id == dataset_id, ListingEvent.action.in_(_PASSES))
+            .order_by(ListingEvent.id)):
+        if _PASSES[action]:
+            reviewed.add(version_id)
+        else:
+            reviewed.discard(version_id)
+    return reviewed
+
+
+def sees_contents(principal: Principal | None, version: DatasetVersion,
+                  reviewed: set[int]) -> bool:
+    """Whether the principal may read a version's samples, schema and quality report: its
+    supplier always, the exchange its listing is with once it was submitted (it reviews it),
+    anybody else only when it passed review (``reviewed``)."""
+    if version.id in reviewed:
+        return True
+    if principal is None:
+        return False
+    dataset = version.dataset
+    if principal.organization_id == dataset.organization_id:
+        return True
+    listing = dataset.listing
+    return (listing is not None and listing.exchange_id == principal.organization_id
+            and version.locked_at is not None)  # locked when it was submitted
+
+
+def visible_versions(session: Session, principal: Principal | None,
+                     dataset: Dataset) -> list[DatasetVersion]:
+    """The dataset's versions whose contents the principal may read (see ``sees_contents``)."""
+    reviewed = reviewed_version_ids(session, dataset.id)
+    return [v for v in dataset.versions if sees_contents(principal, v, reviewed)]
+
+
+def get_visible_version(session: Session, principal: Principal | None, dataset: Dataset,
+                        number: int) -> DatasetVersion:
+    """One version of a dataset the principal can see; 404 for a version it may not read,
+    so an unreviewed draft is not even confirmed to exist."""
+    version = session.scalar(select(DatasetVersion).where(
+        DatasetVersion.dataset_id == dataset.id, DatasetVersion.number == number))
+    if version is None or not sees_contents(principal, version,
+                                            reviewed_version_ids(session, dataset.id)):
+        raise NotFound("No such version.")
+    return version
+
+
 def get_for_reviewer(session: Session, principal: Principal, listing_id: int) -> Listing:
     """A listing sent to the principal's exchange (404 for any other)."""
     listing = session.get(Listing, listing_id)

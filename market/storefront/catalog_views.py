@@ -64,8 +64,10 @@ def dataset_page(dataset_id: int):
     principal = session_principal()
     dataset = services.get_visible_dataset(session, principal, dataset_id)
     listing = dataset.listing
-    version = listing.version if listing is not None else (
-        dataset.versions[-1] if dataset.versions else None)
+    # The listed (or submitted) version, else the newest: whichever of them the visitor may read
+    visible = listings.visible_versions(session, principal, dataset)
+    version = listing.version if listing is not None and listing.version in visible else (
+        visible[-1] if visible else None)
     chain = services.current_supply_chain(session, dataset.id)
     return render_template("catalog/dataset.html", dataset=dataset, version=version,
                            chain=chain, listing=listing,
@@ -146,7 +148,8 @@ def upload_version(principal: Principal, dataset_id: int):
             version = importer.import_version(
                 session, principal, dataset, upload.stream, source_format=source_format,
                 encoding=current_app.config["TOKEN_ENCODING"], filename=name[:255],
-                notes=form.notes.data or "", expected_bytes=request.content_length)
+                notes=form.notes.data or "", expected_bytes=request.content_length,
+                **importer.limits(current_app.config))
         except MarketError as exc:
             session.rollback()  # nothing of a failed import is kept
             form.file.errors = [exc.detail]

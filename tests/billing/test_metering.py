@@ -186,6 +186,24 @@ def test_token_counting_is_free(client, session, model_co):
     assert bad.status_code == 422 and "text" in bad.get_json()["errors"]
 
 
+@pytest.mark.parametrize("body, status, field", [
+    ({"text": " " * 1_000_000}, 422, "text"),               # tiktoken panics on it
+    ({"record": {"text": "x" * 1_000_000}}, 422, "record"),  # longer than a text may be
+    ('{"record": ' + "[" * 100_000 + "]" * 100_000 + "}", 400, "_body"),  # nested too deep
+])
+def test_a_text_that_cannot_be_counted_is_refused_naming_the_field(client, session, model_co,
+                                                                   body, status, field):
+    _, headers = _key(session, model_co)
+    response = client.post("/api/v1/tokens/count", headers=headers, **(
+        {"data": body, "content_type": "application/json"} if isinstance(body, str)
+        else {"json": body}))
+    assert response.status_code == status, response.get_data()[:300]
+    assert response.mimetype == "application/problem+json"
+    assert field in response.get_json()["errors"]
+    fine = client.post("/api/v1/tokens/count", headers=headers, json={"text": "hello world"})
+    assert fine.get_json()["tokens"] == 2
+
+
 @pytest.mark.parametrize("query, field", [({"limit": 0}, "limit"), ({"limit": 5000}, "limit"),
                                           ({"cursor": "x"}, "cursor")])
 def test_bad_paging_is_422(client, session, shop, model_co, query, field):

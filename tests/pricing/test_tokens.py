@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pricing import tokens
-from pricing.errors import EncodingIntegrityError, InvalidRecord, UnknownEncoding
+from pricing.errors import EncodingIntegrityError, InvalidRecord, UncountableText, UnknownEncoding
 from pricing.tokens import (
     ENCODING_NAMES,
     canonical_json,
@@ -246,3 +246,38 @@ def test_streamed_text_on_a_long_document(encoding):
     text = "\n".join(f"第{i}段 The quick brown fox 数据市场 jumps {i}." for i in range(20_000))
     pieces = (text[i:i + 4096] for i in range(0, len(text), 4096))
     assert count_text_stream(pieces, encoding, chunk_chars=10_000) == count_text(text, encoding)
+
+
+@pytest.mark.parametrize("encoding", ENCODING_NAMES)
+def test_a_long_text_is_counted_in_pieces_with_the_whole_texts_count(encoding):
+    text = " ".join(f"第{i}段 quick 数据 fox{i}\n" for i in range(30_000))  # ~ 600K characters
+    whole = len(get_encoding(encoding).encode_ordinary(text))
+    assert len(text) > 8 * tokens._STREAM_CHARS
+    assert count_text(text, encoding) == whole
+    assert count_texts(["a", text], encoding) == [1, whole]
+
+
+SPACES = " " * 1_000_000  # tiktoken's regex gives up on it, and tiktoken panics
+
+
+def test_tiktoken_itself_panics_past_except_exception():
+    # What the counting functions guard against; if tiktoken stops panicking, this says so.
+    with pytest.raises(BaseException) as caught:
+        get_encoding().encode_ordinary(SPACES)
+    assert not isinstance(caught.value, Exception)
+    assert type(caught.value).__name__ == "PanicException"
+
+
+@pytest.mark.parametrize("count, field", [
+    (lambda: count_text(SPACES), "text"),
+    (lambda: count_record({"text": SPACES}), "record"),
+    (lambda: count_texts(["a b", "c", SPACES]), "texts[2]"),
+    (lambda: count_texts(["x" * 300_000, "a", SPACES], num_threads=2), "texts[2]"),
+    (lambda: count_records([{"a": 1}, {"text": SPACES}]), "records[1]"),
+    (lambda: count_text_stream(iter([" " * 1000] * 1000)), "text"),
+])
+def test_a_tokenizer_panic_is_an_uncountable_text_naming_the_field(count, field):
+    with pytest.raises(UncountableText) as caught:
+        count()
+    assert caught.value.field == field
+    assert count_text("hello world") == 2  # the encoding still works afterwards
