@@ -181,6 +181,17 @@ MATRIX: dict[tuple[str, str], Case] = {
     ("GET", "/statements/<int:statement_id>/export.xlsx"): Case("object"),
     ("GET", "/statements/<int:statement_id>/export.pdf"): Case("object"),
     ("GET", "/reconciliation"): Case("platform"),
+    # Platform finance only: a buyer's verified tax status, and credit lines.
+    ("PUT", "/organizations/<int:organization_id>/tax-status"): Case(
+        "platform", {"status": "exempt", "evidence": "self-declared"}),
+    ("GET", "/credit-lines"): Case("platform"),
+    ("POST", "/credit-lines"): Case("platform", {
+        "organization_id": "{victim_org}", "limit": {"amount": "1.00", "currency": "CNY"},
+        "reason": "hijack"}),
+    ("POST", "/credit-lines/<int:credit_line_id>/close"): Case("platform", {"reason": "x"}),
+    ("GET", "/credit-line-changes"): Case("platform"),
+    ("POST", "/credit-line-changes/<int:change_id>/approve"): Case("platform"),
+    ("POST", "/credit-line-changes/<int:change_id>/reject"): Case("platform", {"reason": "x"}),
 }
 
 OPERATIONS = {(op.method, op.rule): op for op in api.operations}
@@ -321,7 +332,8 @@ def test_foreign_and_anonymous_callers(app, sign_in_as, session, victim, foreign
            "<int:subscription_id>": victim["subscription"].id,
            "<int:statement_id>": victim["statement"].id,
            "<int:budget_id>": victim["budget"].id,
-           "<int:budget_line_id>": victim["budget_line"].id}
+           "<int:budget_line_id>": victim["budget_line"].id,
+           "<int:credit_line_id>": 1, "<int:change_id>": 1}
     path = "/api/v1" + rule
     for placeholder, value in ids.items():
         path = path.replace(placeholder, str(value))
