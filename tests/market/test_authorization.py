@@ -166,6 +166,10 @@ MATRIX: dict[tuple[str, str], Case] = {
         "kind": "decrease", "amount": {"amount": "1.00", "currency": "CNY"},
         "reason": "hijack"}),
     ("GET", "/budget-lines/<int:budget_line_id>/records"): Case("object"),
+    ("PUT", "/budgets/<int:budget_id>/alert-webhook"): Case(
+        "object", {"url": "http://127.0.0.1:9/hijack"}),
+    ("POST", "/budgets/<int:budget_id>/alert-webhook/rotate-secret"): Case("object"),
+    ("DELETE", "/budgets/<int:budget_id>/alert-webhook"): Case("object"),
     # Settlement statements: the victim's statement, reviewed by its own exchange.
     ("POST", "/statements/close"): Case("platform", {"period": "2020-01"}),
     ("GET", "/statements"): Case("collection"),
@@ -396,6 +400,7 @@ def test_foreign_and_anonymous_callers(app, sign_in_as, session, victim, foreign
         assert victim["budget_line"].approved_minor == 10_000
         session.refresh(victim["budget"])
         assert [line.code for line in victim["budget"].lines] == ["VICTIM-01"]
+        assert victim["budget"].webhook_url is None and victim["budget"].webhook_secret is None
     else:
         assert status in (200, 201), text
         assert "Victim" not in text and victim["key"].prefix not in text
