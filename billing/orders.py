@@ -23,11 +23,11 @@ from sqlalchemy.orm import Session
 
 from market import audit
 from market.accounts.authz import Principal
-from market.accounts.models import Organization
 from market.catalog.models import Dataset, ListingStatus, Offer
 from market.catalog.services import current_supply_chain
 from market.db import utcnow
 from market.errors import Conflict, InvalidInput, NotFound
+from market.accounts.models import Organization  # the buyer's verified tax status
 from billing import budgets
 from billing.models import Order, OrderLine
 from pricing.errors import PricingError
