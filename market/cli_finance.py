@@ -66,7 +66,8 @@ def tax_status_command(organization: str, status: str, evidence: str, email: str
     try:
         with _database().session() as session, session.begin():
             principal = _platform_finance(session, email)
-            org = accounts.set_tax_status(session, principal, _organization(session, organization).id,
+            org = accounts.set_tax_status(session, principal,
+                                          _organization(session, organization).id,
                                           status=status, evidence=evidence)
             name = org.name
     except MarketError as error:
