@@ -12,6 +12,17 @@ configured: e-mail without ``SMTP_HOST`` or without the budget's ``alert_email``
 without its ``webhook_url``. Alerts older than ``MAX_AGE`` are no longer sent, so turning on
 SMTP later does not mail a year of old alerts.
 
+A failed webhook is retried with exponential backoff: after its n-th failure the next attempt
+is due ``RETRY_BASE * 2**(n-1)`` later (5, 10, 20 ... minutes, at most ``RETRY_MAX_DELAY``), and
+after ``MAX_WEBHOOK_ATTEMPTS`` it is given up. Attempts, the next one's time and the last error
+are kept on the alert and shown on the budget page. Setting the budget's URL again makes every
+undelivered alert due at once. The URL is checked against server-side request forgery when it
+is set and at every delivery (``billing.webhook_targets``).
+
+The budget owner sets the URL (``set_webhook``); the marketplace generates the signing secret
+(``new_webhook_secret``), shows it once in the answer that made it, and rotates it on request
+(``rotate_webhook_secret``); no page or API shows it again, and the audit log never holds it.
+
 Delivery is at least once: a process that dies between sending and recording sends again on
 the next run. So every message carries the alert's id (``X-Market-Alert-Id``, and ``id`` in the
 webhook body), by which a receiver drops a repeat.
@@ -34,19 +45,24 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import http.client
 import json
+import secrets
 import smtplib
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any, Callable, Mapping
 
 from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
 
+from billing import webhook_targets
 from billing.models.budgets import Budget, BudgetAlert, BudgetLine
+from market import audit
+from market.accounts.authz import Principal, authorize
 from market.accounts.models import Organization
-from market.db import Database
+from market.db import Database, utcnow
+from market.errors import Conflict, MarketError
 from pricing.money import Money
 
 JOB_NAME = "deliver-budget-alerts"
@@ -56,6 +72,15 @@ BATCH = 200  # alerts per run; the rest wait five minutes
 TIMEOUT_SECONDS = 10
 SIGNATURE_HEADER = "X-Market-Signature"
 SIGNATURE_TOLERANCE = dt.timedelta(minutes=5)
+RETRY_BASE = dt.timedelta(minutes=5)
+RETRY_MAX_DELAY = dt.timedelta(hours=12)
+MAX_WEBHOOK_ATTEMPTS = 10
+SECRET_PREFIX = "whsec_"
+
+
+def retry_delay(failures: int) -> dt.timedelta:
+    """How long after its ``failures``-th failed attempt a webhook is tried again."""
+    return min(RETRY_BASE * 2 ** (failures - 1), RETRY_MAX_DELAY)
 
 
 def five_minutes(moment: dt.datetime) -> str:
@@ -102,6 +127,7 @@ class PendingAlert:
     alert_email: str | None
     webhook_url: str | None
     webhook_secret: str | None
+    webhook_attempts: int
     email_due: bool
     webhook_due: bool
 
@@ -144,7 +170,9 @@ def pending_alerts(db: Database, smtp: SmtpSettings, *, now: dt.datetime,
         for alert, line, budget, organization in rows:
             email_due = (alert.emailed_at is None and bool(smtp.host)
                          and bool(budget.alert_email))
-            webhook_due = alert.webhook_at is None and bool(budget.webhook_url)
+            webhook_due = (alert.webhook_at is None and bool(budget.webhook_url)
+                           and alert.webhook_attempts < MAX_WEBHOOK_ATTEMPTS
+                           and (alert.webhook_next_at is None or alert.webhook_next_at <= now))
             if not (email_due or webhook_due):
                 continue
             pending.append(PendingAlert(
@@ -154,7 +182,8 @@ def pending_alerts(db: Database, smtp: SmtpSettings, *, now: dt.datetime,
                 budget_name=budget.name, fiscal_year=budget.fiscal_year, line_id=line.id,
                 line_code=line.code, line_name=line.name, alert_email=budget.alert_email,
                 webhook_url=budget.webhook_url, webhook_secret=budget.webhook_secret,
-                email_due=email_due, webhook_due=webhook_due))
+                webhook_attempts=alert.webhook_attempts, email_due=email_due,
+                webhook_due=webhook_due))
         return pending
 
 
@@ -207,16 +236,28 @@ def send_email(smtp: SmtpSettings, message: EmailMessage) -> None:
         client.send_message(message)
 
 
-def post_webhook(alert: PendingAlert, *, now: dt.datetime) -> None:
-    """POST the signed alert; anything but a 2xx answer raises."""
+class WebhookFailed(Exception):
+    """The receiver could not be reached, or answered other than 2xx."""
+
+
+def post_webhook(alert: PendingAlert, *, now: dt.datetime, production: bool,
+                 resolver: webhook_targets.Resolver | None = None) -> None:
+    """POST the signed alert to its checked address; anything but a 2xx answer raises."""
+    try:
+        target = webhook_targets.check_url(alert.webhook_url, production=production,
+                                           resolver=resolver)
+    except MarketError as error:
+        raise WebhookFailed(f"refused: {error.detail}") from None
     body = webhook_body(alert)
-    request = urllib.request.Request(alert.webhook_url, data=body, method="POST", headers={
-        "Content-Type": "application/json", "User-Agent": "market-budget-alerts/1",
-        "X-Market-Alert-Id": str(alert.id),
-        SIGNATURE_HEADER: sign(alert.webhook_secret, body, int(now.timestamp()))})
-    with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:
-        if not 200 <= response.status < 300:
-            raise RuntimeError(f"the webhook answered HTTP {response.status}")
+    headers = {"Content-Type": "application/json", "User-Agent": "market-budget-alerts/1",
+               "X-Market-Alert-Id": str(alert.id),
+               SIGNATURE_HEADER: sign(alert.webhook_secret, body, int(now.timestamp()))}
+    try:
+        status = webhook_targets.post(target, body, headers, timeout=TIMEOUT_SECONDS)
+    except (OSError, http.client.HTTPException) as error:  # refused, timed out, TLS, garbled
+        raise WebhookFailed(f"{type(error).__name__}: {error}") from None
+    if not 200 <= status < 300:
+        raise WebhookFailed(f"the webhook answered HTTP {status}")
 
 
 def _record(db: Database, alert_id: int, column: str | None, moment: dt.datetime,
@@ -231,17 +272,38 @@ def _record(db: Database, alert_id: int, column: str | None, moment: dt.datetime
                         .execution_options(synchronize_session=False))
 
 
+def _record_webhook(db: Database, alert: PendingAlert, *, run_at: dt.datetime,
+                    moment: dt.datetime, error: str | None) -> None:
+    """The webhook's outcome: delivered (once, never reset), or one more failed attempt and
+    when the next is due (none after the last)."""
+    where = [BudgetAlert.id == alert.id, BudgetAlert.webhook_at.is_(None)]
+    if error is None:
+        values: dict[str, Any] = {"webhook_at": moment, "webhook_error": None,
+                                  "webhook_next_at": None, "delivery_error": None}
+    else:
+        failures = alert.webhook_attempts + 1
+        values = {"webhook_attempts": BudgetAlert.webhook_attempts + 1,
+                  "webhook_error": error[:500],
+                  "webhook_next_at": (run_at + retry_delay(failures)
+                                      if failures < MAX_WEBHOOK_ATTEMPTS else None)}
+    with db.session() as session, session.begin():
+        session.execute(update(BudgetAlert).where(*where).values(**values)
+                        .execution_options(synchronize_session=False))
+
+
 def _error_text(channel: str, error: Exception) -> str:
-    if isinstance(error, urllib.error.HTTPError):
-        return f"{channel}: the webhook answered HTTP {error.code}"
+    if isinstance(error, WebhookFailed):
+        return f"{channel}: {error}"
     return f"{channel}: {type(error).__name__}: {error}"
 
 
 def deliver_alerts(db: Database, settings: Mapping[str, Any], *, now: dt.datetime,
                    progress: Callable[[str], None] = print,
-                   clock: Callable[[], dt.datetime] | None = None) -> dict[str, int]:
+                   clock: Callable[[], dt.datetime] | None = None,
+                   resolver: webhook_targets.Resolver | None = None) -> dict[str, int]:
     """Send every alert channel due (see the module notes); the counts of what happened."""
     smtp = SmtpSettings.from_settings(settings)
+    production = webhook_targets.is_production(settings)
     clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
     counts = {"emailed": 0, "webhooks": 0, "failed": 0}
     for alert in pending_alerts(db, smtp, now=now):
@@ -255,21 +317,86 @@ def deliver_alerts(db: Database, settings: Mapping[str, Any], *, now: dt.datetim
                 _record(db, alert.id, "emailed_at", clock(), None)
                 counts["emailed"] += 1
         if alert.webhook_due:
-            if not alert.webhook_secret:
-                errors.append("webhook: the budget has no webhook secret to sign with")
+            try:
+                if not alert.webhook_secret:
+                    raise WebhookFailed("the budget has no webhook secret to sign with")
+                post_webhook(alert, now=clock(), production=production, resolver=resolver)
+            except WebhookFailed as error:
+                text = _error_text("webhook", error)
+                errors.append(text)
+                _record_webhook(db, alert, run_at=now, moment=clock(), error=text)
             else:
-                try:
-                    post_webhook(alert, now=clock())
-                except (OSError, RuntimeError, ValueError) as error:  # URLError is an OSError
-                    errors.append(_error_text("webhook", error))
-                else:
-                    _record(db, alert.id, "webhook_at", clock(), None)
-                    counts["webhooks"] += 1
+                _record_webhook(db, alert, run_at=now, moment=clock(), error=None)
+                counts["webhooks"] += 1
         if errors:
             counts["failed"] += 1
             _record(db, alert.id, None, clock(), "; ".join(errors))
             progress(f"budget alert {alert.id}: " + "; ".join(errors))
     return counts
+
+
+# Setting the webhook --------------------------------------------------------------------------
+
+def new_webhook_secret() -> str:
+    """A signing secret: 256 random bits, typed by its prefix."""
+    return SECRET_PREFIX + secrets.token_urlsafe(32)
+
+
+def _audit_webhook(session: Session, principal: Principal, budget: Budget, action: str,
+                   **data) -> None:
+    # The secret itself is never audited: the log is readable by more people than the owner.
+    audit.record(session, action, actor=principal.actor, organization_id=budget.organization_id,
+                 object_type="budget", object_id=budget.id,
+                 data={"webhook_url": budget.webhook_url, **data})
+
+
+def _new_secret(budget: Budget) -> str:
+    secret = new_webhook_secret()
+    budget.webhook_secret, budget.webhook_secret_created_at = secret, utcnow()
+    return secret
+
+
+def set_webhook(session: Session, principal: Principal, budget: Budget, url: str, *,
+                production: bool,
+                resolver: webhook_targets.Resolver | None = None) -> str | None:
+    """Point the budget's alerts at ``url`` (checked: ``billing.webhook_targets``); the new
+    signing secret when the budget had none (shown once), else None (the secret is kept)."""
+    authorize(principal, "budgets:manage")
+    target = webhook_targets.check_url(url, production=production, resolver=resolver)
+    before = budget.webhook_url
+    budget.webhook_url = target.url
+    secret = _new_secret(budget) if not budget.webhook_secret else None
+    # Alerts that failed or were given up go out again, now to the address just set.
+    lines = select(BudgetLine.id).where(BudgetLine.budget_id == budget.id)
+    session.execute(update(BudgetAlert).where(BudgetAlert.line_id.in_(lines),
+                                              BudgetAlert.webhook_at.is_(None))
+                    .values(webhook_attempts=0, webhook_next_at=None)
+                    .execution_options(synchronize_session=False))
+    _audit_webhook(session, principal, budget, "budget.webhook_set", webhook_url_before=before,
+                   secret_generated=secret is not None)
+    return secret
+
+
+def rotate_webhook_secret(session: Session, principal: Principal, budget: Budget) -> str:
+    """A new signing secret for the budget's webhook, shown once; the old one stops signing."""
+    authorize(principal, "budgets:manage")
+    if not budget.webhook_url:
+        raise Conflict("The budget has no webhook; set its URL first.", field="url")
+    secret = _new_secret(budget)
+    _audit_webhook(session, principal, budget, "budget.webhook_secret_rotated")
+    return secret
+
+
+def remove_webhook(session: Session, principal: Principal, budget: Budget) -> Budget:
+    """No more webhooks for the budget's alerts; the secret is forgotten."""
+    authorize(principal, "budgets:manage")
+    if not budget.webhook_url:
+        raise Conflict("The budget has no webhook.", field="url")
+    before = budget.webhook_url
+    budget.webhook_url = budget.webhook_secret = budget.webhook_secret_created_at = None
+    _audit_webhook(session, principal, budget, "budget.webhook_removed",
+                   webhook_url_before=before)
+    return budget
 
 
 def _job(ctx) -> dict:

@@ -168,7 +168,7 @@ def _currencies_used(session: Session, organization: Organization) -> set[str]:
 def create_budget(session: Session, principal: Principal, *, fiscal_year: int, currency: str,
                   name: str, enforcement: str = "block", require_purchase_order: bool = False,
                   thresholds: Sequence[int] = DEFAULT_THRESHOLDS,
-                  alert_email: str | None = None, webhook_url: str | None = None) -> Budget:
+                  alert_email: str | None = None) -> Budget:
     """A budget for one fiscal year in one currency the organization uses (its default
     currency, or one it has ordered in); one per organization, year and currency."""
     authorize(principal, "budgets:manage")
@@ -201,7 +201,7 @@ def create_budget(session: Session, principal: Principal, *, fiscal_year: int, c
     budget = Budget(organization_id=principal.organization_id, fiscal_year=fiscal_year,
                     currency=currency, name=name, enforcement=enforcement,
                     require_purchase_order=bool(require_purchase_order), thresholds=marks,
-                    alert_email=alert_email or None, webhook_url=webhook_url or None,
+                    alert_email=alert_email or None,
                     created_by_id=principal.user_id)
     session.add(budget)
     session.flush()  # the audit entry names the budget's id

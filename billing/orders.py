@@ -5,6 +5,10 @@ Every way of buying ends here: the mall's cart (``place_mall_order``), token pac
 build with ``new_order`` and ``priced_line``. An order is priced once, when it is placed; the
 lines keep the offer's terms, the tax and the supply-chain revision in force at that moment, so
 a later price or share change never rewrites what was sold. Paying is ``billing.payments``.
+
+Tax comes from the record, never from the request: whether the buyer is charged VAT is the tax
+status platform finance verified on its organization (``buyer_tax_status``), read here for every
+line of every kind of order.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from market.catalog.models import Dataset, ListingStatus, Offer, SupplyChainShar
 from market.catalog.services import current_supply_chain
 from market.db import utcnow
 from market.errors import Conflict, InvalidInput, NotFound
+from market.accounts.models import Organization  # the buyer's verified tax status
 from billing import budgets
 from billing.models import Order, OrderLine
 from pricing.errors import PricingError
@@ -30,7 +35,7 @@ from pricing.money import Money, UnitPrice
 from pricing.offers import MallPackage, MeteredRateCard, offer_from_dict
 from pricing.quotes import Quote, quote
 from pricing.rating import LineItem
-from pricing.tax import BuyerTaxStatus, TaxMode, apply_tax, parse_tax_rate
+from pricing.tax import BuyerTaxStatus, TaxMode, TaxpayerStatus, apply_tax, parse_tax_rate
 
 PAYMENT_METHODS = ("card", "bank_transfer")
 TOKENS_PER_MILLION = 1_000_000
@@ -96,6 +101,15 @@ def new_order(session: Session, *, organization_id: int, kind: str, currency: st
     return order
 
 
+def buyer_tax_status(session: Session, organization_id: int) -> BuyerTaxStatus:
+    """Whether an organization's purchases are taxed, from its verified tax status."""
+    status = session.scalar(select(Organization.tax_status)
+                            .where(Organization.id == organization_id))
+    if status is None:
+        raise NotFound("No such organization.", field="organization_id")
+    return TaxpayerStatus(status).buyer_tax_status
+
+
 def chain_snapshot(session: Session, dataset_id: int) -> tuple[int | None, list[list[Any]]]:
     """The supply-chain revision in force for a dataset, as (id, [[participant, bps], ...])."""
     chain = current_supply_chain(session, dataset_id)
@@ -106,7 +120,7 @@ def chain_snapshot(session: Session, dataset_id: int) -> tuple[int | None, list[
 
 
 def priced_line(session: Session, order: Order, *, kind: str, description: str,
-                items: Sequence[LineItem], tax_rate, buyer: str = "standard",
+                items: Sequence[LineItem], tax_rate, buyer: str | None = None,
                 offer: Offer | None = None, dataset_id: int | None = None,
                 version_id: int | None = None, quantity: int = 1, tokens: int = 0,
                 terms: dict[str, Any] | None = None, chain: bool = True,
@@ -115,14 +129,17 @@ def priced_line(session: Session, order: Order, *, kind: str, description: str,
 
     ``taxed``: the (net, tax) a ``pricing`` quote already worked out, so the order charges
     exactly what the buyer was quoted. ``chain``: snapshot the dataset's supply chain (a
-    platform-wide line has none).
+    platform-wide line has none). ``buyer``: the tax status the quote was priced for; by
+    default the order's organization's own.
     """
     if any(item.currency != order.currency for item in items):
         raise InvalidInput("An order is paid in one currency.", field="currency")
     rate = parse_tax_rate(tax_rate)
     if taxed is None:
+        status = (BuyerTaxStatus(buyer) if buyer is not None
+                  else buyer_tax_status(session, order.organization_id))
         net = Money.sum((item.amount for item in items), order.currency)
-        computed = apply_tax(net, rate, TaxMode.EXCLUSIVE, BuyerTaxStatus(buyer))
+        computed = apply_tax(net, rate, TaxMode.EXCLUSIVE, status)
         taxed = (computed.net, computed.tax)
     net, tax = taxed
     revision_id, shares = (chain_snapshot(session, dataset_id)
@@ -186,8 +203,7 @@ def _check_quantity(quantity: Any, field: str, maximum: int) -> int:
 
 
 def place_mall_order(session: Session, principal: Principal, items: Sequence[CartItem], *,
-                     payment_method: str, buyer_tax_status: str = "standard",
-                     note: str = "", budget_line_id: int | None = None,
+                     payment_method: str, note: str = "", budget_line_id: int | None = None,
                      purchase_order_number: str | None = None) -> Order:
     """Check out a cart of mall packages: one order, one line per package, priced now.
 
@@ -196,6 +212,7 @@ def place_mall_order(session: Session, principal: Principal, items: Sequence[Car
     """
     if not items:
         raise InvalidInput("The cart is empty.", field="items")
+    taxed_as = buyer_tax_status(session, principal.organization_id)
     seen: set[int] = set()
     order: Order | None = None
     for i, item in enumerate(items):
@@ -217,7 +234,7 @@ def place_mall_order(session: Session, principal: Principal, items: Sequence[Car
             raise InvalidInput("Every package in one order must be priced in the same "
                                "currency.", field=f"{field}.offer_id")
         try:
-            priced = quote(package, quantity=quantity, buyer=buyer_tax_status)
+            priced = quote(package, quantity=quantity, buyer=taxed_as)
         except PricingError as exc:
             raise InvalidInput(str(exc), field=f"{field}.{exc.field}") from None
         dataset = offer.dataset
@@ -240,7 +257,6 @@ def place_mall_order(session: Session, principal: Principal, items: Sequence[Car
 def place_token_pack_order(session: Session, principal: Principal, *, millions: int,
                            payment_method: str, dataset_id: int | None = None,
                            platform_price_per_million: Money | None = None,
-                           buyer_tax_status: str = "standard",
                            budget_line_id: int | None = None,
                            purchase_order_number: str | None = None) -> Order:
     """Buy N million prepaid tokens for one dataset (priced by its metered rate card) or for
@@ -251,6 +267,7 @@ def place_token_pack_order(session: Session, principal: Principal, *, millions: 
     """
     millions = _check_quantity(millions, "millions", MAX_TOKEN_PACK_MILLIONS)
     tokens = millions * TOKENS_PER_MILLION
+    taxed_as = buyer_tax_status(session, principal.organization_id)
     if dataset_id is None:
         if platform_price_per_million is None:
             raise Conflict("Platform-wide token packs are not on sale.", field="dataset_id")
@@ -260,7 +277,7 @@ def place_token_pack_order(session: Session, principal: Principal, *, millions: 
         item = LineItem(code="token_pack", description=f"{millions}M platform tokens",
                         quantity=millions, unit_price=UnitPrice.of(platform_price_per_million))
         priced_line(session, order, kind="token_pack", items=[item], tax_rate="0.06",
-                    buyer=buyer_tax_status, description=f"{millions}M tokens, any dataset",
+                    buyer=taxed_as.value, description=f"{millions}M tokens, any dataset",
                     quantity=millions, tokens=tokens, terms={"scope": "platform"}, chain=False)
     else:
         dataset = session.get(Dataset, dataset_id)
@@ -274,7 +291,7 @@ def place_token_pack_order(session: Session, principal: Principal, *, millions: 
         order = new_order(session, organization_id=principal.organization_id,
                           kind="token_pack", currency=card.currency,
                           payment_method=payment_method, created_by_id=principal.user_id)
-        priced = quote(card, tokens=tokens, buyer=buyer_tax_status)
+        priced = quote(card, tokens=tokens, buyer=taxed_as)
         _quoted_line(session, order, offer, priced, kind="token_pack", quantity=millions,
                      tokens=tokens, version_id=None,
                      description=f"{millions}M tokens of {offer.dataset.title_en}")

@@ -35,10 +35,12 @@ PERIOD = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
 def open_credit_line(session: Session, principal: Principal | Actor, organization_id: int,
                      limit: Money, currency: str | None = None, *,
                      payment_method: str = "bank_transfer") -> CreditLine:
-    """Open (or change the limit of) an organization's postpaid credit line.
+    """Open (or change the limit of) an organization's postpaid credit line, at once.
 
-    Only the platform's finance people (or the system itself) do this. Lowering the limit
-    below what is already used is allowed: further postpaid calls are refused until it is paid.
+    The demo seed's path. People go through ``billing.credit_lines`` (the API, the CLI and the
+    console), where a raise above the approval threshold waits for a second approver. Lowering
+    the limit below what is already used is allowed: further postpaid calls are refused until
+    it is paid.
     """
     if isinstance(principal, Principal):
         if "platform" not in principal.org_roles or principal.member_role not in (

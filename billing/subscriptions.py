@@ -92,8 +92,8 @@ def _audit(session: Session, sub: Subscription, action: str, actor: Actor = SYST
 
 
 def _period_line(session: Session, order: Order, offer: Offer, plan: SubscriptionPlan,
-                 period: BillingPeriod, buyer: str = "standard") -> None:
-    priced = quote(plan, buyer=buyer)
+                 period: BillingPeriod) -> None:
+    priced = quote(plan, buyer=orders.buyer_tax_status(session, order.organization_id))
     orders.priced_line(
         session, order, kind="subscription", items=[line.item for line in priced.lines],
         tax_rate=plan.tax_rate, buyer=priced.buyer_tax_status.value, offer=offer,
@@ -139,7 +139,7 @@ def _end_access(session: Session, sub: Subscription, reason: str, *,
 
 def subscribe(session: Session, principal: Principal, offer_id: int, *, payment_method: str,
               settings: BillingSettings, today: dt.date | None = None,
-              buyer_tax_status: str = "standard", budget_line_id: int | None = None,
+              budget_line_id: int | None = None,
               purchase_order_number: str | None = None) -> Subscription:
     """Start a subscription to a plan; its first period is billed up front.
 
@@ -172,7 +172,7 @@ def subscribe(session: Session, principal: Principal, offer_id: int, *, payment_
                              kind="subscription", currency=plan.currency,
                              payment_method=payment_method, created_by_id=principal.user_id,
                              subscription_id=sub.id)
-    _period_line(session, order, offer, plan, period, buyer_tax_status)
+    _period_line(session, order, offer, plan, period)
     session.flush()  # the period row and the audit entries name the order's id
     order.budget_warnings = budgets.commit_order(
         session, principal, order, budget_line_id=budget_line_id,
@@ -510,8 +510,7 @@ class PlanChange:
 
 
 def change_plan(session: Session, principal: Principal, subscription_id: int,
-                new_offer_id: int, *, today: dt.date | None = None,
-                buyer_tax_status: str = "standard") -> PlanChange:
+                new_offer_id: int, *, today: dt.date | None = None) -> PlanChange:
     """Move a subscription to another plan of the same dataset.
 
     A dearer plan applies now: the unused days of the current plan are credited and the new
@@ -570,7 +569,7 @@ def change_plan(session: Session, principal: Principal, subscription_id: int,
                              currency=new.currency, payment_method=sub.payment_method,
                              created_by_id=principal.user_id, subscription_id=sub.id)
     orders.priced_line(session, order, kind="plan_change", items=list(prorated.lines),
-                       tax_rate=new.tax_rate, buyer=buyer_tax_status, offer=offer,
+                       tax_rate=new.tax_rate, offer=offer,
                        dataset_id=offer.dataset_id, tokens=prorated.included_tokens,
                        description=f"{offer.dataset.title_en} — {current.code} to {new.code}, "
                                    f"from {effective.isoformat()}",

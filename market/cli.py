@@ -15,6 +15,7 @@ from flask.cli import AppGroup
 
 from market import audit, schema
 from market.cli_billing import register_billing_commands
+from market.cli_finance import finance_cli
 from market.cli_pricing import pricing_cli
 from market.config import SETTINGS
 from market.demo import seed_demo, seed_demo_catalog, seed_demo_purchases
@@ -114,6 +115,6 @@ def audit_verify() -> None:
 
 
 def register_commands(app: Flask) -> None:
-    for group in (db_cli, market_cli, audit_cli, pricing_cli):
+    for group in (db_cli, market_cli, audit_cli, pricing_cli, finance_cli):
         app.cli.add_command(group)
     register_billing_commands(app)

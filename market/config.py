@@ -132,6 +132,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SMTP_PASSWORD", "", "Its password."),
     Setting("SMTP_STARTTLS", False, "Upgrade the mail connection with STARTTLS before login.",
             _bool),
+    Setting("CREDIT_LINE_APPROVAL_THRESHOLD", "100000.00",
+            "A credit line change raising the limit by more than this (in the line's currency) "
+            "waits for a second finance approver. Empty: none does."),
 )
 
 

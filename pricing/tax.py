@@ -40,6 +40,7 @@ __all__ = [
     "DATA_SERVICES_VAT_CN",
     "TaxMode",
     "BuyerTaxStatus",
+    "TaxpayerStatus",
     "TaxedAmount",
     "parse_tax_rate",
     "apply_tax",
@@ -63,6 +64,23 @@ class BuyerTaxStatus(str, Enum):
 
     STANDARD = "standard"
     EXEMPT = "exempt"
+
+
+class TaxpayerStatus(str, Enum):
+    """A buyer organization's VAT standing, as platform finance verified it.
+
+    General (一般纳税人) and small-scale (小规模纳税人) taxpayers are both charged the offer's
+    VAT (they differ in the invoice they can deduct from, not in what they pay); an exempt
+    organization (免税) is charged none.
+    """
+
+    GENERAL = "general"
+    SMALL_SCALE = "small_scale"
+    EXEMPT = "exempt"
+
+    @property
+    def buyer_tax_status(self) -> BuyerTaxStatus:
+        return BuyerTaxStatus.EXEMPT if self is TaxpayerStatus.EXEMPT else BuyerTaxStatus.STANDARD
 
 
 def parse_tax_rate(value: Any, field: str = "tax_rate") -> Decimal:

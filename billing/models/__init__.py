@@ -8,13 +8,13 @@ from billing.models.orders import (
     LIVE_PAYMENT_STATUSES, BankReceipt, Invoice, Order, OrderLine, Payment, Refund,
 )
 from billing.models.rights import (
-    Certificate, CreditLine, Entitlement, TokenWallet, UsageEvent, WalletEntry,
+    Certificate, CreditLine, CreditLineChange, Entitlement, TokenWallet, UsageEvent, WalletEntry,
 )
 from billing.models.statements import SettlementStatement, StatementAdjustment, StatementLine
 from billing.models.subscriptions import Subscription, SubscriptionPeriod
 
 __all__ = [
-    "BankReceipt", "Budget", "BudgetAlert", "BudgetAmendment", "BudgetLine", "BudgetRecord", "Certificate", "CreditLine", "Deal", "DealQuote", "Demand", "Entitlement",
+    "BankReceipt", "Budget", "BudgetAlert", "BudgetAmendment", "BudgetLine", "BudgetRecord", "Certificate", "CreditLine", "CreditLineChange", "Deal", "DealQuote", "Demand", "Entitlement",
     "Invoice", "JobRun", "KeyUsageMonth", "UsageCounter", "LIVE_PAYMENT_STATUSES", "Order", "OrderLine", "Payment",
     "PaymentAnomaly", "PaymentProfile", "Refund", "SettlementStatement", "StatementAdjustment", "StatementLine", "Subscription", "SubscriptionPeriod", "TokenWallet",
     "UsageEvent", "WalletEntry", "WebhookEvent",

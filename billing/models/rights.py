@@ -127,7 +127,42 @@ class CreditLine(Base):
     used_minor: Mapped[int] = mapped_column(BigInteger, default=0)
     payment_method: Mapped[str] = mapped_column(String(20), default="bank_transfer")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Set when platform finance closes the line: no further calls on credit; what was used is
+    # still invoiced. Reopening the line clears it.
     suspended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class CreditLineChange(Base):
+    """A request by platform finance to open, change or close a credit line (maker-checker).
+
+    Applied at once unless it raises the limit by more than the approval threshold; then it is
+    ``pending`` until a second finance person (never its maker) approves or rejects it.
+    ``limit_before_minor`` is the limit the maker saw: an approval applies only if it still
+    holds, so an approver never signs off a change made against a line that moved since.
+    """
+
+    __tablename__ = "credit_line_changes"
+    __table_args__ = (
+        CheckConstraint("kind IN ('open', 'change', 'close')", name="kind_known"),
+        CheckConstraint("status IN ('pending', 'applied', 'rejected')", name="status_known"),
+        CheckConstraint("limit_minor >= 0", name="limit_not_negative"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), index=True)
+    currency: Mapped[str] = mapped_column(String(3))
+    credit_line_id: Mapped[int | None] = mapped_column(ForeignKey("credit_lines.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(8))
+    limit_minor: Mapped[int] = mapped_column(BigInteger)
+    limit_before_minor: Mapped[int | None] = mapped_column(BigInteger)
+    payment_method: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str] = mapped_column(String(500))
+    status: Mapped[str] = mapped_column(String(10), index=True)
+    requested_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    requested_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    decided_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    decided_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    decision_note: Mapped[str | None] = mapped_column(String(500))
 
 
 class UsageEvent(Base):

@@ -82,6 +82,9 @@ PERMISSIONS: dict[str, Rule] = {
     # Quoting on custom demands and delivering them.
     "deals:supply": Rule(frozenset({"owner", "member"}), "catalog:write",
                          frozenset({"supplier", "processor"})),
+    # The platform's own finance people: a buyer's verified tax status, and credit lines.
+    "tax_status:manage": Rule(frozenset({"owner", "finance"}), None, frozenset({"platform"})),
+    "credit_lines:manage": Rule(frozenset({"owner", "finance"}), None, frozenset({"platform"})),
     # Settlement statements: closing periods, reviewing, resolving disputes (maker-checker).
     "statements:manage": Rule(frozenset({"owner", "finance", "reviewer"}), None,
                               frozenset({"platform", "exchange"})),

@@ -9,6 +9,7 @@ from sqlalchemy import JSON, CheckConstraint, ForeignKey, Integer, String, Uniqu
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from market.db import Base, UTCDateTime, utcnow
+from pricing.tax import TaxpayerStatus
 
 
 class OrgRole(str, enum.Enum):
@@ -35,8 +36,15 @@ def _values(enum_cls) -> str:
     return ", ".join(f"'{member.value}'" for member in enum_cls)
 
 
+TAXPAYER_STATUSES = tuple(status.value for status in TaxpayerStatus)
+
+
 class Organization(Base):
     __tablename__ = "organizations"
+    __table_args__ = (
+        CheckConstraint("tax_status IN ('general', 'small_scale', 'exempt')",
+                        name="tax_status_known"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     slug: Mapped[str] = mapped_column(String(64), unique=True)
@@ -44,6 +52,14 @@ class Organization(Base):
     # Unified social credit code (统一社会信用代码) or another registry number.
     registration_number: Mapped[str | None] = mapped_column(String(64))
     default_currency: Mapped[str] = mapped_column(String(3), default="CNY")
+    # The VAT standing checkout prices by: set only by platform finance, from evidence it
+    # checked (a tax registration or exemption certificate), never by the buyer at checkout.
+    tax_status: Mapped[str] = mapped_column(String(16), default="general",
+                                            server_default="general")
+    tax_status_evidence: Mapped[str | None] = mapped_column(String(200))
+    tax_status_verified_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    tax_status_verified_by_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id"))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     roles: Mapped[list[OrganizationRole]] = relationship(

@@ -20,8 +20,8 @@ from sqlalchemy.orm import Session, joinedload
 from market import audit
 from market.accounts.authz import SCOPES, Principal
 from market.accounts.models import (
-    ApiKey, Invitation, MemberRole, Membership, Organization, OrganizationRole, OrgRole,
-    PendingRegistration, User, UserSession,
+    TAXPAYER_STATUSES, ApiKey, Invitation, MemberRole, Membership, Organization,
+    OrganizationRole, OrgRole, PendingRegistration, User, UserSession,
 )
 from market.accounts.passwords import Passwords, check_strength
 from market.db import utcnow
@@ -329,6 +329,40 @@ def accept_invitation(session: Session, user: User, secret: str) -> Membership:
                  data={"user_id": user.id, "role": invitation.role,
                        "invitation_id": invitation.id})
     return membership
+
+
+# Tax profile ------------------------------------------------------------------------------------
+
+def set_tax_status(session: Session, principal: Principal, organization_id: int, *,
+                   status: str, evidence: str) -> Organization:
+    """Record an organization's verified VAT standing (general, small-scale or exempt).
+
+    Rule: only the platform's finance people set it, each time with the evidence they checked
+    (a certificate or registration number); checkout prices every order by it, so the change
+    is audited with what it was before.
+    """
+    if "platform" not in principal.org_roles or principal.member_role not in ("owner", "finance"):
+        raise Forbidden("Only the platform's finance staff verify tax status.")
+    if status not in TAXPAYER_STATUSES:
+        raise InvalidInput(f"The tax status is one of {', '.join(TAXPAYER_STATUSES)}.",
+                           field="status")
+    evidence = (evidence or "").strip()
+    if not evidence:
+        raise InvalidInput("Name the certificate or registration the status was verified "
+                           "from.", field="evidence")
+    organization = session.get(Organization, organization_id, with_for_update=True)
+    if organization is None:
+        raise NotFound("No such organization.", field="organization_id")
+    before = organization.tax_status
+    organization.tax_status = status
+    organization.tax_status_evidence = evidence[:200]
+    organization.tax_status_verified_at = utcnow()
+    organization.tax_status_verified_by_id = principal.user_id
+    audit.record(session, "organization.tax_status_set", actor=principal.actor,
+                 organization_id=organization.id, object_type="organization",
+                 object_id=organization.id,
+                 data={"status": status, "status_before": before, "evidence": evidence[:200]})
+    return organization
 
 
 # API keys ---------------------------------------------------------------------------------------

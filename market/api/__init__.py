@@ -5,6 +5,7 @@ from market.api import deals, metering, subscriptions  # noqa: F401
 from market.api import usage  # noqa: F401
 from market.api import budget_reports  # noqa: F401
 from market.api import statements  # noqa: F401
+from market.api import credit_lines  # noqa: F401
 from market.api.blueprint import api
 
 __all__ = ["api"]

@@ -16,6 +16,7 @@ from market.api.schemas import (
     AccountSchema, AuditPageSchema, AuditQuerySchema, HealthSchema, InvitationAcceptSchema,
     InvitationCreatedSchema, InvitationCreateSchema, InvitationSchema, MemberSchema, MeSchema,
     OrganizationSchema, RegistrationConfirmSchema, RegistrationSchema, RegistrationSentSchema,
+    TaxStatusSchema,
 )
 from market.audit import AuditEntry
 from market.web import db_session, mail_registration, passwords
@@ -79,6 +80,16 @@ def me(principal: Principal):
 def get_organization(principal: Principal, organization_id: int):
     """Only the caller's own organization is visible; any other id answers 404."""
     return get_owned(db_session(), Organization, organization_id, principal)
+
+
+@api.operation("/organizations/<int:organization_id>/tax-status", "PUT",
+               summary="Set an organization's verified tax status (platform finance)",
+               permission="tax_status:manage", body=TaxStatusSchema,
+               response=OrganizationSchema, tags=ACCOUNT, errors=(404, 422))
+def set_tax_status(principal: Principal, organization_id: int, body: dict):
+    """general, small_scale or exempt, with the evidence checked; audited. Checkout prices
+    every order of the organization by it and refuses a tax status sent with an order."""
+    return accounts.set_tax_status(db_session(), principal, organization_id, **body)
 
 
 @api.operation("/organizations/<int:organization_id>/members", "GET",

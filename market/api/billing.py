@@ -47,11 +47,12 @@ def _settings():
                status=201, tags=BUYING, errors=(404, 409, 422))
 def checkout(principal: Principal, body: dict):
     """Prices every package now (terms, tax and supply chain are kept on the order); pay it
-    with ``POST /orders/{id}/pay``."""
+    with ``POST /orders/{id}/pay``. Tax follows the organization's verified tax status; a
+    ``buyer_tax_status`` in the body is refused (422)."""
     items = [orders.CartItem(**item) for item in body["items"]]
     order = orders.place_mall_order(db_session(), principal, items,
                                     payment_method=body["payment_method"],
-                                    buyer_tax_status=body["buyer_tax_status"], note=body["note"],
+                                    note=body["note"],
                                     budget_line_id=body["budget_line_id"],
                                     purchase_order_number=body["purchase_order_number"])
     return Created(order, url_for("api.get_order", order_id=order.id))

@@ -3,7 +3,7 @@ currency (``{"amount": "9800.00", "currency": "CNY"}``), never a JSON number."""
 
 from __future__ import annotations
 
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, ValidationError, fields, pre_load, validate
 
 from billing.orders import MAX_QUANTITY, MAX_TOKEN_PACK_MILLIONS, PAYMENT_METHODS
 from pricing.money import Money
@@ -35,12 +35,26 @@ class CartItemSchema(Schema):
     quantity = fields.Integer(load_default=1, validate=validate.Range(min=1, max=MAX_QUANTITY))
 
 
-class CheckoutSchema(Schema):
+TAX_FROM_THE_RECORD = ("The buyer's tax status is not sent with an order: it is part of the "
+                       "organization's verified profile, set by platform finance "
+                       "(PUT /organizations/{id}/tax-status).")
+
+
+class TaxFromTheRecord(Schema):
+    """A purchase body: a tax status sent by the client is refused, never silently used or
+    ignored, so a buyer cannot declare itself exempt."""
+
+    @pre_load
+    def refuse_client_tax_status(self, data, **kwargs):
+        if isinstance(data, dict) and "buyer_tax_status" in data:
+            raise ValidationError(TAX_FROM_THE_RECORD, field_name="buyer_tax_status")
+        return data
+
+
+class CheckoutSchema(TaxFromTheRecord):
     items = fields.List(fields.Nested(CartItemSchema), required=True,
                         validate=validate.Length(min=1, max=50))
     payment_method = fields.String(required=True, validate=validate.OneOf(PAYMENT_METHODS))
-    buyer_tax_status = fields.String(load_default="standard",
-                                     validate=validate.OneOf(["standard", "exempt"]))
     note = fields.String(load_default="", validate=validate.Length(max=500))
     budget_line_id = fields.Integer(
         load_default=None, allow_none=True,
@@ -51,7 +65,7 @@ class CheckoutSchema(Schema):
         metadata={"description": "Required when the budget says so."})
 
 
-class TokenPackSchema(Schema):
+class TokenPackSchema(TaxFromTheRecord):
     millions = fields.Integer(required=True,
                               validate=validate.Range(min=1, max=MAX_TOKEN_PACK_MILLIONS))
     dataset_id = fields.Integer(load_default=None, allow_none=True,

@@ -30,8 +30,6 @@ class BudgetCreateSchema(Schema):
                              load_default=list(DEFAULT_THRESHOLDS),
                              validate=validate.Length(min=1, max=10))
     alert_email = fields.Email(load_default=None, allow_none=True)
-    webhook_url = fields.Url(load_default=None, allow_none=True, schemes={"https"},
-                             validate=validate.Length(max=500))
 
 
 class BudgetLineCreateSchema(Schema):
@@ -82,9 +80,26 @@ class BudgetSchema(Schema):
     require_purchase_order = fields.Boolean()
     thresholds = fields.List(fields.Integer())
     alert_email = fields.String(allow_none=True)
-    webhook_url = fields.String(allow_none=True)
+    webhook_url = fields.String(allow_none=True, metadata={
+        "description": "Set with PUT /budgets/{id}/alert-webhook; its secret is never shown "
+                       "here."})
+    webhook_secret_created_at = fields.AwareDateTime(allow_none=True)
     created_at = fields.AwareDateTime()
     lines = fields.List(fields.Nested(BudgetLineSchema))
+
+
+class AlertWebhookSetSchema(Schema):
+    url = fields.String(required=True, validate=validate.Length(min=1, max=500), metadata={
+        "description": "https:// (in production to a public address only); outside production "
+                       "also http:// to a receiver on this machine."})
+
+
+class AlertWebhookSchema(Schema):
+    url = fields.String(allow_none=True)
+    secret = fields.String(allow_none=True, metadata={
+        "description": "The signing secret (HMAC-SHA256 of the X-Market-Signature header): "
+                       "present only in the answer that generated it, never again."})
+    secret_created_at = fields.AwareDateTime(allow_none=True)
 
 
 class AmendmentSchema(Schema):

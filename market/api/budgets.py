@@ -3,13 +3,14 @@ that purchases leave on a line (the drill-down behind every figure)."""
 
 from __future__ import annotations
 
-from flask import url_for
+from flask import current_app, url_for
 
-from billing import budgets
+from billing import budget_alerts, budgets, webhook_targets
 from market.accounts.authz import Principal
 from market.api.blueprint import api
 from market.api.budget_schemas import (
-    AmendmentCreateSchema, AmendmentResultSchema, BudgetCreateSchema, BudgetLineCreateSchema,
+    AlertWebhookSchema, AlertWebhookSetSchema, AmendmentCreateSchema, AmendmentResultSchema,
+    BudgetCreateSchema, BudgetLineCreateSchema,
     BudgetLineSchema, LineRecordSchema, BudgetSchema, LineRecordQuerySchema,
 )
 from market.api.endpoint import Created
@@ -81,3 +82,46 @@ def budget_line_records(principal: Principal, budget_line_id: int, query: dict):
     """Commitments, releases, expenditure and refunds, newest first; filter by kind, month
     (YYYY-MM), dataset, supplier or sector."""
     return budgets.line_records(db_session(), principal, budget_line_id, **query)
+
+
+def _webhook(budget, secret: str | None = None) -> dict:
+    return {"url": budget.webhook_url, "secret": secret,
+            "secret_created_at": budget.webhook_secret_created_at}
+
+
+@api.operation("/budgets/<int:budget_id>/alert-webhook", "PUT",
+               summary="Send the budget's threshold alerts to a webhook",
+               permission="budgets:manage", body=AlertWebhookSetSchema,
+               response=AlertWebhookSchema, tags=BUDGETS, errors=(404, 422))
+def set_alert_webhook(principal: Principal, budget_id: int, body: dict):
+    """The marketplace generates the signing secret the first time and answers it once
+    (``secret``); later calls keep it (rotate it with ``.../rotate-secret``). Private and
+    loopback addresses are refused in production (422 naming ``url``)."""
+    session = db_session()
+    budget = budgets.get_budget(session, principal, budget_id)
+    secret = budget_alerts.set_webhook(
+        session, principal, budget, body["url"],
+        production=webhook_targets.is_production(current_app.config))
+    return _webhook(budget, secret)
+
+
+@api.operation("/budgets/<int:budget_id>/alert-webhook/rotate-secret", "POST",
+               summary="A new signing secret for the budget's webhook",
+               permission="budgets:manage", response=AlertWebhookSchema, tags=BUDGETS,
+               errors=(404, 409))
+def rotate_alert_webhook_secret(principal: Principal, budget_id: int):
+    """Answered once; the old secret stops signing at once."""
+    session = db_session()
+    budget = budgets.get_budget(session, principal, budget_id)
+    secret = budget_alerts.rotate_webhook_secret(session, principal, budget)
+    return _webhook(budget, secret)
+
+
+@api.operation("/budgets/<int:budget_id>/alert-webhook", "DELETE",
+               summary="Stop sending the budget's alerts to a webhook",
+               permission="budgets:manage", response=AlertWebhookSchema, tags=BUDGETS,
+               errors=(404, 409))
+def remove_alert_webhook(principal: Principal, budget_id: int):
+    session = db_session()
+    budget = budgets.get_budget(session, principal, budget_id)
+    return _webhook(budget_alerts.remove_webhook(session, principal, budget))

@@ -26,7 +26,18 @@ class OrganizationSchema(Schema):
     roles = fields.List(fields.String(), attribute="role_names")
     default_currency = fields.String()
     registration_number = fields.String(allow_none=True)
+    tax_status = fields.String(metadata={
+        "description": "general, small_scale or exempt, as verified by platform finance; "
+                       "checkout prices by it."})
+    tax_status_verified_at = fields.AwareDateTime(allow_none=True)
     created_at = fields.AwareDateTime()
+
+
+class TaxStatusSchema(Schema):
+    status = fields.String(required=True, validate=validate.OneOf(
+        ["general", "small_scale", "exempt"]))
+    evidence = fields.String(required=True, validate=validate.Length(min=1, max=200), metadata={
+        "description": "The certificate or registration the status was verified from."})
 
 
 class RegistrationSchema(Schema):

@@ -9,7 +9,7 @@ from marshmallow import Schema, fields, validate
 from billing import subscriptions
 from billing.orders import PAYMENT_METHODS
 from market.accounts.authz import Principal
-from market.api.billing_schemas import OrderSchema
+from market.api.billing_schemas import OrderSchema, TaxFromTheRecord
 from market.api.blueprint import api
 from market.api.endpoint import Created
 from market.web import db_session
@@ -17,11 +17,9 @@ from market.web import db_session
 SUBSCRIBING = ["Subscriptions"]
 
 
-class SubscribeSchema(Schema):
+class SubscribeSchema(TaxFromTheRecord):
     offer_id = fields.Integer(required=True)
     payment_method = fields.String(required=True, validate=validate.OneOf(PAYMENT_METHODS))
-    buyer_tax_status = fields.String(load_default="standard",
-                                     validate=validate.OneOf(["standard", "exempt"]))
     budget_line_id = fields.Integer(load_default=None, allow_none=True, metadata={
         "description": "The budget line the subscription is charged to (required when the "
                        "organization has a budget for the year and currency)."})
@@ -29,7 +27,7 @@ class SubscribeSchema(Schema):
                                           validate=validate.Length(min=1, max=64))
 
 
-class ChangePlanSchema(Schema):
+class ChangePlanSchema(TaxFromTheRecord):
     offer_id = fields.Integer(required=True, metadata={
         "description": "The new plan: dearer ones apply now, prorated; cheaper ones at the "
                        "period's end."})
@@ -79,7 +77,6 @@ def subscribe(principal: Principal, body: dict):
     sub = subscriptions.subscribe(session, principal, body["offer_id"],
                                   payment_method=body["payment_method"],
                                   settings=current_app.extensions["market.billing"],
-                                  buyer_tax_status=body["buyer_tax_status"],
                                   budget_line_id=body["budget_line_id"],
                                   purchase_order_number=body["purchase_order_number"])
     order = subscriptions.first_order(session, sub)

@@ -6,6 +6,7 @@ from market.storefront import deal_views, subscription_views  # noqa: F401  (reg
 from market.storefront import usage_views  # noqa: F401  (registers the routes)
 from market.storefront import budget_views  # noqa: F401  (registers the routes)
 from market.storefront import statement_views  # noqa: F401  (registers the routes)
+from market.storefront import credit_line_views  # noqa: F401  (registers the routes)
 from market.storefront.blueprint import storefront
 
 __all__ = ["storefront"]

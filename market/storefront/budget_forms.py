@@ -12,7 +12,7 @@ from wtforms import (
 )
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import (
-    URL, DataRequired, Email, InputRequired, Length, NumberRange, Optional,
+    DataRequired, Email, InputRequired, Length, NumberRange, Optional,
 )
 
 from billing.budgets import DEFAULT_THRESHOLDS, MAX_REASON
@@ -63,9 +63,6 @@ class BudgetForm(FlaskForm):
                              validators=[DataRequired()])
     alert_email = StringField(_l("Alert e-mail"),
                               validators=[Optional(), Length(max=254), Email()])
-    # The webhook is signed and posted by the alerts job: https only, as the API requires.
-    webhook_url = StringField(_l("Webhook URL (https)"),
-                              validators=[Optional(), Length(max=500), URL(require_tld=False)])
 
     def validate_thresholds(self, field) -> None:
         try:
@@ -76,12 +73,14 @@ class BudgetForm(FlaskForm):
         if any(not 1 <= mark <= 100 for mark in marks):
             raise ValidationError(_l("Whole percentages from 1 to 100, separated by commas."))
 
-    def validate_webhook_url(self, field) -> None:
-        if field.data and not field.data.lower().startswith("https://"):
-            raise ValidationError(_l("The webhook URL must start with https://."))
-
     def threshold_values(self) -> list[int]:
         return parse_thresholds(self.thresholds.data)
+
+
+class AlertWebhookForm(FlaskForm):
+    """Where the budget's threshold alerts are posted, signed (checked by the service)."""
+
+    url = StringField(_l("Webhook URL"), validators=[DataRequired(), Length(max=500)])
 
 
 class BudgetLineForm(FlaskForm):

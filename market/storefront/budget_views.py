@@ -9,13 +9,14 @@ views only choose what to show, and show a service's refusal next to the field i
 
 from __future__ import annotations
 
-from flask import flash, redirect, render_template, request, url_for
+from flask import current_app, flash, redirect, render_template, request, url_for
 from flask_babel import get_locale
 from flask_babel import gettext as _
 from sqlalchemy import func, select
 
+from billing import budget_alerts
 from billing import budget_reports as reports
-from billing import budgets
+from billing import budgets, webhook_targets
 from billing.models import Budget, BudgetAlert, BudgetLine
 from market.accounts.authz import Principal
 from market.accounts.models import Organization
@@ -25,7 +26,10 @@ from market.db import business_calendar, utcnow
 from market.errors import Conflict, Forbidden, InvalidInput, NotFound
 from market.storefront.billing_views import _form_error
 from market.storefront.blueprint import storefront
-from market.storefront.budget_forms import AmendmentForm, BudgetForm, BudgetLineForm
+from market.storefront.budget_forms import (
+    AlertWebhookForm, AmendmentForm, BudgetForm, BudgetLineForm,
+)
+from market.storefront.forms import ActionForm
 from market.storefront.views import signed_in
 from market.web import db_session
 from pricing.errors import PricingError
@@ -77,8 +81,7 @@ def create_budget(principal: Principal):
                 enforcement=form.enforcement.data,
                 require_purchase_order=form.require_purchase_order.data,
                 thresholds=form.threshold_values(),
-                alert_email=(form.alert_email.data or "").strip() or None,
-                webhook_url=(form.webhook_url.data or "").strip() or None)
+                alert_email=(form.alert_email.data or "").strip() or None)
         except SERVICE_ERRORS as exc:
             _form_error(form, exc)
         else:
@@ -146,7 +149,9 @@ def _amendment_form(line: BudgetLine, lines: list[BudgetLine], *,
 
 def _render_detail(principal: Principal, budget: Budget, *,
                    line_form: BudgetLineForm | None = None,
-                   failed: tuple[int, AmendmentForm] | None = None, status: int = 200):
+                   failed: tuple[int, AmendmentForm] | None = None,
+                   webhook_form: AlertWebhookForm | None = None,
+                   new_secret: str | None = None, status: int = 200):
     """The budget's page; with its forms for those who manage budgets (a form that failed
     shown again with its errors)."""
     session = db_session()
@@ -154,6 +159,7 @@ def _render_detail(principal: Principal, budget: Budget, *,
     lines = _lines_of(budget)
     amendment_forms = {}
     if manage:
+        webhook_form = webhook_form or AlertWebhookForm(formdata=None, url=budget.webhook_url)
         line_form = line_form or BudgetLineForm(formdata=None)
         amendment_forms = {line.id: (failed[1] if failed and failed[0] == line.id else
                                      _amendment_form(line, lines, from_request=False))
@@ -167,7 +173,9 @@ def _render_detail(principal: Principal, budget: Budget, *,
     return render_template("budgets/detail.html", budget=budget, report=report,
                            alerts=alerts, chart=_chart_data(report["line"], report["month"]),
                            zh=_is_zh(), manage=manage, budget_lines=lines, line_form=line_form,
-                           amendment_forms=amendment_forms), status
+                           amendment_forms=amendment_forms, webhook_form=webhook_form,
+                           new_secret=new_secret,
+                           max_webhook_attempts=budget_alerts.MAX_WEBHOOK_ATTEMPTS), status
 
 
 def _amount(form_amount, currency: str, field) -> Money | None:
@@ -178,6 +186,59 @@ def _amount(form_amount, currency: str, field) -> Money | None:
     except PricingError as exc:
         field.errors = list(field.errors) + [str(exc)]
         return None
+
+
+# The alert webhook: the page that generates a secret shows it, once (no redirect: the secret
+# never goes into the session cookie a flash message would travel in).
+
+@storefront.post("/budgets/<int:budget_id>/alert-webhook")
+@signed_in(MANAGE)
+def set_alert_webhook(principal: Principal, budget_id: int):
+    budget = _budget(principal, budget_id)
+    form = AlertWebhookForm()
+    if form.validate_on_submit():
+        try:
+            secret = budget_alerts.set_webhook(
+                db_session(), principal, budget, form.url.data,
+                production=webhook_targets.is_production(current_app.config))
+        except SERVICE_ERRORS as exc:
+            _form_error(form, exc)
+        else:
+            if secret is None:
+                flash(_("Alerts now go to this webhook, signed with the same secret."),
+                      "success")
+                return redirect(url_for("storefront.budget_detail", budget_id=budget.id)
+                                + "#alert-webhook")
+            return _render_detail(principal, budget, new_secret=secret)
+    return _render_detail(principal, budget, webhook_form=form, status=422)
+
+
+@storefront.post("/budgets/<int:budget_id>/alert-webhook/rotate-secret")
+@signed_in(MANAGE)
+def rotate_alert_webhook_secret(principal: Principal, budget_id: int):
+    budget = _budget(principal, budget_id)
+    if not ActionForm().validate_on_submit():
+        return redirect(url_for("storefront.budget_detail", budget_id=budget.id))
+    try:
+        secret = budget_alerts.rotate_webhook_secret(db_session(), principal, budget)
+    except Conflict as exc:
+        flash(exc.detail, "error")
+        return redirect(url_for("storefront.budget_detail", budget_id=budget.id))
+    return _render_detail(principal, budget, new_secret=secret)
+
+
+@storefront.post("/budgets/<int:budget_id>/alert-webhook/remove")
+@signed_in(MANAGE)
+def remove_alert_webhook(principal: Principal, budget_id: int):
+    budget = _budget(principal, budget_id)
+    if ActionForm().validate_on_submit():
+        try:
+            budget_alerts.remove_webhook(db_session(), principal, budget)
+        except Conflict as exc:
+            flash(exc.detail, "error")
+        else:
+            flash(_("Alerts are no longer sent to a webhook."), "success")
+    return redirect(url_for("storefront.budget_detail", budget_id=budget.id))
 
 
 @storefront.post("/budgets/<int:budget_id>/lines")

@@ -133,9 +133,16 @@ def test_a_failed_webhook_is_recorded_and_retried_without_mailing_again(
     session.refresh(alerted["alert"])
     assert alerted["alert"].webhook_at is None
     assert "HTTP 500" in alerted["alert"].delivery_error
+    assert alerted["alert"].webhook_attempts == 1
+    assert alerted["alert"].webhook_next_at == NOW + budget_alerts.RETRY_BASE
 
     answer["status"] = 204
-    second = budget_alerts.deliver_alerts(db, _settings(controller), now=NOW,
+    # Backoff: not retried before its time.
+    early = budget_alerts.deliver_alerts(db, _settings(controller), now=NOW,
+                                         progress=lambda line: None)
+    assert early == {"emailed": 0, "webhooks": 0, "failed": 0} and len(received) == 1
+    second = budget_alerts.deliver_alerts(db, _settings(controller),
+                                          now=NOW + budget_alerts.RETRY_BASE,
                                           progress=lambda line: None)
     assert second == {"emailed": 0, "webhooks": 1, "failed": 0}
     session.refresh(alerted["alert"])

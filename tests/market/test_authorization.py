@@ -179,6 +179,10 @@ MATRIX: dict[tuple[str, str], Case] = {
         "kind": "decrease", "amount": {"amount": "1.00", "currency": "CNY"},
         "reason": "hijack"}),
     ("GET", "/budget-lines/<int:budget_line_id>/records"): Case("object"),
+    ("PUT", "/budgets/<int:budget_id>/alert-webhook"): Case(
+        "object", {"url": "http://127.0.0.1:9/hijack"}),
+    ("POST", "/budgets/<int:budget_id>/alert-webhook/rotate-secret"): Case("object"),
+    ("DELETE", "/budgets/<int:budget_id>/alert-webhook"): Case("object"),
     # Settlement statements: the victim's statement, reviewed by its own exchange.
     ("POST", "/statements/close"): Case("platform", {"period": "2020-01"}),
     ("GET", "/statements"): Case("collection"),
@@ -198,6 +202,17 @@ MATRIX: dict[tuple[str, str], Case] = {
     ("GET", "/reconciliation"): Case("platform"),
     ("GET", "/reconciliation/export.csv"): Case("platform"),
     ("GET", "/reconciliation/export.xlsx"): Case("platform"),
+    # Platform finance only: a buyer's verified tax status, and credit lines.
+    ("PUT", "/organizations/<int:organization_id>/tax-status"): Case(
+        "platform", {"status": "exempt", "evidence": "self-declared"}),
+    ("GET", "/credit-lines"): Case("platform"),
+    ("POST", "/credit-lines"): Case("platform", {
+        "organization_id": "{victim_org}", "limit": {"amount": "1.00", "currency": "CNY"},
+        "reason": "hijack"}),
+    ("POST", "/credit-lines/<int:credit_line_id>/close"): Case("platform", {"reason": "x"}),
+    ("GET", "/credit-line-changes"): Case("platform"),
+    ("POST", "/credit-line-changes/<int:change_id>/approve"): Case("platform"),
+    ("POST", "/credit-line-changes/<int:change_id>/reject"): Case("platform", {"reason": "x"}),
 }
 
 OPERATIONS = {(op.method, op.rule): op for op in api.operations}
@@ -366,7 +381,8 @@ def test_foreign_and_anonymous_callers(app, sign_in_as, session, victim, foreign
            "<int:receipt_id>": victim["receipt"].id,
            "<int:adjustment_id>": victim["adjustment"].id,
            "<int:refund_id>": victim["refund"].id,
-           "<int:invitation_id>": victim["invitation"].id}
+           "<int:invitation_id>": victim["invitation"].id,
+           "<int:credit_line_id>": 1, "<int:change_id>": 1}
     path = "/api/v1" + rule
     for placeholder, value in ids.items():
         path = path.replace(placeholder, str(value))
@@ -446,6 +462,7 @@ def test_foreign_and_anonymous_callers(app, sign_in_as, session, victim, foreign
             assert victim[name].status == "pending_approval"
         session.refresh(victim["budget"])
         assert [line.code for line in victim["budget"].lines] == ["VICTIM-01"]
+        assert victim["budget"].webhook_url is None and victim["budget"].webhook_secret is None
     else:
         assert status in (200, 201), text
         assert "Victim" not in text and victim["key"].prefix not in text
