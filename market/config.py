@@ -96,6 +96,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DEFAULT_TOKENS_PER_MINUTE", 5_000_000,
             "Tokens per minute served to an API key that sets no limit of its own.", int),
     Setting("SCHEDULER_TIMEZONE", "Asia/Shanghai", "Time zone of the scheduled jobs' clock."),
+    Setting("PLATFORM_SIGNING_KEY", None,
+            "Ed25519 private key (PEM file) that signs the audit and ledger checkpoints. "
+            "Outside production one is generated in `instance/platform_signing_key.pem`."),
     Setting("SMTP_HOST", "",
             "Mail server for budget alerts. Empty: no alert e-mail is sent (webhooks still are)."),
     Setting("SMTP_PORT", 25, "Its port (587 for submission with STARTTLS).", int),
@@ -136,6 +139,10 @@ def load_config(instance_path: str | os.PathLike, environ: Mapping[str, str] | N
         if production:
             raise RuntimeError("SECRET_KEY must be set in production")
         config["SECRET_KEY"] = _instance_secret(instance)
+    if config["PLATFORM_SIGNING_KEY"] is None:
+        if production:
+            raise RuntimeError("PLATFORM_SIGNING_KEY must be set in production")
+        config["PLATFORM_SIGNING_KEY"] = str(instance / "platform_signing_key.pem")
     if config["API_KEY_MODE"] not in {"live", "test"}:
         raise RuntimeError("setting API_KEY_MODE: must be `live` or `test`")
 

@@ -51,6 +51,7 @@ def app(database_url, tmp_path_factory):
         "PASSWORD_TIME_COST": 1,
         "PASSWORD_MEMORY_KIB": 8,
         "API_KEY_MODE": "test",
+        "PLATFORM_SIGNING_KEY": str(tmp_path_factory.mktemp("keys") / "platform_signing_key.pem"),
     })
     app.instance_path = str(tmp_path_factory.mktemp("instance"))
     yield app
