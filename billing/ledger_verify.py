@@ -181,15 +181,16 @@ def _against_source(transaction: Any, entries: list[Any], payments: dict[str, di
         if entry.purpose is not None and sign * entry.amount_minor > 0 and \
                 entry.purpose != Purpose.PLATFORM_CLEARING.value:
             actual[(entry.purpose, entry.organization_id)] += sign * entry.amount_minor
+    wrong = []
     for account in sorted(set(expected) | set(actual)):
         if expected.get(account, 0) != actual.get(account, 0):
             purpose, owner = account
             whose = "platform" if purpose in {p.value for p in PLATFORM_PURPOSES} and not owner \
                 else f"org {owner}"
-            return (f"{purpose} ({whose}) is {'debited' if is_refund else 'credited'} "
-                    f"{_money(actual.get(account, 0), currency)}, but {name} records "
-                    f"{_money(expected.get(account, 0), currency)} for it")
-    return None
+            wrong.append(f"{purpose} ({whose}) is {'debited' if is_refund else 'credited'} "
+                         f"{_money(actual.get(account, 0), currency)}, but {name} records "
+                         f"{_money(expected.get(account, 0), currency)} for it")
+    return "; ".join(wrong) or None
 
 
 def _wallets(session: Session) -> list[Finding]:
