@@ -50,6 +50,10 @@ def read_checkpoints(path: str) -> list[dict]:
         text = handle.read().strip()
     if text.startswith("["):
         return json.loads(text)
+    try:
+        return [json.loads(text)]  # one checkpoint (checkpoint.json)
+    except json.JSONDecodeError:
+        pass  # one per line (checkpoints.jsonl)
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 

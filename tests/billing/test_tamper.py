@@ -20,9 +20,11 @@ A clean month passes every verifier, and the standalone verifier agrees from the
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -395,3 +397,29 @@ def test_the_close_job_signs_a_checkpoint_of_its_statements(app, db, session, pa
     assert json.loads(signed.payload)["statements"] == {s.number: s.content_hash for s in made}
     assert checkpoints.verify_checkpoints(
         session, checkpoints.signing_key_from_settings(app.config).public_key()) == []
+
+
+def test_a_statement_bundle_is_checked_by_anyone_with_the_public_key(session, month, tmp_path):
+    from billing import statement_exports as exports
+
+    statement = month.statements[0]
+    signed = checkpoints.latest_covering(session, statement.number)
+    assert signed.id == month.checkpoint.id
+    body = exports.statement_bundle(
+        statement, exports.parties_of(session, statement), statements.statement_content(statement),
+        checkpoints.exported(signed), checkpoints.public_key_pem(month.key.public_key()))
+    with zipfile.ZipFile(io.BytesIO(body)) as bundle:
+        bundle.extractall(tmp_path)
+    command = [sys.executable, str(ROOT / "tools" / "verify_checkpoint.py"), "--public-key",
+               str(tmp_path / "platform-key.pem"), str(tmp_path / "checkpoint.json"),
+               "--statement", str(tmp_path / "statement.json")]
+    outcome = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert outcome.returncode == 0, outcome.stderr
+    # The participant's copy edited and its hash recomputed: the signature still says otherwise.
+    document = json.loads((tmp_path / "statement.json").read_text())
+    document["content"]["closing"] += 100_000
+    document["content_hash"] = statements.content_hash(document["content"])
+    (tmp_path / "statement.json").write_text(json.dumps(document))
+    outcome = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert outcome.returncode == 1
+    assert f"statement {statement.number}: not the hash checkpoint #1 signed" in outcome.stderr
