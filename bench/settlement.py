@@ -19,7 +19,8 @@ last month's activity:
   ``billing.split.split_payment``), its accounts are created by the real
   ``billing.split.part_account``, and its transaction is what ``post_payment`` would write:
   kind ``payment``, idempotency key ``payment:<id>``, reference ``("payment", id)``, the memo's
-  split, the fingerprint of ``billing.ledger._fingerprint``, one debit of platform_clearing
+  split, the fingerprint of ``billing.ledger._fingerprint`` and the seal of
+  ``billing.ledger.seal_of_lines``, one debit of platform_clearing
   and one credit per part; the ledger is then checked to balance per currency
   (``billing.ledger.trial_balance``) with no unbalanced transaction
   (``billing.ledger.unbalanced_transactions``);
@@ -188,7 +189,9 @@ class Accounts:
                     account = ledger.get_account(session, Purpose.PLATFORM_CLEARING, currency)
                 else:
                     account = part_account(session, key, currency)
-                found = SimpleNamespace(id=account.id, currency=account.currency)
+                found = SimpleNamespace(id=account.id, currency=account.currency,
+                                        purpose=account.purpose,
+                                        organization_id=account.organization_id)
             self.ids[(key, currency)] = found
         return found
 
@@ -244,8 +247,11 @@ def build_orders(engine, db: Database, rng: random.Random, market: dict, count: 
         posting += [Line.credit(accounts.get(key, currency), part)
                     for key, part in split.items()]
         posting = [line for line in posting if not line.amount.is_zero()]
+        memo = {"split": memo_split}
+        seal = ledger.seal_of_lines("payment", posting, idempotency_key=f"payment:{n}",
+                                    reference=("payment", n), memo=memo, occurred_at=paid_at)
         transactions.append((n, "payment", f"payment:{n}", ledger._fingerprint("payment", posting),
-                             "payment", str(n), json.dumps({"split": memo_split}), paid_at))
+                             "payment", str(n), json.dumps(memo), paid_at, seal))
         for line in posting:
             entry_id += 1
             entries.append((entry_id, n, line.account.id, line.amount.minor, currency))
@@ -264,7 +270,7 @@ def build_orders(engine, db: Database, rng: random.Random, market: dict, count: 
             "refunded_minor", "created_at", "updated_at", "succeeded_at"), payments)
         copy_rows(conn, "ledger_transactions", (
             "id", "kind", "idempotency_key", "fingerprint", "reference_type", "reference_id",
-            "memo", "occurred_at"), transactions)
+            "memo", "occurred_at", "seal"), transactions)
         copy_rows(conn, "ledger_entries", (
             "id", "transaction_id", "account_id", "amount_minor", "currency"), entries)
         reset_sequences(conn, "orders", "order_lines", "payments", "ledger_transactions",

@@ -19,6 +19,13 @@ transaction's entries sum to zero per currency, and so do all accounts together.
 never changed or deleted (a session refuses to flush such a change): a correction is a new
 transaction. Posting is idempotent by ``idempotency_key``: the same key with the same entries
 returns the first transaction, with different entries it is refused.
+
+Each transaction is sealed when posted: ``seal`` is SHA-256 over the canonical JSON of its
+kind, key, reference, memo, time and entries (each with its account's purpose, owner and
+currency), so a change made behind the application (raw SQL on the tables) shows as a
+transaction that no longer matches its seal. Signed checkpoints (``billing.checkpoints``) fix
+the sequence of seals, so re-sealing a forged transaction, or deleting one, shows too; and
+``billing.ledger_verify`` (``flask billing verify-ledger``) checks all of it.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from sqlalchemy import (
     JSON, BigInteger, CheckConstraint, ForeignKey, Integer, String, UniqueConstraint, event, func,
-    select,
+    select, text,
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
@@ -91,6 +98,8 @@ class LedgerTransaction(Base):
     reference_id: Mapped[str | None] = mapped_column(String(64), index=True)
     memo: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     occurred_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    # SHA-256 of what the transaction says (``seal_of``), written once when it is posted.
+    seal: Mapped[str] = mapped_column(String(64))
 
     entries: Mapped[list[LedgerEntry]] = relationship(
         back_populates="transaction", order_by="LedgerEntry.id", lazy="selectin")
@@ -164,6 +173,51 @@ def _fingerprint(kind: str, lines: Sequence[Line]) -> str:
     return hashlib.sha256(f"{kind}:{canonical}".encode()).hexdigest()
 
 
+# Posters hold this lock shared and a checkpoint holds it exclusively, so a checkpoint sees every
+# transaction below the newest id it covers already committed (none commits behind it later).
+LEDGER_LOCK_ID = 7_201_002
+
+
+def hold_posting_lock(session: Session, *, exclusive: bool = False) -> None:
+    """Until the transaction ends: shared by posters, exclusive for a checkpoint (PostgreSQL;
+    SQLite has one writer at a time anyway)."""
+    if session.get_bind().dialect.name == "postgresql":
+        function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+        session.execute(text(f"SELECT {function}(:id)"), {"id": LEDGER_LOCK_ID})
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"),
+                      allow_nan=False)
+
+
+def seal_of(*, kind: str, idempotency_key: str, reference_type: str | None,
+            reference_id: str | None, memo: Mapping[str, Any], occurred_at: dt.datetime,
+            entries: Iterable[tuple[int, str, int, str, int, str]]) -> str:
+    """The seal of a transaction. ``entries``: (account id, account purpose, account owner,
+    account currency, amount in minor units, entry currency), in any order."""
+    return hashlib.sha256(canonical_json({
+        "kind": kind, "idempotency_key": idempotency_key,
+        "reference": [reference_type, reference_id], "memo": memo,
+        "occurred_at": occurred_at.astimezone(dt.timezone.utc).isoformat(),
+        "entries": sorted(list(entry) for entry in entries),
+    }).encode("utf-8")).hexdigest()
+
+
+def seal_of_lines(kind: str, lines: Sequence[Line], *, idempotency_key: str,
+                  reference: tuple[str, object] | None, memo: Mapping[str, Any],
+                  occurred_at: dt.datetime) -> str:
+    """The seal ``post`` writes for these lines."""
+    return seal_of(
+        kind=kind, idempotency_key=idempotency_key,
+        reference_type=reference[0] if reference else None,
+        reference_id=str(reference[1]) if reference else None, memo=memo,
+        occurred_at=occurred_at,
+        entries=[(line.account.id, line.account.purpose, line.account.organization_id,
+                  line.account.currency, line.amount.minor, line.amount.currency)
+                 for line in lines])
+
+
 def post(session: Session, kind: str, lines: Iterable[Line], *, idempotency_key: str,
          reference: tuple[str, object] | None = None,
          memo: Mapping[str, Any] | None = None) -> LedgerTransaction:
@@ -193,10 +247,16 @@ def post(session: Session, kind: str, lines: Iterable[Line], *, idempotency_key:
             raise Conflict("This idempotency key was used for a different posting.",
                            field="idempotency_key")
         return existing
+    hold_posting_lock(session)
+    memo = dict(memo or {})
+    occurred_at = utcnow()
     transaction = LedgerTransaction(
         kind=kind, idempotency_key=idempotency_key, fingerprint=fingerprint,
         reference_type=reference[0] if reference else None,
-        reference_id=str(reference[1]) if reference else None, memo=dict(memo or {}),
+        reference_id=str(reference[1]) if reference else None, memo=memo,
+        occurred_at=occurred_at,
+        seal=seal_of_lines(kind, lines, idempotency_key=idempotency_key, reference=reference,
+                           memo=memo, occurred_at=occurred_at),
         entries=[LedgerEntry(account_id=line.account.id, amount_minor=line.amount.minor,
                              currency=line.amount.currency) for line in lines])
     session.add(transaction)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import zipfile
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Mapping
@@ -38,7 +40,9 @@ from pricing.money import Money, minor_units
 CSV_MEDIA_TYPE = "text/csv"
 XLSX_MEDIA_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 PDF_MEDIA_TYPE = "application/pdf"
-MEDIA_TYPES = {"csv": CSV_MEDIA_TYPE, "xlsx": XLSX_MEDIA_TYPE, "pdf": PDF_MEDIA_TYPE}
+ZIP_MEDIA_TYPE = "application/zip"
+MEDIA_TYPES = {"csv": CSV_MEDIA_TYPE, "xlsx": XLSX_MEDIA_TYPE, "pdf": PDF_MEDIA_TYPE,
+               "zip": ZIP_MEDIA_TYPE}
 
 # Built into reportlab (Adobe's Asian font pack, resolved by the PDF reader): no font file.
 CJK_FONT = "STSong-Light"
@@ -329,3 +333,42 @@ def filename(statement: SettlementStatement, extension: str) -> str:
     """``statement-ST-2026-01-0001.csv``: safe in a Content-Disposition header as it is."""
     safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in statement.number)
     return f"statement-{safe}.{extension}"
+
+
+BUNDLE_README = """A settlement statement, and the platform's signed checkpoint that vouches for it.
+
+statement.csv       the statement, for accountants
+statement.json      its content, exactly as hashed, and the content hash (SHA-256)
+checkpoint.json     the checkpoint signed at or after the statement's close: the audit chain's
+                    head, the ledger's digest and the statements' hashes (payload + signature)
+platform-key.pem    the public key the platform says it signs with; get the key from the
+                    platform through a channel you trust and compare
+
+Verify: python verify_checkpoint.py --public-key platform-key.pem checkpoint.json \\
+            --statement statement.json
+(tools/verify_checkpoint.py of the marketplace; it needs only Python and `cryptography`.)
+"""
+
+
+def statement_bundle(statement: SettlementStatement, parties: StatementParties,
+                     content: Mapping, checkpoint: Mapping[str, str] | None,
+                     public_key_pem: str) -> bytes:
+    """The statement with what a third party needs to check it: its hashed content, the signed
+    checkpoint that recorded its hash (``checkpoint``: payload and signature) and the platform's
+    public key, in one ZIP."""
+    out = io.BytesIO()
+    # A fixed date in every member: the same statement and checkpoint give the same bytes.
+    stamp = (2000, 1, 1, 0, 0, 0)
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as bundle:
+        def add(name: str, data: bytes | str) -> None:
+            bundle.writestr(zipfile.ZipInfo(name, date_time=stamp), data)
+
+        add("README.txt", BUNDLE_README)
+        add("statement.csv", statement_csv(statement, parties))
+        add("statement.json", json.dumps({"content": content,
+                                          "content_hash": statement.content_hash},
+                                         ensure_ascii=False, indent=1, sort_keys=True))
+        if checkpoint is not None:
+            add("checkpoint.json", json.dumps(dict(checkpoint), indent=1, sort_keys=True))
+        add("platform-key.pem", public_key_pem)
+    return out.getvalue()

@@ -51,11 +51,12 @@ from typing import Any, Iterable
 from sqlalchemy import event, func, inspect, or_, select
 from sqlalchemy.orm import Session
 
+from billing.checkpoints import sign_checkpoint, signed_bodies, signing_key_from_settings
 from billing.context import BillingSettings
 from billing.ledger import (
     LedgerAccount, LedgerEntry, LedgerTransaction, Line, Purpose, get_account, post,
 )
-from billing.models import BankReceipt, Order, OrderLine, Payment, Refund
+from billing.models import BankReceipt, IntegrityCheckpoint, Order, OrderLine, Payment, Refund
 from billing.payments import payment_tag
 from billing.models.statements import SettlementStatement, StatementAdjustment, StatementLine
 from market import audit
@@ -879,10 +880,30 @@ def _approved_statements_are_frozen(session: Session, _context, _instances) -> N
             raise Conflict("The lines of an approved statement never change.", field="lines")
 
 
-def verify_statements(session: Session) -> list[tuple[int, str]]:
+def verify_statements(session: Session, public_key: Any = None) -> list[tuple[int, str]]:
     """Every statement whose stored content does not match its hash, and every approved or paid
-    one that no longer matches the ledger up to its cutoff, with what is wrong."""
+    one that no longer matches the ledger up to its cutoff, with what is wrong.
+
+    With the platform's ``public_key``, also every statement whose hash is not the one a valid
+    signed checkpoint recorded when its period closed: a statement rewritten together with its
+    hash matches itself, never the signature.
+    """
     problems = []
+    if public_key is not None:
+        bodies, _ = signed_bodies(((str(c.number), c.payload, c.signature) for c in
+                                   session.scalars(select(IntegrityCheckpoint)
+                                                   .order_by(IntegrityCheckpoint.number))),
+                                  public_key)
+        signed = {number: (body["number"], digest) for body in bodies
+                  for number, digest in body.get("statements", {}).items()}
+        for statement in session.scalars(select(SettlementStatement).where(
+                SettlementStatement.number.in_(list(signed)))
+                .order_by(SettlementStatement.id)):
+            checkpoint, digest = signed[statement.number]
+            if statement.content_hash != digest:
+                problems.append((statement.id, f"{statement.number}: its hash is not the one "
+                                               f"checkpoint #{checkpoint} signed at its close "
+                                               "(the statement was rewritten and re-hashed)"))
     for statement in session.scalars(select(SettlementStatement)
                                      .order_by(SettlementStatement.id)):
         if content_hash(statement_content(statement)) != statement.content_hash:
@@ -1118,6 +1139,10 @@ def _processor_totals(gateway: Any, payment_ids: set[str]) -> dict[str, int]:
 # The scheduled close ----------------------------------------------------------------------------
 
 def _close_job(ctx) -> dict:
+    """Close the period, then sign a checkpoint of the audit chain, the ledger and the period's
+    statements (in a transaction of its own: the checkpoint briefly holds posting back, which
+    the close, however long, does not)."""
+    signing_key = signing_key_from_settings(ctx.settings)
     with ctx.db.session() as session, session.begin():
         if is_closed(session, ctx.period):
             ctx.progress(f"statements of {ctx.period} are already closed; nothing done")
@@ -1125,7 +1150,13 @@ def _close_job(ctx) -> dict:
         made = close_period(session, ctx.period, actor=None, review_days=int(
             ctx.settings.get("STATEMENT_REVIEW_DAYS", REVIEW_DAYS)))
         ctx.progress(f"statements of {ctx.period}: {len(made)} written")
-        return {"statements": len(made), "already_closed": False}
+        hashes = {statement.number: statement.content_hash for statement in made}
+    with ctx.db.session() as session, session.begin():
+        checkpoint = sign_checkpoint(session, signing_key, reason=f"close {ctx.period}",
+                                     statements=hashes)
+        number = checkpoint.number
+    ctx.progress(f"checkpoint #{number} signed")
+    return {"statements": len(made), "already_closed": False, "checkpoint": number}
 
 
 def _register() -> None:

@@ -136,6 +136,11 @@ def verify_chain(session: Session, batch_size: int = 1000) -> tuple[int, ChainBr
     return checked, None
 
 
+def entries_in_order(session: Session, batch_size: int = 1000) -> Iterator[AuditEntry]:
+    """Every entry, by seq, read in batches."""
+    return _entries_in_order(session, batch_size)
+
+
 def _entries_in_order(session: Session, batch_size: int) -> Iterator[AuditEntry]:
     after = 0
     while True:

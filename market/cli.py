@@ -7,12 +7,16 @@ all if anything fails.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 from alembic import command as alembic
 from flask import Flask, current_app
 from flask.cli import AppGroup
+from sqlalchemy import func, select
 
+from billing import checkpoints
+from billing.models import IntegrityCheckpoint
 from market import audit, schema
 from market.cli_billing import register_billing_commands
 from market.cli_finance import finance_cli
@@ -102,16 +106,69 @@ def settings_command() -> None:
         click.echo(f"| `{setting.name}` | {default} | {setting.help} |")
 
 
+def _public_key(path: str | None):
+    """The public key to verify with: from a file a third party trusts, else the platform's."""
+    if path is not None:
+        with open(path, "rb") as handle:
+            return checkpoints.load_public_key(handle.read())
+    return checkpoints.signing_key_from_settings(current_app.config).public_key()
+
+
 @audit_cli.command("verify")
-def audit_verify() -> None:
+@click.option("--checkpoints", "with_checkpoints", is_flag=True,
+              help="Also check the chain and the ledger against every signed checkpoint, so "
+                   "deleted last entries and a re-hashed chain show.")
+@click.option("--public-key", "public_key_path", type=click.Path(exists=True, dir_okay=False),
+              help="PEM file of the platform's public key (default: the configured key's).")
+def audit_verify(with_checkpoints: bool, public_key_path: str | None) -> None:
     """Recompute the audit chain; name the first broken entry and exit 1 if there is one."""
     with _database().session() as session:
         checked, broken = audit.verify_chain(session)
+        findings = (checkpoints.verify_checkpoints(session, _public_key(public_key_path))
+                    if with_checkpoints else [])
+        signed = session.scalar(select(func.count()).select_from(IntegrityCheckpoint))
     if broken is not None:
         click.echo(f"audit chain BROKEN at entry seq={broken.seq} (id={broken.entry_id}): "
                    f"{broken.reason}; {checked} entries before it are intact", err=True)
+    for finding in findings:
+        if broken is None or not finding.subject.startswith("audit entry seq="):
+            click.echo(f"checkpoints: {finding}", err=True)
+    if broken is not None or findings:
         sys.exit(1)
     click.echo(f"audit chain intact: {checked} entries verified")
+    if with_checkpoints:
+        click.echo(f"{signed} signed checkpoints verified against the audit chain and the "
+                   "ledger")
+
+
+@audit_cli.command("checkpoint")
+@click.option("--reason", default="on demand", show_default=True)
+def audit_checkpoint(reason: str) -> None:
+    """Sign a checkpoint of the audit chain's head and the ledger's digest now."""
+    key = checkpoints.signing_key_from_settings(current_app.config)
+    with _database().session() as session, session.begin():
+        checkpoint = checkpoints.sign_checkpoint(session, key, reason=reason)
+        click.echo(f"checkpoint #{checkpoint.number} signed at "
+                   f"{checkpoint.signed_at.isoformat()}: {checkpoint.payload}")
+
+
+@audit_cli.command("public-key")
+def audit_public_key() -> None:
+    """Print the platform's public key (PEM), for whoever verifies checkpoints."""
+    key = checkpoints.signing_key_from_settings(current_app.config).public_key()
+    click.echo(checkpoints.public_key_pem(key), nl=False)
+
+
+@audit_cli.command("export")
+@click.argument("directory", type=click.Path(file_okay=False))
+def audit_export(directory: str) -> None:
+    """Write the audit log, the checkpoints and the public key to DIRECTORY, for
+    ``tools/verify_checkpoint.py``."""
+    key = checkpoints.signing_key_from_settings(current_app.config).public_key()
+    with _database().session() as session:
+        written = checkpoints.export_files(session, key, Path(directory))
+    click.echo(f"written to {directory}: " + ", ".join(f"{name} ({count})"
+                                                       for name, count in written.items()))
 
 
 def register_commands(app: Flask) -> None:

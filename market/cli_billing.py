@@ -24,7 +24,9 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 from sqlalchemy import func, select
 
-from billing import jobs, reconciliation_exports
+from billing import checkpoints, jobs, reconciliation_exports
+from billing.ledger import LedgerTransaction
+from billing.ledger_verify import verify_ledger
 from billing.jobs import DAILY, Job, JobContext
 from billing.models.statements import SettlementStatement
 from billing.statements import reconciliation, verify_statements
@@ -127,16 +129,26 @@ def _report(name: str, period: str, outcome: jobs.JobOutcome) -> None:
         click.echo(f"{name} {period} summary: {outcome.summary}")
 
 
+def _platform_public_key():
+    return checkpoints.signing_key_from_settings(current_app.config).public_key()
+
+
 @billing_cli.command("verify-statements")
 def verify_statements_command() -> None:
-    """Check every settlement statement against its hash (and approved ones against the
-    ledger); name each one that fails and exit 1."""
+    """Check every settlement statement against its hash, the hash signed at its close, and
+    (approved ones) the ledger; then the ledger and the checkpoints under them. Name each
+    failure and exit 1."""
+    public_key = _platform_public_key()
     with current_app.extensions["market.db"].session() as session:
         count = session.scalar(select(func.count()).select_from(SettlementStatement))
-        problems = verify_statements(session)
+        problems = verify_statements(session, public_key)
+        # A statement is only as sound as the ledger it was computed from.
+        underneath = verify_ledger(session) + checkpoints.verify_checkpoints(session, public_key)
     for statement_id, problem in problems:
         click.echo(f"statement {statement_id}: {problem}", err=True)
-    if problems:
+    for finding in underneath:
+        click.echo(f"under the statements: {finding}", err=True)
+    if problems or underneath:
         raise SystemExit(1)
     click.echo(f"{count} statements verified")
 
@@ -172,6 +184,21 @@ def export_reconciliation_command(period: str, extension: str, output: str | Non
         unbalanced = unbalanced or row["difference"] != 0
     if unbalanced:
         raise SystemExit(1)
+@billing_cli.command("verify-ledger")
+def verify_ledger_command() -> None:
+    """Check that every ledger transaction balances per currency and matches its seal and its
+    source, that the trial balance is zero and every stored balance is its entries' sum; name
+    each failure, the first one first, and exit 1."""
+    with current_app.extensions["market.db"].session() as session:
+        count = session.scalar(select(func.count()).select_from(LedgerTransaction))
+        findings = verify_ledger(session)
+    if findings:
+        click.echo(f"ledger BROKEN: first failure: {findings[0]}", err=True)
+        for finding in findings[1:]:
+            click.echo(f"  also: {finding}", err=True)
+        raise SystemExit(1)
+    click.echo(f"ledger sound: {count} transactions balance, match their seals and sources; "
+               "trial balance zero in every currency")
 
 
 def scheduled_run(app: Flask, name: str) -> jobs.JobOutcome:

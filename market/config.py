@@ -122,6 +122,9 @@ SETTINGS: tuple[Setting, ...] = (
             "IANA time zone of the marketplace's business days, months and fiscal years (usage "
             "recognition, postpaid invoices, statement periods, budgets, reports) and of the "
             "scheduled jobs' clock. Timestamps are stored in UTC.", _timezone),
+    Setting("PLATFORM_SIGNING_KEY", None,
+            "Ed25519 private key (PEM file) that signs the audit and ledger checkpoints. "
+            "Outside production one is generated in `instance/platform_signing_key.pem`."),
     Setting("SMTP_HOST", "",
             "Mail server for budget alerts and registration links. Empty: no alert e-mail is "
             "sent (webhooks still are) and registration links are written to the log."),
@@ -172,6 +175,10 @@ def load_config(instance_path: str | os.PathLike, environ: Mapping[str, str] | N
         if production:
             raise RuntimeError("SECRET_KEY must be set in production")
         config["SECRET_KEY"] = _instance_secret(instance)
+    if config["PLATFORM_SIGNING_KEY"] is None:
+        if production:
+            raise RuntimeError("PLATFORM_SIGNING_KEY must be set in production")
+        config["PLATFORM_SIGNING_KEY"] = str(instance / "platform_signing_key.pem")
     if config["API_KEY_MODE"] not in {"live", "test"}:
         raise RuntimeError("setting API_KEY_MODE: must be `live` or `test`")
 

@@ -53,6 +53,7 @@ def app(database_url, tmp_path_factory):
         "API_KEY_MODE": "test",
         # One person records money of any size; tests of dual control lower it.
         "DUAL_CONTROL_THRESHOLD": "1000000000.00",
+        "PLATFORM_SIGNING_KEY": str(tmp_path_factory.mktemp("keys") / "platform_signing_key.pem"),
     })
     app.instance_path = str(tmp_path_factory.mktemp("instance"))
     yield app

@@ -12,7 +12,7 @@ from __future__ import annotations
 from flask import Response, current_app
 from marshmallow import Schema, fields, validate
 
-from billing import reconciliation_exports
+from billing import checkpoints, reconciliation_exports
 from billing import statement_exports as exports
 from billing import statements
 from market.accounts.authz import Principal
@@ -302,6 +302,27 @@ def export_statement_xlsx(principal: Principal, statement_id: int):
 def export_statement_pdf(principal: Principal, statement_id: int):
     """Bilingual (中文 / English), with the parties and the content hash printed."""
     return _export(principal, statement_id, "pdf")
+
+
+@api.operation("/statements/<int:statement_id>/export.zip", "GET", summary="A statement with "
+               "its signed checkpoint and the platform's public key", permission="billing:read",
+               tags=STATEMENTS, errors=(404,), raw_response=exports.ZIP_MEDIA_TYPE)
+def export_statement_bundle(principal: Principal, statement_id: int):
+    """statement.csv, statement.json (the hashed content), checkpoint.json (signed with the
+    platform's Ed25519 key) and platform-key.pem: checkable with tools/verify_checkpoint.py."""
+    session = db_session()
+    statement = statements.get_statement(session, principal, statement_id)
+    key = checkpoints.signing_key_from_settings(current_app.config).public_key()
+    checkpoint = checkpoints.latest_covering(session, statement.number)
+    body = exports.statement_bundle(
+        statement, exports.parties_of(session, statement), statements.statement_content(statement),
+        checkpoints.exported(checkpoint) if checkpoint is not None else None,
+        checkpoints.public_key_pem(key))
+    response = Response(body, mimetype=exports.ZIP_MEDIA_TYPE)
+    response.headers["Content-Disposition"] = (
+        f'attachment; filename="{exports.filename(statement, "zip")}"')
+    response.headers["X-Content-Hash"] = statement.content_hash
+    return response
 
 
 @api.operation("/reconciliation", "GET", summary="A period's money: collected, owed, paid "

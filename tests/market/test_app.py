@@ -27,9 +27,10 @@ def test_default_database_is_sqlite_in_the_instance_folder(tmp_path):
     assert load_config(tmp_path, environ={})["SECRET_KEY"] == config["SECRET_KEY"]
 
 
-@pytest.mark.parametrize("missing", ["SECRET_KEY", "DATABASE_URL"])
+@pytest.mark.parametrize("missing", ["SECRET_KEY", "DATABASE_URL", "PLATFORM_SIGNING_KEY"])
 def test_production_refuses_to_start_without_its_secrets(tmp_path, missing):
-    environ = {"MARKET_ENV": "production", "SECRET_KEY": "s", "DATABASE_URL": "sqlite://"}
+    environ = {"MARKET_ENV": "production", "SECRET_KEY": "s", "DATABASE_URL": "sqlite://",
+               "PLATFORM_SIGNING_KEY": "/etc/market/signing_key.pem"}
     del environ[missing]
     with pytest.raises(RuntimeError, match=missing):
         load_config(tmp_path, environ=environ)

@@ -199,6 +199,7 @@ MATRIX: dict[tuple[str, str], Case] = {
     ("GET", "/statements/<int:statement_id>/export.csv"): Case("object"),
     ("GET", "/statements/<int:statement_id>/export.xlsx"): Case("object"),
     ("GET", "/statements/<int:statement_id>/export.pdf"): Case("object"),
+    ("GET", "/statements/<int:statement_id>/export.zip"): Case("object"),
     ("GET", "/reconciliation"): Case("platform"),
     ("GET", "/reconciliation/export.csv"): Case("platform"),
     ("GET", "/reconciliation/export.xlsx"): Case("platform"),

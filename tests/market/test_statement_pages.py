@@ -14,9 +14,12 @@ from decimal import Decimal
 import pytest
 from openpyxl import load_workbook
 
-from billing.ledger import LedgerEntry, LedgerTransaction, Purpose, get_account
+from billing.ledger import (
+    LedgerEntry, LedgerTransaction, Line, Purpose, get_account, seal_of_lines,
+)
 from billing.models.statements import SettlementStatement
 from market.db import utcnow
+from pricing.money import Money
 from tests.billing.shop import listed_dataset
 from tests.factories import make_org
 from tests.fixtures import csrf_token
@@ -34,12 +37,15 @@ def _owed_last_month(session, participant, dataset, minor: int) -> None:
     payable = get_account(session, Purpose.PARTICIPANT_PAYABLE, "CNY", participant.id)
     revenue = get_account(session, Purpose.PLATFORM_REVENUE, "CNY")
     day = NOW.replace(day=1) - dt.timedelta(days=5)
+    key = f"test-usage:{participant.id}:{day:%Y-%m-%d}"
+    memo = {"kind": "data", "dataset_id": dataset.id, "day": f"{day:%Y-%m-%d}",
+            "tokens": 1_000_000, "gross": "1300.00"}
+    owed = Money.from_minor(minor, "CNY")
+    seal = seal_of_lines("usage", [Line.credit(payable, owed), Line.debit(revenue, owed)],
+                         idempotency_key=key, reference=None, memo=memo, occurred_at=day)
     session.add(LedgerTransaction(
-        kind="usage", idempotency_key=f"test-usage:{participant.id}:{day:%Y-%m-%d}",
-        fingerprint="0" * 64, occurred_at=day,
-        memo={"kind": "data", "dataset_id": dataset.id, "day": f"{day:%Y-%m-%d}",
-              "tokens": 1_000_000, "gross": "1300.00"},
-        entries=[LedgerEntry(account_id=payable.id, amount_minor=-minor, currency="CNY"),
+        kind="usage", idempotency_key=key, fingerprint="0" * 64, occurred_at=day, memo=memo,
+        seal=seal, entries=[LedgerEntry(account_id=payable.id, amount_minor=-minor, currency="CNY"),
                  LedgerEntry(account_id=revenue.id, amount_minor=minor, currency="CNY")]))
     session.flush()
 

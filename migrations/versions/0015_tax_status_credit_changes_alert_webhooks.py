@@ -4,7 +4,7 @@ Organizations carry the tax status platform finance verified (checkout prices by
 line changes are requested and, above the approval threshold, approved by a second person;
 budget alert webhooks remember their secret's age and each alert's delivery attempts.
 
-Revision ID: 0016
+Revision ID: 0015
 Revises: 0014
 Create Date: 2026-12-02 16:50:00
 """
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from market.db import UTCDateTime
 
 
-revision = '0016'
+revision = '0015'
 down_revision = '0014'
 branch_labels = None
 depends_on = None
