@@ -25,7 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from market import audit
-from market.accounts.authz import Principal
+from market.accounts.authz import Principal, refuse_party
 from market.accounts.models import Organization
 from market.db import utcnow
 from market.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -87,6 +87,7 @@ def request_change(session: Session, principal: Principal, organization_id: int,
     the limit's currency; None: never), then ``pending`` for a second approver.
     """
     _require_platform_finance(principal)
+    refuse_party(principal, {organization_id}, item="credit line", action="set")
     reason = _reason(reason)
     currency = limit.currency
     if limit.is_negative():
@@ -174,6 +175,7 @@ def approve_change(session: Session, principal: Principal, change_id: int) -> Cr
     is as its maker saw it."""
     _require_platform_finance(principal)
     change = _pending(session, change_id)
+    refuse_party(principal, {change.organization_id}, item="credit line", action="approve")
     if change.requested_by_id == principal.user_id:
         raise Forbidden("A change needs a second approver: someone other than who asked for it.",
                         field="change_id")
@@ -193,6 +195,7 @@ def reject_change(session: Session, principal: Principal, change_id: int, *,
     _require_platform_finance(principal)
     note = _reason(reason)
     change = _pending(session, change_id)
+    refuse_party(principal, {change.organization_id}, item="credit line", action="decide")
     change.status = "rejected"
     change.decided_by_id, change.decided_at, change.decision_note = (
         principal.user_id, utcnow(), note)
@@ -209,6 +212,7 @@ def close_credit_line(session: Session, principal: Principal, credit_line_id: in
                           .with_for_update())
     if line is None:
         raise NotFound("No such credit line.", field="credit_line_id")
+    refuse_party(principal, {line.organization_id}, item="credit line", action="close")
     if line.suspended_at is not None:
         raise Conflict("The credit line is closed already.", field="credit_line_id")
     change = CreditLineChange(

@@ -37,7 +37,7 @@ from market.errors import Conflict, InvalidInput, NotFound
 from billing import anomalies, budgets
 from billing.models import Order, Payment, Refund
 from billing.payments import (
-    GatewayUnavailable, _gateway_errors, finance_may_act, finance_may_confirm,
+    GatewayUnavailable, _gateway_errors, finance_may_confirm,
     get_payment_for_finance, unfulfil,
 )
 from billing.split import post_refund
@@ -218,7 +218,7 @@ def get_refund_for_finance(session: Session, principal: Principal, refund_id: in
     refund = session.get(Refund, refund_id)
     if refund is None:
         raise NotFound("No such refund.")
-    finance_may_act(session, principal, refund.payment.order)
+    finance_may_confirm(session, principal, refund.payment.order)
     return refund
 
 

@@ -18,7 +18,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, joinedload
 
 from market import audit
-from market.accounts.authz import SCOPES, Principal
+from market.accounts.authz import SCOPES, Principal, refuse_party
 from market.accounts.models import (
     TAXPAYER_STATUSES, ApiKey, Invitation, MemberRole, Membership, Organization,
     OrganizationRole, OrgRole, PendingRegistration, User, UserSession,
@@ -343,6 +343,7 @@ def set_tax_status(session: Session, principal: Principal, organization_id: int,
     """
     if "platform" not in principal.org_roles or principal.member_role not in ("owner", "finance"):
         raise Forbidden("Only the platform's finance staff verify tax status.")
+    refuse_party(principal, {organization_id}, item="organization's tax status", action="verify")
     if status not in TAXPAYER_STATUSES:
         raise InvalidInput(f"The tax status is one of {', '.join(TAXPAYER_STATUSES)}.",
                            field="status")

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from market import audit
-from market.accounts.authz import Principal
+from market.accounts.authz import Principal, refuse_party
 from market.accounts.models import Organization
 from market.catalog.models import (
     Dataset, DatasetVersion, Listing, ListingEvent, ListingStatus,
@@ -207,7 +207,24 @@ def _move(listing: Listing, allowed_from: set[str], to: ListingStatus, verb: str
     listing.status = to.value
 
 
+def review_parties(session: Session, listing: Listing) -> set[int]:
+    """Who may not review a listing: the dataset's supplier and the participants of its supply
+    chain, but for the fee an exchange takes as the exchange (its review is what it is paid
+    for)."""
+    parties = {listing.dataset.organization_id}
+    revision = current_supply_chain(session, listing.dataset_id)
+    if revision is not None:
+        parties.update(share.organization_id for share in revision.shares
+                       if share.role != "exchange")
+    return parties
+
+
+def _refuse_own(session: Session, principal: Principal, listing: Listing) -> None:
+    refuse_party(principal, review_parties(session, listing), item="listing", action="review")
+
+
 def approve(session: Session, principal: Principal, listing: Listing, *, note: str = "") -> Listing:
+    _refuse_own(session, principal, listing)
     _move(listing, {S.SUBMITTED.value}, S.APPROVED, "approved")
     listing.decided_at = listing.listed_at = utcnow()
     _event(session, principal, listing, "approved", text=note)
@@ -223,6 +240,7 @@ def reject(session: Session, principal: Principal, listing: Listing, *,
                            field="reasons")
     if not text.strip():
         raise InvalidInput("Tell the supplier what to correct.", field="text")
+    _refuse_own(session, principal, listing)
     _move(listing, {S.SUBMITTED.value}, S.REJECTED, "rejected")
     listing.decided_at = utcnow()
     _event(session, principal, listing, "rejected", reasons=reasons, text=text)
@@ -232,12 +250,14 @@ def reject(session: Session, principal: Principal, listing: Listing, *,
 def suspend(session: Session, principal: Principal, listing: Listing, *, text: str) -> Listing:
     if not text.strip():
         raise InvalidInput("Say why the listing is suspended.", field="text")
+    _refuse_own(session, principal, listing)
     _move(listing, {S.APPROVED.value}, S.SUSPENDED, "suspended")
     _event(session, principal, listing, "suspended", text=text)
     return listing
 
 
 def reinstate(session: Session, principal: Principal, listing: Listing, *, text: str = "") -> Listing:
+    _refuse_own(session, principal, listing)
     _move(listing, {S.SUSPENDED.value}, S.APPROVED, "reinstated")
     _event(session, principal, listing, "reinstated", text=text)
     return listing
