@@ -45,7 +45,9 @@ DEMO_ORGS = (
     DemoOrg("demo-channel", "Channel Partners Ltd.", ("channel",), (
         ("channel@demo.market", "He Fang", "owner"),)),
     DemoOrg("demo-platform", "Marketplace Platform", ("platform",), (
-        ("platform@demo.market", "Operator", "owner"),)),
+        ("platform@demo.market", "Operator", "owner"),
+        # Records bank receipts; the owner confirms those from the dual-control threshold.
+        ("treasury@demo.market", "Qian Hui", "finance"))),
 )
 
 

@@ -23,7 +23,7 @@ from billing.models import Certificate, Order, OrderLine
 from market.accounts.authz import Principal
 from market.accounts.models import Organization
 from market.catalog.models import Dataset, Offer
-from market.errors import Conflict, InvalidInput, MarketError, NotFound
+from market.errors import Conflict, Forbidden, InvalidInput, MarketError, NotFound
 from market.storefront.billing_forms import (
     CartItemForm, CheckoutForm, ReceiptForm, ReferenceLookupForm, RefundForm, TokenPackForm,
 )
@@ -439,7 +439,8 @@ def _render_finance(principal: Principal, *, failed: tuple[int, ReceiptForm] | N
         select(Organization).where(Organization.id.in_(buyer_ids)))} if buyer_ids else {}
     return render_template("billing/finance.html", invoices=invoices, forms=forms,
                            buyers=buyers, lookup=lookup or ReferenceLookupForm(formdata=None),
-                           found=found), status
+                           found=found, pending=payments.pending_receipts(db_session(), principal),
+                           decision_form=ActionForm(formdata=None)), status
 
 
 @storefront.get("/finance")
@@ -488,6 +489,31 @@ def record_receipt(principal: Principal, invoice_id: int):
             flash(message, "success")
             return redirect(url_for("storefront.finance"))
     return _render_finance(principal, failed=(invoice.id, form), status=422)
+
+
+@storefront.post("/finance/receipts/<int:receipt_id>/<any(confirm, reject):decision>")
+@signed_in("payments:manage")
+def decide_receipt(principal: Principal, receipt_id: int, decision: str):
+    """The checker's buttons for a receipt awaiting a second person."""
+    session_ = db_session()
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    receipt = payments.get_receipt_for_finance(session_, principal, receipt_id)
+    note = (request.form.get("note") or "").strip()
+    try:
+        if decision == "confirm":
+            payments.confirm_bank_receipt(session_, principal, receipt, settings=_settings(),
+                                          note=note)
+        else:
+            payments.reject_bank_receipt(session_, principal, receipt, note=note)
+    except (InvalidInput, Conflict, Forbidden) as exc:
+        session_.expire(receipt)
+        flash(exc.detail, "error")
+        return _render_finance(principal, status=exc.status)
+    flash(_("Receipt %(reference)s confirmed and posted.", reference=receipt.bank_reference)
+          if decision == "confirm" else
+          _("Receipt %(reference)s rejected.", reference=receipt.bank_reference), "success")
+    return redirect(url_for("storefront.finance"))
 
 
 def _finance_order(principal: Principal, order_id: int) -> Order:

@@ -18,7 +18,6 @@ import time_machine
 from sqlalchemy import select
 
 from billing import budgets, jobs, orders, payments
-from billing.context import BillingSettings
 from billing.ledger import LedgerTransaction
 from billing.models import BudgetLine, BudgetRecord, CreditLine, Order, UsageEvent
 from billing.models.operations import JobRun
@@ -27,6 +26,7 @@ from market.cli_billing import scheduled_run
 from market.db import business_calendar
 from market.errors import InvalidInput
 from pricing.money import Money
+from tests.billing.conftest import billing_settings
 from tests.billing import shop as shopping
 from tests.factories import make_key
 
@@ -223,7 +223,7 @@ def _order(session, market, line) -> Order:
 
 
 def _paid_order(session, market, line, day: dt.date) -> Order:
-    settings = BillingSettings.from_settings({"SECRET_KEY": "test-secret-key"})
+    settings = billing_settings()
     order = _order(session, market, line)
     invoice = payments.issue_invoice(session, order, settings)
     payments.record_bank_receipt(session, market["finance"], invoice, amount=order.total,

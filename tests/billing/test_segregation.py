@@ -377,3 +377,30 @@ def test_whoever_approved_a_statement_does_not_record_its_payout(session, passwo
     with pytest.raises(Forbidden, match="approved"):
         statements.pay(session, approver, statement, bank_reference="PAYOUT-1")
     assert statement.status == "approved"
+
+
+def test_the_finance_page_shows_receipts_awaiting_a_checker(app, session, sign_in_as, shop,
+                                                           monkeypatch):
+    monkeypatch.setitem(app.extensions, "market.billing", dataclasses.replace(
+        app.extensions["market.billing"], dual_control_threshold=Decimal("1000.00")))
+    buyer = make_org(session, "buyer", name="Port Authority")
+    platform = make_org(session, "platform", name="Marketplace Platform")
+    session.commit()
+    client = sign_in_as(buyer, "owner")
+    _, invoice = _order_and_invoice(client, {"X-CSRFToken": csrf_token(client)},
+                                    shop["package"].id)
+    maker = sign_in_as(platform, "finance")
+    [receipt] = _receipt(maker, invoice, "ICBC-PAGE-1").get_json()["receipts"]
+    checker = sign_in_as(platform, "owner")
+    page = checker.get("/finance").get_data(as_text=True)
+    assert "Receipts awaiting a second person" in page and "ICBC-PAGE-1" in page
+    token = csrf_token(checker, "/finance")
+    refused = maker.post(f"/finance/receipts/{receipt['id']}/confirm",
+                         data={"csrf_token": csrf_token(maker, "/finance")})
+    assert refused.status_code == 403
+    done = checker.post(f"/finance/receipts/{receipt['id']}/confirm",
+                        data={"csrf_token": token, "note": "Seen on the bank statement."})
+    assert done.status_code == 302, done.get_data(as_text=True)
+    session.expire_all()
+    assert session.get(BankReceipt, receipt["id"]).status == "confirmed"
+    assert session.get(Invoice, invoice["id"]).status == "paid"

@@ -32,7 +32,6 @@ import pytest
 from sqlalchemy import select, text
 
 from billing import checkpoints, refunds, statements
-from billing.context import BillingSettings
 from billing.ledger import LedgerAccount, LedgerEntry, LedgerTransaction, Purpose, seal_of
 from billing.ledger_verify import verify_ledger
 from billing.models import Payment, SettlementStatement, TokenWallet
@@ -42,6 +41,7 @@ from market import audit
 from market.audit import AuditEntry
 from market.db import utcnow
 from pricing.money import Money
+from tests.billing.conftest import billing_settings
 from tests.billing.shop import buyer, listed_dataset, platform_finance
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,7 +57,7 @@ def _pay_by_bank(session, finance, order, settings, reference):
 
 @pytest.fixture()
 def month(app, session, passwords):
-    settings = BillingSettings.from_settings({"SECRET_KEY": "test-secret-key"})
+    settings = billing_settings()
     shop = listed_dataset(session, passwords, package_tokens=50_000)
     org, _, shopper = buyer(session, passwords)
     _, _, finance = platform_finance(session, passwords)
@@ -372,7 +372,7 @@ def test_a_checkpoint_is_checked_with_the_key_a_third_party_trusts(runner, sessi
 def test_the_close_job_signs_a_checkpoint_of_its_statements(app, db, session, passwords):
     from billing import jobs
 
-    settings = BillingSettings.from_settings({"SECRET_KEY": "test-secret-key"})
+    settings = billing_settings()
     shop = listed_dataset(session, passwords)
     _, _, shopper = buyer(session, passwords)
     _, _, finance = platform_finance(session, passwords)

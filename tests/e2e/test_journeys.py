@@ -32,6 +32,7 @@ SUPPLIER = "supplier@demo.market"
 REVIEWER = "reviewer@demo.market"
 EXCHANGE_OWNER = "exchange@demo.market"
 PLATFORM = "platform@demo.market"
+TREASURY = "treasury@demo.market"
 
 
 def org_ids(served) -> dict[str, int]:
@@ -379,7 +380,7 @@ def test_buyer_pays_a_package_by_bank_transfer_finance_confirms_and_the_download
     reference = page.locator("code.payment-reference").inner_text()
     order_url = page.url
 
-    finance = signed_in(PLATFORM)
+    finance = signed_in(TREASURY)
     finance.goto("/finance")
     finance.locator("input[name=payment_reference]").fill(reference)
     finance.locator("form.inline-form button[type=submit]").click()
@@ -392,7 +393,14 @@ def test_buyer_pays_a_package_by_bank_transfer_finance_confirms_and_the_download
     row.locator("input[name$=bank_reference]").fill("ICBC-20261123-0001")
     row.locator("button[type=submit]").click()
     expect(flash(finance).first).to_be_visible()
-    expect(finance.locator("article.invoice-row", has_text=reference)).to_have_count(0)
+    # Over the dual-control threshold the receipt waits for a second person: the platform's
+    # owner confirms it, and only then is the invoice paid.
+    checker = signed_in(PLATFORM)
+    checker.goto("/finance")
+    waiting = checker.locator("section.pending-receipts tr", has_text="ICBC-20261123-0001")
+    waiting.locator("button", has_text="Confirm and post").click()
+    expect(flash(checker).first).to_be_visible()
+    expect(checker.locator("article.invoice-row", has_text=reference)).to_have_count(0)
 
     page.goto(order_url)
     expect(page.locator("main p .badge.order-paid")).to_be_visible()
