@@ -159,8 +159,15 @@ def test_bad_requests_are_named(team, session, body, field):
 
 
 def test_a_credit_line_for_a_non_buyer_is_refused(team, session):
-    response = _request(team["maker"], team["platform"].id, "10.00")
+    supplier = make_org(session, "supplier")
+    session.commit()
+    response = _request(team["maker"], supplier.id, "10.00")
     assert response.status_code == 422 and "organization_id" in response.get_json()["errors"]
+
+
+def test_finance_never_opens_a_credit_line_for_its_own_organization(team, session):
+    response = _request(team["maker"], team["platform"].id, "10.00")
+    assert response.status_code == 403 and response.get_json()["code"] == "party_to_item"
 
 
 def test_the_cli_runs_maker_checker(session, passwords, runner):
