@@ -218,7 +218,10 @@ def test_a_small_receipt_is_posted_by_one_person(session, passwords, shop):
     assert _postings(session, "bank_receipt") == 1
 
 
-def test_receipt_approval_over_http(app, session, passwords, sign_in_as, shop, monkeypatch):
+@pytest.fixture()
+def bank_transfer_over_threshold(app, session, sign_in_as, shop, monkeypatch):
+    """A buyer's invoice of 10,388.00 over a dual-control threshold of 1,000.00, and the
+    platform's finance person who will record its money."""
     monkeypatch.setitem(app.extensions, "market.billing", dataclasses.replace(
         app.extensions["market.billing"], dual_control_threshold=Decimal("1000.00")))
     buyer = make_org(session, "buyer", name="Port Authority")
@@ -227,7 +230,11 @@ def test_receipt_approval_over_http(app, session, passwords, sign_in_as, shop, m
     client = sign_in_as(buyer, "owner")
     _, invoice = _order_and_invoice(client, {"X-CSRFToken": csrf_token(client)},
                                     shop["package"].id)
-    maker = sign_in_as(platform, "finance")
+    return platform, invoice, sign_in_as(platform, "finance")
+
+
+def test_receipt_approval_over_http(session, sign_in_as, bank_transfer_over_threshold):
+    platform, invoice, maker = bank_transfer_over_threshold
     recorded = _receipt(maker, invoice, "ICBC-HTTP-1")
     assert recorded.status_code == 200 and recorded.get_json()["status"] == "open"
     [receipt] = recorded.get_json()["receipts"]
@@ -379,17 +386,9 @@ def test_whoever_approved_a_statement_does_not_record_its_payout(session, passwo
     assert statement.status == "approved"
 
 
-def test_the_finance_page_shows_receipts_awaiting_a_checker(app, session, sign_in_as, shop,
-                                                           monkeypatch):
-    monkeypatch.setitem(app.extensions, "market.billing", dataclasses.replace(
-        app.extensions["market.billing"], dual_control_threshold=Decimal("1000.00")))
-    buyer = make_org(session, "buyer", name="Port Authority")
-    platform = make_org(session, "platform", name="Marketplace Platform")
-    session.commit()
-    client = sign_in_as(buyer, "owner")
-    _, invoice = _order_and_invoice(client, {"X-CSRFToken": csrf_token(client)},
-                                    shop["package"].id)
-    maker = sign_in_as(platform, "finance")
+def test_the_finance_page_shows_receipts_awaiting_a_checker(session, sign_in_as,
+                                                           bank_transfer_over_threshold):
+    platform, invoice, maker = bank_transfer_over_threshold
     [receipt] = _receipt(maker, invoice, "ICBC-PAGE-1").get_json()["receipts"]
     checker = sign_in_as(platform, "owner")
     page = checker.get("/finance").get_data(as_text=True)
