@@ -85,6 +85,17 @@ def _describe(change) -> str:
             f"{change.organization_id} to {limit} by {change.payment_method}: {change.status}")
 
 
+def _step_as(email: str, step) -> None:
+    """Take one credit-line step as the platform finance person EMAIL, in one transaction, and
+    print the change it made (a refusal exits with its message)."""
+    try:
+        with _database().session() as session, session.begin():
+            text = _describe(step(session, _platform_finance(session, email)))
+    except MarketError as error:
+        raise _fail(error) from None
+    click.echo(text)
+
+
 @credit_cli.command("set")
 @click.argument("organization")
 @click.argument("amount")
@@ -96,19 +107,14 @@ def _describe(change) -> str:
 def credit_set(organization: str, amount: str, currency: str, payment_method: str, reason: str,
                email: str) -> None:
     """Open ORGANIZATION's credit line in CURRENCY, or change its limit, to AMOUNT."""
-    try:
-        with _database().session() as session, session.begin():
-            principal = _platform_finance(session, email)
-            limit = Money(amount, currency.upper())
-            change = credit_lines.request_change(
-                session, principal, _organization(session, organization).id, limit=limit,
-                payment_method=payment_method, reason=reason,
-                approval_threshold=credit_lines.approval_threshold(current_app.config,
-                                                                   limit.currency))
-            text = _describe(change)
-    except MarketError as error:
-        raise _fail(error) from None
-    click.echo(text)
+    def ask(session, principal):
+        limit = Money(amount, currency.upper())
+        return credit_lines.request_change(
+            session, principal, _organization(session, organization).id, limit=limit,
+            payment_method=payment_method, reason=reason,
+            approval_threshold=credit_lines.approval_threshold(current_app.config,
+                                                               limit.currency))
+    _step_as(email, ask)
 
 
 @credit_cli.command("close")
@@ -117,14 +123,8 @@ def credit_set(organization: str, amount: str, currency: str, payment_method: st
 @by_option
 def credit_close(credit_line_id: int, reason: str, email: str) -> None:
     """Close credit line CREDIT_LINE_ID: no more calls on credit."""
-    try:
-        with _database().session() as session, session.begin():
-            change = credit_lines.close_credit_line(session, _platform_finance(session, email),
-                                                    credit_line_id, reason=reason)
-            text = _describe(change)
-    except MarketError as error:
-        raise _fail(error) from None
-    click.echo(text)
+    _step_as(email, lambda session, principal: credit_lines.close_credit_line(
+        session, principal, credit_line_id, reason=reason))
 
 
 @credit_cli.command("approve")
@@ -132,14 +132,8 @@ def credit_close(credit_line_id: int, reason: str, email: str) -> None:
 @by_option
 def credit_approve(change_id: int, email: str) -> None:
     """Approve pending change CHANGE_ID (as a second person, not its maker)."""
-    try:
-        with _database().session() as session, session.begin():
-            change = credit_lines.approve_change(session, _platform_finance(session, email),
-                                                 change_id)
-            text = _describe(change)
-    except MarketError as error:
-        raise _fail(error) from None
-    click.echo(text)
+    _step_as(email, lambda session, principal: credit_lines.approve_change(
+        session, principal, change_id))
 
 
 @credit_cli.command("reject")
@@ -148,14 +142,8 @@ def credit_approve(change_id: int, email: str) -> None:
 @by_option
 def credit_reject(change_id: int, reason: str, email: str) -> None:
     """Reject pending change CHANGE_ID."""
-    try:
-        with _database().session() as session, session.begin():
-            change = credit_lines.reject_change(session, _platform_finance(session, email),
-                                                change_id, reason=reason)
-            text = _describe(change)
-    except MarketError as error:
-        raise _fail(error) from None
-    click.echo(text)
+    _step_as(email, lambda session, principal: credit_lines.reject_change(
+        session, principal, change_id, reason=reason))
 
 
 @credit_cli.command("list")
