@@ -114,20 +114,26 @@ def request_credit_line_change(principal: Principal):
     return _render(principal, form=form, status=422)
 
 
-@storefront.post("/finance/credit-lines/<int:credit_line_id>/close")
-@signed_in("credit_lines:manage")
-def close_credit_line(principal: Principal, credit_line_id: int):
-    form = CreditReasonForm(prefix=f"close-{credit_line_id}")
+def _with_reason(principal: Principal, action: str, object_id: int, step, done: str):
+    """A step that takes a reason from its form (closing a line, rejecting a change): done, or
+    the page again with the form's errors."""
+    form = CreditReasonForm(prefix=f"{action}-{object_id}")
     if form.validate_on_submit():
         try:
-            credit_lines.close_credit_line(db_session(), principal, credit_line_id,
-                                           reason=form.reason.data)
+            step(db_session(), principal, object_id, reason=form.reason.data)
         except (InvalidInput, Conflict) as exc:
             _form_error(form, exc)
         else:
-            flash(_("The credit line is closed."), "success")
+            flash(done, "success")
             return redirect(url_for("storefront.credit_lines_page"))
-    return _render(principal, failed=("close", credit_line_id, form), status=422)
+    return _render(principal, failed=(action, object_id, form), status=422)
+
+
+@storefront.post("/finance/credit-lines/<int:credit_line_id>/close")
+@signed_in("credit_lines:manage")
+def close_credit_line(principal: Principal, credit_line_id: int):
+    return _with_reason(principal, "close", credit_line_id, credit_lines.close_credit_line,
+                        _("The credit line is closed."))
 
 
 @storefront.post("/finance/credit-line-changes/<int:change_id>/approve")
@@ -147,15 +153,6 @@ def approve_credit_line_change(principal: Principal, change_id: int):
 @storefront.post("/finance/credit-line-changes/<int:change_id>/reject")
 @signed_in("credit_lines:manage")
 def reject_credit_line_change(principal: Principal, change_id: int):
-    form = CreditReasonForm(prefix=f"reject-{change_id}")
-    if form.validate_on_submit():
-        try:
-            credit_lines.reject_change(db_session(), principal, change_id,
-                                       reason=form.reason.data)
-        except (InvalidInput, Conflict) as exc:
-            _form_error(form, exc)
-        else:
-            flash(_("The change is rejected."), "success")
-            return redirect(url_for("storefront.credit_lines_page"))
-    return _render(principal, failed=("reject", change_id, form), status=422)
+    return _with_reason(principal, "reject", change_id, credit_lines.reject_change,
+                        _("The change is rejected."))
 
