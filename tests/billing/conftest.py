@@ -3,8 +3,11 @@ settings, and a saved card at the local Stripe server. Everything goes through t
 
 from __future__ import annotations
 
+import http.server
 import io
 import json
+import socket
+import threading
 
 import pytest
 
@@ -135,3 +138,44 @@ def finance_client(session, passwords, sign_in_as):
     client = sign_in_as(platform, "finance")
     client.csrf = {"X-CSRFToken": csrf_token(client)}
     return client
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on (yet)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture()
+def webhook_receiver():
+    """A real HTTP receiver on a free loopback port: what it received (headers, body), and the
+    status it answers, which a test may change."""
+    received: list[tuple[dict, bytes]] = []
+    answer = {"status": 200}
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((dict(self.headers), body))
+            self.send_response(answer["status"])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield {"url": f"http://127.0.0.1:{server.server_address[1]}/hooks/budget",
+           "port": server.server_address[1], "received": received, "answer": answer}
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture()
+def card_app(app, stripe_gateway, monkeypatch):
+    """The app with card payments on: the gateway points at the local Stripe server."""
+    monkeypatch.setitem(app.extensions, "market.gateway", stripe_gateway)
+    return app

@@ -6,10 +6,7 @@ production refuses private and loopback addresses (SSRF), checking every resolve
 from __future__ import annotations
 
 import datetime as dt
-import http.server
 import json
-import socket
-import threading
 
 import pytest
 from sqlalchemy import select
@@ -19,42 +16,11 @@ from billing.models import Budget, BudgetAlert
 from market.accounts.models import Organization
 from market.audit import AuditEntry
 from market.errors import InvalidInput
+from tests.billing.conftest import free_port
 from tests.billing.test_budget_reports import build_budget
 from tests.fixtures import csrf_token
 
 NOW = dt.datetime.now(dt.timezone.utc)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture()
-def receiver():
-    """A real HTTP receiver on a free loopback port; the test sets the status it answers."""
-    received: list[tuple[dict, bytes]] = []
-    answer = {"status": 200}
-
-    class Receiver(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            received.append((dict(self.headers), body))
-            self.send_response(answer["status"])
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield {"url": f"http://127.0.0.1:{server.server_address[1]}/hooks/budget",
-           "port": server.server_address[1], "received": received, "answer": answer}
-    server.shutdown()
-    server.server_close()
 
 
 @pytest.fixture()
@@ -82,23 +48,23 @@ def _put(client, budget_id, url):
 
 
 def test_the_owner_sets_a_webhook_gets_its_secret_once_and_deliveries_are_signed(
-        db, session, owned, receiver):
+        db, session, owned, webhook_receiver):
     client, budget = owned["client"], owned["budget"]
-    response = _put(client, budget.id, receiver["url"])
+    response = _put(client, budget.id, webhook_receiver["url"])
     assert response.status_code == 200, response.get_json()
     secret = response.get_json()["secret"]
     assert secret.startswith("whsec_") and len(secret) > 40
     # Never shown again: not by the budget, not by setting the URL again, not in the audit log.
     shown = client.get(f"/api/v1/budgets/{budget.id}").get_data(as_text=True)
     assert secret not in shown and '"webhook_url"' in shown
-    assert _put(client, budget.id, receiver["url"]).get_json()["secret"] is None
+    assert _put(client, budget.id, webhook_receiver["url"]).get_json()["secret"] is None
     entries = session.scalars(select(AuditEntry).where(
         AuditEntry.action.like("budget.webhook%"))).all()
     assert [e.action for e in entries] == ["budget.webhook_set", "budget.webhook_set"]
     assert all(secret not in json.dumps(e.data) for e in entries)
 
     assert _deliver(db) == {"emailed": 0, "webhooks": 1, "failed": 0}
-    [(headers, body)] = receiver["received"]
+    [(headers, body)] = webhook_receiver["received"]
     signature = headers[budget_alerts.SIGNATURE_HEADER]
     assert budget_alerts.verify_signature(secret, body, signature,
                                           now=dt.datetime.now(dt.timezone.utc))
@@ -116,7 +82,7 @@ def test_the_owner_sets_a_webhook_gets_its_secret_once_and_deliveries_are_signed
     session.add(second)
     session.commit()
     assert _deliver(db)["webhooks"] == 1
-    headers, body = receiver["received"][-1]
+    headers, body = webhook_receiver["received"][-1]
     now = dt.datetime.now(dt.timezone.utc)
     assert budget_alerts.verify_signature(rotated, body, headers[budget_alerts.SIGNATURE_HEADER],
                                           now=now)
@@ -131,7 +97,7 @@ def test_the_owner_sets_a_webhook_gets_its_secret_once_and_deliveries_are_signed
 
 def test_failures_are_retried_with_exponential_backoff_then_given_up(db, session, owned):
     budget = owned["budget"]
-    dead = f"http://127.0.0.1:{_free_port()}/nobody-listens"
+    dead = f"http://127.0.0.1:{free_port()}/nobody-listens"
     budget.webhook_url, budget.webhook_secret = dead, budget_alerts.new_webhook_secret()
     session.commit()
     alert = owned["alert"]
@@ -155,31 +121,31 @@ def test_failures_are_retried_with_exponential_backoff_then_given_up(db, session
 
 
 def test_a_receiver_that_recovers_gets_the_alert_on_the_next_due_attempt(db, session, owned,
-                                                                        receiver):
+                                                                        webhook_receiver):
     budget = owned["budget"]
-    budget.webhook_url, budget.webhook_secret = receiver["url"], "whsec_x"
+    budget.webhook_url, budget.webhook_secret = webhook_receiver["url"], "whsec_x"
     session.commit()
-    receiver["answer"]["status"] = 503
+    webhook_receiver["answer"]["status"] = 503
     assert _deliver(db)["failed"] == 1
-    receiver["answer"]["status"] = 200
+    webhook_receiver["answer"]["status"] = 200
     assert _deliver(db, now=NOW + dt.timedelta(minutes=5))["webhooks"] == 1
     session.refresh(owned["alert"])
     assert owned["alert"].webhook_at is not None and owned["alert"].webhook_error is None
-    assert len(receiver["received"]) == 2
+    assert len(webhook_receiver["received"]) == 2
 
 
-def test_production_refuses_loopback_at_delivery(db, session, owned, receiver):
+def test_production_refuses_loopback_at_delivery(db, session, owned, webhook_receiver):
     budget = owned["budget"]
-    budget.webhook_url, budget.webhook_secret = receiver["url"], "whsec_x"
+    budget.webhook_url, budget.webhook_secret = webhook_receiver["url"], "whsec_x"
     session.commit()
     assert _deliver(db, MARKET_ENV="production")["failed"] == 1
-    assert receiver["received"] == []  # nothing reached the loopback receiver
+    assert webhook_receiver["received"] == []  # nothing reached the loopback receiver
     session.refresh(owned["alert"])
     assert "refused" in owned["alert"].webhook_error
 
 
 def test_delivery_checks_the_address_again_and_connects_only_to_it(db, session, owned,
-                                                                  receiver):
+                                                                  webhook_receiver):
     """DNS rebinding: a host that resolved to a public address when set and to a private one
     at delivery is refused; the connection goes to the address that was checked."""
     budget = owned["budget"]
@@ -195,11 +161,11 @@ def test_delivery_checks_the_address_again_and_connects_only_to_it(db, session, 
     # its own name in the Host header.
     target = webhook_targets.WebhookTarget(
         url="http://receiver.invalid/hook", scheme="http", host="receiver.invalid",
-        port=receiver["port"], path="/hook", addresses=("127.0.0.1",))
+        port=webhook_receiver["port"], path="/hook", addresses=("127.0.0.1",))
     assert webhook_targets.post(target, b"{}", {"Content-Type": "application/json"},
                                 timeout=5) == 200
-    headers, _body = receiver["received"][-1]
-    assert headers["Host"] == f"receiver.invalid:{receiver['port']}"
+    headers, _body = webhook_receiver["received"][-1]
+    assert headers["Host"] == f"receiver.invalid:{webhook_receiver['port']}"
 
 
 def _public(host, port):
@@ -262,7 +228,7 @@ def test_the_api_refuses_a_loopback_url_in_production(owned, app, monkeypatch, s
 
 
 def test_the_budget_page_sets_the_webhook_shows_the_secret_once_and_the_failures(
-        db, session, owned, receiver):
+        db, session, owned, webhook_receiver):
     client, budget = owned["client"], owned["budget"]
     page = f"/budgets/{budget.id}"
     token = csrf_token(client, page)
@@ -271,7 +237,7 @@ def test_the_budget_page_sets_the_webhook_shows_the_secret_once_and_the_failures
     assert bad.status_code == 422 and "this machine" in bad.get_data(as_text=True)
 
     shown = client.post(f"{page}/alert-webhook", data={"csrf_token": token,
-                                                       "url": receiver["url"]})
+                                                       "url": webhook_receiver["url"]})
     assert shown.status_code == 200
     assert shown.headers["Cache-Control"] == "no-store"
     session.refresh(budget)
@@ -282,7 +248,7 @@ def test_the_budget_page_sets_the_webhook_shows_the_secret_once_and_the_failures
     session.refresh(budget)
     assert budget.webhook_secret in rotated.get_data(as_text=True)
 
-    receiver["answer"]["status"] = 500
+    webhook_receiver["answer"]["status"] = 500
     assert _deliver(db)["failed"] == 1
     text = client.get(page).get_data(as_text=True)
     assert "Webhook failed 1 times" in text and "HTTP 500" in text

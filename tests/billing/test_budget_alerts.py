@@ -4,26 +4,18 @@ server that checks its signature, and a second run sends nothing twice."""
 from __future__ import annotations
 
 import datetime as dt
-import http.server
 import json
-import socket
-import threading
 
 import pytest
 from aiosmtpd.controller import Controller
 
 from billing import budget_alerts, jobs
 from billing.models import BudgetAlert
+from tests.billing.conftest import free_port
 from tests.billing.test_budget_reports import build_budget
 
 SECRET = "whsec_test_budget"
 NOW = dt.datetime.now(dt.timezone.utc)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class Inbox:
@@ -38,33 +30,16 @@ class Inbox:
 @pytest.fixture()
 def smtp_server():
     inbox = Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=_free_port())
+    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
     controller.start()
     yield controller, inbox
     controller.stop()
 
 
 @pytest.fixture()
-def webhook_server():
-    received: list[tuple[dict, bytes]] = []
-    answer = {"status": 200}
-
-    class Receiver(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            received.append((dict(self.headers), body))
-            self.send_response(answer["status"])
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hooks/budget", received, answer
-    server.shutdown()
-    server.server_close()
+def webhook_server(webhook_receiver):
+    """The receiver as this module reads it: its URL, what it received, its answer."""
+    return webhook_receiver["url"], webhook_receiver["received"], webhook_receiver["answer"]
 
 
 @pytest.fixture()
@@ -174,7 +149,7 @@ def test_a_webhook_without_a_secret_is_not_sent_unsigned(db, session, alerted, w
 def test_an_unreachable_smtp_server_is_an_error_not_a_crash(db, session, alerted):
     alerted["budget"].webhook_url = None
     session.commit()
-    settings = {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": _free_port()}
+    settings = {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": free_port()}
     counts = budget_alerts.deliver_alerts(db, settings, now=NOW, progress=lambda line: None)
     assert counts == {"emailed": 0, "webhooks": 0, "failed": 1}
     session.refresh(alerted["alert"])

@@ -23,11 +23,8 @@ from tests.stripe_server import WEBHOOK_SECRET, authenticate, card, stripe_signa
 GOOD, DECLINED, THREE_DS = "4242424242424242", "4000000000000341", "4000002760003184"
 
 
-@pytest.fixture(autouse=True)
-def card_app(app, stripe_gateway, monkeypatch):
-    """The app with card payments on: the gateway points at the local Stripe server."""
-    monkeypatch.setitem(app.extensions, "market.gateway", stripe_gateway)
-    return app
+# Card payments on, for every test here: the gateway points at the local Stripe server.
+pytestmark = pytest.mark.usefixtures("card_app")
 
 
 @pytest.fixture()

@@ -28,10 +28,8 @@ GOOD, THREE_DS = "4242424242424242", "4000002760003184"
 ZERO = dt.timedelta(0)
 
 
-@pytest.fixture(autouse=True)
-def card_app(app, stripe_gateway, monkeypatch):
-    monkeypatch.setitem(app.extensions, "market.gateway", stripe_gateway)
-    return app
+# Card payments on, for every test here: the gateway points at the local Stripe server.
+pytestmark = pytest.mark.usefixtures("card_app")
 
 
 @pytest.fixture()

@@ -43,11 +43,8 @@ TAX = D("6.00") - D("1.80") + D("6.00") + D("6.00")   # A, the token pack, D
 BUYER_CREDIT = {"wallet": D("100.00"), "overpaid": D("14.00"), "underpaid": D("50.00")}
 
 
-@pytest.fixture(autouse=True)
-def card_app(app, stripe_gateway, monkeypatch):
-    """The app with card payments on: the gateway points at the local Stripe server."""
-    monkeypatch.setitem(app.extensions, "market.gateway", stripe_gateway)
-    return app
+# Card payments on, for every test here: the gateway points at the local Stripe server.
+pytestmark = pytest.mark.usefixtures("card_app")
 
 
 @pytest.fixture()
