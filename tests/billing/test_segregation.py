@@ -142,13 +142,26 @@ def _postings(session, kind):
         LedgerTransaction.kind == kind))
 
 
-def test_a_large_receipt_waits_for_a_second_person_of_another_team(session, passwords, shop):
+@pytest.fixture()
+def invoiced(session, passwords, shop):
+    """A buyer's bank-transfer invoice of 10,388.00 under a dual-control threshold of 1,000.00,
+    and the platform's people (finance, a finance colleague, reviewer, owner)."""
     buyer = make_org(session, "buyer", name="Port Authority")
     order, invoice = _service_order(session, shop, buyer.id, DUAL)
     _, people = _platform_people(session, passwords)
-    receipt = payments.record_bank_receipt(session, people["finance"], invoice,
-                                           amount=order.total, received_on=utcnow().date(),
-                                           bank_reference="ICBC-BIG-1", settings=DUAL)
+    return buyer, order, invoice, people
+
+
+def _record(session, people, invoice, amount, reference):
+    """The platform's finance person records money seen on the bank account today."""
+    return payments.record_bank_receipt(session, people["finance"], invoice, amount=amount,
+                                        received_on=utcnow().date(),
+                                        bank_reference=reference, settings=DUAL)
+
+
+def test_a_large_receipt_waits_for_a_second_person_of_another_team(session, invoiced):
+    buyer, order, invoice, people = invoiced
+    receipt = _record(session, people, invoice, order.total, "ICBC-BIG-1")
     # 10,388.00 is over the threshold of 1,000.00: recorded, nothing posted, nothing paid.
     assert receipt.status == "pending_approval"
     assert invoice.status == "open" and invoice.amount_received_minor == 0
@@ -182,38 +195,24 @@ def test_a_large_receipt_waits_for_a_second_person_of_another_team(session, pass
     assert {"invoice.receipt_recorded", "invoice.receipt_confirmed"} <= actions
 
 
-def test_a_rejected_receipt_posts_nothing_and_frees_its_reference(session, passwords, shop):
-    buyer = make_org(session, "buyer", name="Port Authority")
-    order, invoice = _service_order(session, shop, buyer.id, DUAL)
-    _, people = _platform_people(session, passwords)
-    wrong = payments.record_bank_receipt(session, people["finance"], invoice,
-                                         amount=Money("99999.00", "CNY"),
-                                         received_on=utcnow().date(),
-                                         bank_reference="ICBC-TYPO", settings=DUAL)
+def test_a_rejected_receipt_posts_nothing_and_frees_its_reference(session, invoiced):
+    _, order, invoice, people = invoiced
+    wrong = _record(session, people, invoice, Money("99999.00", "CNY"), "ICBC-TYPO")
     with pytest.raises(InvalidInput):
         payments.reject_bank_receipt(session, people["owner"], wrong, note=" ")
     payments.reject_bank_receipt(session, people["owner"], wrong, note="Amount mistyped.")
     session.flush()
     assert wrong.status == "rejected" and _postings(session, "bank_receipt") == 0
-    corrected = payments.record_bank_receipt(session, people["finance"], invoice,
-                                             amount=order.total, received_on=utcnow().date(),
-                                             bank_reference="ICBC-TYPO", settings=DUAL)
+    corrected = _record(session, people, invoice, order.total, "ICBC-TYPO")
     session.flush()
     assert corrected.status == "pending_approval"
     with pytest.raises(Conflict, match="already recorded"):
-        payments.record_bank_receipt(session, people["finance"], invoice, amount=order.total,
-                                     received_on=utcnow().date(), bank_reference="ICBC-TYPO",
-                                     settings=DUAL)
+        _record(session, people, invoice, order.total, "ICBC-TYPO")
 
 
-def test_a_small_receipt_is_posted_by_one_person(session, passwords, shop):
-    buyer = make_org(session, "buyer", name="Port Authority")
-    order, invoice = _service_order(session, shop, buyer.id, DUAL)
-    _, people = _platform_people(session, passwords)
-    receipt = payments.record_bank_receipt(session, people["finance"], invoice,
-                                           amount=Money("999.99", "CNY"),
-                                           received_on=utcnow().date(),
-                                           bank_reference="ICBC-SMALL", settings=DUAL)
+def test_a_small_receipt_is_posted_by_one_person(session, invoiced):
+    _, order, invoice, people = invoiced
+    receipt = _record(session, people, invoice, Money("999.99", "CNY"), "ICBC-SMALL")
     assert receipt.status == "confirmed" and invoice.status == "partially_paid"
     assert _postings(session, "bank_receipt") == 1
 
