@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from market import create_app, schema
+from tests.factories import SINGLE_PERSON_THRESHOLD
 
 T = TypeVar("T")
 
@@ -44,8 +45,7 @@ def fresh_app(database_url: str, tmp_path):
         app = create_app({"TESTING": True, "DATABASE_URL": url, "SECRET_KEY": "test",
                           "PASSWORD_TIME_COST": 1, "PASSWORD_MEMORY_KIB": 8,
                           "API_KEY_MODE": "test",
-                          # one person records money of any size, as in the suite's app
-                          "DUAL_CONTROL_THRESHOLD": "1000000000.00"})
+                          "DUAL_CONTROL_THRESHOLD": SINGLE_PERSON_THRESHOLD})
         try:
             yield app
         finally:

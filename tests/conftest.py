@@ -14,7 +14,7 @@ from sqlalchemy import MetaData, text
 
 from market import create_app, schema
 from market.db import make_engine
-from tests.factories import english_client
+from tests.factories import SINGLE_PERSON_THRESHOLD, english_client
 
 pytest_plugins = ["tests.fixtures", "tests.stripe_server"]
 
@@ -51,8 +51,7 @@ def app(database_url, tmp_path_factory):
         "PASSWORD_TIME_COST": 1,
         "PASSWORD_MEMORY_KIB": 8,
         "API_KEY_MODE": "test",
-        # One person records money of any size; tests of dual control lower it.
-        "DUAL_CONTROL_THRESHOLD": "1000000000.00",
+        "DUAL_CONTROL_THRESHOLD": SINGLE_PERSON_THRESHOLD,
         "PLATFORM_SIGNING_KEY": str(tmp_path_factory.mktemp("keys") / "platform_signing_key.pem"),
     })
     app.instance_path = str(tmp_path_factory.mktemp("instance"))

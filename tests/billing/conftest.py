@@ -17,7 +17,7 @@ from market.catalog import importer, listings, offers
 from market.catalog import services as catalog
 from tests.billing import shop
 from tests.fixtures import csrf_token
-from tests.factories import make_org, make_user
+from tests.factories import SINGLE_PERSON_THRESHOLD, make_org, make_user
 
 DATASET = {
     "title_zh": "电网负荷数据", "title_en": "Grid load series", "sector": "smart_energy",
@@ -44,9 +44,6 @@ PLANS = {"basic": plan_terms("basic", "99.00", rollover=True),
 METERED = {"kind": "metered", "code": "api",
            "tiers": [{"from_tokens": 0, "up_to": None,
                       "price_per_million": {"amount": "12.50", "currency": "CNY"}}]}
-
-
-SINGLE_PERSON_THRESHOLD = "1000000000.00"
 
 
 def principal_of(user, org):
