@@ -551,10 +551,10 @@ def find_invoice_by_reference(session: Session, principal: Principal, reference:
     return invoice
 
 
-def finance_may_confirm(session: Session, principal: Principal, order: Order) -> None:
-    """Finance may move money on this order: it sees it (``finance_may_act``) and its
-    organization is no party to it (buyer, seller or supply-chain participant)."""
-    finance_may_act(session, principal, order)
+def refuse_party_to_order(session: Session, principal: Principal, order: Order) -> None:
+    """403 when the principal's organization is a party to the order (buyer, seller or
+    supply-chain participant): it never moves money on it. Whether it may see the order at
+    all (``finance_may_act``) is the caller's first check."""
     refuse_party(principal, order_parties(session, order), item="order",
                  action="confirm money for")
 
@@ -572,7 +572,7 @@ def record_bank_receipt(session: Session, principal: Principal, invoice: Invoice
     dual-control threshold the receipt waits, with nothing posted, until a second person
     confirms it (``confirm_bank_receipt``).
     """
-    finance_may_confirm(session, principal, invoice.order)
+    refuse_party_to_order(session, principal, invoice.order)
     if amount.currency != invoice.currency:
         raise InvalidInput(f"The invoice is in {invoice.currency}.", field="amount.currency")
     if not amount.is_positive():
@@ -657,7 +657,8 @@ def _decide(session: Session, principal: Principal, receipt: BankReceipt, note: 
     if receipt.status != "pending_approval":
         raise Conflict(f"The receipt is {receipt.status.replace('_', ' ')}; only a receipt "
                        "awaiting approval is confirmed or rejected.", field="status")
-    finance_may_confirm(session, principal, receipt.invoice.order)
+    finance_may_act(session, principal, receipt.invoice.order)
+    refuse_party_to_order(session, principal, receipt.invoice.order)
     require_checker(principal, Maker(receipt.recorded_by_id, receipt.recorded_by_org_id,
                                      receipt.recorded_by_role), item="receipt")
     if len(note) > 500:

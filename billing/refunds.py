@@ -37,8 +37,8 @@ from market.errors import Conflict, InvalidInput, NotFound
 from billing import anomalies, budgets
 from billing.models import Order, Payment, Refund
 from billing.payments import (
-    GatewayUnavailable, _gateway_errors, finance_may_confirm,
-    get_payment_for_finance, unfulfil,
+    GatewayUnavailable, _gateway_errors, finance_may_act, get_payment_for_finance,
+    refuse_party_to_order, unfulfil,
 )
 from billing.split import post_refund
 from pricing.money import Money
@@ -54,7 +54,7 @@ def reserve_refund(session: Session, principal: Principal, payment_id: int,
                    amount: Money | None, reason: str) -> Refund:
     """Lock the payment, check the amount against what remains, and reserve it."""
     payment = get_payment_for_finance(session, principal, payment_id, for_update=True)
-    finance_may_confirm(session, principal, payment.order)  # never a refund to one's own side
+    refuse_party_to_order(session, principal, payment.order)  # never a refund to one's own side
     if payment.status != "succeeded":
         raise Conflict(f"The payment is {payment.status}; only a succeeded payment can be "
                        "refunded.", field="payment")
@@ -218,7 +218,8 @@ def get_refund_for_finance(session: Session, principal: Principal, refund_id: in
     refund = session.get(Refund, refund_id)
     if refund is None:
         raise NotFound("No such refund.")
-    finance_may_confirm(session, principal, refund.payment.order)
+    finance_may_act(session, principal, refund.payment.order)
+    refuse_party_to_order(session, principal, refund.payment.order)
     return refund
 
 
