@@ -295,7 +295,7 @@ def _decide_adjustment(principal: Principal, adjustment_id: int, approve: bool):
     session_ = db_session()
     adjustment = statements.get_adjustment(session_, principal, adjustment_id)
     statement = session_.get(SettlementStatement, adjustment.statement_id)
-    form = DecisionForm(prefix=f"adjustment-{adjustment.id}")
+    form = DecisionForm()
     if not form.validate_on_submit():
         return _render_statement(principal, statement, error=_("Check the form."), status=422)
     try:

@@ -6,6 +6,7 @@ the reconciliation's difference is zero and shown as such."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import io
 import re
@@ -13,11 +14,12 @@ from decimal import Decimal
 
 import pytest
 from openpyxl import load_workbook
+from sqlalchemy import select
 
 from billing.ledger import (
     LedgerEntry, LedgerTransaction, Line, Purpose, get_account, seal_of_lines,
 )
-from billing.models.statements import SettlementStatement
+from billing.models.statements import SettlementStatement, StatementAdjustment
 from market.db import utcnow
 from pricing.money import Money
 from tests.billing.shop import listed_dataset
@@ -197,6 +199,38 @@ def test_the_participant_disputes_and_the_platform_resolves(session, sign_in_as,
                       "resolve-reason_code": "usage_error", "resolve-lines": "1"}, page)
     assert response.status_code == 302, _text(response)
     assert _statement(session, shop).status == "under_review"
+
+
+def test_a_large_correction_waits_for_a_checker_on_the_page(app, session, sign_in_as, shop,
+                                                            maker, closed, monkeypatch):
+    monkeypatch.setitem(app.extensions, "market.billing", dataclasses.replace(
+        app.extensions["market.billing"], dual_control_threshold=Decimal("10.00")))
+    page = f"/statements/{closed.id}"
+    _form(maker, f"{page}/issue", {}, page)
+    participant = sign_in_as(shop["supplier"], "finance")
+    _form(participant, f"{page}/dispute", {"dispute-reason": "Short by 12.50."}, page)
+    resolved = _form(maker, f"{page}/resolve",
+                     {"resolve-amount": "12.50", "resolve-reason": "Found it.",
+                      "resolve-reason_code": "usage_error", "resolve-lines": "1",
+                      "resolve-document": "Usage log 2026-01-03"}, page)
+    assert resolved.status_code == 302, _text(resolved)
+    [adjustment] = session.scalars(select(StatementAdjustment).where(
+        StatementAdjustment.statement_id == closed.id)).all()
+    assert adjustment.status == "pending_approval" and adjustment.ledger_transaction_id is None
+    shown = _text(maker.get(page))
+    assert "Awaiting a second person" in shown and "Usage log 2026-01-03" in shown
+
+    # Its maker (the platform's owner) is refused, and so is a platform finance person (a lower
+    # role than the owner); the statement's exchange, another organization, posts it.
+    confirm = f"/statements/adjustments/{adjustment.id}/confirm"
+    assert _form(maker, confirm, {"note": "mine"}, page).status_code == 403
+    junior = sign_in_as(shop["platform"], "finance")
+    assert _form(junior, confirm, {"note": "ok"}, page).status_code == 403
+    checker = sign_in_as(shop["exchange"], "reviewer")
+    assert _form(checker, confirm, {"note": "Checked the log."}, page).status_code == 302
+    session.refresh(adjustment)
+    assert adjustment.status == "posted" and adjustment.decision_note == "Checked the log."
+    assert adjustment.ledger_transaction_id is not None
 
 
 def test_the_participant_history_is_the_platforms_and_its_own(session, sign_in_as, shop, maker,
