@@ -60,6 +60,7 @@ from billing import webhook_targets
 from billing.models.budgets import Budget, BudgetAlert, BudgetLine
 from market import audit
 from market.accounts.authz import Principal, authorize
+from market.accounts.mail import send_smtp
 from market.accounts.models import Organization
 from market.db import Database, utcnow
 from market.errors import Conflict, MarketError
@@ -228,12 +229,8 @@ def alert_email(alert: PendingAlert, sender: str) -> EmailMessage:
 
 
 def send_email(smtp: SmtpSettings, message: EmailMessage) -> None:
-    with smtplib.SMTP(smtp.host, smtp.port, timeout=TIMEOUT_SECONDS) as client:
-        if smtp.starttls:
-            client.starttls()
-        if smtp.username:
-            client.login(smtp.username, smtp.password)
-        client.send_message(message)
+    send_smtp(message, host=smtp.host, port=smtp.port, username=smtp.username,
+              password=smtp.password, starttls=smtp.starttls)
 
 
 class WebhookFailed(Exception):

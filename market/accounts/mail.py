@@ -43,12 +43,20 @@ class SmtpMailer:
         message = EmailMessage()
         message["From"], message["To"], message["Subject"] = self.sender, mail.to, mail.subject
         message.set_content(mail.body)
-        with smtplib.SMTP(self.host, self.port, timeout=TIMEOUT_SECONDS) as client:
-            if self.starttls:
-                client.starttls()
-            if self.username:
-                client.login(self.username, self.password)
-            client.send_message(message)
+        send_smtp(message, host=self.host, port=self.port, username=self.username,
+                  password=self.password, starttls=self.starttls)
+
+
+def send_smtp(message: EmailMessage, *, host: str, port: int, username: str = "",
+              password: str = "", starttls: bool = False) -> None:
+    """Hand one message to the mail server (STARTTLS and login when configured); the one
+    place the marketplace speaks SMTP, for account mail and budget alerts alike."""
+    with smtplib.SMTP(host, port, timeout=TIMEOUT_SECONDS) as client:
+        if starttls:
+            client.starttls()
+        if username:
+            client.login(username, password)
+        client.send_message(message)
 
 
 class LogMailer:
