@@ -10,8 +10,9 @@ Segregation of duties is kept here too, as two rules every money-moving and revi
   is a party to — as buyer, seller or supply-chain participant (each item says who its parties
   are: ``billing.orders.order_parties``, a statement's participant, a listing's supplier).
 - ``require_checker`` (maker-checker): the second person of a money-moving action is a person,
-  never one of the item's makers, submitters or reviewers, and comes from another team (another
-  organization, or another member role in the same one) or holds a higher role.
+  never one of the item's makers, submitters or reviewers, and comes from another organization
+  or, in the maker's own, holds another member role of the same rank (finance checks a
+  reviewer) or a higher one (the owner); never a lower one.
 """
 
 from __future__ import annotations
