@@ -53,6 +53,7 @@ from pricing.rating import Usage, rate
 class PaymentRequired(MarketError):
     status = 402
     title = "Payment required"
+    default_code = "payment_required"
 
 
 # Hooks the budgets add: called with (session, organization_id, dataset_id, amount) before a

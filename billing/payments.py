@@ -61,6 +61,7 @@ _RANK = {"created": 0, "processing": 1, "requires_action": 1, "failed": 2, "canc
 class GatewayUnavailable(MarketError):
     status = 502
     title = "Payment processor unavailable"
+    default_code = "processor_unavailable"
 
 
 # Splitting and settling -------------------------------------------------------------------------

@@ -10,46 +10,58 @@ from __future__ import annotations
 class MarketError(Exception):
     status = 400
     title = "Bad request"
+    # The stable machine-readable cause clients branch on, when the raiser names none.
+    default_code = "bad_request"
 
     def __init__(self, detail: str, *, field: str | None = None,
-                 errors: dict[str, list[str]] | None = None, code: str | None = None) -> None:
+                 errors: dict[str, list[str]] | None = None, code: str | None = None,
+                 extensions: dict[str, object] | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
         self.field = field
         # A stable machine-readable cause (``party_to_item``), for clients that branch on it.
-        self.code = code
+        self.code = code or self.default_code
         self.errors = errors if errors is not None else ({field: [detail]} if field else None)
+        # Further members of the problem body, e.g. a 402's ``tokens_needed``.
+        self.extensions = dict(extensions or {})
 
 
 class InvalidInput(MarketError):
     status = 422
     title = "Invalid input"
+    default_code = "invalid_input"
 
 
 class Unauthorized(MarketError):
     status = 401
     title = "Authentication required"
+    default_code = "unauthenticated"
 
 
 class Forbidden(MarketError):
     status = 403
     title = "Forbidden"
+    default_code = "forbidden"
 
 
 class NotFound(MarketError):
     status = 404
     title = "Not found"
+    default_code = "not_found"
 
 
 class Conflict(MarketError):
     status = 409
     title = "Conflict"
+    default_code = "conflict"
 
 
 class TooManyRequests(MarketError):
     status = 429
     title = "Too many requests"
+    default_code = "rate_limited"
 
-    def __init__(self, detail: str, *, retry_after: int, field: str | None = None) -> None:
-        super().__init__(detail, field=field)
+    def __init__(self, detail: str, *, retry_after: int, field: str | None = None,
+                 code: str | None = None, extensions: dict[str, object] | None = None) -> None:
+        super().__init__(detail, field=field, code=code, extensions=extensions)
         self.retry_after = retry_after

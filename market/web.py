@@ -3,17 +3,24 @@
 - one database session per request, committed once when the response is ready (or rolled back
   when the response is an error), so a view never commits and nothing is half-written;
 - who is asking (a person's session or an API key);
-- errors as ``application/problem+json`` under ``/api`` and as pages elsewhere, from one handler;
+- errors as ``application/problem+json`` under ``/api`` and as pages elsewhere, from one handler,
+  each with a stable ``code`` and the request's id;
+- a request id on every response (``x-request-id``: the client's own when well formed) and in
+  every log line of the request;
 - security headers on every response.
 """
 
 from __future__ import annotations
 
+import logging
+import re
+import uuid
 from typing import Any
 
 from flask import (
     Flask, Response, current_app, g, json, render_template, request, session, url_for,
 )
+from flask.logging import default_handler
 from marshmallow import ValidationError
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
@@ -198,6 +205,15 @@ def mail_registration(request_: accounts.RegistrationRequest) -> None:
 
 # Errors -----------------------------------------------------------------------------------------
 
+# The ``code`` of a problem whose raiser names no more precise cause.
+STATUS_CODES = {
+    400: "malformed_request", 401: "unauthenticated", 402: "payment_required", 403: "forbidden",
+    404: "not_found", 405: "method_not_allowed", 406: "not_acceptable", 409: "conflict",
+    413: "payload_too_large", 414: "uri_too_long", 415: "unsupported_media_type",
+    422: "invalid_input", 429: "rate_limited", 431: "headers_too_large",
+    500: "internal_error", 502: "processor_unavailable", 503: "service_unavailable",
+}
+
 def wants_problem_json() -> bool:
     # Webhooks are machines too; and an error page would read a body they have consumed.
     return request.path.startswith(("/api/", "/webhooks/"))
@@ -205,14 +221,17 @@ def wants_problem_json() -> bool:
 
 def problem(status: int, title: str, detail: str | None = None,
             errors: dict[str, Any] | None = None, headers: dict[str, str] | None = None,
-            type_: str = "about:blank", code: str | None = None) -> Response:
-    body: dict[str, Any] = {"type": type_, "title": title, "status": status}
-    if code:
-        body["code"] = code
+            type_: str | None = None, code: str | None = None,
+            extensions: dict[str, Any] | None = None) -> Response:
+    code = code or STATUS_CODES.get(status, "error")
+    body: dict[str, Any] = {"type": type_ or f"{PROBLEM_DOCS}-{code}", "title": title,
+                            "status": status, "code": code}
     if detail:
         body["detail"] = detail
     if errors:
         body["errors"] = errors
+    body.update(extensions or {})
+    body["request_id"] = request_id()
     response = Response(json.dumps(body), status=status, mimetype=PROBLEM_MIMETYPE)
     for name, value in (headers or {}).items():
         response.headers[name] = value
@@ -221,20 +240,17 @@ def problem(status: int, title: str, detail: str | None = None,
 
 def error_response(status: int, title: str, detail: str | None = None,
                    errors: dict[str, Any] | None = None,
-                   headers: dict[str, str] | None = None, type_: str = "about:blank",
-                   code: str | None = None) -> Response:
+                   headers: dict[str, str] | None = None, type_: str | None = None,
+                   code: str | None = None, extensions: dict[str, Any] | None = None
+                   ) -> Response:
     if wants_problem_json():
-        return problem(status, title, detail, errors, headers, type_, code)
+        return problem(status, title, detail, errors, headers, type_, code, extensions)
     html = render_template("errors.html", status=status, title=title, detail=detail,
-                           errors=errors)
+                           errors=errors, request_id=request_id())
     response = Response(html, status=status, mimetype="text/html")
     for name, value in (headers or {}).items():
         response.headers[name] = value
     return response
-
-
-def _slug(title: str) -> str:
-    return title.lower().replace(" ", "-")
 
 
 def _handle_market_error(exc: MarketError) -> Response:
@@ -246,19 +262,17 @@ def _handle_market_error(exc: MarketError) -> Response:
         headers["Retry-After"] = str(exc.retry_after)
     headers.update(getattr(exc, "headers", None) or {})  # e.g. the rate-limit headers
     return error_response(exc.status, exc.title, exc.detail, exc.errors, headers,
-                          f"{PROBLEM_DOCS}-{_slug(exc.title)}", exc.code)
+                          code=exc.code, extensions=exc.extensions)
 
 
 def _handle_validation_error(exc: ValidationError) -> Response:
     messages = exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages}
-    return error_response(422, "Invalid input", "One or more fields are invalid.", messages,
-                          type_=f"{PROBLEM_DOCS}-invalid-input")
+    return error_response(422, "Invalid input", "One or more fields are invalid.", messages)
 
 
 def _handle_pricing_error(exc: PricingError) -> Response:
     field = getattr(exc, "field", None) or "_schema"
-    return error_response(422, "Invalid input", str(exc), {field: [str(exc)]},
-                          type_=f"{PROBLEM_DOCS}-invalid-input")
+    return error_response(422, "Invalid input", str(exc), {field: [str(exc)]})
 
 
 def _handle_integrity_error(exc: IntegrityError) -> Response:
@@ -273,12 +287,45 @@ def _handle_http_exception(exc: HTTPException) -> Response:
     if exc.code == 405 and exc.valid_methods:
         headers["Allow"] = ", ".join(exc.valid_methods)
     errors = getattr(exc, "problem_errors", None)
-    return error_response(exc.code or 500, exc.name, exc.description, errors, headers)
+    return error_response(exc.code or 500, exc.name, exc.description, errors, headers,
+                          code=getattr(exc, "problem_code", None))
 
 
 def _handle_unexpected(exc: Exception) -> Response:
     current_app.logger.exception("unhandled error")
     return error_response(500, "Internal server error", "Something went wrong on our side.")
+
+
+# Request ids ------------------------------------------------------------------------------------
+
+REQUEST_ID_HEADER = "X-Request-Id"
+# A client's own id is kept when it is this plain (what OpenAI's and Stripe's clients send);
+# anything else is replaced, so a log line never carries an attacker's text.
+_CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+
+
+def request_id() -> str | None:
+    """The id of the request being answered (None outside a request)."""
+    if not request:
+        return None
+    if "request_id" not in g:
+        offered = request.headers.get(REQUEST_ID_HEADER, "")
+        g.request_id = offered if _CLIENT_REQUEST_ID.fullmatch(offered) \
+            else f"req_{uuid.uuid4().hex}"
+    return g.request_id
+
+
+def _tag_request_id(response: Response) -> Response:
+    response.headers[REQUEST_ID_HEADER] = request_id() or ""
+    return response
+
+
+class RequestIdFilter(logging.Filter):
+    """Puts ``request_id`` on every log record ("-" outside a request), for the log format."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id() or "-"
+        return True
 
 
 # Security headers -------------------------------------------------------------------------------
@@ -301,7 +348,12 @@ def init_app(app: Flask) -> None:
     # after_request functions run in reverse order: the unit of work finishes first, so the
     # headers also land on the 409 it may return.
     app.after_request(_security_headers)
+    app.after_request(_tag_request_id)
     app.after_request(_finish_unit_of_work)
+    app.logger.addFilter(RequestIdFilter())
+    default_handler.addFilter(RequestIdFilter())  # records of child loggers reach it too
+    default_handler.setFormatter(logging.Formatter(
+        "[%(asctime)s] %(levelname)s request_id=%(request_id)s %(module)s: %(message)s"))
     app.teardown_request(_close_session)
     app.register_error_handler(MarketError, _handle_market_error)
     app.register_error_handler(ValidationError, _handle_validation_error)

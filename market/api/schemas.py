@@ -17,6 +17,11 @@ class ProblemSchema(Schema):
     detail = fields.String()
     errors = fields.Dict(keys=fields.String(), values=fields.Raw(),
                          metadata={"description": "Each field at fault and its messages."})
+    code = fields.String(required=True, metadata={
+        "description": "The stable machine-readable cause (`insufficient_tokens`, "
+                       "`invalid_input`, ...): branch on this, not on the title or detail."})
+    request_id = fields.String(metadata={
+        "description": "The request's id, as in its `X-Request-Id` header: quote it to support."})
 
 
 class OrganizationSchema(Schema):
