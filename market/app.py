@@ -11,7 +11,7 @@ from wtforms import ValidationError as CSRFError
 
 from billing.context import BillingSettings
 from billing.gateways import gateway_from_settings
-from market import web
+from market import boundary, web
 from market.accounts.authz import authorize
 from market.accounts.mail import mailer_from_settings
 from market.accounts.passwords import Passwords
@@ -53,6 +53,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     # Babel reads zh_CN as zh_Hans_CN: pages ask for the language, not the locale's spelling.
     app.jinja_env.globals["is_zh"] = lambda: get_locale().language == "zh"
     web.init_app(app)
+    boundary.init_app(app)
 
     from market.api import api
     from market.storefront import storefront

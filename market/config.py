@@ -73,6 +73,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Largest record (one JSONL line, one CSV record, or its canonical JSON) an import "
             "accepts, in bytes; checked while the file is read (larger: 422 naming the line).",
             int),
+    Setting("JSON_MAX_DEPTH", 64,
+            "Deepest nesting of arrays and objects in an API request body (deeper: 422).", int),
     Setting("IMPORT_MAX_JSON_DEPTH", 64,
             "Deepest nesting of arrays and objects in an imported JSON record (deeper: 422).",
             int),

@@ -10,11 +10,12 @@ from billing import budget_reports as reports
 from billing.models import Budget
 from market.accounts.authz import Principal
 from market.api.blueprint import api
+from market.boundary import Month
 from market.errors import NotFound
 from market.web import db_session
 
 BUDGETS = ["Budgets"]
-_ID_OR_NONE = validate.Regexp(r"^(\d{1,18}|none)$", error="An id, or `none` for records "
+_ID_OR_NONE = validate.Regexp(r"^(\d{1,9}|none)$", error="An id, or `none` for records "
                                                            "without one.")
 
 
@@ -23,14 +24,13 @@ class BudgetReportQuerySchema(Schema):
 
 
 class BudgetRecordsQuerySchema(Schema):
-    line = fields.String(load_default=None, validate=validate.Regexp(r"^\d{1,18}$"))
+    line = fields.String(load_default=None, validate=validate.Regexp(r"^\d{1,9}$"))
     supplier = fields.String(load_default=None, validate=_ID_OR_NONE, metadata={
         "description": "The supplier organization's id; `none`: records without one."})
     sector = fields.String(load_default=None, validate=validate.Length(min=1, max=40),
                            metadata={"description": "A sector code; `none`: without one."})
     dataset = fields.String(load_default=None, validate=_ID_OR_NONE)
-    month = fields.String(load_default=None, validate=validate.Regexp(
-        r"^\d{4}-(0[1-9]|1[0-2])$", error="A month as YYYY-MM."))
+    month = Month(load_default=None)
     page = fields.Integer(load_default=1, strict=False, validate=validate.Range(min=1))
     per_page = fields.Integer(load_default=reports.RECORDS_PER_PAGE, validate=validate.Range(
         min=1, max=reports.MAX_RECORDS_PER_PAGE))

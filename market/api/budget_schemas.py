@@ -8,6 +8,7 @@ from marshmallow import Schema, fields, validate
 from billing.budgets import AMENDMENT_KINDS, DEFAULT_THRESHOLDS, ENFORCEMENTS
 from billing.models.budgets import BUDGET_CATEGORIES, RECORD_KINDS
 from market.api.billing_schemas import MoneyField, MoneyInputSchema
+from market.boundary import Month
 from pricing.money import Money
 
 
@@ -120,7 +121,7 @@ class AmendmentResultSchema(Schema):
 
 class LineRecordQuerySchema(Schema):
     kind = fields.String(load_default=None, validate=validate.OneOf(RECORD_KINDS))
-    month = fields.String(load_default=None, validate=validate.Regexp(r"^\d{4}-\d{2}$"))
+    month = Month(load_default=None)
     dataset_id = fields.Integer(load_default=None)
     supplier_id = fields.Integer(load_default=None)
     sector = fields.String(load_default=None, validate=validate.Length(max=40))

@@ -2,7 +2,8 @@
 
 ``@api.operation(...)`` registers the route and records what the OpenAPI document needs. At call
 time it, in this order: resolves the principal (401), checks the permission (403), requires JSON
-for a body (415), parses it (400), loads it with the use case's schema (422), replays a stored
+for a body (415), parses it (400), checks it against the input boundary and loads it with the
+use case's schema (422, see ``market.boundary``), replays a stored
 Idempotency-Key response, calls the view with plain arguments, and dumps its result with the
 response schema. Views never see the request object.
 """
@@ -22,8 +23,8 @@ from werkzeug.exceptions import BadRequest, UnsupportedMediaType
 from wtforms.validators import ValidationError as CSRFInvalid
 
 from market.accounts.authz import authorize
-from market import idempotency
-from market.errors import Forbidden
+from market import boundary, idempotency
+from market.errors import Forbidden, InvalidInput
 from market.web import bearer_principal, db_session, session_principal
 
 BODY_METHODS = {"POST", "PUT", "PATCH"}
@@ -69,6 +70,9 @@ class ApiBlueprint(Blueprint):
                   tags: list[str] | None = None, errors: tuple[int, ...] = (),
                   raw_response: str | None = None, upload: tuple[str, ...] = ()) -> Callable:
         def decorator(view: Callable) -> Callable:
+            for schema in (body, query):
+                if schema is not None:
+                    boundary.bound_schema(schema)
             op = Operation(rule=rule, method=method, endpoint=view.__name__, summary=summary,
                            permission=permission, body=body, query=query, response=response,
                            status=status, many=many, tags=tags or [],
@@ -168,15 +172,15 @@ def _json_body(*, required: bool) -> Any:
                                                  f"{request.content_type or 'nothing'}."]}
         raise error
     try:
-        return jsonlib.loads(raw.decode("utf-8"))
+        return boundary.check_body(jsonlib.loads(raw.decode("utf-8")))
     except (UnicodeDecodeError, ValueError) as exc:
         error = BadRequest("The body is not valid JSON.")
         error.problem_errors = {"_body": [str(exc)]}
         raise error from None
     except RecursionError:  # arrays or objects nested thousands deep
-        error = BadRequest("The body is nested too deeply.")
-        error.problem_errors = {"_body": ["Arrays and objects nest too deeply to be read."]}
-        raise error from None
+        raise InvalidInput(f"Arrays and objects may nest at most "
+                           f"{current_app.config['JSON_MAX_DEPTH']} levels deep.",
+                           field="_body") from None
 
 
 def _idempotency_context(op: Operation, principal) -> dict[str, Any]:

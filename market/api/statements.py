@@ -18,13 +18,13 @@ from billing import statements
 from market.accounts.authz import Principal
 from market.api.billing_schemas import MoneyField, MoneyInputSchema
 from market.api.blueprint import api
+from market.boundary import Month
 from market.db import business_calendar, utcnow
 from market.errors import Forbidden
 from market.web import db_session
 from pricing.money import Money
 
 STATEMENTS = ["Statements"]
-PERIOD = validate.Regexp(r"^\d{4}-(0[1-9]|1[0-2])$", error="Give the period as YYYY-MM.")
 
 
 # Schemas (the use cases of this module only) ------------------------------------------------
@@ -113,15 +113,15 @@ class StatementDetailSchema(StatementSchema):
 
 
 class ClosePeriodSchema(Schema):
-    period = fields.String(required=True, validate=PERIOD, metadata={"example": "2026-01"})
+    period = Month(required=True, metadata={"example": "2026-01"})
 
 
 class StatementQuerySchema(Schema):
-    period = fields.String(load_default=None, validate=PERIOD)
+    period = Month(load_default=None)
 
 
 class ReconciliationQuerySchema(Schema):
-    period = fields.String(load_default=None, validate=PERIOD,
+    period = Month(load_default=None,
                            metadata={"description": "Default: last month."})
 
 

@@ -24,7 +24,9 @@ No single record may cost more than a bounded amount of memory or time, whatever
   that size and a line is never held beyond it, so one 200 MB line costs two chunks;
 - so is a CSV record whose lines together (a quoted value may span lines) pass the limit, and
   a record whose canonical JSON does (a CSV row repeats its header's names in it);
-- a JSON record nested deeper than ``max_depth`` (``IMPORT_MAX_JSON_DEPTH``, 64) is refused;
+- a JSON record nested deeper than ``max_depth`` (``IMPORT_MAX_JSON_DEPTH``, 64) is refused,
+  and so is text no database can store (NUL, or a lone surrogate from a ``\\ud800`` escape;
+  ``market.inputs``);
 - a record tiktoken cannot count (it panics on a very long run of whitespace) is refused,
   naming its line; long texts are counted in pieces (``pricing.tokens``), so counting memory
   stays flat.
@@ -53,6 +55,7 @@ from market.accounts.authz import Principal
 from market.catalog.models import Dataset, DatasetRecord, DatasetVersion
 from market.catalog.quality import QualityAccumulator
 from market.errors import InvalidInput
+from market.inputs import json_problem, text_problem
 from pricing.errors import UncountableText
 from pricing.tokens import canonical_json, count_texts, get_encoding
 
@@ -120,19 +123,9 @@ def _refuse_constant(name: str):
     raise ValueError(f"{name} is not a JSON number")
 
 
-def _deeper_than(value: Any, limit: int) -> bool:
-    """Whether arrays and objects nest in ``value`` more than ``limit`` levels (the value
-    itself is level 1)."""
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        children = item.values() if isinstance(item, dict) else item
-        for child in children:
-            if isinstance(child, (dict, list)):
-                if depth + 1 > limit:
-                    return True
-                stack.append((child, depth + 1))
-    return False
+def _too_deep(line: int, max_depth: int) -> InvalidInput:
+    return InvalidInput(f"Line {line} nests arrays and objects more than {max_depth} levels "
+                        f"deep.", field="file")
 
 
 def read_jsonl(stream: IO[bytes], *, max_record_bytes: int = MAX_RECORD_BYTES,
@@ -147,13 +140,16 @@ def read_jsonl(stream: IO[bytes], *, max_record_bytes: int = MAX_RECORD_BYTES,
         except ValueError as exc:
             raise InvalidInput(f"Line {number} is not valid JSON: {exc}.", field="file") from None
         except RecursionError:
-            record = None  # nested thousands deep: refused below
-        if record is None or (
-                # fewer brackets than levels cannot nest too deep: no walk for most records
-                line.count("{") + line.count("[") > max_depth
-                and _deeper_than(record, max_depth)):
-            raise InvalidInput(f"Line {number} nests arrays and objects more than {max_depth} "
-                               f"levels deep.", field="file")
+            raise _too_deep(number, max_depth) from None  # nested thousands deep
+        # Fewer brackets than levels cannot nest too deep, and only an escape can put NUL or a
+        # lone surrogate in a line of UTF-8: most records need no walk.
+        if line.count("{") + line.count("[") > max_depth or "\\u" in line:
+            found = json_problem(record, max_depth)
+            if found is not None and found.too_deep:
+                raise _too_deep(number, max_depth)
+            if found is not None:
+                raise InvalidInput(f"Line {number}, at {found.path or 'the record'}: "
+                                   f"{found.message}", field="file")
         if not isinstance(record, dict):
             raise InvalidInput(f"Line {number} is not a JSON object.", field="file")
         yield ParsedRecord(number, record)
@@ -169,6 +165,8 @@ def read_csv(stream: IO[bytes], *, max_record_bytes: int = MAX_RECORD_BYTES,
             if number == 1 and line.startswith("\ufeff"):
                 line = line[1:]
             held += len(line) + 1
+            if "\x00" in line:
+                raise InvalidInput(f"Line {number}: {text_problem(line)}", field="file")
             if held > max_record_bytes:
                 # characters, each at least a byte: the record is over the byte limit too
                 raise InvalidInput(f"The record that ends on line {number} or later is longer "

@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from market.catalog import importer
 from market.catalog.models import DatasetRecord, DatasetVersion
 from market.errors import InvalidInput
+from market.inputs import json_problem
 from tests.catalog.conftest import RECORDS, create_dataset, import_file, jsonl
 
 MiB = 1 << 20
@@ -121,9 +122,13 @@ def test_lines_are_the_same_whatever_the_read_size(limit, monkeypatch):
 
 
 def test_depth_is_counted_in_levels():
-    assert not importer._deeper_than({"a": 1}, 1)
-    assert importer._deeper_than({"a": {}}, 1)
-    assert not importer._deeper_than(nested(64), 64)
-    assert importer._deeper_than(nested(65), 64)
-    assert importer._deeper_than({"a": [1, {"b": [[]]}]}, 3)
+    def deeper_than(value, limit):
+        found = json_problem(value, limit)
+        return found is not None and found.too_deep
+
+    assert not deeper_than({"a": 1}, 1)
+    assert deeper_than({"a": {}}, 1)
+    assert not deeper_than(nested(64), 64)
+    assert deeper_than(nested(65), 64)
+    assert deeper_than({"a": [1, {"b": [[]]}]}, 3)
     assert json.dumps(nested(2)) == '{"a": [1]}'
