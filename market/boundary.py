@@ -5,6 +5,7 @@
   values, and their names, free of NUL and lone surrogates: checked for every request, API and
   storefront alike (``init_app``).
 - API bodies: parsed JSON checked for depth (``JSON_MAX_DEPTH``) and text (``check_body``).
+- Storefront forms: ``BoundedForm`` holds their integers, amounts and dates to the same limits.
 - API schemas: ``bound_schema`` gives every loaded field without a limit of its own the
   boundary's: integers the 32-bit range, amounts ``MAX_AMOUNT``, dates and instants the
   marketplace's years, text ``MAX_TEXT`` characters. A field that needs more (a 64-bit token
@@ -19,8 +20,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import datetime as dt
+from decimal import Decimal
+
 from flask import Flask, current_app, request
+from flask_wtf import FlaskForm
 from marshmallow import Schema, ValidationError, fields, validate
+from wtforms import DateField, DecimalField, FieldList, FormField, IntegerField
 
 from market import inputs
 from market.errors import InvalidInput
@@ -108,6 +114,47 @@ def bound_schema(schema: type[Schema]) -> type[Schema]:
         if not field.dump_only:
             _bound_field(field)
     return schema
+
+
+class BoundedForm(FlaskForm):
+    """A storefront form whose integer, amount and date fields, nested ones included, keep to
+    the boundary's limits: beyond them a field gets an error like any other invalid value."""
+
+    def validate(self, extra_validators=None) -> bool:
+        valid = super().validate(extra_validators)
+        for field in _leaf_fields(self):
+            problem = _form_value_problem(field)
+            if problem is not None:
+                field.errors = [*field.errors, problem]
+                valid = False
+        return valid
+
+
+def _leaf_fields(form):
+    for field in form:
+        if isinstance(field, FormField):
+            yield from _leaf_fields(field.form)
+        elif isinstance(field, FieldList):
+            for entry in field.entries:
+                yield from (_leaf_fields(entry.form) if isinstance(entry, FormField)
+                            else [entry])
+        else:
+            yield field
+
+
+def _form_value_problem(field) -> str | None:
+    value = field.data
+    if value is None:
+        return None
+    if isinstance(field, IntegerField) and not inputs.INT32_MIN <= value <= inputs.INT32_MAX:
+        return f"Give a number from {inputs.INT32_MIN:,} to {inputs.INT32_MAX:,}."
+    if isinstance(field, DecimalField) and isinstance(value, Decimal) \
+            and abs(value) > inputs.MAX_AMOUNT:
+        return f"Give an amount of at most {inputs.MAX_AMOUNT:,}."
+    if isinstance(field, DateField) and isinstance(value, dt.date) \
+            and not inputs.FIRST_DATE <= value <= inputs.LAST_DATE:
+        return f"Give a date from {inputs.FIRST_DATE} to {inputs.LAST_DATE}."
+    return None
 
 
 def check_body(payload: Any) -> Any:

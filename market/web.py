@@ -22,7 +22,7 @@ from flask import (
 )
 from flask.logging import default_handler
 from marshmallow import ValidationError
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 
@@ -90,6 +90,9 @@ def _finish_unit_of_work(response: Response) -> Response:
         session.rollback()
         return error_response(409, "Conflict",
                               "The change conflicts with one made at the same time; retry.")
+    except DataError as exc:
+        session.rollback()
+        return _handle_data_error(exc)
     except OperationalError:
         session.rollback()
         current_app.logger.exception("commit failed")
@@ -282,6 +285,15 @@ def _handle_integrity_error(exc: IntegrityError) -> Response:
                           "The change conflicts with one made at the same time; retry.")
 
 
+def _handle_data_error(exc: DataError) -> Response:
+    # A value the database refuses (out of its column's range or length) that passed the input
+    # boundary: still the client's value, so a 422 and never a 500; logged, because the boundary
+    # should have named its field.
+    current_app.logger.warning("the database refused a value: %s", exc.orig)
+    detail = "A value is outside what the marketplace stores (too large or too long)."
+    return error_response(422, "Invalid input", detail, {"_schema": [detail]})
+
+
 def _handle_http_exception(exc: HTTPException) -> Response:
     headers = {}
     if exc.code == 405 and exc.valid_methods:
@@ -359,5 +371,6 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(ValidationError, _handle_validation_error)
     app.register_error_handler(PricingError, _handle_pricing_error)
     app.register_error_handler(IntegrityError, _handle_integrity_error)
+    app.register_error_handler(DataError, _handle_data_error)
     app.register_error_handler(HTTPException, _handle_http_exception)
     app.register_error_handler(Exception, _handle_unexpected)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
 from wtforms import (
     DateField, DecimalField, HiddenField, IntegerField, RadioField, SelectField, StringField,
     TextAreaField,
@@ -12,6 +11,7 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
 
 from billing.orders import MAX_QUANTITY, MAX_TOKEN_PACK_MILLIONS
+from market.boundary import BoundedForm
 
 PAYMENT_METHOD_LABELS = {"bank_transfer": _l("Bank transfer"), "card": _l("Card")}
 
@@ -43,7 +43,7 @@ def _purchase_order_field() -> StringField:
     return StringField(_l("Purchase-order number"), validators=[Optional(), Length(max=64)])
 
 
-class CartItemForm(FlaskForm):
+class CartItemForm(BoundedForm):
     """Adds a package to the cart, or sets the quantity of one already in it."""
 
     offer_id = IntegerField(_l("Offer"), validators=[DataRequired()])
@@ -51,7 +51,7 @@ class CartItemForm(FlaskForm):
                             validators=[DataRequired(), NumberRange(min=1, max=MAX_QUANTITY)])
 
 
-class CheckoutForm(FlaskForm):
+class CheckoutForm(BoundedForm):
     payment_method = RadioField(_l("How you will pay"), default="bank_transfer",
                                 validators=[DataRequired()])
     budget_line_id = _budget_line_field()
@@ -64,7 +64,7 @@ class CheckoutForm(FlaskForm):
         self.budget_line_id.choices = _budget_line_choices(budget_lines)
 
 
-class SubscriptionCheckoutForm(FlaskForm):
+class SubscriptionCheckoutForm(BoundedForm):
     """The subscription confirmation page's form: the plan, how its periods are paid, and the
     budget line (and purchase-order number) its first order is charged to."""
 
@@ -82,7 +82,7 @@ class SubscriptionCheckoutForm(FlaskForm):
         self.budget_line_id.choices = _budget_line_choices(budget_lines)
 
 
-class TokenPackForm(FlaskForm):
+class TokenPackForm(BoundedForm):
     millions = IntegerField(_l("Millions of tokens"), default=1, validators=[
         DataRequired(), NumberRange(min=1, max=MAX_TOKEN_PACK_MILLIONS)])
     # The dataset page posts its own dataset; the holdings page offers the datasets held.
@@ -101,7 +101,7 @@ class TokenPackForm(FlaskForm):
             SelectChoice(str(d.id), title) for d, title in datasets]
 
 
-class ReceiptForm(FlaskForm):
+class ReceiptForm(BoundedForm):
     """Money received by bank transfer against one invoice (one form per invoice: prefixed)."""
 
     amount = DecimalField(_l("Amount received"), places=2, validators=[InputRequired()])
@@ -110,7 +110,7 @@ class ReceiptForm(FlaskForm):
     bank_reference = StringField(_l("Bank reference"), validators=[Length(max=100)])
 
 
-class ReferenceLookupForm(FlaskForm):
+class ReferenceLookupForm(BoundedForm):
     """Finance types the payment reference written on a transfer (a GET form: no CSRF)."""
 
     class Meta:
@@ -120,7 +120,7 @@ class ReferenceLookupForm(FlaskForm):
                                     validators=[DataRequired(), Length(max=32)])
 
 
-class RefundForm(FlaskForm):
+class RefundForm(BoundedForm):
     """A refund of one payment (one form per payment: prefixed)."""
 
     amount = DecimalField(_l("Amount (empty: all that remains)"), places=2,

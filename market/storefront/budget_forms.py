@@ -5,7 +5,6 @@ amendment of a line. They check the shape of what is typed; ``billing.budgets`` 
 from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField, DecimalField, IntegerField, RadioField, SelectField, StringField,
     TextAreaField, ValidationError,
@@ -17,6 +16,7 @@ from wtforms.validators import (
 
 from billing.budgets import DEFAULT_THRESHOLDS, MAX_REASON
 from billing.models.budgets import BUDGET_CATEGORIES
+from market.boundary import BoundedForm
 from market.catalog.taxonomy import SECTORS
 from market.storefront.billing_forms import _optional_int
 from market.storefront.forms import _choices
@@ -48,7 +48,7 @@ def parse_thresholds(text: str) -> list[int]:
     return sorted({int(p) for p in parts})
 
 
-class BudgetForm(FlaskForm):
+class BudgetForm(BoundedForm):
     """A budget for one fiscal year in one currency."""
 
     fiscal_year = IntegerField(_l("Fiscal year"),
@@ -77,13 +77,13 @@ class BudgetForm(FlaskForm):
         return parse_thresholds(self.thresholds.data)
 
 
-class AlertWebhookForm(FlaskForm):
+class AlertWebhookForm(BoundedForm):
     """Where the budget's threshold alerts are posted, signed (checked by the service)."""
 
     url = StringField(_l("Webhook URL"), validators=[DataRequired(), Length(max=500)])
 
 
-class BudgetLineForm(FlaskForm):
+class BudgetLineForm(BoundedForm):
     """A line of a budget with its approved amount."""
 
     code = StringField(_l("Code"), validators=[DataRequired(), Length(max=40)])
@@ -102,7 +102,7 @@ class BudgetLineForm(FlaskForm):
         self.sector.choices = [SelectChoice("", _l("None"))] + _choices(SECTORS)
 
 
-class AmendmentForm(FlaskForm):
+class AmendmentForm(BoundedForm):
     """An amendment of one line (one form per line on the budget page: prefixed)."""
 
     kind = RadioField(_l("Amendment"), default="increase", validators=[DataRequired()],

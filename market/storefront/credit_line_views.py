@@ -7,7 +7,6 @@ from __future__ import annotations
 from flask import current_app, flash, redirect, render_template, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
 from sqlalchemy import select
 from wtforms import DecimalField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
@@ -16,6 +15,7 @@ from wtforms.validators import DataRequired, InputRequired, Length, NumberRange
 from billing import credit_lines
 from market.accounts.authz import Principal
 from market.accounts.models import Organization, OrganizationRole, User
+from market.boundary import BoundedForm
 from market.errors import Conflict, Forbidden, InvalidInput, NotFound
 from market.storefront.billing_forms import PAYMENT_METHOD_LABELS
 from market.storefront.billing_views import _form_error
@@ -27,7 +27,7 @@ from pricing.errors import PricingError
 from pricing.money import Money
 
 
-class CreditLineForm(FlaskForm):
+class CreditLineForm(BoundedForm):
     """Open a buyer's credit line, or change its limit or payment method."""
 
     organization_id = SelectField(_l("Buyer organization"), coerce=int, validate_choice=False)
@@ -39,7 +39,7 @@ class CreditLineForm(FlaskForm):
     reason = StringField(_l("Reason"), validators=[DataRequired(), Length(max=500)])
 
 
-class CreditReasonForm(FlaskForm):
+class CreditReasonForm(BoundedForm):
     """Close a line or reject a change: the reason goes to the audit log."""
 
     reason = StringField(_l("Reason"), validators=[DataRequired(), Length(max=500)])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
 from wtforms import (
     DateField, DecimalField, IntegerField, RadioField, SelectField, StringField, TextAreaField,
 )
@@ -11,6 +10,7 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
 
 from billing.deals import DIMENSIONS, MAX_TITLE
+from market.boundary import BoundedForm
 from market.catalog.taxonomy import MODALITIES, SECTORS
 from market.storefront.billing_forms import _payment_method_choices
 from market.storefront.forms import _choices
@@ -39,7 +39,7 @@ def _label_scores(form, prefix: str) -> None:
         getattr(form, f"{prefix}_{d}").label.text = DIMENSION_LABELS[d]
 
 
-class SubscribeForm(FlaskForm):
+class SubscribeForm(BoundedForm):
     """The dataset page's subscribe form: a plan and how its periods are paid."""
 
     offer_id = IntegerField(_l("Plan"), validators=[DataRequired()])
@@ -51,7 +51,7 @@ class SubscribeForm(FlaskForm):
         self.payment_method.choices = _payment_method_choices(card_enabled)
 
 
-class DemandForm(FlaskForm):
+class DemandForm(BoundedForm):
     title = StringField(_l("Title"), validators=[DataRequired(), Length(max=MAX_TITLE)])
     description = TextAreaField(_l("Description"), validators=[Length(max=20_000)])
     sector = SelectField(_l("Sector"), validators=[DataRequired()])
@@ -77,7 +77,7 @@ class DemandForm(FlaskForm):
         return [getattr(self, f"threshold_{d}") for d in DIMENSIONS]
 
 
-class QuoteForm(FlaskForm):
+class QuoteForm(BoundedForm):
     """A supplier's quote on one demand (one form per demand on the page: prefixed)."""
 
     dataset_id = SelectField(_l("Dataset to deliver a version of"), coerce=int,
@@ -113,7 +113,7 @@ for _dimension in DIMENSIONS:
     setattr(QuoteForm, f"criterion_{_dimension}", _score_field())
 
 
-class AcceptQuoteForm(FlaskForm):
+class AcceptQuoteForm(BoundedForm):
     payment_method = RadioField(_l("How you will pay the milestones"), default="bank_transfer",
                                 validators=[DataRequired()])
 
@@ -122,24 +122,24 @@ class AcceptQuoteForm(FlaskForm):
         self.payment_method.choices = _payment_method_choices(card_enabled)
 
 
-class DeliveryForm(FlaskForm):
+class DeliveryForm(BoundedForm):
     version = IntegerField(_l("Version number"), validators=[DataRequired(),
                                                              NumberRange(min=1)])
 
 
-class AcceptDeliveryForm(FlaskForm):
+class AcceptDeliveryForm(BoundedForm):
     waiver_reason = TextAreaField(_l("Reason for waiving the failed criteria (needed only when "
                                      "a criterion failed)"), validators=[Length(max=2_000)])
 
 
-class DisputeForm(FlaskForm):
+class DisputeForm(BoundedForm):
     reason = TextAreaField(_l("Reason"), validators=[DataRequired(), Length(max=2_000)])
 
 
-class CancelDemandForm(FlaskForm):
+class CancelDemandForm(BoundedForm):
     reason = TextAreaField(_l("Reason for cancelling"), validators=[DataRequired(),
                                                                     Length(max=2_000)])
 
 
-class WithdrawQuoteForm(FlaskForm):
+class WithdrawQuoteForm(BoundedForm):
     reason = TextAreaField(_l("Reason (optional)"), validators=[Length(max=2_000)])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from flask_babel import get_locale
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
 from wtforms import (
     DecimalField, EmailField, FieldList, Form, FormField, IntegerField, PasswordField,
@@ -15,6 +14,7 @@ from wtforms.validators import DataRequired, Email, Length, NumberRange, Optiona
 from wtforms.widgets import CheckboxInput, ListWidget
 
 from market.accounts.authz import SCOPES
+from market.boundary import BoundedForm
 from market.catalog.taxonomy import (
     AI_STAGES, CHAIN_ROLES, LANGUAGES, LICENCES, MODALITIES, PERSONAL_INFORMATION, SECTORS,
     SENSITIVITY,
@@ -33,7 +33,7 @@ class CheckboxList(SelectMultipleField):
     option_widget = CheckboxInput()
 
 
-class RegisterForm(FlaskForm):
+class RegisterForm(BoundedForm):
     name = StringField(_l("Your name"), validators=[DataRequired(), Length(max=200)])
     email = EmailField(_l("E-mail"), validators=[DataRequired(), Email(), Length(max=254)])
     password = PasswordField(_l("Password"), validators=[DataRequired(), Length(max=200)])
@@ -44,7 +44,7 @@ class RegisterForm(FlaskForm):
                          validators=[DataRequired()])
 
 
-class LoginForm(FlaskForm):
+class LoginForm(BoundedForm):
     email = EmailField(_l("E-mail"), validators=[DataRequired(), Length(max=254)])
     password = PasswordField(_l("Password"), validators=[DataRequired(), Length(max=200)])
 
@@ -53,20 +53,20 @@ MEMBER_ROLE_LABELS = {"owner": _l("Owner"), "member": _l("Member"), "finance": _
                       "reviewer": _l("Reviewer")}
 
 
-class InviteForm(FlaskForm):
+class InviteForm(BoundedForm):
     email = EmailField(_l("E-mail"), validators=[DataRequired(), Email(), Length(max=254)])
     role = SelectField(_l("Role"), choices=[SelectChoice(r, label)
                                             for r, label in MEMBER_ROLE_LABELS.items()],
                        default="member")
 
 
-class PasswordChangeForm(FlaskForm):
+class PasswordChangeForm(BoundedForm):
     current_password = PasswordField(_l("Current password"),
                                      validators=[DataRequired(), Length(max=200)])
     new_password = PasswordField(_l("New password"), validators=[DataRequired(), Length(max=200)])
 
 
-class ApiKeyForm(FlaskForm):
+class ApiKeyForm(BoundedForm):
     name = StringField(_l("Name"), validators=[DataRequired(), Length(max=100)])
     scopes = CheckboxList(_l("Scopes"), choices=[SelectChoice(s, s) for s in SCOPES],
                           validators=[DataRequired()])
@@ -78,7 +78,7 @@ class ApiKeyForm(FlaskForm):
                                      validators=[Optional(), NumberRange(min=1)])
 
 
-class ActionForm(FlaskForm):
+class ActionForm(BoundedForm):
     """A button that changes something: only its CSRF token."""
 
 
@@ -89,7 +89,7 @@ def _choices(vocabulary) -> list[SelectChoice]:
     return [SelectChoice(code, term.label(str(get_locale()))) for code, term in vocabulary.items()]
 
 
-class DatasetForm(FlaskForm):
+class DatasetForm(BoundedForm):
     title_zh = StringField(_l("Title (Chinese)"), validators=[DataRequired(), Length(max=200)])
     title_en = StringField(_l("Title (English)"), validators=[DataRequired(), Length(max=200)])
     summary_zh = StringField(_l("Summary (Chinese)"), validators=[Length(max=500)])
@@ -141,7 +141,7 @@ class DatasetForm(FlaskForm):
         }
 
 
-class UploadForm(FlaskForm):
+class UploadForm(BoundedForm):
     file = FileField(_l("JSONL or CSV file"), validators=[FileRequired()])
     notes = StringField(_l("Notes on this version"), validators=[Length(max=2000)])
 
@@ -155,27 +155,27 @@ class ShareRow(Form):
                                  validators=[Optional(), NumberRange(min=0, max=100)])
 
 
-class SupplyChainForm(FlaskForm):
+class SupplyChainForm(BoundedForm):
     rows = FieldList(FormField(ShareRow), min_entries=5, max_entries=20)
     note = StringField(_l("Why this change"), validators=[Length(max=500)])
 
 
-class SubmitListingForm(FlaskForm):
+class SubmitListingForm(BoundedForm):
     version = SelectField(_l("Version"), coerce=int)
     exchange_id = SelectField(_l("Exchange"), coerce=int)
 
 
-class RejectForm(FlaskForm):
+class RejectForm(BoundedForm):
     reasons = CheckboxList(_l("Reasons"), validators=[DataRequired()])
     text = TextAreaField(_l("What the supplier should correct"),
                          validators=[DataRequired(), Length(max=4000)])
 
 
-class NoteForm(FlaskForm):
+class NoteForm(BoundedForm):
     text = TextAreaField(_l("Note"), validators=[Length(max=4000)])
 
 
-class OfferForm(FlaskForm):
+class OfferForm(BoundedForm):
     """One form for the common offers; each kind reads the fields it needs."""
 
     kind = SelectField(_l("Commercial model"), choices=[

@@ -17,7 +17,6 @@ from flask_babel import get_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_babel import ngettext
-from flask_wtf import FlaskForm
 from sqlalchemy import select
 from wtforms import DecimalField, SelectField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
@@ -29,6 +28,7 @@ from billing import anomalies, statements
 from billing.models.statements import SettlementStatement
 from market.accounts.authz import Principal
 from market.accounts.models import Organization
+from market.boundary import BoundedForm
 from market.db import business_calendar, utcnow
 from market.errors import Conflict, Forbidden, InvalidInput, NotFound
 from market.storefront.billing_views import _form_error
@@ -46,12 +46,12 @@ REFUSALS = (InvalidInput, Conflict, Forbidden, NotFound)
 
 # Forms ------------------------------------------------------------------------------------------
 
-class ClosePeriodForm(FlaskForm):
+class ClosePeriodForm(BoundedForm):
     period = StringField(_l("Period (YYYY-MM)"), validators=[
         DataRequired(), Regexp(PERIOD_PATTERN, message=_l("Give the period as YYYY-MM."))])
 
 
-class DisputeForm(FlaskForm):
+class DisputeForm(BoundedForm):
     reason = TextAreaField(_l("What is wrong"), validators=[DataRequired(), Length(max=2000)])
 
 
@@ -66,7 +66,7 @@ REASON_CODE_LABELS = {
 LINES_PATTERN = r"^\s*\d{1,9}(\s*,\s*\d{1,9})*\s*$"
 
 
-class ResolveForm(FlaskForm):
+class ResolveForm(BoundedForm):
     amount = DecimalField(_l("Correction (positive: more is owed to the participant)"),
                           places=None, validators=[InputRequired()])
     reason_code = SelectField(_l("Reason"), choices=[SelectChoice(code, label) for code, label in REASON_CODE_LABELS.items()],
@@ -79,11 +79,11 @@ class ResolveForm(FlaskForm):
     reason = TextAreaField(_l("Resolution"), validators=[DataRequired(), Length(max=2000)])
 
 
-class DecisionForm(FlaskForm):
+class DecisionForm(BoundedForm):
     note = TextAreaField(_l("Note (required to reject)"), validators=[Length(max=2000)])
 
 
-class PayStatementForm(FlaskForm):
+class PayStatementForm(BoundedForm):
     bank_reference = StringField(_l("Bank reference of the payout"),
                                  validators=[DataRequired(), Length(max=100)])
 
@@ -215,7 +215,7 @@ def statement_page(principal: Principal, statement_id: int):
     return _render_statement(principal, statement)
 
 
-def _take(principal: Principal, statement_id: int, step, form: FlaskForm | None, name: str,
+def _take(principal: Principal, statement_id: int, step, form: BoundedForm | None, name: str,
           done: str, *args_of_form):
     """Run one step of the statement's review from a posted form, or re-render with why not
     (the service's status: 403 for the maker approving, 409 for a step out of turn)."""

@@ -17,7 +17,6 @@ from flask import render_template, request
 from flask_babel import format_date, get_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from wtforms import DateField
@@ -26,6 +25,7 @@ from wtforms.validators import Optional
 from billing.models import UsageEvent
 from market.accounts.authz import Principal
 from market.accounts.models import ApiKey
+from market.boundary import BoundedForm
 from market.catalog.models import Dataset
 from market.db import business_calendar, business_day_of, utcnow
 from market.storefront.blueprint import storefront
@@ -43,7 +43,7 @@ PAID_BY_LABELS = {
 }
 
 
-class UsageRangeForm(FlaskForm):
+class UsageRangeForm(BoundedForm):
     """The days to show (a GET form: no CSRF); both ends included."""
 
     class Meta:

@@ -166,3 +166,20 @@ def test_every_answer_has_a_request_id_and_a_plain_client_id_is_kept(client, bea
     missing = client.get("/api/v1/nowhere")
     assert missing.get_json()["request_id"] == missing.headers["X-Request-Id"]
     assert missing.get_json()["code"] == "not_found"
+
+
+# The storefront's forms ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("offer_id", [str(INT32_MAX + 1), str(INT64_MAX + 1), "9" * 40])
+def test_a_form_integer_beyond_its_column_is_an_invalid_field(sign_in_as, session, offer_id):
+    client = sign_in_as(make_org(session, "buyer"), "owner")
+    response = client.post("/cart", data={"offer_id": offer_id, "quantity": "1",
+                                          "csrf_token": csrf_token(client)})
+    assert response.status_code == 302  # back to the page, the form's error flashed
+    assert client.get("/cart").status_code == 200
+
+
+def test_a_storefront_path_id_beyond_its_column_is_refused(sign_in_as, session):
+    client = sign_in_as(make_org(session, "buyer"), "owner")
+    response = client.get(f"/orders/{INT64_MAX + 1}")
+    assert response.status_code == 422 and b"order_id" in response.data
