@@ -151,7 +151,6 @@ def test_sign_in_and_out(client, session, passwords):
     "next=/%255Cevil.example",
     "next=/%2509/evil.example",
     "next=evil.example",
-    "next=/account%00",
     "next=",
 ])
 def test_sign_in_redirects_only_within_the_site(client, session, passwords, query):
@@ -163,6 +162,16 @@ def test_sign_in_redirects_only_within_the_site(client, session, passwords, quer
                            data={"email": user.email, "password": PASSWORD, "csrf_token": token})
     assert response.status_code == 302
     assert response.location == "/account"
+
+
+def test_a_next_with_nul_is_refused_before_signing_in(client, session, passwords):
+    user = make_user(session, passwords, make_org(session))
+    session.commit()
+    token = csrf_token(client, "/login")
+    response = client.post("/login?next=/account%00",
+                           data={"email": user.email, "password": PASSWORD, "csrf_token": token})
+    assert response.status_code == 422 and b"next" in response.data
+    assert client.get("/account").status_code == 302  # not signed in
 
 
 @pytest.mark.parametrize("target", ["/account/keys", "/datasets?q=grid%20load&page=2",
