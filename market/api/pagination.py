@@ -17,9 +17,9 @@ from market.keyset import DEFAULT_LIMIT, MAX_CURSOR_LENGTH, MAX_LIMIT, PageReque
 
 class PageQuerySchema(Schema):
     cursor = fields.String(load_default=None, validate=validate.Length(
-        min=1, max=MAX_CURSOR_LENGTH), metadata={
-        "description": "The `next_cursor` of the previous page; none for the first page. "
-                       "Opaque: a cursor of another list, or altered, answers 422."})
+        max=MAX_CURSOR_LENGTH), metadata={
+        "description": "The `next_cursor` of the previous page; absent or empty for the first "
+                       "page. Opaque: a cursor of another list, or altered, answers 422."})
     limit = fields.Integer(load_default=DEFAULT_LIMIT, validate=validate.Range(
         min=1, max=MAX_LIMIT), metadata={"description": "Items per page, at most "
                                                         f"{MAX_LIMIT}."})

@@ -102,6 +102,14 @@ def test_the_api_report_and_drill_down(member, planned):
     records = member.get(f"/api/v1/budgets/{budget.id}/report/records?supplier={first['key']}"
                          ).get_json()
     assert records["spent"] == first["spent"] and records["total"] == first["records"]
+    assert len(records["items"]) == records["total"] and records["next_cursor"] is None
+    one = member.get(f"/api/v1/budgets/{budget.id}/report/records?supplier={first['key']}"
+                     "&limit=1").get_json()
+    rest = member.get(f"/api/v1/budgets/{budget.id}/report/records?supplier={first['key']}"
+                      f"&cursor={one['next_cursor']}").get_json()
+    assert [r["id"] for r in one["items"] + rest["items"]] == [
+        r["id"] for r in records["items"]]
+    assert rest["total"] == one["total"] == records["total"]
     bad = member.get(f"/api/v1/budgets/{budget.id}/report?by=colour")
     assert bad.status_code == 422 and bad.mimetype == "application/problem+json"
     assert member.get(f"/api/v1/budgets/{budget.id}/report/records?month=2026-13"
