@@ -31,11 +31,11 @@ against recorded ones. Hence:
 
 Sums run in SQL (one GROUP BY per report), on SQLite and PostgreSQL alike; money stays integer
 minor units in the budget's currency. This module reads the tables only: it writes nothing.
+The exports write names inert and amounts exact (``billing.spreadsheets``).
 """
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import io
 from dataclasses import dataclass, field
@@ -48,6 +48,7 @@ from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.orm import Session
 
 from billing.models.budgets import Budget, BudgetLine, BudgetRecord
+from billing.spreadsheets import append_row, csv_file
 from market.accounts.models import Organization
 from market.catalog.models import Dataset
 from market.catalog.taxonomy import SECTORS
@@ -452,15 +453,8 @@ def _table(report: BudgetReport) -> list[list[Any]]:
 
 def report_csv(report: BudgetReport) -> bytes:
     """The line report as CSV (UTF-8 with a BOM, so spreadsheet programs read the Chinese)."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerows(_header_rows(report))
-    writer.writerow([])
-    writer.writerow([_bilingual(h) for h in HEADINGS])
-    for row in _table(report):
-        writer.writerow(["" if v is None else (format(v, "f") if isinstance(v, Decimal) else v)
-                         for v in row])
-    return ("\ufeff" + out.getvalue()).encode("utf-8")
+    return csv_file([*_header_rows(report), [], [_bilingual(h) for h in HEADINGS],
+                     *_table(report)])
 
 
 def report_xlsx(report: BudgetReport) -> bytes:
@@ -471,17 +465,14 @@ def report_xlsx(report: BudgetReport) -> bytes:
     sheet = workbook.active
     sheet.title = f"FY{report.fiscal_year}"
     for values in _header_rows(report):
-        sheet.append(values)
+        append_row(sheet, values)
     sheet["A1"].font = Font(bold=True)
     sheet.append([])
-    sheet.append([_bilingual(h) for h in HEADINGS])
-    heading_row = sheet.max_row
+    heading_row = append_row(sheet, [_bilingual(h) for h in HEADINGS])
     for cell in sheet[heading_row]:
         cell.font = Font(bold=True)
-    table = _table(report)
-    for values in table:
-        sheet.append(values)
-        row = sheet.max_row
+    for values in _table(report):
+        row = append_row(sheet, values)
         for column in range(5, 9):
             sheet.cell(row=row, column=column).number_format = money_format
         sheet.cell(row=row, column=9).number_format = "0.00"
