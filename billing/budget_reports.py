@@ -59,7 +59,6 @@ GROUPINGS = ("line", "supplier", "sector", "dataset", "month")
 # A drill-down filter's value for the records that have no supplier, sector or dataset.
 NONE = "none"
 RECORDS_PER_PAGE = 50
-MAX_RECORDS_PER_PAGE = 500
 
 # The source of the releases the daily usage posting writes (see the module notes).
 USAGE_SOURCE = "usage"
