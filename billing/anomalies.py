@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from market import audit
 from market.accounts.authz import Principal
 from market.errors import Forbidden
+from market.keyset import Keyset, desc
 from billing.models import PaymentAnomaly
 
 # The kinds of finding, for finance to read.
@@ -56,11 +57,9 @@ def record(session: Session, kind: str, *, object_ref: str | None, message: str,
     return anomaly
 
 
-def list_anomalies(session: Session, principal: Principal, *, limit: int = 200
-                   ) -> list[PaymentAnomaly]:
+def list_anomalies(session: Session, principal: Principal) -> Keyset[PaymentAnomaly]:
     """The newest findings first; the platform's staff only (they span every organization)."""
     if "platform" not in principal.org_roles:
         raise Forbidden("Payment anomalies cover the whole platform: its staff only.")
-    return list(session.scalars(select(PaymentAnomaly)
-                                .order_by(PaymentAnomaly.created_at.desc(),
-                                          PaymentAnomaly.id.desc()).limit(limit)))
+    return Keyset(session, select(PaymentAnomaly),
+                  [desc(PaymentAnomaly.created_at), desc(PaymentAnomaly.id)])

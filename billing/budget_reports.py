@@ -31,11 +31,11 @@ against recorded ones. Hence:
 
 Sums run in SQL (one GROUP BY per report), on SQLite and PostgreSQL alike; money stays integer
 minor units in the budget's currency. This module reads the tables only: it writes nothing.
+The exports write names inert and amounts exact (``billing.spreadsheets``).
 """
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import io
 from dataclasses import dataclass, field
@@ -48,16 +48,17 @@ from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.orm import Session
 
 from billing.models.budgets import Budget, BudgetLine, BudgetRecord
+from billing.spreadsheets import append_row, csv_file
 from market.accounts.models import Organization
 from market.catalog.models import Dataset
 from market.catalog.taxonomy import SECTORS
+from market.keyset import Keyset, desc
 from pricing.money import Money, minor_units
 
 GROUPINGS = ("line", "supplier", "sector", "dataset", "month")
 # A drill-down filter's value for the records that have no supplier, sector or dataset.
 NONE = "none"
 RECORDS_PER_PAGE = 50
-MAX_RECORDS_PER_PAGE = 500
 
 # The source of the releases the daily usage posting writes (see the module notes).
 USAGE_SOURCE = "usage"
@@ -298,37 +299,47 @@ DRILL_FILTERS = ("line", "supplier", "sector", "dataset", "month")
 
 
 @dataclass(frozen=True)
-class RecordPage:
-    """The records behind a figure: one page of them, newest first, and the sums of all."""
+class RecordSums:
+    """What the records behind a figure add up to: all of them, whichever page is shown."""
 
     filters: dict[str, str]
-    records: list[BudgetRecord]
     total: int
     committed_minor: int
     spent_minor: int
-    page: int
-    per_page: int
     currency: str
     lines: dict[int, BudgetLine] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"filters": self.filters, "total": self.total,
+                "committed": _money(self.committed_minor, self.currency),
+                "spent": _money(self.spent_minor, self.currency)}
+
+    def record(self, r: BudgetRecord) -> dict[str, Any]:
+        line = self.lines.get(r.line_id)
+        return {"id": r.id, "line_id": r.line_id, "line_code": line.code if line else None,
+                "kind": r.kind, "amount": _money(r.amount_minor, r.currency),
+                "currency": r.currency, "order_id": r.order_id, "dataset_id": r.dataset_id,
+                "supplier_id": r.supplier_id, "sector": r.sector, "month": r.month,
+                "source": r.source, "reference": r.reference, "note": r.note,
+                "occurred_at": r.occurred_at.isoformat()}
+
+
+@dataclass(frozen=True)
+class RecordPage(RecordSums):
+    """The records behind a figure: one numbered page of them, newest first, and the sums of
+    all (the storefront's drill-down; the API pages by cursor, ``matching_records``)."""
+
+    records: list[BudgetRecord] = field(default_factory=list)
+    page: int = 1
+    per_page: int = RECORDS_PER_PAGE
 
     @property
     def pages(self) -> int:
         return max(1, -(-self.total // self.per_page))
 
     def to_dict(self) -> dict[str, Any]:
-        def record(r: BudgetRecord) -> dict[str, Any]:
-            line = self.lines.get(r.line_id)
-            return {"id": r.id, "line_id": r.line_id, "line_code": line.code if line else None,
-                    "kind": r.kind, "amount": _money(r.amount_minor, r.currency),
-                    "currency": r.currency, "order_id": r.order_id, "dataset_id": r.dataset_id,
-                    "supplier_id": r.supplier_id, "sector": r.sector, "month": r.month,
-                    "source": r.source, "reference": r.reference, "note": r.note,
-                    "occurred_at": r.occurred_at.isoformat()}
-        return {"filters": self.filters, "total": self.total, "page": self.page,
-                "per_page": self.per_page, "pages": self.pages,
-                "committed": _money(self.committed_minor, self.currency),
-                "spent": _money(self.spent_minor, self.currency),
-                "records": [record(r) for r in self.records]}
+        return {**super().to_dict(), "page": self.page, "per_page": self.per_page,
+                "pages": self.pages, "records": [self.record(r) for r in self.records]}
 
 
 def _filter_clauses(filters: dict[str, str]) -> list[ColumnElement[bool]]:
@@ -352,24 +363,46 @@ def _filter_clauses(filters: dict[str, str]) -> list[ColumnElement[bool]]:
     return clauses
 
 
-def budget_records(session: Session, budget: Budget, filters: dict[str, str], *, page: int = 1,
-                   per_page: int = RECORDS_PER_PAGE) -> RecordPage:
-    """The budget's records matching every filter (``DRILL_FILTERS``; ``none`` matches an empty
-    supplier, sector or dataset), newest first, one page; the sums cover all of them, so they
-    equal the figure the drill-down came from."""
-    filters = {name: value for name, value in filters.items() if value not in (None, "")}
-    where = [_of_budget(budget), *_filter_clauses(filters)]
+NEWEST_FIRST = (desc(BudgetRecord.occurred_at), desc(BudgetRecord.id))
+
+
+def _matching(budget: Budget, filters: dict[str, str]) -> list[ColumnElement[bool]]:
+    return [_of_budget(budget), *_filter_clauses(_given(filters))]
+
+
+def _given(filters: dict[str, str]) -> dict[str, str]:
+    return {name: value for name, value in filters.items() if value not in (None, "")}
+
+
+def record_sums(session: Session, budget: Budget, filters: dict[str, str]) -> RecordSums:
+    """How many of the budget's records match every filter (``DRILL_FILTERS``; ``none``
+    matches an empty supplier, sector or dataset) and what they sum to: the figure the
+    drill-down came from."""
     total, committed, spent = session.execute(
-        select(func.count(BudgetRecord.id), _committed_sum(), _spent_sum()).where(*where)).one()
-    records = list(session.scalars(
-        select(BudgetRecord).where(*where)
-        .order_by(BudgetRecord.occurred_at.desc(), BudgetRecord.id.desc())
-        .limit(per_page).offset((page - 1) * per_page)))
+        select(func.count(BudgetRecord.id), _committed_sum(), _spent_sum())
+        .where(*_matching(budget, filters))).one()
     lines = {line.id: line for line in session.scalars(
         select(BudgetLine).where(BudgetLine.budget_id == budget.id))}
-    return RecordPage(filters=filters, records=records, total=int(total),
-                      committed_minor=int(committed), spent_minor=int(spent), page=page,
-                      per_page=per_page, currency=budget.currency, lines=lines)
+    return RecordSums(filters=_given(filters), total=int(total), committed_minor=int(committed),
+                      spent_minor=int(spent), currency=budget.currency, lines=lines)
+
+
+def matching_records(session: Session, budget: Budget, filters: dict[str, str]
+                     ) -> Keyset[BudgetRecord]:
+    """The budget's records matching every filter, newest first."""
+    return Keyset(session, select(BudgetRecord).where(*_matching(budget, filters)), NEWEST_FIRST)
+
+
+def budget_records(session: Session, budget: Budget, filters: dict[str, str], *, page: int = 1,
+                   per_page: int = RECORDS_PER_PAGE) -> RecordPage:
+    """The records matching every filter, newest first, one numbered page, with the sums of
+    all of them (``record_sums``)."""
+    sums = record_sums(session, budget, filters)
+    records = list(session.scalars(
+        select(BudgetRecord).where(*_matching(budget, filters))
+        .order_by(BudgetRecord.occurred_at.desc(), BudgetRecord.id.desc())
+        .limit(per_page).offset((page - 1) * per_page)))
+    return RecordPage(**vars(sums), records=records, page=page, per_page=per_page)
 
 
 # Exports ----------------------------------------------------------------------------------------
@@ -419,15 +452,8 @@ def _table(report: BudgetReport) -> list[list[Any]]:
 
 def report_csv(report: BudgetReport) -> bytes:
     """The line report as CSV (UTF-8 with a BOM, so spreadsheet programs read the Chinese)."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerows(_header_rows(report))
-    writer.writerow([])
-    writer.writerow([_bilingual(h) for h in HEADINGS])
-    for row in _table(report):
-        writer.writerow(["" if v is None else (format(v, "f") if isinstance(v, Decimal) else v)
-                         for v in row])
-    return ("\ufeff" + out.getvalue()).encode("utf-8")
+    return csv_file([*_header_rows(report), [], [_bilingual(h) for h in HEADINGS],
+                     *_table(report)])
 
 
 def report_xlsx(report: BudgetReport) -> bytes:
@@ -438,17 +464,14 @@ def report_xlsx(report: BudgetReport) -> bytes:
     sheet = workbook.active
     sheet.title = f"FY{report.fiscal_year}"
     for values in _header_rows(report):
-        sheet.append(values)
+        append_row(sheet, values)
     sheet["A1"].font = Font(bold=True)
     sheet.append([])
-    sheet.append([_bilingual(h) for h in HEADINGS])
-    heading_row = sheet.max_row
+    heading_row = append_row(sheet, [_bilingual(h) for h in HEADINGS])
     for cell in sheet[heading_row]:
         cell.font = Font(bold=True)
-    table = _table(report)
-    for values in table:
-        sheet.append(values)
-        row = sheet.max_row
+    for values in _table(report):
+        row = append_row(sheet, values)
         for column in range(5, 9):
             sheet.cell(row=row, column=column).number_format = money_format
         sheet.cell(row=row, column=9).number_format = "0.00"

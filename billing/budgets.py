@@ -57,6 +57,7 @@ from market.accounts.models import Organization
 from market.catalog.models import Dataset
 from market.db import business_calendar, utcnow
 from market.errors import Conflict, InvalidInput, NotFound
+from market.keyset import Keyset, asc, desc
 from billing.models import (
     Budget, BudgetAlert, BudgetAmendment, BudgetLine, BudgetRecord, Order,
     Refund, UsageEvent,
@@ -81,10 +82,11 @@ def money_text(minor: int, currency: str) -> str:
 
 # Reading ----------------------------------------------------------------------------------------
 
-def list_budgets(session: Session, principal: Principal) -> list[Budget]:
-    return list(session.scalars(select(Budget).where(
-        Budget.organization_id == principal.organization_id)
-        .order_by(Budget.fiscal_year.desc(), Budget.currency)))
+def list_budgets(session: Session, principal: Principal) -> Keyset[Budget]:
+    """The organization's budgets, the latest fiscal year first."""
+    return Keyset(session, select(Budget).where(
+        Budget.organization_id == principal.organization_id),
+        [desc(Budget.fiscal_year), asc(Budget.currency), asc(Budget.id)])
 
 
 def get_budget(session: Session, principal: Principal, budget_id: int) -> Budget:
@@ -107,7 +109,7 @@ def get_line(session: Session, principal: Principal, line_id: int, *,
 def line_records(session: Session, principal: Principal, line_id: int, *,
                  kind: str | None = None, month: str | None = None,
                  dataset_id: int | None = None, supplier_id: int | None = None,
-                 sector: str | None = None, limit: int = 500) -> list[BudgetRecord]:
+                 sector: str | None = None) -> Keyset[BudgetRecord]:
     """The records behind a line's figures, newest first, filtered by any dimension."""
     line = get_line(session, principal, line_id)
     query = select(BudgetRecord).where(BudgetRecord.line_id == line.id)
@@ -117,8 +119,7 @@ def line_records(session: Session, principal: Principal, line_id: int, *,
                           (BudgetRecord.sector, sector)):
         if value is not None:
             query = query.where(column == value)
-    return list(session.scalars(query.order_by(BudgetRecord.occurred_at.desc(),
-                                               BudgetRecord.id.desc()).limit(limit)))
+    return Keyset(session, query, [desc(BudgetRecord.occurred_at), desc(BudgetRecord.id)])
 
 
 def amendments_of(session: Session, line: BudgetLine) -> list[BudgetAmendment]:

@@ -29,6 +29,7 @@ from market.accounts.authz import Principal, refuse_party
 from market.accounts.models import Organization
 from market.db import utcnow
 from market.errors import Conflict, Forbidden, InvalidInput, NotFound
+from market.keyset import Keyset, asc, desc
 from billing import orders
 from billing.models import CreditLine, CreditLineChange
 from pricing.money import Money
@@ -228,18 +229,20 @@ def close_credit_line(session: Session, principal: Principal, credit_line_id: in
     return change
 
 
-def list_credit_lines(session: Session, principal: Principal) -> list[CreditLine]:
+def list_credit_lines(session: Session, principal: Principal) -> Keyset[CreditLine]:
+    """Every credit line, oldest first."""
     _require_platform_finance(principal)
-    return list(session.scalars(select(CreditLine).order_by(CreditLine.id)))
+    return Keyset(session, select(CreditLine), [asc(CreditLine.id)])
 
 
-def list_changes(session: Session, principal: Principal, *, status: str | None = None,
-                 limit: int = 200) -> list[CreditLineChange]:
+def list_changes(session: Session, principal: Principal, *, status: str | None = None
+                 ) -> Keyset[CreditLineChange]:
+    """Credit line changes, newest first, of one status or all."""
     _require_platform_finance(principal)
-    query = select(CreditLineChange).order_by(CreditLineChange.id.desc()).limit(limit)
+    query = select(CreditLineChange)
     if status is not None:
         query = query.where(CreditLineChange.status == status)
-    return list(session.scalars(query))
+    return Keyset(session, query, [desc(CreditLineChange.id)])
 
 
 def approval_threshold(settings, currency: str) -> Money | None:

@@ -49,6 +49,7 @@ from market.catalog.services import current_supply_chain
 from market.catalog.taxonomy import MODALITIES, SECTORS
 from market.db import utcnow
 from market.errors import Conflict, Forbidden, InvalidInput, NotFound
+from market.keyset import Keyset, asc, desc
 from billing import certificates
 from billing.context import BillingSettings
 from billing.models import Deal, DealQuote, Demand, Entitlement, Order
@@ -173,13 +174,14 @@ def post_demand(session: Session, principal: Principal, values: Mapping[str, Any
     return demand
 
 
-def list_own_demands(session: Session, principal: Principal) -> list[Demand]:
-    return list(session.scalars(select(Demand).where(
-        Demand.organization_id == principal.organization_id).order_by(Demand.id.desc())))
+def list_own_demands(session: Session, principal: Principal) -> Keyset[Demand]:
+    """The organization's demands, newest first."""
+    return Keyset(session, select(Demand).where(
+        Demand.organization_id == principal.organization_id), [desc(Demand.id)])
 
 
 def list_open_demands(session: Session, principal: Principal, *, sector: str | None = None,
-                      modality: str | None = None) -> list[Demand]:
+                      modality: str | None = None) -> Keyset[Demand]:
     """Demands suppliers may quote on: open, deadline not passed, not the caller's own."""
     query = select(Demand).where(Demand.status == "open",
                                  Demand.deadline >= utcnow().date(),
@@ -188,7 +190,7 @@ def list_open_demands(session: Session, principal: Principal, *, sector: str | N
         query = query.where(Demand.sector == sector)
     if modality:
         query = query.where(Demand.modality == modality)
-    return list(session.scalars(query.order_by(Demand.deadline, Demand.id)))
+    return Keyset(session, query, [asc(Demand.deadline), asc(Demand.id)])
 
 
 def _own_quote(demand: Demand, organization_id: int) -> DealQuote | None:

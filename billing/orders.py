@@ -27,6 +27,7 @@ from market.catalog.models import Dataset, ListingStatus, Offer, SupplyChainShar
 from market.catalog.services import current_supply_chain
 from market.db import utcnow
 from market.errors import Conflict, InvalidInput, NotFound
+from market.keyset import Keyset, desc
 from market.accounts.models import Organization  # the buyer's verified tax status
 from billing import budgets
 from billing.models import Order, OrderLine
@@ -321,10 +322,11 @@ def get_order(session: Session, principal: Principal, order_id: int, *,
     return order
 
 
-def list_orders(session: Session, principal: Principal, *, limit: int = 100) -> list[Order]:
-    return list(session.scalars(select(Order).where(
-        Order.organization_id == principal.organization_id,
-        Order.status != "scheduled").order_by(Order.id.desc()).limit(limit)))
+def list_orders(session: Session, principal: Principal) -> Keyset[Order]:
+    """The organization's orders, newest first (a renewal not yet due is not one yet)."""
+    return Keyset(session, select(Order).where(
+        Order.organization_id == principal.organization_id, Order.status != "scheduled"),
+        [desc(Order.id)])
 
 
 def cancel_order(session: Session, principal: Principal, order: Order) -> Order:

@@ -41,6 +41,7 @@ from market.audit import SYSTEM, Actor
 from market.catalog.models import Listing
 from market.db import Database, business_calendar, utcnow
 from market.errors import Conflict, InvalidInput, MarketError, NotFound
+from market.keyset import Keyset, asc
 from billing import certificates, entitlements
 from billing.context import BillingSettings
 from billing.ledger import Line, Purpose, get_account, post
@@ -526,6 +527,14 @@ def finance_may_act(session: Session, principal: Principal, order: Order) -> Non
     raise NotFound("No such order.")
 
 
+def _finance_sees(session: Session, principal: Principal, order: Order) -> bool:
+    try:
+        finance_may_act(session, principal, order)
+    except NotFound:
+        return False
+    return True
+
+
 def get_invoice(session: Session, principal: Principal, invoice_id: int, *,
                 as_finance: bool = False, for_update: bool = False) -> Invoice:
     query = select(Invoice).where(Invoice.id == invoice_id)
@@ -704,18 +713,13 @@ def reject_bank_receipt(session: Session, principal: Principal, receipt: BankRec
     return receipt
 
 
-def pending_receipts(session: Session, principal: Principal) -> list[BankReceipt]:
-    """Receipts awaiting a second person, that this principal's finance may see."""
+def pending_receipts(session: Session, principal: Principal) -> Keyset[BankReceipt]:
+    """Receipts awaiting a second person, that this principal's finance may see, oldest
+    first."""
     authorize(principal, "payments:manage")
-    visible = []
-    for receipt in session.scalars(select(BankReceipt).where(
-            BankReceipt.status == "pending_approval").order_by(BankReceipt.id)):
-        try:
-            finance_may_act(session, principal, receipt.invoice.order)
-        except NotFound:
-            continue
-        visible.append(receipt)
-    return visible
+    return Keyset(session, select(BankReceipt).where(BankReceipt.status == "pending_approval"),
+                  [asc(BankReceipt.id)],
+                  keep=lambda receipt: _finance_sees(session, principal, receipt.invoice.order))
 
 
 def get_payment_for_finance(session: Session, principal: Principal, payment_id: int, *,
@@ -728,18 +732,12 @@ def get_payment_for_finance(session: Session, principal: Principal, payment_id: 
     return payment
 
 
-def open_invoices(session: Session, principal: Principal) -> list[Invoice]:
-    """Invoices awaiting money, for finance (the platform's: all; an exchange's: its own)."""
-    invoices = session.scalars(select(Invoice).where(
-        Invoice.status.in_(("open", "partially_paid"))).order_by(Invoice.due_on, Invoice.id))
-    visible = []
-    for invoice in invoices:
-        try:
-            finance_may_act(session, principal, invoice.order)
-        except NotFound:
-            continue
-        visible.append(invoice)
-    return visible
+def open_invoices(session: Session, principal: Principal) -> Keyset[Invoice]:
+    """Invoices awaiting money, for finance (the platform's: all; an exchange's: its own), the
+    soonest due first."""
+    return Keyset(session, select(Invoice).where(Invoice.status.in_(("open", "partially_paid"))),
+                  [asc(Invoice.due_on), asc(Invoice.id)],
+                  keep=lambda invoice: _finance_sees(session, principal, invoice.order))
 
 
 # The scheduled reconciliation ---------------------------------------------------------------------

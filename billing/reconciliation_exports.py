@@ -14,27 +14,24 @@ processor difference and the ``difference`` (the identity's left side less its r
 reader who does not add up.
 
 Amounts come from the reconciliation's integer minor units through ``Money``: decimal strings in
-CSV, numeric cells holding the exact decimal digits in XLSX (``exact_amount``; never a float).
-Text that came from users (organization names) is made inert for spreadsheets: control characters
-(carriage return included) are replaced, and a cell that would start a formula (``=``, ``+``,
-``-``, ``@``, tab) is prefixed with an apostrophe and written as text.
+CSV, numeric cells holding the exact decimal digits in XLSX (never a float). Text that came from
+users (organization names) is made inert for spreadsheets, as in every export
+(``billing.spreadsheets``).
 """
 
 from __future__ import annotations
 
-import csv
 import io
-import re
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Iterator, Mapping
 
 from openpyxl import Workbook
-from openpyxl.cell.cell import TYPE_STRING
 from openpyxl.styles import Font
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from billing.spreadsheets import append_row, csv_file
 from market.accounts.models import Organization
 from pricing.money import Money, minor_units
 
@@ -115,21 +112,6 @@ def bilingual(key: str, labels: Mapping[str, tuple[str, str]] = LABELS) -> str:
     return f"{zh} / {en}"
 
 
-# Text that a spreadsheet reads as inert ---------------------------------------------------------
-
-# Every control character but tab and line feed (XML cannot hold most, and reads CR as LF).
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-_FORMULA_START = ("=", "+", "-", "@", "\t")
-
-
-def safe_text(value: str) -> str:
-    """``value`` with control characters replaced by U+FFFD (XLSX cannot hold them) and an
-    apostrophe before a leading formula character, so a name like ``=HYPERLINK(...)`` is shown
-    as the text it is and never evaluated."""
-    value = _CONTROL.sub("\ufffd", value)
-    return "'" + value if value.startswith(_FORMULA_START) else value
-
-
 # The rows ---------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -197,49 +179,18 @@ def _header(figures: Mapping[str, Any]) -> list[list[str]]:
 
 
 def _term_cells(row: TermRow) -> list:
-    return [row.currency, row.term, row.item,
-            "" if row.organization_id is None else row.organization_id,
-            safe_text(row.organization), row.amount]
+    return [row.currency, row.term, row.item, row.organization_id, row.organization,
+            row.amount]
 
 
 def reconciliation_csv(figures: Mapping[str, Any], names: Mapping[int, str]) -> bytes:
     """The reconciliation as CSV in UTF-8 with a byte-order mark: a header, the identity's
     terms, then the totals and checks; the two tables are each introduced by a title row."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerows(_header(figures))
-    writer.writerow([])
-    writer.writerow([bilingual("terms")])
-    writer.writerow(TERM_HEADER)
-    for row in term_rows(figures, names):
-        cells = _term_cells(row)
-        cells[-1] = format(row.amount, "f")
-        writer.writerow(cells)
-    writer.writerow([])
-    writer.writerow([bilingual("summary")])
-    writer.writerow(SUMMARY_HEADER)
-    for currency, key, item, amount in summary_rows(figures, names):
-        writer.writerow([currency, key, safe_text(item), format(amount, "f")])
-    return out.getvalue().encode("utf-8-sig")
-
-
-def exact_amount(cell, amount: Decimal, currency: str) -> None:
-    """Write ``amount`` into a numeric cell as its exact decimal digits.
-
-    openpyxl writes a number (a ``Decimal`` too) through ``"%.16g"`` of a float, so 96.90 is
-    stored as 96.90000000000001; given text with the numeric type it stores the text as it
-    is, which is what a reader of the file should find."""
-    cell.value = format(amount, "f")
-    cell.data_type = "n"
-    cell.number_format = _number_format(currency)
-
-
-def _text_cells(sheet, row: int, columns: range) -> None:
-    """Cells holding user text stay text, whatever they start with."""
-    for column in columns:
-        cell = sheet.cell(row=row, column=column)
-        if isinstance(cell.value, str):
-            cell.data_type = TYPE_STRING
+    return csv_file([
+        *_header(figures), [], [bilingual("terms")], TERM_HEADER,
+        *(_term_cells(row) for row in term_rows(figures, names)),
+        [], [bilingual("summary")], SUMMARY_HEADER,
+        *summary_rows(figures, names)])
 
 
 def reconciliation_xlsx(figures: Mapping[str, Any], names: Mapping[int, str]) -> bytes:
@@ -250,29 +201,24 @@ def reconciliation_xlsx(figures: Mapping[str, Any], names: Mapping[int, str]) ->
     terms = workbook.active
     terms.title = "terms"
     for row in _header(figures):
-        terms.append(row)
-        terms.cell(row=terms.max_row, column=1).font = bold
+        terms.cell(row=append_row(terms, row), column=1).font = bold
     terms.append([])
-    terms.append([bilingual(c) for c in TERM_HEADER])
-    terms.append(list(TERM_HEADER))
-    for cell in terms[terms.max_row]:
+    append_row(terms, [bilingual(c) for c in TERM_HEADER])
+    for cell in terms[append_row(terms, TERM_HEADER)]:
         cell.font = bold
     for row in term_rows(figures, names):
-        terms.append(_term_cells(row))
-        _text_cells(terms, terms.max_row, range(1, 6))
-        exact_amount(terms.cell(row=terms.max_row, column=6), row.amount, row.currency)
+        number = append_row(terms, _term_cells(row))
+        terms.cell(row=number, column=6).number_format = _number_format(row.currency)
     for letter, width in zip("ABCDEF", (26, 18, 20, 16, 36, 16)):
         terms.column_dimensions[letter].width = width
 
     summary = workbook.create_sheet("summary")
-    summary.append([bilingual(c) for c in SUMMARY_HEADER])
-    summary.append(list(SUMMARY_HEADER))
-    for cell in summary[summary.max_row]:
+    append_row(summary, [bilingual(c) for c in SUMMARY_HEADER])
+    for cell in summary[append_row(summary, SUMMARY_HEADER)]:
         cell.font = bold
     for currency, key, item, amount in summary_rows(figures, names):
-        summary.append([currency, key, safe_text(item), amount])
-        _text_cells(summary, summary.max_row, range(1, 4))
-        exact_amount(summary.cell(row=summary.max_row, column=4), amount, currency)
+        number = append_row(summary, [currency, key, item, amount])
+        summary.cell(row=number, column=4).number_format = _number_format(currency)
     for letter, width in zip("ABCD", (12, 24, 36, 16)):
         summary.column_dimensions[letter].width = width
     out = io.BytesIO()

@@ -3,14 +3,15 @@
 Pure functions of a statement and the parties it names; they read no database and no request
 (``parties_of`` alone loads those parties, for the views).
 Amounts come from the statement's integer minor units through ``Money``, so they are exact
-decimals everywhere: decimal strings in CSV, numeric cells with the currency's decimal places
-in XLSX (openpyxl writes a ``Decimal`` as its exact digits), text in the PDF. Every heading is
-bilingual (中文 / English), since the same file goes to participants in and outside China.
+decimals everywhere: decimal strings in CSV, numeric cells holding the exact digits with the
+currency's decimal places in XLSX, text in the PDF. Names, descriptions and references are
+written inert in CSV and XLSX (``billing.spreadsheets``) and printable in the PDF. Every
+heading is bilingual (中文 / English), since the same file goes to participants in and outside
+China.
 """
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import zipfile
@@ -33,6 +34,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from billing.models.statements import SettlementStatement
+from billing.spreadsheets import append_row, csv_file, printable
 from market.accounts.models import Organization, OrganizationRole
 from market.catalog.models import Dataset
 from pricing.money import Money, minor_units
@@ -152,10 +154,6 @@ def _amount(minor: int | None, currency: str) -> Decimal | None:
     return None if minor is None else Money.from_minor(minor, currency).amount
 
 
-def _text(amount: Decimal | None) -> str:
-    return "" if amount is None else format(amount, "f")
-
-
 def _dataset(parties: StatementParties, dataset_id: int | None) -> str:
     if dataset_id is None:
         return ""
@@ -199,17 +197,9 @@ def _total_values(statement: SettlementStatement) -> list[tuple[str, Decimal]]:
 
 def statement_csv(statement: SettlementStatement, parties: StatementParties) -> bytes:
     """The statement as CSV in UTF-8 with a byte-order mark, so spreadsheets read the Chinese."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerows(_header_rows(statement, parties))
-    writer.writerow([])
-    writer.writerow([bilingual(c) for c in LINE_COLUMNS])
-    for values in _line_values(statement, parties):
-        writer.writerow([*values[:5], _text(values[5]), _text(values[6])])
-    writer.writerow([])
-    for label, amount in _total_values(statement):
-        writer.writerow([label, _text(amount)])
-    return out.getvalue().encode("utf-8-sig")
+    return csv_file([*_header_rows(statement, parties), [],
+                     [bilingual(c) for c in LINE_COLUMNS], *_line_values(statement, parties),
+                     [], *_total_values(statement)])
 
 
 def _number_format(currency: str) -> str:
@@ -225,22 +215,19 @@ def statement_xlsx(statement: SettlementStatement, parties: StatementParties) ->
     bold = Font(bold=True)
     number_format = _number_format(statement.currency)
     for row in _header_rows(statement, parties):
-        sheet.append(row)
-        sheet.cell(row=sheet.max_row, column=1).font = bold
+        sheet.cell(row=append_row(sheet, row), column=1).font = bold
     sheet.append([])
-    sheet.append([bilingual(c) for c in LINE_COLUMNS])
-    for cell in sheet[sheet.max_row]:
+    for cell in sheet[append_row(sheet, [bilingual(c) for c in LINE_COLUMNS])]:
         cell.font = bold
     for values in _line_values(statement, parties):
-        sheet.append(list(values))
-        row = sheet.max_row
+        row = append_row(sheet, values)
         for column in (6, 7):
             sheet.cell(row=row, column=column).number_format = number_format
     sheet.append([])
     for label, amount in _total_values(statement):
-        sheet.append([label, amount])
-        sheet.cell(row=sheet.max_row, column=1).font = bold
-        sheet.cell(row=sheet.max_row, column=2).number_format = number_format
+        row = append_row(sheet, [label, amount])
+        sheet.cell(row=row, column=1).font = bold
+        sheet.cell(row=row, column=2).number_format = number_format
     for letter, width in zip("ABCDEFG", (30, 22, 20, 28, 48, 14, 14)):
         sheet.column_dimensions[letter].width = width
     out = io.BytesIO()
@@ -266,10 +253,10 @@ def statement_pdf(statement: SettlementStatement, parties: StatementParties) -> 
     currency = statement.currency
 
     def p(value: str, style=text) -> Paragraph:
-        return Paragraph(escape(value), style)
+        return Paragraph(escape(printable(value)), style)
 
     def fixed(value: str) -> Paragraph:
-        return Paragraph(f'<font name="{FIXED_FONT}">{escape(value)}</font>', text)
+        return Paragraph(f'<font name="{FIXED_FONT}">{escape(printable(value))}</font>', text)
 
     def money(amount: Decimal | None) -> Paragraph:
         return fixed(f"{amount:,.{minor_units(currency)}f}" if amount is not None else "")
@@ -277,9 +264,10 @@ def statement_pdf(statement: SettlementStatement, parties: StatementParties) -> 
     def party(value: Party | None) -> Paragraph:
         if value is None:
             return p(bilingual("none"))
-        registration = (f' <font name="{FIXED_FONT}">{escape(value.registration_number)}</font>'
+        registration = (f' <font name="{FIXED_FONT}">'
+                        f'{escape(printable(value.registration_number))}</font>'
                         if value.registration_number else "")
-        return Paragraph(escape(value.name) + registration, text)
+        return Paragraph(escape(printable(value.name)) + registration, text)
 
     grid = TableStyle([("GRID", (0, 0), (-1, -1), 0.25, colors.grey),
                        ("VALIGN", (0, 0), (-1, -1), "TOP"),

@@ -65,6 +65,7 @@ from market.audit import SYSTEM, AuditEntry
 from market.catalog.models import Dataset, Listing, SupplyChainRevision, SupplyChainShare
 from market.db import business_calendar, insert_rows, utcnow
 from market.errors import Conflict, Forbidden, InvalidInput, NotFound
+from market.keyset import Keyset, asc, desc
 from pricing.money import Money
 
 PERIOD_PATTERN = r"\d{4}-(0[1-9]|1[0-2])"
@@ -919,25 +920,26 @@ def verify_statements(session: Session, public_key: Any = None) -> list[tuple[in
 # Queries ----------------------------------------------------------------------------------------
 
 def list_statements(session: Session, principal: Principal, *, period: str | None = None
-                    ) -> list[SettlementStatement]:
+                    ) -> Keyset[SettlementStatement]:
     """A participant's own statements, newest first; for exchange and platform staff, the
-    review queue: the statements they review (and their own), by due date."""
+    review queue: the statements they review (and their own), by due date (drafts, due on no
+    date yet, last)."""
     authorize(principal, "billing:read")
     query = select(SettlementStatement)
     if period is not None:
         period_bounds(period)
         query = query.where(SettlementStatement.period == period)
+    by_due_date = [asc(SettlementStatement.review_due_on), asc(SettlementStatement.id)]
     if "platform" in principal.org_roles:
-        return list(session.scalars(query.order_by(
-            SettlementStatement.review_due_on, SettlementStatement.id)))
+        return Keyset(session, query, by_due_date)
     if "exchange" in principal.org_roles:
-        return list(session.scalars(query.where(or_(
+        return Keyset(session, query.where(or_(
             SettlementStatement.exchange_id == principal.organization_id,
-            SettlementStatement.organization_id == principal.organization_id))
-            .order_by(SettlementStatement.review_due_on, SettlementStatement.id)))
-    return list(session.scalars(query.where(
-        SettlementStatement.organization_id == principal.organization_id)
-        .order_by(SettlementStatement.period.desc(), SettlementStatement.currency)))
+            SettlementStatement.organization_id == principal.organization_id)), by_due_date)
+    return Keyset(session, query.where(
+        SettlementStatement.organization_id == principal.organization_id),
+        [desc(SettlementStatement.period), asc(SettlementStatement.currency),
+         asc(SettlementStatement.id)])
 
 
 def participant_history(session: Session, principal: Principal, organization_id: int

@@ -35,6 +35,7 @@ from market.audit import SYSTEM, Actor
 from market.catalog.models import Offer
 from market.db import utcnow
 from market.errors import Conflict, InvalidInput, MarketError, NotFound
+from market.keyset import Keyset, desc
 from billing import budgets, jobs, orders, payments
 from billing.context import BillingSettings
 from billing.models import Entitlement, Invoice, Order, Payment, Subscription, SubscriptionPeriod
@@ -78,10 +79,10 @@ def get_subscription(session: Session, principal: Principal, subscription_id: in
     return sub
 
 
-def list_subscriptions(session: Session, principal: Principal) -> list[Subscription]:
-    return list(session.scalars(select(Subscription).where(
-        Subscription.organization_id == principal.organization_id)
-        .order_by(Subscription.id.desc())))
+def list_subscriptions(session: Session, principal: Principal) -> Keyset[Subscription]:
+    """The organization's subscriptions, newest first."""
+    return Keyset(session, select(Subscription).where(
+        Subscription.organization_id == principal.organization_id), [desc(Subscription.id)])
 
 
 def _audit(session: Session, sub: Subscription, action: str, actor: Actor = SYSTEM,

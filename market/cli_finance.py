@@ -152,10 +152,10 @@ def credit_list(email: str) -> None:
     """Every credit line, then the changes waiting for a second approver."""
     with _database().session() as session:
         principal = _platform_finance(session, email)
-        for line in credit_lines.list_credit_lines(session, principal):
+        for line in credit_lines.list_credit_lines(session, principal).all():
             state = "closed" if line.suspended_at else "open"
             click.echo(f"credit line {line.id}: organization {line.organization_id} "
                        f"{Money.from_minor(line.used_minor, line.currency)} used of "
                        f"{Money.from_minor(line.limit_minor, line.currency)} ({state})")
-        for change in credit_lines.list_changes(session, principal, status="pending"):
+        for change in credit_lines.list_changes(session, principal, status="pending").all():
             click.echo(_describe(change))

@@ -7,18 +7,20 @@ from sqlalchemy import select, text
 
 from market.accounts import services as accounts
 from market.accounts.authz import Principal, get_owned
-from market.accounts.models import ApiKey, Invitation, Organization, User
+from market.accounts.models import ApiKey, Invitation, Membership, Organization, User
 from market.accounts.services import KeyLimits
 from market.api.blueprint import api
 from market.api.endpoint import Created
+from market.api.pagination import PageQuerySchema, page_request, page_schema
 from market.api.schemas import (
-    ApiKeyCreatedSchema, ApiKeyCreateSchema, ApiKeyListSchema, ApiKeySchema, ApiKeyUpdateSchema,
-    AccountSchema, AuditPageSchema, AuditQuerySchema, HealthSchema, InvitationAcceptSchema,
+    ApiKeyCreatedSchema, ApiKeyCreateSchema, ApiKeySchema, ApiKeyUpdateSchema,
+    AccountSchema, AuditEntrySchema, AuditQuerySchema, HealthSchema, InvitationAcceptSchema,
     InvitationCreatedSchema, InvitationCreateSchema, InvitationSchema, MemberSchema, MeSchema,
     OrganizationSchema, RegistrationConfirmSchema, RegistrationSchema, RegistrationSentSchema,
     TaxStatusSchema,
 )
 from market.audit import AuditEntry
+from market.keyset import Keyset, asc, desc
 from market.web import db_session, mail_registration, passwords
 
 ACCOUNT = ["Account"]
@@ -94,9 +96,14 @@ def set_tax_status(principal: Principal, organization_id: int, body: dict):
 
 @api.operation("/organizations/<int:organization_id>/members", "GET",
                summary="Members of an organization", permission="org:read",
-               response=MemberSchema, many=True, tags=ACCOUNT, errors=(404,))
-def list_members(principal: Principal, organization_id: int):
-    return get_owned(db_session(), Organization, organization_id, principal).memberships
+               query=PageQuerySchema, response=page_schema(MemberSchema), tags=ACCOUNT,
+               errors=(404,))
+def list_members(principal: Principal, organization_id: int, query: dict):
+    """In the order they joined."""
+    session = db_session()
+    org = get_owned(session, Organization, organization_id, principal)
+    return Keyset(session, select(Membership).where(Membership.organization_id == org.id),
+                  [asc(Membership.id)]).page(page_request(query))
 
 
 @api.operation("/organizations/<int:organization_id>/invitations", "POST",
@@ -129,12 +136,14 @@ class _NewInvitation:
 
 @api.operation("/organizations/<int:organization_id>/invitations", "GET",
                summary="Invitations of an organization", permission="members:manage",
-               response=InvitationSchema, many=True, tags=ACCOUNT, errors=(404,))
-def list_invitations(principal: Principal, organization_id: int):
+               query=PageQuerySchema, response=page_schema(InvitationSchema), tags=ACCOUNT,
+               errors=(404,))
+def list_invitations(principal: Principal, organization_id: int, query: dict):
+    """Newest first."""
     session = db_session()
     org = get_owned(session, Organization, organization_id, principal)
-    return session.scalars(select(Invitation).where(Invitation.organization_id == org.id)
-                           .order_by(Invitation.id.desc()).limit(200)).all()
+    return Keyset(session, select(Invitation).where(Invitation.organization_id == org.id),
+                  [desc(Invitation.id)]).page(page_request(query))
 
 
 @api.operation("/invitations/<int:invitation_id>/revoke", "POST",
@@ -158,12 +167,12 @@ def accept_invitation(principal: Principal, body: dict):
 
 
 @api.operation("/keys", "GET", summary="The organization's API keys", permission="keys:read",
-               response=ApiKeyListSchema, tags=KEYS)
-def list_keys(principal: Principal):
-    """Prefix, scopes, limits, created and last used; never the secret."""
-    keys = db_session().scalars(select(ApiKey).where(
-        ApiKey.organization_id == principal.organization_id).order_by(ApiKey.id)).all()
-    return {"items": keys}
+               query=PageQuerySchema, response=page_schema(ApiKeySchema), tags=KEYS)
+def list_keys(principal: Principal, query: dict):
+    """Prefix, scopes, limits, created and last used; never the secret. Oldest first."""
+    return Keyset(db_session(), select(ApiKey).where(
+        ApiKey.organization_id == principal.organization_id),
+        [asc(ApiKey.id)]).page(page_request(query))
 
 
 @api.operation("/keys", "POST", summary="Create an API key", permission="keys:manage",
@@ -215,15 +224,11 @@ def revoke_key(principal: Principal, key_id: int):
 
 
 @api.operation("/audit-log", "GET", summary="The organization's audit log",
-               permission="audit:read", query=AuditQuerySchema, response=AuditPageSchema,
-               tags=["Audit"])
+               permission="audit:read", query=AuditQuerySchema,
+               response=page_schema(AuditEntrySchema), tags=["Audit"])
 def audit_log(principal: Principal, query: dict):
-    """Entries in order, paged by ``after`` (a seq); each carries its chain hash."""
-    stmt = (select(AuditEntry).where(AuditEntry.organization_id == principal.organization_id,
-                                     AuditEntry.seq > query["after"])
-            .order_by(AuditEntry.seq).limit(query["limit"] + 1))
+    """Entries in the chain's order (by ``seq``); each carries its chain hash."""
+    stmt = select(AuditEntry).where(AuditEntry.organization_id == principal.organization_id)
     if query["action"]:
         stmt = stmt.where(AuditEntry.action == query["action"])
-    entries = db_session().scalars(stmt).all()
-    page = entries[:query["limit"]]
-    return {"items": page, "next_cursor": page[-1].seq if len(entries) > len(page) else None}
+    return Keyset(db_session(), stmt, [asc(AuditEntry.seq)]).page(page_request(query))

@@ -18,6 +18,7 @@ from market.api.billing_schemas import (
 )
 from market.api.blueprint import api
 from market.api.endpoint import Created
+from market.api.pagination import PageQuerySchema, page_request, page_schema
 from market.catalog import importer
 from market.catalog.models import DatasetVersion
 from market.errors import Conflict, Forbidden, NotFound
@@ -74,9 +75,10 @@ def buy_token_pack(principal: Principal, body: dict):
 
 
 @api.operation("/orders", "GET", summary="The organization's orders", permission="billing:read",
-               response=OrderSchema, many=True, tags=BUYING)
-def list_orders(principal: Principal):
-    return orders.list_orders(db_session(), principal)
+               query=PageQuerySchema, response=page_schema(OrderSchema), tags=BUYING)
+def list_orders(principal: Principal, query: dict):
+    """Newest first."""
+    return orders.list_orders(db_session(), principal).page(page_request(query))
 
 
 @api.operation("/orders/<int:order_id>", "GET", summary="An order", permission="billing:read",
@@ -234,9 +236,11 @@ def verify_certificate(number: str, query: dict):
 # Finance ----------------------------------------------------------------------------------------
 
 @api.operation("/finance/invoices", "GET", summary="Invoices awaiting bank transfers",
-               permission="payments:manage", response=InvoiceSchema, many=True, tags=FINANCE)
-def finance_invoices(principal: Principal):
-    return payments.open_invoices(db_session(), principal)
+               permission="payments:manage", query=PageQuerySchema,
+               response=page_schema(InvoiceSchema), tags=FINANCE)
+def finance_invoices(principal: Principal, query: dict):
+    """The soonest due first."""
+    return payments.open_invoices(db_session(), principal).page(page_request(query))
 
 
 @api.operation("/invoices/<int:invoice_id>/receipts", "POST",
@@ -257,10 +261,11 @@ def record_receipt(principal: Principal, invoice_id: int, body: dict):
 
 
 @api.operation("/finance/receipts", "GET", summary="Bank receipts awaiting a second person",
-               permission="payments:manage", response=BankReceiptSchema, many=True,
-               tags=FINANCE)
-def finance_pending_receipts(principal: Principal):
-    return payments.pending_receipts(db_session(), principal)
+               permission="payments:manage", query=PageQuerySchema,
+               response=page_schema(BankReceiptSchema), tags=FINANCE)
+def finance_pending_receipts(principal: Principal, query: dict):
+    """Oldest first."""
+    return payments.pending_receipts(db_session(), principal).page(page_request(query))
 
 
 @api.operation("/receipts/<int:receipt_id>/confirm", "POST", summary="Confirm a bank receipt "
@@ -316,9 +321,10 @@ def retry_refund(principal: Principal, refund_id: int):
 
 @api.operation("/finance/payment-anomalies", "GET", summary="What the payment processor "
                "reported that does not match what we asked for", permission="payments:manage",
-               response=PaymentAnomalySchema, many=True, tags=FINANCE, errors=(403,))
-def payment_anomalies(principal: Principal):
+               query=PageQuerySchema, response=page_schema(PaymentAnomalySchema), tags=FINANCE,
+               errors=(403,))
+def payment_anomalies(principal: Principal, query: dict):
     """Intents we did not create naming our payments, amounts that differ, refunds made
     outside the marketplace that cannot be booked: newest first, never applied. The
     platform's staff only (an exchange: 403)."""
-    return anomalies.list_anomalies(db_session(), principal)
+    return anomalies.list_anomalies(db_session(), principal).page(page_request(query))

@@ -10,6 +10,7 @@ from billing import budget_reports as reports
 from billing.models import Budget
 from market.accounts.authz import Principal
 from market.api.blueprint import api
+from market.api.pagination import PageQuerySchema, PageSchema, page_request
 from market.boundary import Month
 from market.errors import NotFound
 from market.web import db_session
@@ -23,7 +24,7 @@ class BudgetReportQuerySchema(Schema):
     by = fields.String(load_default="line", validate=validate.OneOf(reports.GROUPINGS))
 
 
-class BudgetRecordsQuerySchema(Schema):
+class BudgetRecordsQuerySchema(PageQuerySchema):
     line = fields.String(load_default=None, validate=validate.Regexp(r"^\d{1,9}$"))
     supplier = fields.String(load_default=None, validate=_ID_OR_NONE, metadata={
         "description": "The supplier organization's id; `none`: records without one."})
@@ -31,9 +32,6 @@ class BudgetRecordsQuerySchema(Schema):
                            metadata={"description": "A sector code; `none`: without one."})
     dataset = fields.String(load_default=None, validate=_ID_OR_NONE)
     month = Month(load_default=None)
-    page = fields.Integer(load_default=1, strict=False, validate=validate.Range(min=1))
-    per_page = fields.Integer(load_default=reports.RECORDS_PER_PAGE, validate=validate.Range(
-        min=1, max=reports.MAX_RECORDS_PER_PAGE))
 
 
 class ReportRowSchema(Schema):
@@ -84,15 +82,12 @@ class BudgetRecordSchema(Schema):
     occurred_at = fields.String()
 
 
-class BudgetRecordPageSchema(Schema):
+class BudgetRecordPageSchema(PageSchema):
+    items = fields.List(fields.Nested(BudgetRecordSchema), required=True)
     filters = fields.Dict()
-    total = fields.Integer()
-    page = fields.Integer()
-    per_page = fields.Integer()
-    pages = fields.Integer()
+    total = fields.Integer(metadata={"description": "Every matching record, on all pages."})
     committed = fields.String(metadata={"description": "Of every matching record, not the page."})
     spent = fields.String()
-    records = fields.List(fields.Nested(BudgetRecordSchema))
 
 
 def _budget(principal: Principal, budget_id: int) -> Budget:
@@ -118,11 +113,14 @@ def get_budget_report(principal: Principal, budget_id: int, query: dict):
                query=BudgetRecordsQuerySchema, response=BudgetRecordPageSchema, tags=BUDGETS,
                errors=(404,))
 def get_budget_records(principal: Principal, budget_id: int, query: dict):
-    """The records matching every filter given, newest first, a page at a time; ``committed``
-    and ``spent`` sum all of them, so they equal the report's figure."""
+    """The records matching every filter given, newest first, a page at a time; ``total``,
+    ``committed`` and ``spent`` count all of them, so they equal the report's figure."""
+    session, budget = db_session(), _budget(principal, budget_id)
     filters = {name: query[name] for name in reports.DRILL_FILTERS if query[name] is not None}
-    return reports.budget_records(db_session(), _budget(principal, budget_id), filters,
-                                  page=query["page"], per_page=query["per_page"]).to_dict()
+    sums = reports.record_sums(session, budget, filters)
+    page = reports.matching_records(session, budget, filters).page(page_request(query))
+    return {**sums.to_dict(), "items": [sums.record(record) for record in page.items],
+            "next_cursor": page.next_cursor}
 
 
 def _export(principal: Principal, budget_id: int, extension: str) -> Response:

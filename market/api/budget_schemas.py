@@ -8,6 +8,7 @@ from marshmallow import Schema, fields, validate
 from billing.budgets import AMENDMENT_KINDS, DEFAULT_THRESHOLDS, ENFORCEMENTS
 from billing.models.budgets import BUDGET_CATEGORIES, RECORD_KINDS
 from market.api.billing_schemas import MoneyField, MoneyInputSchema
+from market.api.pagination import PageQuerySchema
 from market.boundary import Month
 from pricing.money import Money
 
@@ -119,7 +120,7 @@ class AmendmentResultSchema(Schema):
     amendments = fields.List(fields.Nested(AmendmentSchema))
 
 
-class LineRecordQuerySchema(Schema):
+class LineRecordQuerySchema(PageQuerySchema):
     kind = fields.String(load_default=None, validate=validate.OneOf(RECORD_KINDS))
     month = Month(load_default=None)
     dataset_id = fields.Integer(load_default=None)

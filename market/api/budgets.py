@@ -14,6 +14,7 @@ from market.api.budget_schemas import (
     BudgetLineSchema, LineRecordSchema, BudgetSchema, LineRecordQuerySchema,
 )
 from market.api.endpoint import Created
+from market.api.pagination import PageQuerySchema, page_request, page_schema
 from market.web import db_session
 from pricing.money import Money
 
@@ -31,9 +32,11 @@ def create_budget(principal: Principal, body: dict):
 
 
 @api.operation("/budgets", "GET", summary="The organization's budgets",
-               permission="billing:read", response=BudgetSchema, many=True, tags=BUDGETS)
-def list_budgets(principal: Principal):
-    return budgets.list_budgets(db_session(), principal)
+               permission="billing:read", query=PageQuerySchema,
+               response=page_schema(BudgetSchema), tags=BUDGETS)
+def list_budgets(principal: Principal, query: dict):
+    """The latest fiscal year first."""
+    return budgets.list_budgets(db_session(), principal).page(page_request(query))
 
 
 @api.operation("/budgets/<int:budget_id>", "GET", summary="A budget with its lines",
@@ -77,11 +80,14 @@ def amend_budget_line(principal: Principal, budget_line_id: int, body: dict):
 @api.operation("/budget-lines/<int:budget_line_id>/records", "GET",
                summary="The records behind a budget line's figures",
                permission="billing:read", query=LineRecordQuerySchema,
-               response=LineRecordSchema, many=True, tags=BUDGETS, errors=(404,))
+               response=page_schema(LineRecordSchema), tags=BUDGETS, errors=(404,))
 def budget_line_records(principal: Principal, budget_line_id: int, query: dict):
     """Commitments, releases, expenditure and refunds, newest first; filter by kind, month
     (YYYY-MM), dataset, supplier or sector."""
-    return budgets.line_records(db_session(), principal, budget_line_id, **query)
+    records = budgets.line_records(
+        db_session(), principal, budget_line_id, kind=query["kind"], month=query["month"],
+        dataset_id=query["dataset_id"], supplier_id=query["supplier_id"], sector=query["sector"])
+    return records.page(page_request(query))
 
 
 def _webhook(budget, secret: str | None = None) -> dict:

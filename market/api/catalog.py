@@ -10,16 +10,18 @@ from market.api.blueprint import api
 from market.api.catalog_schemas import (
     ApproveSchema, CatalogPageSchema, OfferCreateSchema, OfferSchema, CatalogQuerySchema, DatasetSchema, DatasetUpdateSchema,
     DatasetWriteSchema, ImportQuerySchema, ListingSchema, ReasonSchema, RejectSchema,
-    ReviewQueueSchema, SubmitListingSchema, SupplyChainHistorySchema, SupplyChainSchema,
+    ReviewItemSchema, SubmitListingSchema, SupplyChainHistorySchema, SupplyChainSchema,
     SupplyChainWriteSchema, TaxonomySchema, VersionSchema, VersionSummarySchema,
 )
 from market.api.endpoint import Created
+from market.api.pagination import PageQuerySchema, page_request, page_schema
 from market.catalog import importer, listings, offers, services
 from market.catalog.browse import FACETS, CatalogQuery, browse
-from market.catalog.models import Dataset, DatasetVersion, SupplyChainRevision
+from market.catalog.models import Dataset, DatasetVersion, Offer, SupplyChainRevision
 from market.catalog.taxonomy import VOCABULARIES
 from market.db import utcnow
 from market.errors import NotFound
+from market.keyset import Keyset, Page, asc, desc
 from market.web import db_session
 
 CATALOG = ["Catalogue"]
@@ -60,11 +62,14 @@ def create_dataset(principal: Principal, body: dict):
 
 
 @api.operation("/supplier/datasets", "GET", summary="The organization's own datasets",
-               permission="catalog:write", response=DatasetSchema, many=True, tags=SUPPLY)
-def own_datasets(principal: Principal):
-    """Every dataset of the caller's organization, listed or not, with its listing status."""
-    return db_session().scalars(select(Dataset).where(
-        Dataset.organization_id == principal.organization_id).order_by(Dataset.id.desc())).all()
+               permission="catalog:write", query=PageQuerySchema,
+               response=page_schema(DatasetSchema), tags=SUPPLY)
+def own_datasets(principal: Principal, query: dict):
+    """Every dataset of the caller's organization, listed or not, with its listing status;
+    newest first."""
+    return Keyset(db_session(), select(Dataset).where(
+        Dataset.organization_id == principal.organization_id),
+        [desc(Dataset.id)]).page(page_request(query))
 
 
 @api.operation("/datasets/<int:dataset_id>", "GET", summary="A dataset",
@@ -105,14 +110,14 @@ def import_version(principal: Principal, dataset_id: int, query: dict, stream, c
 
 
 @api.operation("/datasets/<int:dataset_id>/versions", "GET", summary="A dataset's versions",
-               permission="catalog:read", response=VersionSummarySchema, many=True,
-               tags=CATALOG, errors=(404,))
-def list_versions(principal: Principal, dataset_id: int):
-    """The versions that passed review; the supplier sees its drafts too, and the exchange the
-    versions submitted to it."""
+               permission="catalog:read", query=PageQuerySchema,
+               response=page_schema(VersionSummarySchema), tags=CATALOG, errors=(404,))
+def list_versions(principal: Principal, dataset_id: int, query: dict):
+    """The versions that passed review, by number; the supplier sees its drafts too, and the
+    exchange the versions submitted to it."""
     session = db_session()
     dataset = services.get_visible_dataset(session, principal, dataset_id)
-    return listings.visible_versions(session, principal, dataset)
+    return listings.visible_versions(session, principal, dataset).page(page_request(query))
 
 
 def _version(principal: Principal, dataset_id: int, number: int) -> DatasetVersion:
@@ -184,11 +189,14 @@ def put_supply_chain(principal: Principal, dataset_id: int, body: dict):
 
 
 @api.operation("/datasets/<int:dataset_id>/offers", "GET", summary="A dataset's offers",
-               permission="catalog:read", response=OfferSchema, many=True, tags=CATALOG,
-               errors=(404,))
-def list_offers(principal: Principal, dataset_id: int):
+               permission="catalog:read", query=PageQuerySchema,
+               response=page_schema(OfferSchema), tags=CATALOG, errors=(404,))
+def list_offers(principal: Principal, dataset_id: int, query: dict):
     """Active and retired offers, oldest first."""
-    return services.get_visible_dataset(db_session(), principal, dataset_id).offers
+    session = db_session()
+    dataset = services.get_visible_dataset(session, principal, dataset_id)
+    return Keyset(session, select(Offer).where(Offer.dataset_id == dataset.id),
+                  [asc(Offer.id)]).page(page_request(query))
 
 
 @api.operation("/datasets/<int:dataset_id>/offers", "POST", summary="Add an offer",
@@ -246,15 +254,16 @@ def get_listing(principal: Principal, listing_id: int):
 
 
 @api.operation("/review/listings", "GET", summary="The exchange's review queue",
-               permission="listings:review", response=ReviewQueueSchema, tags=REVIEW)
-def review_queue(principal: Principal):
+               permission="listings:review", query=PageQuerySchema,
+               response=page_schema(ReviewItemSchema), tags=REVIEW)
+def review_queue(principal: Principal, query: dict):
     """Submissions in due-date order, each with its automatic checklist."""
     session, now = db_session(), utcnow()
-    return {"items": [
-        {"listing": listing,
-         "checklist": listings.checklist(session, listing.dataset, listing.version),
-         "overdue": listing.due_at is not None and listing.due_at < now}
-        for listing in listings.review_queue(session, principal)]}
+    page = listings.review_queue(session, principal).page(page_request(query))
+    return Page([{"listing": listing,
+                  "checklist": listings.checklist(session, listing.dataset, listing.version),
+                  "overdue": listing.due_at is not None and listing.due_at < now}
+                 for listing in page.items], page.next_cursor)
 
 
 def _for_review(principal: Principal, listing_id: int):

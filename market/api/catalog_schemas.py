@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
+from market.api.pagination import PageQuerySchema, PageSchema
 from market.catalog.browse import FACETS, SORTS
 from market.catalog.listings import REASON_CODES
 from market.catalog.taxonomy import (
@@ -136,7 +137,7 @@ class DatasetSchema(Schema):
     offers = fields.List(fields.Nested(OfferSchema), attribute="active_offers")
 
 
-class CatalogQuerySchema(Schema):
+class CatalogQuerySchema(PageQuerySchema):
     q = fields.String(load_default="", validate=validate.Length(max=200))
     sector = _code(SECTORS)
     modality = _code(MODALITIES)
@@ -146,8 +147,6 @@ class CatalogQuerySchema(Schema):
     model = fields.String(validate=validate.OneOf(list(OFFER_KINDS)),
                           metadata={"description": "Commercial model: " + ", ".join(OFFER_KINDS)})
     sort = fields.String(load_default="relevance", validate=validate.OneOf(SORTS))
-    cursor = fields.String(load_default=None)
-    limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
 
 
 class DatasetCardSchema(Schema):
@@ -172,12 +171,11 @@ class CatalogItemSchema(Schema):
     relevance = fields.Integer()
 
 
-class CatalogPageSchema(Schema):
-    items = fields.List(fields.Nested(CatalogItemSchema))
+class CatalogPageSchema(PageSchema):
+    items = fields.List(fields.Nested(CatalogItemSchema), required=True)
     facets = fields.Dict(keys=fields.String(validate=validate.OneOf(list(FACETS))),
                          values=fields.Dict(keys=fields.String(), values=fields.Integer()))
-    total = fields.Integer()
-    next_cursor = fields.String(allow_none=True)
+    total = fields.Integer(metadata={"description": "Every dataset matching, on all pages."})
 
 
 class ImportQuerySchema(Schema):
@@ -248,10 +246,6 @@ class ReviewItemSchema(Schema):
     listing = fields.Nested(ListingBriefSchema)
     checklist = fields.List(fields.Nested(ChecklistItemSchema))
     overdue = fields.Boolean()
-
-
-class ReviewQueueSchema(Schema):
-    items = fields.List(fields.Nested(ReviewItemSchema))
 
 
 class ApproveSchema(Schema):

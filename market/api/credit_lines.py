@@ -13,6 +13,7 @@ from market.accounts.authz import Principal
 from market.api.billing_schemas import MoneyField, MoneyInputSchema
 from market.api.blueprint import api
 from market.api.endpoint import Created
+from market.api.pagination import PageQuerySchema, page_request, page_schema
 from market.web import db_session
 from pricing.money import Money
 
@@ -66,16 +67,17 @@ class CreditLineReasonSchema(Schema):
     reason = fields.String(required=True, validate=validate.Length(min=1, max=500))
 
 
-class ChangeQuerySchema(Schema):
+class ChangeQuerySchema(PageQuerySchema):
     status = fields.String(load_default=None,
                            validate=validate.OneOf(["pending", "applied", "rejected"]))
 
 
 @api.operation("/credit-lines", "GET", summary="Every credit line (platform finance)",
-               permission="credit_lines:manage", response=CreditLineSchema, many=True,
-               tags=CREDIT)
-def list_credit_lines(principal: Principal):
-    return credit_lines.list_credit_lines(db_session(), principal)
+               permission="credit_lines:manage", query=PageQuerySchema,
+               response=page_schema(CreditLineSchema), tags=CREDIT)
+def list_credit_lines(principal: Principal, query: dict):
+    """Oldest first."""
+    return credit_lines.list_credit_lines(db_session(), principal).page(page_request(query))
 
 
 @api.operation("/credit-lines", "POST",
@@ -108,9 +110,10 @@ def close_credit_line(principal: Principal, credit_line_id: int, body: dict):
 @api.operation("/credit-line-changes", "GET",
                summary="Credit line changes, newest first (platform finance)",
                permission="credit_lines:manage", query=ChangeQuerySchema,
-               response=CreditLineChangeSchema, many=True, tags=CREDIT)
+               response=page_schema(CreditLineChangeSchema), tags=CREDIT)
 def list_credit_line_changes(principal: Principal, query: dict):
-    return credit_lines.list_changes(db_session(), principal, status=query["status"])
+    return credit_lines.list_changes(db_session(), principal,
+                                     status=query["status"]).page(page_request(query))
 
 
 @api.operation("/credit-line-changes/<int:change_id>/approve", "POST",

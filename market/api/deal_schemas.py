@@ -5,6 +5,7 @@ from __future__ import annotations
 from marshmallow import Schema, fields, validate
 
 from billing.deals import DIMENSIONS, gross_total, over_budget, quote_terms
+from market.api.pagination import PageQuerySchema
 from market.catalog.taxonomy import MODALITIES, SECTORS
 from pricing.money import Money
 
@@ -30,7 +31,7 @@ class DemandWriteSchema(Schema):
     deadline = fields.Date(required=True)
 
 
-class DemandQuerySchema(Schema):
+class DemandQuerySchema(PageQuerySchema):
     role = fields.String(load_default="buyer", validate=validate.OneOf(["buyer", "supplier"]),
                          metadata={"description": "buyer: the organization's own demands; "
                                                   "supplier: open demands to quote on."})

@@ -12,6 +12,7 @@ from market.api.deal_schemas import (
     QuoteAcceptSchema, QuoteWithdrawSchema, QuoteWriteSchema,
 )
 from market.api.endpoint import Created
+from market.api.pagination import page_request, page_schema
 from market.errors import Forbidden
 from market.web import db_session
 from billing import deals
@@ -28,18 +29,19 @@ def post_demand(principal: Principal, body: dict):
 
 
 @api.operation("/demands", "GET", summary="The organization's demands, or open ones to quote on",
-               permission="billing:read", query=DemandQuerySchema, response=DemandSchema,
-               many=True, tags=DEALS, errors=(403,))
+               permission="billing:read", query=DemandQuerySchema,
+               response=page_schema(DemandSchema), tags=DEALS, errors=(403,))
 def list_demands(principal: Principal, query: dict):
-    """``role=buyer`` (default): the organization's own demands. ``role=supplier``: open
-    demands of other organizations, for suppliers and processors (``deals:supply``)."""
+    """``role=buyer`` (default): the organization's own demands, newest first.
+    ``role=supplier``: open demands of other organizations, the nearest deadline first, for
+    suppliers and processors (``deals:supply``)."""
     session = db_session()
     if query["role"] == "buyer":
-        return deals.list_own_demands(session, principal)
+        return deals.list_own_demands(session, principal).page(page_request(query))
     if not principal.can("deals:supply"):
         raise Forbidden("This needs the 'deals:supply' permission.")
     return deals.list_open_demands(session, principal, sector=query["sector"],
-                                   modality=query["modality"])
+                                   modality=query["modality"]).page(page_request(query))
 
 
 @api.operation("/demands/<int:demand_id>", "GET", summary="A demand and its quotes",

@@ -6,6 +6,7 @@ from marshmallow import Schema, fields, validate
 
 from market.accounts.authz import SCOPES
 from market.accounts.models import MemberRole
+from market.api.pagination import PageQuerySchema
 
 _limit = dict(validate=validate.Range(min=1, max=2**31 - 1), allow_none=True)
 
@@ -151,10 +152,6 @@ class ApiKeyUpdateSchema(Schema):
     monthly_token_cap = fields.Integer(**_limit)
 
 
-class ApiKeyListSchema(Schema):
-    items = fields.List(fields.Nested(ApiKeySchema))
-
-
 class AuditEntrySchema(Schema):
     seq = fields.Integer()
     occurred_at = fields.AwareDateTime()
@@ -167,16 +164,8 @@ class AuditEntrySchema(Schema):
     hash = fields.String()
 
 
-class AuditQuerySchema(Schema):
-    after = fields.Integer(load_default=0, validate=validate.Range(min=0),
-                           metadata={"description": "Cursor: the last seq of the previous page."})
-    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
-    action = fields.String(load_default=None)
-
-
-class AuditPageSchema(Schema):
-    items = fields.List(fields.Nested(AuditEntrySchema))
-    next_cursor = fields.Integer(allow_none=True)
+class AuditQuerySchema(PageQuerySchema):
+    action = fields.String(load_default=None, validate=validate.Length(max=64))
 
 
 class HealthSchema(Schema):

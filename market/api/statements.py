@@ -18,6 +18,7 @@ from billing import statements
 from market.accounts.authz import Principal
 from market.api.billing_schemas import MoneyField, MoneyInputSchema
 from market.api.blueprint import api
+from market.api.pagination import PageQuerySchema, page_request, page_schema
 from market.boundary import Month
 from market.db import business_calendar, utcnow
 from market.errors import Forbidden
@@ -116,7 +117,7 @@ class ClosePeriodSchema(Schema):
     period = Month(required=True, metadata={"example": "2026-01"})
 
 
-class StatementQuerySchema(Schema):
+class StatementQuerySchema(PageQuerySchema):
     period = Month(load_default=None)
 
 
@@ -170,10 +171,12 @@ def close_statement_period(principal: Principal, body: dict):
 
 @api.operation("/statements", "GET", summary="Statements: the review queue, or the "
                "organization's own", permission="billing:read", query=StatementQuerySchema,
-               response=StatementSchema, many=True, tags=STATEMENTS)
+               response=page_schema(StatementSchema), tags=STATEMENTS)
 def list_statements(principal: Principal, query: dict):
-    """Exchange and platform staff see the statements they review; a participant its own."""
-    return statements.list_statements(db_session(), principal, period=query["period"])
+    """Exchange and platform staff see the statements they review, by due date; a participant
+    its own, the latest period first."""
+    return statements.list_statements(db_session(), principal,
+                                      period=query["period"]).page(page_request(query))
 
 
 @api.operation("/statements/<int:statement_id>", "GET", summary="A statement with its lines",

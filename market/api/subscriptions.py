@@ -12,6 +12,7 @@ from market.accounts.authz import Principal
 from market.api.billing_schemas import OrderSchema, TaxFromTheRecord
 from market.api.blueprint import api
 from market.api.endpoint import Created
+from market.api.pagination import PageQuerySchema, page_request, page_schema
 from market.web import db_session
 
 SUBSCRIBING = ["Subscriptions"]
@@ -85,10 +86,11 @@ def subscribe(principal: Principal, body: dict):
 
 
 @api.operation("/subscriptions", "GET", summary="The organization's subscriptions",
-               permission="billing:read", response=SubscriptionSchema, many=True,
-               tags=SUBSCRIBING)
-def list_subscriptions(principal: Principal):
-    return subscriptions.list_subscriptions(db_session(), principal)
+               permission="billing:read", query=PageQuerySchema,
+               response=page_schema(SubscriptionSchema), tags=SUBSCRIBING)
+def list_subscriptions(principal: Principal, query: dict):
+    """Newest first."""
+    return subscriptions.list_subscriptions(db_session(), principal).page(page_request(query))
 
 
 @api.operation("/subscriptions/<int:subscription_id>", "GET", summary="A subscription",

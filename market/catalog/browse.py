@@ -2,13 +2,12 @@
 
 Facet counts are "disjunctive": each facet counts the datasets matching the query and every
 other filter, so choosing a sector still shows how many datasets the other sectors have.
-The cursor is opaque to clients (an encoded position in the ordered result).
+Pages follow the sort in one stable total order (``market.keyset``; the dataset's id last), so
+a cursor is the position after the last dataset shown, whatever was listed meanwhile.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 from dataclasses import dataclass, field
 from sqlalchemy import Select, func, literal, select
 from sqlalchemy.orm import Session
@@ -16,6 +15,7 @@ from sqlalchemy.orm import Session
 from market.catalog import search
 from market.catalog.models import Dataset, DatasetVersion, Listing, ListingStatus, Offer
 from market.errors import InvalidInput
+from market.keyset import DEFAULT_LIMIT, Key, Keyset, PageRequest, asc, desc
 
 FACETS = {
     "sector": Dataset.sector,
@@ -34,7 +34,7 @@ class CatalogQuery:
     filters: dict[str, str] = field(default_factory=dict)
     sort: str = "relevance"
     cursor: str | None = None
-    limit: int = 20
+    limit: int = DEFAULT_LIMIT
 
 
 @dataclass
@@ -78,24 +78,17 @@ def _lowest_price():
             .scalar_subquery())
 
 
-# No page of ours lies this deep; a larger offset (10**30) would overflow the database's integer.
-MAX_OFFSET = 1_000_000
-
-
-def _decode_cursor(cursor: str | None) -> int:
-    if not cursor:
-        return 0
-    try:
-        offset = json.loads(base64.urlsafe_b64decode(cursor.encode()))["o"]
-    except (ValueError, KeyError, TypeError):
-        raise InvalidInput("Not a cursor from this API.", field="cursor") from None
-    if not isinstance(offset, int) or isinstance(offset, bool) or not 0 <= offset <= MAX_OFFSET:
-        raise InvalidInput("Not a cursor from this API.", field="cursor")
-    return offset
-
-
-def _encode_cursor(offset: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"o": offset}).encode()).decode()
+def _order(query: CatalogQuery, stmt: Select) -> list[Key]:
+    """The sort's keys, the newest listing first among equals, the dataset's id last."""
+    newest = [desc(Listing.listed_at), desc(Dataset.id)]
+    if query.sort == "quality":
+        return [desc(DatasetVersion.quality_score), *newest]
+    if query.sort == "price":
+        # Lowest active headline price first; datasets without a price last.
+        return [asc(_lowest_price(), nullable=True), *newest]
+    if query.sort == "relevance" and query.q.strip():
+        return [desc(stmt.selected_columns.relevance, nullable=False), *newest]
+    return newest
 
 
 def browse(session: Session, query: CatalogQuery) -> CatalogPage:
@@ -105,29 +98,14 @@ def browse(session: Session, query: CatalogQuery) -> CatalogPage:
         raise InvalidInput(f"Cannot filter by {sorted(unknown)[0]!r}.", field=sorted(unknown)[0])
     if query.sort not in SORTS:
         raise InvalidInput(f"Sort by one of {', '.join(SORTS)}.", field="sort")
-    offset = _decode_cursor(query.cursor)
     stmt = _base(query)
     if stmt is None:
         return CatalogPage([], {name: {} for name in FACETS}, 0, None)
 
     total = session.scalar(select(func.count()).select_from(stmt.subquery()))
-    relevance = stmt.selected_columns.relevance
-    if query.sort == "quality":
-        order = [DatasetVersion.quality_score.desc(), Listing.listed_at.desc()]
-    elif query.sort == "price":
-        # Lowest active headline price first; datasets without a price last.
-        lowest = _lowest_price()
-        order = [lowest.is_(None), lowest, Listing.listed_at.desc()]
-    elif query.sort == "relevance" and query.q.strip():
-        order = [relevance.desc(), Listing.listed_at.desc()]
-    else:
-        order = [Listing.listed_at.desc()]
-    rows = session.execute(stmt.order_by(*order, Dataset.id.desc())
-                           .offset(offset).limit(query.limit + 1)).all()
-    more = len(rows) > query.limit
-    items = [(row[0], row[1], int(row[2] or 0)) for row in rows[:query.limit]]
-    return CatalogPage(items, facet_counts(session, query), total,
-                       _encode_cursor(offset + query.limit) if more else None)
+    page = Keyset(session, stmt, _order(query, stmt)).page(PageRequest(query.cursor, query.limit))
+    items = [(dataset, version, int(relevance or 0)) for dataset, version, relevance in page.items]
+    return CatalogPage(items, facet_counts(session, query), total, page.next_cursor)
 
 
 def facet_counts(session: Session, query: CatalogQuery) -> dict[str, dict[str, int]]:

@@ -25,6 +25,7 @@ from market.catalog.services import current_supply_chain
 from market.catalog.taxonomy import RIGHTS
 from market.db import utcnow
 from market.errors import Conflict, InvalidInput, NotFound
+from market.keyset import Keyset, asc
 
 REASON_CODES = {
     "rights_unproven": ("权属证明不足", "Rights unproven"),
@@ -157,10 +158,13 @@ def sees_contents(principal: Principal | None, version: DatasetVersion,
 
 
 def visible_versions(session: Session, principal: Principal | None,
-                     dataset: Dataset) -> list[DatasetVersion]:
-    """The dataset's versions whose contents the principal may read (see ``sees_contents``)."""
+                     dataset: Dataset) -> Keyset[DatasetVersion]:
+    """The dataset's versions whose contents the principal may read (see ``sees_contents``),
+    by number."""
     reviewed = reviewed_version_ids(session, dataset.id)
-    return [v for v in dataset.versions if sees_contents(principal, v, reviewed)]
+    return Keyset(session, select(DatasetVersion).where(DatasetVersion.dataset_id == dataset.id),
+                  [asc(DatasetVersion.number), asc(DatasetVersion.id)],
+                  keep=lambda version: sees_contents(principal, version, reviewed))
 
 
 def get_visible_version(session: Session, principal: Principal | None, dataset: Dataset,
@@ -193,12 +197,11 @@ def get_for_party(session: Session, principal: Principal, listing_id: int) -> Li
     return listing
 
 
-def review_queue(session: Session, principal: Principal) -> list[Listing]:
+def review_queue(session: Session, principal: Principal) -> Keyset[Listing]:
     """Submissions waiting for the principal's exchange, the most urgent first."""
-    return list(session.scalars(
-        select(Listing).where(Listing.exchange_id == principal.organization_id,
-                              Listing.status == S.SUBMITTED.value)
-        .order_by(Listing.due_at, Listing.id)))
+    return Keyset(session, select(Listing).where(Listing.exchange_id == principal.organization_id,
+                                                 Listing.status == S.SUBMITTED.value),
+                  [asc(Listing.due_at), asc(Listing.id)])
 
 
 def _move(listing: Listing, allowed_from: set[str], to: ListingStatus, verb: str) -> None:

@@ -24,6 +24,7 @@ from market.accounts.authz import Principal
 from market.accounts.models import Organization
 from market.catalog.models import Dataset, Offer
 from market.errors import Conflict, Forbidden, InvalidInput, MarketError, NotFound
+from market.keyset import PageRequest
 from market.storefront.billing_forms import (
     CartItemForm, CheckoutForm, ReceiptForm, ReferenceLookupForm, RefundForm, TokenPackForm,
 )
@@ -229,8 +230,8 @@ def checkout(principal: Principal):
 @storefront.get("/orders")
 @signed_in("billing:read")
 def order_list(principal: Principal):
-    return render_template("billing/orders.html",
-                           orders=orders.list_orders(db_session(), principal))
+    return render_template("billing/orders.html", orders=orders.list_orders(
+        db_session(), principal).page(PageRequest(cursor=request.args.get("cursor"))))
 
 
 def _certificates_of(order: Order) -> dict[int, Certificate]:
@@ -425,7 +426,7 @@ def _receipt_form(invoice_id: int, *, from_request: bool) -> ReceiptForm:
 
 def _render_finance(principal: Principal, *, failed: tuple[int, ReceiptForm] | None = None,
                     lookup: ReferenceLookupForm | None = None, found=None, status=200):
-    invoices = payments.open_invoices(db_session(), principal)
+    invoices = payments.open_invoices(db_session(), principal).all()
     forms = {}
     for invoice in invoices:
         if failed is not None and failed[0] == invoice.id:
@@ -439,7 +440,8 @@ def _render_finance(principal: Principal, *, failed: tuple[int, ReceiptForm] | N
         select(Organization).where(Organization.id.in_(buyer_ids)))} if buyer_ids else {}
     return render_template("billing/finance.html", invoices=invoices, forms=forms,
                            buyers=buyers, lookup=lookup or ReferenceLookupForm(formdata=None),
-                           found=found, pending=payments.pending_receipts(db_session(), principal),
+                           found=found,
+                           pending=payments.pending_receipts(db_session(), principal).all(),
                            decision_form=ActionForm(formdata=None)), status
 
 

@@ -92,7 +92,7 @@ def create_budget(principal: Principal):
 
 def _render_list(principal: Principal, form: BudgetForm | None = None, status: int = 200):
     session = db_session()
-    budget_rows = budgets.list_budgets(session, principal)
+    budget_rows = budgets.list_budgets(session, principal).all()
     sums = {budget_id: (int(approved), int(committed), int(spent))
             for budget_id, approved, committed, spent in session.execute(
                 select(BudgetLine.budget_id, func.sum(BudgetLine.approved_minor),

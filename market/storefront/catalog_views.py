@@ -65,7 +65,7 @@ def dataset_page(dataset_id: int):
     dataset = services.get_visible_dataset(session, principal, dataset_id)
     listing = dataset.listing
     # The listed (or submitted) version, else the newest: whichever of them the visitor may read
-    visible = listings.visible_versions(session, principal, dataset)
+    visible = listings.visible_versions(session, principal, dataset).all()
     version = listing.version if listing is not None and listing.version in visible else (
         visible[-1] if visible else None)
     chain = services.current_supply_chain(session, dataset.id)
@@ -260,7 +260,7 @@ def retire_offer(principal: Principal, dataset_id: int, offer_id: int):
 def review_queue(principal: Principal):
     session, now = db_session(), utcnow()
     queue = [(listing, listings.checklist(session, listing.dataset, listing.version))
-             for listing in listings.review_queue(session, principal)]
+             for listing in listings.review_queue(session, principal).all()]
     decided = session.scalars(select(Listing).where(
         Listing.exchange_id == principal.organization_id,
         Listing.status.in_(["approved", "rejected", "suspended", "delisted"]))

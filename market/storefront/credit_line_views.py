@@ -4,7 +4,7 @@ exactly as the API and ``flask finance credit-line`` use it."""
 
 from __future__ import annotations
 
-from flask import current_app, flash, redirect, render_template, url_for
+from flask import current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import select
@@ -17,6 +17,7 @@ from market.accounts.authz import Principal
 from market.accounts.models import Organization, OrganizationRole, User
 from market.boundary import BoundedForm
 from market.errors import Conflict, Forbidden, InvalidInput, NotFound
+from market.keyset import PageRequest
 from market.storefront.billing_forms import PAYMENT_METHOD_LABELS
 from market.storefront.billing_views import _form_error
 from market.storefront.blueprint import storefront
@@ -51,8 +52,10 @@ FORM_FIELDS = {"limit.currency": "currency"}
 def _render(principal: Principal, *, form: CreditLineForm | None = None,
             failed: tuple[str, int, CreditReasonForm] | None = None, status: int = 200):
     session = db_session()
-    lines = credit_lines.list_credit_lines(session, principal)
-    changes = credit_lines.list_changes(session, principal, limit=50)
+    lines = credit_lines.list_credit_lines(session, principal).all()
+    changes_page = credit_lines.list_changes(session, principal).page(
+        PageRequest(cursor=request.args.get("cursor")))
+    changes = changes_page.items
     buyers = list(session.scalars(select(Organization).join(OrganizationRole).where(
         OrganizationRole.role == "buyer").order_by(Organization.name)))
     if form is None:
@@ -72,7 +75,8 @@ def _render(principal: Principal, *, form: CreditLineForm | None = None,
         return CreditReasonForm(prefix=f"{kind}-{object_id}", formdata=None)
 
     return render_template(
-        "billing/credit_lines.html", lines=lines, changes=changes, form=form, names=names,
+        "billing/credit_lines.html", lines=lines, changes=changes, changes_page=changes_page,
+        form=form, names=names,
         people=people, close_forms={line.id: reason_form("close", line.id) for line in lines},
         reject_forms={c.id: reason_form("reject", c.id) for c in changes
                       if c.status == "pending"},

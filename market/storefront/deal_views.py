@@ -60,7 +60,7 @@ QUOTE_FIELDS = {"milestones": "acceptance", "criteria": "criterion_overall",
 
 def _render_demands(principal: Principal, form: DemandForm | None = None, status: int = 200):
     return render_template("deals/demands.html",
-                           demands=deals.list_own_demands(db_session(), principal),
+                           demands=deals.list_own_demands(db_session(), principal).all(),
                            form=form or DemandForm(formdata=None),
                            **_page_context()), status
 
@@ -184,7 +184,7 @@ def _quote_form(principal: Principal, demand_id: int, *, from_request: bool,
 
 def _render_open_demands(principal: Principal, failed: tuple[int, QuoteForm] | None = None,
                          status: int = 200):
-    open_demands = deals.list_open_demands(db_session(), principal)
+    open_demands = deals.list_open_demands(db_session(), principal).all()
     datasets = _own_datasets(principal)
     quoted = {d.id for d in open_demands
               if any(q.organization_id == principal.organization_id for q in d.quotes)}

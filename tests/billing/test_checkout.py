@@ -68,7 +68,7 @@ def test_bank_transfer_end_to_end(buyer_client, finance_client, shop, session):
     assert invoice["status"] == "open" and len(invoice["payment_reference"]) == 10
     assert invoice["amount_due"]["amount"] == "10388.00"
     # Finance sees it in the queue of invoices awaiting money.
-    queue = finance_client.get("/api/v1/finance/invoices").get_json()
+    queue = finance_client.get("/api/v1/finance/invoices").get_json()["items"]
     assert [i["id"] for i in queue] == [invoice["id"]]
 
     # An underpayment leaves the invoice partly paid and the order unpaid.

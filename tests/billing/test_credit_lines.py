@@ -52,7 +52,7 @@ def test_a_raise_within_the_threshold_applies_at_once(team, session):
     line = _line(session, team["buyer"].id)
     assert line.limit_minor == 5_000_000 and line.suspended_at is None
     assert _actions(session) == ["credit_line.change_requested", "credit_line.opened"]
-    listed = team["maker"].get("/api/v1/credit-lines").get_json()
+    listed = team["maker"].get("/api/v1/credit-lines").get_json()["items"]
     assert [(entry["id"], entry["limit"]["amount"]) for entry in listed] == [(line.id, "50000.00")]
 
 
@@ -60,7 +60,8 @@ def test_a_raise_above_the_threshold_waits_for_a_second_approver(team, session):
     change = _request(team["maker"], team["buyer"].id, "150000.00").get_json()
     assert change["status"] == "pending"
     assert _line(session, team["buyer"].id) is None  # nothing granted yet
-    pending = team["checker"].get("/api/v1/credit-line-changes?status=pending").get_json()
+    pending = team["checker"].get("/api/v1/credit-line-changes?status=pending").get_json()[
+        "items"]
     assert [c["id"] for c in pending] == [change["id"]]
 
     # The maker cannot approve their own change.

@@ -104,8 +104,8 @@ def test_the_whole_journey(session, market):
     buyer, first, second = market["buyer"], market["first"], market["second"]
     demand = deals.post_demand(session, buyer, demand_values())
     assert demand.status == "open"
-    assert [d.id for d in deals.list_open_demands(session, first)] == [demand.id]
-    assert deals.list_open_demands(session, buyer) == []  # not its own
+    assert [d.id for d in deals.list_open_demands(session, first).all()] == [demand.id]
+    assert deals.list_open_demands(session, buyer).all() == []  # not its own
 
     chosen = deals.submit_quote(session, first, demand, {
         "dataset_id": market["first_dataset"].id, "milestones": milestones(),
@@ -335,7 +335,7 @@ def test_cancelling_a_demand_declines_its_open_quotes(session, market):
     assert entry.object_id == str(demand.id)
     assert entry.organization_id == market["buyer"].organization_id
     assert entry.data == {"reason": "The project was stopped.", "declined": [first.id]}
-    assert deals.list_open_demands(session, market["first"]) == []
+    assert deals.list_open_demands(session, market["first"]).all() == []
     # The supplier that quoted still sees the demand, and how it ended.
     assert deals.get_demand(session, market["first"], demand.id) is demand
 
@@ -531,10 +531,11 @@ def test_the_journey_through_the_api(session, sign_in_as, passwords, market):
     demand_id = response.get_json()["id"]
     assert response.headers["Location"].endswith(f"/demands/{demand_id}")
 
-    listed = supplier_client.get("/api/v1/demands?role=supplier").get_json()
+    listed = supplier_client.get("/api/v1/demands?role=supplier").get_json()["items"]
     assert [d["id"] for d in listed] == [demand_id]
     assert buyer_client.get("/api/v1/demands?role=supplier").status_code == 403
-    assert [d["id"] for d in buyer_client.get("/api/v1/demands").get_json()] == [demand_id]
+    assert [d["id"] for d in buyer_client.get("/api/v1/demands").get_json()["items"]] == [
+        demand_id]
 
     response = _post(supplier_client, f"/api/v1/demands/{demand_id}/quotes", {
         "dataset_id": dataset.id, "milestones": milestones(),
@@ -635,7 +636,7 @@ def test_cancel_and_withdraw_through_the_api(session, sign_in_as, market):
     detail = first_client.get(f"/api/v1/demands/{demand.id}").get_json()
     assert detail["demand"]["status"] == "cancelled"
     assert [q["status"] for q in detail["quotes"]] == ["declined"]
-    assert first_client.get("/api/v1/demands?role=supplier").get_json() == []
+    assert first_client.get("/api/v1/demands?role=supplier").get_json()["items"] == []
     assert session.scalars(select(Deal)).all() == []
 
 

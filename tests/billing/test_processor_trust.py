@@ -138,7 +138,7 @@ def test_a_strangers_intent_naming_our_payment_is_refused_and_kept_as_an_anomaly
 
     listed = finance_client.get("/api/v1/finance/payment-anomalies")
     assert listed.status_code == 200
-    assert [(a["kind"], a["object_ref"]) for a in listed.get_json()] == [
+    assert [(a["kind"], a["object_ref"]) for a in listed.get_json()["items"]] == [
         ("stranger_intent", stranger.id)]
     page = finance_client.get("/reconciliation")
     assert page.status_code == 200 and stranger.id in page.get_data(as_text=True)

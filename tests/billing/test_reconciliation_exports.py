@@ -385,3 +385,25 @@ def test_an_ordinary_name_is_written_as_it_is():
     terms, _ = parse_csv(reconciliation_exports.reconciliation_csv(_figures(3),
                                                                   {3: "电网数据 Co."}))
     assert [r["organization"] for r in terms if r["term"] == "participant"] == ["电网数据 Co."]
+
+
+def test_negative_amounts_stay_numbers_beside_hostile_names():
+    """A buyer's receivable counts negative and refunds leave money: numbers, never texts."""
+    figures, names = _figures(7), {7: "-2+3", 9: "ctl\u0001name"}
+    row = figures["currencies"]["CNY"]
+    row["buyer_credit"] = {9: {"receivable": -250}}
+    row["buyer_receivable"], row["difference"] = -250, -250
+    terms, summary = parse_csv(reconciliation_exports.reconciliation_csv(figures, names))
+    assert [(r["organization"], r["amount"]) for r in terms if r["term"] == "buyer_credit"] == [
+        ("ctl\ufffdname", D("-2.50"))]
+    assert summary[("CNY", "difference", "")] == D("-2.50")
+    rows = list(csv.reader(io.StringIO(reconciliation_exports.reconciliation_csv(
+        figures, names).decode("utf-8-sig"))))
+    assert ["CNY", "buyer_credit", "receivable", "9", "ctl\ufffdname", "-2.50"] in rows
+
+    body = reconciliation_exports.reconciliation_xlsx(figures, names)
+    terms, summary = parse_xlsx(body)  # no formula anywhere, numbers exact
+    assert [r["amount"] for r in terms if r["term"] == "buyer_credit"] == [D("-2.50")]
+    sheet = load_workbook(io.BytesIO(body))["terms"]
+    (cell,) = [row[5] for row in sheet.iter_rows() if row[2].value == "receivable"]
+    assert cell.data_type == "n" and cell.value == -2.5

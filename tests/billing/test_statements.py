@@ -317,8 +317,8 @@ def test_only_its_participant_exchange_and_platform_see_a_statement(session, pas
         statements.get_statement(session, month.shopper, statement.id)
     with pytest.raises(NotFound):
         statements.participant_history(session, month.shopper, month.supplier.id)
-    assert statements.list_statements(session, month.shop["owner"]) == [statement]
-    assert set(statements.list_statements(session, reviewer, period=PERIOD)) == \
+    assert statements.list_statements(session, month.shop["owner"]).all() == [statement]
+    assert set(statements.list_statements(session, reviewer, period=PERIOD).all()) == \
         set(made.values())
     assert statements.participant_history(session, reviewer, month.supplier.id) == [statement]
     # The buyer cannot dispute, the supplier cannot review.

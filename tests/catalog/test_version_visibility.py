@@ -47,7 +47,8 @@ def test_another_organization_sees_only_reviewed_versions(other_client, listed):
     reviewed = _version(other_client, listed, 1)
     assert reviewed.status_code == 200
     assert reviewed.get_json()["samples"] == RECORDS
-    versions = other_client.get(f"/api/v1/datasets/{listed['dataset_id']}/versions").get_json()
+    versions = other_client.get(f"/api/v1/datasets/{listed['dataset_id']}/versions").get_json()[
+        "items"]
     assert [v["number"] for v in versions] == [1]
     page = other_client.get(f"/datasets/{listed['dataset_id']}")
     assert page.status_code == 200 and "不应展示" not in page.get_data(as_text=True)
@@ -57,7 +58,7 @@ def test_the_supplier_sees_its_own_draft(supplier_client, listed):
     draft = _version(supplier_client, listed, 2)
     assert draft.status_code == 200 and draft.get_json()["samples"] == DRAFT
     versions = supplier_client.get(f"/api/v1/datasets/{listed['dataset_id']}/versions")
-    assert [v["number"] for v in versions.get_json()] == [1, 2]
+    assert [v["number"] for v in versions.get_json()["items"]] == [1, 2]
 
 
 def test_the_exchange_sees_a_version_once_it_is_submitted_to_it(

@@ -102,6 +102,14 @@ def test_the_api_report_and_drill_down(member, planned):
     records = member.get(f"/api/v1/budgets/{budget.id}/report/records?supplier={first['key']}"
                          ).get_json()
     assert records["spent"] == first["spent"] and records["total"] == first["records"]
+    assert len(records["items"]) == records["total"] and records["next_cursor"] is None
+    one = member.get(f"/api/v1/budgets/{budget.id}/report/records?supplier={first['key']}"
+                     "&limit=1").get_json()
+    rest = member.get(f"/api/v1/budgets/{budget.id}/report/records?supplier={first['key']}"
+                      f"&cursor={one['next_cursor']}").get_json()
+    assert [r["id"] for r in one["items"] + rest["items"]] == [
+        r["id"] for r in records["items"]]
+    assert rest["total"] == one["total"] == records["total"]
     bad = member.get(f"/api/v1/budgets/{budget.id}/report?by=colour")
     assert bad.status_code == 422 and bad.mimetype == "application/problem+json"
     assert member.get(f"/api/v1/budgets/{budget.id}/report/records?month=2026-13"
@@ -120,3 +128,21 @@ def test_the_exports_download(member, planned, org):
     assert csv_response.mimetype == "text/csv"
     text = csv_response.get_data(as_text=True)
     assert org.name in text and "L01,Medical imaging data" in text
+
+
+def test_a_budget_named_with_a_control_character_exports_both_files(member, planned, session):
+    planned["budget"].name = "ctl\u0001name"
+    planned["lines"]["L01"].name = "=HYPERLINK(\"http://evil.example\")"
+    session.commit()
+    budget = planned["budget"]
+    xlsx = member.get(f"/api/v1/budgets/{budget.id}/report.xlsx")
+    assert xlsx.status_code == 200, xlsx.get_data(as_text=True)
+    sheet = load_workbook(io.BytesIO(xlsx.data)).active
+    assert sheet["B1"].value == "ctl\ufffdname" and sheet["B1"].data_type == "s"
+    texts = [c.value for row in sheet.iter_rows() for c in row if isinstance(c.value, str)]
+    assert "'=HYPERLINK(\"http://evil.example\")" in texts
+    exported = member.get(f"/api/v1/budgets/{budget.id}/report.csv")
+    assert exported.status_code == 200
+    text = exported.get_data(as_text=True)
+    assert "ctl\ufffdname" in text and "\u0001" not in text
+    assert "L01,\"'=HYPERLINK(\"\"http://evil.example\"\")\"" in text

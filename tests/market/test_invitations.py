@@ -119,7 +119,7 @@ def test_a_withdrawn_or_replaced_invitation_no_longer_works(app, owner_client, o
                                 headers={"X-CSRFToken": csrf_token(owner_client)})
     assert revoked.status_code == 200 and revoked.get_json()["status"] == "revoked"
     assert invitee.get("/invitations/" + _token(second["accept_url"])).status_code == 404
-    listed = owner_client.get(f"/api/v1/organizations/{org.id}/invitations").get_json()
+    listed = owner_client.get(f"/api/v1/organizations/{org.id}/invitations").get_json()["items"]
     assert [i["status"] for i in listed] == ["revoked", "revoked"]
     assert all("accept_url" not in i for i in listed)
 

@@ -309,7 +309,7 @@ def test_the_api_closes_reviews_and_reconciles(session, sign_in_as, passwords, s
     assert [line["amount"] for line in detail["lines"]] == [
         {"amount": "1234.56", "currency": "CNY"}]
     assert detail["lines"][0]["gross"] == {"amount": "1300.00", "currency": "CNY"}
-    listed = _api(maker, "GET", f"/statements?period={PERIOD}").get_json()
+    listed = _api(maker, "GET", f"/statements?period={PERIOD}").get_json()["items"]
     assert made["id"] in [s["id"] for s in listed]
 
     for step in ("issue", "review"):
