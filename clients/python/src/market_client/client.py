@@ -40,6 +40,9 @@ DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 # Sending these again changes nothing more than sending them once (RFC 9110, 9.2.2).
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 8.0
+# Refused, reset, timed out, or cut off in the middle of the answer.
+_NO_ANSWER = (requests.ConnectionError, requests.Timeout,
+              requests.exceptions.ChunkedEncodingError)
 
 Json = dict[str, Any]
 
@@ -106,7 +109,7 @@ class MarketClient:
             try:
                 response = self._session.request(method, url, params=_query(params), data=data,
                                                  headers=headers, timeout=self.timeout)
-            except (requests.ConnectionError, requests.Timeout) as exc:
+            except _NO_ANSWER as exc:
                 if not resendable or attempt >= self.max_retries:
                     raise APIConnectionError(f"{method} {path}: no answer ({exc})",
                                              idempotency_key=idempotency_key) from exc

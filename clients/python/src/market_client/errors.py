@@ -42,7 +42,8 @@ class APIError(MarketClientError):
         self.type: str | None = body.get("type")
         self.title: str | None = body.get("title")
         self.detail: str | None = body.get("detail")
-        self.errors: dict[str, list[str]] = dict(body.get("errors") or {})
+        # Field -> messages; a nested field's messages nest the same way.
+        self.errors: dict[str, Any] = dict(body.get("errors") or {})
         self.request_id: str | None = body.get("request_id") or headers.get("X-Request-Id")
         self.retry_after: float | None = parse_retry_after(headers.get("Retry-After"))
         super().__init__(self._message())
@@ -52,7 +53,7 @@ class APIError(MarketClientError):
         if self.detail:
             text += f": {self.detail}"
         if self.errors:
-            text += " " + "; ".join(f"{name}: {' '.join(map(str, messages))}"
+            text += " " + "; ".join(f"{name}: {_flat(messages)}"
                                     for name, messages in self.errors.items())
         if self.request_id:
             text += f" (request {self.request_id})"
@@ -138,6 +139,12 @@ def parse_retry_after(value: str | None) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.timezone.utc)
     return max(0.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds())
+
+
+def _flat(messages: Any) -> str:
+    if isinstance(messages, list):
+        return " ".join(map(str, messages))
+    return str(messages)
 
 
 def _integer(value: Any) -> int | None:
