@@ -103,7 +103,9 @@ def build_spec(blueprint: ApiBlueprint, version: str = "1.0.0") -> dict:
             operation["description"] = op.description
         if op.query is not None:
             operation["parameters"].append({"in": "query", "schema": op.query})
-        if op.method == "POST" and op.permission is not None:
+        metered = 429 in op.errors  # a rate-limited call says where its limits stand
+        replayable = (op.method == "POST" and op.permission is not None) or metered
+        if replayable:
             operation["parameters"].append("IdempotencyKey")
         if op.upload:
             operation["requestBody"] = {"required": True, "content": {
@@ -111,11 +113,10 @@ def build_spec(blueprint: ApiBlueprint, version: str = "1.0.0") -> dict:
         elif op.method in BODY_METHODS and op.body is not None:
             operation["requestBody"] = {"required": True, "content": {
                 "application/json": {"schema": op.body}}}
-        metered = 429 in op.errors  # a rate-limited call says where its limits stand
         ok: dict = {"description": "Success", "headers": _headers(
             *(_METERED_HEADERS if metered else ()),
             *(("Location",) if op.status == 201 else ()),
-            *(("Idempotent-Replayed",) if op.method == "POST" and op.permission else ()))}
+            *(("Idempotent-Replayed",) if replayable else ()))}
         if op.response is not None:
             schema = {"type": "array", "items": op.response} if op.many else op.response
             ok["content"] = {"application/json": {"schema": schema}}

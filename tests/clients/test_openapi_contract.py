@@ -47,8 +47,10 @@ def _resolve(document: dict, schema: dict) -> dict:
     return schema
 
 
-def _parameters(operation: dict, where: str) -> dict[str, dict]:
-    return {p["name"]: p for p in operation.get("parameters", []) if p["in"] == where}
+def _parameters(document: dict, operation: dict, where: str) -> dict[str, dict]:
+    given = [document["components"]["parameters"][p["$ref"].rsplit("/", 1)[-1]]
+             if "$ref" in p else p for p in operation.get("parameters", [])]
+    return {p["name"]: p for p in given if p["in"] == where}
 
 
 def _body_schema(document: dict, operation: dict) -> dict:
@@ -65,7 +67,7 @@ def _success_schema(document: dict, operation: dict) -> dict:
 @pytest.mark.parametrize("name", sorted(ENDPOINTS))
 def test_each_method_sends_exactly_the_documented_parameters(document, name):
     endpoint, operation = ENDPOINTS[name], _operation(document, name)
-    query = _parameters(operation, "query")
+    query = _parameters(document, operation, "query")
     assert set(endpoint.query) == set(query), f"{name}: query parameters differ"
     body = _body_schema(document, operation)
     assert set(endpoint.body) == set(body.get("properties", {})), f"{name}: body differs"
@@ -80,7 +82,7 @@ def test_each_method_sends_exactly_the_documented_parameters(document, name):
 @pytest.mark.parametrize("name", sorted(n for n, e in ENDPOINTS.items() if e.paginated))
 def test_list_methods_meet_the_cursor_envelope(document, name):
     operation = _operation(document, name)
-    assert {"cursor", "limit"} <= set(_parameters(operation, "query"))
+    assert {"cursor", "limit"} <= set(_parameters(document, operation, "query"))
     schema = _success_schema(document, operation)
     assert {"items", "next_cursor"} <= set(schema.get("properties", {})), name
 
@@ -88,7 +90,7 @@ def test_list_methods_meet_the_cursor_envelope(document, name):
 @pytest.mark.parametrize("name", sorted(n for n, e in ENDPOINTS.items()
                                         if e.metered or e.method == "POST"))
 def test_calls_sent_with_an_idempotency_key_document_the_header(document, name):
-    headers = {n.lower() for n in _parameters(_operation(document, name), "header")}
+    headers = {n.lower() for n in _parameters(document, _operation(document, name), "header")}
     assert "idempotency-key" in headers, name
 
 
