@@ -48,6 +48,9 @@ class Operation:
     # Media types of a streamed upload: the view gets ``stream`` and ``content_type`` instead
     # of a parsed body, and the body may be as large as IMPORT_MAX_BYTES.
     upload: tuple[str, ...] = ()
+    # A metered data call: charged in tokens, with the token and rate-limit headers, and its
+    # Idempotency-Key answered by its usage event (``billing.metering``), not stored here.
+    metered: bool = False
 
 
 @dataclass
@@ -67,13 +70,14 @@ class ApiBlueprint(Blueprint):
                   body: type[Schema] | None = None, query: type[Schema] | None = None,
                   response: type[Schema] | None = None, status: int = 200, many: bool = False,
                   tags: list[str] | None = None, errors: tuple[int, ...] = (),
-                  raw_response: str | None = None, upload: tuple[str, ...] = ()) -> Callable:
+                  raw_response: str | None = None, upload: tuple[str, ...] = (),
+                  metered: bool = False) -> Callable:
         def decorator(view: Callable) -> Callable:
             op = Operation(rule=rule, method=method, endpoint=view.__name__, summary=summary,
                            permission=permission, body=body, query=query, response=response,
                            status=status, many=many, tags=tags or [],
                            description=(view.__doc__ or "").strip(), errors=errors,
-                           raw_response=raw_response, upload=upload)
+                           raw_response=raw_response, upload=upload, metered=metered)
             self.operations.append(op)
 
             @wraps(view)
@@ -115,14 +119,14 @@ def _run(op: Operation, view: Callable, path_args: dict[str, Any]) -> Response:
             kwargs["body"] = op.body().load(payload)
 
     replay_key = None
-    if op.method == "POST" and principal is not None and "Idempotency-Key" in request.headers:
+    if op.method == "POST" and principal is not None and not op.metered \
+            and "Idempotency-Key" in request.headers:
         replay_key = _idempotency_context(op, principal)
         stored = idempotency.find(db_session(), **replay_key)
         if stored is not None:
             response = Response(stored.body, status=stored.status, mimetype=stored.content_type)
+            response.headers.update(idempotency.replayed_headers(stored))
             response.headers["Idempotent-Replayed"] = "true"
-            if stored.location:
-                response.headers["Location"] = stored.location
             return response
 
     result = view(principal, **kwargs) if op.permission is not None else view(**kwargs)
@@ -130,9 +134,10 @@ def _run(op: Operation, view: Callable, path_args: dict[str, Any]) -> Response:
 
     if replay_key is not None and response.status_code < 400:
         ttl = dt.timedelta(hours=current_app.config["IDEMPOTENCY_TTL_HOURS"])
+        # Stored at the commit: a request racing with the same key then gets 409 (market.web).
         idempotency.store(db_session(), **replay_key, status=response.status_code,
                           content_type=response.mimetype, body=response.get_data(as_text=True),
-                          location=response.headers.get("Location"), ttl=ttl)
+                          headers=dict(response.headers), ttl=ttl)
     return response
 
 
