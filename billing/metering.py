@@ -585,11 +585,22 @@ def _first_tier(card) -> UnitPrice:
 
 def list_micros(tokens: int, rate_per_million: UnitPrice | None) -> int:
     """``tokens`` at ``rate_per_million``, in millionths of the currency's minor unit, rounded
-    half to even (in integers: a batch values a thousand events)."""
-    if rate_per_million is None or not tokens:
-        return 0
+    half to even."""
+    return micros_at(tokens, list_ratio(rate_per_million))
+
+
+def list_ratio(rate_per_million: UnitPrice | None) -> tuple[int, int]:
+    """The millionths of the minor unit one token is worth at the rate, as a fraction
+    (numerator, denominator): worked out once for the many events of a batch."""
+    if rate_per_million is None:
+        return 0, 1
     places = CURRENCY_MINOR_UNITS[rate_per_million.currency]
-    numerator, denominator = rate_per_million.amount.scaleb(places).as_integer_ratio()
+    return rate_per_million.amount.scaleb(places).as_integer_ratio()
+
+
+def micros_at(tokens: int, ratio: tuple[int, int]) -> int:
+    """``tokens`` at a ``list_ratio``, rounded half to even (in integers)."""
+    numerator, denominator = ratio
     micros, remainder = divmod(tokens * numerator, denominator)
     if 2 * remainder > denominator or (2 * remainder == denominator and micros % 2):
         micros += 1
@@ -688,10 +699,12 @@ def _credit_tokens(session: Session, organization_id: int, dataset: Dataset,
 
 def affordable_tokens(rating: Callable[[int], int], before_tokens: int, before_minor: int,
                       left: int, breaks: tuple[int, ...] = ()) -> int:
-    """The most tokens ``n`` such that every call of up to ``n`` tokens more is charged at most
-    ``left`` on the month's ``rating`` (charged as ``rated_increment`` does: never below
-    nothing). Between two ``breaks`` the rating never falls, so there the largest fitting
-    count is found by bisection; at most ``MAX_TOKENS`` in the month."""
+    """About the most tokens ``n`` such that every call of up to ``n`` tokens more is charged
+    at most ``left`` on the month's ``rating`` (charged as ``rated_increment`` does: never
+    below nothing) — never more, and short of the most by at most a millionth. Between two
+    ``breaks`` the rating never falls, so there a bisection finds it; at most ``MAX_TOKENS``
+    in the month."""
+    ceiling = MAX_TOKENS - before_tokens
 
     def fits(n: int) -> bool:
         try:
@@ -699,21 +712,27 @@ def affordable_tokens(rating: Callable[[int], int], before_tokens: int, before_m
         except PricingError:  # beyond what an amount can hold
             return False
 
-    start = 0
-    for end in [b - before_tokens for b in sorted(breaks) if b > before_tokens] + [None]:
-        if end is None:  # the last stretch: find where it stops fitting
-            end, step = start, 1
-            while end < MAX_TOKENS - before_tokens and fits(end):
-                start, step = end, step * 2
-                end = min(start + step, MAX_TOKENS - before_tokens)
-            if fits(end):
-                return end
-        elif fits(end):
-            start = end
-            continue
-        low, high = start, end  # fits(low); not fits(high)
-        while high - low > 1:
+    def bisect(low: int, high: int) -> int:  # fits(low), not fits(high)
+        while high - low > max(1, low >> 20):
             middle = (low + high) // 2
             low, high = (middle, high) if fits(middle) else (low, middle)
         return low
-    return start  # pragma: no cover - the last stretch always returns
+
+    start = 0
+    for end in sorted(b - before_tokens for b in breaks if before_tokens < b < MAX_TOKENS):
+        if not fits(end):
+            return bisect(start, end)
+        start = end
+    # The last stretch: from a guess at the price of the next million tokens, double until
+    # a count does not fit.
+    try:
+        million = max(rating(before_tokens + start + 10**6) - max(
+            rating(before_tokens + start), before_minor), 0)
+    except PricingError:
+        million = 0
+    high = min(start + max(left * 10**6 // million if million else 10**6, 1), ceiling)
+    while fits(high):
+        if high == ceiling:
+            return high
+        start, high = high, min(2 * high, ceiling)
+    return bisect(start, high)
