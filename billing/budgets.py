@@ -48,7 +48,7 @@ import datetime as dt
 from collections import defaultdict
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import bindparam, case, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -655,11 +655,19 @@ def usage_guard(session: Session, organization_id: int, dataset_id: int, amount:
 def usage_headroom(session: Session, organization_id: int, currency: str) -> int | None:
     """``billing.metering.BUDGET_HEADROOM``: what ``usage_guard`` would still let postpaid
     calls commit (minor units); None when no "block" line for API usage bounds them."""
-    line = default_api_line(session, organization_id,
-                            business_calendar(session).year_of(utcnow()), currency)
-    if line is None or line.budget.enforcement != "block":
-        return None
-    return max(line.remaining_minor, 0)
+    left = session.scalar(_HEADROOM, {
+        "org": organization_id, "year": business_calendar(session).year_of(utcnow()),
+        "currency": currency})
+    return None if left is None else max(left, 0)
+
+
+# Asked on metered calls of every organization with a credit line: built once.
+_HEADROOM = (
+    select(BudgetLine.approved_minor - BudgetLine.committed_minor - BudgetLine.spent_minor)
+    .join(Budget).where(Budget.organization_id == bindparam("org"),
+                        Budget.fiscal_year == bindparam("year"),
+                        Budget.currency == bindparam("currency"),
+                        Budget.enforcement == "block", BudgetLine.default_for_api.is_(True)))
 
 
 def post_usage_day(session: Session, day: dt.date) -> dict[str, int]:

@@ -83,7 +83,7 @@ from billing.models import (
     CreditLine, KeyUsageMonth, Subscription, TokenWallet, UsageCounter, UsageEvent, WalletEntry,
 )
 from pricing.errors import PricingError
-from pricing.money import CURRENCY_MINOR_UNITS, Money, UnitPrice
+from pricing.money import CURRENCY_MINOR_UNITS, MAX_MINOR, Money, UnitPrice
 from pricing.offers import (
     MeteredRateCard, RoyaltyRateCard, SubscriptionPlan, TierMode, offer_from_dict,
 )
@@ -173,7 +173,15 @@ def callable_version(session: Session, organization_id: int, dataset_id: int,
 def _metered_card(dataset: Dataset, kind: str = "metered"
                   ) -> tuple[Offer, MeteredRateCard | RoyaltyRateCard] | None:
     offer = next((o for o in dataset.active_offers if o.kind == kind), None)
-    return (offer, offer_from_dict(offer.terms)) if offer is not None else None
+    return (offer, _terms(offer)) if offer is not None else None
+
+
+def _terms(offer: Offer):
+    """The offer's terms, parsed once for the object as loaded (a call asks several times)."""
+    cached = getattr(offer, "_parsed_terms", None)
+    if cached is None or cached[0] is not offer.terms:
+        cached = offer._parsed_terms = (offer.terms, offer_from_dict(offer.terms))
+    return cached[1]
 
 
 # Charging ---------------------------------------------------------------------------------------
@@ -541,31 +549,44 @@ class PostpaidPrice:
     # Month totals after which the rating may fall (a volume card's tier ends): between two
     # of them it never does.
     breaks: tuple[int, ...] = ()
+    # The price per million when the rating is that one price, rounded once (an overage rate;
+    # a card of one tier, no free tokens, no minimum): then it is inverted in closed form.
+    flat: UnitPrice | None = None
 
 
 def postpaid_price(session: Session, organization_id: int, dataset: Dataset,
                    today: dt.date) -> PostpaidPrice | None:
     """A subscriber's tokens are priced at its plan's overage rate, anyone else's at the
     dataset's metered rate card; None when neither applies."""
-    plan = _live_plan(session, organization_id, dataset.id, today)
+    return _price(dataset, _live_plan(session, organization_id, dataset.id, today))
+
+
+def _price(dataset: Dataset, plan: SubscriptionPlan | None) -> PostpaidPrice | None:
     if plan is not None:
         return PostpaidPrice("overage", plan.currency, overage_rating(plan),
-                             plan.overage_per_million)
+                             plan.overage_per_million, flat=plan.overage_per_million)
     metered = _metered_card(dataset)
     if metered is None:
         return None
     _, card = metered
     breaks = tuple(card.free_tokens + tier.up_to for tier in card.tiers
                    if tier.up_to is not None) if card.mode is TierMode.VOLUME else ()
-    return PostpaidPrice("data", card.currency, card_rating(card), _first_tier(card), breaks)
+    flat = _first_tier(card) if len(card.tiers) == 1 and not card.free_tokens \
+        and card.minimum_charge is None else None
+    return PostpaidPrice("data", card.currency, card_rating(card), _first_tier(card), breaks,
+                         flat)
 
 
 def _live_plan(session: Session, organization_id: int, dataset_id: int,
                today: dt.date) -> SubscriptionPlan | None:
     """The plan of the organization's live subscription to the dataset, if any."""
-    sub = session.scalar(select(Subscription).where(
+    offer_id = session.scalar(select(Subscription.offer_id).where(
         *_live_subscription(organization_id, dataset_id, today)))
-    plan = None if sub is None else offer_from_dict(session.get(Offer, sub.offer_id).terms)
+    return _plan(session, offer_id)
+
+
+def _plan(session: Session, offer_id: int | None) -> SubscriptionPlan | None:
+    plan = None if offer_id is None else _terms(session.get(Offer, offer_id))
     return plan if isinstance(plan, SubscriptionPlan) else None
 
 
@@ -637,64 +658,111 @@ def unit_price(minor: int, places: int, tokens: int) -> str:
 
 # What a key can still spend ----------------------------------------------------------------
 
+def _standing_statement():
+    """Everything ``tokens_available`` reads, in one round trip: the live subscription's
+    allowance left and plan, the wallets, the key's month, and — for the postpaid part — the
+    credit line's limit left in the price's currency and the month's counters."""
+    sub, wallet, month = _SUBSCRIPTIONS.c, _WALLETS.c, _KEY_MONTHS.c
+    line, counter = CreditLine.__table__.c, UsageCounter.__table__.c
+    live = (sub.organization_id == bindparam("org"), sub.dataset_id == bindparam("dataset_id"),
+            sub.status == "active", sub.current_period_start <= bindparam("today"),
+            sub.current_period_end > bindparam("today"))
+
+    def counted(column, kind: str):
+        return select(column).where(
+            counter.organization_id == bindparam("org"),
+            counter.dataset_id == bindparam("dataset_id"), counter.kind == kind,
+            counter.period == bindparam("period")).scalar_subquery()
+
+    return select(
+        select(sub.included_tokens + sub.rollover_tokens - sub.tokens_used).where(*live)
+        .limit(1).scalar_subquery().label("allowance"),
+        select(sub.offer_id).where(*live).limit(1).scalar_subquery().label("plan_offer_id"),
+        select(func.coalesce(func.sum(wallet.balance_tokens), 0)).where(
+            wallet.organization_id == bindparam("org"),
+            wallet.scope.in_([bindparam("dataset_scope"), bindparam("platform_scope")]))
+        .scalar_subquery().label("wallets"),
+        select(month.tokens).where(month.api_key_id == bindparam("key_id"),
+                                   month.period == bindparam("period"))
+        .scalar_subquery().label("month_tokens"),
+        select(line.limit_minor - line.used_minor).where(
+            line.organization_id == bindparam("org"), line.currency == bindparam("currency"),
+            line.suspended_at.is_(None)).scalar_subquery().label("credit_left"),
+        counted(counter.tokens, "data").label("data_tokens"),
+        counted(counter.amount_minor, "data").label("data_minor"),
+        counted(counter.tokens, "overage").label("overage_tokens"),
+        counted(counter.amount_minor, "overage").label("overage_minor"))
+
+
+_STANDING = _standing_statement()
+
+
 def tokens_available(session: Session, key: ApiKey, dataset_id: int,
                      now: dt.datetime | None = None) -> int:
     """What the key could still spend on the dataset (see the module notes): the prepaid tokens
     and what the credit line could pay, within the key's monthly cap."""
     now = now or utcnow()
     organization_id = key.organization_id
-    total = _prepaid_tokens(session, organization_id, dataset_id, now.date())
     dataset = session.get(Dataset, dataset_id)
-    if dataset is not None:
-        total += _credit_tokens(session, organization_id, dataset, now)
-    return _within_cap(session, key, period_of(session, now), total)
+    metered = _metered_card(dataset) if dataset is not None else None
+    period = period_of(session, now)
+    currency = metered[1].currency if metered else key.organization.default_currency
+    row = session.execute(_STANDING, {
+        "org": organization_id, "dataset_id": dataset_id, "today": now.date(),
+        "dataset_scope": wallet_scope(dataset_id), "platform_scope": wallet_scope(None),
+        "key_id": key.id, "period": period, "currency": currency}).one()
+    prepaid = int(row.wallets) + max(row.allowance or 0, 0)
+    cap_left = None if key.monthly_token_cap is None else \
+        key.monthly_token_cap - (row.month_tokens or 0)
+    total = prepaid
+    if dataset is not None and (cap_left is None or cap_left > prepaid):
+        total += _credit_tokens(session, organization_id, dataset, row, currency)
+    total = min(total, MAX_TOKENS)
+    return max(total if cap_left is None else min(total, cap_left), 0)
 
 
-def _prepaid_tokens(session: Session, organization_id: int, dataset_id: int,
-                    today: dt.date) -> int:
-    """The live subscription's allowance left and the dataset's and platform's wallets."""
-    sub = session.scalar(select(Subscription).where(
-        *_live_subscription(organization_id, dataset_id, today)))
-    wallets = session.scalar(select(func.coalesce(func.sum(TokenWallet.balance_tokens), 0))
-                             .where(TokenWallet.organization_id == organization_id,
-                                    TokenWallet.scope.in_((wallet_scope(dataset_id),
-                                                           wallet_scope(None)))))
-    return int(wallets) + (max(sub.tokens_remaining, 0) if sub is not None else 0)
-
-
-def _within_cap(session: Session, key: ApiKey, period: str, tokens: int) -> int:
-    tokens = min(tokens, MAX_TOKENS)
-    if key.monthly_token_cap is None:
-        return max(tokens, 0)
-    used = session.scalar(select(KeyUsageMonth.tokens).where(
-        KeyUsageMonth.api_key_id == key.id, KeyUsageMonth.period == period)) or 0
-    return max(min(tokens, key.monthly_token_cap - used), 0)
-
-
-def _credit_tokens(session: Session, organization_id: int, dataset: Dataset,
-                   now: dt.datetime) -> int:
+def _credit_tokens(session: Session, organization_id: int, dataset: Dataset, row,
+                   currency: str) -> int:
     """The tokens the organization's credit line could still pay on the dataset, within what
-    the budgets let it commit: the most whose charge on the month's rating fits."""
-    lines = dict(session.execute(select(
-        CreditLine.currency, CreditLine.limit_minor - CreditLine.used_minor).where(
-        CreditLine.organization_id == organization_id, CreditLine.suspended_at.is_(None))).all())
-    if not lines:
+    the budgets let it commit: the most whose charge on the month's rating fits. ``row``: the
+    standing, with the credit line's limit left in ``currency``."""
+    price = _price(dataset, _plan(session, row.plan_offer_id))
+    if price is None:
         return 0
-    price = postpaid_price(session, organization_id, dataset, now.date())
-    if price is None or price.currency not in lines:
+    left = row.credit_left
+    if price.currency != currency:  # a plan priced in another currency than the card
+        left = session.scalar(select(CreditLine.limit_minor - CreditLine.used_minor).where(
+            CreditLine.organization_id == organization_id, CreditLine.currency == price.currency,
+            CreditLine.suspended_at.is_(None)))
+    if left is None:
         return 0
-    left = lines[price.currency]
     for headroom in BUDGET_HEADROOM:
         bound = headroom(session, organization_id, price.currency)
         if bound is not None:
             left = min(left, bound)
     if left < 0:
         return 0
-    counter = session.execute(select(UsageCounter.tokens, UsageCounter.amount_minor).where(
-        UsageCounter.organization_id == organization_id, UsageCounter.dataset_id == dataset.id,
-        UsageCounter.kind == price.kind, UsageCounter.period == period_of(session, now))).first()
-    before_tokens, before_minor = (counter.tokens, counter.amount_minor) if counter else (0, 0)
+    before = (row.overage_tokens, row.overage_minor) if price.kind == "overage" else \
+        (row.data_tokens, row.data_minor)
+    before_tokens, before_minor = int(before[0] or 0), int(before[1] or 0)
+    if price.flat is not None:
+        return _flat_tokens(price.flat, before_tokens, before_minor, left)
     return affordable_tokens(price.rating, before_tokens, before_minor, left, price.breaks)
+
+
+def _flat_tokens(rate_per_million: UnitPrice, before_tokens: int, before_minor: int,
+                 left: int) -> int:
+    """``affordable_tokens`` of a rating that is one price rounded once, half up: the month
+    may reach the most tokens ``t`` with ``t * price / 1M < before + left + 1/2`` minor."""
+    numerator, denominator = rate_per_million.amount.scaleb(
+        CURRENCY_MINOR_UNITS[rate_per_million.currency]).as_integer_ratio()
+    if numerator <= 0:
+        return MAX_TOKENS - before_tokens
+    most = min(before_minor + left, MAX_MINOR)
+    # t * numerator / denominator / 10**6 < most + 1/2  <=>  t < bound / (2 * numerator)
+    bound = (2 * most + 1) * 10**6 * denominator
+    month = -(-bound // (2 * numerator)) - 1
+    return max(min(month, MAX_TOKENS) - before_tokens, 0)
 
 
 def affordable_tokens(rating: Callable[[int], int], before_tokens: int, before_minor: int,

@@ -273,8 +273,15 @@ def _metered_headers(charged: int, remaining: int, requests_window: Window,
                query=RecordsQuerySchema, response=RecordPageSchema, tags=DATA,
                errors=(402, 403, 404, 409, 422, 429), metered=True)
 def get_records(principal: Principal, dataset_id: int, number: int, query: dict):
-    """Charged the tokens of the records returned, at most ``max_tokens``. Send
-    ``Idempotency-Key`` to make a retry return the same page without charging again."""
+    """Charged the tokens of the records returned, at most ``max_tokens`` (the page then stops
+    before the record that would pass it: ``has_more``, ``next_cursor``). Every answer carries
+    ``X-Tokens-Charged``, ``X-Tokens-Remaining`` (what the key can still spend: the least of its
+    monthly cap left and the allowance, wallets and credit line — within its budget line —
+    turned into tokens) and ``x-ratelimit-*``; a 402's ``code`` says why (insufficient_tokens,
+    no_metered_price, monthly_cap_reached, credit_limit_reached, budget_line_exhausted) with
+    ``tokens_needed`` and ``tokens_available``. Send ``Idempotency-Key`` to make a retry return
+    the same page without charging again (409 idempotency_key_in_use while the first is still
+    being answered)."""
     return _metered(dataset_id, number, lambda session, version:
                     catalog_records.page_records(session, version, after=query["cursor"],
                                                  limit=query["limit"]), query["max_tokens"])
@@ -285,9 +292,9 @@ def get_records(principal: Principal, dataset_id: int, number: int, query: dict)
                response=RecordPageSchema, tags=DATA, errors=(402, 403, 404, 409, 422, 429),
                metered=True)
 def search_records(principal: Principal, dataset_id: int, number: int, body: dict):
-    """Records whose canonical JSON contains the query (any case); charged the tokens of
-    the records returned, at most ``max_tokens``. Send ``Idempotency-Key`` to make a retry
-    return the same page without charging again."""
+    """Records whose canonical JSON contains the query (any case); charged, paged and
+    answered as the records are (``max_tokens``, ``has_more``, the token headers, the 402
+    codes, ``Idempotency-Key``)."""
     return _metered(dataset_id, number, lambda session, version:
                     catalog_records.search_records(session, version, body["query"],
                                                    after=body["cursor"], limit=body["limit"]),

@@ -497,3 +497,42 @@ def test_a_late_royalty_event_shows_in_the_month_it_was_charged_to(client, sessi
     earlier = client.get("/api/v1/usage", headers=headers, query_string={
         "from": first_of_last.isoformat()}).get_json()
     assert earlier["rows"] == [] and earlier["totals"] == []
+
+
+# Money turned into tokens ------------------------------------------------------------------
+
+@pytest.mark.parametrize("tiers, mode", [
+    ([("0.37", None)], "graduated"),
+    ([("3000", None)], "graduated"),
+    ([("30", 1_000_000), ("17", 5_000_000), ("7.5", None)], "graduated"),
+    ([("30", 1_000_000), ("10", None)], "volume"),
+])
+@pytest.mark.parametrize("before_tokens, left", [(0, 0), (0, 1), (12_345, 999), (999_990, 301),
+                                                 (4_999_000, 50_000), (0, 10**9)])
+def test_the_tokens_a_sum_buys_are_the_most_that_fit(tiers, mode, before_tokens, left):
+    from billing.metering import _flat_tokens, affordable_tokens, card_rating
+    from pricing.money import UnitPrice
+    from pricing.offers import offer_from_dict
+
+    card = offer_from_dict({"kind": "metered", "code": "api", "mode": mode, "tiers": [
+        {"from_tokens": 0 if i == 0 else tiers[i - 1][1], "up_to": up_to,
+         "price_per_million": {"amount": price, "currency": "CNY"}}
+        for i, (price, up_to) in enumerate(tiers)]})
+    rating = card_rating(card)
+    before_minor = rating(before_tokens)
+    breaks = tuple(up for _, up in tiers if up) if mode == "volume" else ()
+    found = affordable_tokens(rating, before_tokens, before_minor, left, breaks)
+    if len(tiers) == 1:
+        flat = _flat_tokens(UnitPrice(Decimal(tiers[0][0]), "CNY"), before_tokens,
+                            before_minor, left)
+        assert flat >= found >= flat - (flat >> 20)  # the bisection may stop a millionth short
+        found = flat
+
+    def charged(n):
+        return max(rating(before_tokens + n), before_minor) - before_minor
+
+    assert charged(found) <= left
+    assert all(charged(n) <= left for n in range(max(found - 50, 0), found))
+    exact = len(tiers) == 1 or found < 2**20
+    if exact:  # nothing more fits (the bisection is exact below a million)
+        assert charged(found + 1) > left
