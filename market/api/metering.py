@@ -1,8 +1,9 @@
 """API: the metered data API, priced in tokens.
 
 A call is authenticated by an API key with ``data:read``; what it serves is charged in tokens
-(see ``billing.metering``) and every answer of a data call — 200, 402, 403, 404, 409 and 429
-alike — says where the key stands, in headers model companies already parse:
+(see ``billing.metering``) and every answer of a data call whose key and parameters are valid —
+200, 402, 403, 404, 409, 422 and 429 alike — says where the key stands, in headers model
+companies already parse:
 
 - ``X-Tokens-Charged``: the tokens this answer charged (0 when refused or replayed);
 - ``X-Tokens-Remaining``: what the key can still spend on the dataset — the least of its
