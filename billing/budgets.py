@@ -30,7 +30,8 @@ Metered calls: a postpaid call's amount is *committed* on the budget's ``default
 by ``usage_guard`` (in ``billing.metering.BUDGET_GUARDS``), by the same conditional UPDATE, so
 concurrent calls cannot overspend a block line (refused 402 ``budget_line_exhausted``); no
 record is written per call (there may be millions). What a block line has left also bounds the
-tokens a key is told it can still spend (``usage_headroom``, in ``BUDGET_HEADROOM``). The daily job ``post-usage-to-budgets`` then takes each organization's previous day
+tokens a key is told it can still spend (``usage_headroom``, in ``BUDGET_HEADROOM``). The
+daily job ``post-usage-to-budgets`` then takes each organization's previous day
 of postpaid usage per dataset, releases that commitment and posts it as expenditure, with one
 release and one expenditure record per (organization, dataset, day). Usage amounts are net of
 tax: the monthly usage order, when paid, posts its tax as expenditure on the same line, so the
@@ -652,22 +653,20 @@ def usage_guard(session: Session, organization_id: int, dataset_id: int, amount:
     check_thresholds(session, line)
 
 
-def usage_headroom(session: Session, organization_id: int, currency: str) -> int | None:
+def usage_headroom():
     """``billing.metering.BUDGET_HEADROOM``: what ``usage_guard`` would still let postpaid
-    calls commit (minor units); None when no "block" line for API usage bounds them."""
-    left = session.scalar(_HEADROOM, {
-        "org": organization_id, "year": business_calendar(session).year_of(utcnow()),
-        "currency": currency})
-    return None if left is None else max(left, 0)
+    calls commit (minor units; NULL when no "block" line for API usage bounds them), as a
+    scalar subquery over :org, :year and :currency."""
+    return _HEADROOM
 
 
-# Asked on metered calls of every organization with a credit line: built once.
 _HEADROOM = (
     select(BudgetLine.approved_minor - BudgetLine.committed_minor - BudgetLine.spent_minor)
     .join(Budget).where(Budget.organization_id == bindparam("org"),
                         Budget.fiscal_year == bindparam("year"),
                         Budget.currency == bindparam("currency"),
-                        Budget.enforcement == "block", BudgetLine.default_for_api.is_(True)))
+                        Budget.enforcement == "block", BudgetLine.default_for_api.is_(True))
+    .scalar_subquery())
 
 
 def post_usage_day(session: Session, day: dt.date) -> dict[str, int]:

@@ -64,9 +64,10 @@ unit (a few dozen tokens are worth a fraction of a fen), and 0 when the dataset 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Callable
+from typing import Any, Callable
 
 from sqlalchemy import Update, bindparam, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
@@ -102,9 +103,10 @@ class PaymentRequired(MarketError):
 # Hooks the budgets add: called with (session, organization_id, dataset_id, amount) before a
 # postpaid charge is written; raise PaymentRequired naming the exhausted budget line.
 BUDGET_GUARDS: list[Callable[[Session, int, int, Money], None]] = []
-# And called with (session, organization_id, currency): the minor units a guard would still let
-# postpaid calls commit, or None when it sets no bound (for ``tokens_available``).
-BUDGET_HEADROOM: list[Callable[[Session, int, str], int | None]] = []
+# And what those guards would still let postpaid calls commit, read with the rest of what a key
+# can still spend (``tokens_available``, in one round trip): each hook gives a scalar subquery
+# of minor units (NULL: no bound) over the binds :org, :year (business) and :currency.
+BUDGET_HEADROOM: list[Callable[[], Any]] = []
 
 
 @dataclass(frozen=True)
@@ -658,10 +660,12 @@ def unit_price(minor: int, places: int, tokens: int) -> str:
 
 # What a key can still spend ----------------------------------------------------------------
 
-def _standing_statement():
+@functools.lru_cache(maxsize=4)
+def _standing_statement(headroom: tuple[Callable[[], Any], ...]):
     """Everything ``tokens_available`` reads, in one round trip: the live subscription's
     allowance left and plan, the wallets, the key's month, and — for the postpaid part — the
-    credit line's limit left in the price's currency and the month's counters."""
+    credit line's limit left in the price's currency, the month's counters and the budgets'
+    ``headroom`` (built once for the hooks registered)."""
     sub, wallet, month = _SUBSCRIPTIONS.c, _WALLETS.c, _KEY_MONTHS.c
     line, counter = CreditLine.__table__.c, UsageCounter.__table__.c
     live = (sub.organization_id == bindparam("org"), sub.dataset_id == bindparam("dataset_id"),
@@ -691,10 +695,8 @@ def _standing_statement():
         counted(counter.tokens, "data").label("data_tokens"),
         counted(counter.amount_minor, "data").label("data_minor"),
         counted(counter.tokens, "overage").label("overage_tokens"),
-        counted(counter.amount_minor, "overage").label("overage_minor"))
-
-
-_STANDING = _standing_statement()
+        counted(counter.amount_minor, "overage").label("overage_minor"),
+        *(hook().label(f"headroom_{i}") for i, hook in enumerate(headroom)))
 
 
 def tokens_available(session: Session, key: ApiKey, dataset_id: int,
@@ -707,22 +709,23 @@ def tokens_available(session: Session, key: ApiKey, dataset_id: int,
     metered = _metered_card(dataset) if dataset is not None else None
     period = period_of(session, now)
     currency = metered[1].currency if metered else key.organization.default_currency
-    row = session.execute(_STANDING, {
+    row = session.execute(_standing_statement(tuple(BUDGET_HEADROOM)), {
         "org": organization_id, "dataset_id": dataset_id, "today": now.date(),
         "dataset_scope": wallet_scope(dataset_id), "platform_scope": wallet_scope(None),
-        "key_id": key.id, "period": period, "currency": currency}).one()
+        "key_id": key.id, "period": period, "currency": currency,
+        "year": business_calendar(session).year_of(now)}).one()
     prepaid = int(row.wallets) + max(row.allowance or 0, 0)
     cap_left = None if key.monthly_token_cap is None else \
         key.monthly_token_cap - (row.month_tokens or 0)
     total = prepaid
     if dataset is not None and (cap_left is None or cap_left > prepaid):
-        total += _credit_tokens(session, organization_id, dataset, row, currency)
+        total += _credit_tokens(session, organization_id, dataset, row, currency, now)
     total = min(total, MAX_TOKENS)
     return max(total if cap_left is None else min(total, cap_left), 0)
 
 
 def _credit_tokens(session: Session, organization_id: int, dataset: Dataset, row,
-                   currency: str) -> int:
+                   currency: str, now: dt.datetime) -> int:
     """The tokens the organization's credit line could still pay on the dataset, within what
     the budgets let it commit: the most whose charge on the month's rating fits. ``row``: the
     standing, with the credit line's limit left in ``currency``."""
@@ -730,16 +733,17 @@ def _credit_tokens(session: Session, organization_id: int, dataset: Dataset, row
     if price is None:
         return 0
     left = row.credit_left
+    bounds = [getattr(row, f"headroom_{i}") for i in range(len(BUDGET_HEADROOM))]
     if price.currency != currency:  # a plan priced in another currency than the card
         left = session.scalar(select(CreditLine.limit_minor - CreditLine.used_minor).where(
             CreditLine.organization_id == organization_id, CreditLine.currency == price.currency,
             CreditLine.suspended_at.is_(None)))
+        bounds = [session.scalar(select(hook()), {
+            "org": organization_id, "currency": price.currency,
+            "year": business_calendar(session).year_of(now)}) for hook in BUDGET_HEADROOM]
     if left is None:
         return 0
-    for headroom in BUDGET_HEADROOM:
-        bound = headroom(session, organization_id, price.currency)
-        if bound is not None:
-            left = min(left, bound)
+    left = min([left, *(bound for bound in bounds if bound is not None)])
     if left < 0:
         return 0
     before = (row.overage_tokens, row.overage_minor) if price.kind == "overage" else \
