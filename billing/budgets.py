@@ -28,8 +28,10 @@ report figure drills down to the records behind it.
 
 Metered calls: a postpaid call's amount is *committed* on the budget's ``default_for_api`` line
 by ``usage_guard`` (in ``billing.metering.BUDGET_GUARDS``), by the same conditional UPDATE, so
-concurrent calls cannot overspend a block line; no record is written per call (there may be
-millions). The daily job ``post-usage-to-budgets`` then takes each organization's previous day
+concurrent calls cannot overspend a block line (refused 402 ``budget_line_exhausted``); no
+record is written per call (there may be millions). What a block line has left also bounds the
+tokens a key is told it can still spend (``usage_headroom``, in ``BUDGET_HEADROOM``). The
+daily job ``post-usage-to-budgets`` then takes each organization's previous day
 of postpaid usage per dataset, releases that commitment and posts it as expenditure, with one
 release and one expenditure record per (organization, dataset, day). Usage amounts are net of
 tax: the monthly usage order, when paid, posts its tax as expenditure on the same line, so the
@@ -47,7 +49,7 @@ import datetime as dt
 from collections import defaultdict
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import bindparam, case, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -62,7 +64,7 @@ from billing.models import (
     Budget, BudgetAlert, BudgetAmendment, BudgetLine, BudgetRecord, Order,
     Refund, UsageEvent,
 )
-from billing.metering import BUDGET_GUARDS, PaymentRequired
+from billing.metering import BUDGET_GUARDS, BUDGET_HEADROOM, PaymentRequired
 from billing.models.budgets import BUDGET_CATEGORIES
 from pricing.errors import PricingError
 from pricing.money import Money, normalize_currency
@@ -648,8 +650,24 @@ def usage_guard(session: Session, organization_id: int, dataset_id: int, amount:
             f"The budget line {line.code} ({line.name}) for API usage has "
             f"{money_text(max(line.remaining_minor, 0), currency)} left; this call costs "
             f"{money_text(amount.minor, currency)}. Ask for the line to be increased.",
-            field="budget_line")
+            field="budget_line", code="budget_line_exhausted")
     check_thresholds(session, line)
+
+
+def usage_headroom():
+    """``billing.metering.BUDGET_HEADROOM``: what ``usage_guard`` would still let postpaid
+    calls commit (minor units; NULL when no "block" line for API usage bounds them), as a
+    scalar subquery over :org, :year and :currency."""
+    return _HEADROOM
+
+
+_HEADROOM = (
+    select(BudgetLine.approved_minor - BudgetLine.committed_minor - BudgetLine.spent_minor)
+    .join(Budget).where(Budget.organization_id == bindparam("org"),
+                        Budget.fiscal_year == bindparam("year"),
+                        Budget.currency == bindparam("currency"),
+                        Budget.enforcement == "block", BudgetLine.default_for_api.is_(True))
+    .scalar_subquery())
 
 
 def post_usage_day(session: Session, day: dt.date) -> dict[str, int]:
@@ -708,9 +726,10 @@ def _register() -> None:
                  description="Post yesterday's postpaid API usage to budgets, per dataset",
                  run=_usage_job, trigger={"hour": 0, "minute": 40}, period_of=_previous_day,
                  period_pattern=DAILY, closes_period=True))
-    if not any(getattr(g, "__qualname__", "") == usage_guard.__qualname__
-               and getattr(g, "__module__", "") == __name__ for g in BUDGET_GUARDS):
-        BUDGET_GUARDS.append(usage_guard)
+    for hooks, hook in ((BUDGET_GUARDS, usage_guard), (BUDGET_HEADROOM, usage_headroom)):
+        if not any(getattr(h, "__qualname__", "") == hook.__qualname__
+                   and getattr(h, "__module__", "") == __name__ for h in hooks):
+            hooks.append(hook)
 
 
 def records_total(records: Iterable[BudgetRecord]) -> dict[str, int]:

@@ -10,9 +10,14 @@ produced. Each event is charged by the dataset's royalty rate card (an offer of 
 - Each event id is accepted once, forever: its ``UsageEvent.request_id`` is
   ``event:<organization>:<id>``, unique. A repeated id (in the same batch or any later one) is
   reported ``duplicate`` with what the first was charged, and charges nothing.
-- A rejected event (unknown dataset, no royalty price, negative tokens, occurred more than five
-  minutes in the future, nothing to pay with) never blocks the valid ones; the outcome of each is
-  reported in the batch's order.
+- A rejected event (not a well-formed event — a field missing, of the wrong type or beyond what
+  its column holds, given to the service as an ``InvalidEvent`` naming every field at fault —,
+  unknown dataset, no royalty price, negative tokens, occurred more than five minutes in the
+  future, too many tokens to price, nothing to pay with) never blocks the valid ones; the
+  outcome of each is reported in the batch's order. Only a batch that is not a list of 1 to
+  ``MAX_BATCH`` events is refused whole (the API's 422).
+- Each event keeps its list value (``UsageEvent.list_micros``): its tokens at the royalty card's
+  first tier (``billing.metering``'s notes).
 - Late events are adjustments to the open month. An event that occurred in an earlier month is
   accepted into the *current* period (``UsageEvent.period`` is the month it was recorded in,
   ``occurred_at`` keeps when it really happened): a closed month — invoiced by
@@ -57,8 +62,10 @@ from market.accounts.models import ApiKey
 from market.catalog.models import Dataset, ListingStatus
 from market.catalog.services import current_supply_chain_id
 from market.db import breaks_unique, business_calendar, business_day_of, insert_rows, utcnow
-from market.errors import Conflict
+from market.errors import Conflict, InvalidInput
+from pricing.errors import PricingError
 from pricing.money import Money, minor_to_dict, minor_units
+from pricing.periods import month_name
 
 MAX_BATCH = 1_000
 FUTURE_TOLERANCE = dt.timedelta(minutes=5)
@@ -69,9 +76,23 @@ class ItemError:
     code: str  # invalid | not_found | no_royalty_price | payment_required
     field: str
     message: str
+    # An event that is not what an event must be: every field at fault, as a 422 names them.
+    errors: dict[str, list[str]] | None = None
 
-    def to_dict(self) -> dict[str, str]:
-        return {"code": self.code, "field": self.field, "message": self.message}
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"code": self.code, "field": self.field, "message": self.message}
+        if self.errors is not None:
+            data["errors"] = self.errors
+        return data
+
+
+@dataclass(frozen=True)
+class InvalidEvent:
+    """An event of a batch that is not a well-formed event (its fields, their types and
+    bounds): rejected ``invalid`` on its own, never holding up the rest of the batch."""
+
+    id: str | None  # the id it was sent with, when that is a string
+    error: ItemError
 
 
 @dataclass
@@ -79,9 +100,9 @@ class Outcome:
     """What became of one reported event; what it was charged, in minor units (a batch has a
     thousand of these, so no ``Money`` is built for each)."""
 
-    id: str
+    id: str | None  # None: an invalid event sent without a string id
     status: str  # accepted | duplicate | rejected
-    tokens: int
+    tokens: int | None  # None: an invalid event whose tokens are not a count
     minor: int | None = None
     currency: str | None = None
     error: ItemError | None = None
@@ -166,10 +187,23 @@ def _split(total: int, weights: list[int]) -> list[int]:
 
 
 def ingest_royalties(session: Session, *, organization_id: int, api_key_id: int | None,
-                     events: list[dict[str, Any]], now: dt.datetime | None = None
-                     ) -> IngestResult:
+                     events: list[dict[str, Any] | InvalidEvent],
+                     now: dt.datetime | None = None) -> IngestResult:
     """Charge and record a batch of royalty events (see the module notes); every event gets an
-    outcome, in the batch's order. Never commits."""
+    outcome, in the batch's order, an ``InvalidEvent`` its rejection. Never commits."""
+    invalid = {i: event for i, event in enumerate(events) if isinstance(event, InvalidEvent)}
+    if not invalid:
+        return _ingest_valid(session, organization_id, api_key_id, events, now)
+    valid = [event for event in events if not isinstance(event, InvalidEvent)]
+    outcomes = iter(_ingest_valid(session, organization_id, api_key_id, valid, now).results
+                    if valid else [])
+    return IngestResult([
+        Outcome(invalid[i].id, "rejected", None, error=invalid[i].error) if i in invalid
+        else next(outcomes) for i in range(len(events))])
+
+
+def _ingest_valid(session: Session, organization_id: int, api_key_id: int | None,
+                  events: list[dict[str, Any]], now: dt.datetime | None) -> IngestResult:
     now = now or utcnow()
     request_ids = [request_id_of(organization_id, event["id"]) for event in events]
     try:
@@ -208,6 +242,10 @@ def _ingest(session: Session, organization_id: int, api_key_id: int | None,
     for dataset_id, dataset in datasets.items():
         if _visible(dataset, organization_id):
             cards[dataset_id] = metering._metered_card(dataset, "royalty")
+    # The list value of a token on each dataset: its royalty card's first tier.
+    ratios = {dataset_id: metering.list_ratio(card[1].tiers[0].price_per_million)
+              for dataset_id, card in cards.items() if card is not None}
+    listed = [0] * len(events)  # each event's list value (millionths of the minor unit)
 
     first_of: dict[str, int] = {}  # request id -> the batch's first live event with it
     later: list[tuple[int, int]] = []  # (a repeat, the event it repeats)
@@ -236,6 +274,10 @@ def _ingest(session: Session, organization_id: int, api_key_id: int | None,
         elif cards[event["dataset_id"]] is None:
             error = ItemError("no_royalty_price", "dataset_id",
                               "This dataset has no royalty price.")
+        else:
+            listed[i] = metering.micros_at(tokens, ratios[event["dataset_id"]])
+            if listed[i] > metering.MAX_TOKENS:  # a value no amount column holds
+                error = ItemError("invalid", "tokens", "Too many tokens to price.")
         if error is not None:
             outcomes[i] = Outcome(event["id"], "rejected", tokens, error=error)
             continue
@@ -252,7 +294,7 @@ def _ingest(session: Session, organization_id: int, api_key_id: int | None,
         paid_by[i] = "postpaid"
 
     _insert(session, organization_id, api_key_id, period, now, events, request_ids,
-            occurred, outcomes, paid_by)
+            occurred, outcomes, paid_by, listed)
     for i, first in later:
         original = outcomes[first]
         outcomes[i] = Outcome(events[i]["id"], "duplicate", original.tokens, original.minor,
@@ -284,9 +326,41 @@ def _charge(session: Session, organization_id: int, period: str, events: list[di
 
     charged: dict[int, tuple[int, str]] = {}
     for currency, groups in by_currency.items():
-        charged.update(_charge_currency(session, organization_id, period, events,
-                                        list(groups.values()), currency, outcomes))
+        priced = [group for group in groups.values() if _priceable(events, group, outcomes)]
+        charged.update(_charge_currency(session, organization_id, period, events, priced,
+                                        currency, outcomes))
     return charged
+
+
+def _priceable(events: list[dict], group: _Group, outcomes: list[Outcome | None]) -> bool:
+    """Whether the group's events can be priced together (an amount holds at most
+    ``MAX_MINOR``); if not, the events too large to price alone are rejected, then the rest
+    if they still are together. One rating a dataset when all is well."""
+
+    def prices(tokens: int) -> bool:
+        try:
+            group.rating(tokens)
+        except PricingError:
+            return False
+        return tokens <= metering.MAX_TOKENS
+
+    if prices(sum(events[i]["tokens"] for i in group.indices)):
+        return True
+    too_large = [i for i in group.indices if not prices(events[i]["tokens"])]
+    _reject_invalid(events, too_large, outcomes, "Too many tokens to price.")
+    group.indices = [i for i in group.indices if i not in set(too_large)]
+    if group.indices and not prices(sum(events[i]["tokens"] for i in group.indices)):
+        _reject_invalid(events, group.indices, outcomes, "Together with the batch's other "
+                        "events on this dataset, too many tokens to price; send fewer at once.")
+        group.indices = []
+    return bool(group.indices)
+
+
+def _reject_invalid(events: list[dict], indices: list[int], outcomes: list[Outcome | None],
+                    message: str) -> None:
+    for i in indices:
+        outcomes[i] = Outcome(events[i]["id"], "rejected", events[i]["tokens"],
+                              error=ItemError("invalid", "tokens", message))
 
 
 def _refuse(events: list[dict], indices: list[int], outcomes: list[Outcome | None],
@@ -314,6 +388,23 @@ def _rate(session: Session, organization_id: int, period: str, events: list[dict
     return rated
 
 
+def _rate_priceable(session: Session, organization_id: int, period: str, events: list[dict],
+                    groups: list[_Group], outcomes: list[Outcome | None]
+                    ) -> tuple[list, list[_Group]]:
+    """``_rate`` of every group, but a group whose month (with what the month holds already)
+    is too large to price is rejected ``invalid``: the rated groups, and those kept."""
+    rated, kept = [], []
+    for group in groups:
+        try:
+            rated.extend(_rate(session, organization_id, period, events, [group]))
+        except (PricingError, InvalidInput):
+            _reject_invalid(events, group.indices, outcomes, "The month's tokens on this "
+                            "dataset would be too many to price.")
+            continue
+        kept.append(group)
+    return rated, kept
+
+
 def _unrate(events: list[dict], rated) -> None:
     """Give the counters back what ``_rate`` added (the rows stay locked by this transaction)."""
     for _group, indices, amount, counter in rated:
@@ -324,7 +415,8 @@ def _unrate(events: list[dict], rated) -> None:
 def _charge_currency(session: Session, organization_id: int, period: str,
                      events: list[dict], groups: list[_Group], currency: str,
                      outcomes: list[Outcome | None]) -> dict[int, tuple[int, str]]:
-    rated = _rate(session, organization_id, period, events, groups)
+    rated, groups = _rate_priceable(session, organization_id, period, events, groups,
+                                    outcomes)
     kept = []
     for entry in rated:
         group, indices, amount, counter = entry
@@ -414,7 +506,7 @@ def _one_of(session: Session, column, values: list) -> ColumnElement[bool]:
 def _insert(session: Session, organization_id: int, api_key_id: int | None, period: str,
             now: dt.datetime, events: list[dict], request_ids: list[str],
             occurred: list[dt.datetime | None], outcomes: list[Outcome | None],
-            paid_by: dict[int, str]) -> None:
+            paid_by: dict[int, str], listed: list[int]) -> None:
     """Write the usage event of each paid (or free) event; an id already recorded breaks the
     unique constraint (IntegrityError)."""
     if not paid_by:
@@ -437,7 +529,7 @@ def _insert(session: Session, organization_id: int, api_key_id: int | None, peri
             "unit_price": metering.unit_price(outcome.minor, places[outcome.currency],
                                               event["tokens"]),
             "amount_minor": outcome.minor, "currency": outcome.currency,
-            "paid_by": paid_by[i], "supply_chain_revision_id": revisions[event["dataset_id"]],
+            "list_micros": listed[i], "paid_by": paid_by[i], "supply_chain_revision_id": revisions[event["dataset_id"]],
             "occurred_at": occurred[i]})
     insert_rows(session, UsageEvent.__table__, rows, constant=constant)
 
@@ -460,16 +552,28 @@ def default_range(start: dt.date | None, end: dt.date | None,
 
 def usage_report(session: Session, organization_id: int, start: dt.date, end: dt.date,
                  group_by: str) -> dict[str, Any]:
-    """An organization's usage events that occurred from ``start`` to ``end`` (business days,
-    both included), grouped by day, dataset or API key, with totals by kind and by what paid;
-    each row is in one currency. Aggregated in SQL."""
+    """An organization's usage events charged from ``start`` to ``end`` (business days, both
+    included) — a late royalty event in the day and month it was charged in, which is the month
+    its invoice bills — grouped by day (charged), dataset or API key, with totals by kind and by
+    what paid; each row is in one currency and says the month its events occurred in
+    (``occurred_period``) and the month they were charged to (``charged_period``), so a late
+    event's row stands apart. Each figure has what was charged (``amount``) and what the tokens
+    were worth at list price (``list_amount``, exact; see ``billing.metering``). Aggregated in
+    SQL."""
     calendar = business_calendar(session)
     since, until = calendar.start_of_day(start), calendar.day_bounds(end)[1]
-    where = (UsageEvent.organization_id == organization_id, UsageEvent.occurred_at >= since,
-             UsageEvent.occurred_at < until)
+    # An event's period is the business month it was recorded in: naming it lets the database
+    # read the organization's months by index before it checks the days.
+    where = (UsageEvent.organization_id == organization_id,
+             UsageEvent.period >= month_name(start.year, start.month),
+             UsageEvent.period <= month_name(end.year, end.month),
+             UsageEvent.recorded_at >= since, UsageEvent.recorded_at < until)
     sums = (func.sum(UsageEvent.tokens).label("tokens"),
             func.sum(UsageEvent.amount_minor).label("amount_minor"),
+            func.sum(UsageEvent.list_micros).label("list_micros"),
             func.count(UsageEvent.id).label("calls"))
+    periods = [func.substr(business_day_of(session, UsageEvent.occurred_at), 1, 7)
+               .label("occurred_period"), UsageEvent.period.label("charged_period")]
 
     def grouped(columns: list, join=None, order=None) -> list[dict[str, Any]]:
         query = select(*columns, UsageEvent.currency, *sums).where(*where)
@@ -478,24 +582,30 @@ def usage_report(session: Session, organization_id: int, start: dt.date, end: dt
         query = query.group_by(*columns, UsageEvent.currency).order_by(
             *(order if order is not None else columns), UsageEvent.currency)
         return [{**{key: value for key, value in row._mapping.items()
-                    if key not in ("tokens", "amount_minor", "calls", "currency")},
+                    if key not in _SUMS},
                  "tokens": int(row.tokens), "calls": int(row.calls),
                  # PostgreSQL sums BIGINTs to a numeric: back to an exact int
-                 "amount": Money.from_minor(int(row.amount_minor), row.currency).to_dict()}
+                 "amount": Money.from_minor(int(row.amount_minor), row.currency).to_dict(),
+                 "list_amount": metering.micros_to_dict(int(row.list_micros), row.currency)}
                 for row in session.execute(query)]
 
     if group_by == "day":
-        rows = grouped([business_day_of(session, UsageEvent.occurred_at).label("day")])
+        rows = grouped([business_day_of(session, UsageEvent.recorded_at).label("day"),
+                        *periods])
     elif group_by == "dataset":
         rows = grouped([UsageEvent.dataset_id.label("dataset_id"),
-                        Dataset.title_en.label("dataset_title")],
+                        Dataset.title_en.label("dataset_title"), *periods],
                        join=(Dataset, Dataset.id == UsageEvent.dataset_id))
     else:
         rows = grouped([UsageEvent.api_key_id.label("api_key_id"),
-                        ApiKey.prefix.label("key_prefix")],
+                        ApiKey.prefix.label("key_prefix"), *periods],
                        join=(ApiKey, ApiKey.id == UsageEvent.api_key_id),
-                       order=[UsageEvent.api_key_id.is_(None), UsageEvent.api_key_id])
+                       order=[UsageEvent.api_key_id.is_(None), UsageEvent.api_key_id,
+                              *periods])
     return {"start": start, "end": end, "group_by": group_by, "rows": rows,
             "totals": grouped([]),
             "by_kind": grouped([UsageEvent.kind.label("kind")]),
             "by_paid_by": grouped([UsageEvent.paid_by.label("paid_by")])}
+
+
+_SUMS = frozenset({"tokens", "amount_minor", "list_micros", "calls", "currency"})

@@ -157,9 +157,12 @@ def _form_value_problem(field) -> str | None:
     return None
 
 
-def check_body(payload: Any) -> Any:
-    """A parsed API body, unchanged, or a 422 naming the member at fault."""
-    return inputs.check_json(payload, "", current_app.config["JSON_MAX_DEPTH"])
+def check_body(payload: Any, items_judged_alone: str | None = None) -> Any:
+    """A parsed API body, unchanged, or a 422 naming the member at fault. The text of the items
+    of ``items_judged_alone`` (a usage batch's ``events``) is left to the schema, which gives
+    each item its own outcome; their depth is checked all the same."""
+    return inputs.check_json(payload, "", current_app.config["JSON_MAX_DEPTH"],
+                             items_judged_alone)
 
 
 def _check_request() -> None:

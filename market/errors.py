@@ -56,6 +56,20 @@ class Conflict(MarketError):
     default_code = "conflict"
 
 
+class IdempotencyKeyInUse(Conflict):
+    """Another request with the same Idempotency-Key is being answered: once it is, a retry
+    gets its response (``Retry-After``)."""
+
+    default_code = "idempotency_key_in_use"
+    retry_after = 1
+
+    def __init__(self) -> None:
+        super().__init__("A request with this Idempotency-Key is being answered at the same "
+                         f"time; retry in {self.retry_after} s to get its response.",
+                         field="Idempotency-Key")
+        self.headers = {"Retry-After": str(self.retry_after)}
+
+
 class TooManyRequests(MarketError):
     status = 429
     title = "Too many requests"

@@ -1,17 +1,22 @@
 """Idempotency-Key for POST endpoints.
 
 The first successful response to a key is stored with a hash of its request (method, path, query
-and body) in the same transaction as the request's effects. A replay with the same request gets
-the stored response unchanged (and ``Idempotent-Replayed: true``); the same key with a different
-request gets 422. Error responses are not stored: they wrote nothing, so a retry is harmless.
-Two requests racing with one key cannot both commit: the unique constraint turns the loser
-into a 409.
+and body) in the same transaction as the request's effects: its status, body and the headers
+its view set (``Location``, ``X-Tokens-*`` ...; not those every response gets, such as
+``X-Request-Id``). A replay with the same request gets the stored response unchanged, plus
+``Idempotent-Replayed: true``; the same key with a different request gets 422. Error responses
+are not stored: they wrote nothing, so a retry is harmless. Two requests racing with one key
+cannot both commit: the unique constraint turns the loser into a 409 ``idempotency_key_in_use``
+with ``Retry-After`` (``market.web``), after which a retry gets the winner's response.
+
+Metered data calls keep their own record instead, their usage event (``billing.metering``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 
 from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint, delete, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -35,6 +40,8 @@ class IdempotencyRecord(Base):
     content_type: Mapped[str] = mapped_column(String(100))
     body: Mapped[str] = mapped_column(Text)
     location: Mapped[str | None] = mapped_column(String(500))
+    # The response's other headers a replay repeats (JSON: name -> value), e.g. X-Tokens-*.
+    headers: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
 
@@ -72,13 +79,29 @@ def find(session: Session, *, organization_id: int, principal: str, key: str,
     return record
 
 
+# Headers of a response that describe its body rather than what the view said.
+_BODY_HEADERS = frozenset({"content-type", "content-length", "location"})
+
+
 def store(session: Session, *, organization_id: int, principal: str, key: str,
           request_hash: str, status: int, content_type: str, body: str,
-          location: str | None, ttl: dt.timedelta) -> None:
+          headers: dict[str, str], ttl: dt.timedelta) -> None:
+    """Keep a response for its replays: ``headers`` are what its view set."""
+    kept = {name: value for name, value in headers.items()
+            if name.lower() not in _BODY_HEADERS}
     session.add(IdempotencyRecord(
         organization_id=organization_id, principal=principal, key=key,
         request_hash=request_hash, status=status, content_type=content_type, body=body,
-        location=location, expires_at=utcnow() + ttl))
+        location=headers.get("Location"), headers=json.dumps(kept) if kept else None,
+        expires_at=utcnow() + ttl))
+
+
+def replayed_headers(record: IdempotencyRecord) -> dict[str, str]:
+    """The headers the stored response had, for its replay."""
+    headers = json.loads(record.headers) if record.headers else {}
+    if record.location:
+        headers["Location"] = record.location
+    return headers
 
 
 def purge_expired(session: Session) -> int:

@@ -60,15 +60,19 @@ class JsonProblem:
     too_deep: bool
 
 
-def json_problem(value: Any, max_depth: int = JSON_MAX_DEPTH) -> JsonProblem | None:
+def json_problem(value: Any, max_depth: int = JSON_MAX_DEPTH,
+                 text_judged_by: str | None = None) -> JsonProblem | None:
     """The first place in a parsed JSON value that cannot be taken: arrays
     and objects nested more than ``max_depth`` levels (the value itself is level 1), or a key or
-    string that ``text_problem`` refuses. The walk is iterative, so no nesting exhausts the
-    stack."""
+    string that ``text_problem`` refuses — except under the top-level member
+    ``text_judged_by``, whose items a schema judges one by one (a batch whose each item gets its
+    own outcome). The walk is iterative, so no nesting exhausts the stack."""
     stack: list[tuple[Any, tuple, int]] = [(value, (), 1)]
     while stack:
         item, path, depth = stack.pop()
         if isinstance(item, str):
+            if text_judged_by is not None and path[:1] == (text_judged_by,):
+                continue
             problem = text_problem(item)
             if problem is not None:
                 return JsonProblem(_path(path), problem, False)
@@ -83,7 +87,8 @@ def json_problem(value: Any, max_depth: int = JSON_MAX_DEPTH) -> JsonProblem | N
             return JsonProblem(_path(path), f"Arrays and objects may nest at most {max_depth} "
                                             "levels deep.", True)
         for key, child in children:
-            if isinstance(key, str):
+            if isinstance(key, str) and not (
+                    text_judged_by is not None and path[:1] == (text_judged_by,)):
                 problem = text_problem(key)
                 if problem is not None:
                     return JsonProblem(_path(path + (key,)), problem, False)
@@ -91,9 +96,10 @@ def json_problem(value: Any, max_depth: int = JSON_MAX_DEPTH) -> JsonProblem | N
     return None
 
 
-def check_json(value: Any, field: str, max_depth: int = JSON_MAX_DEPTH) -> Any:
+def check_json(value: Any, field: str, max_depth: int = JSON_MAX_DEPTH,
+               text_judged_by: str | None = None) -> Any:
     """``value`` unchanged, or a 422 naming ``field`` and the place inside it at fault."""
-    found = json_problem(value, max_depth)
+    found = json_problem(value, max_depth, text_judged_by)
     if found is not None:
         where = found.path
         name = f"{field}.{where}" if field and where else field or where or "_body"

@@ -31,7 +31,7 @@ from market.accounts.authz import Principal
 from market.accounts.mail import Mail, Mailer
 from market.accounts.models import User
 from market.accounts.passwords import Passwords
-from market.errors import MarketError, TooManyRequests, Unauthorized
+from market.errors import IdempotencyKeyInUse, MarketError, TooManyRequests, Unauthorized
 from pricing.errors import PricingError
 
 PROBLEM_MIMETYPE = "application/problem+json"
@@ -86,10 +86,9 @@ def _finish_unit_of_work(response: Response) -> Response:
             session.commit()
         else:
             session.rollback()
-    except IntegrityError:
+    except IntegrityError as exc:
         session.rollback()
-        return error_response(409, "Conflict",
-                              "The change conflicts with one made at the same time; retry.")
+        return _conflict_response(exc)
     except DataError as exc:
         session.rollback()
         return _handle_data_error(exc)
@@ -281,6 +280,12 @@ def _handle_pricing_error(exc: PricingError) -> Response:
 def _handle_integrity_error(exc: IntegrityError) -> Response:
     # A check passed, then a concurrent request wrote the same unique thing first.
     current_app.logger.info("integrity conflict: %s", exc.orig)
+    return _conflict_response(exc)
+
+
+def _conflict_response(exc: IntegrityError) -> Response:
+    if _idempotency_key_taken(exc):
+        return _handle_market_error(IdempotencyKeyInUse())
     return error_response(409, "Conflict",
                           "The change conflicts with one made at the same time; retry.")
 
@@ -292,6 +297,15 @@ def _handle_data_error(exc: DataError) -> Response:
     current_app.logger.warning("the database refused a value: %s", exc.orig)
     detail = "A value is outside what the marketplace stores (too large or too long)."
     return error_response(422, "Invalid input", detail, {"_schema": [detail]})
+
+
+def _idempotency_key_taken(exc: IntegrityError) -> bool:
+    """Whether another request stored its response under the same Idempotency-Key first
+    (``market.idempotency``'s unique constraint, named as the database names it)."""
+    diag = getattr(exc.orig, "diag", None)
+    if diag is not None:
+        return diag.constraint_name == "uq_idempotency_records_organization_id_principal_key"
+    return str(exc.orig).startswith("UNIQUE constraint failed: idempotency_records.")
 
 
 def _handle_http_exception(exc: HTTPException) -> Response:

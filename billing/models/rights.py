@@ -210,6 +210,9 @@ class UsageEvent(Base):
     unit_price: Mapped[str] = mapped_column(String(40))
     amount_minor: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))
+    # What the tokens are worth at list price, whatever paid (``billing.metering``'s notes), in
+    # millionths of the minor unit: a few dozen tokens are worth a fraction of a fen.
+    list_micros: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     paid_by: Mapped[str] = mapped_column(String(12))
     supply_chain_revision_id: Mapped[int | None] = mapped_column(Integer)
     # The billing month the event counts in (YYYY-MM): late events land in the open one.

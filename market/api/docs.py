@@ -103,7 +103,7 @@ def build_spec(blueprint: ApiBlueprint, version: str = "1.0.0") -> dict:
             operation["description"] = op.description
         if op.query is not None:
             operation["parameters"].append({"in": "query", "schema": op.query})
-        metered = 429 in op.errors  # a rate-limited call says where its limits stand
+        metered = op.metered  # a metered call says where its tokens and limits stand
         replayable = (op.method == "POST" and op.permission is not None) or metered
         if replayable:
             operation["parameters"].append("IdempotencyKey")

@@ -49,6 +49,12 @@ class Operation:
     # Media types of a streamed upload: the view gets ``stream`` and ``content_type`` instead
     # of a parsed body, and the body may be as large as IMPORT_MAX_BYTES.
     upload: tuple[str, ...] = ()
+    # A metered data call: charged in tokens, with the token and rate-limit headers, and its
+    # Idempotency-Key answered by its usage event (``billing.metering``), not stored here.
+    metered: bool = False
+    # A body member whose items a schema judges one by one (each gets its own outcome): the input
+    # boundary leaves their text to it (``market.boundary.check_body``).
+    items_judged_alone: str | None = None
 
 
 @dataclass
@@ -68,7 +74,8 @@ class ApiBlueprint(Blueprint):
                   body: type[Schema] | None = None, query: type[Schema] | None = None,
                   response: type[Schema] | None = None, status: int = 200, many: bool = False,
                   tags: list[str] | None = None, errors: tuple[int, ...] = (),
-                  raw_response: str | None = None, upload: tuple[str, ...] = ()) -> Callable:
+                  raw_response: str | None = None, upload: tuple[str, ...] = (),
+                  metered: bool = False, items_judged_alone: str | None = None) -> Callable:
         def decorator(view: Callable) -> Callable:
             for schema in (body, query):
                 if schema is not None:
@@ -77,7 +84,8 @@ class ApiBlueprint(Blueprint):
                            permission=permission, body=body, query=query, response=response,
                            status=status, many=many, tags=tags or [],
                            description=(view.__doc__ or "").strip(), errors=errors,
-                           raw_response=raw_response, upload=upload)
+                           raw_response=raw_response, upload=upload, metered=metered,
+                           items_judged_alone=items_judged_alone)
             self.operations.append(op)
 
             @wraps(view)
@@ -114,19 +122,20 @@ def _run(op: Operation, view: Callable, path_args: dict[str, Any]) -> Response:
         kwargs.update(stream=request.stream, content_type=request.mimetype,
                       content_length=request.content_length)
     elif op.method in BODY_METHODS:
-        payload = _json_body(required=op.body is not None)
+        payload = _json_body(required=op.body is not None,
+                             items_judged_alone=op.items_judged_alone)
         if op.body is not None:
             kwargs["body"] = op.body().load(payload)
 
     replay_key = None
-    if op.method == "POST" and principal is not None and "Idempotency-Key" in request.headers:
+    if op.method == "POST" and principal is not None and not op.metered \
+            and "Idempotency-Key" in request.headers:
         replay_key = _idempotency_context(op, principal)
         stored = idempotency.find(db_session(), **replay_key)
         if stored is not None:
             response = Response(stored.body, status=stored.status, mimetype=stored.content_type)
+            response.headers.update(idempotency.replayed_headers(stored))
             response.headers["Idempotent-Replayed"] = "true"
-            if stored.location:
-                response.headers["Location"] = stored.location
             return response
 
     result = view(principal, **kwargs) if op.permission is not None else view(**kwargs)
@@ -134,9 +143,10 @@ def _run(op: Operation, view: Callable, path_args: dict[str, Any]) -> Response:
 
     if replay_key is not None and response.status_code < 400:
         ttl = dt.timedelta(hours=current_app.config["IDEMPOTENCY_TTL_HOURS"])
+        # Stored at the commit: a request racing with the same key then gets 409 (market.web).
         idempotency.store(db_session(), **replay_key, status=response.status_code,
                           content_type=response.mimetype, body=response.get_data(as_text=True),
-                          location=response.headers.get("Location"), ttl=ttl)
+                          headers=dict(response.headers), ttl=ttl)
     return response
 
 
@@ -161,7 +171,7 @@ def _require_csrf_header() -> None:
         raise Forbidden(f"CSRF check failed: {exc}", field="X-CSRFToken") from None
 
 
-def _json_body(*, required: bool) -> Any:
+def _json_body(*, required: bool, items_judged_alone: str | None = None) -> Any:
     raw = request.get_data(cache=True)
     if not raw.strip() and not required:
         return {}
@@ -172,7 +182,7 @@ def _json_body(*, required: bool) -> Any:
                                                  f"{request.content_type or 'nothing'}."]}
         raise error
     try:
-        return boundary.check_body(jsonlib.loads(raw.decode("utf-8")))
+        return boundary.check_body(jsonlib.loads(raw.decode("utf-8")), items_judged_alone)
     except (UnicodeDecodeError, ValueError) as exc:
         error = BadRequest("The body is not valid JSON.")
         error.problem_errors = {"_body": [str(exc)]}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from marshmallow import Schema, fields, validate
+from marshmallow import INCLUDE, Schema, fields, validate
 
 from market.accounts.authz import SCOPES
 from market.accounts.models import MemberRole
@@ -23,6 +23,14 @@ class ProblemSchema(Schema):
                        "`invalid_input`, ...): branch on this, not on the title or detail."})
     request_id = fields.String(metadata={
         "description": "The request's id, as in its `X-Request-Id` header: quote it to support."})
+    tokens_needed = fields.Integer(metadata={
+        "description": "402 of a metered call: the tokens the call would be charged."})
+    tokens_available = fields.Integer(metadata={
+        "description": "402 of a metered call: the tokens this key can still spend on it."})
+
+    class Meta:
+        # A problem may carry further members of its own (RFC 9457): clients ignore the others.
+        unknown = INCLUDE
 
 
 class OrganizationSchema(Schema):

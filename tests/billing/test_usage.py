@@ -157,23 +157,80 @@ def test_an_event_from_last_month_is_charged_in_the_current_period(
     assert event.occurred_at == late
 
 
-@pytest.mark.parametrize("events, field", [
-    ([{"id": str(n), "dataset_id": 1, "tokens": 1, "occurred_at": "2026-01-01T00:00:00Z"}
-      for n in range(1_001)], "events"),
-    ([{"id": "x", "dataset_id": "one", "tokens": 1, "occurred_at": "2026-01-01T00:00:00Z"}],
-     "events"),
-    ([{"id": "x", "dataset_id": 1, "tokens": 1}], "events"),
-    ([], "events"),
+@pytest.mark.parametrize("body", [
+    {"events": [{"id": str(n), "dataset_id": 1, "tokens": 1,
+                 "occurred_at": "2026-01-01T00:00:00Z"} for n in range(1_001)]},
+    {"events": []},
+    {"events": {"id": "x"}},
+    {"events": [{"id": "x", "dataset_id": 1, "tokens": 1,
+                 "occurred_at": "2026-01-01T00:00:00Z"}], "more": 1},
+    [{"id": "x", "dataset_id": 1, "tokens": 1, "occurred_at": "2026-01-01T00:00:00Z"}],
 ])
-def test_an_oversized_or_malformed_batch_is_422_and_writes_nothing(
-        client, session, shop, model_co, events, field):
+def test_a_batch_of_the_wrong_shape_is_422_and_writes_nothing(client, session, shop, model_co,
+                                                             body):
     _credit(session, model_co)
     _, headers = _key(session, model_co)
-    for event in events:
-        event["dataset_id"] = shop["dataset"].id if event["dataset_id"] == 1 else "one"
-    response = _report(client, headers, events)
-    assert response.status_code == 422 and field in response.get_json()["errors"]
+    response = client.post("/api/v1/usage/events", json=body, headers=headers)
+    assert response.status_code == 422, response.get_json()
+    assert response.mimetype == "application/problem+json"
+    assert set(response.get_json()["errors"]) & {"events", "more", "_schema"}
     assert session.scalar(select(func.count()).select_from(UsageEvent)) == 0
+
+
+def test_an_invalid_event_gets_its_own_outcome_and_the_valid_ones_are_charged(
+        client, session, shop, model_co):
+    line = _credit(session, model_co)
+    _, headers = _key(session, model_co)
+    dataset = shop["dataset"].id
+    good = _event("good", dataset, 10_000)
+    bad = [
+        (dict(good, id="feb30", occurred_at="2026-02-30T00:00:00Z"), "occurred_at"),
+        (dict(good, id="half", tokens=1.5), "tokens"),
+        (dict(good, id=""), "id"),
+        (dict(good, id="big-dataset", dataset_id=2**40), "dataset_id"),
+        (dict(good, id="big-tokens", tokens=2**63), "tokens"),
+        (dict(good, id="string-tokens", tokens="5"), "tokens"),
+        (dict(good, id="nul", model="a\u0000b"), "model"),
+        (dict(good, id="no-time", occurred_at=None), "occurred_at"),
+        (dict(good, id="year-one", occurred_at="0001-01-01T00:00:00+05:00"), "occurred_at"),
+        ({k: v for k, v in good.items() if k != "tokens"} | {"id": "missing"}, "tokens"),
+        (dict(good, id="extra", colour="red"), "colour"),
+        ("not an object", "_schema"),
+        (None, "_schema"),
+    ]
+    response = _report(client, headers, [good] + [event for event, _ in bad]
+                       + [_event("also-good", dataset, 5_000)])
+    assert response.status_code == 200, response.get_json()
+    body = response.get_json()
+    assert (body["accepted"], body["duplicates"], body["rejected"]) == (2, 0, len(bad))
+    results = body["results"]
+    assert [r["status"] for r in results] == ["accepted"] + ["rejected"] * len(bad) + [
+        "accepted"]
+    for result, (event, field) in zip(results[1:], bad):
+        assert result["error"]["code"] == "invalid", result
+        assert result["error"]["field"] == field, result
+        assert field in result["error"]["errors"], result
+        assert result["id"] == (event.get("id") if isinstance(event, dict) else None)
+    # Only the two valid events were charged and recorded.
+    recorded = session.scalars(select(UsageEvent.request_id).order_by(UsageEvent.id)).all()
+    assert recorded == [f"event:{model_co.id}:good", f"event:{model_co.id}:also-good"]
+    assert _used(session, line) == sum(_minor(r["amount"]) for r in results
+                                       if r["status"] == "accepted") > 0
+    # An invalid event's id is not taken: sent again, well formed, it is accepted.
+    again = _report(client, headers, [_event("half", dataset, 1)]).get_json()
+    assert again["results"][0]["status"] == "accepted"
+
+
+def test_an_event_too_large_to_price_is_rejected_alone(client, session, shop, model_co):
+    _credit(session, model_co)
+    _, headers = _key(session, model_co)
+    dataset = shop["dataset"].id
+    body = _report(client, headers, [
+        _event("fine", dataset, 1_000), _event("huge", dataset, 2**62),
+        _event("largest", dataset, 2**63 - 1)]).get_json()
+    assert [(r["status"], (r.get("error") or {}).get("code")) for r in body["results"]] == [
+        ("accepted", None), ("rejected", "invalid"), ("rejected", "invalid")]
+    assert body["results"][1]["error"]["field"] == "tokens"
 
 
 def test_without_a_credit_line_events_are_refused_payment_required(
