@@ -21,6 +21,9 @@ from market import idempotency
 from market.catalog.models import DatasetRecord
 from market.db import business_calendar, utcnow
 from pricing.money import Money
+from tests.billing.metered_calls import fund as _fund
+from tests.billing.metered_calls import records as _records
+from tests.billing.metered_calls import search as _search
 from tests.billing.shop import buyer, listed_dataset
 from tests.factories import make_key
 
@@ -60,24 +63,6 @@ def _key(session, org, **limits):
                            **limits)
     session.commit()
     return key, {"Authorization": f"Bearer {secret}"}
-
-
-def _records(client, shop, headers, **query):
-    return client.get(f"/api/v1/datasets/{shop['dataset'].id}/versions/1/records",
-                      headers=headers, query_string=query)
-
-
-def _search(client, shop, headers, **body):
-    return client.post(f"/api/v1/datasets/{shop['dataset'].id}/versions/1/search",
-                       headers=headers, json=body)
-
-
-def _fund(session, org, tokens, scope="platform"):
-    wallet = entitlements.get_wallet(session, org.id, scope)
-    entitlements.change_wallet(session, wallet, tokens, kind="grant",
-                               reference=f"test-grant:{org.id}:{scope}:{tokens}")
-    session.commit()
-    return wallet
 
 
 def _credit(session, org, limit_minor=10_000_000):

@@ -8,11 +8,12 @@ import json
 import pytest
 from sqlalchemy import func, select
 
-from billing import entitlements
 from billing.models import CreditLine, TokenWallet, UsageEvent
 from market.catalog.models import DatasetRecord
 from market.db import utcnow
 from pricing.tokens import count_text
+from tests.billing.metered_calls import fund as _fund
+from tests.billing.metered_calls import records as _records
 from tests.billing.shop import buyer, listed_dataset
 from tests.factories import make_key
 
@@ -36,19 +37,6 @@ def _key(session, org, **limits):
     key, secret = make_key(session, org, scopes=("data:read", "usage:read"), **limits)
     session.commit()
     return key, {"Authorization": f"Bearer {secret}"}
-
-
-def _records(client, shop, headers, **query):
-    return client.get(f"/api/v1/datasets/{shop['dataset'].id}/versions/1/records",
-                      headers=headers, query_string=query)
-
-
-def _fund(session, org, tokens, scope="platform"):
-    wallet = entitlements.get_wallet(session, org.id, scope)
-    entitlements.change_wallet(session, wallet, tokens, kind="grant",
-                               reference=f"test-grant:{org.id}:{scope}:{tokens}")
-    session.commit()
-    return wallet
 
 
 def test_tokens_charged_are_the_tokens_of_what_is_served(client, session, shop, model_co):
