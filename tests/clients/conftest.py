@@ -26,7 +26,16 @@ if str(CLIENT_SOURCE) not in sys.path:
 
 from market_client import MarketClient  # noqa: E402  (found through the path set just above)
 
+from tests.clients.scripted_server import ScriptedServer  # noqa: E402
 from tests.concurrency import fresh_app  # noqa: E402
+
+
+@pytest.fixture()
+def server():
+    """A loopback HTTP server answering what each test scripts (retries, errors)."""
+    server = ScriptedServer()
+    yield server
+    server.close()
 
 
 @dataclass

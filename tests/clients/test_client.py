@@ -19,18 +19,11 @@ from market_client import (
     ServiceUnavailable,
 )
 from market_client.client import BACKOFF_FIRST
-from tests.clients.scripted_server import Answer, ScriptedServer
+from tests.clients.scripted_server import Answer
 
 PAGE = {"records": [{"a": 1}], "next_cursor": None,
         "usage": {"tokens": 7, "amount": {"amount": "0.00", "currency": "CNY"},
                   "paid_by": "wallet", "request_id": "key:1:k", "replayed": False}}
-
-
-@pytest.fixture()
-def server():
-    server = ScriptedServer()
-    yield server
-    server.close()
 
 
 @pytest.fixture()

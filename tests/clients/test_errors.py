@@ -6,14 +6,7 @@ from __future__ import annotations
 import pytest
 
 import market_client as mc
-from tests.clients.scripted_server import Answer, ScriptedServer
-
-
-@pytest.fixture()
-def server():
-    server = ScriptedServer()
-    yield server
-    server.close()
+from tests.clients.scripted_server import Answer
 
 
 @pytest.fixture()
