@@ -79,6 +79,7 @@ from market.catalog.models import (
 )
 from market.db import business_calendar, utcnow
 from market.errors import Forbidden, InvalidInput, MarketError, NotFound
+from market.inputs import INT64_MAX
 from billing.entitlements import active_entitlement, wallet_scope
 from billing.models import (
     CreditLine, KeyUsageMonth, Subscription, TokenWallet, UsageCounter, UsageEvent, WalletEntry,
@@ -91,7 +92,7 @@ from pricing.offers import (
 from pricing.rating import Usage, rate
 
 # What a BIGINT holds: no count of tokens or amount may pass it.
-MAX_TOKENS = 2**63 - 1
+MAX_TOKENS = INT64_MAX
 
 
 class PaymentRequired(MarketError):

@@ -182,16 +182,17 @@ def _require_aware(value: Any) -> None:
         raise ValueError("naive datetime given where UTC is required")
 
 
-def breaks_unique(error: IntegrityError, table: Table, column: str) -> bool:
-    """Whether ``error`` is a row repeating a value of ``table.column``'s unique constraint
-    (as the app's tables name it, by ``NAMING_CONVENTION``)."""
+def breaks_unique(error: IntegrityError, table: Table, *columns: str) -> bool:
+    """Whether ``error`` is a row repeating a value of the unique constraint over ``table``'s
+    ``columns`` (as the app's tables name it, by ``NAMING_CONVENTION``)."""
     original = error.orig
     diag = getattr(original, "diag", None)
     if diag is not None:  # PostgreSQL names the constraint
         return diag.constraint_name == NAMING_CONVENTION["uq"] % {
-            "table_name": table.name, "column_0_N_name": column}
+            "table_name": table.name, "column_0_N_name": "_".join(columns)}
     # SQLite names the columns: "UNIQUE constraint failed: usage_events.request_id"
-    return str(original) == f"UNIQUE constraint failed: {table.name}.{column}"
+    named = ", ".join(f"{table.name}.{column}" for column in columns)
+    return str(original) == f"UNIQUE constraint failed: {named}"
 
 
 def make_session_factory(bind, calendar: BusinessCalendar | None = None) -> sessionmaker[Session]:

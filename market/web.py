@@ -31,6 +31,7 @@ from market.accounts.authz import Principal
 from market.accounts.mail import Mail, Mailer
 from market.accounts.models import User
 from market.accounts.passwords import Passwords
+from market.db import Base, breaks_unique
 from market.errors import IdempotencyKeyInUse, MarketError, TooManyRequests, Unauthorized
 from pricing.errors import PricingError
 
@@ -284,7 +285,10 @@ def _handle_integrity_error(exc: IntegrityError) -> Response:
 
 
 def _conflict_response(exc: IntegrityError) -> Response:
-    if _idempotency_key_taken(exc):
+    # another request stored its answer under the same Idempotency-Key first
+    # (``market.idempotency``'s table, a sibling this module does not import)
+    if breaks_unique(exc, Base.metadata.tables["idempotency_records"], "organization_id",
+                     "principal", "key"):
         return _handle_market_error(IdempotencyKeyInUse())
     return error_response(409, "Conflict",
                           "The change conflicts with one made at the same time; retry.")
@@ -297,15 +301,6 @@ def _handle_data_error(exc: DataError) -> Response:
     current_app.logger.warning("the database refused a value: %s", exc.orig)
     detail = "A value is outside what the marketplace stores (too large or too long)."
     return error_response(422, "Invalid input", detail, {"_schema": [detail]})
-
-
-def _idempotency_key_taken(exc: IntegrityError) -> bool:
-    """Whether another request stored its response under the same Idempotency-Key first
-    (``market.idempotency``'s unique constraint, named as the database names it)."""
-    diag = getattr(exc.orig, "diag", None)
-    if diag is not None:
-        return diag.constraint_name == "uq_idempotency_records_organization_id_principal_key"
-    return str(exc.orig).startswith("UNIQUE constraint failed: idempotency_records.")
 
 
 def _handle_http_exception(exc: HTTPException) -> Response:

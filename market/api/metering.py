@@ -54,15 +54,15 @@ from market.catalog.models import DatasetRecord, DatasetVersion
 from market.catalog.records import RecordPage
 from market.db import breaks_unique, utcnow
 from market.errors import IdempotencyKeyInUse, InvalidInput, MarketError, TooManyRequests
+from market.inputs import INT32_MAX
 from market.ratelimit import RateLimiter, Window
 from market.web import db_session
 from pricing.tokens import canonical_json, count_record, count_text
 
 DATA = ["Metered data API"]
-MAX_TOKENS = 2**31 - 1
 
 _MAX_TOKENS_FIELD = {
-    "validate": validate.Range(min=1, max=MAX_TOKENS),
+    "validate": validate.Range(min=1, max=INT32_MAX),
     "metadata": {"description": "The most tokens this call may serve: the page stops before "
                                 "the record that would pass it (has_more, next_cursor). 422 "
                                 "max_tokens_too_small when the next record alone is larger."}}
