@@ -66,7 +66,9 @@ def json_problem(value: Any, max_depth: int = JSON_MAX_DEPTH,
     and objects nested more than ``max_depth`` levels (the value itself is level 1), or a key or
     string that ``text_problem`` refuses — except under the top-level member
     ``text_judged_by``, whose items a schema judges one by one (a batch whose each item gets its
-    own outcome). The walk is iterative, so no nesting exhausts the stack."""
+    own outcome). The walks are iterative, so no nesting exhausts the stack."""
+    if _takes(value, max_depth, text_judged_by):
+        return None  # most bodies: no path was built
     stack: list[tuple[Any, tuple, int]] = [(value, (), 1)]
     while stack:
         item, path, depth = stack.pop()
@@ -94,6 +96,30 @@ def json_problem(value: Any, max_depth: int = JSON_MAX_DEPTH,
                     return JsonProblem(_path(path + (key,)), problem, False)
             stack.append((child, path + (key,), depth + 1))
     return None
+
+
+def _takes(value: Any, max_depth: int, text_judged_by: str | None) -> bool:
+    """Whether ``json_problem`` finds nothing, by a walk that keeps no paths (a usage batch's
+    thousand events are walked on every report)."""
+    stack: list[tuple[Any, int, bool]] = [(value, 1, False)]
+    while stack:
+        item, depth, judged = stack.pop()
+        if isinstance(item, str):
+            if not judged and text_problem(item) is not None:
+                return False
+            continue
+        if isinstance(item, dict):
+            if depth > max_depth:
+                return False
+            for key, child in item.items():
+                if not judged and isinstance(key, str) and text_problem(key) is not None:
+                    return False
+                stack.append((child, depth + 1, judged or (depth == 1 and key == text_judged_by)))
+        elif isinstance(item, list):
+            if depth > max_depth:
+                return False
+            stack.extend((child, depth + 1, judged) for child in item)
+    return True
 
 
 def check_json(value: Any, field: str, max_depth: int = JSON_MAX_DEPTH,
