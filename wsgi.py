@@ -1,5 +1,5 @@
 """The WSGI entry point: ``gunicorn wsgi:app``."""
 
-from market import create_app
+from market.web.app import create_app
 
 app = create_app()

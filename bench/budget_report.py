@@ -2,7 +2,7 @@
 
 Builds, in a throwaway database it creates and drops, one buyer's budget of 50 lines with
 1,000,000 records across 500 suppliers, 2,000 datasets, 23 sectors and 12 months (inserted in
-batches through SQLAlchemy Core), then times each report of ``billing.budget_reports`` (by line,
+batches through SQLAlchemy Core), then times each report of ``billing.budgets.reports`` (by line,
 supplier, sector, dataset, month) and drill-down pages, each the best of a few runs. The target
 is under a second each.
 
@@ -27,13 +27,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sqlalchemy import insert, select, text  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
-from billing import budget_reports as reports  # noqa: E402
+from billing.budgets import reports  # noqa: E402
 from billing.models import Budget, BudgetLine, BudgetRecord  # noqa: E402
-from market import schema  # noqa: E402
+from market.web import schema  # noqa: E402
 from market.accounts.models import Organization  # noqa: E402
 from market.catalog.models import Dataset  # noqa: E402
 from market.catalog.taxonomy import SECTORS  # noqa: E402
-from market.db import make_engine  # noqa: E402
+from market.core.db import make_engine  # noqa: E402
 
 RECORDS = 1_000_000
 LINES = 50

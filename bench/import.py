@@ -128,8 +128,8 @@ def bench_dataset(url: str):
     from market.accounts.authz import SCOPES, Principal
     from market.accounts.services import create_organization
     from market.catalog import services as catalog
-    from market.db import Database
-    from market.schema import upgrade
+    from market.core.db import Database
+    from market.web.schema import upgrade
 
     upgrade(url)
     database = Database(url)
@@ -190,7 +190,7 @@ def refused_import(path: Path, encoding_name: str) -> dict:
     """Import one pathological file in this (fresh) process, as the API does (with the default
     limits); how it was answered, how fast, and the process's peak resident set."""
     from market.catalog import importer
-    from market.errors import MarketError
+    from market.core.errors import MarketError
     from pricing.tokens import get_encoding
 
     with tempfile.TemporaryDirectory() as tmp:

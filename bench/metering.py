@@ -12,7 +12,7 @@ English records, generated like bench/import.py's, then times, through the Flask
 (server-side work: routing, key authentication, rate limits, the page query, the body, the
 request's commit), GET .../records?limit=20 over the same sequence of pages:
 
-- metering off: the very same view with ``billing.metering.charge_call`` replaced, in this
+- metering off: the very same view with ``billing.metering.charge.charge_call`` replaced, in this
   process only, by a function that charges nothing and writes nothing (it returns a wallet
   charge of the page's tokens). Everything else — the rate-limit hit and token reservation, the
   page query, the token sum, the idempotency fingerprint, the body and headers — runs as in
@@ -61,14 +61,17 @@ from sqlalchemy import select  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 from sqlalchemy.exc import OperationalError  # noqa: E402
 
-from billing import entitlements, metering, postpaid  # noqa: E402
-from billing.metering import Charge  # noqa: E402
-from market import audit, create_app, schema  # noqa: E402
+from billing import entitlements  # noqa: E402
+from billing.metering import charge as metering, postpaid  # noqa: E402
+from billing.metering.charge import Charge  # noqa: E402
+from market.web.app import create_app  # noqa: E402
+from market.core import audit  # noqa: E402
+from market.web import schema  # noqa: E402
 from market.accounts import services as accounts  # noqa: E402
 from market.catalog import importer, listings, offers  # noqa: E402
 from market.catalog import services as catalog  # noqa: E402
 from market.catalog.models import DatasetRecord  # noqa: E402
-from market.db import make_engine  # noqa: E402
+from market.core.db import make_engine  # noqa: E402
 from pricing.money import Money  # noqa: E402
 from pricing.tokens import get_encoding  # noqa: E402
 

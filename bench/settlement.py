@@ -6,33 +6,33 @@
     python bench/settlement.py --pg-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres
 
 For each size, in its own throwaway PostgreSQL database (created on the ``--pg-url`` server
-through the real schema, ``market.schema.upgrade``, and dropped at the end), it builds a market
+through the real schema, ``market.web.schema.upgrade``, and dropped at the end), it builds a market
 of 1,000 participant organizations (500 suppliers, 300 processors, 200 channels), 3 exchanges
 and 500 buyers, 2,000 listed datasets each with a supply chain of 2 to 4 participants, then
 last month's activity:
 
 - orders (85% of one line, 15% of two, 90% CNY and 10% USD), each paid by card during the
   month. Orders, lines and payments are written with COPY (psycopg ``cursor.copy``); so are
-  their ledger postings: going through ``billing.split.post_payment`` would cost ~8 round trips
+  their ledger postings: going through ``billing.settlement.split.post_payment`` would cost ~8 round trips
   per order (account look-ups, the idempotency check, a flush), minutes for 100,000 orders.
-  Each order's split is computed by the real ``billing.payments.order_split`` (hence
-  ``billing.split.split_payment``), its accounts are created by the real
-  ``billing.split.part_account``, and its transaction is what ``post_payment`` would write:
+  Each order's split is computed by the real ``billing.payments.card.order_split`` (hence
+  ``billing.settlement.split.split_payment``), its accounts are created by the real
+  ``billing.settlement.split.part_account``, and its transaction is what ``post_payment`` would write:
   kind ``payment``, idempotency key ``payment:<id>``, reference ``("payment", id)``, the memo's
-  split, the fingerprint of ``billing.ledger._fingerprint`` and the seal of
-  ``billing.ledger.seal_of_lines``, one debit of platform_clearing
+  split, the fingerprint of ``billing.settlement.ledger._fingerprint`` and the seal of
+  ``billing.settlement.ledger.seal_of_lines``, one debit of platform_clearing
   and one credit per part; the ledger is then checked to balance per currency
-  (``billing.ledger.trial_balance``) with no unbalanced transaction
-  (``billing.ledger.unbalanced_transactions``);
+  (``billing.settlement.ledger.trial_balance``) with no unbalanced transaction
+  (``billing.settlement.ledger.unbalanced_transactions``);
 - postpaid usage events (data calls, and 10% royalty reports), also by COPY, spread over the
   month's days. The buyer/dataset pairs in use grow with the size (about 20 events per pair and
   day) so that the ledger grows with the data rather than saturating;
-- the usage is posted to the ledger through the production path, ``billing.recognition.
+- the usage is posted to the ledger through the production path, ``billing.metering.recognition.
   recognize_range`` (``recognize_day`` for each day of the month, one transaction a day, as the
   catch-up job does), timed on its own.
 
 Then, after ``VACUUM ANALYZE`` (as autovacuum would have done by month end), it closes the month:
-``billing.statements.close_period(session, period, actor=None, cutoff=...)`` in one
+``billing.settlement.statements.close_period(session, period, actor=None, cutoff=...)`` in one
 transaction, committed, timed with the number of SQL statements it ran. It prints for each size
 the generation, recognition and close times and the statements and lines written, then the
 ratio of the close times against the ratio of the data (events, orders, and the ledger lines
@@ -59,18 +59,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import event, func, insert, select, text  # noqa: E402
 
-from billing import ledger, recognition, statements  # noqa: E402
+from billing.metering import recognition  # noqa: E402
+from billing.settlement import ledger, statements  # noqa: E402
 from billing.context import BillingSettings  # noqa: E402
-from billing.ledger import LedgerAccount, LedgerEntry, LedgerTransaction, Line, Purpose  # noqa: E402
+from billing.settlement.ledger import LedgerAccount, LedgerEntry, LedgerTransaction, Line, Purpose  # noqa: E402
 from billing.models.statements import SettlementStatement, StatementLine  # noqa: E402
-from billing.payments import order_split  # noqa: E402
-from billing.split import PLATFORM, participant_key, part_account  # noqa: E402
-from market import schema  # noqa: E402
+from billing.payments.card import order_split  # noqa: E402
+from billing.settlement.split import PLATFORM, participant_key, part_account  # noqa: E402
+from market.web import schema  # noqa: E402
 from market.accounts.models import Organization, OrganizationRole  # noqa: E402
 from market.catalog.models import (  # noqa: E402
     Dataset, DatasetVersion, Listing, SupplyChainRevision, SupplyChainShare,
 )
-from market.db import Database, make_engine, utcnow  # noqa: E402
+from market.core.db import Database, make_engine, utcnow  # noqa: E402
 from pricing.money import Money  # noqa: E402
 
 SIZES = ((100_000, 10_000), (1_000_000, 100_000))  # (usage events, orders)

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from market.accounts.models import Organization
 from market.catalog.models import DatasetVersion
-from market.db import utcnow
+from market.core.db import utcnow
 from billing.models import Certificate, Order, OrderLine
 from pricing.money import Money
 

@@ -17,7 +17,7 @@ The journey:
 5. the buyer accepts the delivery (the acceptance milestone becomes payable) or disputes it.
    When a criterion failed, accepting needs an explicit waiver with a reason: a failed check
    is never accepted by a mere click, and the waiver is kept on the criterion it waives;
-6. milestone orders are paid like any order (``billing.payments``); when the final one is paid,
+6. milestone orders are paid like any order (``billing.payments.card``); when the final one is paid,
    the buyer gets a perpetual download entitlement to the delivered version and a transaction
    certificate (``on_milestone_paid``).
 
@@ -41,15 +41,15 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from market import audit
+from market.core import audit
 from market.accounts.authz import Principal
 from market.catalog.models import Dataset, DatasetVersion
 from market.catalog.quality import WEIGHTS
 from market.catalog.services import current_supply_chain
 from market.catalog.taxonomy import MODALITIES, SECTORS
-from market.db import utcnow
-from market.errors import Conflict, Forbidden, InvalidInput, NotFound
-from market.keyset import Keyset, asc, desc
+from market.core.db import utcnow
+from market.core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from market.core.keyset import Keyset, asc, desc
 from billing import certificates
 from billing.context import BillingSettings
 from billing.models import Deal, DealQuote, Demand, Entitlement, Order

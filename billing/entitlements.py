@@ -14,8 +14,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from market.catalog.listings import reviewed_version_ids
-from market.db import utcnow
-from market.errors import Forbidden
+from market.core.db import utcnow
+from market.core.errors import Forbidden
 from billing.models import Entitlement, Order, OrderLine, TokenWallet, WalletEntry
 from pricing._dates import add_months
 

@@ -16,7 +16,7 @@ Other modules register their jobs at import time::
                  trigger={"hour": 1, "minute": 0}, period_of=daily, period_pattern=DAILY))
 
 ``load_jobs()`` imports those modules. This module knows nothing of Flask or APScheduler: the
-``flask billing`` and ``flask scheduler`` commands (``market.cli_billing``) drive it.
+``flask billing`` and ``flask scheduler`` commands (``market.web.cli.billing``) drive it.
 
 Periods are days and months of the business calendar (``BUSINESS_TIMEZONE``, the
 ``Database``'s ``calendar``), the same calendar the scheduler's cron triggers run in. A job that
@@ -40,13 +40,13 @@ from sqlalchemy import select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from billing.models.operations import JobRun
-from market.db import Database, utcnow
+from market.core.db import Database, utcnow
 from pricing.periods import BusinessCalendar, next_month, parse_month
 
 # Modules that register jobs at import; those not written yet are skipped by ``load_jobs``.
-JOB_MODULES: tuple[str, ...] = ("billing.subscriptions", "billing.postpaid", "billing.payments",
-                                "billing.recognition", "billing.budgets", "billing.statements",
-                                "billing.budget_alerts")
+JOB_MODULES: tuple[str, ...] = ("billing.subscriptions", "billing.metering.postpaid", "billing.payments.card",
+                                "billing.metering.recognition", "billing.budgets.lines", "billing.settlement.statements",
+                                "billing.budgets.alerts")
 
 DAILY = r"\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"
 MONTHLY = r"\d{4}-(0[1-9]|1[0-2])"

@@ -4,7 +4,7 @@ Every way of buying ends here: the mall's cart (``place_mall_order``), token pac
 (``place_token_pack_order``), and the orders that subscriptions, custom deals and postpaid usage
 build with ``new_order`` and ``priced_line``. An order is priced once, when it is placed; the
 lines keep the offer's terms, the tax and the supply-chain revision in force at that moment, so
-a later price or share change never rewrites what was sold. Paying is ``billing.payments``.
+a later price or share change never rewrites what was sold. Paying is ``billing.payments.card``.
 
 Tax comes from the record, never from the request: whether the buyer is charged VAT is the tax
 status platform finance verified on its organization (``buyer_tax_status``), read here for every
@@ -21,15 +21,15 @@ from typing import Any, Sequence
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from market import audit
+from market.core import audit
 from market.accounts.authz import Principal
 from market.catalog.models import Dataset, ListingStatus, Offer, SupplyChainShare
 from market.catalog.services import current_supply_chain
-from market.db import utcnow
-from market.errors import Conflict, InvalidInput, NotFound
-from market.keyset import Keyset, desc
+from market.core.db import utcnow
+from market.core.errors import Conflict, InvalidInput, NotFound
+from market.core.keyset import Keyset, desc
 from market.accounts.models import Organization  # the buyer's verified tax status
-from billing import budgets
+from billing.budgets import lines as budgets
 from billing.models import Order, OrderLine
 from pricing.errors import PricingError
 from pricing.money import Money, UnitPrice
@@ -209,7 +209,7 @@ def place_mall_order(session: Session, principal: Principal, items: Sequence[Car
     """Check out a cart of mall packages: one order, one line per package, priced now.
 
     The order's total is committed on the budget line it is charged to
-    (``billing.budgets.commit_order``); its warnings are on ``order.budget_warnings``.
+    (``billing.budgets.lines.commit_order``); its warnings are on ``order.budget_warnings``.
     """
     if not items:
         raise InvalidInput("The cart is empty.", field="items")

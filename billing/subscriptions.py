@@ -29,14 +29,16 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from market import audit
+from market.core import audit
 from market.accounts.authz import Principal
-from market.audit import SYSTEM, Actor
+from market.core.audit import SYSTEM, Actor
 from market.catalog.models import Offer
-from market.db import utcnow
-from market.errors import Conflict, InvalidInput, MarketError, NotFound
-from market.keyset import Keyset, desc
-from billing import budgets, jobs, orders, payments
+from market.core.db import utcnow
+from market.core.errors import Conflict, InvalidInput, MarketError, NotFound
+from market.core.keyset import Keyset, desc
+from billing import jobs, orders
+from billing.budgets import lines as budgets
+from billing.payments import card as payments
 from billing.context import BillingSettings
 from billing.models import Entitlement, Invoice, Order, Payment, Subscription, SubscriptionPeriod
 from billing.models import LIVE_PAYMENT_STATUSES

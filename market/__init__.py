@@ -1,12 +1,3 @@
-"""The data marketplace's Flask application.
-
-``create_app`` is imported lazily so that the domain packages below the web layer
-(``market.db``, ``market.accounts``, ``market.catalog``) can be imported without Flask.
-"""
-
-
-def create_app(config=None):
-    """Build the WSGI application; ``config`` overrides settings read from the environment."""
-    from market.app import create_app as build
-
-    return build(config)
+"""The marketplace: ``market.core`` (database, errors, audit, settings), ``market.accounts``,
+``market.catalog`` and, above billing, ``market.web`` (the Flask application: ``create_app`` in
+``market.web.app``)."""

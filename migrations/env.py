@@ -1,9 +1,9 @@
-"""Alembic environment: runs migrations on the connection or URL that market.schema passes."""
+"""Alembic environment: runs migrations on the connection or URL that market.web.schema passes."""
 
 from alembic import context
 
-from market.db import make_engine
-from market.schema import metadata
+from market.core.db import make_engine
+from market.web.schema import metadata
 
 config = context.config
 

@@ -13,7 +13,8 @@ from typing import TypeVar
 import pytest
 from sqlalchemy.engine import make_url
 
-from market import create_app, schema
+from market.web.app import create_app
+from market.web import schema
 from tests.factories import SINGLE_PERSON_THRESHOLD
 
 T = TypeVar("T")

@@ -12,8 +12,9 @@ import os
 import pytest
 from sqlalchemy import MetaData, text
 
-from market import create_app, schema
-from market.db import make_engine
+from market.web.app import create_app
+from market.web import schema
+from market.core.db import make_engine
 from tests.factories import SINGLE_PERSON_THRESHOLD, english_client
 
 pytest_plugins = ["tests.fixtures", "tests.stripe_server"]

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from billing.gateways import IntentResult, StripeGateway
+from billing.payments.gateway import IntentResult, StripeGateway
 
 WEBHOOK_SECRET = "whsec_test_secret"
 

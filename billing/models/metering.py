@@ -8,7 +8,7 @@ import datetime as dt
 from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from market.db import Base, UTCDateTime, utcnow
+from market.core.db import Base, UTCDateTime, utcnow
 
 
 class KeyUsageMonth(Base):

@@ -15,7 +15,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from market.db import Base, UTCDateTime, utcnow
+from market.core.db import Base, UTCDateTime, utcnow
 from pricing.money import Money
 
 ORDER_KINDS = ("mall", "subscription", "renewal", "plan_change", "custom", "token_pack", "usage")

@@ -9,7 +9,7 @@ from sqlalchemy import (JSON, BigInteger, CheckConstraint, ForeignKey, Index, In
                         UniqueConstraint)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from market.db import Base, UTCDateTime, utcnow
+from market.core.db import Base, UTCDateTime, utcnow
 
 
 class Entitlement(Base):
@@ -197,7 +197,7 @@ class UsageEvent(Base):
     # services take them from rows read in the same transaction (the caller's key, its
     # organization, the dataset and version served, the revision in force), none of those rows
     # is ever deleted, and recognition refuses a day whose events point at a missing one
-    # (``billing.recognition.dangling_references``).
+    # (``billing.metering.recognition.dangling_references``).
     organization_id: Mapped[int] = mapped_column(Integer)
     api_key_id: Mapped[int | None] = mapped_column(Integer)
     dataset_id: Mapped[int] = mapped_column(Integer)
@@ -210,7 +210,7 @@ class UsageEvent(Base):
     unit_price: Mapped[str] = mapped_column(String(40))
     amount_minor: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))
-    # What the tokens are worth at list price, whatever paid (``billing.metering``'s notes), in
+    # What the tokens are worth at list price, whatever paid (``billing.metering.charge``'s notes), in
     # millionths of the minor unit: a few dozen tokens are worth a fraction of a fen.
     list_micros: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     paid_by: Mapped[str] = mapped_column(String(12))

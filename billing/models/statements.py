@@ -16,7 +16,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from market.db import Base, UTCDateTime, utcnow
+from market.core.db import Base, UTCDateTime, utcnow
 
 STATEMENT_STATUSES = ("draft", "issued", "under_review", "approved", "disputed", "paid")
 

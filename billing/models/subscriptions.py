@@ -9,7 +9,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from market.db import Base, UTCDateTime, utcnow
+from market.core.db import Base, UTCDateTime, utcnow
 
 SUBSCRIPTION_STATUSES = ("incomplete", "active", "past_due", "suspended", "cancelled")
 

@@ -23,8 +23,8 @@ from typing import Collection, TypeVar
 from sqlalchemy.orm import Session
 
 from market.accounts.models import MemberRole, Organization
-from market.audit import Actor
-from market.errors import Forbidden, NotFound, Unauthorized
+from market.core.audit import Actor
+from market.core.errors import Forbidden, NotFound, Unauthorized
 
 # What an API key may be granted. People are limited by their role instead.
 SCOPES: dict[str, str] = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from market.errors import InvalidInput
+from market.core.errors import InvalidInput
 
 MIN_LENGTH = 10
 # The most common passwords of public breach lists that satisfy the length rule.

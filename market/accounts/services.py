@@ -17,15 +17,15 @@ from typing import Iterable
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, joinedload
 
-from market import audit
+from market.core import audit
 from market.accounts.authz import SCOPES, Principal, refuse_party
 from market.accounts.models import (
     TAXPAYER_STATUSES, ApiKey, Invitation, MemberRole, Membership, Organization,
     OrganizationRole, OrgRole, PendingRegistration, User, UserSession,
 )
 from market.accounts.passwords import Passwords, check_strength
-from market.db import utcnow
-from market.errors import Conflict, Forbidden, InvalidInput, NotFound
+from market.core.db import utcnow
+from market.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 
 KEY_PREFIXES = {"live": "dmk_live_", "test": "dmk_test_"}
 _PREFIX_RANDOM_CHARS = 8  # shown in lists; enough to tell keys apart at a glance

@@ -2,7 +2,7 @@
 
 Facet counts are "disjunctive": each facet counts the datasets matching the query and every
 other filter, so choosing a sector still shows how many datasets the other sectors have.
-Pages follow the sort in one stable total order (``market.keyset``; the dataset's id last), so
+Pages follow the sort in one stable total order (``market.core.keyset``; the dataset's id last), so
 a cursor is the position after the last dataset shown, whatever was listed meanwhile.
 """
 
@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session
 
 from market.catalog import search
 from market.catalog.models import Dataset, DatasetVersion, Listing, ListingStatus, Offer
-from market.errors import InvalidInput
-from market.keyset import DEFAULT_LIMIT, Key, Keyset, PageRequest, asc, desc
+from market.core.errors import InvalidInput
+from market.core.keyset import DEFAULT_LIMIT, Key, Keyset, PageRequest, asc, desc
 
 FACETS = {
     "sector": Dataset.sector,

@@ -26,7 +26,7 @@ No single record may cost more than a bounded amount of memory or time, whatever
   a record whose canonical JSON does (a CSV row repeats its header's names in it);
 - a JSON record nested deeper than ``max_depth`` (``IMPORT_MAX_JSON_DEPTH``, 64) is refused,
   and so is text no database can store (NUL, or a lone surrogate from a ``\\ud800`` escape;
-  ``market.inputs``);
+  ``market.core.inputs``);
 - a record tiktoken cannot count (it panics on a very long run of whitespace) is refused,
   naming its line; long texts are counted in pieces (``pricing.tokens``), so counting memory
   stays flat.
@@ -50,12 +50,12 @@ from typing import IO, Any, Callable, Iterator
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from market import audit
+from market.core import audit
 from market.accounts.authz import Principal
 from market.catalog.models import Dataset, DatasetRecord, DatasetVersion
 from market.catalog.quality import QualityAccumulator
-from market.errors import InvalidInput
-from market.inputs import json_problem, text_problem
+from market.core.errors import InvalidInput
+from market.core.inputs import json_problem, text_problem
 from pricing.errors import UncountableText
 from pricing.tokens import canonical_json, count_texts, get_encoding
 

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from market import audit
+from market.core import audit
 from market.accounts.authz import Principal, refuse_party
 from market.accounts.models import Organization
 from market.catalog.models import (
@@ -23,9 +23,9 @@ from market.catalog.models import (
 )
 from market.catalog.services import current_supply_chain
 from market.catalog.taxonomy import RIGHTS
-from market.db import utcnow
-from market.errors import Conflict, InvalidInput, NotFound
-from market.keyset import Keyset, asc
+from market.core.db import utcnow
+from market.core.errors import Conflict, InvalidInput, NotFound
+from market.core.keyset import Keyset, asc
 
 REASON_CODES = {
     "rights_unproven": ("权属证明不足", "Rights unproven"),

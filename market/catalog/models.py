@@ -12,7 +12,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from market.accounts.models import Organization
-from market.db import Base, UTCDateTime, utcnow
+from market.core.db import Base, UTCDateTime, utcnow
 
 
 class Dataset(Base):

@@ -10,11 +10,11 @@ from typing import Any, Mapping
 
 from sqlalchemy.orm import Session
 
-from market import audit
+from market.core import audit
 from market.accounts.authz import Principal
 from market.catalog.models import Dataset, Offer
-from market.db import utcnow
-from market.errors import Conflict, InvalidInput, NotFound
+from market.core.db import utcnow
+from market.core.errors import Conflict, InvalidInput, NotFound
 from pricing.errors import PricingError
 from pricing.money import Money
 from pricing.offers import CustomQuote, MallPackage, SubscriptionPlan, offer_from_dict

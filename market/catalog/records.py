@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from market.catalog.models import DatasetRecord, DatasetVersion
-from market.errors import InvalidInput
+from market.core.errors import InvalidInput
 
 MAX_PAGE = 1000
 

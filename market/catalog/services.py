@@ -10,7 +10,7 @@ from typing import Any, Mapping, Sequence
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from market import audit
+from market.core import audit
 from market.accounts.authz import Principal
 from market.accounts.models import Organization
 from market.catalog import search
@@ -21,7 +21,7 @@ from market.catalog.taxonomy import (
     AI_STAGES, CHAIN_ROLES, LANGUAGES, LICENCES, MODALITIES, PERSONAL_INFORMATION, RIGHTS,
     SECTORS, SENSITIVITY,
 )
-from market.errors import Conflict, InvalidInput, NotFound
+from market.core.errors import Conflict, InvalidInput, NotFound
 from pricing.allocation import validate_shares
 from pricing.errors import PricingError
 

@@ -11,11 +11,11 @@ import json
 import pytest
 from sqlalchemy import select
 
-from billing import budget_alerts, webhook_targets
+from billing.budgets import alerts as budget_alerts, webhook_targets
 from billing.models import Budget, BudgetAlert
 from market.accounts.models import Organization
-from market.audit import AuditEntry
-from market.errors import InvalidInput
+from market.core.audit import AuditEntry
+from market.core.errors import InvalidInput
 from tests.billing.conftest import free_port
 from tests.billing.test_budget_reports import build_budget
 from tests.fixtures import csrf_token

@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from billing import budgets
+from billing.budgets import lines as budgets
 from billing.models import BudgetAlert, BudgetLine, BudgetRecord, Order
-from market.db import utcnow
+from market.core.db import utcnow
 from pricing.money import Money
 from tests.billing.shop import buyer, listed_dataset
 from tests.concurrency import at_once, fresh_app, postgresql_only

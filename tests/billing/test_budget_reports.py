@@ -11,7 +11,7 @@ from decimal import Decimal
 import pytest
 from openpyxl import load_workbook
 
-from billing import budget_reports as reports
+from billing.budgets import reports
 from billing.models import Budget, BudgetLine, BudgetRecord
 from market.accounts.authz import Principal
 from market.catalog import services as catalog

@@ -30,10 +30,13 @@ import pytest
 from openpyxl import load_workbook
 from sqlalchemy import select
 
-from billing import budget_reports as reports
-from billing import budgets, metering, orders, payments, refunds, subscriptions
+from billing.budgets import reports
+from billing import orders, subscriptions
+from billing.budgets import lines as budgets
+from billing.metering import charge as metering
+from billing.payments import card as payments, refunds
 from billing.models import BudgetAlert, BudgetLine, Order, UsageEvent
-from market import db as market_db
+from market.core import db as market_db
 from market.catalog import importer, listings, offers
 from market.catalog import services as catalog
 from pricing.money import Money
@@ -59,7 +62,7 @@ def cny(amount: str) -> Money:
 
 
 class Clock:
-    """Every loaded module's ``utcnow`` (market.db's function, imported by name) set to one
+    """Every loaded module's ``utcnow`` (market.core.db's function, imported by name) set to one
     moment of the scenario."""
 
     def __init__(self, monkeypatch):

@@ -11,14 +11,17 @@ import datetime as dt
 import pytest
 from sqlalchemy import func, select
 
-from billing import budgets, metering, orders, payments, refunds, subscriptions
+from billing import orders, subscriptions
+from billing.budgets import lines as budgets
+from billing.metering import charge as metering
+from billing.payments import card as payments, refunds
 from billing.jobs import JOBS
 from billing.models import (
     BudgetAlert, BudgetAmendment, BudgetLine, BudgetRecord, CreditLine, Order,
 )
-from market.audit import AuditEntry
-from market.db import business_calendar, utcnow
-from market.errors import Conflict, InvalidInput, NotFound
+from market.core.audit import AuditEntry
+from market.core.db import business_calendar, utcnow
+from market.core.errors import Conflict, InvalidInput, NotFound
 from pricing.money import Money
 from tests.billing import shop as shopping
 from tests.factories import make_key, make_org, make_user

@@ -17,14 +17,16 @@ import pytest
 import time_machine
 from sqlalchemy import select
 
-from billing import budgets, jobs, orders, payments
-from billing.ledger import LedgerTransaction
+from billing import jobs, orders
+from billing.budgets import lines as budgets
+from billing.payments import card as payments
+from billing.settlement.ledger import LedgerTransaction
 from billing.models import BudgetLine, BudgetRecord, CreditLine, Order, UsageEvent
 from billing.models.operations import JobRun
 from billing.models.statements import SettlementStatement
-from market.cli_billing import scheduled_run
-from market.db import business_calendar
-from market.errors import InvalidInput
+from market.web.cli.billing import scheduled_run
+from market.core.db import business_calendar
+from market.core.errors import InvalidInput
 from pricing.money import Money
 from tests.billing.conftest import billing_settings
 from tests.billing import shop as shopping
@@ -274,7 +276,7 @@ def business_calendar_of(zone: str):
 
 
 def test_a_bad_business_time_zone_is_named(tmp_path):
-    from market.config import load_config
+    from market.core.settings import load_config
 
     with pytest.raises(RuntimeError, match="BUSINESS_TIMEZONE"):
         load_config(tmp_path, environ={"BUSINESS_TIMEZONE": "Beijing"})

@@ -14,8 +14,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from sqlalchemy import func, select
 
-from billing import ledger, payments
-from billing.ledger import LedgerTransaction
+from billing.payments import card as payments
+from billing.settlement import ledger
+from billing.settlement.ledger import LedgerTransaction
 from billing.models import Order, Payment, WebhookEvent
 from tests.billing.shop import listed_dataset
 from tests.stripe_server import WEBHOOK_SECRET, authenticate, card, stripe_signature
@@ -284,8 +285,8 @@ def _zero():
 
 def test_the_reconciliation_agrees_with_the_card_processor(buyer_client, shop, stripe_gateway,
                                                           session):
-    from billing import statements
-    from market.db import utcnow
+    from billing.settlement import statements
+    from market.core.db import utcnow
 
     order = _order(buyer_client, shop)
     assert _pay(buyer_client, order["id"], card(stripe_gateway, GOOD)).get_json()[

@@ -8,10 +8,10 @@ import hashlib
 
 import pytest
 
-from billing import ledger
-from billing.ledger import LedgerAccount, Purpose
+from billing.settlement import ledger
+from billing.settlement.ledger import LedgerAccount, Purpose
 from billing.models import Entitlement, Order
-from market.audit import AuditEntry
+from market.core.audit import AuditEntry
 from sqlalchemy import func, select
 from tests.billing.shop import listed_dataset
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from billing import credit_lines, metering
+from billing.metering import credit_lines, charge as metering
 from billing.models import CreditLine, CreditLineChange
-from market.audit import AuditEntry
-from market.errors import Forbidden
+from market.core.audit import AuditEntry
+from market.core.errors import Forbidden
 from pricing.money import Money
 from tests.factories import make_org, make_user
 from tests.fixtures import csrf_token

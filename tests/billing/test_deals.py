@@ -10,17 +10,18 @@ import json
 import pytest
 from sqlalchemy import select
 
-from billing import deals, payments
+from billing import deals
+from billing.payments import card as payments
 from billing.context import BillingSettings
-from billing.ledger import trial_balance, unbalanced_transactions
+from billing.settlement.ledger import trial_balance, unbalanced_transactions
 from billing.models import Certificate, Deal, DealQuote, Demand, Entitlement, Order
 from market.accounts import services as accounts
 from market.accounts.models import Organization
 from market.accounts.authz import Principal
-from market.audit import AuditEntry
+from market.core.audit import AuditEntry
 from market.catalog import importer
 from market.catalog import services as catalog
-from market.errors import Conflict, Forbidden, InvalidInput, NotFound
+from market.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from pricing.money import Money
 from tests.concurrency import at_once, fresh_app, postgresql_only
 from tests.factories import make_key, make_org, make_user

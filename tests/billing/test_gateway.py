@@ -17,7 +17,7 @@ import uuid
 
 import pytest
 
-from billing.gateways import (
+from billing.payments.gateway import (
     GatewayError,
     InvalidSignature,
     StripeGateway,

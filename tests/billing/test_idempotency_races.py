@@ -13,11 +13,12 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
-from billing import entitlements, metering
+from billing import entitlements
+from billing.metering import charge as metering
 from billing.models import TokenWallet, UsageEvent
-from market import idempotency
+from market.web import idempotency
 from market.accounts.models import Organization
-from market.db import utcnow
+from market.core.db import utcnow
 from tests.billing.shop import buyer, listed_dataset
 from tests.concurrency import at_once, fresh_app
 from tests.factories import english_client, make_key

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from billing import jobs
 from billing.jobs import DAILY, MONTHLY, Job, JobContext
 from billing.models.operations import JobRun
-from market.cli_billing import build_scheduler, scheduled_run
+from market.web.cli.billing import build_scheduler, scheduled_run
 from tests.concurrency import fresh_app
 
 NOW = dt.datetime(2026, 11, 23, 2, 0, tzinfo=dt.timezone.utc)

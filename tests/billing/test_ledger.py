@@ -9,12 +9,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import update
 
-from billing.ledger import (
+from billing.settlement.ledger import (
     LedgerEntry, Line, Purpose, balance, get_account, post, trial_balance,
     unbalanced_transactions,
 )
-from billing.split import participant_key, post_payment, post_refund, split_payment
-from market.errors import Conflict, InvalidInput
+from billing.settlement.split import participant_key, post_payment, post_refund, split_payment
+from market.core.errors import Conflict, InvalidInput
 from pricing.money import Money
 
 

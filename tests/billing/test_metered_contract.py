@@ -12,14 +12,15 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import func, select
 
-from billing import budgets, entitlements
-from billing.metering import period_of
+from billing import entitlements
+from billing.budgets import lines as budgets
+from billing.metering.charge import period_of
 from billing.models import (
     CreditLine, Entitlement, Subscription, TokenWallet, UsageEvent,
 )
-from market import idempotency
+from market.web import idempotency
 from market.catalog.models import DatasetRecord
-from market.db import business_calendar, utcnow
+from market.core.db import business_calendar, utcnow
 from pricing.money import Money
 from tests.billing.metered_calls import fund as _fund
 from tests.billing.metered_calls import records as _records
@@ -495,7 +496,7 @@ def test_a_late_royalty_event_shows_in_the_month_it_was_charged_to(client, sessi
 @pytest.mark.parametrize("before_tokens, left", [(0, 0), (0, 1), (12_345, 999), (999_990, 301),
                                                  (4_999_000, 50_000), (0, 10**9)])
 def test_the_tokens_a_sum_buys_are_the_most_that_fit(tiers, mode, before_tokens, left):
-    from billing.metering import _flat_tokens, affordable_tokens, card_rating
+    from billing.metering.charge import _flat_tokens, affordable_tokens, card_rating
     from pricing.money import UnitPrice
     from pricing.offers import offer_from_dict
 

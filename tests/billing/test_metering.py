@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from billing.models import CreditLine, TokenWallet, UsageEvent
 from market.catalog.models import DatasetRecord
-from market.db import utcnow
+from market.core.db import utcnow
 from pricing.tokens import count_text
 from tests.billing.metered_calls import fund as _fund
 from tests.billing.metered_calls import records as _records

@@ -22,14 +22,16 @@ from hypothesis.stateful import (
 )
 from sqlalchemy import func, select
 
-from billing import ledger, orders, payments, refunds
-from billing.gateways import IntentResult, RefundResult
-from billing.ledger import LedgerAccount, LedgerEntry, Purpose
+from billing import orders
+from billing.payments import card as payments, refunds
+from billing.settlement import ledger
+from billing.payments.gateway import IntentResult, RefundResult
+from billing.settlement.ledger import LedgerAccount, LedgerEntry, Purpose
 from billing.models import BankReceipt, Invoice, Order, Payment, Refund
-from billing.webhooks import handle_event
+from billing.payments.webhooks import handle_event
 from market.catalog import services as catalog
 from market.catalog.models import Dataset
-from market.errors import InvalidInput
+from market.core.errors import InvalidInput
 from pricing.money import Money
 from tests.billing.shop import buyer, listed_dataset, platform_finance
 

@@ -8,12 +8,13 @@ import itertools
 import pytest
 from sqlalchemy import select
 
-from billing import payments, postpaid
+from billing.metering import postpaid
+from billing.payments import card as payments
 from billing.jobs import run_job
 from billing.models import CreditLine, Order, UsageEvent
-from market.audit import SYSTEM
-from market.db import utcnow
-from market.errors import Forbidden, InvalidInput
+from market.core.audit import SYSTEM
+from market.core.db import utcnow
+from market.core.errors import Forbidden, InvalidInput
 from pricing.money import Money
 from tests.stripe_server import card
 

@@ -14,9 +14,10 @@ import json
 import pytest
 from sqlalchemy import func, select
 
-from billing import ledger, payments, refunds
-from billing.gateways import StripeGateway
-from billing.ledger import LedgerAccount, LedgerEntry, LedgerTransaction, Purpose
+from billing.payments import card as payments, refunds
+from billing.settlement import ledger
+from billing.payments.gateway import StripeGateway
+from billing.settlement.ledger import LedgerAccount, LedgerEntry, LedgerTransaction, Purpose
 from billing.models import Order, Payment, PaymentAnomaly, Refund, WebhookEvent
 from tests.billing.shop import listed_dataset
 from tests.concurrency import at_once, postgresql_only

@@ -11,9 +11,11 @@ import datetime as dt
 import pytest
 from sqlalchemy import func, select
 
-from billing import ledger, orders, payments
-from billing.gateways import StripeGateway
-from billing.ledger import LedgerTransaction, Purpose
+from billing import orders
+from billing.payments import card as payments
+from billing.settlement import ledger
+from billing.payments.gateway import StripeGateway
+from billing.settlement.ledger import LedgerTransaction, Purpose
 from billing.models import BankReceipt, Order, Payment, Refund
 from market.accounts.models import User
 from pricing.money import Money

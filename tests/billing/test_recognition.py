@@ -8,9 +8,11 @@ import datetime as dt
 import pytest
 from sqlalchemy import func, select
 
-from billing import entitlements, ledger, recognition
+from billing import entitlements
+from billing.metering import recognition
+from billing.settlement import ledger
 from billing.context import BillingSettings
-from billing.ledger import LedgerTransaction, Purpose
+from billing.settlement.ledger import LedgerTransaction, Purpose
 from billing.models import UsageEvent
 from market.catalog.services import current_supply_chain
 from pricing.money import Money
@@ -95,7 +97,8 @@ def test_a_day_with_events_pointing_at_missing_rows_is_not_posted(session, usage
 
 
 def test_paying_the_usage_invoice_settles_the_receivable(session, usage, passwords):
-    from billing import orders, payments
+    from billing import orders
+    from billing.payments import card as payments
     from billing.models import Payment
     from pricing.money import Money, UnitPrice
     from pricing.rating import LineItem

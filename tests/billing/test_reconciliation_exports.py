@@ -26,8 +26,8 @@ from xml.etree import ElementTree
 import pytest
 from openpyxl import load_workbook
 
-from billing import reconciliation_exports, statements
-from market.db import utcnow
+from billing.settlement import reconciliation_exports, statements
+from market.core.db import utcnow
 from tests.billing.shop import listed_dataset
 from tests.stripe_server import card
 

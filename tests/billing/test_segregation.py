@@ -12,15 +12,16 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import func, select
 
-from billing import payments, refunds, statements
-from billing.ledger import LedgerEntry, LedgerTransaction
+from billing.payments import card as payments, refunds
+from billing.settlement import statements
+from billing.settlement.ledger import LedgerEntry, LedgerTransaction
 from billing.models import BankReceipt, Invoice, Order
 from billing.models.statements import SettlementStatement, StatementAdjustment
 from billing.orders import order_parties
-from market.audit import AuditEntry
+from market.core.audit import AuditEntry
 from market.catalog import services as catalog
-from market.db import utcnow
-from market.errors import Conflict, Forbidden, InvalidInput, NotFound
+from market.core.db import utcnow
+from market.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from pricing.money import Money
 from tests.billing.conftest import billing_settings, principal_of
 from tests.billing.shop import listed_dataset
@@ -259,7 +260,7 @@ def test_receipt_approval_over_http(session, sign_in_as, bank_transfer_over_thre
 def statement_of(session):
     def make(participant, exchange, *, lines=((1_000_000, 940_000),), status="issued"):
         from billing.models.statements import StatementLine
-        from billing.ledger import Line, Purpose, get_account, post
+        from billing.settlement.ledger import Line, Purpose, get_account, post
         today = dt.date.today()
         cutoff = dt.datetime.combine(today.replace(day=1), dt.time(), tzinfo=dt.timezone.utc)
         statement = SettlementStatement(

@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 from openpyxl import load_workbook
 
-from billing import statement_exports as exports
+from billing.settlement import statement_exports as exports
 from billing.models.statements import SettlementStatement, StatementLine
 
 HASH = "ab" * 32

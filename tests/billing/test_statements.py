@@ -16,15 +16,18 @@ from types import SimpleNamespace
 import pytest
 from sqlalchemy import func, select, text
 
-from billing import jobs, ledger, recognition, refunds, statements, subscriptions
-from billing.ledger import LedgerTransaction
+from billing import jobs, subscriptions
+from billing.metering import recognition
+from billing.payments import refunds
+from billing.settlement import ledger, statements
+from billing.settlement.ledger import LedgerTransaction
 from billing.models import Payment, UsageEvent
 from billing.models.statements import SettlementStatement, StatementLine
 from billing.orders import CartItem, place_mall_order
-from billing.payments import issue_invoice, record_bank_receipt
+from billing.payments.card import issue_invoice, record_bank_receipt
 from market.catalog.services import current_supply_chain
-from market.db import utcnow
-from market.errors import Conflict, Forbidden, InvalidInput, NotFound
+from market.core.db import utcnow
+from market.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from pricing.money import Money
 from pricing.periods import BusinessCalendar
 from tests.billing.conftest import billing_settings
@@ -352,7 +355,7 @@ def test_reconciliation_compares_card_payments_with_the_processor(session, month
                       idempotency_key="card-test", succeeded_at=utcnow())
     session.add(payment)
     session.flush()
-    from billing.payments import payment_tag
+    from billing.payments.card import payment_tag
 
     intents = [{"status": "succeeded", "amount": 4_000, "currency": "cny",
                 "metadata": {"payment": payment_tag(order.number, payment.id)}},
@@ -368,10 +371,10 @@ def test_reconciliation_compares_card_payments_with_the_processor(session, month
 
 def test_whoever_issued_a_statement_cannot_approve_it(session, passwords):
     """The maker is whoever generated the statement and whoever issued it."""
-    from billing import statements
+    from billing.settlement import statements
     from billing.models import SettlementStatement
     from market.accounts import services as accounts
-    from market.errors import Forbidden
+    from market.core.errors import Forbidden
     from tests.factories import make_org, make_user
 
     exchange = make_org(session, "exchange", name="Review Exchange")

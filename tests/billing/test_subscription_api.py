@@ -66,7 +66,7 @@ def test_subscribing_to_a_package_offer_is_422(clients):
 def test_a_budgeted_organization_charges_its_subscription_to_a_line(clients, session):
     import datetime as dt
 
-    from billing import budgets
+    from billing.budgets import lines as budgets
     from billing.models import BudgetLine
     from market.accounts import services as accounts
     from pricing.money import Money

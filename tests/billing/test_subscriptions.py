@@ -8,12 +8,13 @@ import datetime as dt
 import pytest
 from sqlalchemy import select
 
-from billing import entitlements, payments, subscriptions
+from billing import entitlements, subscriptions
+from billing.payments import card as payments
 from billing.jobs import run_job
 from billing.models import Order, Subscription, SubscriptionPeriod
-from market.audit import AuditEntry
-from market.db import utcnow
-from market.errors import Conflict, NotFound
+from market.core.audit import AuditEntry
+from market.core.db import utcnow
+from market.core.errors import Conflict, NotFound
 from pricing import proration
 from pricing.money import Money
 from pricing.offers import offer_from_dict
@@ -318,7 +319,7 @@ def test_an_overdue_bank_transfer_renewal_is_suspended(app, db, session, listed,
 
 def test_a_refunded_first_period_ends_the_subscription(db, session, listed, buyer, finance,
                                                        settings):
-    from billing import refunds
+    from billing.payments import refunds
     sub = subscribed(session, listed, buyer, finance, settings, today=TODAY)
     payment = subscriptions.first_order(session, sub).payments[0]
     session.commit()

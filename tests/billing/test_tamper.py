@@ -31,15 +31,16 @@ from types import SimpleNamespace
 import pytest
 from sqlalchemy import select, text
 
-from billing import checkpoints, refunds, statements
-from billing.ledger import LedgerAccount, LedgerEntry, LedgerTransaction, Purpose, seal_of
-from billing.ledger_verify import verify_ledger
+from billing.payments import refunds
+from billing.settlement import checkpoints, statements
+from billing.settlement.ledger import LedgerAccount, LedgerEntry, LedgerTransaction, Purpose, seal_of
+from billing.settlement.ledger_verify import verify_ledger
 from billing.models import Payment, SettlementStatement, TokenWallet
 from billing.orders import CartItem, place_mall_order
-from billing.payments import issue_invoice, record_bank_receipt
-from market import audit
-from market.audit import AuditEntry
-from market.db import utcnow
+from billing.payments.card import issue_invoice, record_bank_receipt
+from market.core import audit
+from market.core.audit import AuditEntry
+from market.core.db import utcnow
 from pricing.money import Money
 from tests.billing.conftest import billing_settings
 from tests.billing.shop import buyer, listed_dataset, platform_finance
@@ -400,7 +401,7 @@ def test_the_close_job_signs_a_checkpoint_of_its_statements(app, db, session, pa
 
 
 def test_a_statement_bundle_is_checked_by_anyone_with_the_public_key(session, month, tmp_path):
-    from billing import statement_exports as exports
+    from billing.settlement import statement_exports as exports
 
     statement = month.statements[0]
     signed = checkpoints.latest_covering(session, statement.number)

@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 
 from billing import orders
 from billing.models import Order
-from market.audit import AuditEntry
+from market.core.audit import AuditEntry
 from pricing.money import Money, UnitPrice
 from pricing.rating import LineItem
 from tests.billing.shop import listed_dataset

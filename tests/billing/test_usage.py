@@ -9,10 +9,10 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import false, func, select
 
-from billing import usage
-from billing.metering import period_of
+from billing.metering import usage
+from billing.metering.charge import period_of
 from billing.models import CreditLine, UsageEvent
-from market.db import utcnow
+from market.core.db import utcnow
 from pricing.offers import offer_from_dict
 from pricing.rating import Usage, rate
 from tests.billing.shop import buyer, listed_dataset

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from billing.models import CreditLine, UsageEvent
 from market.accounts.models import Organization
-from market.db import utcnow
+from market.core.db import utcnow
 from tests.billing.shop import buyer, listed_dataset
 from tests.concurrency import at_once, fresh_app, postgresql_only
 from tests.factories import english_client, make_key

@@ -109,7 +109,7 @@ def test_the_same_file_twice_gives_byte_identical_quality_reports(supplier_clien
 
 
 def test_import_is_audited(supplier_client, session):
-    from market.audit import AuditEntry
+    from market.core.audit import AuditEntry
 
     dataset = create_dataset(supplier_client)
     import_file(supplier_client, dataset["id"], jsonl(RECORDS))

@@ -11,8 +11,8 @@ from sqlalchemy import func, select
 
 from market.catalog import importer
 from market.catalog.models import DatasetRecord, DatasetVersion
-from market.errors import InvalidInput
-from market.inputs import json_problem
+from market.core.errors import InvalidInput
+from market.core.inputs import json_problem
 from tests.catalog.conftest import RECORDS, create_dataset, import_file, jsonl
 
 MiB = 1 << 20

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from market.audit import AuditEntry
+from market.core.audit import AuditEntry
 from tests.catalog.conftest import import_file, jsonl, RECORDS
 from tests.factories import make_org
 

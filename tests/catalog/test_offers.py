@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from market.audit import AuditEntry
+from market.core.audit import AuditEntry
 from tests.catalog.conftest import create_dataset
 
 CNY = lambda amount: {"amount": amount, "currency": "CNY"}  # noqa: E731

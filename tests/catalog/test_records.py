@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from market.catalog.models import DatasetVersion
 from market.catalog.records import page_records, search_records
-from market.errors import InvalidInput
+from market.core.errors import InvalidInput
 from tests.catalog.conftest import create_dataset, import_file, jsonl
 
 RECORDS = [{"i": i, "text": f"第{i}条 电网 record {i}" + (" 100%_done" if i == 7 else "")}

@@ -14,9 +14,9 @@ import datetime as dt
 
 import pytest
 
-from billing import payments
+from billing.payments import card as payments
 from billing.models import Invoice
-from market.db import business_calendar, utcnow
+from market.core.db import business_calendar, utcnow
 from market_client import MarketClient, PaymentRequired
 from pricing.money import Money
 from tests.billing.shop import RECORDS, buyer, listed_dataset, platform_finance

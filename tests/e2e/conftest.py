@@ -21,8 +21,8 @@ import pytest
 from werkzeug.serving import make_server
 from werkzeug.wsgi import FileWrapper
 
-from market import create_app
-from market.demo import DEMO_PASSWORD, seed_demo, seed_demo_catalog, seed_demo_purchases
+from market.web.app import create_app
+from market.web.cli.demo import DEMO_PASSWORD, seed_demo, seed_demo_catalog, seed_demo_purchases
 from tests.concurrency import fresh_database
 from tests.stripe_server import WEBHOOK_SECRET, StripeServer
 
@@ -118,7 +118,7 @@ def _files_read_whole(app):
 
 @pytest.fixture(scope="session")
 def demo(served) -> dict:
-    """The demo marketplace (market/demo.py), committed: people, listings, purchases."""
+    """The demo marketplace (market/web/cli/demo.py), committed: people, listings, purchases."""
     app = served.app
     with served.session() as session, session.begin():
         seed_demo(session, app.extensions["market.passwords"])

@@ -16,12 +16,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from billing import budgets, orders, payments, statements
+from billing import orders
+from billing.budgets import lines as budgets
+from billing.payments import card as payments
+from billing.settlement import statements
 from billing.models.statements import SettlementStatement
 from market.accounts import services as accounts
 from market.accounts.models import Organization, User
 from market.catalog.models import Dataset
-from market.db import utcnow
+from market.core.db import utcnow
 from pricing.money import Money
 
 SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"

@@ -18,7 +18,7 @@ import pytest
 from playwright.sync_api import expect
 from sqlalchemy import select
 
-from billing import budgets
+from billing.budgets import lines as budgets
 from market.accounts import services as accounts
 from market.accounts.mail import Outbox
 from market.accounts.models import Organization
@@ -429,12 +429,12 @@ def test_buyer_pays_a_package_by_bank_transfer_finance_confirms_and_the_download
 
 def test_exchange_approves_a_statement_at_period_close_and_downloads_its_pdf(
         signed_in, served, monkeypatch):
-    import billing.statements
-    from market.db import utcnow
+    import billing.settlement.statements
+    from market.core.db import utcnow
 
     # The month closes once it has ended: run the statements' clock five weeks ahead, so this
     # month (which holds the demo's and the journeys' payments) can be closed now.
-    monkeypatch.setattr(billing.statements, "utcnow",
+    monkeypatch.setattr(billing.settlement.statements, "utcnow",
                         lambda: utcnow() + datetime.timedelta(days=35))
     period = utcnow().strftime("%Y-%m")
 

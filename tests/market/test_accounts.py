@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from market.accounts.mail import Outbox
 from market.accounts.models import Membership, Organization, User
-from market.audit import AuditEntry
+from market.core.audit import AuditEntry
 from tests.factories import PASSWORD, english_client, make_org, make_user
 from tests.fixtures import csrf_token
 

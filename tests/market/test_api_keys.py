@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import inspect, select, text
 
 from market.accounts.models import ApiKey
-from market.audit import AuditEntry
-from market.db import utcnow
+from market.core.audit import AuditEntry
+from market.core.db import utcnow
 from tests.factories import make_key, make_org
 from tests.fixtures import csrf_token
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from market import create_app
-from market.config import SETTINGS, load_config
+from market.web.app import create_app
+from market.core.settings import SETTINGS, load_config
 
 
 def test_settings_come_from_the_environment_given(tmp_path):
@@ -22,7 +22,7 @@ def test_settings_come_from_the_environment_given(tmp_path):
 
 def test_default_database_is_sqlite_in_the_instance_folder(tmp_path):
     config = load_config(tmp_path, environ={})
-    assert config["DATABASE_URL"] == f"sqlite:///{tmp_path / 'market.db'}"
+    assert config["DATABASE_URL"] == f"sqlite:///{tmp_path / 'market.core.db'}"
     # A development secret is generated once and kept.
     assert load_config(tmp_path, environ={})["SECRET_KEY"] == config["SECRET_KEY"]
 

@@ -8,9 +8,9 @@ import pytest
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from market import audit
-from market.audit import AuditEntry
-from market.errors import InvalidInput
+from market.core import audit
+from market.core.audit import AuditEntry
+from market.core.errors import InvalidInput
 
 
 def _append(session, n):

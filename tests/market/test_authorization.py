@@ -17,10 +17,11 @@ import pytest
 from market.accounts import services as accounts
 from market.accounts.authz import ANY_KEY, PERMISSIONS, SCOPES, Principal
 from market.accounts.models import OrgRole
-from market.api import api
+from market.web.api import api
 from market.catalog import importer, listings, offers
 from market.catalog import services as catalog
-from billing import deals, orders, payments
+from billing import deals, orders
+from billing.payments import card as payments
 from billing.context import BillingSettings
 from billing.models.statements import SettlementStatement, StatementAdjustment
 from billing.models import BankReceipt, Budget, BudgetLine, Payment, Refund, Subscription

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from billing.models import Budget, BudgetLine, Order, Subscription
-from market.db import utcnow
+from market.core.db import utcnow
 from tests.billing.shop import buyer, listed_dataset
 from tests.fixtures import csrf_token
 

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import func, select
 
 from billing.models import BankReceipt, Invoice, Refund
-from market.db import utcnow
+from market.core.db import utcnow
 from tests.billing.shop import buyer, listed_dataset, platform_finance
 from tests.factories import make_org
 from tests.fixtures import csrf_token

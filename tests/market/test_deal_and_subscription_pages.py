@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from billing import deals
 from billing.models import Deal, DealQuote, Demand, Invoice, Subscription
-from market.db import utcnow
+from market.core.db import utcnow
 from tests.billing.shop import buyer, listed_dataset, platform_finance
 from tests.fixtures import csrf_token
 

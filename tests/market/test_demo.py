@@ -33,7 +33,7 @@ def test_printed_credentials_sign_in(runner, client, session):
 
 
 def test_seed_demo_buys_and_pays_through_the_real_money_path(runner, session):
-    from billing import ledger
+    from billing.settlement import ledger
     from billing.models import Invoice, Order, Subscription, TokenWallet
 
     first = runner.invoke(args=["market", "seed-demo"])

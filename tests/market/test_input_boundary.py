@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import func, select
 
 from market.catalog.models import DatasetVersion
-from market.inputs import INT32_MAX, INT64_MAX
+from market.core.inputs import INT32_MAX, INT64_MAX
 from tests.catalog.conftest import create_dataset, import_file
 from tests.catalog.conftest import supplier, supplier_client  # noqa: F401 (fixtures)
 from tests.factories import make_key, make_org

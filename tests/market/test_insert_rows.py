@@ -11,7 +11,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError, StatementError
 
-from market.db import NAMING_CONVENTION, UTCDateTime, breaks_unique, insert_rows
+from market.core.db import NAMING_CONVENTION, UTCDateTime, breaks_unique, insert_rows
 
 METADATA = MetaData(naming_convention=NAMING_CONVENTION)  # named as the app's tables are
 READINGS = Table(

@@ -1,4 +1,4 @@
-"""Keyset pagination (market.keyset): pages in one stable total order whatever the keys'
+"""Keyset pagination (market.core.keyset): pages in one stable total order whatever the keys'
 directions and nulls, and cursors checked on the way back in."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from sqlalchemy import JSON, select, type_coerce
 
 from billing.models import Order
 from billing.orders import new_order
-from market.errors import InvalidInput
-from market.keyset import Keyset, PageRequest, asc, desc
+from market.core.errors import InvalidInput
+from market.core.keyset import Keyset, PageRequest, asc, desc
 from tests.factories import make_org
 
 EPOCH = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)

@@ -15,7 +15,7 @@ from urllib.parse import urldefrag, urlsplit
 import pytest
 
 from market.accounts.models import User
-from market.demo import DEMO_PASSWORD
+from market.web.cli.demo import DEMO_PASSWORD
 from tests.fixtures import csrf_token
 
 LINK = re.compile(r'<a\s[^>]*href="([^"]+)"')

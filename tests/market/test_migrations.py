@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import inspect
 
-from market import create_app, schema
-from market.db import make_engine
+from market.web.app import create_app
+from market.web import schema
+from market.core.db import make_engine
 from tests.concurrency import fresh_database
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from openapi_spec_validator import validate
 
-from market.api import api
-from market.api.docs import _openapi_path
+from market.web.api import api
+from market.web.api.docs import _openapi_path
 
 
 def test_openapi_document_is_valid_and_complete(client):

@@ -1,4 +1,4 @@
-"""Every list of the API pages the same way (market.api.pagination): ``?cursor=&limit=`` in,
+"""Every list of the API pages the same way (market.web.api.pagination): ``?cursor=&limit=`` in,
 ``{"items": [...], "next_cursor": ...}`` out, walked to its end without a row lost or repeated,
 and a cursor or limit it did not hand out is a 422 naming it."""
 
@@ -13,14 +13,14 @@ import pytest
 from marshmallow import fields
 from sqlalchemy import select
 
-from billing import budgets
+from billing.budgets import lines as budgets
 from billing.models import Order
 from billing.orders import new_order
 from market.accounts.authz import SCOPES, Principal
-from market.api import api
-from market.api.docs import _openapi_path
-from market.api.pagination import PageQuerySchema, PageSchema
-from market.keyset import MAX_LIMIT
+from market.web.api import api
+from market.web.api.docs import _openapi_path
+from market.web.api.pagination import PageQuerySchema, PageSchema
+from market.core.keyset import MAX_LIMIT
 from tests.factories import make_key, make_org
 
 # GET operations whose answer carries lists inside one document rather than being a list:

@@ -18,17 +18,18 @@ from typing import Callable
 
 import pytest
 
-from billing import orders, payments
+from billing import orders
+from billing.payments import card as payments
 from billing.context import BillingSettings
 from billing.models import (
     BankReceipt, CreditLine, CreditLineChange, Payment, Refund, SettlementStatement,
     StatementAdjustment,
 )
 from billing.models.statements import StatementLine
-from billing.ledger import Line, Purpose, get_account, post
+from billing.settlement.ledger import Line, Purpose, get_account, post
 from market.accounts import services as accounts
 from market.accounts.models import Organization, OrgRole
-from market.api import api
+from market.web.api import api
 from market.catalog import importer, listings
 from market.catalog import services as catalog
 from market.catalog.models import Listing

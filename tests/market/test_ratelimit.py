@@ -7,7 +7,7 @@ from uuid import uuid4
 
 import pytest
 
-from market.ratelimit import (
+from market.web.ratelimit import (
     WINDOW_SECONDS, MemoryCounters, RateLimiter, RedisCounters, limiter_from_settings,
 )
 

@@ -7,7 +7,7 @@ import datetime as dt
 from sqlalchemy import select
 
 from market.accounts.models import UserSession
-from market.audit import AuditEntry
+from market.core.audit import AuditEntry
 from tests.factories import PASSWORD, make_org, make_user
 from tests.fixtures import csrf_token
 

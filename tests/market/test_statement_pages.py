@@ -16,11 +16,11 @@ import pytest
 from openpyxl import load_workbook
 from sqlalchemy import select
 
-from billing.ledger import (
+from billing.settlement.ledger import (
     LedgerEntry, LedgerTransaction, Line, Purpose, get_account, seal_of_lines,
 )
 from billing.models.statements import SettlementStatement, StatementAdjustment
-from market.db import utcnow
+from market.core.db import utcnow
 from pricing.money import Money
 from tests.billing.shop import listed_dataset
 from tests.factories import make_org

@@ -26,7 +26,7 @@ from tests.factories import english_client
 from tests.fixtures import csrf_token
 
 ROOT = Path(__file__).resolve().parents[2]
-TRANSLATIONS = ROOT / "market" / "translations"
+TRANSLATIONS = ROOT / "market" / "web" / "translations"
 # Babel reads zh_CN as zh_Hans_CN and Flask-Babel looks for the catalogue under that name.
 CATALOGUE = TRANSLATIONS / "zh_Hans_CN" / "LC_MESSAGES"
 PO, MO = CATALOGUE / "messages.po", CATALOGUE / "messages.mo"
@@ -100,7 +100,7 @@ def test_the_committed_mo_is_the_po_compiled():
         return {frozen(m.id): frozen(m.string) for m in catalogue if m.id}
 
     assert messages(committed) == messages(read_mo(compiled)), \
-        "messages.mo is stale: pybabel compile -d market/translations"
+        "messages.mo is stale: pybabel compile -d market/web/translations"
 
 
 def test_every_message_in_the_code_is_in_the_catalogue():

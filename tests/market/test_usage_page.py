@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from billing.models import UsageEvent
-from market.db import utcnow
+from market.core.db import utcnow
 from tests.billing.shop import listed_dataset
 from tests.factories import make_key, make_org
 

@@ -9,7 +9,7 @@ import time
 import pytest
 from sqlalchemy import text
 
-from market.db import Database
+from market.core.db import Database
 
 
 @pytest.fixture()

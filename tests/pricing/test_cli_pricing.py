@@ -11,7 +11,7 @@ from pathlib import Path
 import flask
 import pytest
 
-from market.cli_pricing import pricing_cli
+from market.web.cli.pricing import pricing_cli
 from pricing.tokens import canonical_json, count_record, count_text
 
 ROOT = Path(__file__).resolve().parents[2]

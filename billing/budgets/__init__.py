@@ -1,0 +1,1 @@
+"""Buyers' budgets: budget lines, guards on spending, alerts and purchase reports."""

@@ -1,0 +1,1 @@
+"""Taking money: the card gateway, card payments and bank transfers, refunds, processor webhooks."""

@@ -1,0 +1,1 @@
+"""Where money goes: the ledger, the supply-chain split, statements, their exports and checkpoints."""

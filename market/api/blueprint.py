@@ -1,3 +1,0 @@
-from market.api.endpoint import ApiBlueprint
-
-api = ApiBlueprint("api", __name__, url_prefix="/api/v1")

@@ -1,0 +1,321 @@
+"""API: the metered data API, priced in tokens.
+
+A call is authenticated by an API key with ``data:read``; what it serves is charged in tokens
+(see ``billing.metering.charge``) and every answer of a data call whose key and parameters are valid —
+200, 402, 403, 404, 409, 422 and 429 alike — says where the key stands, in headers model
+companies already parse:
+
+- ``X-Tokens-Charged``: the tokens this answer charged (0 when refused or replayed);
+- ``X-Tokens-Remaining``: what the key can still spend on the dataset — the least of its
+  monthly cap left and what could pay: the subscription's allowance left and the wallets, plus
+  what the credit line (within a "block" budget line for API usage) could still pay, turned
+  into tokens at the month's rating (``billing.metering.charge.tokens_available``);
+- ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}``.
+
+A 200's body has the records (their canonical JSON, the very bytes whose tokens were counted),
+``next_cursor``, ``has_more`` and ``usage``: ``tokens``, ``amount`` (what was charged),
+``list_amount`` (what the tokens are worth at list price, whatever paid; exact to a millionth of
+the minor unit), ``paid_by``, ``request_id``, ``replayed``. A refusal is problem+json with a
+stable ``code`` (``billing.metering.charge``'s table, ``rate_limited`` for 429,
+``idempotency_key_in_use`` for 409); every 402 adds ``tokens_needed`` (the call's tokens) and
+``tokens_available`` (``X-Tokens-Remaining``).
+
+``max_tokens`` (records: query; search: body) bounds the call: the page stops before the
+record that would pass it, says ``has_more: true`` and its ``next_cursor`` continues from there.
+When the next record alone has more tokens than ``max_tokens`` the call is refused 422
+``max_tokens_too_small`` naming ``max_tokens``, with ``next_record_tokens``: an empty page with
+``has_more`` would loop a client forever.
+
+``Idempotency-Key``: a retry of the same request (within the key's life) answers what the first
+did — the same body, with ``usage.replayed: true``, and the same headers, with
+``Idempotent-Replayed: true`` and ``X-Tokens-Charged: 0`` (the remaining and rate-limit figures
+are those of the moment); nothing is charged again. A retry racing the first one, before it has
+committed, gets 409 ``idempotency_key_in_use`` with ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+
+from flask import Response, current_app, g, request
+from marshmallow import Schema, fields, validate
+from sqlalchemy.exc import IntegrityError
+
+from billing.metering import charge as metering
+from billing.metering.charge import Charge, PaymentRequired
+from billing.models import UsageEvent
+from market.web import idempotency
+from market.accounts.authz import Principal
+from market.web.api.blueprint import api
+from market.catalog import records as catalog_records
+from market.catalog.models import DatasetRecord, DatasetVersion
+from market.catalog.records import RecordPage
+from market.core.db import breaks_unique, utcnow
+from market.core.errors import IdempotencyKeyInUse, InvalidInput, MarketError, TooManyRequests
+from market.core.inputs import INT32_MAX
+from market.web.ratelimit import RateLimiter, Window
+from market.web.http import db_session
+from pricing.tokens import canonical_json, count_record, count_text
+
+DATA = ["Metered data API"]
+
+_MAX_TOKENS_FIELD = {
+    "validate": validate.Range(min=1, max=INT32_MAX),
+    "metadata": {"description": "The most tokens this call may serve: the page stops before "
+                                "the record that would pass it (has_more, next_cursor). 422 "
+                                "max_tokens_too_small when the next record alone is larger."}}
+
+
+class RecordsQuerySchema(Schema):
+    cursor = fields.Integer(load_default=-1, validate=validate.Range(min=-1),
+                            metadata={"description": "next_cursor of the previous page."})
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
+    max_tokens = fields.Integer(load_default=None, **_MAX_TOKENS_FIELD)
+
+
+class SearchSchema(Schema):
+    query = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=1000))
+    cursor = fields.Integer(load_default=-1, validate=validate.Range(min=-1))
+    max_tokens = fields.Integer(load_default=None, allow_none=True, strict=True,
+                                **_MAX_TOKENS_FIELD)
+
+
+class UsageObjectSchema(Schema):
+    tokens = fields.Integer()
+    amount = fields.Dict(metadata={"description": 'What was charged, {"amount": "0.42", '
+                                                  '"currency": "CNY"}.'})
+    list_amount = fields.Dict(metadata={
+        "description": "What the tokens are worth at list price whatever paid (a subscriber's "
+                       "overage rate, else the rate card's first tier), exact to a millionth "
+                       'of the minor unit: {"amount": "0.0015", "currency": "CNY"}.'})
+    paid_by = fields.String(metadata={"description": "subscription, wallet, postpaid or free"})
+    request_id = fields.String()
+    replayed = fields.Boolean()
+
+
+class RecordPageSchema(Schema):
+    records = fields.List(fields.Dict(), metadata={"description": "Each record as its "
+                                                                  "canonical JSON."})
+    next_cursor = fields.Integer(allow_none=True)
+    has_more = fields.Boolean(metadata={"description": "Whether records follow next_cursor."})
+    usage = fields.Nested(UsageObjectSchema)
+
+
+COUNT_MAX_CHARS = 1_000_000
+
+
+class CountSchema(Schema):
+    text = fields.String(load_default=None, validate=validate.Length(max=COUNT_MAX_CHARS))
+    record = fields.Raw(load_default=None, metadata={"description": "Any JSON value: counted "
+                                                                    "as its canonical JSON."})
+    encoding = fields.String(load_default=None, validate=validate.OneOf(
+        ["o200k_base", "cl100k_base"]))
+
+
+class CountResultSchema(Schema):
+    tokens = fields.Integer()
+    encoding = fields.String()
+    canonical = fields.String(allow_none=True,
+                              metadata={"description": "What was counted, for a record."})
+
+
+def _limiter() -> RateLimiter:
+    return current_app.extensions["market.ratelimiter"]
+
+
+def _limits(key) -> tuple[int, int]:
+    config = current_app.config
+    return (key.requests_per_minute or config["DEFAULT_REQUESTS_PER_MINUTE"],
+            key.tokens_per_minute or config["DEFAULT_TOKENS_PER_MINUTE"])
+
+
+def _rate_headers(requests_window: Window, tokens_window: Window) -> dict[str, str]:
+    return {
+        "x-ratelimit-limit-requests": str(requests_window.limit),
+        "x-ratelimit-remaining-requests": str(requests_window.remaining),
+        "x-ratelimit-reset-requests": f"{requests_window.reset_seconds}s",
+        "x-ratelimit-limit-tokens": str(tokens_window.limit),
+        "x-ratelimit-remaining-tokens": str(tokens_window.remaining),
+        "x-ratelimit-reset-tokens": f"{tokens_window.reset_seconds}s",
+    }
+
+
+class MaxTokensTooSmall(InvalidInput):
+    def __init__(self, max_tokens: int, next_tokens: int) -> None:
+        super().__init__(f"The next record alone has {next_tokens:,} tokens, more than "
+                         f"max_tokens ({max_tokens:,}); ask for at least {next_tokens:,}.",
+                         field="max_tokens", code="max_tokens_too_small",
+                         extensions={"next_record_tokens": next_tokens})
+
+
+@dataclass
+class _Served:
+    """What a call serves: records with their tokens, after ``max_tokens``."""
+
+    records: list[DatasetRecord]
+    tokens: int
+    next_cursor: int | None
+
+
+def _serve(page: RecordPage, version: DatasetVersion, max_tokens: int | None) -> _Served:
+    """The page's records up to the one that would pass ``max_tokens`` (the module notes)."""
+    encoding = current_app.config["TOKEN_ENCODING"]
+    if version.encoding == encoding:
+        counts = [record.tokens for record in page.records]
+    else:  # counted at import with another encoding: count what is served, as served
+        counts = [count_text(record.data, encoding) for record in page.records]
+    if max_tokens is None or sum(counts) <= max_tokens:
+        return _Served(page.records, sum(counts), page.next_cursor)
+    taken = total = 0
+    while total + counts[taken] <= max_tokens:
+        total += counts[taken]
+        taken += 1
+    if not taken:
+        raise MaxTokensTooSmall(max_tokens, counts[0])
+    return _Served(page.records[:taken], total, page.records[taken - 1].seq)
+
+
+def _metered(dataset_id: int, number: int, fetch, max_tokens: int | None) -> Response:
+    """Rate-limit, read, count, charge, respond: the steps every data call shares. Every
+    answer, refusals included, carries the token and rate-limit headers."""
+    key = g.api_key
+    rpm, tpm = _limits(key)
+    limiter = _limiter()
+    session = db_session()
+    now = utcnow()
+    allowed, requests_window = limiter.hit_request(key.prefix, rpm)
+    tokens_window: Window | None = None
+    tokens = 0
+    try:
+        if not allowed:
+            raise TooManyRequests(f"This key may make {rpm} requests a minute.",
+                                  retry_after=requests_window.reset_seconds,
+                                  field="requests_per_minute")
+        dataset, version, subscribed = metering.callable_version(
+            session, key.organization_id, dataset_id, number)
+        served = _serve(fetch(session, version), version, max_tokens)
+        tokens = served.tokens
+        presented = request.headers.get("Idempotency-Key")
+        request_id = (f"key:{key.id}:{idempotency.check_key(presented)}" if presented
+                      else f"key:{key.id}:{uuid.uuid4().hex}")
+        request_hash = idempotency.request_fingerprint(request.method, request.path,
+                                                       request.query_string,
+                                                       request.get_data(cache=True))
+        replay = metering.find_replay(session, request_id, request_hash) if presented else None
+        if replay is not None:
+            charge = metering.replayed_charge(replay)
+            tokens_window = limiter.tokens_window(key.prefix, tpm)
+        else:
+            taken, tokens_window = limiter.take_tokens(key.prefix, tokens, tpm)
+            if not taken:
+                raise TooManyRequests(f"This key may be served {tpm:,} tokens a minute; this "
+                                      f"call would serve {tokens:,}.",
+                                      retry_after=tokens_window.reset_seconds,
+                                      field="tokens_per_minute")
+            try:
+                charge = _charge(session, key, dataset, version, tokens, request_id,
+                                 request_hash, now, subscribed)
+            except BaseException:
+                # Nothing was charged: give the tokens back.
+                _, tokens_window = limiter.take_tokens(key.prefix, -tokens, tpm)
+                raise
+    except MarketError as refusal:
+        session.rollback()  # a refused charge may have written before it was refused
+        remaining = metering.tokens_available(session, key, dataset_id, now)
+        if isinstance(refusal, PaymentRequired):
+            refusal.extensions.update(tokens_needed=tokens, tokens_available=remaining)
+        refusal.headers = {**(getattr(refusal, "headers", None) or {}),
+                           **_metered_headers(0, remaining, requests_window, tokens_window
+                                              or limiter.tokens_window(key.prefix, tpm))}
+        raise
+    remaining = charge.remaining
+    if remaining is None:
+        remaining = metering.tokens_available(session, key, dataset.id, now)
+    usage = {"tokens": charge.tokens, "amount": charge.amount.to_dict(),
+             "list_amount": metering.micros_to_dict(charge.list_micros, charge.amount.currency),
+             "paid_by": charge.paid_by, "request_id": request_id, "replayed": charge.replayed}
+    # The records go out as the exact canonical bytes that were counted.
+    body = ('{"records":[' + ",".join(record.data for record in served.records) + "],"
+            f'"next_cursor":{json.dumps(served.next_cursor)},'
+            f'"has_more":{json.dumps(served.next_cursor is not None)},'
+            f'"usage":{json.dumps(usage)}}}')
+    response = Response(body, mimetype="application/json")
+    response.headers.update(_metered_headers(0 if charge.replayed else charge.tokens,
+                                             remaining, requests_window, tokens_window))
+    if charge.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+def _charge(session, key, dataset, version, tokens: int, request_id: str, request_hash: str,
+            now, subscribed: bool) -> Charge:
+    try:
+        return metering.charge_call(session, key=key, dataset=dataset, version=version,
+                                    tokens=tokens, request_id=request_id,
+                                    request_hash=request_hash, now=now, subscribed=subscribed)
+    except IntegrityError as exc:
+        # The same Idempotency-Key's call committed while this one was charging.
+        if breaks_unique(exc, UsageEvent.__table__, "request_id"):
+            raise IdempotencyKeyInUse() from None
+        raise
+
+
+def _metered_headers(charged: int, remaining: int, requests_window: Window,
+                     tokens_window: Window) -> dict[str, str]:
+    return {"X-Tokens-Charged": str(charged), "X-Tokens-Remaining": str(remaining),
+            **_rate_headers(requests_window, tokens_window)}
+
+
+@api.operation("/datasets/<int:dataset_id>/versions/<int:number>/records", "GET",
+               summary="A page of records (metered)", permission="data:read",
+               query=RecordsQuerySchema, response=RecordPageSchema, tags=DATA,
+               errors=(402, 403, 404, 409, 422, 429), metered=True)
+def get_records(principal: Principal, dataset_id: int, number: int, query: dict):
+    """Charged the tokens of the records returned, at most ``max_tokens`` (the page then stops
+    before the record that would pass it: ``has_more``, ``next_cursor``). Every answer carries
+    ``X-Tokens-Charged``, ``X-Tokens-Remaining`` (what the key can still spend: the least of its
+    monthly cap left and the allowance, wallets and credit line — within its budget line —
+    turned into tokens) and ``x-ratelimit-*``; a 402's ``code`` says why (insufficient_tokens,
+    no_metered_price, monthly_cap_reached, credit_limit_reached, budget_line_exhausted) with
+    ``tokens_needed`` and ``tokens_available``. Send ``Idempotency-Key`` to make a retry return
+    the same page without charging again (409 idempotency_key_in_use while the first is still
+    being answered)."""
+    return _metered(dataset_id, number, lambda session, version:
+                    catalog_records.page_records(session, version, after=query["cursor"],
+                                                 limit=query["limit"]), query["max_tokens"])
+
+
+@api.operation("/datasets/<int:dataset_id>/versions/<int:number>/search", "POST",
+               summary="Search records (metered)", permission="data:read", body=SearchSchema,
+               response=RecordPageSchema, tags=DATA, errors=(402, 403, 404, 409, 422, 429),
+               metered=True)
+def search_records(principal: Principal, dataset_id: int, number: int, body: dict):
+    """Records whose canonical JSON contains the query (any case); charged, paged and
+    answered as the records are (``max_tokens``, ``has_more``, the token headers, the 402
+    codes, ``Idempotency-Key``)."""
+    return _metered(dataset_id, number, lambda session, version:
+                    catalog_records.search_records(session, version, body["query"],
+                                                   after=body["cursor"], limit=body["limit"]),
+                    body["max_tokens"])
+
+
+@api.operation("/tokens/count", "POST", summary="Count tokens (free)", permission="self:read",
+               body=CountSchema, response=CountResultSchema, tags=DATA, errors=(422,))
+def count_tokens(principal: Principal, body: dict):
+    """A text, or a record (counted as its canonical JSON: sorted keys, UTF-8, compact) —
+    the same counting every charge uses."""
+    if (body["text"] is None) == (body["record"] is None):
+        raise InvalidInput("Send either a text or a record.", field="text")
+    encoding = body["encoding"] or current_app.config["TOKEN_ENCODING"]
+    if body["text"] is not None:
+        return {"tokens": count_text(body["text"], encoding), "encoding": encoding,
+                "canonical": None}  # a text tiktoken gives up on: 422 naming "text"
+    canonical = canonical_json(body["record"])
+    if len(canonical) > COUNT_MAX_CHARS:
+        raise InvalidInput(f"A record's canonical JSON may hold {COUNT_MAX_CHARS:,} characters, "
+                           f"not {len(canonical):,}.", field="record")
+    return {"tokens": count_record(body["record"], encoding), "encoding": encoding,
+            "canonical": canonical}
