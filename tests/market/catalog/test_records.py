@@ -10,7 +10,7 @@ from sqlalchemy import select
 from market.catalog.models import DatasetVersion
 from market.catalog.records import page_records, search_records
 from market.core.errors import InvalidInput
-from tests.catalog.conftest import create_dataset, import_file, jsonl
+from tests.market.catalog.conftest import create_dataset, import_file, jsonl
 
 RECORDS = [{"i": i, "text": f"第{i}条 电网 record {i}" + (" 100%_done" if i == 7 else "")}
            for i in range(25)]

@@ -42,7 +42,7 @@ def test_a_bad_setting_is_named(tmp_path):
 
 
 def test_every_setting_is_documented_in_the_readme():
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text(encoding="utf-8")
     missing = [s.name for s in SETTINGS if f"`{s.name}`" not in readme]
     assert not missing
 

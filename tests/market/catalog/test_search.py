@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from market.catalog import search
-from tests.catalog.conftest import RECORDS, create_dataset, import_file, jsonl, set_chain
+from tests.market.catalog.conftest import RECORDS, create_dataset, import_file, jsonl, set_chain
 
 
 @pytest.mark.parametrize("text, query, found", [

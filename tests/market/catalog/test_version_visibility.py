@@ -7,7 +7,7 @@ import hashlib
 
 import pytest
 
-from tests.catalog.conftest import RECORDS, import_file, jsonl
+from tests.market.catalog.conftest import RECORDS, import_file, jsonl
 from tests.factories import make_org
 
 DRAFT = [{"instruction": "未经审核的草稿记录", "response": "不应展示", "label": "secret"}]

@@ -13,7 +13,7 @@ from billing import jobs
 from billing.budgets import alerts as budget_alerts
 from billing.models import BudgetAlert
 from tests.billing.conftest import free_port
-from tests.billing.test_budget_reports import build_budget
+from tests.billing.budgets.test_budget_reports import build_budget
 
 SECRET = "whsec_test_budget"
 NOW = dt.datetime.now(dt.timezone.utc)

@@ -45,7 +45,7 @@ from pricing.money import Money
 from tests.billing.conftest import billing_settings
 from tests.billing.shop import buyer, listed_dataset, platform_finance
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 PERIOD = f"{utcnow().replace(day=1) - dt.timedelta(days=1):%Y-%m}"
 
 

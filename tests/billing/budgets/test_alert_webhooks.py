@@ -17,7 +17,7 @@ from market.accounts.models import Organization
 from market.core.audit import AuditEntry
 from market.core.errors import InvalidInput
 from tests.billing.conftest import free_port
-from tests.billing.test_budget_reports import build_budget
+from tests.billing.budgets.test_budget_reports import build_budget
 from tests.fixtures import csrf_token
 
 NOW = dt.datetime.now(dt.timezone.utc)

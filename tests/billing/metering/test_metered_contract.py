@@ -22,9 +22,9 @@ from market.web import idempotency
 from market.catalog.models import DatasetRecord
 from market.core.db import business_calendar, utcnow
 from pricing.money import Money
-from tests.billing.metered_calls import fund as _fund
-from tests.billing.metered_calls import records as _records
-from tests.billing.metered_calls import search as _search
+from tests.billing.metering.metered_calls import fund as _fund
+from tests.billing.metering.metered_calls import records as _records
+from tests.billing.metering.metered_calls import search as _search
 from tests.billing.shop import buyer, listed_dataset
 from tests.factories import make_key
 

@@ -10,8 +10,8 @@ from sqlalchemy import func, select
 
 from market.catalog.models import DatasetVersion
 from market.core.inputs import INT32_MAX, INT64_MAX
-from tests.catalog.conftest import create_dataset, import_file
-from tests.catalog.conftest import supplier, supplier_client  # noqa: F401 (fixtures)
+from tests.market.catalog.conftest import create_dataset, import_file
+from tests.market.catalog.conftest import supplier, supplier_client  # noqa: F401 (fixtures)
 from tests.factories import make_key, make_org
 from tests.fixtures import csrf_token
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from market.core.audit import AuditEntry
-from tests.catalog.conftest import import_file, jsonl, RECORDS
+from tests.market.catalog.conftest import import_file, jsonl, RECORDS
 from tests.factories import make_org
 
 
@@ -134,7 +134,7 @@ def test_review_through_the_pages(supplier_client, reviewer_client, ready_datase
 
 def test_the_upload_form_answers_its_progress_bar_in_json(supplier_client):
     """The manage page's progress bar posts the file itself and asks for JSON."""
-    from tests.catalog.conftest import RECORDS, create_dataset, jsonl
+    from tests.market.catalog.conftest import RECORDS, create_dataset, jsonl
     from tests.fixtures import csrf_token
 
     dataset = create_dataset(supplier_client)

@@ -17,7 +17,7 @@ from market.catalog.quality import (
     histogram_bucket, minhash, normalized_entropy, script_counts,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def build(records, tokens=None, **kwargs) -> dict:
@@ -478,7 +478,7 @@ def test_the_same_records_twice_give_byte_identical_reports_without_floats():
 SCRIPT = """
 import json, sys
 sys.path.insert(0, {root!r})
-from tests.catalog.test_quality import MIXED_RECORDS, MIXED_KWARGS, build, dump
+from tests.market.catalog.test_quality import MIXED_RECORDS, MIXED_KWARGS, build, dump
 print(dump(build(MIXED_RECORDS, **MIXED_KWARGS)))
 """
 

@@ -11,7 +11,7 @@ from market.accounts.authz import SCOPES, Principal
 from market.catalog import importer, offers
 from market.catalog import services as catalog
 from market.catalog.models import Listing, ListingEvent
-from tests.catalog.conftest import DATASET, RECORDS, jsonl
+from tests.market.catalog.conftest import DATASET, RECORDS, jsonl
 from tests.concurrency import at_once, fresh_app
 
 

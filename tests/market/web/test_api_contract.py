@@ -10,7 +10,7 @@ with the curl command that reproduces it.
 
 The run is bounded and deterministic: ``CONTRACT_EXAMPLES`` cases per operation, mode and key
 (default 4) from the seed ``CONTRACT_SEED``. To look harder, run it longer, e.g.
-``CONTRACT_EXAMPLES=200 CONTRACT_SEED=7 .venv/bin/python -m pytest tests/market/test_api_contract.py``
+``CONTRACT_EXAMPLES=200 CONTRACT_SEED=7 .venv/bin/python -m pytest tests/market/web/test_api_contract.py``
 (README, "The API contract").
 """
 

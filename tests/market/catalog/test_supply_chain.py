@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.catalog.conftest import create_dataset, set_chain
+from tests.market.catalog.conftest import create_dataset, set_chain
 from tests.factories import make_org
 
 

@@ -12,7 +12,7 @@ import pytest
 from openpyxl import load_workbook
 
 from billing.models import BudgetAlert
-from tests.billing.test_budget_reports import build_budget
+from tests.billing.budgets.test_budget_reports import build_budget
 from tests.factories import make_org
 
 

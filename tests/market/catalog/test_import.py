@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from market.catalog.models import DatasetRecord, DatasetVersion
 from pricing.tokens import canonical_json, get_encoding
-from tests.catalog.conftest import RECORDS, create_dataset, import_file, jsonl
+from tests.market.catalog.conftest import RECORDS, create_dataset, import_file, jsonl
 
 
 def test_token_total_is_the_sum_of_tiktoken_counts_and_the_hash_matches_the_export(
@@ -125,7 +125,7 @@ def test_import_is_audited(supplier_client, session):
     ({"title_en": ""}, "title_en"),
 ])
 def test_bad_datasets_name_the_field(supplier_client, changes, field):
-    from tests.catalog.conftest import DATASET
+    from tests.market.catalog.conftest import DATASET
 
     response = supplier_client.post("/api/v1/datasets", json=DATASET | changes,
                                     headers=supplier_client.csrf)
@@ -134,7 +134,7 @@ def test_bad_datasets_name_the_field(supplier_client, changes, field):
 
 def test_buyers_cannot_create_datasets(sign_in_as, org):
     from tests.fixtures import csrf_token
-    from tests.catalog.conftest import DATASET
+    from tests.market.catalog.conftest import DATASET
 
     client = sign_in_as(org, "owner")  # a buyer organization
     response = client.post("/api/v1/datasets", json=DATASET,
@@ -155,7 +155,7 @@ def test_expert_labels_give_annotation_accuracy(supplier_client):
 
 
 def test_expert_labels_need_their_fields(supplier_client):
-    from tests.catalog.conftest import DATASET
+    from tests.market.catalog.conftest import DATASET
 
     response = supplier_client.post("/api/v1/datasets", headers=supplier_client.csrf,
                                     json=DATASET | {"expert_labels": {"a": "b"}})

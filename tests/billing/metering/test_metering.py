@@ -12,8 +12,8 @@ from billing.models import CreditLine, TokenWallet, UsageEvent
 from market.catalog.models import DatasetRecord
 from market.core.db import utcnow
 from pricing.tokens import count_text
-from tests.billing.metered_calls import fund as _fund
-from tests.billing.metered_calls import records as _records
+from tests.billing.metering.metered_calls import fund as _fund
+from tests.billing.metering.metered_calls import records as _records
 from tests.billing.shop import buyer, listed_dataset
 from tests.factories import make_key
 

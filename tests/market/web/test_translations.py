@@ -21,11 +21,11 @@ from babel.messages.mofile import read_mo, write_mo
 from babel.messages.pofile import read_po
 from babel.support import NullTranslations, Translations
 
-from tests.billing.test_budget_reports import build_budget
+from tests.billing.budgets.test_budget_reports import build_budget
 from tests.factories import english_client
 from tests.fixtures import csrf_token
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 TRANSLATIONS = ROOT / "market" / "web" / "translations"
 # Babel reads zh_CN as zh_Hans_CN and Flask-Babel looks for the catalogue under that name.
 CATALOGUE = TRANSLATIONS / "zh_Hans_CN" / "LC_MESSAGES"

@@ -13,7 +13,7 @@ from market.catalog import importer
 from market.catalog.models import DatasetRecord, DatasetVersion
 from market.core.errors import InvalidInput
 from market.core.inputs import json_problem
-from tests.catalog.conftest import RECORDS, create_dataset, import_file, jsonl
+from tests.market.catalog.conftest import RECORDS, create_dataset, import_file, jsonl
 
 MiB = 1 << 20
 

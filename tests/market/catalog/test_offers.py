@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import select
 
 from market.core.audit import AuditEntry
-from tests.catalog.conftest import create_dataset
+from tests.market.catalog.conftest import create_dataset
 
 CNY = lambda amount: {"amount": amount, "currency": "CNY"}  # noqa: E731
 
