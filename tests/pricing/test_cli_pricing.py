@@ -112,7 +112,7 @@ def test_bad_files_fail_with_a_message(app, tmp_path, name, content, message):
 
 
 def test_cli_module_imports_only_flask_click_pricing_and_the_stdlib():
-    tree = ast.parse((ROOT / "market" / "cli_pricing.py").read_text(encoding="utf-8"))
+    tree = ast.parse((ROOT / "market" / "web" / "cli" / "pricing.py").read_text(encoding="utf-8"))
     roots = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
