@@ -45,7 +45,7 @@ from pricing.periods import BusinessCalendar, next_month, parse_month
 
 # Modules that register jobs at import; those not written yet are skipped by ``load_jobs``.
 JOB_MODULES: tuple[str, ...] = ("billing.subscriptions", "billing.metering.postpaid", "billing.payments.card",
-                                "billing.metering.recognition", "billing.budgets.lines", "billing.settlement.statements",
+                                "billing.metering.recognition", "billing.budgets.lines", "billing.settlement.workflow",
                                 "billing.budgets.alerts")
 
 DAILY = r"\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"
