@@ -27,7 +27,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from billing.models import IntegrityCheckpoint, Order, OrderLine, Payment, Refund
-from billing.models.statements import SettlementStatement
+from billing.models.statements import FROZEN, SettlementStatement
 from billing.settlement.checkpoints import signed_bodies
 from billing.settlement.ledger import LedgerAccount, LedgerEntry, LedgerTransaction, Purpose
 from market.catalog.models import Dataset
@@ -36,8 +36,6 @@ from market.core.errors import InvalidInput
 from pricing.money import Money
 
 PERIOD_PATTERN = r"\d{4}-(0[1-9]|1[0-2])"
-# The statuses in which a statement, and its lines, never change again.
-FROZEN = ("approved", "paid")
 
 # What a payment's order kind is called on a statement line.
 _ORDER_LINE_KINDS = {"mall": "sale", "token_pack": "sale", "subscription": "subscription",

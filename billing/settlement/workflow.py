@@ -21,8 +21,8 @@ for approval cannot approve it, and whoever approved it does not also record it 
 adjustment names its reason code and the lines it corrects, and is bounded by them: never more
 than the cited lines' gross (or amount, when larger); from the dual-control threshold it waits,
 unposted, for a second person (``decide_adjustment``). Once approved, a statement and its lines
-never change (a ``before_flush`` listener refuses it, as the ledger does for entries), and
-approval checks first that its content still matches its hash and the ledger. Corrections are
+never change (its models refuse it at flush, as the ledger's do for entries), and approval
+checks first that its content still matches its hash and the ledger. Corrections are
 never edits: ``resolve_dispute`` posts an ``adjustment`` transaction now, which the next
 period's statement shows as a line.
 
@@ -37,14 +37,14 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Iterable
 
-from sqlalchemy import event, func, inspect, or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from billing.context import BillingSettings
 from billing.models.statements import SettlementStatement, StatementAdjustment, StatementLine
 from billing.settlement.checkpoints import sign_checkpoint, signing_key_from_settings
 from billing.settlement.compute import (
-    FROZEN, compute_all, computed_content, content_hash, mismatch, period_bounds, window_start,
+    compute_all, computed_content, content_hash, mismatch, period_bounds, window_start,
 )
 from billing.settlement.ledger import LedgerAccount, Line, Purpose, get_account, post
 from market.accounts.authz import Maker, Principal, authorize, refuse_party, require_checker
@@ -69,9 +69,6 @@ ADJUSTMENT_REASON_CODES = (
     "other",
 )
 MAX_EVIDENCE_DOCUMENT = 300
-
-# What may still change on an approved statement: it being paid.
-_PAYMENT_FIELDS = frozenset({"status", "paid_at", "payout_method", "payout_reference"})
 
 
 def is_closed(session: Session, period: str) -> bool:
@@ -509,41 +506,6 @@ def pay(session: Session, principal: Principal, statement: SettlementStatement, 
            amount=str(Money.from_minor(max(statement.closing_minor, 0),
                                        statement.currency).amount))
     return statement
-
-
-# Immutability -----------------------------------------------------------------------------------
-
-def _status_before(statement: SettlementStatement) -> str | None:
-    history = inspect(statement).attrs.status.history
-    return history.deleted[0] if history.deleted else statement.status
-
-
-def _frozen_statement_of(session: Session, line: StatementLine) -> bool:
-    statement = line.statement
-    if statement is None and line.statement_id is not None:
-        with session.no_autoflush:
-            statement = session.get(SettlementStatement, line.statement_id)
-    return statement is not None and _status_before(statement) in FROZEN
-
-
-@event.listens_for(Session, "before_flush")
-def _approved_statements_are_frozen(session: Session, _context, _instances) -> None:
-    for obj in session.dirty:
-        if isinstance(obj, SettlementStatement) and _status_before(obj) in FROZEN:
-            changed = {attr.key for attr in inspect(obj).attrs if attr.history.has_changes()}
-            if changed and not (_status_before(obj) == "approved" and obj.status == "paid"
-                                and changed <= _PAYMENT_FIELDS):
-                raise Conflict("An approved statement never changes; corrections are "
-                               "adjustments in a later period.", field="statement")
-        elif isinstance(obj, StatementLine) and session.is_modified(obj) and \
-                _frozen_statement_of(session, obj):
-            raise Conflict("The lines of an approved statement never change.", field="lines")
-    for obj in list(session.deleted) + list(session.new):
-        if isinstance(obj, SettlementStatement) and obj in session.deleted and \
-                _status_before(obj) in FROZEN:
-            raise Conflict("An approved statement is never deleted.", field="statement")
-        if isinstance(obj, StatementLine) and _frozen_statement_of(session, obj):
-            raise Conflict("The lines of an approved statement never change.", field="lines")
 
 
 # Queries ----------------------------------------------------------------------------------------
