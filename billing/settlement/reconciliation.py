@@ -4,6 +4,12 @@ how our card payments compare with the card processor's.
 The ledger's side must satisfy, per currency, Σ participants + platform revenue + tax + Σ buyer
 credit movement = collected − refunds (``difference`` zero); ``billing.settlement.exports``
 writes it as CSV and XLSX so that the identity can be checked from the file alone.
+
+It covers the whole platform, so only the platform's staff (or the operator, ``actor`` None)
+reconcile. The processor is asked, through the gateway, only for the intents created in the
+period's window (and the day before it: an intent is created when its payment is confirmed,
+and a buyer's 3-D Secure check may finish after midnight); when it does not answer, the
+reconciliation is refused with ``GatewayUnavailable`` naming it, never half-computed.
 """
 
 from __future__ import annotations
@@ -17,12 +23,17 @@ from sqlalchemy.orm import Session
 
 from billing.models import BankReceipt, Payment, Refund
 from billing.models.statements import SettlementStatement
-from billing.payments.card import payment_tag
+from billing.payments.card import GatewayUnavailable, payment_tag
+from billing.payments.gateway import CardGateway, GatewayError
 from billing.settlement.compute import period_bounds, window_start
 from billing.settlement.ledger import LedgerAccount, LedgerEntry, LedgerTransaction, Purpose
+from market.accounts.authz import Principal, authorize
 from market.core.db import business_calendar
+from market.core.errors import Forbidden
 
 COLLECTED = ("payment", "payment_unapplied", "bank_receipt")
+# How long before the window the processor is asked from (see the module's docstring).
+INTENT_LEAD = dt.timedelta(days=1)
 
 
 def _period_window(session: Session, period: str) -> tuple[dt.datetime, dt.datetime]:
@@ -35,7 +46,8 @@ def _period_window(session: Session, period: str) -> tuple[dt.datetime, dt.datet
     return start, cutoff
 
 
-def reconcile(session: Session, period: str, *, gateway: Any = None) -> dict[str, Any]:
+def reconcile(session: Session, period: str, *, actor: Principal | None,
+              gateway: CardGateway | None = None) -> dict[str, Any]:
     """Where the period's money came from and where it went, per currency, in minor units.
 
     From the ledger, over the period's window (its statements' once closed):
@@ -58,7 +70,12 @@ def reconcile(session: Session, period: str, *, gateway: Any = None) -> dict[str
 
     With a ``gateway``, ``processor_difference`` is our succeeded card payments in the window
     minus the processor's succeeded PaymentIntents that carry their tags (``payment_tag``).
+    ``actor`` None: the operator (a command).
     """
+    if actor is not None:
+        authorize(actor, "statements:manage")
+        if "platform" not in actor.org_roles:
+            raise Forbidden("The reconciliation covers the whole platform: its staff only.")
     start, end = _period_window(session, period)
     rows = session.execute(
         select(LedgerAccount.purpose, LedgerEntry.currency, LedgerTransaction.kind,
@@ -123,7 +140,7 @@ def reconcile(session: Session, period: str, *, gateway: Any = None) -> dict[str
             - (figures["gross_collected"] - figures["refunds"]))
     if gateway is not None:
         ours = _card_payments(session, start, end)
-        theirs = _processor_totals(gateway, {str(pid) for pid in ours["ids"]})
+        theirs = _processor_totals(gateway, start, end, set(ours["ids"]))
         for currency in set(ours["totals"]) | set(theirs):
             of(currency)["processor_difference"] = \
                 ours["totals"].get(currency, 0) - theirs.get(currency, 0)
@@ -186,14 +203,19 @@ def _card_payments(session: Session, start: dt.datetime, end: dt.datetime) -> di
             "totals": dict(totals)}
 
 
-def _processor_totals(gateway: Any, payment_ids: set[str]) -> dict[str, int]:
-    """The processor's succeeded PaymentIntents for our payments, summed per currency."""
+def _processor_totals(gateway: CardGateway, start: dt.datetime, end: dt.datetime,
+                      payment_tags: set[str]) -> dict[str, int]:
+    """The processor's succeeded PaymentIntents for our payments of the window, summed per
+    currency."""
+    try:
+        intents = gateway.list_succeeded_intents(start - INTENT_LEAD, end)
+    except GatewayError as error:
+        raise GatewayUnavailable(
+            f"The card processor ({gateway.name}) did not answer ({error.code}), so card "
+            "payments cannot be compared with it; try again shortly.",
+            extensions={"processor": gateway.name}) from error
     totals: dict[str, int] = defaultdict(int)
-    page = gateway.client.v1.payment_intents.list(params={"limit": 100})
-    for intent in page.auto_paging_iter():
-        intent = intent.to_dict() if hasattr(intent, "to_dict") else intent
-        metadata = intent.get("metadata") or {}
-        if intent.get("status") == "succeeded" and \
-                str(metadata.get("payment")) in payment_ids:
-            totals[str(intent.get("currency")).upper()] += int(intent.get("amount"))
+    for intent in intents:
+        if intent.metadata.get("payment") in payment_tags and intent.amount_minor is not None:
+            totals[str(intent.currency)] += intent.amount_minor
     return dict(totals)

@@ -19,7 +19,6 @@ from market.web.api.blueprint import api
 from market.web.api.pagination import PageQuerySchema, page_request, page_schema
 from market.web.boundary import Month
 from market.core.db import business_calendar, utcnow
-from market.core.errors import Forbidden
 from market.web.http import db_session
 from pricing.money import Money
 
@@ -328,25 +327,22 @@ def export_statement_bundle(principal: Principal, statement_id: int):
 
 @api.operation("/reconciliation", "GET", summary="A period's money: collected, owed, paid "
                "out, and the difference", permission="statements:manage",
-               query=ReconciliationQuerySchema, tags=STATEMENTS, errors=(403, 422))
+               query=ReconciliationQuerySchema, tags=STATEMENTS, errors=(403, 422, 502))
 def statement_reconciliation(principal: Principal, query: dict):
     """Per currency, in minor units, from the ledger over the period's window; ``difference``
     is zero when every movement of money is accounted for. The platform's staff only, since
-    it covers every participant (an exchange: 403)."""
-    if "platform" not in principal.org_roles:
-        raise Forbidden("The reconciliation covers the whole platform: its staff only.")
+    it covers every participant (an exchange: 403). A card processor that does not answer is
+    a 502 naming it (``processor_unavailable``)."""
     period = query["period"] or _last_month()
-    return reconciliation.reconcile(db_session(), period,
-                                     gateway=current_app.extensions["market.gateway"])
+    return reconciliation.reconcile(db_session(), period, actor=principal,
+                                    gateway=current_app.extensions["market.gateway"])
 
 
 def _reconciliation_export(principal: Principal, query: dict, extension: str) -> Response:
-    if "platform" not in principal.org_roles:
-        raise Forbidden("The reconciliation covers the whole platform: its staff only.")
     period = query["period"] or _last_month()
     session = db_session()
-    figures = reconciliation.reconcile(session, period,
-                                        gateway=current_app.extensions["market.gateway"])
+    figures = reconciliation.reconcile(session, period, actor=principal,
+                                       gateway=current_app.extensions["market.gateway"])
     render = {"csv": exports.reconciliation_csv,
               "xlsx": exports.reconciliation_xlsx}[extension]
     body = render(figures, exports.organization_names(session, figures))
@@ -358,7 +354,7 @@ def _reconciliation_export(principal: Principal, query: dict, extension: str) ->
 
 @api.operation("/reconciliation/export.csv", "GET", summary="A period's reconciliation as CSV",
                permission="statements:manage", query=ReconciliationQuerySchema,
-               tags=STATEMENTS, errors=(403, 422),
+               tags=STATEMENTS, errors=(403, 422, 502),
                raw_response=exports.CSV_MEDIA_TYPE)
 def export_reconciliation_csv(principal: Principal, query: dict):
     """Every term of the identity Σ participants + platform revenue + tax + Σ buyer credit
@@ -369,7 +365,7 @@ def export_reconciliation_csv(principal: Principal, query: dict):
 
 @api.operation("/reconciliation/export.xlsx", "GET", summary="A period's reconciliation as an "
                "Excel workbook", permission="statements:manage",
-               query=ReconciliationQuerySchema, tags=STATEMENTS, errors=(403, 422),
+               query=ReconciliationQuerySchema, tags=STATEMENTS, errors=(403, 422, 502),
                raw_response=exports.XLSX_MEDIA_TYPE)
 def export_reconciliation_xlsx(principal: Principal, query: dict):
     """Sheets ``terms`` and ``summary`` as in the CSV; amounts are numeric cells."""

@@ -29,6 +29,7 @@ from billing.settlement import checkpoints, exports
 from billing.settlement.ledger import LedgerTransaction
 from billing.settlement.ledger_verify import verify_ledger
 from billing.jobs import DAILY, Job, JobContext
+from billing.payments.card import GatewayUnavailable
 from billing.models.statements import SettlementStatement
 from billing.settlement.compute import verify_statements
 from billing.settlement.reconciliation import reconcile
@@ -171,7 +172,11 @@ def export_reconciliation_command(period: str, extension: str, output: str | Non
         raise click.BadParameter("give the period as YYYY-MM", param_hint="PERIOD")
     gateway = current_app.extensions.get("market.gateway") if processor else None
     with current_app.extensions["market.db"].session() as session:
-        figures = reconcile(session, period, gateway=gateway)
+        try:
+            figures = reconcile(session, period, actor=None, gateway=gateway)
+        except GatewayUnavailable as unavailable:
+            raise click.ClickException(f"{unavailable.detail} (--no-processor leaves the card "
+                                       "processor out)") from None
         names = exports.organization_names(session, figures)
     render = {"csv": exports.reconciliation_csv,
               "xlsx": exports.reconciliation_xlsx}[extension]

@@ -23,6 +23,7 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, InputRequired, Length, Regexp
 
 from billing.payments import anomalies
+from billing.payments.card import GatewayUnavailable
 from billing.settlement import exports, reconciliation, workflow
 from billing.models.statements import SettlementStatement
 from market.accounts.authz import Principal
@@ -337,14 +338,23 @@ def pay_statement(principal: Principal, statement_id: int):
 @storefront.get("/reconciliation")
 @signed_in("statements:manage")
 def statement_reconciliation(principal: Principal):
-    if not _is_platform(principal):
-        raise Forbidden(_("The reconciliation covers the whole platform: its staff only."))
+    """The period's figures; when the card processor does not answer, the ledger's figures
+    without its comparison, the reason shown above them, and a 502."""
     period = _period_arg() or _last_month()
-    figures = reconciliation.reconcile(db_session(), period,
-                                        gateway=current_app.extensions["market.gateway"])
+    processor_error, status = None, 200
+    try:
+        figures = reconciliation.reconcile(db_session(), period, actor=principal,
+                                           gateway=current_app.extensions["market.gateway"])
+    except Forbidden:
+        raise Forbidden(_("The reconciliation covers the whole platform: its staff only.")) \
+            from None
+    except GatewayUnavailable:
+        figures = reconciliation.reconcile(db_session(), period, actor=principal)
+        processor_error, status = _("The card processor did not answer, so card payments are "
+                                    "not compared with it below; try again shortly."), 502
     return render_template("statements/reconciliation.html", period=period, figures=figures,
-                           names=exports.organization_names(db_session(),
-                                                                           figures),
+                           names=exports.organization_names(db_session(), figures),
+                           processor_error=processor_error,
                            anomalies=anomalies.list_anomalies(db_session(), principal).page(
-                               PageRequest(cursor=request.args.get("cursor"))))
+                               PageRequest(cursor=request.args.get("cursor")))), status
 

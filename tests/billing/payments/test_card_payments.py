@@ -290,7 +290,8 @@ def test_the_reconciliation_agrees_with_the_card_processor(buyer_client, shop, s
     order = _order(buyer_client, shop)
     assert _pay(buyer_client, order["id"], card(stripe_gateway, GOOD)).get_json()[
         "order"]["status"] == "paid"
-    figures = reconciliation.reconcile(session, f"{utcnow():%Y-%m}", gateway=stripe_gateway)
+    figures = reconciliation.reconcile(session, f"{utcnow():%Y-%m}", actor=None,
+                                       gateway=stripe_gateway)
     cny = figures["currencies"]["CNY"]
     assert cny["processor_difference"] == 0 and cny["difference"] == 0
     assert cny["gross_collected"] >= 10_600

@@ -24,13 +24,15 @@ from billing.settlement.ledger import LedgerTransaction
 from billing.models import Payment, UsageEvent
 from billing.models.statements import SettlementStatement, StatementLine
 from billing.orders import CartItem, place_mall_order
-from billing.payments.card import issue_invoice, record_bank_receipt
+from billing.payments.card import GatewayUnavailable, issue_invoice, record_bank_receipt
+from billing.payments.gateway import GatewayError
 from market.catalog.services import current_supply_chain
 from market.core.db import utcnow
 from market.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from pricing.money import Money
 from pricing.periods import BusinessCalendar
 from tests.billing.conftest import billing_settings
+from tests.billing.payments.fake_gateway import FakeGateway
 from tests.billing.shop import buyer, listed_dataset, platform_finance, principal_of
 from tests.factories import make_user
 
@@ -150,14 +152,14 @@ def test_a_month_closes_into_statements_traced_to_the_ledger(session, month):
         compute.statement_content(supplier))
     assert compute.verify_statements(session) == []
 
-    report = reconciliation.reconcile(session, PERIOD)["currencies"]["CNY"]
+    report = reconciliation.reconcile(session, PERIOD, actor=None)["currencies"]["CNY"]
     assert report["gross_collected"] == 1_038_800 * 2 + 10_494
     assert report["refunds"] == 103_880
     assert report["participants"] == SUPPLIER_PERIOD + PROCESSOR_PERIOD
     assert report["participants_by_kind"]["usage"] == 1_711 + 1_140 + 570 + 380
     assert report["buyer_receivable"] == -(3_001 + 1_000)
     assert report["difference"] == 0
-    assert reconciliation.reconcile(session, NEXT)["currencies"]["CNY"]["difference"] == 0
+    assert reconciliation.reconcile(session, NEXT, actor=None)["currencies"]["CNY"]["difference"] == 0
 
     with pytest.raises(Conflict) as closed:
         workflow.close_period(session, PERIOD, actor=None, cutoff=month.cut1)
@@ -289,9 +291,9 @@ def test_review_dispute_correction_payout_and_the_next_period(session, passwords
     assert paid_next.status == "paid" and session.scalar(
         select(func.count()).select_from(LedgerTransaction)
         .where(LedgerTransaction.kind == "payout")) == payouts
-    assert reconciliation.reconcile(session, NEXT)["currencies"]["CNY"]["payouts"] == \
+    assert reconciliation.reconcile(session, NEXT, actor=None)["currencies"]["CNY"]["payouts"] == \
         PROCESSOR_PERIOD
-    assert reconciliation.reconcile(session, NEXT)["currencies"]["CNY"]["difference"] == 0
+    assert reconciliation.reconcile(session, NEXT, actor=None)["currencies"]["CNY"]["difference"] == 0
     assert ledger.trial_balance(session) == {"CNY": 0}
     session.commit()
 
@@ -357,16 +359,59 @@ def test_reconciliation_compares_card_payments_with_the_processor(session, month
     session.flush()
     from billing.payments.card import payment_tag
 
-    intents = [{"status": "succeeded", "amount": 4_000, "currency": "cny",
-                "metadata": {"payment": payment_tag(order.number, payment.id)}},
-               {"status": "succeeded", "amount": 9_999, "currency": "cny",
-                "metadata": {"payment": "someone else's"}}]
-    page = SimpleNamespace(auto_paging_iter=lambda: iter(intents))
-    gateway = SimpleNamespace(client=SimpleNamespace(v1=SimpleNamespace(
-        payment_intents=SimpleNamespace(list=lambda params: page))))
-    report = reconciliation.reconcile(session, NEXT, gateway=gateway)
+    gateway = FakeGateway()
+    gateway.add_intent(amount_minor=4_000, currency="cny", created=utcnow(),
+                       metadata={"payment": payment_tag(order.number, payment.id)})
+    gateway.add_intent(amount_minor=9_999, currency="cny", created=utcnow(),
+                       metadata={"payment": "someone else's"})
+    report = reconciliation.reconcile(session, NEXT, actor=None, gateway=gateway)
     # Ours 50.00, theirs 40.00 for our payment; a stranger's intent is not counted.
     assert report["currencies"]["CNY"]["processor_difference"] == 1_000
+
+
+def test_the_processor_is_asked_for_the_period_s_window_only(session, month):
+    """A closed period: its statements' window; one never closed: its month on the business
+    calendar (Asia/Shanghai). Each from a day earlier (``INTENT_LEAD``)."""
+    order = month.orders[0]
+    payment = Payment(order_id=order.id, organization_id=order.organization_id, method="card",
+                      status="succeeded", amount_minor=5_000, currency="CNY",
+                      idempotency_key="card-window", succeeded_at=utcnow())
+    session.add(payment)
+    session.flush()
+    from billing.payments.card import payment_tag
+
+    closed = workflow.close_period(session, PERIOD, actor=None, cutoff=month.cut1)
+    gateway = FakeGateway()
+    # The processor still holds an intent with our tag created long before the window.
+    gateway.add_intent(amount_minor=5_000, currency="CNY",
+                       metadata={"payment": payment_tag(order.number, payment.id)},
+                       created=utcnow() - dt.timedelta(days=90))
+    report = reconciliation.reconcile(session, NEXT, actor=None, gateway=gateway)
+    assert gateway.windows == [(closed[0].cutoff - reconciliation.INTENT_LEAD,
+                                CALENDAR.month_bounds(NEXT)[1])]
+    assert report["currencies"]["CNY"]["processor_difference"] == 5_000
+
+    reconciliation.reconcile(session, "2020-03", actor=None, gateway=gateway)
+    assert gateway.windows[-1] == (
+        dt.datetime(2020, 2, 28, 16, tzinfo=dt.timezone.utc),
+        dt.datetime(2020, 3, 31, 16, tzinfo=dt.timezone.utc))
+
+
+def test_a_processor_that_does_not_answer_refuses_the_reconciliation(session, month):
+    gateway = FakeGateway()
+    gateway.failure = GatewayError("api_connection_error", "timed out", outcome_unknown=True)
+    with pytest.raises(GatewayUnavailable) as refused:
+        reconciliation.reconcile(session, NEXT, actor=None, gateway=gateway)
+    assert refused.value.status == 502 and refused.value.code == "processor_unavailable"
+    assert "card processor (fake)" in refused.value.detail
+
+
+def test_only_the_platform_reconciles(session, passwords, month):
+    reviewer = principal_of(make_user(session, passwords, month.exchange, "reviewer"),
+                            month.exchange)
+    with pytest.raises(Forbidden, match="whole platform"):
+        reconciliation.reconcile(session, NEXT, actor=reviewer)
+    assert reconciliation.reconcile(session, NEXT, actor=month.finance)["period"] == NEXT
 
 
 def test_whoever_issued_a_statement_cannot_approve_it(session, passwords):
