@@ -32,8 +32,8 @@ last month's activity:
   catch-up job does), timed on its own.
 
 Then, after ``VACUUM ANALYZE`` (as autovacuum would have done by month end), it closes the month:
-``billing.settlement.workflow.close_period(session, period, actor=None, cutoff=...)`` in one
-transaction, committed, timed with the number of SQL statements it ran. It prints for each size
+``billing.settlement.workflow.close_period(session, period, actor=None, settings=...,
+cutoff=...)`` in one transaction, committed, timed with the number of SQL statements it ran. It prints for each size
 the generation, recognition and close times and the statements and lines written, then the
 ratio of the close times against the ratio of the data (events, orders, and the ledger lines
 the close reads). Targets: a close of at most 60 s at 1M events, and growth no worse than
@@ -387,7 +387,8 @@ def run_size(url: str, events: int, orders: int, period: str, month_start: dt.da
             profiler.enable()
         with db.session() as session:
             with session.begin():
-                written = workflow.close_period(session, period, actor=None, cutoff=cutoff)
+                written = workflow.close_period(session, period, actor=None,
+                                                settings=BillingSettings(), cutoff=cutoff)
                 statement_count = len(written)
         if profiler:
             profiler.disable()

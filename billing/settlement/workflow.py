@@ -56,7 +56,6 @@ from market.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from market.core.keyset import Keyset, asc, desc
 from pricing.money import Money
 
-REVIEW_DAYS = 5  # the default of the STATEMENT_REVIEW_DAYS setting
 STATEMENT_CLOSE_DAY = 3  # day of the month the close-statements job runs, at 02:00
 MAX_REASON = 2000
 # Why a statement is corrected; every adjustment names one.
@@ -119,9 +118,15 @@ def _statement_for(session: Session, account: Any, period: str, start: dt.dateti
 
 # Closing a period -------------------------------------------------------------------------------
 
+def review_due_on(settings: BillingSettings, closed_at: dt.datetime) -> dt.date:
+    """When the review of statements closed at ``closed_at`` is due: ``STATEMENT_REVIEW_DAYS``
+    later, however the period was closed."""
+    return closed_at.date() + dt.timedelta(days=settings.statement_review_days)
+
+
 def close_period(session: Session, period: str, *, actor: Principal | None,
-                 cutoff: dt.datetime | None = None,
-                 review_days: int = REVIEW_DAYS) -> list[SettlementStatement]:
+                 settings: BillingSettings,
+                 cutoff: dt.datetime | None = None) -> list[SettlementStatement]:
     """Write the period's statements, one per participant and currency, as drafts.
 
     ``actor`` None: the system (the close-statements job). A period closes once (the database
@@ -174,7 +179,7 @@ def close_period(session: Session, period: str, *, actor: Principal | None,
         statement, lines = found
         statement.generated_by_id = actor.user_id if actor is not None else None
         statement.generated_at = now
-        statement.review_due_on = now.date() + dt.timedelta(days=review_days)
+        statement.review_due_on = review_due_on(settings, now)
         made.append(statement)
         line_rows.append(lines)
     session.add_all(made)
@@ -563,8 +568,8 @@ def _close_job(ctx) -> dict:
         if is_closed(session, ctx.period):
             ctx.progress(f"statements of {ctx.period} are already closed; nothing done")
             return {"statements": 0, "already_closed": True}
-        made = close_period(session, ctx.period, actor=None, review_days=int(
-            ctx.settings.get("STATEMENT_REVIEW_DAYS", REVIEW_DAYS)))
+        made = close_period(session, ctx.period, actor=None,
+                            settings=BillingSettings.from_settings(ctx.settings))
         ctx.progress(f"statements of {ctx.period}: {len(made)} written")
         hashes = {statement.number: statement.content_hash for statement in made}
     with ctx.db.session() as session, session.begin():

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from billing.context import BillingSettings
 from billing import orders
 from billing.budgets import lines as budgets
 from billing.payments import card as payments
@@ -26,6 +27,8 @@ from market.accounts.models import Organization, User
 from market.catalog.models import Dataset
 from market.core.db import utcnow
 from pricing.money import Money
+
+SETTINGS = BillingSettings()  # STATEMENT_REVIEW_DAYS and the rest at their defaults
 
 SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 LOCALES = {"en": "en", "zh": "zh-CN"}
@@ -68,7 +71,8 @@ def scenery(served, demo) -> dict:
                                          bank_reference="DEMO-ICBC-SHOT", settings=settings)
         period = utcnow().strftime("%Y-%m")
         if not workflow.is_closed(session, period):
-            workflow.close_period(session, period, actor=platform, cutoff=utcnow())
+            workflow.close_period(session, period, actor=platform,
+                                  settings=SETTINGS, cutoff=utcnow())
             for statement in session.scalars(select(SettlementStatement).where(
                     SettlementStatement.period == period)):
                 workflow.issue(session, platform, statement)

@@ -163,7 +163,8 @@ class PayStatementSchema(Schema):
 def close_statement_period(principal: Principal, body: dict):
     """Computes each participant's statement for the month from the ledger up to the period's
     end, as drafts; closing a period again returns the statements it already has."""
-    return workflow.close_period(db_session(), body["period"], actor=principal)
+    return workflow.close_period(db_session(), body["period"], actor=principal,
+                                 settings=current_app.extensions["market.billing"])
 
 
 @api.operation("/statements", "GET", summary="Statements: the review queue, or the "

@@ -145,7 +145,8 @@ def close_statement_period(principal: Principal):
     form = ClosePeriodForm()
     if form.validate_on_submit():
         try:
-            closed = workflow.close_period(db_session(), form.period.data, actor=principal)
+            closed = workflow.close_period(db_session(), form.period.data, actor=principal,
+                                           settings=current_app.extensions["market.billing"])
         except REFUSALS as exc:
             _form_error(form, exc)
         else:

@@ -26,10 +26,13 @@ from xml.etree import ElementTree
 import pytest
 from openpyxl import load_workbook
 
+from billing.context import BillingSettings
 from billing.settlement import exports, workflow
 from market.core.db import utcnow
 from tests.billing.shop import listed_dataset
 from tests.stripe_server import card
+
+SETTINGS = BillingSettings()  # STATEMENT_REVIEW_DAYS and the rest at their defaults
 
 GOOD = "4242424242424242"
 D = Decimal
@@ -271,7 +274,7 @@ def test_the_files_agree_with_the_participants_statements(month, finance_client,
     """Closed, each participant's row is its statement's activity, read from the statement's
     own CSV export: statements + platform revenue + tax + buyer credit = collected − refunds."""
     period = month["period"]
-    made = workflow.close_period(session, period, actor=None, cutoff=utcnow())
+    made = workflow.close_period(session, period, actor=None, settings=SETTINGS, cutoff=utcnow())
     session.commit()
     terms, _ = parse_csv(_export(finance_client, period, "csv"))
     assert identity_difference(terms, "CNY") == 0

@@ -16,6 +16,7 @@ from types import SimpleNamespace
 import pytest
 from sqlalchemy import func, select, text
 
+from billing.context import BillingSettings
 from billing import jobs, subscriptions
 from billing.metering import recognition
 from billing.payments import refunds
@@ -35,6 +36,8 @@ from tests.billing.conftest import billing_settings
 from tests.billing.payments.fake_gateway import FakeGateway
 from tests.billing.shop import buyer, listed_dataset, platform_finance, principal_of
 from tests.factories import make_user
+
+SETTINGS = BillingSettings()  # STATEMENT_REVIEW_DAYS and the rest at their defaults
 
 NOW = utcnow()
 CALENDAR = BusinessCalendar()  # the app's: BUSINESS_TIMEZONE is left at its default
@@ -126,7 +129,7 @@ def _by_org(made):
 
 
 def test_a_month_closes_into_statements_traced_to_the_ledger(session, month):
-    made = workflow.close_period(session, PERIOD, actor=None, cutoff=month.cut1)
+    made = workflow.close_period(session, PERIOD, actor=None, settings=SETTINGS, cutoff=month.cut1)
     assert len(made) == 2
     supplier = _by_org(made)[month.supplier.id]
     processor = _by_org(made)[month.processor.id]
@@ -162,10 +165,11 @@ def test_a_month_closes_into_statements_traced_to_the_ledger(session, month):
     assert reconciliation.reconcile(session, NEXT, actor=None)["currencies"]["CNY"]["difference"] == 0
 
     with pytest.raises(Conflict) as closed:
-        workflow.close_period(session, PERIOD, actor=None, cutoff=month.cut1)
+        workflow.close_period(session, PERIOD, actor=None, settings=SETTINGS, cutoff=month.cut1)
     assert closed.value.field == "period"
     with pytest.raises(InvalidInput) as early:
-        workflow.close_period(session, NEXT, actor=None)  # this month has not ended
+        workflow.close_period(session, NEXT, actor=None,
+                              settings=SETTINGS)  # this month has not ended
     assert early.value.field == "period"
 
 
@@ -176,7 +180,7 @@ def test_a_close_that_fails_part_way_leaves_nothing_and_reruns_identically(
             select(SettlementStatement).execution_options(populate_existing=True))}
 
     nested = session.begin_nested()
-    workflow.close_period(session, PERIOD, actor=None, cutoff=month.cut1)
+    workflow.close_period(session, PERIOD, actor=None, settings=SETTINGS, cutoff=month.cut1)
     session.flush()
     uninterrupted = hashes()
     nested.rollback()
@@ -193,13 +197,13 @@ def test_a_close_that_fails_part_way_leaves_nothing_and_reruns_identically(
     monkeypatch.setattr(workflow, "_statement_for", failing)
     with pytest.raises(RuntimeError):
         with db.session() as other, other.begin():
-            workflow.close_period(other, PERIOD, actor=None, cutoff=month.cut1)
+            workflow.close_period(other, PERIOD, actor=None, settings=SETTINGS, cutoff=month.cut1)
     assert len(calls) == 2
     assert session.scalar(select(func.count()).select_from(SettlementStatement)) == 0
     assert session.scalar(select(func.count()).select_from(StatementLine)) == 0
     monkeypatch.undo()
     with db.session() as other, other.begin():
-        workflow.close_period(other, PERIOD, actor=None, cutoff=month.cut1)
+        workflow.close_period(other, PERIOD, actor=None, settings=SETTINGS, cutoff=month.cut1)
     assert hashes() == uninterrupted
 
 
@@ -208,7 +212,8 @@ def test_review_dispute_correction_payout_and_the_next_period(session, passwords
     exchange = month.exchange
     maker = principal_of(make_user(session, passwords, exchange, "reviewer"), exchange)
     checker = principal_of(make_user(session, passwords, exchange, "reviewer"), exchange)
-    made = _by_org(workflow.close_period(session, PERIOD, actor=None, cutoff=month.cut1))
+    made = _by_org(workflow.close_period(session, PERIOD, actor=None,
+                                         settings=SETTINGS, cutoff=month.cut1))
     supplier, processor = made[month.supplier.id], made[month.processor.id]
 
     # Maker-checker: whoever issued it cannot approve it; another reviewer can.
@@ -270,7 +275,8 @@ def test_review_dispute_correction_payout_and_the_next_period(session, passwords
     session.commit()
 
     cut2 = _instant()
-    following = _by_org(workflow.close_period(session, NEXT, actor=None, cutoff=cut2))
+    following = _by_org(workflow.close_period(session, NEXT, actor=None,
+                                              settings=SETTINGS, cutoff=cut2))
     nxt = following[month.supplier.id]
     assert nxt.opening_minor == SUPPLIER_PERIOD
     assert nxt.closing_minor == SUPPLIER_PERIOD + SUPPLIER_LATE + 10_000
@@ -312,7 +318,8 @@ def test_review_dispute_correction_payout_and_the_next_period(session, passwords
 
 
 def test_only_its_participant_exchange_and_platform_see_a_statement(session, passwords, month):
-    made = _by_org(workflow.close_period(session, PERIOD, actor=None, cutoff=month.cut1))
+    made = _by_org(workflow.close_period(session, PERIOD, actor=None,
+                                         settings=SETTINGS, cutoff=month.cut1))
     statement = made[month.supplier.id]
     reviewer = principal_of(make_user(session, passwords, month.exchange, "reviewer"),
                             month.exchange)
@@ -337,7 +344,7 @@ def test_the_monthly_job_closes_once_and_then_says_so(app, db, session, month):
     job = jobs.load_jobs()["close-statements"]
     assert job.trigger == {"day": workflow.STATEMENT_CLOSE_DAY, "hour": 2, "minute": 0}
     assert job.period_of(dt.datetime(2026, 12, 3, 2, 0)) == "2026-11"
-    workflow.close_period(session, PERIOD, actor=None, cutoff=month.cut1)
+    workflow.close_period(session, PERIOD, actor=None, settings=SETTINGS, cutoff=month.cut1)
     session.commit()
     before = {s.number: s.content_hash for s in session.scalars(select(SettlementStatement))}
     messages = []
@@ -380,7 +387,8 @@ def test_the_processor_is_asked_for_the_period_s_window_only(session, month):
     session.flush()
     from billing.payments.card import payment_tag
 
-    closed = workflow.close_period(session, PERIOD, actor=None, cutoff=month.cut1)
+    closed = workflow.close_period(session, PERIOD, actor=None,
+                                   settings=SETTINGS, cutoff=month.cut1)
     gateway = FakeGateway()
     # The processor still holds an intent with our tag created long before the window.
     gateway.add_intent(amount_minor=5_000, currency="CNY",

@@ -31,6 +31,7 @@ from types import SimpleNamespace
 import pytest
 from sqlalchemy import select, text
 
+from billing.context import BillingSettings
 from billing.payments import refunds
 from billing.settlement import checkpoints, compute, exports, workflow
 from billing.settlement.ledger import LedgerAccount, LedgerEntry, LedgerTransaction, Purpose, seal_of
@@ -44,6 +45,8 @@ from market.core.db import utcnow
 from pricing.money import Money
 from tests.billing.conftest import billing_settings
 from tests.billing.shop import buyer, listed_dataset, platform_finance
+
+SETTINGS = BillingSettings()  # STATEMENT_REVIEW_DAYS and the rest at their defaults
 
 ROOT = Path(__file__).resolve().parents[3]
 PERIOD = f"{utcnow().replace(day=1) - dt.timedelta(days=1):%Y-%m}"
@@ -71,7 +74,7 @@ def month(app, session, passwords):
     refund = refunds.reserve_refund(session, finance, orders[1].payments[0].id,
                                     Money("1000.00", "CNY"), "partial refund")
     refunds.complete_refund(session, refund.id, gateway_ref="bank:OUT-1")
-    made = workflow.close_period(session, PERIOD, actor=None, cutoff=utcnow())
+    made = workflow.close_period(session, PERIOD, actor=None, settings=SETTINGS, cutoff=utcnow())
     key = checkpoints.signing_key_from_settings(app.config)
     checkpoint = checkpoints.sign_checkpoint(
         session, key, reason=f"close {PERIOD}",

@@ -107,6 +107,26 @@ def test_the_queue_shows_a_closed_statement(session, shop, maker):
     assert "Reconciliation" in page  # the platform's own link
 
 
+@pytest.mark.parametrize("how", ["api", "console", "command"])
+def test_every_close_gives_the_configured_review_days(app, monkeypatch, session, shop, maker,
+                                                     how):
+    monkeypatch.setitem(app.config, "STATEMENT_REVIEW_DAYS", 9)
+    monkeypatch.setitem(app.extensions, "market.billing", dataclasses.replace(
+        app.extensions["market.billing"], statement_review_days=9))
+    before = utcnow().date()
+    if how == "api":
+        assert _api(maker, "POST", "/statements/close", {"period": PERIOD}).status_code == 201
+    elif how == "console":
+        _close(maker)
+    else:
+        result = app.test_cli_runner().invoke(
+            args=["billing", "run-job", "close-statements", "--period", PERIOD])
+        assert result.exit_code == 0, result.output
+    after = utcnow().date()
+    due = _statement(session, shop).review_due_on
+    assert due in {before + dt.timedelta(days=9), after + dt.timedelta(days=9)}
+
+
 def test_closing_a_period_twice_re_renders_with_the_reason(maker, closed):
     response = _form(maker, "/statements/close", {"period": PERIOD})
     assert response.status_code == 422
