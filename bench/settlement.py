@@ -32,8 +32,8 @@ last month's activity:
   catch-up job does), timed on its own.
 
 Then, after ``VACUUM ANALYZE`` (as autovacuum would have done by month end), it closes the month:
-``billing.settlement.statements.close_period(session, period, actor=None, cutoff=...)`` in one
-transaction, committed, timed with the number of SQL statements it ran. It prints for each size
+``billing.settlement.workflow.close_period(session, period, actor=None, settings=...,
+cutoff=...)`` in one transaction, committed, timed with the number of SQL statements it ran. It prints for each size
 the generation, recognition and close times and the statements and lines written, then the
 ratio of the close times against the ratio of the data (events, orders, and the ledger lines
 the close reads). Targets: a close of at most 60 s at 1M events, and growth no worse than
@@ -60,7 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sqlalchemy import event, func, insert, select, text  # noqa: E402
 
 from billing.metering import recognition  # noqa: E402
-from billing.settlement import ledger, statements  # noqa: E402
+from billing.settlement import ledger, workflow  # noqa: E402
 from billing.context import BillingSettings  # noqa: E402
 from billing.settlement.ledger import LedgerAccount, LedgerEntry, LedgerTransaction, Line, Purpose  # noqa: E402
 from billing.models.statements import SettlementStatement, StatementLine  # noqa: E402
@@ -387,7 +387,8 @@ def run_size(url: str, events: int, orders: int, period: str, month_start: dt.da
             profiler.enable()
         with db.session() as session:
             with session.begin():
-                written = statements.close_period(session, period, actor=None, cutoff=cutoff)
+                written = workflow.close_period(session, period, actor=None,
+                                                settings=BillingSettings(), cutoff=cutoff)
                 statement_count = len(written)
         if profiler:
             profiler.disable()

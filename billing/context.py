@@ -20,6 +20,8 @@ class BillingSettings:
     token_pack_price_per_million: Money | None = None
     dunning_retry_days: tuple[int, ...] = (1, 3, 7)
     dunning_cancel_days: int = 14
+    # Days an exchange has to review a statement after its period is closed.
+    statement_review_days: int = 5
     # From this amount (in the money's own currency) a second person must approve.
     dual_control_threshold: Decimal = Decimal("10000.00")
 
@@ -41,6 +43,7 @@ class BillingSettings:
             token_pack_price_per_million=Money(price, currency) if price else None,
             dunning_retry_days=tuple(int(d) for d in retry.split(",") if d.strip()),
             dunning_cancel_days=int(settings.get("DUNNING_CANCEL_DAYS", 14)),
+            statement_review_days=int(settings.get("STATEMENT_REVIEW_DAYS", 5)),
             dual_control_threshold=_threshold(settings.get("DUAL_CONTROL_THRESHOLD", "10000.00")),
         )
 

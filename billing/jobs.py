@@ -40,12 +40,13 @@ from sqlalchemy import select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from billing.models.operations import JobRun
+from billing.payments.gateway import CardGateway
 from market.core.db import Database, utcnow
 from pricing.periods import BusinessCalendar, next_month, parse_month
 
 # Modules that register jobs at import; those not written yet are skipped by ``load_jobs``.
 JOB_MODULES: tuple[str, ...] = ("billing.subscriptions", "billing.metering.postpaid", "billing.payments.card",
-                                "billing.metering.recognition", "billing.budgets.lines", "billing.settlement.statements",
+                                "billing.metering.recognition", "billing.budgets.lines", "billing.settlement.workflow",
                                 "billing.budgets.alerts")
 
 DAILY = r"\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"
@@ -80,7 +81,7 @@ class JobContext:
     period: str
     now: dt.datetime  # UTC
     settings: Mapping[str, Any]
-    gateway: Any
+    gateway: CardGateway | None
     progress: Callable[[str], None]
 
     @property
@@ -194,7 +195,7 @@ def due_periods(db: Database, name: str, now: dt.datetime) -> list[str]:
 
 
 def run_due(db: Database, name: str, *, now: dt.datetime | None = None,
-            settings: Mapping[str, Any], gateway: Any = None,
+            settings: Mapping[str, Any], gateway: CardGateway | None = None,
             progress: Callable[[str], None] = print) -> list[JobOutcome]:
     """Run ``name`` for every period ``due_periods`` names, oldest first; the first failure
     is raised (a later period is never closed over an earlier one that failed)."""
@@ -219,7 +220,7 @@ class JobOutcome:
 
 
 def run_job(db: Database, name: str, period: str, *, now: dt.datetime | None = None,
-            settings: Mapping[str, Any], gateway: Any = None,
+            settings: Mapping[str, Any], gateway: CardGateway | None = None,
             progress: Callable[[str], None] = print, force: bool = False) -> JobOutcome:
     """Run job ``name`` for ``period`` unless it is done or running elsewhere.
 

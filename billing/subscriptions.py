@@ -39,6 +39,7 @@ from market.core.keyset import Keyset, desc
 from billing import jobs, orders
 from billing.budgets import lines as budgets
 from billing.payments import card as payments
+from billing.payments.gateway import CardGateway
 from billing.context import BillingSettings
 from billing.models import Entitlement, Invoice, Order, Payment, Subscription, SubscriptionPeriod
 from billing.models import LIVE_PAYMENT_STATUSES
@@ -355,7 +356,8 @@ def renew_subscription(session: Session, subscription_id: int, *, day: dt.date,
     return "renewed", order
 
 
-def _charge_renewal(db, gateway, settings: BillingSettings, order_id: int) -> str:
+def _charge_renewal(db, gateway: CardGateway | None, settings: BillingSettings,
+                    order_id: int) -> str:
     """Charge a renewal order to the saved card, off session; what happened, in one word.
 
     An unanswered gateway call is left to reconciliation; a charge that cannot even start

@@ -3,6 +3,11 @@
 A statement is computed from the ledger alone (the participant's payable account up to the
 period's cutoff), reviewed by the exchange under maker-checker, and frozen by a content hash
 once approved. Corrections are adjustments posted in a later period, never edits.
+
+Frozen means frozen wherever the statement is flushed from: the models refuse, at flush, any
+change to an approved or paid statement other than recording an approved one paid, its
+deletion, and any line added to, changed on or removed from it (``Conflict``). Rows written
+behind the ORM (raw SQL) are what ``verify_statements`` and the content hash catch.
 """
 
 from __future__ import annotations
@@ -12,13 +17,18 @@ from typing import Any
 
 from sqlalchemy import (
     JSON, BigInteger, CheckConstraint, Date, ForeignKey, Integer, String, Text,
-    UniqueConstraint,
+    UniqueConstraint, event, inspect,
 )
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from market.core.db import Base, UTCDateTime, utcnow
+from market.core.errors import Conflict
 
 STATEMENT_STATUSES = ("draft", "issued", "under_review", "approved", "disputed", "paid")
+# The statuses in which a statement, and its lines, never change again.
+FROZEN = ("approved", "paid")
+# What may still change on an approved statement: it being paid.
+_PAYMENT_FIELDS = frozenset({"status", "paid_at", "payout_method", "payout_reference"})
 
 
 class SettlementStatement(Base):
@@ -90,6 +100,50 @@ class StatementLine(Base):
     amount_minor: Mapped[int] = mapped_column(BigInteger)  # owed to the participant: +
 
     statement: Mapped[SettlementStatement] = relationship(back_populates="lines")
+
+
+def _status_before(statement: SettlementStatement) -> str | None:
+    """The status the statement had before the changes being flushed."""
+    history = inspect(statement).attrs.status.history
+    return history.deleted[0] if history.deleted else statement.status
+
+
+def _of_frozen_statement(line: StatementLine) -> bool:
+    statement = line.statement
+    if statement is None and line.statement_id is not None:
+        statement = Session.object_session(line).get(SettlementStatement, line.statement_id)
+    return statement is not None and _status_before(statement) in FROZEN
+
+
+@event.listens_for(SettlementStatement, "before_update")
+def _frozen_statement_unchanged(_mapper, _connection, statement: SettlementStatement) -> None:
+    before = _status_before(statement)
+    if before not in FROZEN:
+        return
+    changed = {attr.key for attr in inspect(statement).attrs if attr.history.has_changes()}
+    if changed and not (before == "approved" and statement.status == "paid"
+                        and changed <= _PAYMENT_FIELDS):
+        raise Conflict("An approved statement never changes; corrections are adjustments in "
+                       "a later period.", field="statement")
+
+
+@event.listens_for(SettlementStatement, "before_delete")
+def _frozen_statement_kept(_mapper, _connection, statement: SettlementStatement) -> None:
+    if _status_before(statement) in FROZEN:
+        raise Conflict("An approved statement is never deleted.", field="statement")
+
+
+@event.listens_for(StatementLine, "before_update")
+def _frozen_line_unchanged(_mapper, _connection, line: StatementLine) -> None:
+    if Session.object_session(line).is_modified(line) and _of_frozen_statement(line):
+        raise Conflict("The lines of an approved statement never change.", field="lines")
+
+
+@event.listens_for(StatementLine, "before_insert")
+@event.listens_for(StatementLine, "before_delete")
+def _frozen_lines_kept(_mapper, _connection, line: StatementLine) -> None:
+    if _of_frozen_statement(line):
+        raise Conflict("The lines of an approved statement never change.", field="lines")
 
 
 class StatementAdjustment(Base):

@@ -46,6 +46,7 @@ from billing import certificates, entitlements
 from billing.context import BillingSettings
 from billing.settlement.ledger import Line, Purpose, get_account, post
 from billing.orders import READABLE_ALPHABET, order_parties
+from billing.payments.gateway import CardGateway
 from billing.models import (
     LIVE_PAYMENT_STATUSES, BankReceipt, Invoice, Order, Payment, PaymentProfile,
 )
@@ -201,7 +202,7 @@ def profile(session: Session, organization_id: int, gateway_name: str = "stripe"
         PaymentProfile.gateway == gateway_name))
 
 
-def ensure_customer(db: Database, gateway, organization_id: int) -> PaymentProfile:
+def ensure_customer(db: Database, gateway: CardGateway, organization_id: int) -> PaymentProfile:
     """The organization's customer at the gateway, created there on first use."""
     with db.session() as session:
         found = profile(session, organization_id, gateway.name)
@@ -219,7 +220,7 @@ def ensure_customer(db: Database, gateway, organization_id: int) -> PaymentProfi
     return found
 
 
-def save_card(db: Database, gateway, principal: Principal, payment_method_ref: str
+def save_card(db: Database, gateway: CardGateway, principal: Principal, payment_method_ref: str
               ) -> PaymentProfile:
     """Keep a card (a gateway payment method, confirmed by Stripe.js) for later payments."""
     customer = ensure_customer(db, gateway, principal.organization_id)
@@ -244,7 +245,7 @@ def _gateway_errors() -> tuple[type[BaseException], ...]:
     return (GatewayError,)
 
 
-def pay_by_card(db: Database, gateway, settings: BillingSettings, order_id: int, *,
+def pay_by_card(db: Database, gateway: CardGateway | None, settings: BillingSettings, order_id: int, *,
                 principal: Principal | None, payment_method_ref: str | None = None,
                 off_session: bool = False) -> Payment:
     """Charge an order to a card: intent row, gateway call, outcome (see the module notes).
@@ -388,7 +389,7 @@ def _after_failure(session: Session, payment: Payment, settings: BillingSettings
 
 # Reconciliation ---------------------------------------------------------------------------------
 
-def reconcile(db: Database, gateway, settings: BillingSettings, *,
+def reconcile(db: Database, gateway: CardGateway | None, settings: BillingSettings, *,
               older_than: dt.timedelta = dt.timedelta(minutes=10),
               now: dt.datetime | None = None,
               progress: Callable[[str], None] = lambda _m: None) -> dict[str, int]:

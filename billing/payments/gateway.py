@@ -6,16 +6,21 @@ after a timeout never charges twice. A declined card is a *result* (an `IntentRe
 ``failed``), because it is an ordinary outcome of a payment; `GatewayError` is for the gateway
 itself failing (network, authentication, a request it rejected).
 
-No Flask here: the app builds a gateway with `gateway_from_settings(app.config)` and holds it.
+`CardGateway` is what the marketplace asks of a card processor; `StripeGateway` is the one
+that talks to Stripe (or to a server speaking its API, such as localstripe), and the tests have
+an in-memory one. No Flask here: the app builds a gateway with `gateway_from_settings(app.config)`
+and holds it.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import stripe
 
@@ -86,6 +91,55 @@ class SetupResult:
     payment_method_ref: str | None
     failure_code: str | None = None
     failure_message: str | None = None
+
+
+@runtime_checkable
+class CardGateway(Protocol):
+    """What the marketplace asks of a card processor. Every method raises `GatewayError` when
+    the processor fails (a declined card is a result, not an error)."""
+
+    name: str
+
+    def create_customer(self, *, organization_id: int, name: str, idempotency_key: str) -> str:
+        ...
+
+    def create_setup_intent(self, *, customer_ref: str, idempotency_key: str) -> SetupResult:
+        ...
+
+    def card_details(self, payment_method_ref: str) -> tuple[str, str]:
+        ...
+
+    def attach_payment_method(self, customer_ref: str, payment_method_ref: str) -> None:
+        ...
+
+    def create_payment_intent(self, *, amount_minor: int, currency: str, customer_ref: str,
+                              payment_method_ref: str, idempotency_key: str, off_session: bool,
+                              metadata: dict[str, str]) -> IntentResult:
+        ...
+
+    def retrieve_payment_intent(self, ref: str) -> IntentResult:
+        ...
+
+    def find_payment_intents(self, *, customer_ref: str, metadata_key: str,
+                             metadata_value: str) -> list[IntentResult]:
+        ...
+
+    def list_succeeded_intents(self, created_gte: dt.datetime, created_lt: dt.datetime
+                               ) -> list[IntentResult]:
+        ...
+
+    def refund(self, *, payment_ref: str, amount_minor: int, idempotency_key: str,
+               metadata: dict[str, str]) -> RefundResult:
+        ...
+
+    def recent_refunds(self, since: int) -> list[RefundResult]:
+        ...
+
+    def list_refunds(self, payment_ref: str) -> list[RefundResult]:
+        ...
+
+    def parse_webhook(self, payload: bytes, signature_header: str) -> dict:
+        ...
 
 
 def _ref(value: Any) -> str | None:
@@ -411,6 +465,33 @@ class StripeGateway:
             ]
         matches.sort(key=lambda intent: intent["created"], reverse=True)
         return [_intent_result(intent) for intent in matches]
+
+    def list_succeeded_intents(self, created_gte: dt.datetime, created_lt: dt.datetime
+                               ) -> list[IntentResult]:
+        """Every succeeded payment intent created in [created_gte, created_lt), every page of
+        them (aware instants; the processor counts whole seconds, so the window is widened to
+        them: its start rounded down, its end up).
+
+        The processor is asked for that window only (``created[gte]``, ``created[lt]``).
+        localstripe cannot filter payment intents by creation ("Unexpected created"); there
+        every intent is listed, and the window is applied here as well.
+        """
+        window = {"gte": math.floor(created_gte.timestamp()),
+                  "lt": math.ceil(created_lt.timestamp())}
+        with _gateway_errors():
+            found = [intent for intent in map(_plain, self._intents_created(window))
+                     if intent.get("status") == "succeeded"
+                     and window["gte"] <= intent.get("created", 0) < window["lt"]]
+        return [_intent_result(intent) for intent in found]
+
+    def _intents_created(self, window: dict[str, int]) -> Iterator[Any]:
+        try:
+            page = self.client.v1.payment_intents.list(params={"created": window, "limit": 100})
+        except stripe.InvalidRequestError as exc:
+            if "created" not in (exc.user_message or ""):
+                raise
+            page = self.client.v1.payment_intents.list(params={"limit": 100})
+        yield from page.auto_paging_iter()
 
     def _customer_intents(self, customer_ref: str) -> Iterator[Any]:
         try:

@@ -36,6 +36,7 @@ from market.core.db import Database, utcnow
 from market.core.errors import Conflict, InvalidInput, NotFound
 from billing.budgets import lines as budgets
 from billing.payments import anomalies
+from billing.payments.gateway import CardGateway
 from billing.models import Order, Payment, Refund
 from billing.payments.card import (
     GatewayUnavailable, _gateway_errors, finance_may_act, get_payment_for_finance,
@@ -139,7 +140,7 @@ def fail_refund(session: Session, refund_id: int, message: str) -> Refund:
     return refund
 
 
-def refund_payment(db: Database, gateway, principal: Principal, payment_id: int, *,
+def refund_payment(db: Database, gateway: CardGateway | None, principal: Principal, payment_id: int, *,
                    amount: Money | None = None, reason: str = "",
                    bank_reference: str | None = None) -> Refund:
     """Refund a payment, or part of it: reserve, pay back, record (see the module notes).
@@ -167,7 +168,7 @@ def refund_payment(db: Database, gateway, principal: Principal, payment_id: int,
         return session.get(Refund, refund_id)
 
 
-def _send(db: Database, gateway, refund_id: int, payment_ref: str, amount_minor: int,
+def _send(db: Database, gateway: CardGateway, refund_id: int, payment_ref: str, amount_minor: int,
           key: str) -> None:
     """Ask the processor to refund, and record what it answered.
 
@@ -224,7 +225,7 @@ def get_refund_for_finance(session: Session, principal: Principal, refund_id: in
     return refund
 
 
-def retry_refund(db: Database, gateway, principal: Principal, refund_id: int) -> Refund:
+def retry_refund(db: Database, gateway: CardGateway | None, principal: Principal, refund_id: int) -> Refund:
     """Try a pending card refund again, asking the processor first.
 
     The processor is looked up for our refund (by its id in the refund's metadata): if it made
@@ -254,7 +255,7 @@ def retry_refund(db: Database, gateway, principal: Principal, refund_id: int) ->
         return session.get(Refund, refund_id)
 
 
-def find_at_processor(gateway, payment_ref: str, refund_id: int, gateway_ref: str | None):
+def find_at_processor(gateway: CardGateway, payment_ref: str, refund_id: int, gateway_ref: str | None):
     """Our refund as the processor holds it, or None if it has none.
 
     Found among the payment intent's refunds by its id or by our refund's id in its metadata
@@ -378,7 +379,7 @@ def _outside_refund(session: Session, found, *, event_id: str | None,
     return f"refund {refund.id} booked from the processor: {refund.status}"
 
 
-def reconcile_refunds(db: Database, gateway, *, older_than: dt.timedelta = dt.timedelta(minutes=10),
+def reconcile_refunds(db: Database, gateway: CardGateway | None, *, older_than: dt.timedelta = dt.timedelta(minutes=10),
                       lookback: dt.timedelta = dt.timedelta(days=3),
                       now: dt.datetime | None = None,
                       progress: Callable[[str], None] = lambda _m: None) -> dict[str, int]:

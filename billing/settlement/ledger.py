@@ -16,7 +16,7 @@ payout_clearing     credit      payouts sent to participants, not yet confirmed
 
 Amounts are integer minor units; a debit is positive and a credit negative, so every
 transaction's entries sum to zero per currency, and so do all accounts together. Entries are
-never changed or deleted (a session refuses to flush such a change): a correction is a new
+never changed or deleted (their models refuse to flush such a change): a correction is a new
 transaction. Posting is idempotent by ``idempotency_key``: the same key with the same entries
 returns the first transaction, with different entries it is refused.
 
@@ -123,12 +123,18 @@ class LedgerEntry(Base):
         return Money.from_minor(self.amount_minor, self.currency)
 
 
-@event.listens_for(Session, "before_flush")
-def _ledger_is_append_only(session: Session, _context, _instances) -> None:
-    for obj in list(session.dirty) + list(session.deleted):
-        if isinstance(obj, (LedgerEntry, LedgerTransaction)) and (
-                obj in session.deleted or session.is_modified(obj, include_collections=False)):
-            raise Conflict("Ledger entries are never changed; post a correcting transaction.")
+@event.listens_for(LedgerEntry, "before_update")
+@event.listens_for(LedgerTransaction, "before_update")
+def _ledger_is_append_only(_mapper, _connection, target: LedgerEntry | LedgerTransaction
+                           ) -> None:
+    if Session.object_session(target).is_modified(target, include_collections=False):
+        raise Conflict("Ledger entries are never changed; post a correcting transaction.")
+
+
+@event.listens_for(LedgerEntry, "before_delete")
+@event.listens_for(LedgerTransaction, "before_delete")
+def _ledger_is_never_deleted(_mapper, _connection, _target) -> None:
+    raise Conflict("Ledger entries are never changed; post a correcting transaction.")
 
 
 def get_account(session: Session, purpose: Purpose, currency: str,

@@ -33,24 +33,23 @@ from market.catalog import services as catalog
 from market.catalog.models import Dataset
 from market.core.errors import InvalidInput
 from pricing.money import Money
+from tests.billing.payments.fake_gateway import FakeGateway
 from tests.billing.shop import buyer, listed_dataset, platform_finance
 
 PRICES = ("9800.00", "0.01", "333.33", "1250.50")
 STATUSES = ("created", "processing", "requires_action", "failed", "canceled", "succeeded")
 
 
-class Processor:
+class Processor(FakeGateway):
     """A card processor that answers as an asynchronous one does: a payment is ``processing``
     until its webhook says how it ended; a refund is accepted, or refused (``refuse_refunds``)."""
 
     name = "stripe"
 
     def __init__(self) -> None:
+        super().__init__()
         self.refuse_refunds = False
         self._ids = itertools.count(1)
-
-    def create_customer(self, *, organization_id, name, idempotency_key) -> str:
-        return f"cus_{organization_id}"
 
     def create_payment_intent(self, *, idempotency_key, payment_method_ref, **_) -> IntentResult:
         return IntentResult(ref=f"pi_{idempotency_key}", status="processing",

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from billing.payments import card as payments, refunds
-from billing.settlement import statements
+from billing.settlement import workflow
 from billing.settlement.ledger import LedgerEntry, LedgerTransaction
 from billing.models import BankReceipt, Invoice, Order
 from billing.models.statements import SettlementStatement, StatementAdjustment
@@ -297,18 +297,18 @@ def test_an_exchange_never_reviews_its_own_statement(session, passwords, stateme
     statement = statement_of(exchange, exchange)
     reviewer = principal_of(make_user(session, passwords, exchange, "reviewer"), exchange)
     colleague = principal_of(make_user(session, passwords, exchange, "owner"), exchange)
-    for step in (statements.start_review, statements.approve):
+    for step in (workflow.start_review, workflow.approve):
         with pytest.raises(Forbidden, match="party"):
             step(session, reviewer, statement)
-    statements.dispute(session, colleague, statement, "We are owed more.")  # as participant
+    workflow.dispute(session, colleague, statement, "We are owed more.")  # as participant
     with pytest.raises(Forbidden, match="party"):
-        statements.resolve_dispute(session, colleague, statement, Money("1000000.00", "CNY"),
+        workflow.resolve_dispute(session, colleague, statement, Money("1000000.00", "CNY"),
                                    "Give us a million.", lines=[1], settings=DUAL)
     assert not session.scalars(select(StatementAdjustment)).all()
     # The platform's staff review it instead.
     platform = make_org(session, "platform", name="Marketplace Platform")
     staff = principal_of(make_user(session, passwords, platform, "reviewer"), platform)
-    statements.resolve_dispute(session, staff, statement, Money("0.00", "CNY"), "Nothing owed.")
+    workflow.resolve_dispute(session, staff, statement, Money("0.00", "CNY"), "Nothing owed.")
     assert statement.status == "under_review"
 
 
@@ -318,7 +318,7 @@ def test_an_adjustment_is_bounded_by_the_lines_it_cites(session, passwords, stat
     statement = statement_of(supplier, exchange, lines=((1_000_000, 940_000), (50_000, 47_000)),
                              status="disputed")
     reviewer = principal_of(make_user(session, passwords, exchange, "reviewer"), exchange)
-    resolve = lambda amount, **kw: statements.resolve_dispute(  # noqa: E731
+    resolve = lambda amount, **kw: workflow.resolve_dispute(  # noqa: E731
         session, reviewer, statement, Money(amount, "CNY"), "Correction.", settings=DUAL, **kw)
     for kwargs, field in (({"lines": []}, "evidence.lines"), ({"lines": [3]}, "evidence.lines"),
                           ({"lines": [1], "reason_code": "gift"}, "reason_code")):
@@ -346,18 +346,18 @@ def test_a_large_adjustment_waits_for_a_checker_who_did_not_make_it(
     same_team = principal_of(make_user(session, passwords, exchange, "reviewer"), exchange)
     finance = principal_of(make_user(session, passwords, exchange, "finance"), exchange)
     before = _postings(session, "adjustment")
-    adjustment = statements.resolve_dispute(session, maker, statement, Money("5000.00", "CNY"),
+    adjustment = workflow.resolve_dispute(session, maker, statement, Money("5000.00", "CNY"),
                                             "Share applied at 50% not 60%.",
                                             reason_code="share_error", lines=[1], settings=DUAL)
     assert adjustment.status == "pending_approval" and adjustment.ledger_transaction_id is None
     assert _postings(session, "adjustment") == before
     for who, match in ((maker, "cannot also approve"), (same_team, "another team")):
         with pytest.raises(Forbidden, match=match):
-            statements.decide_adjustment(session, who, adjustment, approve=True)
+            workflow.decide_adjustment(session, who, adjustment, approve=True)
     supplier_owner = principal_of(make_user(session, passwords, supplier, "owner"), supplier)
     with pytest.raises(Forbidden):
-        statements.decide_adjustment(session, supplier_owner, adjustment, approve=True)
-    statements.decide_adjustment(session, finance, adjustment, approve=True, note="Checked.")
+        workflow.decide_adjustment(session, supplier_owner, adjustment, approve=True)
+    workflow.decide_adjustment(session, finance, adjustment, approve=True, note="Checked.")
     assert adjustment.status == "posted" and adjustment.decided_by_id == finance.user_id
     entries = session.scalars(select(LedgerEntry).where(
         LedgerEntry.transaction_id == adjustment.ledger_transaction_id)).all()
@@ -370,9 +370,9 @@ def test_whoever_submitted_a_statement_for_approval_cannot_approve_it(
     supplier = make_org(session, "supplier", name="Supplier Co")
     statement = statement_of(supplier, exchange)
     submitter = principal_of(make_user(session, passwords, exchange, "reviewer"), exchange)
-    statements.start_review(session, submitter, statement)
+    workflow.start_review(session, submitter, statement)
     with pytest.raises(Forbidden, match="submitted") as refused:
-        statements.approve(session, submitter, statement)
+        workflow.approve(session, submitter, statement)
     assert refused.value.code == "checker_required"
 
 
@@ -384,7 +384,7 @@ def test_whoever_approved_a_statement_does_not_record_its_payout(session, passwo
     approver = principal_of(make_user(session, passwords, platform, "finance"), platform)
     statement.approved_by_id = approver.user_id
     with pytest.raises(Forbidden, match="approved"):
-        statements.pay(session, approver, statement, bank_reference="PAYOUT-1")
+        workflow.pay(session, approver, statement, bank_reference="PAYOUT-1")
     assert statement.status == "approved"
 
 

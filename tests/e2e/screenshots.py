@@ -16,16 +16,19 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from billing.context import BillingSettings
 from billing import orders
 from billing.budgets import lines as budgets
 from billing.payments import card as payments
-from billing.settlement import statements
+from billing.settlement import workflow
 from billing.models.statements import SettlementStatement
 from market.accounts import services as accounts
 from market.accounts.models import Organization, User
 from market.catalog.models import Dataset
 from market.core.db import utcnow
 from pricing.money import Money
+
+SETTINGS = BillingSettings()  # STATEMENT_REVIEW_DAYS and the rest at their defaults
 
 SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 LOCALES = {"en": "en", "zh": "zh-CN"}
@@ -67,12 +70,13 @@ def scenery(served, demo) -> dict:
                                          received_on=invoice.issued_at.date(),
                                          bank_reference="DEMO-ICBC-SHOT", settings=settings)
         period = utcnow().strftime("%Y-%m")
-        if not statements.is_closed(session, period):
-            statements.close_period(session, period, actor=platform, cutoff=utcnow())
+        if not workflow.is_closed(session, period):
+            workflow.close_period(session, period, actor=platform,
+                                  settings=SETTINGS, cutoff=utcnow())
             for statement in session.scalars(select(SettlementStatement).where(
                     SettlementStatement.period == period)):
-                statements.issue(session, platform, statement)
-                statements.start_review(session, platform, statement)
+                workflow.issue(session, platform, statement)
+                workflow.start_review(session, platform, statement)
         supplier_statement = session.scalar(select(SettlementStatement.id).where(
             SettlementStatement.period == period,
             SettlementStatement.organization_id == orgs["demo-supplier"].id))

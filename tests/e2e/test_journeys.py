@@ -429,12 +429,12 @@ def test_buyer_pays_a_package_by_bank_transfer_finance_confirms_and_the_download
 
 def test_exchange_approves_a_statement_at_period_close_and_downloads_its_pdf(
         signed_in, served, monkeypatch):
-    import billing.settlement.statements
+    import billing.settlement.workflow
     from market.core.db import utcnow
 
     # The month closes once it has ended: run the statements' clock five weeks ahead, so this
     # month (which holds the demo's and the journeys' payments) can be closed now.
-    monkeypatch.setattr(billing.settlement.statements, "utcnow",
+    monkeypatch.setattr(billing.settlement.workflow, "utcnow",
                         lambda: utcnow() + datetime.timedelta(days=35))
     period = utcnow().strftime("%Y-%m")
 

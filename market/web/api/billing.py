@@ -26,6 +26,7 @@ from market.web.http import db_session, end_request_transaction, viewer_organiza
 from billing import certificates, entitlements, orders
 from billing.payments import anomalies, card as payments, refunds
 from billing.models import Certificate, OrderLine
+from billing.payments.gateway import CardGateway
 from pricing.money import Money
 
 BUYING = ["Buying"]
@@ -36,7 +37,7 @@ def _db():
     return current_app.extensions["market.db"]
 
 
-def _gateway():
+def _gateway() -> CardGateway | None:
     return current_app.extensions["market.gateway"]
 
 

@@ -3,7 +3,7 @@ resolution, payment, the statement as CSV, XLSX or PDF, and the period's reconci
 
 Exchange and platform staff manage statements (``statements:manage``); a participant reads its
 own (``billing:read``). Which statements a principal may see, and which step it may take, is
-decided by ``billing.settlement.statements``; these views only translate.
+decided by ``billing.settlement.workflow``; these views only translate.
 """
 
 from __future__ import annotations
@@ -12,16 +12,13 @@ from __future__ import annotations
 from flask import Response, current_app
 from marshmallow import Schema, fields, validate
 
-from billing.settlement import checkpoints, reconciliation_exports
-from billing.settlement import statement_exports as exports
-from billing.settlement import statements
+from billing.settlement import checkpoints, compute, exports, reconciliation, workflow
 from market.accounts.authz import Principal
 from market.web.api.billing_schemas import MoneyField, MoneyInputSchema
 from market.web.api.blueprint import api
 from market.web.api.pagination import PageQuerySchema, page_request, page_schema
 from market.web.boundary import Month
 from market.core.db import business_calendar, utcnow
-from market.core.errors import Forbidden
 from market.web.http import db_session
 from pricing.money import Money
 
@@ -110,7 +107,7 @@ class StatementDetailSchema(StatementSchema):
         "description": "Corrections made when its disputes were resolved."})
 
     def _adjustments(self, statement):
-        return AdjustmentSchema(many=True).dump(statements.adjustments_of(statement))
+        return AdjustmentSchema(many=True).dump(workflow.adjustments_of(statement))
 
 
 class ClosePeriodSchema(Schema):
@@ -145,7 +142,7 @@ class StatementResolveSchema(Schema):
                        "when more is owed to the participant. Zero: none."})
     reason = fields.String(required=True, validate=validate.Length(min=1, max=2000))
     reason_code = fields.String(load_default="other",
-                                validate=validate.OneOf(statements.ADJUSTMENT_REASON_CODES))
+                                validate=validate.OneOf(workflow.ADJUSTMENT_REASON_CODES))
     evidence = fields.Nested(EvidenceSchema, load_default=dict)
 
 
@@ -166,7 +163,8 @@ class PayStatementSchema(Schema):
 def close_statement_period(principal: Principal, body: dict):
     """Computes each participant's statement for the month from the ledger up to the period's
     end, as drafts; closing a period again returns the statements it already has."""
-    return statements.close_period(db_session(), body["period"], actor=principal)
+    return workflow.close_period(db_session(), body["period"], actor=principal,
+                                 settings=current_app.extensions["market.billing"])
 
 
 @api.operation("/statements", "GET", summary="Statements: the review queue, or the "
@@ -175,7 +173,7 @@ def close_statement_period(principal: Principal, body: dict):
 def list_statements(principal: Principal, query: dict):
     """Exchange and platform staff see the statements they review, by due date; a participant
     its own, the latest period first."""
-    return statements.list_statements(db_session(), principal,
+    return workflow.list_statements(db_session(), principal,
                                       period=query["period"]).page(page_request(query))
 
 
@@ -183,13 +181,13 @@ def list_statements(principal: Principal, query: dict):
                permission="billing:read", response=StatementDetailSchema, tags=STATEMENTS,
                errors=(404,))
 def get_statement(principal: Principal, statement_id: int):
-    return statements.get_statement(db_session(), principal, statement_id)
+    return workflow.get_statement(db_session(), principal, statement_id)
 
 
 def _step(step, principal: Principal, statement_id: int, *args, **kwargs):
     """Take one step of the statement's review; answer with the statement as it now is."""
     session = db_session()
-    statement = statements.get_statement(session, principal, statement_id)
+    statement = workflow.get_statement(session, principal, statement_id)
     step(session, principal, statement, *args, **kwargs)
     return statement
 
@@ -198,7 +196,7 @@ def _step(step, principal: Principal, statement_id: int, *args, **kwargs):
                "statement to its participant", permission="statements:manage",
                response=StatementSchema, tags=STATEMENTS, errors=(404, 409))
 def issue_statement(principal: Principal, statement_id: int):
-    return _step(statements.issue, principal, statement_id)
+    return _step(workflow.issue, principal, statement_id)
 
 
 @api.operation("/statements/<int:statement_id>/review", "POST", summary="Submit a statement "
@@ -206,7 +204,7 @@ def issue_statement(principal: Principal, statement_id: int):
                tags=STATEMENTS, errors=(404, 409))
 def review_statement(principal: Principal, statement_id: int):
     """The person who submits it (the maker) cannot approve it."""
-    return _step(statements.start_review, principal, statement_id)
+    return _step(workflow.start_review, principal, statement_id)
 
 
 @api.operation("/statements/<int:statement_id>/approve", "POST", summary="Approve a "
@@ -215,14 +213,14 @@ def review_statement(principal: Principal, statement_id: int):
 def approve_statement(principal: Principal, statement_id: int):
     """Maker-checker: 403 for the person who generated or submitted it. Approval freezes the
     content hash."""
-    return _step(statements.approve, principal, statement_id)
+    return _step(workflow.approve, principal, statement_id)
 
 
 @api.operation("/statements/<int:statement_id>/dispute", "POST", summary="Dispute a "
                "statement", permission="billing:read", body=StatementDisputeSchema,
                response=StatementSchema, tags=STATEMENTS, errors=(403, 404, 409))
 def dispute_statement(principal: Principal, statement_id: int, body: dict):
-    return _step(statements.dispute, principal, statement_id, body["reason"])
+    return _step(workflow.dispute, principal, statement_id, body["reason"])
 
 
 @api.operation("/statements/<int:statement_id>/resolve", "POST", summary="Resolve a "
@@ -233,7 +231,7 @@ def resolve_statement_dispute(principal: Principal, statement_id: int, body: dic
     this one is never edited."""
     amount = Money(body["amount"]["amount"], body["amount"]["currency"])
     evidence = body["evidence"]
-    return _step(statements.resolve_dispute, principal, statement_id, amount, body["reason"],
+    return _step(workflow.resolve_dispute, principal, statement_id, amount, body["reason"],
                  reason_code=body["reason_code"], lines=evidence.get("lines", []),
                  document=evidence.get("document", ""),
                  settings=current_app.extensions["market.billing"])
@@ -247,8 +245,8 @@ def confirm_adjustment(principal: Principal, adjustment_id: int, body: dict):
     """Posts it. 403 for its maker, for the statement's disputer, for a colleague of the same
     team and rank, and for the statement's own participant."""
     session = db_session()
-    adjustment = statements.get_adjustment(session, principal, adjustment_id)
-    return statements.decide_adjustment(session, principal, adjustment, approve=True,
+    adjustment = workflow.get_adjustment(session, principal, adjustment_id)
+    return workflow.decide_adjustment(session, principal, adjustment, approve=True,
                                         note=body["note"])
 
 
@@ -259,8 +257,8 @@ def confirm_adjustment(principal: Principal, adjustment_id: int, body: dict):
 def reject_adjustment(principal: Principal, adjustment_id: int, body: dict):
     """Nothing is posted; the note (required) says why."""
     session = db_session()
-    adjustment = statements.get_adjustment(session, principal, adjustment_id)
-    return statements.decide_adjustment(session, principal, adjustment, approve=False,
+    adjustment = workflow.get_adjustment(session, principal, adjustment_id)
+    return workflow.decide_adjustment(session, principal, adjustment, approve=False,
                                         note=body["note"])
 
 
@@ -268,18 +266,18 @@ def reject_adjustment(principal: Principal, adjustment_id: int, body: dict):
                "statement as paid", permission="statements:manage", body=PayStatementSchema,
                response=StatementSchema, tags=STATEMENTS, errors=(404, 409, 422))
 def pay_statement(principal: Principal, statement_id: int, body: dict):
-    return _step(statements.pay, principal, statement_id, bank_reference=body["bank_reference"])
+    return _step(workflow.pay, principal, statement_id, bank_reference=body["bank_reference"])
 
 
 def _export(principal: Principal, statement_id: int, extension: str) -> Response:
     session = db_session()
-    statement = statements.get_statement(session, principal, statement_id)
+    statement = workflow.get_statement(session, principal, statement_id)
     render = {"csv": exports.statement_csv, "xlsx": exports.statement_xlsx,
               "pdf": exports.statement_pdf}[extension]
     body = render(statement, exports.parties_of(session, statement))
     response = Response(body, mimetype=exports.MEDIA_TYPES[extension])
     response.headers["Content-Disposition"] = (
-        f'attachment; filename="{exports.filename(statement, extension)}"')
+        f'attachment; filename="{exports.statement_filename(statement, extension)}"')
     response.headers["X-Content-Hash"] = statement.content_hash
     return response
 
@@ -314,54 +312,51 @@ def export_statement_bundle(principal: Principal, statement_id: int):
     """statement.csv, statement.json (the hashed content), checkpoint.json (signed with the
     platform's Ed25519 key) and platform-key.pem: checkable with tools/verify_checkpoint.py."""
     session = db_session()
-    statement = statements.get_statement(session, principal, statement_id)
+    statement = workflow.get_statement(session, principal, statement_id)
     key = checkpoints.signing_key_from_settings(current_app.config).public_key()
     checkpoint = checkpoints.latest_covering(session, statement.number)
     body = exports.statement_bundle(
-        statement, exports.parties_of(session, statement), statements.statement_content(statement),
+        statement, exports.parties_of(session, statement), compute.statement_content(statement),
         checkpoints.exported(checkpoint) if checkpoint is not None else None,
         checkpoints.public_key_pem(key))
     response = Response(body, mimetype=exports.ZIP_MEDIA_TYPE)
     response.headers["Content-Disposition"] = (
-        f'attachment; filename="{exports.filename(statement, "zip")}"')
+        f'attachment; filename="{exports.statement_filename(statement, "zip")}"')
     response.headers["X-Content-Hash"] = statement.content_hash
     return response
 
 
 @api.operation("/reconciliation", "GET", summary="A period's money: collected, owed, paid "
                "out, and the difference", permission="statements:manage",
-               query=ReconciliationQuerySchema, tags=STATEMENTS, errors=(403, 422))
+               query=ReconciliationQuerySchema, tags=STATEMENTS, errors=(403, 422, 502))
 def statement_reconciliation(principal: Principal, query: dict):
     """Per currency, in minor units, from the ledger over the period's window; ``difference``
     is zero when every movement of money is accounted for. The platform's staff only, since
-    it covers every participant (an exchange: 403)."""
-    if "platform" not in principal.org_roles:
-        raise Forbidden("The reconciliation covers the whole platform: its staff only.")
+    it covers every participant (an exchange: 403). A card processor that does not answer is
+    a 502 naming it (``processor_unavailable``)."""
     period = query["period"] or _last_month()
-    return statements.reconciliation(db_session(), period,
-                                     gateway=current_app.extensions["market.gateway"])
+    return reconciliation.reconcile(db_session(), period, actor=principal,
+                                    gateway=current_app.extensions["market.gateway"])
 
 
 def _reconciliation_export(principal: Principal, query: dict, extension: str) -> Response:
-    if "platform" not in principal.org_roles:
-        raise Forbidden("The reconciliation covers the whole platform: its staff only.")
     period = query["period"] or _last_month()
     session = db_session()
-    figures = statements.reconciliation(session, period,
-                                        gateway=current_app.extensions["market.gateway"])
-    render = {"csv": reconciliation_exports.reconciliation_csv,
-              "xlsx": reconciliation_exports.reconciliation_xlsx}[extension]
-    body = render(figures, reconciliation_exports.organization_names(session, figures))
-    response = Response(body, mimetype=reconciliation_exports.MEDIA_TYPES[extension])
+    figures = reconciliation.reconcile(session, period, actor=principal,
+                                       gateway=current_app.extensions["market.gateway"])
+    render = {"csv": exports.reconciliation_csv,
+              "xlsx": exports.reconciliation_xlsx}[extension]
+    body = render(figures, exports.organization_names(session, figures))
+    response = Response(body, mimetype=exports.MEDIA_TYPES[extension])
     response.headers["Content-Disposition"] = (
-        f'attachment; filename="{reconciliation_exports.filename(period, extension)}"')
+        f'attachment; filename="{exports.reconciliation_filename(period, extension)}"')
     return response
 
 
 @api.operation("/reconciliation/export.csv", "GET", summary="A period's reconciliation as CSV",
                permission="statements:manage", query=ReconciliationQuerySchema,
-               tags=STATEMENTS, errors=(403, 422),
-               raw_response=reconciliation_exports.CSV_MEDIA_TYPE)
+               tags=STATEMENTS, errors=(403, 422, 502),
+               raw_response=exports.CSV_MEDIA_TYPE)
 def export_reconciliation_csv(principal: Principal, query: dict):
     """Every term of the identity Σ participants + platform revenue + tax + Σ buyer credit
     movement = collected − refunds as one row (with its machine key), then the totals and
@@ -371,8 +366,8 @@ def export_reconciliation_csv(principal: Principal, query: dict):
 
 @api.operation("/reconciliation/export.xlsx", "GET", summary="A period's reconciliation as an "
                "Excel workbook", permission="statements:manage",
-               query=ReconciliationQuerySchema, tags=STATEMENTS, errors=(403, 422),
-               raw_response=reconciliation_exports.XLSX_MEDIA_TYPE)
+               query=ReconciliationQuerySchema, tags=STATEMENTS, errors=(403, 422, 502),
+               raw_response=exports.XLSX_MEDIA_TYPE)
 def export_reconciliation_xlsx(principal: Principal, query: dict):
     """Sheets ``terms`` and ``summary`` as in the CSV; amounts are numeric cells."""
     return _reconciliation_export(principal, query, "xlsx")

@@ -25,12 +25,14 @@ from flask.cli import AppGroup
 from sqlalchemy import func, select
 
 from billing import jobs
-from billing.settlement import checkpoints, reconciliation_exports
+from billing.settlement import checkpoints, exports
 from billing.settlement.ledger import LedgerTransaction
 from billing.settlement.ledger_verify import verify_ledger
 from billing.jobs import DAILY, Job, JobContext
+from billing.payments.card import GatewayUnavailable
 from billing.models.statements import SettlementStatement
-from billing.settlement.statements import reconciliation, verify_statements
+from billing.settlement.compute import verify_statements
+from billing.settlement.reconciliation import reconcile
 from market.core.db import utcnow
 from market.web.idempotency import purge_expired
 from pricing.money import Money
@@ -170,11 +172,15 @@ def export_reconciliation_command(period: str, extension: str, output: str | Non
         raise click.BadParameter("give the period as YYYY-MM", param_hint="PERIOD")
     gateway = current_app.extensions.get("market.gateway") if processor else None
     with current_app.extensions["market.db"].session() as session:
-        figures = reconciliation(session, period, gateway=gateway)
-        names = reconciliation_exports.organization_names(session, figures)
-    render = {"csv": reconciliation_exports.reconciliation_csv,
-              "xlsx": reconciliation_exports.reconciliation_xlsx}[extension]
-    path = output or reconciliation_exports.filename(period, extension)
+        try:
+            figures = reconcile(session, period, actor=None, gateway=gateway)
+        except GatewayUnavailable as unavailable:
+            raise click.ClickException(f"{unavailable.detail} (--no-processor leaves the card "
+                                       "processor out)") from None
+        names = exports.organization_names(session, figures)
+    render = {"csv": exports.reconciliation_csv,
+              "xlsx": exports.reconciliation_xlsx}[extension]
+    path = output or exports.reconciliation_filename(period, extension)
     with open(path, "wb") as out:
         out.write(render(figures, names))
     click.echo(f"reconciliation of {period} ({figures['from']} to {figures['to']}) "

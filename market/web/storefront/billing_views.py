@@ -22,6 +22,7 @@ from billing import certificates, entitlements, orders
 from billing.budgets import lines as budgets
 from billing.payments import card as payments, refunds
 from billing.models import Certificate, Order, OrderLine
+from billing.payments.gateway import CardGateway
 from market.accounts.authz import Principal
 from market.accounts.models import Organization
 from market.catalog.models import Dataset, Offer
@@ -51,7 +52,7 @@ def _db():
     return current_app.extensions["market.db"]
 
 
-def _gateway():
+def _gateway() -> CardGateway | None:
     return current_app.extensions["market.gateway"]
 
 

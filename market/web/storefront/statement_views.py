@@ -3,7 +3,7 @@
 Staff with ``statements:manage`` get the review queue (sorted by when the review is due), can
 close a period, take each statement through issue → review → approve (maker-checker) → paid,
 and resolve disputes; a participant sees its statements and may dispute one. Thin views over
-``billing.settlement.statements``: a service's refusal re-renders the page with its message and status.
+``billing.settlement.workflow``: a service's refusal re-renders the page with its message and status.
 The CSV, XLSX and PDF links point at the API's exports, which accept the signed-in session.
 """
 
@@ -22,10 +22,9 @@ from wtforms import DecimalField, SelectField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, InputRequired, Length, Regexp
 
-from billing.settlement import reconciliation_exports
-from billing.settlement import statement_exports as exports
 from billing.payments import anomalies
-from billing.settlement import statements
+from billing.payments.card import GatewayUnavailable
+from billing.settlement import exports, reconciliation, workflow
 from billing.models.statements import SettlementStatement
 from market.accounts.authz import Principal
 from market.accounts.models import Organization
@@ -122,7 +121,7 @@ def _period_arg() -> str | None:
 def _render_queue(principal: Principal, close_form: ClosePeriodForm | None = None,
                   status: int = 200):
     period = _period_arg()
-    items = statements.list_statements(db_session(), principal, period=period).all()
+    items = workflow.list_statements(db_session(), principal, period=period).all()
     staff = principal.can("statements:manage")
     platform = staff and _is_platform(principal)
     if close_form is None and platform:
@@ -146,7 +145,8 @@ def close_statement_period(principal: Principal):
     form = ClosePeriodForm()
     if form.validate_on_submit():
         try:
-            closed = statements.close_period(db_session(), form.period.data, actor=principal)
+            closed = workflow.close_period(db_session(), form.period.data, actor=principal,
+                                           settings=current_app.extensions["market.billing"])
         except REFUSALS as exc:
             _form_error(form, exc)
         else:
@@ -160,7 +160,7 @@ def close_statement_period(principal: Principal):
 @storefront.get("/statements/participants/<int:organization_id>")
 @signed_in("billing:read")
 def participant_statements(principal: Principal, organization_id: int):
-    history = statements.participant_history(db_session(), principal, organization_id)
+    history = workflow.participant_history(db_session(), principal, organization_id)
     participant = db_session().get(Organization, organization_id)
     if participant is None:
         raise NotFound(_("No such participant."))
@@ -171,7 +171,7 @@ def participant_statements(principal: Principal, organization_id: int):
 # One statement ----------------------------------------------------------------------------------
 
 def _actions(principal: Principal, statement: SettlementStatement) -> set[str]:
-    """The steps the page offers (``billing.settlement.statements`` decides again when one is taken)."""
+    """The steps the page offers (``billing.settlement.workflow`` decides again when one is taken)."""
     reviewer = principal.can("statements:manage") and (
         _is_platform(principal) or statement.exchange_id == principal.organization_id)
     own = statement.organization_id == principal.organization_id
@@ -204,16 +204,16 @@ def _render_statement(principal: Principal, statement: SettlementStatement, *,
     return render_template(
         "statements/statement.html", statement=statement, forms=_forms(statement, failed),
         actions=_actions(principal, statement), error=error, names=names,
-        adjustments=statements.adjustments_of(statement), reason_codes=REASON_CODE_LABELS,
+        adjustments=workflow.adjustments_of(statement), reason_codes=REASON_CODE_LABELS,
         decision_form=DecisionForm(formdata=None),
         datasets=parties.dataset_titles, staff=principal.can("statements:manage"),
-        is_maker=principal.user_id in statements.makers_of(db_session(), statement)), status
+        is_maker=principal.user_id in workflow.makers_of(db_session(), statement)), status
 
 
 @storefront.get("/statements/<int:statement_id>")
 @signed_in("billing:read")
 def statement_page(principal: Principal, statement_id: int):
-    statement = statements.get_statement(db_session(), principal, statement_id)
+    statement = workflow.get_statement(db_session(), principal, statement_id)
     return _render_statement(principal, statement)
 
 
@@ -222,7 +222,7 @@ def _take(principal: Principal, statement_id: int, step, form: BoundedForm | Non
     """Run one step of the statement's review from a posted form, or re-render with why not
     (the service's status: 403 for the maker approving, 409 for a step out of turn)."""
     session_ = db_session()
-    statement = statements.get_statement(session_, principal, statement_id)
+    statement = workflow.get_statement(session_, principal, statement_id)
     if form is None:  # a button: nothing to fill in but the CSRF token
         if not ActionForm().validate_on_submit():
             abort(400)
@@ -250,33 +250,33 @@ def _take(principal: Principal, statement_id: int, step, form: BoundedForm | Non
 @storefront.post("/statements/<int:statement_id>/issue")
 @signed_in("statements:manage")
 def issue_statement(principal: Principal, statement_id: int):
-    return _take(principal, statement_id, statements.issue, None, "issue",
+    return _take(principal, statement_id, workflow.issue, None, "issue",
                  _("Statement issued to the participant."))
 
 
 @storefront.post("/statements/<int:statement_id>/review")
 @signed_in("statements:manage")
 def review_statement(principal: Principal, statement_id: int):
-    return _take(principal, statement_id, statements.start_review, None, "review",
+    return _take(principal, statement_id, workflow.start_review, None, "review",
                  _("Statement submitted for approval."))
 
 
 @storefront.post("/statements/<int:statement_id>/approve")
 @signed_in("statements:manage")
 def approve_statement(principal: Principal, statement_id: int):
-    return _take(principal, statement_id, statements.approve, None, "approve",
+    return _take(principal, statement_id, workflow.approve, None, "approve",
                  _("Statement approved."))
 
 
 @storefront.post("/statements/<int:statement_id>/dispute")
 @signed_in("billing:read")
 def dispute_statement(principal: Principal, statement_id: int):
-    return _take(principal, statement_id, statements.dispute, DisputeForm(prefix="dispute"),
+    return _take(principal, statement_id, workflow.dispute, DisputeForm(prefix="dispute"),
                  "dispute", _("Statement disputed."), lambda form: form.reason.data)
 
 
 def _resolve(session_, principal: Principal, statement: SettlementStatement, form: ResolveForm):
-    adjustment = statements.resolve_dispute(
+    adjustment = workflow.resolve_dispute(
         session_, principal, statement, Money(form.amount.data, statement.currency),
         form.reason.data, reason_code=form.reason_code.data,
         lines=[int(n) for n in re.findall(r"\d+", form.lines.data or "")],
@@ -295,13 +295,13 @@ def resolve_statement_dispute(principal: Principal, statement_id: int):
 
 def _decide_adjustment(principal: Principal, adjustment_id: int, approve: bool):
     session_ = db_session()
-    adjustment = statements.get_adjustment(session_, principal, adjustment_id)
+    adjustment = workflow.get_adjustment(session_, principal, adjustment_id)
     statement = session_.get(SettlementStatement, adjustment.statement_id)
     form = DecisionForm()
     if not form.validate_on_submit():
         return _render_statement(principal, statement, error=_("Check the form."), status=422)
     try:
-        statements.decide_adjustment(session_, principal, adjustment, approve=approve,
+        workflow.decide_adjustment(session_, principal, adjustment, approve=approve,
                                      note=form.note.data or "")
     except REFUSALS as exc:
         session_.expire(adjustment)
@@ -324,7 +324,7 @@ def reject_adjustment(principal: Principal, adjustment_id: int):
 
 
 def _pay(session_, principal: Principal, statement: SettlementStatement, bank_reference: str):
-    return statements.pay(session_, principal, statement, bank_reference=bank_reference)
+    return workflow.pay(session_, principal, statement, bank_reference=bank_reference)
 
 
 @storefront.post("/statements/<int:statement_id>/pay")
@@ -339,14 +339,23 @@ def pay_statement(principal: Principal, statement_id: int):
 @storefront.get("/reconciliation")
 @signed_in("statements:manage")
 def statement_reconciliation(principal: Principal):
-    if not _is_platform(principal):
-        raise Forbidden(_("The reconciliation covers the whole platform: its staff only."))
+    """The period's figures; when the card processor does not answer, the ledger's figures
+    without its comparison, the reason shown above them, and a 502."""
     period = _period_arg() or _last_month()
-    figures = statements.reconciliation(db_session(), period,
-                                        gateway=current_app.extensions["market.gateway"])
+    processor_error, status = None, 200
+    try:
+        figures = reconciliation.reconcile(db_session(), period, actor=principal,
+                                           gateway=current_app.extensions["market.gateway"])
+    except Forbidden:
+        raise Forbidden(_("The reconciliation covers the whole platform: its staff only.")) \
+            from None
+    except GatewayUnavailable:
+        figures = reconciliation.reconcile(db_session(), period, actor=principal)
+        processor_error, status = _("The card processor did not answer, so card payments are "
+                                    "not compared with it below; try again shortly."), 502
     return render_template("statements/reconciliation.html", period=period, figures=figures,
-                           names=reconciliation_exports.organization_names(db_session(),
-                                                                           figures),
+                           names=exports.organization_names(db_session(), figures),
+                           processor_error=processor_error,
                            anomalies=anomalies.list_anomalies(db_session(), principal).page(
-                               PageRequest(cursor=request.args.get("cursor"))))
+                               PageRequest(cursor=request.args.get("cursor")))), status
 

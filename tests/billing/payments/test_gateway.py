@@ -7,8 +7,10 @@ when saved or attached; 4000002760003184 asks for 3-D Secure.
 
 from __future__ import annotations
 
+import datetime as dt
 import http.server
 import json
+import math
 import queue
 import socket
 import threading
@@ -18,11 +20,13 @@ import uuid
 import pytest
 
 from billing.payments.gateway import (
+    CardGateway,
     GatewayError,
     InvalidSignature,
     StripeGateway,
     gateway_from_settings,
 )
+from tests.billing.payments.fake_gateway import FakeGateway
 from tests.stripe_server import WEBHOOK_SECRET, authenticate, card, stripe_signature
 
 VISA = "4242424242424242"
@@ -211,6 +215,51 @@ def test_find_payment_intent_by_metadata(stripe_gateway):
         )
         is None
     )
+
+
+def test_succeeded_intents_are_asked_for_by_their_creation_window(stripe_gateway, monkeypatch):
+    sent = []
+    listing = stripe_gateway.client.v1.payment_intents.list
+
+    def recording(params=None, options=None):
+        sent.append(params)
+        return listing(params=params, options=options)
+
+    monkeypatch.setattr(stripe_gateway.client.v1.payment_intents, "list", recording)
+    _, paid = pay(stripe_gateway, VISA, amount_minor=4_321)
+    _, declined = pay(stripe_gateway, DECLINED_ON_CHARGE)
+    now = dt.datetime.now(dt.timezone.utc)
+    start, end = now - dt.timedelta(minutes=1, microseconds=500), now + dt.timedelta(minutes=1)
+
+    found = stripe_gateway.list_succeeded_intents(start, end)
+
+    assert sent[0] == {"created": {"gte": math.floor(start.timestamp()),
+                                   "lt": math.ceil(end.timestamp())}, "limit": 100}
+    refs = {intent.ref for intent in found}
+    assert paid.ref in refs and declined.ref not in refs
+    assert next(i for i in found if i.ref == paid.ref).amount_minor == 4_321
+    assert all(intent.status == "succeeded" for intent in found)
+    # Intents created before the window are not answered, on any page.
+    assert paid.ref not in {intent.ref for intent in stripe_gateway.list_succeeded_intents(
+        now - dt.timedelta(days=2), now - dt.timedelta(days=1))}
+
+
+def test_listing_intents_at_an_unreachable_stripe_is_a_gateway_error():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    gateway = StripeGateway("sk_test_x", api_base=f"http://127.0.0.1:{port}")
+    now = dt.datetime.now(dt.timezone.utc)
+
+    with pytest.raises(GatewayError) as raised:
+        gateway.list_succeeded_intents(now - dt.timedelta(days=1), now)
+
+    assert raised.value.code == "api_connection_error"
+
+
+def test_the_stripe_and_the_fake_gateway_are_card_gateways(stripe_gateway):
+    assert isinstance(stripe_gateway, CardGateway)
+    assert isinstance(FakeGateway(), CardGateway)
 
 
 # -- refunds ------------------------------------------------------------------------------------

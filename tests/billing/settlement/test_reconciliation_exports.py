@@ -26,10 +26,13 @@ from xml.etree import ElementTree
 import pytest
 from openpyxl import load_workbook
 
-from billing.settlement import reconciliation_exports, statements
+from billing.context import BillingSettings
+from billing.settlement import exports, workflow
 from market.core.db import utcnow
 from tests.billing.shop import listed_dataset
 from tests.stripe_server import card
+
+SETTINGS = BillingSettings()  # STATEMENT_REVIEW_DAYS and the rest at their defaults
 
 GOOD = "4242424242424242"
 D = Decimal
@@ -254,7 +257,7 @@ def _check_month(terms, summary, month):
 def _export(client, period, extension):
     response = client.get(f"/api/v1/reconciliation/export.{extension}?period={period}")
     assert response.status_code == 200, response.get_data(as_text=True)
-    assert response.mimetype == reconciliation_exports.MEDIA_TYPES[extension]
+    assert response.mimetype == exports.MEDIA_TYPES[extension]
     assert response.headers["Content-Disposition"] == \
         f'attachment; filename="reconciliation-{period}.{extension}"'
     return response.data
@@ -271,7 +274,7 @@ def test_the_files_agree_with_the_participants_statements(month, finance_client,
     """Closed, each participant's row is its statement's activity, read from the statement's
     own CSV export: statements + platform revenue + tax + buyer credit = collected − refunds."""
     period = month["period"]
-    made = statements.close_period(session, period, actor=None, cutoff=utcnow())
+    made = workflow.close_period(session, period, actor=None, settings=SETTINGS, cutoff=utcnow())
     session.commit()
     terms, _ = parse_csv(_export(finance_client, period, "csv"))
     assert identity_difference(terms, "CNY") == 0
@@ -365,24 +368,24 @@ def _figures(name_id: int) -> dict:
     ("@SUM(A1)", "'@SUM(A1)"), ("\tTAB", "'\tTAB"), ("\rCR", "\ufffdCR")])
 def test_a_name_that_would_be_a_formula_stays_inert_text(name, inert):
     figures, names = _figures(7), {7: name}
-    terms, summary = parse_csv(reconciliation_exports.reconciliation_csv(figures, names))
+    terms, summary = parse_csv(exports.reconciliation_csv(figures, names))
     assert [r["organization"] for r in terms if r["term"] == "participant"] == [inert]
     assert summary[("CNY", "payouts", "7 " + inert.lstrip("'"))] == D("5.00")
     assert identity_difference(terms, "CNY") == 0
 
-    workbook = load_workbook(io.BytesIO(reconciliation_exports.reconciliation_xlsx(
+    workbook = load_workbook(io.BytesIO(exports.reconciliation_xlsx(
         figures, names)))
     terms_sheet = list(workbook["terms"].iter_rows())
     (cell,) = [row[4] for row in terms_sheet if row[1].value == "participant"]
     assert cell.data_type == "s" and cell.value == inert
     assert not any(cell.data_type == "f" for sheet in workbook.worksheets
                    for row in sheet.iter_rows() for cell in row)
-    assert identity_difference(parse_xlsx(reconciliation_exports.reconciliation_xlsx(
+    assert identity_difference(parse_xlsx(exports.reconciliation_xlsx(
         figures, names))[0], "CNY") == 0
 
 
 def test_an_ordinary_name_is_written_as_it_is():
-    terms, _ = parse_csv(reconciliation_exports.reconciliation_csv(_figures(3),
+    terms, _ = parse_csv(exports.reconciliation_csv(_figures(3),
                                                                   {3: "电网数据 Co."}))
     assert [r["organization"] for r in terms if r["term"] == "participant"] == ["电网数据 Co."]
 
@@ -393,15 +396,15 @@ def test_negative_amounts_stay_numbers_beside_hostile_names():
     row = figures["currencies"]["CNY"]
     row["buyer_credit"] = {9: {"receivable": -250}}
     row["buyer_receivable"], row["difference"] = -250, -250
-    terms, summary = parse_csv(reconciliation_exports.reconciliation_csv(figures, names))
+    terms, summary = parse_csv(exports.reconciliation_csv(figures, names))
     assert [(r["organization"], r["amount"]) for r in terms if r["term"] == "buyer_credit"] == [
         ("ctl\ufffdname", D("-2.50"))]
     assert summary[("CNY", "difference", "")] == D("-2.50")
-    rows = list(csv.reader(io.StringIO(reconciliation_exports.reconciliation_csv(
+    rows = list(csv.reader(io.StringIO(exports.reconciliation_csv(
         figures, names).decode("utf-8-sig"))))
     assert ["CNY", "buyer_credit", "receivable", "9", "ctl\ufffdname", "-2.50"] in rows
 
-    body = reconciliation_exports.reconciliation_xlsx(figures, names)
+    body = exports.reconciliation_xlsx(figures, names)
     terms, summary = parse_xlsx(body)  # no formula anywhere, numbers exact
     assert [r["amount"] for r in terms if r["term"] == "buyer_credit"] == [D("-2.50")]
     sheet = load_workbook(io.BytesIO(body))["terms"]

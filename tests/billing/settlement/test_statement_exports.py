@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 from openpyxl import load_workbook
 
-from billing.settlement import statement_exports as exports
+from billing.settlement import exports
 from billing.models.statements import SettlementStatement, StatementLine
 
 HASH = "ab" * 32
@@ -110,7 +110,7 @@ def test_an_empty_statement_still_exports(statement, parties):
 
 def test_filenames_are_safe_in_a_header(statement):
     statement.number = 'ST "x"/1'
-    assert exports.filename(statement, "pdf") == "statement-ST--x--1.pdf"
+    assert exports.statement_filename(statement, "pdf") == "statement-ST--x--1.pdf"
 
 
 # Hostile text -----------------------------------------------------------------------------------

@@ -16,23 +16,28 @@ from types import SimpleNamespace
 import pytest
 from sqlalchemy import func, select, text
 
+from billing.context import BillingSettings
 from billing import jobs, subscriptions
 from billing.metering import recognition
 from billing.payments import refunds
-from billing.settlement import ledger, statements
+from billing.settlement import compute, ledger, reconciliation, workflow
 from billing.settlement.ledger import LedgerTransaction
 from billing.models import Payment, UsageEvent
 from billing.models.statements import SettlementStatement, StatementLine
 from billing.orders import CartItem, place_mall_order
-from billing.payments.card import issue_invoice, record_bank_receipt
+from billing.payments.card import GatewayUnavailable, issue_invoice, record_bank_receipt
+from billing.payments.gateway import GatewayError
 from market.catalog.services import current_supply_chain
 from market.core.db import utcnow
 from market.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from pricing.money import Money
 from pricing.periods import BusinessCalendar
 from tests.billing.conftest import billing_settings
+from tests.billing.payments.fake_gateway import FakeGateway
 from tests.billing.shop import buyer, listed_dataset, platform_finance, principal_of
 from tests.factories import make_user
+
+SETTINGS = BillingSettings()  # STATEMENT_REVIEW_DAYS and the rest at their defaults
 
 NOW = utcnow()
 CALENDAR = BusinessCalendar()  # the app's: BUSINESS_TIMEZONE is left at its default
@@ -124,7 +129,7 @@ def _by_org(made):
 
 
 def test_a_month_closes_into_statements_traced_to_the_ledger(session, month):
-    made = statements.close_period(session, PERIOD, actor=None, cutoff=month.cut1)
+    made = workflow.close_period(session, PERIOD, actor=None, settings=SETTINGS, cutoff=month.cut1)
     assert len(made) == 2
     supplier = _by_org(made)[month.supplier.id]
     processor = _by_org(made)[month.processor.id]
@@ -146,24 +151,25 @@ def test_a_month_closes_into_statements_traced_to_the_ledger(session, month):
     usage = next(line for line in supplier.lines if line.kind == "usage")
     assert usage.gross_minor == 3_001 and usage.order_number is None
     assert [line.position for line in supplier.lines] == list(range(1, 7))
-    assert supplier.content_hash == statements.content_hash(
-        statements.statement_content(supplier))
-    assert statements.verify_statements(session) == []
+    assert supplier.content_hash == compute.content_hash(
+        compute.statement_content(supplier))
+    assert compute.verify_statements(session) == []
 
-    report = statements.reconciliation(session, PERIOD)["currencies"]["CNY"]
+    report = reconciliation.reconcile(session, PERIOD, actor=None)["currencies"]["CNY"]
     assert report["gross_collected"] == 1_038_800 * 2 + 10_494
     assert report["refunds"] == 103_880
     assert report["participants"] == SUPPLIER_PERIOD + PROCESSOR_PERIOD
     assert report["participants_by_kind"]["usage"] == 1_711 + 1_140 + 570 + 380
     assert report["buyer_receivable"] == -(3_001 + 1_000)
     assert report["difference"] == 0
-    assert statements.reconciliation(session, NEXT)["currencies"]["CNY"]["difference"] == 0
+    assert reconciliation.reconcile(session, NEXT, actor=None)["currencies"]["CNY"]["difference"] == 0
 
     with pytest.raises(Conflict) as closed:
-        statements.close_period(session, PERIOD, actor=None, cutoff=month.cut1)
+        workflow.close_period(session, PERIOD, actor=None, settings=SETTINGS, cutoff=month.cut1)
     assert closed.value.field == "period"
     with pytest.raises(InvalidInput) as early:
-        statements.close_period(session, NEXT, actor=None)  # this month has not ended
+        workflow.close_period(session, NEXT, actor=None,
+                              settings=SETTINGS)  # this month has not ended
     assert early.value.field == "period"
 
 
@@ -174,13 +180,13 @@ def test_a_close_that_fails_part_way_leaves_nothing_and_reruns_identically(
             select(SettlementStatement).execution_options(populate_existing=True))}
 
     nested = session.begin_nested()
-    statements.close_period(session, PERIOD, actor=None, cutoff=month.cut1)
+    workflow.close_period(session, PERIOD, actor=None, settings=SETTINGS, cutoff=month.cut1)
     session.flush()
     uninterrupted = hashes()
     nested.rollback()
     assert len(uninterrupted) == 2 and hashes() == {}
 
-    original, calls = statements._statement_for, []
+    original, calls = workflow._statement_for, []
 
     def failing(*args, **kwargs):
         calls.append(1)
@@ -188,16 +194,16 @@ def test_a_close_that_fails_part_way_leaves_nothing_and_reruns_identically(
             raise RuntimeError("disk full")
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(statements, "_statement_for", failing)
+    monkeypatch.setattr(workflow, "_statement_for", failing)
     with pytest.raises(RuntimeError):
         with db.session() as other, other.begin():
-            statements.close_period(other, PERIOD, actor=None, cutoff=month.cut1)
+            workflow.close_period(other, PERIOD, actor=None, settings=SETTINGS, cutoff=month.cut1)
     assert len(calls) == 2
     assert session.scalar(select(func.count()).select_from(SettlementStatement)) == 0
     assert session.scalar(select(func.count()).select_from(StatementLine)) == 0
     monkeypatch.undo()
     with db.session() as other, other.begin():
-        statements.close_period(other, PERIOD, actor=None, cutoff=month.cut1)
+        workflow.close_period(other, PERIOD, actor=None, settings=SETTINGS, cutoff=month.cut1)
     assert hashes() == uninterrupted
 
 
@@ -206,32 +212,33 @@ def test_review_dispute_correction_payout_and_the_next_period(session, passwords
     exchange = month.exchange
     maker = principal_of(make_user(session, passwords, exchange, "reviewer"), exchange)
     checker = principal_of(make_user(session, passwords, exchange, "reviewer"), exchange)
-    made = _by_org(statements.close_period(session, PERIOD, actor=None, cutoff=month.cut1))
+    made = _by_org(workflow.close_period(session, PERIOD, actor=None,
+                                         settings=SETTINGS, cutoff=month.cut1))
     supplier, processor = made[month.supplier.id], made[month.processor.id]
 
     # Maker-checker: whoever issued it cannot approve it; another reviewer can.
-    statements.issue(session, maker, processor)
+    workflow.issue(session, maker, processor)
     assert processor.generated_by_id == maker.user_id
-    statements.start_review(session, maker, processor)
+    workflow.start_review(session, maker, processor)
     with pytest.raises(Forbidden) as same:
-        statements.approve(session, maker, processor)
+        workflow.approve(session, maker, processor)
     assert same.value.field == "approver"
-    statements.approve(session, checker, processor)
+    workflow.approve(session, checker, processor)
     assert processor.status == "approved" and processor.approved_by_id == checker.user_id
 
     # The supplier disputes its statement: it cannot be approved, nor paid, until resolved.
-    statements.issue(session, maker, supplier)
-    statements.start_review(session, maker, supplier)
-    statements.dispute(session, month.shop["owner"], supplier, "A sale of ours is missing.")
+    workflow.issue(session, maker, supplier)
+    workflow.start_review(session, maker, supplier)
+    workflow.dispute(session, month.shop["owner"], supplier, "A sale of ours is missing.")
     with pytest.raises(Conflict):
-        statements.approve(session, checker, supplier)
+        workflow.approve(session, checker, supplier)
     with pytest.raises(Conflict):
-        statements.pay(session, month.finance, supplier, bank_reference="PAY-0")
-    adjustment = statements.resolve_dispute(session, checker, supplier, Money("100.00", "CNY"),
+        workflow.pay(session, month.finance, supplier, bank_reference="PAY-0")
+    adjustment = workflow.resolve_dispute(session, checker, supplier, Money("100.00", "CNY"),
                                             "Agreed: 100.00 more.", reason_code="share_error",
                                             lines=[line.position for line in supplier.lines])
     assert adjustment.amount_minor == 10_000 and supplier.status == "under_review"
-    statements.approve(session, checker, supplier)
+    workflow.approve(session, checker, supplier)
     session.commit()
 
     # Approved: frozen. Neither its amounts nor its lines change, and nothing did.
@@ -253,10 +260,10 @@ def test_review_dispute_correction_payout_and_the_next_period(session, passwords
     session.rollback()
     session.expire_all()
     assert supplier.closing_minor == SUPPLIER_PERIOD and len(supplier.lines) == 6
-    assert statements.verify_statements(session) == []
+    assert compute.verify_statements(session) == []
 
     # Paid by bank transfer: the payout leaves platform clearing.
-    statements.pay(session, month.finance, processor, bank_reference="PAY-1")
+    workflow.pay(session, month.finance, processor, bank_reference="PAY-1")
     assert (processor.status, processor.payout_method, processor.payout_reference) == \
         ("paid", "bank_transfer", "PAY-1")
     payout = session.scalar(select(LedgerTransaction).where(
@@ -264,11 +271,12 @@ def test_review_dispute_correction_payout_and_the_next_period(session, passwords
     assert payout.kind == "payout" and sorted(e.amount_minor for e in payout.entries) == \
         [-PROCESSOR_PERIOD, PROCESSOR_PERIOD]
     with pytest.raises(Conflict):
-        statements.pay(session, month.finance, processor, bank_reference="PAY-2")
+        workflow.pay(session, month.finance, processor, bank_reference="PAY-2")
     session.commit()
 
     cut2 = _instant()
-    following = _by_org(statements.close_period(session, NEXT, actor=None, cutoff=cut2))
+    following = _by_org(workflow.close_period(session, NEXT, actor=None,
+                                              settings=SETTINGS, cutoff=cut2))
     nxt = following[month.supplier.id]
     assert nxt.opening_minor == SUPPLIER_PERIOD
     assert nxt.closing_minor == SUPPLIER_PERIOD + SUPPLIER_LATE + 10_000
@@ -282,16 +290,16 @@ def test_review_dispute_correction_payout_and_the_next_period(session, passwords
     # Owing nothing (the refund after the payout is the processor's debt): paid with no payout.
     payouts = session.scalar(select(func.count()).select_from(LedgerTransaction)
                              .where(LedgerTransaction.kind == "payout"))
-    statements.issue(session, maker, paid_next)
-    statements.start_review(session, maker, paid_next)
-    statements.approve(session, checker, paid_next)
-    statements.pay(session, month.finance, paid_next, bank_reference="NONE-DUE")
+    workflow.issue(session, maker, paid_next)
+    workflow.start_review(session, maker, paid_next)
+    workflow.approve(session, checker, paid_next)
+    workflow.pay(session, month.finance, paid_next, bank_reference="NONE-DUE")
     assert paid_next.status == "paid" and session.scalar(
         select(func.count()).select_from(LedgerTransaction)
         .where(LedgerTransaction.kind == "payout")) == payouts
-    assert statements.reconciliation(session, NEXT)["currencies"]["CNY"]["payouts"] == \
+    assert reconciliation.reconcile(session, NEXT, actor=None)["currencies"]["CNY"]["payouts"] == \
         PROCESSOR_PERIOD
-    assert statements.reconciliation(session, NEXT)["currencies"]["CNY"]["difference"] == 0
+    assert reconciliation.reconcile(session, NEXT, actor=None)["currencies"]["CNY"]["difference"] == 0
     assert ledger.trial_balance(session) == {"CNY": 0}
     session.commit()
 
@@ -303,39 +311,40 @@ def test_review_dispute_correction_payout_and_the_next_period(session, passwords
     session.execute(text("UPDATE statement_lines SET amount_minor = amount_minor + 1 "
                          "WHERE statement_id = :id AND position = 1"), {"id": processor.id})
     session.expire_all()
-    problems = statements.verify_statements(session)
+    problems = compute.verify_statements(session)
     assert [statement_id for statement_id, _ in problems] == sorted([supplier.id, processor.id])
     result = runner.invoke(args=["billing", "verify-statements"])
     assert result.exit_code == 1 and supplier.number in result.output
 
 
 def test_only_its_participant_exchange_and_platform_see_a_statement(session, passwords, month):
-    made = _by_org(statements.close_period(session, PERIOD, actor=None, cutoff=month.cut1))
+    made = _by_org(workflow.close_period(session, PERIOD, actor=None,
+                                         settings=SETTINGS, cutoff=month.cut1))
     statement = made[month.supplier.id]
     reviewer = principal_of(make_user(session, passwords, month.exchange, "reviewer"),
                             month.exchange)
     for principal in (month.shop["owner"], reviewer, month.finance):
-        assert statements.get_statement(session, principal, statement.id) is statement
+        assert workflow.get_statement(session, principal, statement.id) is statement
     with pytest.raises(NotFound):
-        statements.get_statement(session, month.shopper, statement.id)
+        workflow.get_statement(session, month.shopper, statement.id)
     with pytest.raises(NotFound):
-        statements.participant_history(session, month.shopper, month.supplier.id)
-    assert statements.list_statements(session, month.shop["owner"]).all() == [statement]
-    assert set(statements.list_statements(session, reviewer, period=PERIOD).all()) == \
+        workflow.participant_history(session, month.shopper, month.supplier.id)
+    assert workflow.list_statements(session, month.shop["owner"]).all() == [statement]
+    assert set(workflow.list_statements(session, reviewer, period=PERIOD).all()) == \
         set(made.values())
-    assert statements.participant_history(session, reviewer, month.supplier.id) == [statement]
+    assert workflow.participant_history(session, reviewer, month.supplier.id) == [statement]
     # The buyer cannot dispute, the supplier cannot review.
     with pytest.raises(NotFound):
-        statements.dispute(session, month.shopper, statement, "no")
+        workflow.dispute(session, month.shopper, statement, "no")
     with pytest.raises(Forbidden):
-        statements.issue(session, month.shop["owner"], statement)
+        workflow.issue(session, month.shop["owner"], statement)
 
 
 def test_the_monthly_job_closes_once_and_then_says_so(app, db, session, month):
     job = jobs.load_jobs()["close-statements"]
-    assert job.trigger == {"day": statements.STATEMENT_CLOSE_DAY, "hour": 2, "minute": 0}
+    assert job.trigger == {"day": workflow.STATEMENT_CLOSE_DAY, "hour": 2, "minute": 0}
     assert job.period_of(dt.datetime(2026, 12, 3, 2, 0)) == "2026-11"
-    statements.close_period(session, PERIOD, actor=None, cutoff=month.cut1)
+    workflow.close_period(session, PERIOD, actor=None, settings=SETTINGS, cutoff=month.cut1)
     session.commit()
     before = {s.number: s.content_hash for s in session.scalars(select(SettlementStatement))}
     messages = []
@@ -357,21 +366,64 @@ def test_reconciliation_compares_card_payments_with_the_processor(session, month
     session.flush()
     from billing.payments.card import payment_tag
 
-    intents = [{"status": "succeeded", "amount": 4_000, "currency": "cny",
-                "metadata": {"payment": payment_tag(order.number, payment.id)}},
-               {"status": "succeeded", "amount": 9_999, "currency": "cny",
-                "metadata": {"payment": "someone else's"}}]
-    page = SimpleNamespace(auto_paging_iter=lambda: iter(intents))
-    gateway = SimpleNamespace(client=SimpleNamespace(v1=SimpleNamespace(
-        payment_intents=SimpleNamespace(list=lambda params: page))))
-    report = statements.reconciliation(session, NEXT, gateway=gateway)
+    gateway = FakeGateway()
+    gateway.add_intent(amount_minor=4_000, currency="cny", created=utcnow(),
+                       metadata={"payment": payment_tag(order.number, payment.id)})
+    gateway.add_intent(amount_minor=9_999, currency="cny", created=utcnow(),
+                       metadata={"payment": "someone else's"})
+    report = reconciliation.reconcile(session, NEXT, actor=None, gateway=gateway)
     # Ours 50.00, theirs 40.00 for our payment; a stranger's intent is not counted.
     assert report["currencies"]["CNY"]["processor_difference"] == 1_000
 
 
+def test_the_processor_is_asked_for_the_period_s_window_only(session, month):
+    """A closed period: its statements' window; one never closed: its month on the business
+    calendar (Asia/Shanghai). Each from a day earlier (``INTENT_LEAD``)."""
+    order = month.orders[0]
+    payment = Payment(order_id=order.id, organization_id=order.organization_id, method="card",
+                      status="succeeded", amount_minor=5_000, currency="CNY",
+                      idempotency_key="card-window", succeeded_at=utcnow())
+    session.add(payment)
+    session.flush()
+    from billing.payments.card import payment_tag
+
+    closed = workflow.close_period(session, PERIOD, actor=None,
+                                   settings=SETTINGS, cutoff=month.cut1)
+    gateway = FakeGateway()
+    # The processor still holds an intent with our tag created long before the window.
+    gateway.add_intent(amount_minor=5_000, currency="CNY",
+                       metadata={"payment": payment_tag(order.number, payment.id)},
+                       created=utcnow() - dt.timedelta(days=90))
+    report = reconciliation.reconcile(session, NEXT, actor=None, gateway=gateway)
+    assert gateway.windows == [(closed[0].cutoff - reconciliation.INTENT_LEAD,
+                                CALENDAR.month_bounds(NEXT)[1])]
+    assert report["currencies"]["CNY"]["processor_difference"] == 5_000
+
+    reconciliation.reconcile(session, "2020-03", actor=None, gateway=gateway)
+    assert gateway.windows[-1] == (
+        dt.datetime(2020, 2, 28, 16, tzinfo=dt.timezone.utc),
+        dt.datetime(2020, 3, 31, 16, tzinfo=dt.timezone.utc))
+
+
+def test_a_processor_that_does_not_answer_refuses_the_reconciliation(session, month):
+    gateway = FakeGateway()
+    gateway.failure = GatewayError("api_connection_error", "timed out", outcome_unknown=True)
+    with pytest.raises(GatewayUnavailable) as refused:
+        reconciliation.reconcile(session, NEXT, actor=None, gateway=gateway)
+    assert refused.value.status == 502 and refused.value.code == "processor_unavailable"
+    assert "card processor (fake)" in refused.value.detail
+
+
+def test_only_the_platform_reconciles(session, passwords, month):
+    reviewer = principal_of(make_user(session, passwords, month.exchange, "reviewer"),
+                            month.exchange)
+    with pytest.raises(Forbidden, match="whole platform"):
+        reconciliation.reconcile(session, NEXT, actor=reviewer)
+    assert reconciliation.reconcile(session, NEXT, actor=month.finance)["period"] == NEXT
+
+
 def test_whoever_issued_a_statement_cannot_approve_it(session, passwords):
     """The maker is whoever generated the statement and whoever issued it."""
-    from billing.settlement import statements
     from billing.models import SettlementStatement
     from market.accounts import services as accounts
     from market.core.errors import Forbidden
@@ -389,14 +441,14 @@ def test_whoever_issued_a_statement_cannot_approve_it(session, passwords):
         content_hash="0" * 64, generated_by_id=None)
     session.add(statement)
     session.flush()
-    statement.content_hash = statements.content_hash(statements.statement_content(statement))
+    statement.content_hash = compute.content_hash(compute.statement_content(statement))
     by_issuer = accounts.principal_for_user(issuer, exchange.id)
-    statements.issue(session, by_issuer, statement)
-    statements.start_review(session, by_issuer, statement)
+    workflow.issue(session, by_issuer, statement)
+    workflow.start_review(session, by_issuer, statement)
     with pytest.raises(Forbidden, match="generated, issued or submitted"):
-        statements.approve(session, by_issuer, statement)
+        workflow.approve(session, by_issuer, statement)
     # Another reviewer passes the maker-checker rule; this bare statement then stops at the
     # ledger check (the full approval is shown by the scenario above).
     with pytest.raises(Conflict, match="payable account"):
-        statements.approve(session, accounts.principal_for_user(checker, exchange.id),
+        workflow.approve(session, accounts.principal_for_user(checker, exchange.id),
                            statement)

@@ -31,8 +31,9 @@ from types import SimpleNamespace
 import pytest
 from sqlalchemy import select, text
 
+from billing.context import BillingSettings
 from billing.payments import refunds
-from billing.settlement import checkpoints, statements
+from billing.settlement import checkpoints, compute, exports, workflow
 from billing.settlement.ledger import LedgerAccount, LedgerEntry, LedgerTransaction, Purpose, seal_of
 from billing.settlement.ledger_verify import verify_ledger
 from billing.models import Payment, SettlementStatement, TokenWallet
@@ -44,6 +45,8 @@ from market.core.db import utcnow
 from pricing.money import Money
 from tests.billing.conftest import billing_settings
 from tests.billing.shop import buyer, listed_dataset, platform_finance
+
+SETTINGS = BillingSettings()  # STATEMENT_REVIEW_DAYS and the rest at their defaults
 
 ROOT = Path(__file__).resolve().parents[3]
 PERIOD = f"{utcnow().replace(day=1) - dt.timedelta(days=1):%Y-%m}"
@@ -71,7 +74,7 @@ def month(app, session, passwords):
     refund = refunds.reserve_refund(session, finance, orders[1].payments[0].id,
                                     Money("1000.00", "CNY"), "partial refund")
     refunds.complete_refund(session, refund.id, gateway_ref="bank:OUT-1")
-    made = statements.close_period(session, PERIOD, actor=None, cutoff=utcnow())
+    made = workflow.close_period(session, PERIOD, actor=None, settings=SETTINGS, cutoff=utcnow())
     key = checkpoints.signing_key_from_settings(app.config)
     checkpoint = checkpoints.sign_checkpoint(
         session, key, reason=f"close {PERIOD}",
@@ -336,7 +339,7 @@ def test_a_statement_rewritten_with_its_hash_is_not_the_one_signed(runner, sessi
     session.expire_all()
     forged = session.get(SettlementStatement, statement.id)
     session.execute(text("UPDATE settlement_statements SET content_hash = :h WHERE id = :id"),
-                    {"h": statements.content_hash(statements.statement_content(forged)),
+                    {"h": compute.content_hash(compute.statement_content(forged)),
                      "id": statement.id})
     session.commit()
     result = _run(runner, "billing", "verify-statements")
@@ -401,13 +404,12 @@ def test_the_close_job_signs_a_checkpoint_of_its_statements(app, db, session, pa
 
 
 def test_a_statement_bundle_is_checked_by_anyone_with_the_public_key(session, month, tmp_path):
-    from billing.settlement import statement_exports as exports
 
     statement = month.statements[0]
     signed = checkpoints.latest_covering(session, statement.number)
     assert signed.id == month.checkpoint.id
     body = exports.statement_bundle(
-        statement, exports.parties_of(session, statement), statements.statement_content(statement),
+        statement, exports.parties_of(session, statement), compute.statement_content(statement),
         checkpoints.exported(signed), checkpoints.public_key_pem(month.key.public_key()))
     with zipfile.ZipFile(io.BytesIO(body)) as bundle:
         bundle.extractall(tmp_path)
@@ -419,7 +421,7 @@ def test_a_statement_bundle_is_checked_by_anyone_with_the_public_key(session, mo
     # The participant's copy edited and its hash recomputed: the signature still says otherwise.
     document = json.loads((tmp_path / "statement.json").read_text())
     document["content"]["closing"] += 100_000
-    document["content_hash"] = statements.content_hash(document["content"])
+    document["content_hash"] = compute.content_hash(document["content"])
     (tmp_path / "statement.json").write_text(json.dumps(document))
     outcome = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert outcome.returncode == 1

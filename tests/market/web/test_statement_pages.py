@@ -20,8 +20,10 @@ from billing.settlement.ledger import (
     LedgerEntry, LedgerTransaction, Line, Purpose, get_account, seal_of_lines,
 )
 from billing.models.statements import SettlementStatement, StatementAdjustment
+from billing.payments.gateway import GatewayError
 from market.core.db import utcnow
 from pricing.money import Money
+from tests.billing.payments.fake_gateway import FakeGateway
 from tests.billing.shop import listed_dataset
 from tests.factories import make_org
 from tests.fixtures import csrf_token
@@ -103,6 +105,26 @@ def test_the_queue_shows_a_closed_statement(session, shop, maker):
     for expected in ("Grid Data Co", PERIOD, "CNY 1,234.56", "draft"):
         assert expected in row.group(0)
     assert "Reconciliation" in page  # the platform's own link
+
+
+@pytest.mark.parametrize("how", ["api", "console", "command"])
+def test_every_close_gives_the_configured_review_days(app, monkeypatch, session, shop, maker,
+                                                     how):
+    monkeypatch.setitem(app.config, "STATEMENT_REVIEW_DAYS", 9)
+    monkeypatch.setitem(app.extensions, "market.billing", dataclasses.replace(
+        app.extensions["market.billing"], statement_review_days=9))
+    before = utcnow().date()
+    if how == "api":
+        assert _api(maker, "POST", "/statements/close", {"period": PERIOD}).status_code == 201
+    elif how == "console":
+        _close(maker)
+    else:
+        result = app.test_cli_runner().invoke(
+            args=["billing", "run-job", "close-statements", "--period", PERIOD])
+        assert result.exit_code == 0, result.output
+    after = utcnow().date()
+    due = _statement(session, shop).review_due_on
+    assert due in {before + dt.timedelta(days=9), after + dt.timedelta(days=9)}
 
 
 def test_closing_a_period_twice_re_renders_with_the_reason(maker, closed):
@@ -248,6 +270,37 @@ def test_the_reconciliation_difference_is_zero_and_green(maker, closed):
     assert re.search(r'class="verdict genuine difference"[^>]*>\s*Difference: <strong>CNY 0.00',
                      page), page
     assert "CNY 1,234.56" in page
+
+
+def _processor_down(app, monkeypatch) -> FakeGateway:
+    gateway = FakeGateway()
+    gateway.failure = GatewayError("api_connection_error", "connection refused",
+                                   outcome_unknown=True)
+    monkeypatch.setitem(app.extensions, "market.gateway", gateway)
+    return gateway
+
+
+def test_a_silent_card_processor_is_a_message_on_the_reconciliation_page(
+        app, monkeypatch, maker, closed):
+    gateway = _processor_down(app, monkeypatch)
+    response = maker.get(f"/reconciliation?period={PERIOD}")
+    page = _text(response)
+    assert response.status_code == 502
+    assert "The card processor did not answer" in page
+    assert "CNY 1,234.56" in page  # the ledger's figures are still shown
+    assert "Difference from the card processor" not in page
+    assert gateway.windows  # it was asked
+
+
+def test_a_silent_card_processor_is_a_502_problem_naming_it(app, monkeypatch, maker, closed):
+    _processor_down(app, monkeypatch)
+    for path in ("/reconciliation", "/reconciliation/export.csv"):
+        response = _api(maker, "GET", f"{path}?period={PERIOD}")
+        assert response.status_code == 502, path
+        assert response.mimetype == "application/problem+json"
+        problem = response.get_json()
+        assert problem["code"] == "processor_unavailable" and problem["processor"] == "fake"
+        assert "card processor (fake)" in problem["detail"]
 
 
 # Exports ----------------------------------------------------------------------------------------
