@@ -49,10 +49,11 @@ def _is_zh() -> bool:
 
 
 def _budget(principal: Principal, budget_id: int) -> Budget:
-    budget = db_session().get(Budget, budget_id)
-    if budget is None or budget.organization_id != principal.organization_id:
-        raise NotFound(_("No such budget."))
-    return budget
+    """The principal's own budget, its 404 in the page's language."""
+    try:
+        return budgets.get_budget(db_session(), principal, budget_id)
+    except NotFound:
+        raise NotFound(_("No such budget.")) from None
 
 
 def _budget_form(principal: Principal) -> BudgetForm:
