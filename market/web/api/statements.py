@@ -335,7 +335,7 @@ def statement_reconciliation(principal: Principal, query: dict):
     """Per currency, in minor units, from the ledger over the period's window; ``difference``
     is zero when every movement of money is accounted for. The platform's staff only, since
     it covers every participant (an exchange: 403)."""
-    if "platform" not in principal.org_roles:
+    if not principal.is_platform:
         raise Forbidden("The reconciliation covers the whole platform: its staff only.")
     period = query["period"] or _last_month()
     return statements.reconciliation(db_session(), period,
@@ -343,7 +343,7 @@ def statement_reconciliation(principal: Principal, query: dict):
 
 
 def _reconciliation_export(principal: Principal, query: dict, extension: str) -> Response:
-    if "platform" not in principal.org_roles:
+    if not principal.is_platform:
         raise Forbidden("The reconciliation covers the whole platform: its staff only.")
     period = query["period"] or _last_month()
     session = db_session()

@@ -27,7 +27,7 @@ from billing.settlement import statement_exports as exports
 from billing.payments import anomalies
 from billing.settlement import statements
 from billing.models.statements import SettlementStatement
-from market.accounts.authz import Principal
+from market.accounts.authz import Principal, oversees
 from market.accounts.models import Organization
 from market.web.boundary import BoundedForm
 from market.core.db import business_calendar, utcnow
@@ -90,11 +90,6 @@ class PayStatementForm(BoundedForm):
                                  validators=[DataRequired(), Length(max=100)])
 
 
-def _is_platform(principal: Principal) -> bool:
-    # Closing a period and reconciling cover every participant: the platform's staff only.
-    return "platform" in principal.org_roles
-
-
 def _last_month() -> str:
     """The last month that has ended on the business calendar."""
     return business_calendar(db_session()).previous_month(utcnow())
@@ -124,7 +119,7 @@ def _render_queue(principal: Principal, close_form: ClosePeriodForm | None = Non
     period = _period_arg()
     items = statements.list_statements(db_session(), principal, period=period).all()
     staff = principal.can("statements:manage")
-    platform = staff and _is_platform(principal)
+    platform = staff and principal.is_platform
     if close_form is None and platform:
         close_form = ClosePeriodForm(formdata=None, period=_last_month())
     return render_template(
@@ -172,18 +167,17 @@ def participant_statements(principal: Principal, organization_id: int):
 
 def _actions(principal: Principal, statement: SettlementStatement) -> set[str]:
     """The steps the page offers (``billing.settlement.statements`` decides again when one is taken)."""
-    reviewer = principal.can("statements:manage") and (
-        _is_platform(principal) or statement.exchange_id == principal.organization_id)
+    reviewer = principal.can("statements:manage") and oversees(principal, statement.exchange_id)
     own = statement.organization_id == principal.organization_id
     actions = set()
     if reviewer:
         actions |= {"draft": {"issue"}, "issued": {"review"}, "under_review": {"approve"},
                     "disputed": {"resolve"}}.get(statement.status, set())
-        if statement.status == "approved" and _is_platform(principal) and \
+        if statement.status == "approved" and principal.is_platform and \
                 principal.can("payments:manage") and principal.user_id != statement.approved_by_id:
             actions.add("pay")
     if statement.status in ("issued", "under_review") and (
-            reviewer or (own and principal.member_role in ("owner", "finance"))):
+            reviewer or (own and principal.is_finance)):
         actions.add("dispute")
     return actions
 
@@ -339,7 +333,7 @@ def pay_statement(principal: Principal, statement_id: int):
 @storefront.get("/reconciliation")
 @signed_in("statements:manage")
 def statement_reconciliation(principal: Principal):
-    if not _is_platform(principal):
+    if not principal.is_platform:
         raise Forbidden(_("The reconciliation covers the whole platform: its staff only."))
     period = _period_arg() or _last_month()
     figures = statements.reconciliation(db_session(), period,
