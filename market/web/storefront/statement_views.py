@@ -12,8 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from flask import abort, current_app, flash, redirect, render_template, request, url_for
-from flask_babel import get_locale
+from flask import abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_babel import ngettext
@@ -33,8 +32,8 @@ from market.web.boundary import BoundedForm
 from market.core.db import business_calendar, utcnow
 from market.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from market.core.keyset import PageRequest
-from market.web.storefront.billing_views import _form_error
 from market.web.storefront.blueprint import storefront
+from market.web.storefront.common import billing_settings, form_error, gateway, is_zh
 from market.web.storefront.forms import ActionForm
 from market.web.storefront.views import signed_in
 from market.web.http import db_session
@@ -143,7 +142,7 @@ def close_statement_period(principal: Principal):
         try:
             closed = statements.close_period(db_session(), form.period.data, actor=principal)
         except REFUSALS as exc:
-            _form_error(form, exc)
+            form_error(form, exc)
         else:
             flash(ngettext("Period %(period)s closed: %(num)d statement.",
                            "Period %(period)s closed: %(num)d statements.", len(closed),
@@ -194,7 +193,7 @@ def _render_statement(principal: Principal, statement: SettlementStatement, *,
                       failed: dict | None = None, error: str | None = None, status: int = 200):
     names = _names([statement.organization_id, statement.exchange_id])
     # Babel parses zh_CN as zh_Hans_CN, so compare the language alone.
-    parties = exports.parties_of(db_session(), statement, zh=get_locale().language == "zh")
+    parties = exports.parties_of(db_session(), statement, zh=is_zh())
     return render_template(
         "statements/statement.html", statement=statement, forms=_forms(statement, failed),
         actions=_actions(principal, statement), error=error, names=names,
@@ -234,7 +233,7 @@ def _take(principal: Principal, statement_id: int, step, form: BoundedForm | Non
             if isinstance(exc, PricingError):  # more decimals than the currency has
                 form.amount.errors = list(form.amount.errors) + [detail]
             else:
-                _form_error(form, exc)
+                form_error(form, exc)
         return _render_statement(principal, statement, failed={name: form} if form else None,
                                  error=detail, status=getattr(exc, "status", 422))
     flash(done, "success")
@@ -274,7 +273,7 @@ def _resolve(session_, principal: Principal, statement: SettlementStatement, for
         session_, principal, statement, Money(form.amount.data, statement.currency),
         form.reason.data, reason_code=form.reason_code.data,
         lines=[int(n) for n in re.findall(r"\d+", form.lines.data or "")],
-        document=form.document.data or "", settings=current_app.extensions["market.billing"])
+        document=form.document.data or "", settings=billing_settings())
     if adjustment is not None and adjustment.status == "pending_approval":
         flash(_("The adjustment waits for a second person's approval before it is posted."),
               "success")
@@ -337,7 +336,7 @@ def statement_reconciliation(principal: Principal):
         raise Forbidden(_("The reconciliation covers the whole platform: its staff only."))
     period = _period_arg() or _last_month()
     figures = statements.reconciliation(db_session(), period,
-                                        gateway=current_app.extensions["market.gateway"])
+                                        gateway=gateway())
     return render_template("statements/reconciliation.html", period=period, figures=figures,
                            names=reconciliation_exports.organization_names(db_session(),
                                                                            figures),

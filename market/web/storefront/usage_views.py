@@ -24,6 +24,7 @@ from market.core.db import business_calendar, utcnow
 from market.web.boundary import BoundedForm
 from market.web.http import db_session
 from market.web.storefront.blueprint import storefront
+from market.web.storefront.common import is_zh
 from market.web.storefront.views import signed_in
 
 MAX_DAYS = usage_service.MAX_REPORT_DAYS  # one chart bar a day: a year still reads on a phone
@@ -92,11 +93,6 @@ class UsageReport:
         return sum(line.calls for line in self.totals)
 
 
-def _is_zh() -> bool:
-    # Babel parses zh_CN as zh_Hans_CN, so compare the language alone.
-    return get_locale().language == "zh"
-
-
 def _labelled(lines: list[usage_service.UsageLine], label, note=lambda group: ""
               ) -> list[UsageLine]:
     """The report's lines as the page's rows, the most tokens first."""
@@ -112,7 +108,7 @@ def usage_report(session: Session, organization_id: int, start: dt.date, end: dt
     def lines(by: str | None) -> list[usage_service.UsageLine]:
         return usage_service.usage_lines(session, organization_id, start, end, by)
 
-    zh = _is_zh()
+    zh = is_zh()
     return UsageReport(
         start=start, end=end,
         days=usage_service.tokens_by_day(session, organization_id, start, end),
