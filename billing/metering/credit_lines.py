@@ -38,8 +38,7 @@ MAX_REASON = 500
 
 
 def _require_platform_finance(principal: Principal) -> None:
-    if ("platform" not in principal.org_roles or principal.is_key
-            or principal.member_role not in ("owner", "finance")):
+    if not principal.is_platform_finance:
         raise Forbidden("Only the platform's finance staff manage credit lines.")
 
 

@@ -44,8 +44,9 @@ def open_credit_line(session: Session, principal: Principal | Actor, organizatio
     it is paid.
     """
     if isinstance(principal, Principal):
-        if "platform" not in principal.org_roles or principal.member_role not in (
-                "owner", "admin", "finance", None):
+        # A person of platform finance, or the platform acting as no person (the seed).
+        if not principal.is_platform or (principal.member_role is not None
+                                         and not principal.is_platform_finance):
             raise Forbidden("Only the platform's finance staff open credit lines.")
         actor = principal.actor
     else:

@@ -535,77 +535,144 @@ def _insert(session: Session, organization_id: int, api_key_id: int | None, peri
 
 
 # The usage report ---------------------------------------------------------------------------
+#
+# One report, read by the API and by the storefront's usage page alike. Its days are business
+# days of charging (``recorded_at``): a late royalty event counts on the day and in the month it
+# was charged, the month its invoice bills, while each API row also names the month its events
+# occurred in. A report groups by one of ``GROUPINGS`` (and, for the API's rows, by those two
+# months), always per currency; ``tokens_by_day`` gives the page its chart.
 
 GROUPINGS = ("day", "dataset", "key")
 MAX_REPORT_DAYS = 366
+RECENT_DAYS = 30  # the usage page's range when none is asked for: the last 30 days
 
 
-def default_range(start: dt.date | None, end: dt.date | None,
-                  today: dt.date) -> tuple[dt.date, dt.date]:
-    """The range asked for, with a missing end filled in as its month's: the current month when
-    neither is given."""
+@dataclass(frozen=True)
+class UsageLine:
+    """One group of an organization's usage events in one currency: the tokens, what they were
+    charged (``amount_minor``), what they were worth at list price (``list_micros``, millionths
+    of the minor unit) and the calls."""
+
+    group: dict[str, Any]  # the grouping's values (``day``, ``dataset_id`` and its titles, ...)
+    currency: str
+    tokens: int
+    amount_minor: int
+    list_micros: int
+    calls: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.group, "tokens": self.tokens, "calls": self.calls,
+                "amount": Money.from_minor(self.amount_minor, self.currency).to_dict(),
+                "list_amount": metering.micros_to_dict(self.list_micros, self.currency)}
+
+
+def month_range(start: dt.date | None, end: dt.date | None,
+                today: dt.date) -> tuple[dt.date, dt.date]:
+    """The API's range: the one asked for, with a missing end filled in as its month's; the
+    current month when neither is given."""
     anchor = start or end or today
     first = anchor.replace(day=1)
     last = anchor.replace(day=calendar.monthrange(anchor.year, anchor.month)[1])
     return start or first, end or last
 
 
-def usage_report(session: Session, organization_id: int, start: dt.date, end: dt.date,
-                 group_by: str) -> dict[str, Any]:
-    """An organization's usage events charged from ``start`` to ``end`` (business days, both
-    included) — a late royalty event in the day and month it was charged in, which is the month
-    its invoice bills — grouped by day (charged), dataset or API key, with totals by kind and by
-    what paid; each row is in one currency and says the month its events occurred in
-    (``occurred_period``) and the month they were charged to (``charged_period``), so a late
-    event's row stands apart. Each figure has what was charged (``amount``) and what the tokens
-    were worth at list price (``list_amount``, exact; see ``billing.metering.charge``). Aggregated in
-    SQL."""
+def recent_range(start: dt.date | None, end: dt.date | None,
+                 today: dt.date) -> tuple[dt.date, dt.date]:
+    """The usage page's range: the one asked for, the ``RECENT_DAYS`` days to today when neither
+    end is given; a lone start after today shows that day, and a lone end or start never makes
+    the range longer than ``MAX_REPORT_DAYS``."""
+    end = end or today
+    start = start or end - dt.timedelta(days=RECENT_DAYS - 1)
+    if start > end:
+        end = start
+    if (end - start).days + 1 > MAX_REPORT_DAYS:
+        start = end - dt.timedelta(days=MAX_REPORT_DAYS - 1)
+    return start, end
+
+
+def _charged_between(session: Session, organization_id: int, start: dt.date,
+                     end: dt.date) -> tuple[ColumnElement[bool], ...]:
+    """The organization's events charged from ``start`` to ``end`` (business days, both
+    included)."""
     calendar = business_calendar(session)
     since, until = calendar.start_of_day(start), calendar.day_bounds(end)[1]
     # An event's period is the business month it was recorded in: naming it lets the database
     # read the organization's months by index before it checks the days.
-    where = (UsageEvent.organization_id == organization_id,
-             UsageEvent.period >= month_name(start.year, start.month),
-             UsageEvent.period <= month_name(end.year, end.month),
-             UsageEvent.recorded_at >= since, UsageEvent.recorded_at < until)
-    sums = (func.sum(UsageEvent.tokens).label("tokens"),
-            func.sum(UsageEvent.amount_minor).label("amount_minor"),
-            func.sum(UsageEvent.list_micros).label("list_micros"),
-            func.count(UsageEvent.id).label("calls"))
-    periods = [func.substr(business_day_of(session, UsageEvent.occurred_at), 1, 7)
-               .label("occurred_period"), UsageEvent.period.label("charged_period")]
-
-    def grouped(columns: list, join=None, order=None) -> list[dict[str, Any]]:
-        query = select(*columns, UsageEvent.currency, *sums).where(*where)
-        if join is not None:
-            query = query.join(*join, isouter=True)
-        query = query.group_by(*columns, UsageEvent.currency).order_by(
-            *(order if order is not None else columns), UsageEvent.currency)
-        return [{**{key: value for key, value in row._mapping.items()
-                    if key not in _SUMS},
-                 "tokens": int(row.tokens), "calls": int(row.calls),
-                 # PostgreSQL sums BIGINTs to a numeric: back to an exact int
-                 "amount": Money.from_minor(int(row.amount_minor), row.currency).to_dict(),
-                 "list_amount": metering.micros_to_dict(int(row.list_micros), row.currency)}
-                for row in session.execute(query)]
-
-    if group_by == "day":
-        rows = grouped([business_day_of(session, UsageEvent.recorded_at).label("day"),
-                        *periods])
-    elif group_by == "dataset":
-        rows = grouped([UsageEvent.dataset_id.label("dataset_id"),
-                        Dataset.title_en.label("dataset_title"), *periods],
-                       join=(Dataset, Dataset.id == UsageEvent.dataset_id))
-    else:
-        rows = grouped([UsageEvent.api_key_id.label("api_key_id"),
-                        ApiKey.prefix.label("key_prefix"), *periods],
-                       join=(ApiKey, ApiKey.id == UsageEvent.api_key_id),
-                       order=[UsageEvent.api_key_id.is_(None), UsageEvent.api_key_id,
-                              *periods])
-    return {"start": start, "end": end, "group_by": group_by, "rows": rows,
-            "totals": grouped([]),
-            "by_kind": grouped([UsageEvent.kind.label("kind")]),
-            "by_paid_by": grouped([UsageEvent.paid_by.label("paid_by")])}
+    return (UsageEvent.organization_id == organization_id,
+            UsageEvent.period >= month_name(start.year, start.month),
+            UsageEvent.period <= month_name(end.year, end.month),
+            UsageEvent.recorded_at >= since, UsageEvent.recorded_at < until)
 
 
-_SUMS = frozenset({"tokens", "amount_minor", "list_micros", "calls", "currency"})
+def usage_lines(session: Session, organization_id: int, start: dt.date, end: dt.date,
+                by: str | None = None, *, months: bool = False) -> list[UsageLine]:
+    """The organization's usage charged from ``start`` to ``end`` grouped ``by`` a grouping,
+    ``kind``, ``paid_by`` or nothing (the totals), each group per currency and, with ``months``,
+    per month occurred in (``occurred_period``) and charged to (``charged_period``). Ordered by
+    the grouping (usage without an API key last), then the months and the currency. Aggregated
+    in SQL."""
+    columns: list = {
+        None: [],
+        "day": [business_day_of(session, UsageEvent.recorded_at).label("day")],
+        "dataset": [UsageEvent.dataset_id.label("dataset_id"),
+                    Dataset.title_en.label("dataset_title"),
+                    Dataset.title_zh.label("dataset_title_zh")],
+        "key": [UsageEvent.api_key_id.label("api_key_id"), ApiKey.prefix.label("key_prefix"),
+                ApiKey.name.label("key_name")],
+        "kind": [UsageEvent.kind.label("kind")],
+        "paid_by": [UsageEvent.paid_by.label("paid_by")],
+    }[by]
+    if months:
+        columns += [func.substr(business_day_of(session, UsageEvent.occurred_at), 1, 7)
+                    .label("occurred_period"), UsageEvent.period.label("charged_period")]
+    query = select(*columns, UsageEvent.currency.label("currency"),
+                   func.sum(UsageEvent.tokens).label("tokens"),
+                   func.sum(UsageEvent.amount_minor).label("amount_minor"),
+                   func.sum(UsageEvent.list_micros).label("list_micros"),
+                   func.count(UsageEvent.id).label("calls")
+                   ).where(*_charged_between(session, organization_id, start, end))
+    order = columns
+    if by == "dataset":
+        query = query.join(Dataset, Dataset.id == UsageEvent.dataset_id, isouter=True)
+    elif by == "key":
+        query = query.join(ApiKey, ApiKey.id == UsageEvent.api_key_id, isouter=True)
+        order = [UsageEvent.api_key_id.is_(None), *columns]
+    query = query.group_by(*columns, UsageEvent.currency).order_by(*order, UsageEvent.currency)
+    names = [column.name for column in columns]
+    # PostgreSQL sums BIGINTs to a numeric: back to exact ints.
+    return [UsageLine({name: row._mapping[name] for name in names}, row.currency,
+                      int(row.tokens), int(row.amount_minor), int(row.list_micros),
+                      int(row.calls))
+            for row in session.execute(query)]
+
+
+def tokens_by_day(session: Session, organization_id: int, start: dt.date,
+                  end: dt.date) -> list[tuple[dt.date, int]]:
+    """Every business day from ``start`` to ``end`` with the tokens charged on it (0 when
+    none), whatever their currency."""
+    day = business_day_of(session, UsageEvent.recorded_at).label("day")
+    per_day = {row.day: int(row.tokens) for row in session.execute(
+        select(day, func.sum(UsageEvent.tokens).label("tokens"))
+        .where(*_charged_between(session, organization_id, start, end)).group_by(day))}
+    days = (start + dt.timedelta(days=n) for n in range((end - start).days + 1))
+    return [(d, per_day.get(d.isoformat(), 0)) for d in days]
+
+
+def usage_report(session: Session, organization_id: int, start: dt.date, end: dt.date,
+                 group_by: str) -> dict[str, Any]:
+    """The API's report: the organization's usage charged from ``start`` to ``end`` (business
+    days, both included) — a late royalty event in the day and month it was charged in, which
+    is the month its invoice bills — grouped by day (charged), dataset or API key, with totals
+    by kind and by what paid; each row is in one currency and says the month its events
+    occurred in (``occurred_period``) and the month they were charged to (``charged_period``),
+    so a late event's row stands apart. Each figure has what was charged (``amount``) and what
+    the tokens were worth at list price (``list_amount``, exact; see
+    ``billing.metering.charge``)."""
+
+    def lines(by: str | None, months: bool = False) -> list[dict[str, Any]]:
+        return [line.to_dict() for line in usage_lines(session, organization_id, start, end,
+                                                       by, months=months)]
+
+    return {"start": start, "end": end, "group_by": group_by,
+            "rows": lines(group_by, months=True), "totals": lines(None),
+            "by_kind": lines("kind"), "by_paid_by": lines("paid_by")}

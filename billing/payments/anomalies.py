@@ -59,7 +59,7 @@ def record(session: Session, kind: str, *, object_ref: str | None, message: str,
 
 def list_anomalies(session: Session, principal: Principal) -> Keyset[PaymentAnomaly]:
     """The newest findings first; the platform's staff only (they span every organization)."""
-    if "platform" not in principal.org_roles:
+    if not principal.is_platform:
         raise Forbidden("Payment anomalies cover the whole platform: its staff only.")
     return Keyset(session, select(PaymentAnomaly),
                   [desc(PaymentAnomaly.created_at), desc(PaymentAnomaly.id)])

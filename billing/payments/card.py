@@ -517,9 +517,9 @@ def issue_invoice(session: Session, order: Order, settings: BillingSettings,
 def finance_may_act(session: Session, principal: Principal, order: Order) -> None:
     """Platform finance acts on every order; an exchange's finance on orders for datasets
     listed through it. Anyone else: the order does not exist for them."""
-    if "platform" in principal.org_roles:
+    if principal.is_platform:
         return
-    if "exchange" in principal.org_roles:
+    if principal.is_exchange:
         dataset_ids = [line.dataset_id for line in order.lines if line.dataset_id]
         if dataset_ids and session.scalar(select(func.count()).select_from(Listing).where(
                 Listing.dataset_id.in_(dataset_ids),

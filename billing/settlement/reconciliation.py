@@ -74,7 +74,7 @@ def reconcile(session: Session, period: str, *, actor: Principal | None,
     """
     if actor is not None:
         authorize(actor, "statements:manage")
-        if "platform" not in actor.org_roles:
+        if not actor.is_platform:
             raise Forbidden("The reconciliation covers the whole platform: its staff only.")
     start, end = _period_window(session, period)
     rows = session.execute(

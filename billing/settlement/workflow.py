@@ -47,7 +47,7 @@ from billing.settlement.compute import (
     compute_all, computed_content, content_hash, mismatch, period_bounds, window_start,
 )
 from billing.settlement.ledger import LedgerAccount, Line, Purpose, get_account, post
-from market.accounts.authz import Maker, Principal, authorize, refuse_party, require_checker
+from market.accounts.authz import Maker, Principal, authorize, oversees, refuse_party, require_checker
 from market.catalog.models import Listing, SupplyChainRevision, SupplyChainShare
 from market.core import audit
 from market.core.audit import SYSTEM, AuditEntry
@@ -141,7 +141,7 @@ def close_period(session: Session, period: str, *, actor: Principal | None,
     period_start, period_end = period_bounds(period)
     if actor is not None:
         authorize(actor, "statements:manage")
-        if "platform" not in actor.org_roles:
+        if not actor.is_platform:
             raise Forbidden("Only the platform closes a period for every participant.")
     now = utcnow()
     if cutoff is None:
@@ -200,9 +200,7 @@ def close_period(session: Session, period: str, *, actor: Principal | None,
 # Who may see and act ----------------------------------------------------------------------------
 
 def _is_staff_of(principal: Principal, statement: SettlementStatement) -> bool:
-    return "platform" in principal.org_roles or (
-        "exchange" in principal.org_roles
-        and statement.exchange_id == principal.organization_id)
+    return oversees(principal, statement.exchange_id)
 
 
 def _visible(principal: Principal, statement: SettlementStatement) -> bool:
@@ -323,7 +321,7 @@ def dispute(session: Session, principal: Principal, statement: SettlementStateme
     if not _visible(principal, statement):
         raise NotFound("No such statement.")
     if statement.organization_id == principal.organization_id and not principal.is_key:
-        if principal.member_role not in ("owner", "finance"):
+        if not principal.is_finance:
             raise Forbidden("Your organization's owner or finance people dispute statements.")
     else:
         _require_reviewer(principal, statement)
@@ -481,7 +479,7 @@ def pay(session: Session, principal: Principal, statement: SettlementStatement, 
     if not _visible(principal, statement):
         raise NotFound("No such statement.")
     authorize(principal, "payments:manage")
-    if "platform" not in principal.org_roles:
+    if not principal.is_platform:
         raise Forbidden("The platform's finance people pay statements.")
     refuse_party(principal, {statement.organization_id}, item="statement", action="pay")
     _status(statement, "approved")
@@ -526,9 +524,9 @@ def list_statements(session: Session, principal: Principal, *, period: str | Non
         period_bounds(period)
         query = query.where(SettlementStatement.period == period)
     by_due_date = [asc(SettlementStatement.review_due_on), asc(SettlementStatement.id)]
-    if "platform" in principal.org_roles:
+    if principal.is_platform:
         return Keyset(session, query, by_due_date)
-    if "exchange" in principal.org_roles:
+    if principal.is_exchange:
         return Keyset(session, query.where(or_(
             SettlementStatement.exchange_id == principal.organization_id,
             SettlementStatement.organization_id == principal.organization_id)), by_due_date)
@@ -545,14 +543,14 @@ def participant_history(session: Session, principal: Principal, organization_id:
     authorize(principal, "billing:read")
     query = select(SettlementStatement).where(
         SettlementStatement.organization_id == organization_id)
-    if principal.organization_id != organization_id and "platform" not in principal.org_roles:
-        if "exchange" not in principal.org_roles:
+    if principal.organization_id != organization_id and not principal.is_platform:
+        if not principal.is_exchange:
             raise NotFound("No such participant.")
         query = query.where(SettlementStatement.exchange_id == principal.organization_id)
     found = list(session.scalars(query.order_by(SettlementStatement.period,
                                                 SettlementStatement.currency)))
     if not found and principal.organization_id != organization_id and \
-            "platform" not in principal.org_roles:
+            not principal.is_platform:
         raise NotFound("No such participant.")
     return found
 

@@ -22,7 +22,7 @@ from typing import Collection, TypeVar
 
 from sqlalchemy.orm import Session
 
-from market.accounts.models import MemberRole, Organization
+from market.accounts.models import MemberRole, Organization, OrgRole
 from market.core.audit import Actor
 from market.core.errors import Forbidden, NotFound, Unauthorized
 
@@ -41,6 +41,13 @@ SCOPES: dict[str, str] = {
 }
 
 ALL_MEMBER_ROLES = frozenset(r.value for r in MemberRole)
+# The people who hold an organization's purse: they pay, dispute and, at the platform, open
+# credit lines and verify tax status.
+FINANCE_ROLES = frozenset({MemberRole.OWNER.value, MemberRole.FINANCE.value})
+PLATFORM = OrgRole.PLATFORM.value
+EXCHANGE = OrgRole.EXCHANGE.value
+# The organizations paid a share of what a dataset earns, through settlement statements.
+PAYEE_ROLES = frozenset({OrgRole.SUPPLIER.value, OrgRole.PROCESSOR.value, OrgRole.CHANNEL.value})
 
 
 @dataclass(frozen=True)
@@ -66,7 +73,7 @@ PERMISSIONS: dict[str, Rule] = {
     "catalog:read": Rule(ALL_MEMBER_ROLES, "catalog:read"),
     "catalog:write": Rule(frozenset({"owner", "member"}), "catalog:write",
                           frozenset({"supplier", "processor"})),
-    "listings:review": Rule(frozenset({"owner", "reviewer"}), None, frozenset({"exchange"})),
+    "listings:review": Rule(frozenset({"owner", "reviewer"}), None, frozenset({EXCHANGE})),
     # The metered data API: machines only, since every call is charged to a key's limits.
     "data:read": Rule(frozenset(), "data:read"),
     "usage:read": Rule(ALL_MEMBER_ROLES, "usage:read"),
@@ -76,19 +83,19 @@ PERMISSIONS: dict[str, Rule] = {
     "billing:write": Rule(frozenset({"owner", "member", "finance"}), "billing:write"),
     # Budgets: set up and amended by the organization's owner or finance people; read with
     # billing:read.
-    "budgets:manage": Rule(frozenset({"owner", "finance"}), "billing:write"),
+    "budgets:manage": Rule(FINANCE_ROLES, "billing:write"),
     # Refunds and recorded bank receipts move the platform's money: its own finance people only.
-    "payments:manage": Rule(frozenset({"owner", "finance"}), None,
-                            frozenset({"platform", "exchange"})),
+    "payments:manage": Rule(FINANCE_ROLES, None,
+                            frozenset({PLATFORM, EXCHANGE})),
     # Quoting on custom demands and delivering them.
     "deals:supply": Rule(frozenset({"owner", "member"}), "catalog:write",
                          frozenset({"supplier", "processor"})),
     # The platform's own finance people: a buyer's verified tax status, and credit lines.
-    "tax_status:manage": Rule(frozenset({"owner", "finance"}), None, frozenset({"platform"})),
-    "credit_lines:manage": Rule(frozenset({"owner", "finance"}), None, frozenset({"platform"})),
+    "tax_status:manage": Rule(FINANCE_ROLES, None, frozenset({PLATFORM})),
+    "credit_lines:manage": Rule(FINANCE_ROLES, None, frozenset({PLATFORM})),
     # Settlement statements: closing periods, reviewing, resolving disputes (maker-checker).
     "statements:manage": Rule(frozenset({"owner", "finance", "reviewer"}), None,
-                              frozenset({"platform", "exchange"})),
+                              frozenset({PLATFORM, EXCHANGE})),
 }
 
 
@@ -110,6 +117,33 @@ class Principal:
     @property
     def is_key(self) -> bool:
         return self.api_key_id is not None
+
+    @property
+    def is_platform(self) -> bool:
+        """Acts for the platform, whose staff see across every participant (closing periods,
+        reconciliation, payment anomalies, every statement and order)."""
+        return PLATFORM in self.org_roles
+
+    @property
+    def is_exchange(self) -> bool:
+        """Acts for an exchange, which reviews what is listed through it."""
+        return EXCHANGE in self.org_roles
+
+    @property
+    def is_payee(self) -> bool:
+        """Acts for an organization paid shares (a supplier, processor or channel)."""
+        return bool(PAYEE_ROLES & self.org_roles)
+
+    @property
+    def is_finance(self) -> bool:
+        """A person of the organization's finance (its owner or a finance member); a key never
+        is."""
+        return not self.is_key and self.member_role in FINANCE_ROLES
+
+    @property
+    def is_platform_finance(self) -> bool:
+        """A person of the platform's finance: credit lines, tax status, paying statements."""
+        return self.is_platform and self.is_finance
 
     def can(self, permission: str) -> bool:
         rule = PERMISSIONS[permission]
@@ -174,6 +208,13 @@ def require_checker(principal: Principal, maker: Maker, *, excluded: Collection[
         raise Forbidden(f"This {item} is approved by someone of another team or a higher role "
                         f"than its maker ({maker.member_role}).", field="approver",
                         code="checker_required")
+
+
+def oversees(principal: Principal, exchange_id: int | None) -> bool:
+    """Whether the principal reviews an item listed through ``exchange_id``: the platform
+    reviews every item, an exchange those listed through it."""
+    return principal.is_platform or (principal.is_exchange
+                                     and exchange_id == principal.organization_id)
 
 
 T = TypeVar("T")

@@ -341,7 +341,7 @@ def set_tax_status(session: Session, principal: Principal, organization_id: int,
     (a certificate or registration number); checkout prices every order by it, so the change
     is audited with what it was before.
     """
-    if "platform" not in principal.org_roles or principal.member_role not in ("owner", "finance"):
+    if not principal.is_platform_finance:
         raise Forbidden("Only the platform's finance staff verify tax status.")
     refuse_party(principal, {organization_id}, item="organization's tax status", action="verify")
     if status not in TAXPAYER_STATUSES:

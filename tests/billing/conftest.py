@@ -4,31 +4,15 @@ settings, and a saved card at the local Stripe server. Everything goes through t
 from __future__ import annotations
 
 import http.server
-import io
-import json
 import socket
 import threading
 
 import pytest
 
 from billing.context import BillingSettings
-from market.accounts import services as accounts
-from market.catalog import importer, listings, offers
-from market.catalog import services as catalog
 from tests.billing import shop
 from tests.fixtures import csrf_token
-from tests.factories import SINGLE_PERSON_THRESHOLD, make_org, make_user
-
-DATASET = {
-    "title_zh": "电网负荷数据", "title_en": "Grid load series", "sector": "smart_energy",
-    "modality": "text", "ai_stage": "pretraining", "licence": "commercial_standard",
-    "personal_information": "none",
-    "rights": {"holding": "Grid Co", "usage": "Grid Co", "operation": "Grid Co"}}
-
-RECORDS = [
-    {"instruction": "总结这份CT报告。", "response": "双肺未见明显异常。"},
-    {"instruction": "Summarize the MRI report.", "response": "No acute findings."},
-]
+from tests.factories import SINGLE_PERSON_THRESHOLD
 
 
 def plan_terms(code: str, price: str, *, period: str = "month", tokens: int = 1_000_000,
@@ -44,10 +28,6 @@ PLANS = {"basic": plan_terms("basic", "99.00", rollover=True),
 METERED = {"kind": "metered", "code": "api",
            "tiers": [{"from_tokens": 0, "up_to": None,
                       "price_per_million": {"amount": "12.50", "currency": "CNY"}}]}
-
-
-def principal_of(user, org):
-    return accounts.principal_for_user(user, org.id)
 
 
 def billing_settings(**changes) -> BillingSettings:
@@ -74,46 +54,30 @@ def db(app, connection):
 def listed(session, passwords):
     """A supplier's dataset with one version, a supply chain of supplier (60%) and processor
     (40%), two monthly plans (basic, pro), a metered rate card, and an approved listing."""
-    supplier = make_org(session, "supplier", name="Grid Data Co")
-    processor = make_org(session, "processor", name="Label Works")
-    exchange = make_org(session, "exchange", name="Shanghai Data Exchange")
-    owner = principal_of(make_user(session, passwords, supplier, "owner"), supplier)
-    reviewer = principal_of(make_user(session, passwords, exchange, "reviewer"), exchange)
-    dataset = catalog.create_dataset(session, owner, DATASET)
-    body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in RECORDS).encode()
-    importer.import_version(session, owner, dataset, io.BytesIO(body), source_format="jsonl",
-                            encoding="o200k_base")
-    chain = catalog.set_supply_chain(session, owner, dataset, [
-        {"organization_id": supplier.id, "role": "supplier", "share_bps": 6_000},
-        {"organization_id": processor.id, "role": "processor", "share_bps": 4_000}])
-    plans = {code: offers.add_offer(session, owner, dataset, terms)
-             for code, terms in PLANS.items()}
-    metered = offers.add_offer(session, owner, dataset, METERED)
-    listing = listings.submit(session, owner, dataset, version_id=dataset.versions[0].id,
-                              exchange_id=exchange.id, review_days=5)
-    listings.approve(session, reviewer, listing)
+    made = shop.listed_dataset(session, passwords, records=shop.RECORDS[:2],
+                               package_price=None, extra_offers=[*PLANS.values(), METERED])
     session.commit()
-    return {"dataset": dataset, "plans": plans, "metered": metered, "chain": chain,
-            "supplier": supplier, "processor": processor, "exchange": exchange,
-            "owner": owner, "listing": listing}
+    *plans, metered = made["offers"]
+    return {"dataset": made["dataset"], "plans": dict(zip(PLANS, plans)), "metered": metered,
+            "chain": made["chain"], "supplier": made["supplier"],
+            "processor": made["processor"], "exchange": made["exchange"],
+            "owner": made["owner"], "listing": made["listing"]}
 
 
 @pytest.fixture()
-def buyer(session, passwords):
-    """A buyer organization and its owner's principal."""
-    org = make_org(session, "buyer", name="City Health Commission")
-    user = make_user(session, passwords, org, "owner")
+def buyer(session, passwords) -> shop.Member:
+    """A buyer organization and its owner."""
+    member = shop.buyer(session, passwords)
     session.commit()
-    return {"org": org, "user": user, "principal": principal_of(user, org)}
+    return member
 
 
 @pytest.fixture()
-def finance(session, passwords):
+def finance(session, passwords) -> shop.Member:
     """A finance person of the platform organization."""
-    platform = make_org(session, "platform", name="Marketplace Platform")
-    user = make_user(session, passwords, platform, "finance")
+    member = shop.platform_finance(session, passwords)
     session.commit()
-    return {"org": platform, "user": user, "principal": principal_of(user, platform)}
+    return member
 
 
 @pytest.fixture()

@@ -23,8 +23,8 @@ from market.catalog import services as catalog
 from market.core.db import utcnow
 from market.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from pricing.money import Money
-from tests.billing.conftest import billing_settings, principal_of
-from tests.billing.shop import listed_dataset
+from tests.billing.conftest import billing_settings
+from tests.billing.shop import listed_dataset, principal_of
 from tests.factories import make_key, make_org, make_user
 from tests.fixtures import csrf_token
 

@@ -34,14 +34,14 @@ def quiet(_message: str) -> None:
 
 def pay_by_bank(session, finance, order, settings, reference="B-1"):
     invoice = payments.issue_invoice(session, order, settings)
-    payments.record_bank_receipt(session, finance["principal"], invoice, amount=order.total,
+    payments.record_bank_receipt(session, finance.principal, invoice, amount=order.total,
                                  received_on=TODAY, bank_reference=reference,
                                  settings=settings)
 
 
 def subscribed(session, listed, buyer, finance, settings, *, plan="basic", today=LAST_MONTH):
     """An active subscription, paid by bank transfer."""
-    sub = subscriptions.subscribe(session, buyer["principal"], listed["plans"][plan].id,
+    sub = subscriptions.subscribe(session, buyer.principal, listed["plans"][plan].id,
                                   payment_method="bank_transfer", settings=settings,
                                   today=today)
     pay_by_bank(session, finance, subscriptions.first_order(session, sub), settings,
@@ -73,7 +73,7 @@ def has_access(session, sub, kind="api", at=None) -> bool:
 
 def test_subscribe_by_bank_transfer_is_active_once_the_invoice_is_paid(
         session, listed, buyer, finance, settings):
-    sub = subscriptions.subscribe(session, buyer["principal"], listed["plans"]["basic"].id,
+    sub = subscriptions.subscribe(session, buyer.principal, listed["plans"]["basic"].id,
                                   payment_method="bank_transfer", settings=settings)
     order = subscriptions.first_order(session, sub)
     assert (sub.status, order.kind, order.subscription_id) == ("incomplete", "subscription",
@@ -92,7 +92,7 @@ def test_subscribe_by_bank_transfer_is_active_once_the_invoice_is_paid(
     assert sub.status == "active"
     assert (sub.included_tokens, sub.rollover_tokens, sub.tokens_used) == (1_000_000, 0, 0)
     for kind in ("api", "download"):
-        granted = entitlements.active_entitlement(session, buyer["org"].id,
+        granted = entitlements.active_entitlement(session, buyer.org.id,
                                                   listed["dataset"].id, kind=kind)
         assert granted.version_id is None and granted.subscription_id == sub.id
         assert granted.valid_until.date() == sub.current_period_end
@@ -100,10 +100,10 @@ def test_subscribe_by_bank_transfer_is_active_once_the_invoice_is_paid(
 
 
 def test_one_live_subscription_per_organization_and_dataset(session, listed, buyer, settings):
-    subscriptions.subscribe(session, buyer["principal"], listed["plans"]["basic"].id,
+    subscriptions.subscribe(session, buyer.principal, listed["plans"]["basic"].id,
                             payment_method="bank_transfer", settings=settings)
     with pytest.raises(Conflict) as error:
-        subscriptions.subscribe(session, buyer["principal"], listed["plans"]["pro"].id,
+        subscriptions.subscribe(session, buyer.principal, listed["plans"]["pro"].id,
                                 payment_method="bank_transfer", settings=settings)
     assert error.value.field == "offer_id"
 
@@ -149,10 +149,10 @@ def test_renewal_bills_each_period_once_even_when_run_twice(app, db, session, li
 def test_cancel_at_period_end_keeps_access_until_the_renewal_job_ends_it(
         app, db, session, listed, buyer, finance, settings):
     sub = subscribed(session, listed, buyer, finance, settings)
-    subscriptions.cancel(session, buyer["principal"], sub.id)
-    subscriptions.resume(session, buyer["principal"], sub.id, today=LAST_MONTH)
+    subscriptions.cancel(session, buyer.principal, sub.id)
+    subscriptions.resume(session, buyer.principal, sub.id, today=LAST_MONTH)
     assert not sub.cancel_at_period_end
-    subscriptions.cancel(session, buyer["principal"], sub.id)
+    subscriptions.cancel(session, buyer.principal, sub.id)
     assert (sub.status, sub.cancel_at_period_end) == ("active", True)
     session.commit()
 
@@ -167,7 +167,7 @@ def test_cancel_at_period_end_keeps_access_until_the_renewal_job_ends_it(
                                           "subscription.cancel_scheduled",
                                           "subscription.cancelled"]
     with pytest.raises(Conflict):
-        subscriptions.resume(session, buyer["principal"], sub.id)
+        subscriptions.resume(session, buyer.principal, sub.id)
 
 
 def test_upgrade_mid_period_charges_the_prorated_difference(session, listed, buyer, finance,
@@ -179,7 +179,7 @@ def test_upgrade_mid_period_charges_the_prorated_difference(session, listed, buy
     pro = offer_from_dict(listed["plans"]["pro"].terms)
     expected = proration.change_plan(basic, pro, period, middle)
 
-    change = subscriptions.change_plan(session, buyer["principal"], sub.id,
+    change = subscriptions.change_plan(session, buyer.principal, sub.id,
                                        listed["plans"]["pro"].id, today=middle)
 
     assert change.outcome == "awaiting_payment"
@@ -188,7 +188,7 @@ def test_upgrade_mid_period_charges_the_prorated_difference(session, listed, buy
     assert order.subtotal_minor == expected.total.minor > 0
     assert sub.offer_id == listed["plans"]["basic"].id  # not before it is paid
     with pytest.raises(Conflict):
-        subscriptions.change_plan(session, buyer["principal"], sub.id,
+        subscriptions.change_plan(session, buyer.principal, sub.id,
                                   listed["plans"]["pro"].id, today=middle)
 
     pay_by_bank(session, finance, order, settings, reference="B-upgrade")
@@ -204,7 +204,7 @@ def test_upgrade_mid_period_charges_the_prorated_difference(session, listed, buy
 def test_downgrade_waits_for_the_period_end(app, db, session, listed, buyer, finance,
                                             settings):
     sub = subscribed(session, listed, buyer, finance, settings, plan="pro")
-    change = subscriptions.change_plan(session, buyer["principal"], sub.id,
+    change = subscriptions.change_plan(session, buyer.principal, sub.id,
                                        listed["plans"]["basic"].id, today=LAST_MONTH)
     assert (change.outcome, change.order) == ("scheduled", None)
     assert (sub.offer_id, sub.pending_offer_id) == (listed["plans"]["pro"].id,
@@ -225,7 +225,7 @@ def test_downgrade_waits_for_the_period_end(app, db, session, listed, buyer, fin
 
 def test_a_declined_renewal_goes_past_due_then_suspended_then_cancelled(
         app, db, session, listed, buyer, settings, stripe_gateway):
-    principal = buyer["principal"]
+    principal = buyer.principal
     payments.save_card(db, stripe_gateway, principal, card(stripe_gateway, VISA))
     sub = subscriptions.subscribe(session, principal, listed["plans"]["basic"].id,
                                   payment_method="card", settings=settings, today=LAST_MONTH)
@@ -276,7 +276,7 @@ def test_a_declined_renewal_goes_past_due_then_suspended_then_cancelled(
 
 def test_a_past_due_renewal_paid_on_retry_is_active_again(app, db, session, listed, buyer,
                                                           settings, stripe_gateway):
-    principal = buyer["principal"]
+    principal = buyer.principal
     payments.save_card(db, stripe_gateway, principal, card(stripe_gateway, DECLINED_ON_CHARGE))
     sub = subscriptions.subscribe(session, principal, listed["plans"]["basic"].id,
                                   payment_method="card", settings=settings, today=LAST_MONTH)
@@ -323,7 +323,7 @@ def test_a_refunded_first_period_ends_the_subscription(db, session, listed, buye
     sub = subscribed(session, listed, buyer, finance, settings, today=TODAY)
     payment = subscriptions.first_order(session, sub).payments[0]
     session.commit()
-    refunds.refund_payment(db, None, finance["principal"], payment.id, reason="mistake",
+    refunds.refund_payment(db, None, finance.principal, payment.id, reason="mistake",
                            bank_reference="OUT-1")
     session.expire_all()
     assert sub.status == "cancelled" and not has_access(session, sub)
@@ -341,7 +341,7 @@ def test_periods_are_unique_per_start(session, listed, buyer, finance, settings)
 def test_an_unpaid_upgrade_lapses_when_the_period_renews(app, db, session, listed, buyer,
                                                          finance, settings):
     sub = subscribed(session, listed, buyer, finance, settings)
-    change = subscriptions.change_plan(session, buyer["principal"], sub.id,
+    change = subscriptions.change_plan(session, buyer.principal, sub.id,
                                        listed["plans"]["pro"].id,
                                        today=sub.current_period_end - dt.timedelta(days=1))
     assert change.order.total_minor > 0

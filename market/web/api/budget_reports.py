@@ -7,12 +7,11 @@ from flask import Response
 from marshmallow import Schema, fields, validate
 
 from billing.budgets import reports
-from billing.models import Budget
+from billing.budgets.lines import get_budget
 from market.accounts.authz import Principal
 from market.web.api.blueprint import api
 from market.web.api.pagination import PageQuerySchema, PageSchema, page_request
 from market.web.boundary import Month
-from market.core.errors import NotFound
 from market.web.http import db_session
 
 BUDGETS = ["Budgets"]
@@ -90,13 +89,6 @@ class BudgetRecordPageSchema(PageSchema):
     spent = fields.String()
 
 
-def _budget(principal: Principal, budget_id: int) -> Budget:
-    budget = db_session().get(Budget, budget_id)
-    if budget is None or budget.organization_id != principal.organization_id:
-        raise NotFound("No such budget.")
-    return budget
-
-
 @api.operation("/budgets/<int:budget_id>/report", "GET", summary="A budget's execution",
                permission="billing:read", query=BudgetReportQuerySchema,
                response=BudgetReportSchema, tags=BUDGETS, errors=(404,))
@@ -104,7 +96,8 @@ def get_budget_report(principal: Principal, budget_id: int, query: dict):
     """Approved, committed, spent, remaining and the execution rate of each line (``by=line``),
     or committed and spent by ``supplier``, ``sector``, ``dataset`` or ``month``. Committed is
     commitments less releases and expenditures; spent is expenditures less refunds."""
-    return reports.budget_report(db_session(), _budget(principal, budget_id),
+    session = db_session()
+    return reports.budget_report(session, get_budget(session, principal, budget_id),
                                  query["by"]).to_dict()
 
 
@@ -115,7 +108,8 @@ def get_budget_report(principal: Principal, budget_id: int, query: dict):
 def get_budget_records(principal: Principal, budget_id: int, query: dict):
     """The records matching every filter given, newest first, a page at a time; ``total``,
     ``committed`` and ``spent`` count all of them, so they equal the report's figure."""
-    session, budget = db_session(), _budget(principal, budget_id)
+    session = db_session()
+    budget = get_budget(session, principal, budget_id)
     filters = {name: query[name] for name in reports.DRILL_FILTERS if query[name] is not None}
     sums = reports.record_sums(session, budget, filters)
     page = reports.matching_records(session, budget, filters).page(page_request(query))
@@ -124,7 +118,7 @@ def get_budget_records(principal: Principal, budget_id: int, query: dict):
 
 
 def _export(principal: Principal, budget_id: int, extension: str) -> Response:
-    budget = _budget(principal, budget_id)
+    budget = get_budget(db_session(), principal, budget_id)
     report = reports.budget_report(db_session(), budget, "line")
     body, mimetype = ((reports.report_xlsx(report), reports.XLSX_MEDIA_TYPE)
                       if extension == "xlsx" else (reports.report_csv(report),

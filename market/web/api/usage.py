@@ -162,7 +162,7 @@ class UsageQuerySchema(Schema):
 
     @validates_schema
     def _range(self, data: dict, **kwargs) -> None:
-        start, end = usage.default_range(data["start"], data["end"], _today())
+        start, end = usage.month_range(data["start"], data["end"], _today())
         if end < start:
             raise ValidationError("The end of the range comes before its start.", "to")
         if (end - start).days + 1 > usage.MAX_REPORT_DAYS:
@@ -231,6 +231,6 @@ def get_usage(principal: Principal, query: dict):
     it was charged to — grouped by ``day`` (charged), ``dataset`` or ``key``, each row with the
     month its events occurred in and the month they were charged to; totals by kind and by what
     paid."""
-    start, end = usage.default_range(query["start"], query["end"], _today())
+    start, end = usage.month_range(query["start"], query["end"], _today())
     return usage.usage_report(db_session(), principal.organization_id, start, end,
                               query["group_by"])

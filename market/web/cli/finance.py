@@ -30,9 +30,9 @@ def _database():
 def _platform_finance(session, email: str) -> Principal:
     user = accounts.get_user_by_email(session, email)
     for membership in user.memberships:
-        if (membership.organization.has_role_name("platform")
-                and membership.role in ("owner", "finance")):
-            return accounts.principal_for_user(user, membership.organization_id)
+        principal = accounts.principal_for_user(user, membership.organization_id)
+        if principal.is_platform_finance:
+            return principal
     raise click.ClickException(f"{email} is not a finance person of the platform.")
 
 

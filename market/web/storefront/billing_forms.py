@@ -12,21 +12,7 @@ from wtforms.validators import DataRequired, InputRequired, Length, NumberRange,
 
 from billing.orders import MAX_QUANTITY, MAX_TOKEN_PACK_MILLIONS
 from market.web.boundary import BoundedForm
-
-PAYMENT_METHOD_LABELS = {"bank_transfer": _l("Bank transfer"), "card": _l("Card")}
-
-
-def _payment_method_choices(card_enabled: bool) -> list[SelectChoice]:
-    methods = ("bank_transfer", "card") if card_enabled else ("bank_transfer",)
-    return [SelectChoice(m, PAYMENT_METHOD_LABELS[m]) for m in methods]
-
-
-def _optional_int(value):
-    """A select whose empty choice means "none" (a platform-wide token pack)."""
-    if value in (None, "", "None"):
-        return None
-    return int(value)
-
+from market.web.storefront.forms import optional_int, payment_method_choices
 
 def _budget_line_choices(budget_lines) -> list[SelectChoice]:
     return [SelectChoice("", _l("No budget line"))] + [
@@ -36,7 +22,7 @@ def _budget_line_choices(budget_lines) -> list[SelectChoice]:
 def _budget_line_field() -> SelectField:
     # The service decides whether a line is required (the organization has a budget for the
     # year and currency) and whether the budget asks for a purchase-order number.
-    return SelectField(_l("Budget line"), coerce=_optional_int, validate_choice=False)
+    return SelectField(_l("Budget line"), coerce=optional_int, validate_choice=False)
 
 
 def _purchase_order_field() -> StringField:
@@ -60,7 +46,7 @@ class CheckoutForm(BoundedForm):
 
     def __init__(self, *args, card_enabled: bool = False, budget_lines=(), **kwargs):
         super().__init__(*args, **kwargs)
-        self.payment_method.choices = _payment_method_choices(card_enabled)
+        self.payment_method.choices = payment_method_choices(card_enabled)
         self.budget_line_id.choices = _budget_line_choices(budget_lines)
 
 
@@ -78,7 +64,7 @@ class SubscriptionCheckoutForm(BoundedForm):
 
     def __init__(self, *args, card_enabled: bool = False, budget_lines=(), **kwargs):
         super().__init__(*args, **kwargs)
-        self.payment_method.choices = _payment_method_choices(card_enabled)
+        self.payment_method.choices = payment_method_choices(card_enabled)
         self.budget_line_id.choices = _budget_line_choices(budget_lines)
 
 
@@ -86,7 +72,7 @@ class TokenPackForm(BoundedForm):
     millions = IntegerField(_l("Millions of tokens"), default=1, validators=[
         DataRequired(), NumberRange(min=1, max=MAX_TOKEN_PACK_MILLIONS)])
     # The dataset page posts its own dataset; the holdings page offers the datasets held.
-    dataset_id = SelectField(_l("For"), coerce=_optional_int, validate_choice=False)
+    dataset_id = SelectField(_l("For"), coerce=optional_int, validate_choice=False)
     payment_method = RadioField(_l("How you will pay"), default="bank_transfer",
                                 validators=[DataRequired()])
     budget_line_id = _budget_line_field()
@@ -95,7 +81,7 @@ class TokenPackForm(BoundedForm):
     def __init__(self, *args, card_enabled: bool = False, datasets=(), budget_lines=(),
                  **kwargs):
         super().__init__(*args, **kwargs)
-        self.payment_method.choices = _payment_method_choices(card_enabled)
+        self.payment_method.choices = payment_method_choices(card_enabled)
         self.budget_line_id.choices = _budget_line_choices(budget_lines)
         self.dataset_id.choices = [SelectChoice("", _l("Any dataset (platform-wide)"))] + [
             SelectChoice(str(d.id), title) for d, title in datasets]

@@ -14,25 +14,26 @@ from urllib.parse import urlsplit
 from flask import (
     abort, current_app, flash, redirect, render_template, request, session, url_for,
 )
-from flask_babel import get_locale
 from flask_babel import gettext as _
 from sqlalchemy import select
 
 from billing import certificates, entitlements, orders
-from billing.budgets import lines as budgets
 from billing.payments import card as payments, refunds
 from billing.models import Certificate, Order, OrderLine
 from billing.payments.gateway import CardGateway
 from market.accounts.authz import Principal
 from market.accounts.models import Organization
 from market.catalog.models import Dataset, Offer
-from market.core.errors import Conflict, Forbidden, InvalidInput, MarketError, NotFound
+from market.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from market.core.keyset import PageRequest
 from market.web.storefront.billing_forms import (
     CartItemForm, CheckoutForm, ReceiptForm, ReferenceLookupForm, RefundForm, TokenPackForm,
 )
 from market.web.storefront.blueprint import storefront
-from market.web.storefront.catalog_views import _amount
+from market.web.storefront.common import (
+    billing_settings, budget_lines, dataset_title, form_error, format_money, gateway,
+    require_action_form, same_site,
+)
 from market.web.storefront.forms import ActionForm
 from market.web.storefront.views import signed_in
 from market.web.http import (
@@ -52,43 +53,6 @@ def _db():
     return current_app.extensions["market.db"]
 
 
-def _gateway() -> CardGateway | None:
-    return current_app.extensions["market.gateway"]
-
-
-def _settings():
-    return current_app.extensions["market.billing"]
-
-
-@storefront.app_template_filter("money")
-def _money(value, currency: str | None = None) -> str:
-    """``CNY 9,800.00``: a Money, or minor units with their currency."""
-    money = value if isinstance(value, Money) else Money.from_minor(value, currency)
-    return f"{money.currency} {_amount(format(money.amount, 'f'))}"
-
-
-def _dataset_title(dataset: Dataset | None) -> str:
-    if dataset is None:
-        return ""
-    # Babel parses zh_CN as zh_Hans_CN, so compare the language alone.
-    return dataset.title_zh if get_locale().language == "zh" else dataset.title_en
-
-
-def _form_error(form, exc: MarketError, fields: dict[str, str] | None = None) -> None:
-    """Show a service's error next to the field it names (``fields`` maps its names to ours)."""
-    name = (fields or {}).get(exc.field, exc.field) if exc.field else None
-    field = getattr(form, name, None) if name else None
-    if field is not None and hasattr(field, "errors"):
-        field.errors = list(field.errors) + [exc.detail]
-    else:
-        form.form_errors.append(exc.detail)
-
-
-def _require_action_form() -> None:
-    if not ActionForm().validate_on_submit():
-        abort(400)
-
-
 # The cart ---------------------------------------------------------------------------------------
 
 def _cart() -> list[dict]:
@@ -105,7 +69,7 @@ def _cart_lines(items: list[dict]) -> tuple[list[dict], list[Money]]:
     for item in items:
         offer = db_session().get(Offer, item["offer_id"])
         line = {"offer_id": item["offer_id"], "quantity": item["quantity"], "offer": offer,
-                "title": _dataset_title(offer.dataset) if offer else "", "quote": None}
+                "title": dataset_title(offer.dataset) if offer else "", "quote": None}
         if offer is not None and offer.kind == "mall_package" and offer.retired_at is None:
             try:
                 line["quote"] = quote(offer_from_dict(offer.terms), quantity=item["quantity"])
@@ -118,22 +82,9 @@ def _cart_lines(items: list[dict]) -> tuple[list[dict], list[Money]]:
     return lines, list(totals.values())
 
 
-def _budget_lines(principal: Principal, currency: str | None = None) -> list[tuple[int, str]]:
-    """This year's budget lines of the buyer (in ``currency``, when the purchase's is known),
-    as checkout choices with what each has left."""
-    choices = []
-    for line in budgets.checkout_lines(db_session(), principal.organization_id):
-        if currency is not None and line.budget.currency != currency:
-            continue
-        left = _money(line.remaining_minor, line.budget.currency)
-        choices.append((line.id, _("%(code)s — %(name)s (%(left)s left)", code=line.code,
-                                   name=line.name, left=left)))
-    return choices
-
-
 def _checkout_form(principal: Principal, **kwargs) -> CheckoutForm:
-    return CheckoutForm(card_enabled=_gateway() is not None,
-                        budget_lines=_budget_lines(principal), **kwargs)
+    return CheckoutForm(card_enabled=gateway() is not None,
+                        budget_lines=budget_lines(principal), **kwargs)
 
 
 def _render_cart(principal: Principal, checkout_form: CheckoutForm | None = None,
@@ -142,7 +93,7 @@ def _render_cart(principal: Principal, checkout_form: CheckoutForm | None = None
     return render_template(
         "billing/cart.html", lines=lines, totals=totals,
         checkout_form=checkout_form or _checkout_form(principal, formdata=None),
-        card_enabled=_gateway() is not None), status
+        card_enabled=gateway() is not None), status
 
 
 @storefront.get("/cart")
@@ -157,7 +108,7 @@ def add_to_cart(principal: Principal):
     form = CartItemForm()
     if not form.validate_on_submit():
         flash(_("Choose a quantity of at least 1."), "error")
-        return redirect(request.referrer if _same_site(request.referrer)
+        return redirect(request.referrer if same_site(request.referrer)
                         else url_for("storefront.cart"))
     try:
         offer = orders.sellable_offer(db_session(), principal, form.offer_id.data,
@@ -200,7 +151,7 @@ def change_cart_quantity(principal: Principal, offer_id: int):
 @storefront.post("/cart/<int:offer_id>/remove")
 @signed_in("billing:write")
 def remove_from_cart(principal: Principal, offer_id: int):
-    _require_action_form()
+    require_action_form()
     _save_cart([i for i in _cart() if i["offer_id"] != offer_id])
     return redirect(url_for("storefront.cart"))
 
@@ -218,7 +169,7 @@ def checkout(principal: Principal):
                 note=form.note.data or "", budget_line_id=form.budget_line_id.data,
                 purchase_order_number=form.purchase_order_number.data)
         except (InvalidInput, Conflict, NotFound) as exc:
-            _form_error(form, exc)
+            form_error(form, exc)
         else:
             _save_cart([])
             flash(_("Order %(number)s placed.", number=order.number), "success")
@@ -249,19 +200,19 @@ def order_page(principal: Principal, order_id: int):
     order = orders.get_order(db_session(), principal, order_id)
     return render_template("billing/order.html", order=order,
                            certificates=_certificates_of(order),
-                           payee_bank_account=_settings().payee_bank_account,
-                           card_enabled=_gateway() is not None)
+                           payee_bank_account=billing_settings().payee_bank_account,
+                           card_enabled=gateway() is not None)
 
 
 @storefront.post("/orders/<int:order_id>/pay/bank-transfer")
 @signed_in("billing:write")
 def pay_by_bank_transfer(principal: Principal, order_id: int):
-    _require_action_form()
+    require_action_form()
     session_ = db_session()
     order = orders.get_order(session_, principal, order_id, for_update=True)
     if any(p.status in CARD_PAYMENT_IN_FLIGHT for p in order.payments):
         raise Conflict(_("A card payment for this order is in progress."), field="order")
-    invoice = payments.issue_invoice(session_, order, _settings(), principal.actor)
+    invoice = payments.issue_invoice(session_, order, billing_settings(), principal.actor)
     flash(_("Invoice %(number)s issued: transfer the amount with the payment reference "
             "%(reference)s.", number=invoice.number, reference=invoice.payment_reference),
           "success")
@@ -271,7 +222,7 @@ def pay_by_bank_transfer(principal: Principal, order_id: int):
 @storefront.post("/orders/<int:order_id>/cancel")
 @signed_in("billing:write")
 def cancel_order(principal: Principal, order_id: int):
-    _require_action_form()
+    require_action_form()
     session_ = db_session()
     order = orders.get_order(session_, principal, order_id, for_update=True)
     orders.cancel_order(session_, principal, order)
@@ -308,7 +259,7 @@ def _card_page_policy() -> str:
 @storefront.get("/orders/<int:order_id>/pay/card")
 @signed_in("billing:write")
 def pay_by_card_page(principal: Principal, order_id: int):
-    if _gateway() is None:
+    if gateway() is None:
         raise Conflict(_("Card payments are not enabled here; pay by bank transfer."))
     order = orders.get_order(db_session(), principal, order_id)
     html = render_template("billing/pay_card.html", order=order,
@@ -341,7 +292,7 @@ def verify_certificate():
     digest = request.args.get("digest", "").strip()[:128] or None
     result = None
     if number:
-        result = certificates.verify(db_session(), number, _settings().certificate_key,
+        result = certificates.verify(db_session(), number, billing_settings().certificate_key,
                                      presented_digest=digest,
                                      viewer_organization_ids=viewer_organization_ids())
     return render_template("billing/verify.html", number=number, digest=digest or "",
@@ -353,9 +304,9 @@ def verify_certificate():
 def _token_pack_form(principal: Principal, held: list[Dataset], *,
                      from_request: bool) -> TokenPackForm:
     extra = {} if from_request else {"formdata": None}
-    return TokenPackForm(card_enabled=_gateway() is not None,
-                         datasets=[(d, _dataset_title(d)) for d in held],
-                         budget_lines=_budget_lines(principal), **extra)
+    return TokenPackForm(card_enabled=gateway() is not None,
+                         datasets=[(d, dataset_title(d)) for d in held],
+                         budget_lines=budget_lines(principal), **extra)
 
 
 def _holdings(principal: Principal):
@@ -379,7 +330,7 @@ def _render_holdings(principal: Principal, form: TokenPackForm | None = None, st
     form = form or _token_pack_form(principal, _held(datasets), from_request=False)
     return render_template("billing/holdings.html", entitlements=held_entitlements,
                            wallets=wallets, datasets=datasets, form=form,
-                           dataset_title=_dataset_title), status
+                           dataset_title=dataset_title), status
 
 
 @storefront.get("/holdings")
@@ -404,11 +355,11 @@ def buy_token_pack(principal: Principal):
             order = orders.place_token_pack_order(
                 db_session(), principal, millions=form.millions.data,
                 dataset_id=form.dataset_id.data, payment_method=form.payment_method.data,
-                platform_price_per_million=_settings().token_pack_price_per_million,
+                platform_price_per_million=billing_settings().token_pack_price_per_million,
                 budget_line_id=form.budget_line_id.data,
                 purchase_order_number=form.purchase_order_number.data)
         except (InvalidInput, Conflict, NotFound) as exc:
-            _form_error(form, exc)
+            form_error(form, exc)
         else:
             flash(_("Order %(number)s placed.", number=order.number), "success")
             for warning in order.budget_warnings:
@@ -459,7 +410,7 @@ def finance(principal: Principal):
             found = payments.find_invoice_by_reference(db_session(), principal,
                                                        lookup.payment_reference.data)
         except (InvalidInput, NotFound) as exc:
-            _form_error(lookup, exc)
+            form_error(lookup, exc)
             status = 404 if isinstance(exc, NotFound) else 422
     return _render_finance(principal, lookup=lookup, found=found, status=status)
 
@@ -477,9 +428,9 @@ def record_receipt(principal: Principal, invoice_id: int):
                 session_, principal, invoice,
                 amount=Money(form.amount.data, form.currency.data.strip().upper()),
                 received_on=form.received_on.data,
-                bank_reference=form.bank_reference.data or "", settings=_settings())
+                bank_reference=form.bank_reference.data or "", settings=billing_settings())
         except (InvalidInput, Conflict) as exc:
-            _form_error(form, exc, RECEIPT_FIELDS)
+            form_error(form, exc, RECEIPT_FIELDS)
         except PricingError as exc:  # an unknown currency code
             form.currency.errors = list(form.currency.errors) + [str(exc)]
         else:
@@ -507,7 +458,7 @@ def decide_receipt(principal: Principal, receipt_id: int, decision: str):
     note = (request.form.get("note") or "").strip()
     try:
         if decision == "confirm":
-            payments.confirm_bank_receipt(session_, principal, receipt, settings=_settings(),
+            payments.confirm_bank_receipt(session_, principal, receipt, settings=billing_settings(),
                                           note=note)
         else:
             payments.reject_bank_receipt(session_, principal, receipt, note=note)
@@ -556,13 +507,13 @@ def refund_payment(principal: Principal, payment_id: int):
                   if form.amount.data is not None else None)
         end_request_transaction()  # the refund runs its own units around the gateway call
         try:
-            refund = refunds.refund_payment(_db(), _gateway(), principal, payment_id,
+            refund = refunds.refund_payment(_db(), gateway(), principal, payment_id,
                                             amount=amount, reason=form.reason.data,
                                             bank_reference=form.bank_reference.data or None)
         except (InvalidInput, Conflict) as exc:
-            _form_error(form, exc)
+            form_error(form, exc)
         else:
-            amount = _money(refund.amount_minor, refund.currency)
+            amount = format_money(refund.amount_minor, refund.currency)
             if refund.status == "succeeded":
                 flash(_("Refund of %(amount)s made.", amount=amount), "success")
             elif refund.status == "pending":
@@ -574,10 +525,3 @@ def refund_payment(principal: Principal, payment_id: int):
             return redirect(url_for("storefront.finance_order", order_id=order_id))
     order = _finance_order(principal, order_id)
     return _render_finance_order(principal, order, failed=(payment_id, form), status=422)
-
-
-def _same_site(target: str | None) -> bool:
-    if not target:
-        return False
-    parts = urlsplit(target)
-    return parts.netloc in ("", request.host)

@@ -18,8 +18,7 @@ from billing.budgets.lines import DEFAULT_THRESHOLDS, MAX_REASON
 from billing.models.budgets import BUDGET_CATEGORIES
 from market.web.boundary import BoundedForm
 from market.catalog.taxonomy import SECTORS
-from market.web.storefront.billing_forms import _optional_int
-from market.web.storefront.forms import _choices
+from market.web.storefront.forms import choices, optional_int
 
 CATEGORY_LABELS = {
     "data_purchase": _l("Data purchase"),
@@ -99,7 +98,7 @@ class BudgetLineForm(BoundedForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.sector.choices = [SelectChoice("", _l("None"))] + _choices(SECTORS)
+        self.sector.choices = [SelectChoice("", _l("None"))] + choices(SECTORS)
 
 
 class AmendmentForm(BoundedForm):
@@ -109,7 +108,7 @@ class AmendmentForm(BoundedForm):
                       choices=[SelectChoice(k, v) for k, v in AMENDMENT_LABELS.items()])
     amount = DecimalField(_l("Amount"), places=2,
                           validators=[InputRequired(), NumberRange(min=0)])
-    to_line_id = SelectField(_l("To line (transfers)"), coerce=_optional_int,
+    to_line_id = SelectField(_l("To line (transfers)"), coerce=optional_int,
                              validate_choice=False)
     reason = TextAreaField(_l("Reason"), validators=[DataRequired(), Length(max=MAX_REASON)])
 

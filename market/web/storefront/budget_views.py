@@ -10,7 +10,6 @@ views only choose what to show, and show a service's refusal next to the field i
 from __future__ import annotations
 
 from flask import current_app, flash, redirect, render_template, request, url_for
-from flask_babel import get_locale
 from flask_babel import gettext as _
 from sqlalchemy import func, select
 
@@ -24,8 +23,8 @@ from market.catalog.models import Dataset
 from market.catalog.taxonomy import SECTORS
 from market.core.db import business_calendar, utcnow
 from market.core.errors import Conflict, Forbidden, InvalidInput, NotFound
-from market.web.storefront.billing_views import _form_error
 from market.web.storefront.blueprint import storefront
+from market.web.storefront.common import form_error, is_zh
 from market.web.storefront.budget_forms import (
     AlertWebhookForm, AmendmentForm, BudgetForm, BudgetLineForm,
 )
@@ -43,16 +42,12 @@ AMENDMENT_FIELDS = {"amount.currency": "amount"}
 SERVICE_ERRORS = (InvalidInput, Conflict, Forbidden, NotFound)
 
 
-def _is_zh() -> bool:
-    # Babel parses zh_CN as zh_Hans_CN, so compare the language alone.
-    return get_locale().language == "zh"
-
-
 def _budget(principal: Principal, budget_id: int) -> Budget:
-    budget = db_session().get(Budget, budget_id)
-    if budget is None or budget.organization_id != principal.organization_id:
-        raise NotFound(_("No such budget."))
-    return budget
+    """The principal's own budget, its 404 in the page's language."""
+    try:
+        return budgets.get_budget(db_session(), principal, budget_id)
+    except NotFound:
+        raise NotFound(_("No such budget.")) from None
 
 
 def _budget_form(principal: Principal) -> BudgetForm:
@@ -83,7 +78,7 @@ def create_budget(principal: Principal):
                 thresholds=form.threshold_values(),
                 alert_email=(form.alert_email.data or "").strip() or None)
         except SERVICE_ERRORS as exc:
-            _form_error(form, exc)
+            form_error(form, exc)
         else:
             flash(_("Budget %(name)s created: add its lines.", name=budget.name), "success")
             return redirect(url_for("storefront.budget_detail", budget_id=budget.id))
@@ -172,7 +167,7 @@ def _render_detail(principal: Principal, budget: Budget, *,
         .limit(RECENT_ALERTS)).all()
     return render_template("budgets/detail.html", budget=budget, report=report,
                            alerts=alerts, chart=_chart_data(report["line"], report["month"]),
-                           zh=_is_zh(), manage=manage, budget_lines=lines, line_form=line_form,
+                           zh=is_zh(), manage=manage, budget_lines=lines, line_form=line_form,
                            amendment_forms=amendment_forms, webhook_form=webhook_form,
                            new_secret=new_secret,
                            max_webhook_attempts=budget_alerts.MAX_WEBHOOK_ATTEMPTS), status
@@ -202,7 +197,7 @@ def set_alert_webhook(principal: Principal, budget_id: int):
                 db_session(), principal, budget, form.url.data,
                 production=webhook_targets.is_production(current_app.config))
         except SERVICE_ERRORS as exc:
-            _form_error(form, exc)
+            form_error(form, exc)
         else:
             if secret is None:
                 flash(_("Alerts now go to this webhook, signed with the same secret."),
@@ -258,7 +253,7 @@ def add_budget_line(principal: Principal, budget_id: int):
                     sector=form.sector.data or None,
                     default_for_api=form.default_for_api.data)
             except SERVICE_ERRORS as exc:
-                _form_error(form, exc, LINE_FIELDS)
+                form_error(form, exc, LINE_FIELDS)
             else:
                 flash(_("Line %(code)s added.", code=line.code), "success")
                 return redirect(url_for("storefront.budget_detail", budget_id=budget.id))
@@ -284,7 +279,7 @@ def amend_budget_line(principal: Principal, budget_id: int, line_id: int):
                 budgets.amend(session, principal, line, kind=form.kind.data, amount=amount,
                               reason=form.reason.data, to_line=to_line)
             except SERVICE_ERRORS as exc:
-                _form_error(form, exc, AMENDMENT_FIELDS)
+                form_error(form, exc, AMENDMENT_FIELDS)
             else:
                 flash(_("Line %(code)s amended: approved %(approved)s.", code=line.code,
                         approved=budgets.money_text(line.approved_minor, budget.currency)),
@@ -317,7 +312,7 @@ def _describe(session, budget: Budget, filters: dict[str, str]) -> list[tuple[st
     """The filters as a reader names them: the line's code and name, the supplier's name..."""
     names = {"line": _("Line"), "supplier": _("Supplier"), "sector": _("Sector"),
              "dataset": _("Dataset"), "month": _("Month")}
-    zh = _is_zh()
+    zh = is_zh()
     labels: dict[str, str] = {}
     for by, value in filters.items():
         if by == "line":

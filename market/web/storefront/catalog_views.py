@@ -20,10 +20,11 @@ from market.catalog.taxonomy import VOCABULARIES
 from market.core.db import utcnow
 from market.core.errors import MarketError
 from market.web.storefront.blueprint import storefront
+from market.web.storefront.common import form_error
 from market.web.storefront.forms import (
     DatasetForm, NoteForm, OfferForm, RejectForm, SubmitListingForm, SupplyChainForm, UploadForm,
 )
-from market.web.storefront.views import _field_error, signed_in
+from market.web.storefront.views import signed_in
 from market.web.http import db_session, session_principal
 
 UPLOAD_ENDPOINTS = {"storefront.upload_version"}
@@ -32,14 +33,6 @@ UPLOAD_ENDPOINTS = {"storefront.upload_version"}
 @storefront.app_context_processor
 def _catalog_context():
     return {"vocab": VOCABULARIES, "reason_codes": REASON_CODES}
-
-
-@storefront.app_template_filter("amount")
-def _amount(value: str) -> str:
-    """A decimal string with thousands separators, every decimal place kept (never a float)."""
-    number = Decimal(value)
-    whole, _, fraction = format(number, "f").partition(".")
-    return f"{int(whole):,}" + (f".{fraction}" if fraction else "")
 
 
 @storefront.app_template_filter("percent")
@@ -93,7 +86,7 @@ def new_dataset(principal: Principal):
         try:
             dataset = services.create_dataset(db_session(), principal, form.values())
         except MarketError as exc:
-            _field_error(form, exc)
+            form_error(form, exc)
         else:
             flash(_("Dataset created. Now import its first version."), "success")
             return redirect(url_for("storefront.manage_dataset", dataset_id=dataset.id))

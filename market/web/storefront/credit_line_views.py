@@ -18,10 +18,9 @@ from market.accounts.models import Organization, OrganizationRole, User
 from market.web.boundary import BoundedForm
 from market.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from market.core.keyset import PageRequest
-from market.web.storefront.billing_forms import PAYMENT_METHOD_LABELS
-from market.web.storefront.billing_views import _form_error
 from market.web.storefront.blueprint import storefront
-from market.web.storefront.forms import ActionForm
+from market.web.storefront.common import form_error
+from market.web.storefront.forms import PAYMENT_METHOD_LABELS, ActionForm
 from market.web.storefront.views import signed_in
 from market.web.http import db_session
 from pricing.errors import PricingError
@@ -105,7 +104,7 @@ def request_credit_line_change(principal: Principal):
                 approval_threshold=credit_lines.approval_threshold(current_app.config,
                                                                    currency))
         except (InvalidInput, Conflict, NotFound) as exc:
-            _form_error(form, exc, FORM_FIELDS)
+            form_error(form, exc, FORM_FIELDS)
         except PricingError as exc:  # an unknown currency code
             form.currency.errors = list(form.currency.errors) + [str(exc)]
         else:
@@ -126,7 +125,7 @@ def _with_reason(principal: Principal, action: str, object_id: int, step, done: 
         try:
             step(db_session(), principal, object_id, reason=form.reason.data)
         except (InvalidInput, Conflict) as exc:
-            _form_error(form, exc)
+            form_error(form, exc)
         else:
             flash(done, "success")
             return redirect(url_for("storefront.credit_lines_page"))

@@ -12,8 +12,7 @@ from wtforms.validators import DataRequired, InputRequired, Length, NumberRange,
 from billing.deals import DIMENSIONS, MAX_TITLE
 from market.web.boundary import BoundedForm
 from market.catalog.taxonomy import MODALITIES, SECTORS
-from market.web.storefront.billing_forms import _payment_method_choices
-from market.web.storefront.forms import _choices
+from market.web.storefront.forms import choices, payment_method_choices
 
 DIMENSION_LABELS = {
     "structural_integrity": _l("Structural integrity"),
@@ -48,7 +47,7 @@ class SubscribeForm(BoundedForm):
 
     def __init__(self, *args, card_enabled: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
-        self.payment_method.choices = _payment_method_choices(card_enabled)
+        self.payment_method.choices = payment_method_choices(card_enabled)
 
 
 class DemandForm(BoundedForm):
@@ -66,8 +65,8 @@ class DemandForm(BoundedForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.sector.choices = _choices(SECTORS)
-        self.modality.choices = _choices(MODALITIES)
+        self.sector.choices = choices(SECTORS)
+        self.modality.choices = choices(MODALITIES)
         _label_scores(self, "threshold")
 
     def thresholds(self) -> dict[str, int]:
@@ -119,7 +118,7 @@ class AcceptQuoteForm(BoundedForm):
 
     def __init__(self, *args, card_enabled: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
-        self.payment_method.choices = _payment_method_choices(card_enabled)
+        self.payment_method.choices = payment_method_choices(card_enabled)
 
 
 class DeliveryForm(BoundedForm):

@@ -20,8 +20,8 @@ from market.accounts.authz import Principal
 from market.catalog.models import Dataset
 from market.catalog.taxonomy import MODALITIES, SECTORS
 from market.core.errors import Conflict, Forbidden, InvalidInput, NotFound
-from market.web.storefront.billing_views import _dataset_title, _form_error, _gateway
 from market.web.storefront.blueprint import storefront
+from market.web.storefront.common import dataset_title, form_error, gateway
 from market.web.storefront.deal_forms import (
     DIMENSION_LABELS, AcceptDeliveryForm, AcceptQuoteForm, CancelDemandForm, DeliveryForm,
     DemandForm, DisputeForm, QuoteForm, WithdrawQuoteForm,
@@ -40,7 +40,7 @@ def _term(vocabulary, code: str) -> str:
 def _page_context() -> dict:
     return {"sector_label": lambda code: _term(SECTORS, code),
             "modality_label": lambda code: _term(MODALITIES, code),
-            "dimension_labels": DIMENSION_LABELS, "dataset_title": _dataset_title,
+            "dimension_labels": DIMENSION_LABELS, "dataset_title": dataset_title,
             "quote_terms": deals.quote_terms, "gross_total": deals.gross_total,
             "over_budget": deals.over_budget}
 
@@ -85,7 +85,7 @@ def post_demand(principal: Principal):
         try:
             demand = deals.post_demand(db_session(), principal, values)
         except SERVICE_ERRORS as exc:
-            _form_error(form, exc, DEMAND_FIELDS)
+            form_error(form, exc, DEMAND_FIELDS)
         else:
             flash(_("Demand posted: suppliers can now quote on it."), "success")
             return redirect(url_for("storefront.demand_page", demand_id=demand.id))
@@ -108,7 +108,7 @@ def _render_demand(principal: Principal, demand, *, error: str | None = None,
         select(Dataset).where(Dataset.id.in_(ids)))} if ids else {}
     buyer = demand.organization_id == principal.organization_id
     accept_forms = {q.id: AcceptQuoteForm(formdata=None, prefix=f"quote-{q.id}",
-                                          card_enabled=_gateway() is not None)
+                                          card_enabled=gateway() is not None)
                     for q in quotes} if buyer else {}
     own_quote = next((q for q in quotes if q.organization_id == principal.organization_id),
                      None)
@@ -133,7 +133,7 @@ def demand_page(principal: Principal, demand_id: int):
 def accept_quote(principal: Principal, quote_id: int):
     session_ = db_session()
     quote = deals.get_quote_for_buyer(session_, principal, quote_id)
-    form = AcceptQuoteForm(prefix=f"quote-{quote.id}", card_enabled=_gateway() is not None)
+    form = AcceptQuoteForm(prefix=f"quote-{quote.id}", card_enabled=gateway() is not None)
     if not form.validate_on_submit():
         return _render_demand(principal, quote.demand,
                               error=_("Choose how you will pay the milestones."), status=422)
@@ -158,7 +158,7 @@ def cancel_demand(principal: Principal, demand_id: int):
         except SERVICE_ERRORS as exc:
             if exc.field != "reason":  # no longer open, or not the buyer's: said on the page
                 return _render_demand(principal, demand, error=exc.detail, status=exc.status)
-            _form_error(form, exc)
+            form_error(form, exc)
         else:
             flash(_("Demand cancelled: it takes no more quotes, and the quotes awaiting your "
                     "decision were declined."), "success")
@@ -169,7 +169,7 @@ def cancel_demand(principal: Principal, demand_id: int):
 # Open demands (suppliers) -----------------------------------------------------------------------
 
 def _own_datasets(principal: Principal) -> list[tuple[Dataset, str]]:
-    return [(d, _dataset_title(d)) for d in db_session().scalars(
+    return [(d, dataset_title(d)) for d in db_session().scalars(
         select(Dataset).where(Dataset.organization_id == principal.organization_id)
         .order_by(Dataset.id))]
 
@@ -215,7 +215,7 @@ def submit_quote(principal: Principal, demand_id: int):
         try:
             deals.submit_quote(session_, principal, demand, values)
         except SERVICE_ERRORS as exc:
-            _form_error(form, exc, QUOTE_FIELDS)
+            form_error(form, exc, QUOTE_FIELDS)
         else:
             flash(_("Quote sent to the buyer."), "success")
             return redirect(url_for("storefront.demand_page", demand_id=demand.id))
@@ -238,7 +238,7 @@ def withdraw_quote(principal: Principal, quote_id: int):
             if exc.field != "reason":  # decided on already, or not this supplier's quote
                 return _render_demand(principal, quote.demand, error=exc.detail,
                                       status=exc.status)
-            _form_error(form, exc)
+            form_error(form, exc)
         else:
             flash(_("Quote withdrawn: the buyer can no longer accept it."), "success")
             return redirect(url_for("storefront.demand_page", demand_id=quote.demand_id))
@@ -279,7 +279,7 @@ def deliver(principal: Principal, deal_id: int):
         try:
             deals.deliver(session_, principal, deal, version_number=form.version.data)
         except SERVICE_ERRORS as exc:
-            _form_error(form, exc)
+            form_error(form, exc)
         else:
             flash(_("Delivered: the acceptance check has run."), "success")
             return redirect(url_for("storefront.deal_page", deal_id=deal.id))
@@ -297,7 +297,7 @@ def accept_delivery(principal: Principal, deal_id: int):
             deals.accept_delivery(session_, principal, deal,
                                   waiver_reason=form.waiver_reason.data or None)
         except SERVICE_ERRORS as exc:
-            _form_error(form, exc)
+            form_error(form, exc)
         else:
             flash(_("Delivery accepted: the acceptance payment is now due."), "success")
             return redirect(url_for("storefront.deal_page", deal_id=deal.id))
@@ -314,7 +314,7 @@ def dispute_deal(principal: Principal, deal_id: int):
         try:
             deals.dispute(session_, principal, deal, reason=form.reason.data)
         except SERVICE_ERRORS as exc:
-            _form_error(form, exc)
+            form_error(form, exc)
         else:
             flash(_("Deal disputed."), "success")
             return redirect(url_for("storefront.deal_page", deal_id=deal.id))

@@ -24,6 +24,7 @@ ORG_ROLE_LABELS = {
     "buyer": _l("Buyer"), "supplier": _l("Supplier"), "processor": _l("Processor / annotator"),
     "exchange": _l("Data exchange"), "channel": _l("Channel partner"), "platform": _l("Platform"),
 }
+PAYMENT_METHOD_LABELS = {"bank_transfer": _l("Bank transfer"), "card": _l("Card")}
 # Exchanges and the platform are set up by the operator, not by self-registration.
 SELF_SERVICE_ROLES = ("buyer", "supplier", "processor", "channel")
 
@@ -85,8 +86,21 @@ class ActionForm(BoundedForm):
 
 # Catalogue ---------------------------------------------------------------------------------------
 
-def _choices(vocabulary) -> list[SelectChoice]:
+def choices(vocabulary) -> list[SelectChoice]:
+    """A vocabulary's terms as a select's choices, labelled in the page's language."""
     return [SelectChoice(code, term.label(str(get_locale()))) for code, term in vocabulary.items()]
+
+
+def payment_method_choices(card_enabled: bool) -> list[SelectChoice]:
+    methods = ("bank_transfer", "card") if card_enabled else ("bank_transfer",)
+    return [SelectChoice(m, PAYMENT_METHOD_LABELS[m]) for m in methods]
+
+
+def optional_int(value):
+    """A select whose empty choice means "none" (a platform-wide token pack)."""
+    if value in (None, "", "None"):
+        return None
+    return int(value)
 
 
 class DatasetForm(BoundedForm):
@@ -115,13 +129,13 @@ class DatasetForm(BoundedForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.sector.choices = _choices(SECTORS)
-        self.modality.choices = _choices(MODALITIES)
-        self.ai_stage.choices = _choices(AI_STAGES)
-        self.languages.choices = _choices(LANGUAGES)
-        self.licence.choices = _choices(LICENCES)
-        self.personal_information.choices = _choices(PERSONAL_INFORMATION)
-        self.sensitivity.choices = _choices(SENSITIVITY)
+        self.sector.choices = choices(SECTORS)
+        self.modality.choices = choices(MODALITIES)
+        self.ai_stage.choices = choices(AI_STAGES)
+        self.languages.choices = choices(LANGUAGES)
+        self.licence.choices = choices(LICENCES)
+        self.personal_information.choices = choices(PERSONAL_INFORMATION)
+        self.sensitivity.choices = choices(SENSITIVITY)
 
     def values(self) -> dict:
         rights = {right: getattr(self, f"rights_{right}").data.strip()

@@ -12,8 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from flask import abort, current_app, flash, redirect, render_template, request, url_for
-from flask_babel import get_locale
+from flask import abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_babel import ngettext
@@ -26,14 +25,14 @@ from billing.payments import anomalies
 from billing.payments.card import GatewayUnavailable
 from billing.settlement import exports, reconciliation, workflow
 from billing.models.statements import SettlementStatement
-from market.accounts.authz import Principal
+from market.accounts.authz import Principal, oversees
 from market.accounts.models import Organization
 from market.web.boundary import BoundedForm
 from market.core.db import business_calendar, utcnow
 from market.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from market.core.keyset import PageRequest
-from market.web.storefront.billing_views import _form_error
 from market.web.storefront.blueprint import storefront
+from market.web.storefront.common import billing_settings, form_error, gateway, is_zh
 from market.web.storefront.forms import ActionForm
 from market.web.storefront.views import signed_in
 from market.web.http import db_session
@@ -89,11 +88,6 @@ class PayStatementForm(BoundedForm):
                                  validators=[DataRequired(), Length(max=100)])
 
 
-def _is_platform(principal: Principal) -> bool:
-    # Closing a period and reconciling cover every participant: the platform's staff only.
-    return "platform" in principal.org_roles
-
-
 def _last_month() -> str:
     """The last month that has ended on the business calendar."""
     return business_calendar(db_session()).previous_month(utcnow())
@@ -123,7 +117,7 @@ def _render_queue(principal: Principal, close_form: ClosePeriodForm | None = Non
     period = _period_arg()
     items = workflow.list_statements(db_session(), principal, period=period).all()
     staff = principal.can("statements:manage")
-    platform = staff and _is_platform(principal)
+    platform = staff and principal.is_platform
     if close_form is None and platform:
         close_form = ClosePeriodForm(formdata=None, period=_last_month())
     return render_template(
@@ -146,9 +140,9 @@ def close_statement_period(principal: Principal):
     if form.validate_on_submit():
         try:
             closed = workflow.close_period(db_session(), form.period.data, actor=principal,
-                                           settings=current_app.extensions["market.billing"])
+                                           settings=billing_settings())
         except REFUSALS as exc:
-            _form_error(form, exc)
+            form_error(form, exc)
         else:
             flash(ngettext("Period %(period)s closed: %(num)d statement.",
                            "Period %(period)s closed: %(num)d statements.", len(closed),
@@ -172,18 +166,17 @@ def participant_statements(principal: Principal, organization_id: int):
 
 def _actions(principal: Principal, statement: SettlementStatement) -> set[str]:
     """The steps the page offers (``billing.settlement.workflow`` decides again when one is taken)."""
-    reviewer = principal.can("statements:manage") and (
-        _is_platform(principal) or statement.exchange_id == principal.organization_id)
+    reviewer = principal.can("statements:manage") and oversees(principal, statement.exchange_id)
     own = statement.organization_id == principal.organization_id
     actions = set()
     if reviewer:
         actions |= {"draft": {"issue"}, "issued": {"review"}, "under_review": {"approve"},
                     "disputed": {"resolve"}}.get(statement.status, set())
-        if statement.status == "approved" and _is_platform(principal) and \
+        if statement.status == "approved" and principal.is_platform and \
                 principal.can("payments:manage") and principal.user_id != statement.approved_by_id:
             actions.add("pay")
     if statement.status in ("issued", "under_review") and (
-            reviewer or (own and principal.member_role in ("owner", "finance"))):
+            reviewer or (own and principal.is_finance)):
         actions.add("dispute")
     return actions
 
@@ -200,7 +193,7 @@ def _render_statement(principal: Principal, statement: SettlementStatement, *,
                       failed: dict | None = None, error: str | None = None, status: int = 200):
     names = _names([statement.organization_id, statement.exchange_id])
     # Babel parses zh_CN as zh_Hans_CN, so compare the language alone.
-    parties = exports.parties_of(db_session(), statement, zh=get_locale().language == "zh")
+    parties = exports.parties_of(db_session(), statement, zh=is_zh())
     return render_template(
         "statements/statement.html", statement=statement, forms=_forms(statement, failed),
         actions=_actions(principal, statement), error=error, names=names,
@@ -240,7 +233,7 @@ def _take(principal: Principal, statement_id: int, step, form: BoundedForm | Non
             if isinstance(exc, PricingError):  # more decimals than the currency has
                 form.amount.errors = list(form.amount.errors) + [detail]
             else:
-                _form_error(form, exc)
+                form_error(form, exc)
         return _render_statement(principal, statement, failed={name: form} if form else None,
                                  error=detail, status=getattr(exc, "status", 422))
     flash(done, "success")
@@ -280,7 +273,7 @@ def _resolve(session_, principal: Principal, statement: SettlementStatement, for
         session_, principal, statement, Money(form.amount.data, statement.currency),
         form.reason.data, reason_code=form.reason_code.data,
         lines=[int(n) for n in re.findall(r"\d+", form.lines.data or "")],
-        document=form.document.data or "", settings=current_app.extensions["market.billing"])
+        document=form.document.data or "", settings=billing_settings())
     if adjustment is not None and adjustment.status == "pending_approval":
         flash(_("The adjustment waits for a second person's approval before it is posted."),
               "success")
@@ -345,7 +338,7 @@ def statement_reconciliation(principal: Principal):
     processor_error, status = None, 200
     try:
         figures = reconciliation.reconcile(db_session(), period, actor=principal,
-                                           gateway=current_app.extensions["market.gateway"])
+                                           gateway=gateway())
     except Forbidden:
         raise Forbidden(_("The reconciliation covers the whole platform: its staff only.")) \
             from None

@@ -18,11 +18,11 @@ from market.catalog.models import Dataset, Offer
 from market.core.db import business_calendar, utcnow
 from market.core.errors import Conflict, InvalidInput, NotFound
 from market.web.storefront.billing_forms import SubscriptionCheckoutForm
-from market.web.storefront.billing_views import (
-    _budget_lines, _dataset_title, _form_error, _gateway, _require_action_form, _same_site,
-    _settings,
-)
 from market.web.storefront.blueprint import storefront
+from market.web.storefront.common import (
+    billing_settings, budget_lines, dataset_title, form_error, gateway, require_action_form,
+    same_site,
+)
 from market.web.storefront.deal_forms import SubscribeForm
 from market.web.storefront.views import signed_in
 from market.web.http import db_session
@@ -54,8 +54,8 @@ def _plan_offer(principal: Principal, offer_id: int | None) -> Offer:
 
 def _confirmation_form(principal: Principal, offer: Offer, **kwargs) -> SubscriptionCheckoutForm:
     currency = subscriptions.plan_of(offer).currency
-    return SubscriptionCheckoutForm(card_enabled=_gateway() is not None,
-                                    budget_lines=_budget_lines(principal, currency), **kwargs)
+    return SubscriptionCheckoutForm(card_enabled=gateway() is not None,
+                                    budget_lines=budget_lines(principal, currency), **kwargs)
 
 
 def _render_confirmation(principal: Principal, offer: Offer, form: SubscriptionCheckoutForm,
@@ -65,8 +65,8 @@ def _render_confirmation(principal: Principal, offer: Offer, form: SubscriptionC
                                 plan.currency)
     return render_template("billing/subscribe.html", offer=offer, plan=plan,
                            priced=quote(plan), budget=budget, form=form,
-                           title=_dataset_title(offer.dataset),
-                           card_enabled=_gateway() is not None), status
+                           title=dataset_title(offer.dataset),
+                           card_enabled=gateway() is not None), status
 
 
 @storefront.get("/subscriptions/new")
@@ -98,10 +98,10 @@ def _subscribe_confirmed(principal: Principal):
         try:
             sub = subscriptions.subscribe(
                 session_, principal, offer.id, payment_method=form.payment_method.data,
-                settings=_settings(), budget_line_id=form.budget_line_id.data,
+                settings=billing_settings(), budget_line_id=form.budget_line_id.data,
                 purchase_order_number=form.purchase_order_number.data)
         except SERVICE_ERRORS as exc:
-            _form_error(form, exc, CONFIRMATION_FIELDS)
+            form_error(form, exc, CONFIRMATION_FIELDS)
         else:
             return _started(session_, sub)
     return _render_confirmation(principal, offer, form, 422)
@@ -111,8 +111,8 @@ def _subscribe_from_dataset_page(principal: Principal):
     """The dataset page's post (a plan and how it is paid, no budget line): an organization
     with a budget for this year in the plan's currency is sent to the confirmation page to
     choose the line; any other subscribes at once."""
-    form = SubscribeForm(card_enabled=_gateway() is not None)
-    back = (request.referrer if _same_site(request.referrer)
+    form = SubscribeForm(card_enabled=gateway() is not None)
+    back = (request.referrer if same_site(request.referrer)
             else url_for("storefront.subscription_list"))
     if not form.validate_on_submit():
         flash(_("Choose a plan and how you will pay."), "error")
@@ -131,7 +131,7 @@ def _subscribe_from_dataset_page(principal: Principal):
         with session_.begin_nested():
             sub = subscriptions.subscribe(session_, principal, form.offer_id.data,
                                           payment_method=form.payment_method.data,
-                                          settings=_settings())
+                                          settings=billing_settings())
     except SERVICE_ERRORS as exc:
         flash(exc.detail, "error")
         return redirect(back)
@@ -160,7 +160,7 @@ def _render_subscriptions(principal: Principal, status: int = 200):
         select(Offer).where(Offer.id.in_(offer_ids)))} if offer_ids else {}
     return render_template("billing/subscriptions.html", subscriptions=subs,
                            datasets=datasets, offers=offers,
-                           dataset_title=_dataset_title), status
+                           dataset_title=dataset_title), status
 
 
 @storefront.get("/subscriptions")
@@ -172,7 +172,7 @@ def subscription_list(principal: Principal):
 @storefront.post("/subscriptions/<int:subscription_id>/cancel")
 @signed_in("billing:write")
 def cancel_subscription(principal: Principal, subscription_id: int):
-    _require_action_form()
+    require_action_form()
     try:
         sub = subscriptions.cancel(db_session(), principal, subscription_id)
     except Conflict as exc:
@@ -189,7 +189,7 @@ def cancel_subscription(principal: Principal, subscription_id: int):
 @storefront.post("/subscriptions/<int:subscription_id>/resume")
 @signed_in("billing:write")
 def resume_subscription(principal: Principal, subscription_id: int):
-    _require_action_form()
+    require_action_form()
     try:
         subscriptions.resume(db_session(), principal, subscription_id)
     except Conflict as exc:

@@ -1,10 +1,7 @@
 """The buyer's usage page: tokens and their cost by day, by dataset, by API key and by what paid,
-over a date range (the last 30 days unless asked otherwise).
-
-``billing/metering/usage.py`` did not exist when this page was written, so the aggregation lives here, in
-a few GROUP BY queries over ``UsageEvent`` that run on SQLite and PostgreSQL alike; when that
-service lands this page should call it instead. Days are business days (``BUSINESS_TIMEZONE``);
-``occurred_at`` is kept in UTC.
+over a date range (the last 30 days unless asked otherwise). The figures are
+``billing.metering.usage``'s report, the one the API serves; this page only labels them in its
+language and lists the largest first.
 """
 
 from __future__ import annotations
@@ -17,23 +14,20 @@ from flask import render_template, request
 from flask_babel import format_date, get_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from wtforms import DateField
 from wtforms.validators import Optional
 
-from billing.models import UsageEvent
+from billing.metering import usage as usage_service
 from market.accounts.authz import Principal
-from market.accounts.models import ApiKey
+from market.core.db import business_calendar, utcnow
 from market.web.boundary import BoundedForm
-from market.catalog.models import Dataset
-from market.core.db import business_calendar, business_day_of, utcnow
-from market.web.storefront.blueprint import storefront
-from market.web.storefront.views import signed_in
 from market.web.http import db_session
+from market.web.storefront.blueprint import storefront
+from market.web.storefront.common import is_zh
+from market.web.storefront.views import signed_in
 
-DEFAULT_DAYS = 30
-MAX_DAYS = 366  # one chart bar a day: a year still reads on a phone held sideways
+MAX_DAYS = usage_service.MAX_REPORT_DAYS  # one chart bar a day: a year still reads on a phone
 
 PAID_BY_LABELS = {
     "subscription": _l("Subscription allowance"),
@@ -70,7 +64,7 @@ setattr(UsageRangeForm, "to", DateField(_l("To"), validators=[Optional()]))
 
 @dataclass(frozen=True)
 class UsageLine:
-    """Tokens, their cost and the number of calls in one group, in one currency."""
+    """A row of the page's tables: one of the report's lines, labelled."""
 
     label: str
     tokens: int
@@ -99,50 +93,33 @@ class UsageReport:
         return sum(line.calls for line in self.totals)
 
 
-def _is_zh() -> bool:
-    # Babel parses zh_CN as zh_Hans_CN, so compare the language alone.
-    return get_locale().language == "zh"
+def _labelled(lines: list[usage_service.UsageLine], label, note=lambda group: ""
+              ) -> list[UsageLine]:
+    """The report's lines as the page's rows, the most tokens first."""
+    rows = [UsageLine(label(line.group), line.tokens, line.amount_minor, line.currency,
+                      line.calls, note(line.group)) for line in lines]
+    return sorted(rows, key=lambda row: -row.tokens)
 
 
 def usage_report(session: Session, organization_id: int, start: dt.date, end: dt.date
                  ) -> UsageReport:
-    """An organization's usage events from ``start`` to ``end`` (both included, business
-    days)."""
-    calendar = business_calendar(session)
-    since, until = calendar.start_of_day(start), calendar.day_bounds(end)[1]
-    where = (UsageEvent.organization_id == organization_id, UsageEvent.occurred_at >= since,
-             UsageEvent.occurred_at < until)
-    tokens, amount, calls = (func.sum(UsageEvent.tokens), func.sum(UsageEvent.amount_minor),
-                             func.count(UsageEvent.id))
+    """An organization's usage charged from ``start`` to ``end`` (both included, business
+    days), as the page shows it."""
+    def lines(by: str | None) -> list[usage_service.UsageLine]:
+        return usage_service.usage_lines(session, organization_id, start, end, by)
 
-    day = business_day_of(session, UsageEvent.occurred_at).label("day")
-    per_day = {row.day: int(row.tokens) for row in session.execute(
-        select(day, tokens.label("tokens")).where(*where).group_by(day))}
-    days = [start + dt.timedelta(days=n) for n in range((end - start).days + 1)]
-
-    def lines(*columns, label, note=lambda row: "", join=None, outer=False) -> list[UsageLine]:
-        query = select(*columns, UsageEvent.currency, tokens, amount, calls).where(*where)
-        if join is not None:
-            query = query.join(*join, isouter=outer)
-        query = query.group_by(*columns, UsageEvent.currency).order_by(
-            tokens.desc(), *columns, UsageEvent.currency)
-        # Row: the grouped columns, currency, tokens, amount, calls (PostgreSQL sums to Decimal).
-        return [UsageLine(label(row), int(row[-3]), int(row[-2]), row[-4], int(row[-1]),
-                          note(row)) for row in session.execute(query)]
-
+    zh = is_zh()
     return UsageReport(
         start=start, end=end,
-        days=[(d, per_day.get(d.isoformat(), 0)) for d in days],
-        by_dataset=lines(UsageEvent.dataset_id, Dataset.title_en, Dataset.title_zh,
-                         join=(Dataset, Dataset.id == UsageEvent.dataset_id),
-                         label=lambda row: row[2] if _is_zh() else row[1]),
-        by_key=lines(UsageEvent.api_key_id, ApiKey.prefix, ApiKey.name,
-                     join=(ApiKey, ApiKey.id == UsageEvent.api_key_id), outer=True,
-                     # Usage reported without a key (royalty reports, say) still counts: label "".
-                     label=lambda row: row[1] or "", note=lambda row: row[2] or ""),
-        by_paid_by=lines(UsageEvent.paid_by,
-                         label=lambda row: str(PAID_BY_LABELS.get(row[0], row[0]))),
-        totals=lines(label=lambda row: row[0]),
+        days=usage_service.tokens_by_day(session, organization_id, start, end),
+        by_dataset=_labelled(lines("dataset"), lambda group: group[
+            "dataset_title_zh" if zh else "dataset_title"]),
+        # Usage reported without a key (royalty reports, say) still counts: label "".
+        by_key=_labelled(lines("key"), lambda group: group["key_prefix"] or "",
+                         note=lambda group: group["key_name"] or ""),
+        by_paid_by=_labelled(lines("paid_by"), lambda group: str(
+            PAID_BY_LABELS.get(group["paid_by"], group["paid_by"]))),
+        totals=_labelled(lines(None), lambda group: ""),
     )
 
 
@@ -164,12 +141,8 @@ def usage(principal: Principal):
     form = UsageRangeForm(formdata=request.args or None)
     if request.args and not form.validate():
         return render_template("billing/usage.html", form=form, report=None, chart=None), 422
-    end = form["to"].data or business_calendar(db_session()).day_of(utcnow())
-    start = form["from"].data or end - dt.timedelta(days=DEFAULT_DAYS - 1)
-    if start > end:  # only "from" given, after today: show that day
-        end = start
-    if (end - start).days + 1 > MAX_DAYS:  # only "to" or "from" given, far apart
-        start = end - dt.timedelta(days=MAX_DAYS - 1)
+    start, end = usage_service.recent_range(
+        form["from"].data, form["to"].data, business_calendar(db_session()).day_of(utcnow()))
     form["from"].data, form["to"].data = start, end
     report = usage_report(db_session(), principal.organization_id, start, end)
     return render_template("billing/usage.html", form=form, report=report,

@@ -20,6 +20,7 @@ from market.accounts.services import KeyLimits
 from market.core.audit import AuditEntry
 from market.core.errors import Conflict, Forbidden, InvalidInput
 from market.web.storefront.blueprint import storefront
+from market.web.storefront.common import form_error
 from market.web.storefront.forms import (
     ActionForm, ApiKeyForm, InviteForm, LoginForm, PasswordChangeForm, RegisterForm,
 )
@@ -82,7 +83,7 @@ def register():
                 name=form.name.data, organization_name=form.organization_name.data,
                 roles=form.roles.data, currency=current_app.config["DEFAULT_CURRENCY"])
         except InvalidInput as exc:
-            _field_error(form, exc)
+            form_error(form, exc)
         else:
             mail_registration(requested)
             return render_template("storefront/register_sent.html", email=requested.email)
@@ -216,7 +217,7 @@ def change_password(principal: Principal):
                 current_password=form.current_password.data,
                 new_password=form.new_password.data, current_session_id=current_session_id())
         except InvalidInput as exc:
-            _field_error(form, exc)
+            form_error(form, exc)
         else:
             flash(_("Password changed. You were signed out everywhere else."), "success")
             return redirect(url_for("storefront.account"))
@@ -239,7 +240,7 @@ def api_keys(principal: Principal):
                                      form.monthly_token_cap.data),
                     mode=current_app.config["API_KEY_MODE"])
             except (InvalidInput, Forbidden) as exc:
-                _field_error(form, exc)
+                form_error(form, exc)
             else:
                 created = {"key": key, "secret": secret}
                 form = ApiKeyForm(formdata=None)
@@ -270,14 +271,6 @@ def audit_log(principal: Principal):
         select(AuditEntry).where(AuditEntry.organization_id == principal.organization_id)
         .order_by(AuditEntry.seq.desc()).limit(200)).all()
     return render_template("storefront/audit.html", entries=entries)
-
-
-def _field_error(form, exc) -> None:
-    field = getattr(form, exc.field, None) if exc.field else None
-    if field is not None:
-        field.errors = list(field.errors) + [exc.detail]
-    else:
-        form.form_errors.append(exc.detail)
 
 
 def _safe_next(target: str | None) -> str | None:

@@ -44,7 +44,7 @@ def run(app, db, *, period=PERIOD, force=False):
 
 @pytest.fixture()
 def credit(session, buyer, finance):
-    line = postpaid.open_credit_line(session, finance["principal"], buyer["org"].id,
+    line = postpaid.open_credit_line(session, finance.principal, buyer.org.id,
                                      Money("5000.00", "CNY"))
     session.commit()
     return line
@@ -52,21 +52,21 @@ def credit(session, buyer, finance):
 
 def test_only_platform_finance_opens_credit_lines(session, buyer, finance):
     with pytest.raises(Forbidden):
-        postpaid.open_credit_line(session, buyer["principal"], buyer["org"].id,
+        postpaid.open_credit_line(session, buyer.principal, buyer.org.id,
                                   Money("100", "CNY"))
     with pytest.raises(InvalidInput) as error:
-        postpaid.open_credit_line(session, finance["principal"], buyer["org"].id,
+        postpaid.open_credit_line(session, finance.principal, buyer.org.id,
                                   Money("-1", "CNY"))
     assert error.value.field == "limit"
-    line = postpaid.open_credit_line(session, SYSTEM, buyer["org"].id, Money("100", "CNY"))
-    again = postpaid.open_credit_line(session, finance["principal"], buyer["org"].id,
+    line = postpaid.open_credit_line(session, SYSTEM, buyer.org.id, Money("100", "CNY"))
+    again = postpaid.open_credit_line(session, finance.principal, buyer.org.id,
                                       Money("250", "CNY"))
     assert again.id == line.id and line.limit_minor == 25_000
 
 
 def test_last_months_usage_on_credit_is_invoiced_once(app, db, session, listed, buyer, finance,
                                                       credit, settings):
-    org = buyer["org"]
+    org = buyer.org
     billed = [usage(session, org, listed, tokens=1_000_000, amount_minor=1_250),
               usage(session, org, listed, tokens=2_000_001, amount_minor=2_501)]
     untouched = [usage(session, org, listed, tokens=5, amount_minor=1, paid_by="wallet"),
@@ -91,9 +91,9 @@ def test_last_months_usage_on_credit_is_invoiced_once(app, db, session, listed, 
     assert {e.order_id for e in untouched} == {None}
     assert order.invoice is not None and order.invoice.amount_due_minor == 3_976
 
-    invoice = payments.get_invoice(session, finance["principal"], order.invoice.id,
+    invoice = payments.get_invoice(session, finance.principal, order.invoice.id,
                                    as_finance=True)
-    payments.record_bank_receipt(session, finance["principal"], invoice, amount=order.total,
+    payments.record_bank_receipt(session, finance.principal, invoice, amount=order.total,
                                  received_on=utcnow().date(), bank_reference="B-usage",
                                  settings=settings)
     assert order.status == "paid"
@@ -101,7 +101,7 @@ def test_last_months_usage_on_credit_is_invoiced_once(app, db, session, listed, 
 
 
 def test_nothing_to_bill_makes_no_order(app, db, session, listed, buyer, credit):
-    usage(session, buyer["org"], listed, tokens=10, amount_minor=0)
+    usage(session, buyer.org, listed, tokens=10, amount_minor=0)
     session.commit()
     assert run(app, db).summary == {}
     assert session.scalar(select(Order).where(Order.kind == "usage")) is None
@@ -109,11 +109,11 @@ def test_nothing_to_bill_makes_no_order(app, db, session, listed, buyer, credit)
 
 def test_a_card_credit_line_is_charged(app, db, session, listed, buyer, finance,
                                        stripe_gateway):
-    payments.save_card(db, stripe_gateway, buyer["principal"],
+    payments.save_card(db, stripe_gateway, buyer.principal,
                        card(stripe_gateway, "4242424242424242"))
-    line = postpaid.open_credit_line(session, finance["principal"], buyer["org"].id,
+    line = postpaid.open_credit_line(session, finance.principal, buyer.org.id,
                                      Money("5000.00", "CNY"), payment_method="card")
-    usage(session, buyer["org"], listed, tokens=1_000_000, amount_minor=1_250)
+    usage(session, buyer.org, listed, tokens=1_000_000, amount_minor=1_250)
     line.used_minor = 1_250
     session.commit()
 

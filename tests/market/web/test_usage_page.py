@@ -25,11 +25,12 @@ SCRIPT_SOURCES = re.compile(r'<script[^>]*\ssrc="([^"]+)"')
 
 
 def usage(session, org, dataset, key, at, *, tokens, amount_minor, paid_by="wallet"):
+    """A data call served (and so charged) at ``at``."""
     session.add(UsageEvent(
         request_id=f"usage-page-{next(_requests)}", organization_id=org.id,
         api_key_id=key.id if key else None, dataset_id=dataset.id, kind="data", tokens=tokens,
         unit_price="12.5", amount_minor=amount_minor, currency="CNY", paid_by=paid_by,
-        period=at.strftime("%Y-%m"), occurred_at=at))
+        period=at.strftime("%Y-%m"), occurred_at=at, recorded_at=at))
 
 
 @pytest.fixture()

@@ -1,0 +1,96 @@
+"""What the storefront's pages share: the page's language, a service's error shown on a form,
+the app's billing settings and card gateway, amounts as the pages print them, the buyer's
+budget lines at checkout, and the checks on a posted action and a page to go back to."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from urllib.parse import urlsplit
+
+from flask import abort, current_app, request
+from flask_babel import get_locale
+from flask_babel import gettext as _
+
+from billing.budgets import lines as budgets
+from market.accounts.authz import Principal
+from market.catalog.models import Dataset
+from market.core.errors import MarketError
+from market.web.http import db_session
+from market.web.storefront.blueprint import storefront
+from market.web.storefront.forms import ActionForm
+from pricing.money import Money
+
+
+def is_zh() -> bool:
+    """Whether the page is in Chinese (Babel parses zh_CN as zh_Hans_CN: the language alone
+    decides)."""
+    return get_locale().language == "zh"
+
+
+def dataset_title(dataset: Dataset | None) -> str:
+    """The dataset's title in the page's language."""
+    if dataset is None:
+        return ""
+    return dataset.title_zh if is_zh() else dataset.title_en
+
+
+def form_error(form, exc: MarketError, fields: dict[str, str] | None = None) -> None:
+    """Show a service's error next to the field it names (``fields`` maps its names to ours),
+    or above the form."""
+    name = (fields or {}).get(exc.field, exc.field) if exc.field else None
+    field = getattr(form, name, None) if name else None
+    if field is not None and hasattr(field, "errors"):
+        field.errors = list(field.errors) + [exc.detail]
+    else:
+        form.form_errors.append(exc.detail)
+
+
+def gateway():
+    """The card gateway; None when card payments are off."""
+    return current_app.extensions["market.gateway"]
+
+
+def billing_settings():
+    return current_app.extensions["market.billing"]
+
+
+@storefront.app_template_filter("amount")
+def format_amount(value: str) -> str:
+    """A decimal string with thousands separators, every decimal place kept (never a float)."""
+    number = Decimal(value)
+    whole, _sep, fraction = format(number, "f").partition(".")
+    return f"{int(whole):,}" + (f".{fraction}" if fraction else "")
+
+
+@storefront.app_template_filter("money")
+def format_money(value, currency: str | None = None) -> str:
+    """``CNY 9,800.00``: a Money, or minor units with their currency."""
+    money = value if isinstance(value, Money) else Money.from_minor(value, currency)
+    return f"{money.currency} {format_amount(format(money.amount, 'f'))}"
+
+
+def budget_lines(principal: Principal, currency: str | None = None) -> list[tuple[int, str]]:
+    """This year's budget lines of the buyer (in ``currency``, when the purchase's is known),
+    as checkout choices with what each has left."""
+    choices = []
+    for line in budgets.checkout_lines(db_session(), principal.organization_id):
+        if currency is not None and line.budget.currency != currency:
+            continue
+        left = format_money(line.remaining_minor, line.budget.currency)
+        choices.append((line.id, _("%(code)s — %(name)s (%(left)s left)", code=line.code,
+                                   name=line.name, left=left)))
+    return choices
+
+
+def require_action_form() -> None:
+    """400 for a posted action without the layout's CSRF token."""
+    if not ActionForm().validate_on_submit():
+        abort(400)
+
+
+def same_site(target: str | None) -> bool:
+    """Whether ``target`` (a referrer) is a page of this site, to send the reader back to."""
+    if not target:
+        return False
+    parts = urlsplit(target)
+    return parts.netloc in ("", request.host)
