@@ -43,7 +43,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import re
 from collections import defaultdict
 from decimal import Decimal
 from typing import Any, Iterable
@@ -67,8 +66,8 @@ from market.core.db import business_calendar, insert_rows, utcnow
 from market.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from market.core.keyset import Keyset, asc, desc
 from pricing.money import Money
+from pricing.periods import month_days
 
-PERIOD_PATTERN = r"\d{4}-(0[1-9]|1[0-2])"
 REVIEW_DAYS = 5  # the default of the STATEMENT_REVIEW_DAYS setting
 STATEMENT_CLOSE_DAY = 3  # day of the month the close-statements job runs, at 02:00
 MAX_REASON = 2000
@@ -96,17 +95,10 @@ _PAYMENT_FIELDS = frozenset({"status", "paid_at", "payout_method", "payout_refer
 
 def period_bounds(period: str) -> tuple[dt.date, dt.date]:
     """The first day of the period and the first day after it."""
-    if not isinstance(period, str) or re.fullmatch(PERIOD_PATTERN, period) is None:
-        raise InvalidInput("A period is a month written YYYY-MM.", field="period")
-    year, month = int(period[:4]), int(period[5:])
-    start = dt.date(year, month, 1)
-    end = dt.date(year + month // 12, month % 12 + 1, 1)
-    return start, end
-
-
-def _midnight(session: Session, day: dt.date) -> dt.datetime:
-    """The first instant of ``day`` on the business calendar, in UTC."""
-    return business_calendar(session).start_of_day(day)
+    try:
+        return month_days(period)
+    except ValueError:
+        raise InvalidInput("A period is a month written YYYY-MM.", field="period") from None
 
 
 def _window_start(session: Session, period: str) -> dt.datetime:
@@ -114,7 +106,9 @@ def _window_start(session: Session, period: str) -> dt.datetime:
     period's first instant."""
     previous = session.scalar(select(func.max(SettlementStatement.cutoff))
                               .where(SettlementStatement.period < period))
-    return previous if previous is not None else _midnight(session, period_bounds(period)[0])
+    if previous is not None:
+        return previous
+    return business_calendar(session).start_of_day(period_bounds(period)[0])
 
 
 def is_closed(session: Session, period: str) -> bool:
@@ -446,7 +440,7 @@ def close_period(session: Session, period: str, *, actor: Principal | None,
             raise Forbidden("Only the platform closes a period for every participant.")
     now = utcnow()
     if cutoff is None:
-        cutoff = _midnight(session, period_end)
+        cutoff = business_calendar(session).start_of_day(period_end)
         if cutoff > now:
             raise InvalidInput(f"{period} has not ended yet; it can be closed from "
                                f"{period_end.isoformat()}.", field="period")
@@ -971,7 +965,9 @@ def _period_window(session: Session, period: str) -> tuple[dt.datetime, dt.datet
     start = _window_start(session, period)
     cutoff = session.scalar(select(func.max(SettlementStatement.cutoff))
                             .where(SettlementStatement.period == period))
-    return start, cutoff if cutoff is not None else _midnight(session, period_bounds(period)[1])
+    if cutoff is None:
+        cutoff = business_calendar(session).start_of_day(period_bounds(period)[1])
+    return start, cutoff
 
 
 def reconciliation(session: Session, period: str, *, gateway: Any = None) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from market.web.api.billing_schemas import MoneyField, MoneyInputSchema
 from market.web.api.blueprint import api
 from market.web.api.pagination import PageQuerySchema, page_request, page_schema
 from market.web.boundary import Month
-from market.core.db import business_calendar, utcnow
+from market.core.db import last_closed_month
 from market.core.errors import Forbidden
 from market.web.http import db_session
 from pricing.money import Money
@@ -337,7 +337,7 @@ def statement_reconciliation(principal: Principal, query: dict):
     it covers every participant (an exchange: 403)."""
     if "platform" not in principal.org_roles:
         raise Forbidden("The reconciliation covers the whole platform: its staff only.")
-    period = query["period"] or _last_month()
+    period = query["period"] or last_closed_month(db_session())
     return statements.reconciliation(db_session(), period,
                                      gateway=current_app.extensions["market.gateway"])
 
@@ -345,7 +345,7 @@ def statement_reconciliation(principal: Principal, query: dict):
 def _reconciliation_export(principal: Principal, query: dict, extension: str) -> Response:
     if "platform" not in principal.org_roles:
         raise Forbidden("The reconciliation covers the whole platform: its staff only.")
-    period = query["period"] or _last_month()
+    period = query["period"] or last_closed_month(db_session())
     session = db_session()
     figures = statements.reconciliation(session, period,
                                         gateway=current_app.extensions["market.gateway"])
@@ -376,8 +376,3 @@ def export_reconciliation_csv(principal: Principal, query: dict):
 def export_reconciliation_xlsx(principal: Principal, query: dict):
     """Sheets ``terms`` and ``summary`` as in the CSV; amounts are numeric cells."""
     return _reconciliation_export(principal, query, "xlsx")
-
-
-def _last_month() -> str:
-    """The last month that has ended on the business calendar."""
-    return business_calendar(db_session()).previous_month(utcnow())
