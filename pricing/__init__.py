@@ -9,7 +9,14 @@ Bad input raises a ``pricing.errors.PricingError`` whose ``field`` names the
 input at fault; the API layer answers it with a 422.
 """
 
-from .allocation import BPS_TOTAL, AllocatedPayment, allocate, allocate_refund, validate_shares
+from .allocation import (
+    BPS_TOTAL,
+    AllocatedPayment,
+    allocate,
+    allocate_refund,
+    split_minor,
+    validate_shares,
+)
 from .errors import (
     CurrencyMismatch,
     EncodingIntegrityError,
@@ -113,6 +120,7 @@ __all__ = [
     "validate_shares",
     "allocate",
     "allocate_refund",
+    "split_minor",
     "AllocatedPayment",
     # tokens
     "DEFAULT_ENCODING",
