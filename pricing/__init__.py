@@ -59,7 +59,15 @@ from .offers import (
 from .proration import BillingPeriod, Proration, cancel, change_plan, days_remaining, prorate
 from .quotes import Quote, QuoteLine, quote
 from .rating import LineItem, Rating, Usage, price_tiers, rate
-from .tax import DATA_SERVICES_VAT_CN, BuyerTaxStatus, TaxedAmount, TaxMode, apply_tax, parse_tax_rate
+from .tax import (
+    DATA_SERVICES_VAT_CN,
+    BuyerTaxStatus,
+    TaxedAmount,
+    TaxMode,
+    apply_tax,
+    offer_tax_rate,
+    parse_tax_rate,
+)
 from .tokens import (
     DEFAULT_ENCODING,
     ENCODING_NAMES,
@@ -111,6 +119,7 @@ __all__ = [
     "BuyerTaxStatus",
     "TaxedAmount",
     "parse_tax_rate",
+    "offer_tax_rate",
     "apply_tax",
     "Quote",
     "QuoteLine",

@@ -29,6 +29,7 @@ from billing.models import CreditLine, Order, UsageEvent
 from pricing.money import Money, UnitPrice
 from pricing.periods import is_month
 from pricing.rating import LineItem
+from pricing.tax import offer_tax_rate
 
 def open_credit_line(session: Session, principal: Principal | Actor, organization_id: int,
                      limit: Money, currency: str | None = None, *,
@@ -114,7 +115,7 @@ def bill_usage(session: Session, credit_line_id: int, period: str,
         tokens = sum(e.tokens for e in group)
         dataset = session.get(Dataset, dataset_id)
         metered = [o for o in dataset.offers if o.kind == "metered"] if dataset else []
-        tax_rate = metered[-1].terms.get("tax_rate", "0.06") if metered else "0.06"
+        tax_rate = offer_tax_rate(metered[-1].terms if metered else None)
         # One item whose unit price is the summed charges, so the line is exactly what the
         # events were charged (each already rounded when it was rated).
         item = LineItem(code="usage", description=f"{tokens:,} tokens, {period}", quantity=1,
