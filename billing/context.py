@@ -1,4 +1,9 @@
-"""The settings billing needs, gathered once by whoever runs it (the app, a job, a command)."""
+"""The settings billing needs, gathered once by whoever runs it (the app, a job, a command).
+
+Each field is read from one setting of ``market.core.settings.SETTINGS``, and a setting the
+mapping lacks takes that table's default, as do the fields of ``BillingSettings()`` itself: a
+default is written once, so the app, a job and a test built without the app agree.
+"""
 
 from __future__ import annotations
 
@@ -7,45 +12,33 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Mapping
 
+from market.core.settings import SETTINGS
 from pricing.money import Money
 
+_SETTING_DEFAULTS = {setting.name: setting.default for setting in SETTINGS}
 
-@dataclass(frozen=True)
-class BillingSettings:
-    platform_fee_bps: int = 500
-    invoice_due_days: int = 15
-    payee_bank_account: str = ""
-    # Signs transaction certificates; derived from the app's secret so it needs no setting.
-    certificate_key: bytes = b""
-    token_pack_price_per_million: Money | None = None
-    dunning_retry_days: tuple[int, ...] = (1, 3, 7)
-    dunning_cancel_days: int = 14
-    # Days an exchange has to review a statement after its period is closed.
-    statement_review_days: int = 5
-    # From this amount (in the money's own currency) a second person must approve.
-    dual_control_threshold: Decimal = Decimal("10000.00")
 
-    def needs_second_approver(self, amount: Money) -> bool:
-        """Whether money of this size waits for a checker (maker-checker)."""
-        return abs(amount.amount) >= self.dual_control_threshold
+def _fields(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of ``BillingSettings`` from app settings (``SETTINGS`` names and forms)."""
 
-    @classmethod
-    def from_settings(cls, settings: Mapping[str, Any]) -> "BillingSettings":
-        secret = str(settings.get("SECRET_KEY") or "")
-        price = settings.get("TOKEN_PACK_PRICE_PER_MILLION") or ""
-        currency = settings.get("DEFAULT_CURRENCY", "CNY")
-        retry = str(settings.get("DUNNING_RETRY_DAYS", "1,3,7"))
-        return cls(
-            platform_fee_bps=int(settings.get("PLATFORM_FEE_BPS", 500)),
-            invoice_due_days=int(settings.get("INVOICE_DUE_DAYS", 15)),
-            payee_bank_account=str(settings.get("PAYEE_BANK_ACCOUNT", "")),
-            certificate_key=hashlib.sha256(b"certificates:" + secret.encode()).digest(),
-            token_pack_price_per_million=Money(price, currency) if price else None,
-            dunning_retry_days=tuple(int(d) for d in retry.split(",") if d.strip()),
-            dunning_cancel_days=int(settings.get("DUNNING_CANCEL_DAYS", 14)),
-            statement_review_days=int(settings.get("STATEMENT_REVIEW_DAYS", 5)),
-            dual_control_threshold=_threshold(settings.get("DUAL_CONTROL_THRESHOLD", "10000.00")),
-        )
+    def setting(name: str) -> Any:
+        value = settings.get(name)
+        return _SETTING_DEFAULTS[name] if value is None else value
+
+    secret = str(setting("SECRET_KEY") or "")
+    price = setting("TOKEN_PACK_PRICE_PER_MILLION") or ""
+    return dict(
+        platform_fee_bps=int(setting("PLATFORM_FEE_BPS")),
+        invoice_due_days=int(setting("INVOICE_DUE_DAYS")),
+        payee_bank_account=str(setting("PAYEE_BANK_ACCOUNT")),
+        certificate_key=hashlib.sha256(b"certificates:" + secret.encode()).digest(),
+        token_pack_price_per_million=Money(price, setting("DEFAULT_CURRENCY")) if price else None,
+        dunning_retry_days=tuple(int(d) for d in str(setting("DUNNING_RETRY_DAYS")).split(",")
+                                 if d.strip()),
+        dunning_cancel_days=int(setting("DUNNING_CANCEL_DAYS")),
+        statement_review_days=int(setting("STATEMENT_REVIEW_DAYS")),
+        dual_control_threshold=_threshold(setting("DUAL_CONTROL_THRESHOLD")),
+    )
 
 
 def _threshold(raw: Any) -> Decimal:
@@ -56,3 +49,30 @@ def _threshold(raw: Any) -> Decimal:
     if not value.is_finite() or value < 0:
         raise ValueError("DUAL_CONTROL_THRESHOLD must be zero or more")
     return value
+
+
+_DEFAULTS = _fields({})
+
+
+@dataclass(frozen=True)
+class BillingSettings:
+    platform_fee_bps: int = _DEFAULTS["platform_fee_bps"]
+    invoice_due_days: int = _DEFAULTS["invoice_due_days"]
+    payee_bank_account: str = _DEFAULTS["payee_bank_account"]
+    # Signs transaction certificates; derived from the app's secret so it needs no setting.
+    certificate_key: bytes = _DEFAULTS["certificate_key"]
+    token_pack_price_per_million: Money | None = _DEFAULTS["token_pack_price_per_million"]
+    dunning_retry_days: tuple[int, ...] = _DEFAULTS["dunning_retry_days"]
+    dunning_cancel_days: int = _DEFAULTS["dunning_cancel_days"]
+    # Days an exchange has to review a statement after its period is closed.
+    statement_review_days: int = _DEFAULTS["statement_review_days"]
+    # From this amount (in the money's own currency) a second person must approve.
+    dual_control_threshold: Decimal = _DEFAULTS["dual_control_threshold"]
+
+    def needs_second_approver(self, amount: Money) -> bool:
+        """Whether money of this size waits for a checker (maker-checker)."""
+        return abs(amount.amount) >= self.dual_control_threshold
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> "BillingSettings":
+        return cls(**_fields(settings))

@@ -42,15 +42,16 @@ from sqlalchemy.exc import IntegrityError
 from billing.models.operations import JobRun
 from billing.payments.gateway import CardGateway
 from market.core.db import Database, utcnow
-from pricing.periods import BusinessCalendar, next_month, parse_month
+from pricing.periods import (DAY_PATTERN, MONTH_PATTERN, BusinessCalendar, month_before,
+                             next_month, parse_month)
 
 # Modules that register jobs at import; those not written yet are skipped by ``load_jobs``.
 JOB_MODULES: tuple[str, ...] = ("billing.subscriptions", "billing.metering.postpaid", "billing.payments.card",
                                 "billing.metering.recognition", "billing.budgets.lines", "billing.settlement.workflow",
                                 "billing.budgets.alerts")
 
-DAILY = r"\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"
-MONTHLY = r"\d{4}-(0[1-9]|1[0-2])"
+DAILY = DAY_PATTERN
+MONTHLY = MONTH_PATTERN
 
 
 def daily(moment: dt.datetime) -> str:
@@ -60,8 +61,7 @@ def daily(moment: dt.datetime) -> str:
 
 def monthly_previous(moment: dt.datetime) -> str:
     """The month a run at ``moment`` handles: the month before, e.g. ``2026-10`` in November."""
-    last_of_previous = moment.date().replace(day=1) - dt.timedelta(days=1)
-    return f"{last_of_previous.year:04d}-{last_of_previous.month:02d}"
+    return month_before(moment)
 
 
 # At most this many missed periods are caught up in one run (a year of days): an older gap is

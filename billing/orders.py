@@ -36,7 +36,8 @@ from pricing.money import Money, UnitPrice
 from pricing.offers import MallPackage, MeteredRateCard, offer_from_dict
 from pricing.quotes import Quote, quote
 from pricing.rating import LineItem
-from pricing.tax import BuyerTaxStatus, TaxMode, TaxpayerStatus, apply_tax, parse_tax_rate
+from pricing.tax import (BuyerTaxStatus, TaxMode, TaxpayerStatus, apply_tax, offer_tax_rate,
+                         parse_tax_rate)
 
 PAYMENT_METHODS = ("card", "bank_transfer")
 TOKENS_PER_MILLION = 1_000_000
@@ -165,7 +166,7 @@ def _quoted_line(session: Session, order: Order, offer: Offer, priced: Quote, *,
                  description: str) -> OrderLine:
     items = [line.item for line in priced.lines]
     return priced_line(session, order, kind=kind, description=description, items=items,
-                       tax_rate=offer.terms.get("tax_rate", "0.06"),
+                       tax_rate=offer_tax_rate(offer.terms),
                        buyer=priced.buyer_tax_status.value, offer=offer,
                        dataset_id=offer.dataset_id, version_id=version_id, quantity=quantity,
                        tokens=tokens, terms={"offer": offer.terms},
@@ -277,9 +278,10 @@ def place_token_pack_order(session: Session, principal: Principal, *, millions: 
                           payment_method=payment_method, created_by_id=principal.user_id)
         item = LineItem(code="token_pack", description=f"{millions}M platform tokens",
                         quantity=millions, unit_price=UnitPrice.of(platform_price_per_million))
-        priced_line(session, order, kind="token_pack", items=[item], tax_rate="0.06",
-                    buyer=taxed_as.value, description=f"{millions}M tokens, any dataset",
-                    quantity=millions, tokens=tokens, terms={"scope": "platform"}, chain=False)
+        priced_line(session, order, kind="token_pack", items=[item],
+                    tax_rate=offer_tax_rate(None), buyer=taxed_as.value,
+                    description=f"{millions}M tokens, any dataset", quantity=millions,
+                    tokens=tokens, terms={"scope": "platform"}, chain=False)
     else:
         dataset = session.get(Dataset, dataset_id)
         metered = [o for o in (dataset.active_offers if dataset else []) if o.kind == "metered"]

@@ -46,6 +46,7 @@ from billing.models import LIVE_PAYMENT_STATUSES
 from pricing import proration
 from pricing.errors import PricingError
 from pricing.offers import SubscriptionPlan, offer_from_dict
+from pricing.periods import midnight
 from pricing.proration import BillingPeriod
 from pricing.quotes import quote
 
@@ -60,11 +61,6 @@ def plan_of(offer: Offer) -> SubscriptionPlan:
     plan = offer_from_dict(offer.terms)
     assert isinstance(plan, SubscriptionPlan), f"offer {offer.id} is not a subscription plan"
     return plan
-
-
-def _midnight(day: dt.date) -> dt.datetime:
-    """The first moment of ``day`` in UTC: a period's end date is exclusive."""
-    return dt.datetime.combine(day, dt.time(), tzinfo=dt.timezone.utc)
 
 
 def _lock(session: Session, subscription_id: int) -> Subscription | None:
@@ -215,7 +211,7 @@ def on_paid(session: Session, order: Order) -> None:
             sub.status = "active"
             sub.included_tokens, sub.rollover_tokens, sub.tokens_used = (
                 plan.included_tokens, 0, 0)
-            _extend_access(session, sub, _midnight(sub.current_period_end))
+            _extend_access(session, sub, midnight(sub.current_period_end))
             _audit(session, sub, "activated", order_id=order.id,
                    included_tokens=sub.included_tokens,
                    period_end=sub.current_period_end.isoformat())
@@ -224,7 +220,7 @@ def on_paid(session: Session, order: Order) -> None:
             sub.status = "active"
             sub.dunning_attempts = 0
             sub.next_retry_at = None
-            _extend_access(session, sub, _midnight(sub.current_period_end))
+            _extend_access(session, sub, midnight(sub.current_period_end))
             _audit(session, sub, "renewal_paid", order_id=order.id, status_before=before)
         case "plan_change":
             _apply_change(session, sub, order.lines[0].terms["plan_change"], order_id=order.id)
@@ -312,7 +308,7 @@ def renew_subscription(session: Session, subscription_id: int, *, day: dt.date,
         sub.status = "cancelled"
         sub.cancelled_at = utcnow()
         _end_access(session, sub, "cancelled at period end",
-                    at=_midnight(sub.current_period_end), revoke=False)
+                    at=midnight(sub.current_period_end), revoke=False)
         _audit(session, sub, "cancelled", reason="cancel_at_period_end",
                period_end=sub.current_period_end.isoformat())
         return "cancelled", None
@@ -344,7 +340,7 @@ def renew_subscription(session: Session, subscription_id: int, *, day: dt.date,
     sub.included_tokens, sub.rollover_tokens, sub.tokens_used = (
         plan.included_tokens, carried, 0)
     # Access goes on while the renewal is collected; dunning ends it if it never is.
-    _extend_access(session, sub, _midnight(period.end))
+    _extend_access(session, sub, midnight(period.end))
     audit.record(session, "order.placed", organization_id=order.organization_id,
                  object_type="order", object_id=order.id,
                  data={"number": order.number, "total": str(order.total),
@@ -486,7 +482,7 @@ def run_dunning(ctx: jobs.JobContext) -> dict:
             invoice = session.get(Invoice, invoice_id)
             if sub.status not in ("active", "past_due") or invoice.status in ("paid", "void"):
                 continue
-            cancel_at = _midnight(invoice.due_on) + dt.timedelta(
+            cancel_at = midnight(invoice.due_on) + dt.timedelta(
                 days=settings.dunning_cancel_days)
             _suspend(session, sub, invoice.order, reason="invoice_overdue", cancel_at=cancel_at)
         counts["suspended"] += 1
@@ -619,7 +615,7 @@ def _apply_change(session: Session, sub: Subscription, change: dict, *,
         sub.current_period_start, sub.current_period_end = start, end
         sub.included_tokens, sub.rollover_tokens, sub.tokens_used = (
             change["included_tokens"], 0, 0)
-        _extend_access(session, sub, _midnight(end))
+        _extend_access(session, sub, midnight(end))
     _audit(session, sub, "plan_changed", actor, from_offer_id=change["from_offer_id"],
            to_offer_id=change["to_offer_id"], when="now", order_id=order_id,
            included_tokens=sub.included_tokens)

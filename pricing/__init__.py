@@ -9,7 +9,14 @@ Bad input raises a ``pricing.errors.PricingError`` whose ``field`` names the
 input at fault; the API layer answers it with a 422.
 """
 
-from .allocation import BPS_TOTAL, AllocatedPayment, allocate, allocate_refund, validate_shares
+from .allocation import (
+    BPS_TOTAL,
+    AllocatedPayment,
+    allocate,
+    allocate_refund,
+    split_minor,
+    validate_shares,
+)
 from .errors import (
     CurrencyMismatch,
     EncodingIntegrityError,
@@ -52,7 +59,15 @@ from .offers import (
 from .proration import BillingPeriod, Proration, cancel, change_plan, days_remaining, prorate
 from .quotes import Quote, QuoteLine, quote
 from .rating import LineItem, Rating, Usage, price_tiers, rate
-from .tax import DATA_SERVICES_VAT_CN, BuyerTaxStatus, TaxedAmount, TaxMode, apply_tax, parse_tax_rate
+from .tax import (
+    DATA_SERVICES_VAT_CN,
+    BuyerTaxStatus,
+    TaxedAmount,
+    TaxMode,
+    apply_tax,
+    offer_tax_rate,
+    parse_tax_rate,
+)
 from .tokens import (
     DEFAULT_ENCODING,
     ENCODING_NAMES,
@@ -104,6 +119,7 @@ __all__ = [
     "BuyerTaxStatus",
     "TaxedAmount",
     "parse_tax_rate",
+    "offer_tax_rate",
     "apply_tax",
     "Quote",
     "QuoteLine",
@@ -113,6 +129,7 @@ __all__ = [
     "validate_shares",
     "allocate",
     "allocate_refund",
+    "split_minor",
     "AllocatedPayment",
     # tokens
     "DEFAULT_ENCODING",

@@ -66,6 +66,7 @@ __all__ = [
     "validate_shares",
     "allocate",
     "allocate_refund",
+    "split_minor",
     "AllocatedPayment",
 ]
 
@@ -111,21 +112,31 @@ def validate_shares(shares_bps: SharesInput) -> tuple[tuple[Any, int], ...]:
     return tuple((key, bps) for key, bps in pairs)
 
 
-def _largest_remainder(total: int, weights: Sequence[int]) -> list[int]:
-    """Split non-negative ``total`` by non-negative ``weights`` (sum > 0)."""
+def split_minor(total: int, weights: Sequence[int]) -> list[int]:
+    """Split ``total`` minor units by non-negative integer ``weights``, exactly.
+
+    Rule: largest remainder, ties to the earlier weight, so the parts sum to ``total`` and each
+    is within one unit of its exact share; a negative total is the negation of the positive
+    split, and weights that sum to zero get nothing.
+    """
+    if any(w < 0 for w in weights):
+        raise InvalidShares("weights cannot be negative", field="weights")
     weight_sum = sum(weights)
+    if not weight_sum:
+        return [0] * len(weights)
+    sign, magnitude = (-1 if total < 0 else 1), abs(total)
     floors = []
     remainders = []
     for w in weights:
-        q, r = divmod(total * w, weight_sum)
+        q, r = divmod(magnitude * w, weight_sum)
         floors.append(q)
         remainders.append(r)
-    left = total - sum(floors)
+    left = magnitude - sum(floors)
     # Sort key: largest remainder first, then earliest participant.
     order = sorted(range(len(weights)), key=lambda i: (-remainders[i], i))
     for i in order[:left]:
         floors[i] += 1
-    return floors
+    return [sign * part for part in floors]
 
 
 def allocate(amount: Money, shares_bps: SharesInput) -> dict[Any, Money]:
@@ -137,10 +148,8 @@ def allocate(amount: Money, shares_bps: SharesInput) -> dict[Any, Money]:
     if not isinstance(amount, Money):
         raise InvalidAmount("amount must be Money", field="amount")
     pairs = validate_shares(shares_bps)
-    magnitude = abs(amount.minor)
-    parts = _largest_remainder(magnitude, [bps for _, bps in pairs])
-    sign = -1 if amount.minor < 0 else 1
-    return {key: Money.from_minor(sign * part, amount.currency) for (key, _), part in zip(pairs, parts)}
+    parts = split_minor(amount.minor, [bps for _, bps in pairs])
+    return {key: Money.from_minor(part, amount.currency) for (key, _), part in zip(pairs, parts)}
 
 
 def _catch_up(cumulative: int, received: Sequence[int], refunded: Sequence[int]) -> list[int]:
@@ -232,7 +241,7 @@ def allocate_refund(
         )
 
     cumulative = sum(refunded) + refund.minor
-    target = _largest_remainder(cumulative, received)
+    target = split_minor(cumulative, received)
     if any(t < r for t, r in zip(target, refunded)):
         target = _catch_up(cumulative, received, refunded)
     parts = [t - r for t, r in zip(target, refunded)]

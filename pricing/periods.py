@@ -20,11 +20,19 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 UTC = dt.timezone.utc
 DEFAULT_TIMEZONE = "Asia/Shanghai"
-MONTH = re.compile(r"(\d{4})-(0[1-9]|1[0-2])")
+# How a period is written: the one pattern every form, command, query and job checks against.
+MONTH_PATTERN = r"(\d{4})-(0[1-9]|1[0-2])"
+DAY_PATTERN = MONTH_PATTERN + r"-(0[1-9]|[12]\d|3[01])"
+MONTH = re.compile(MONTH_PATTERN)
 
 
 def month_name(year: int, month: int) -> str:
     return f"{year:04d}-{month:02d}"
+
+
+def is_month(text: object) -> bool:
+    """Whether ``text`` is a month written ``YYYY-MM``."""
+    return isinstance(text, str) and MONTH.fullmatch(text) is not None
 
 
 def parse_month(period: str) -> tuple[int, int]:
@@ -35,6 +43,11 @@ def parse_month(period: str) -> tuple[int, int]:
     return int(found.group(1)), int(found.group(2))
 
 
+def month_days(period: str) -> tuple[dt.date, dt.date]:
+    """The first day of the month ``period`` and the first day after it."""
+    return dt.date(*parse_month(period), 1), dt.date(*parse_month(next_month(period)), 1)
+
+
 def next_month(period: str) -> str:
     year, month = parse_month(period)
     return month_name(year + month // 12, month % 12 + 1)
@@ -43,6 +56,23 @@ def next_month(period: str) -> str:
 def previous_month(period: str) -> str:
     year, month = parse_month(period)
     return month_name(year - (month == 1), (month - 2) % 12 + 1)
+
+
+def day_before(moment: dt.datetime) -> str:
+    """The day before ``moment``'s own date, ``YYYY-MM-DD``: the day a nightly run closes
+    (``moment`` is already wall time in the zone whose days are meant)."""
+    return (moment.date() - dt.timedelta(days=1)).isoformat()
+
+
+def month_before(moment: dt.datetime) -> str:
+    """The month before ``moment``'s own month, ``YYYY-MM``: the month a monthly run closes."""
+    return previous_month(month_name(moment.year, moment.month))
+
+
+def midnight(day: dt.date, zone: dt.tzinfo = UTC) -> dt.datetime:
+    """The first instant of ``day`` in ``zone``, in UTC: where a period ending on ``day``
+    (exclusive) stops."""
+    return dt.datetime.combine(day, dt.time(), tzinfo=zone).astimezone(UTC)
 
 
 @dataclass(frozen=True)
@@ -81,16 +111,14 @@ class BusinessCalendar:
     # A period's bounds, as UTC instants (the end is exclusive) ------------------------------
 
     def start_of_day(self, day: dt.date) -> dt.datetime:
-        return dt.datetime.combine(day, dt.time(), tzinfo=self.zone).astimezone(UTC)
+        return midnight(day, self.zone)
 
     def day_bounds(self, day: dt.date) -> tuple[dt.datetime, dt.datetime]:
         return self.start_of_day(day), self.start_of_day(day + dt.timedelta(days=1))
 
     def month_bounds(self, period: str) -> tuple[dt.datetime, dt.datetime]:
-        year, month = parse_month(period)
-        following = parse_month(next_month(period))
-        return (self.start_of_day(dt.date(year, month, 1)),
-                self.start_of_day(dt.date(*following, 1)))
+        first, after = month_days(period)
+        return self.start_of_day(first), self.start_of_day(after)
 
     def year_bounds(self, year: int) -> tuple[dt.datetime, dt.datetime]:
         return self.start_of_day(dt.date(year, 1, 1)), self.start_of_day(dt.date(year + 1, 1, 1))

@@ -43,6 +43,7 @@ __all__ = [
     "TaxpayerStatus",
     "TaxedAmount",
     "parse_tax_rate",
+    "offer_tax_rate",
     "apply_tax",
 ]
 
@@ -102,6 +103,12 @@ def parse_tax_rate(value: Any, field: str = "tax_rate") -> Decimal:
     if (Fraction(rate) * 10**MAX_RATE_PLACES).denominator != 1:
         raise InvalidTaxRate(f"tax rate {rate} has more than {MAX_RATE_PLACES} decimal places", field=field)
     return rate
+
+
+def offer_tax_rate(terms: Mapping[str, Any] | None) -> Decimal:
+    """The tax rate an offer's stored terms set, ``DATA_SERVICES_VAT_CN`` when they set none
+    or nothing is offered (a platform-wide token pack, usage with no rate card left)."""
+    return parse_tax_rate((terms or {}).get("tax_rate", DATA_SERVICES_VAT_CN))
 
 
 @dataclass(frozen=True, slots=True)

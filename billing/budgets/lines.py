@@ -68,6 +68,7 @@ from billing.metering.charge import BUDGET_GUARDS, BUDGET_HEADROOM, PaymentRequi
 from billing.models.budgets import BUDGET_CATEGORIES
 from pricing.errors import PricingError
 from pricing.money import Money, normalize_currency
+from pricing.periods import day_before
 
 ENFORCEMENTS = ("block", "warn")
 AMENDMENT_KINDS = ("increase", "decrease", "transfer")
@@ -707,10 +708,6 @@ def post_usage_day(session: Session, day: dt.date) -> dict[str, int]:
     return dict(counts)
 
 
-def _previous_day(moment: dt.datetime) -> str:
-    return (moment.date() - dt.timedelta(days=1)).isoformat()
-
-
 def _usage_job(ctx) -> dict:
     day = dt.date.fromisoformat(ctx.period)
     with ctx.db.session() as session, session.begin():
@@ -724,7 +721,7 @@ def _register() -> None:
 
     register(Job(name="post-usage-to-budgets",
                  description="Post yesterday's postpaid API usage to budgets, per dataset",
-                 run=_usage_job, trigger={"hour": 0, "minute": 40}, period_of=_previous_day,
+                 run=_usage_job, trigger={"hour": 0, "minute": 40}, period_of=day_before,
                  period_pattern=DAILY, closes_period=True))
     for hooks, hook in ((BUDGET_GUARDS, usage_guard), (BUDGET_HEADROOM, usage_headroom)):
         if not any(getattr(h, "__qualname__", "") == hook.__qualname__

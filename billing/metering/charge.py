@@ -85,7 +85,7 @@ from billing.models import (
     CreditLine, KeyUsageMonth, Subscription, TokenWallet, UsageCounter, UsageEvent, WalletEntry,
 )
 from pricing.errors import PricingError
-from pricing.money import CURRENCY_MINOR_UNITS, MAX_MINOR, Money, UnitPrice
+from pricing.money import CURRENCY_MINOR_UNITS, MAX_MINOR, Money, UnitPrice, divide_half_up
 from pricing.offers import (
     MeteredRateCard, RoyaltyRateCard, SubscriptionPlan, TierMode, offer_from_dict,
 )
@@ -609,7 +609,7 @@ def _first_tier(card) -> UnitPrice:
 
 def list_micros(tokens: int, rate_per_million: UnitPrice | None) -> int:
     """``tokens`` at ``rate_per_million``, in millionths of the currency's minor unit, rounded
-    half to even."""
+    half up."""
     return micros_at(tokens, list_ratio(rate_per_million))
 
 
@@ -623,12 +623,9 @@ def list_ratio(rate_per_million: UnitPrice | None) -> tuple[int, int]:
 
 
 def micros_at(tokens: int, ratio: tuple[int, int]) -> int:
-    """``tokens`` at a ``list_ratio``, rounded half to even (in integers)."""
+    """``tokens`` at a ``list_ratio``, rounded half up (in integers)."""
     numerator, denominator = ratio
-    micros, remainder = divmod(tokens * numerator, denominator)
-    if 2 * remainder > denominator or (2 * remainder == denominator and micros % 2):
-        micros += 1
-    return micros
+    return divide_half_up(tokens * numerator, denominator)
 
 
 def micros_to_dict(micros: int, currency: str) -> dict[str, str]:
@@ -647,14 +644,10 @@ def _unit_price(amount: Money, tokens: int) -> str:
 
 def unit_price(minor: int, places: int, tokens: int) -> str:
     """The effective price per million tokens of a charge of ``minor`` units (``places``
-    decimals), as a decimal string with six places, rounded half to even — in integers, since
-    ingestion prices a thousand events a batch."""
+    decimals), as a decimal string with six places, rounded half up like every amount."""
     if not tokens:
         return "0"
-    divisor = tokens * 10 ** places
-    millionths, remainder = divmod(abs(minor) * 10 ** 12, divisor)
-    if 2 * remainder > divisor or (2 * remainder == divisor and millionths % 2):
-        millionths += 1
+    millionths = divide_half_up(abs(minor) * 10 ** 12, tokens * 10 ** places)
     whole, fraction = divmod(millionths, 1_000_000)
     return f"{'-' if minor < 0 and millionths else ''}{whole}.{fraction:06d}"
 

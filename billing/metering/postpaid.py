@@ -11,7 +11,6 @@ credit line says; when it is paid, the credit it used is released.
 
 from __future__ import annotations
 
-import re
 from collections import Counter, defaultdict
 
 from sqlalchemy import select, update
@@ -28,10 +27,9 @@ from billing.payments import card as payments
 from billing.context import BillingSettings
 from billing.models import CreditLine, Order, UsageEvent
 from pricing.money import Money, UnitPrice
+from pricing.periods import is_month
 from pricing.rating import LineItem
-
-PERIOD = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
-
+from pricing.tax import offer_tax_rate
 
 def open_credit_line(session: Session, principal: Principal | Actor, organization_id: int,
                      limit: Money, currency: str | None = None, *,
@@ -90,7 +88,7 @@ def bill_usage(session: Session, credit_line_id: int, period: str,
                settings: BillingSettings) -> Order | None:
     """The usage order of one credit line's organization for one month, or None when there is
     nothing to bill or it is billed already. A bank-transfer order is invoiced here."""
-    if not PERIOD.fullmatch(period):
+    if not is_month(period):
         raise InvalidInput("A period is a month, YYYY-MM.", field="period")
     credit = session.scalar(select(CreditLine).where(CreditLine.id == credit_line_id)
                             .with_for_update())
@@ -118,7 +116,7 @@ def bill_usage(session: Session, credit_line_id: int, period: str,
         tokens = sum(e.tokens for e in group)
         dataset = session.get(Dataset, dataset_id)
         metered = [o for o in dataset.offers if o.kind == "metered"] if dataset else []
-        tax_rate = metered[-1].terms.get("tax_rate", "0.06") if metered else "0.06"
+        tax_rate = offer_tax_rate(metered[-1].terms if metered else None)
         # One item whose unit price is the summed charges, so the line is exactly what the
         # events were charged (each already rounded when it was rated).
         item = LineItem(code="usage", description=f"{tokens:,} tokens, {period}", quantity=1,

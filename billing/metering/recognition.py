@@ -40,6 +40,7 @@ from market.accounts.models import ApiKey, Organization
 from market.catalog.models import Dataset, DatasetVersion, SupplyChainRevision
 from market.core.db import Database, business_calendar
 from pricing.money import Money, UnitPrice
+from pricing.periods import day_before
 
 SOURCES = {"postpaid": Purpose.BUYER_RECEIVABLE, "wallet": Purpose.BUYER_PREPAID}
 
@@ -175,10 +176,6 @@ def _posted_gross(session: Session, key: str) -> int:
                LedgerEntry.amount_minor > 0)))
 
 
-def _previous_day(moment: dt.datetime) -> str:
-    return (moment.date() - dt.timedelta(days=1)).isoformat()
-
-
 def _job(ctx) -> dict:
     day = dt.date.fromisoformat(ctx.period)
     with ctx.db.session() as session, session.begin():
@@ -204,7 +201,7 @@ def _register() -> None:
 
     register(Job(name="recognize-usage",
                  description="Post yesterday's usage revenue to the ledger, per dataset",
-                 run=_job, trigger={"hour": 0, "minute": 20}, period_of=_previous_day,
+                 run=_job, trigger={"hour": 0, "minute": 20}, period_of=day_before,
                  period_pattern=DAILY, closes_period=True))
 
 

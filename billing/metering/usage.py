@@ -63,6 +63,7 @@ from market.catalog.models import Dataset, ListingStatus
 from market.catalog.services import current_supply_chain_id
 from market.core.db import breaks_unique, business_calendar, business_day_of, insert_rows, utcnow
 from market.core.errors import Conflict, InvalidInput
+from pricing.allocation import split_minor
 from pricing.errors import PricingError
 from pricing.money import Money, minor_to_dict, minor_units
 from pricing.periods import month_name
@@ -166,24 +167,6 @@ def _visible(dataset: Dataset | None, organization_id: int) -> bool:
     return dataset.organization_id == organization_id or (
         dataset.listing is not None
         and dataset.listing.status == ListingStatus.APPROVED.value)
-
-
-def _split(total: int, weights: list[int]) -> list[int]:
-    """``total`` minor units split by ``weights``, largest remainder first (ties: the earlier
-    event), so the parts add up to it exactly."""
-    weight_sum = sum(weights)
-    if not weight_sum:
-        return [0] * len(weights)
-    sign, magnitude = (-1 if total < 0 else 1), abs(total)
-    parts, remainders = [], []
-    for weight in weights:
-        part, remainder = divmod(magnitude * weight, weight_sum)
-        parts.append(part)
-        remainders.append(remainder)
-    for i in sorted(range(len(weights)), key=lambda i: (-remainders[i], i))[
-            :magnitude - sum(parts)]:
-        parts[i] += 1
-    return [sign * part for part in parts]
 
 
 def ingest_royalties(session: Session, *, organization_id: int, api_key_id: int | None,
@@ -449,7 +432,7 @@ def _charge_currency(session: Session, organization_id: int, period: str,
                            "open usage invoice or ask for a higher limit.")
     charged: dict[int, tuple[int, str]] = {}
     for _group, indices, amount, _counter in rated:
-        parts = _split(amount.minor, [events[i]["tokens"] for i in indices])
+        parts = split_minor(amount.minor, [events[i]["tokens"] for i in indices])
         for i, part in zip(indices, parts):
             charged[i] = (part, currency)
     return charged

@@ -18,7 +18,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import re
 from collections import defaultdict
 from decimal import Decimal
 from typing import Any, Iterable
@@ -34,8 +33,7 @@ from market.catalog.models import Dataset
 from market.core.db import business_calendar
 from market.core.errors import InvalidInput
 from pricing.money import Money
-
-PERIOD_PATTERN = r"\d{4}-(0[1-9]|1[0-2])"
+from pricing.periods import month_days
 
 # What a payment's order kind is called on a statement line.
 _ORDER_LINE_KINDS = {"mall": "sale", "token_pack": "sale", "subscription": "subscription",
@@ -47,12 +45,10 @@ _ORDER_LINE_KINDS = {"mall": "sale", "token_pack": "sale", "subscription": "subs
 
 def period_bounds(period: str) -> tuple[dt.date, dt.date]:
     """The first day of the period and the first day after it."""
-    if not isinstance(period, str) or re.fullmatch(PERIOD_PATTERN, period) is None:
-        raise InvalidInput("A period is a month written YYYY-MM.", field="period")
-    year, month = int(period[:4]), int(period[5:])
-    start = dt.date(year, month, 1)
-    end = dt.date(year + month // 12, month % 12 + 1, 1)
-    return start, end
+    try:
+        return month_days(period)
+    except ValueError:
+        raise InvalidInput("A period is a month written YYYY-MM.", field="period") from None
 
 
 def window_start(session: Session, period: str) -> dt.datetime:

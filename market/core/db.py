@@ -227,6 +227,12 @@ def business_calendar(session: Session) -> BusinessCalendar:
     return calendar if calendar is not None else BusinessCalendar()
 
 
+def last_closed_month(session: Session) -> str:
+    """The last month that has ended now on ``session``'s business calendar: the period a
+    statement list or a reconciliation is about when none is named."""
+    return business_calendar(session).previous_month(utcnow())
+
+
 class WalCheckpointer:
     """Moves SQLite's write-ahead log into the database file from a thread of its own, every
     ``interval`` seconds, instead of inside whichever commit fills the log past SQLite's

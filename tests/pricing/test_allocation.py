@@ -20,6 +20,7 @@ from pricing import (
     OverRefund,
     allocate,
     allocate_refund,
+    split_minor,
     validate_shares,
 )
 
@@ -58,6 +59,23 @@ def test_allocation_with_worked_numbers(amount, currency, shares, expected):
     assert list(parts) == keys  # participant order kept
     assert minors(parts) == expected
     assert sum(expected) == Money(amount, currency).minor
+
+
+@pytest.mark.parametrize("total, weights, expected", [
+    (10, [1, 1, 1], [4, 3, 3]),        # ties go to the earlier weight
+    (-10, [1, 1, 1], [-4, -3, -3]),    # a negative total mirrors the positive split
+    (7, [120, 0, 30], [6, 0, 1]),      # e.g. a charge split over events by their tokens
+    (5, [0, 0], [0, 0]),               # nothing to weigh by, nothing given
+    (0, [3, 4], [0, 0]),
+])
+def test_split_minor_is_the_largest_remainder_of_any_weights(total, weights, expected):
+    assert split_minor(total, weights) == expected
+
+
+def test_split_minor_refuses_a_negative_weight():
+    with pytest.raises(InvalidShares) as refused:
+        split_minor(10, [5, -1])
+    assert refused.value.field == "weights"
 
 
 def test_shares_may_be_a_sequence_of_pairs():

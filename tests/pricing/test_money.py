@@ -21,7 +21,7 @@ from pricing import (
     UnknownCurrency,
     minor_units,
 )
-from pricing.money import minor_to_dict
+from pricing.money import divide_half_up, minor_to_dict, round_half_up
 
 
 @pytest.mark.parametrize(
@@ -188,3 +188,10 @@ def test_rounding_is_within_half_a_minor_unit(numerator, denominator):
     rounded = Money.rounded(exact, "CNY")
     error = Fraction(rounded.minor) - exact * 100
     assert -Fraction(1, 2) < error <= Fraction(1, 2) if exact >= 0 else -Fraction(1, 2) <= error < Fraction(1, 2)
+
+
+@pytest.mark.parametrize("numerator, denominator, expected", [
+    (5, 2, 3), (-5, 2, -3), (5, -2, -3), (7, 2, 4), (3, 2, 2), (4, 3, 1), (0, 7, 0)])
+def test_an_integer_quotient_rounds_half_up_as_a_fraction_does(numerator, denominator, expected):
+    assert divide_half_up(numerator, denominator) == expected
+    assert round_half_up(Fraction(numerator, denominator)) == expected

@@ -19,6 +19,7 @@ from pricing import (
     TaxedAmount,
     TaxMode,
     apply_tax,
+    offer_tax_rate,
     parse_tax_rate,
 )
 
@@ -113,3 +114,12 @@ def test_net_plus_tax_is_gross_and_tax_is_half_up(minor, rate_bp, mode, buyer):
     if mode is TaxMode.EXCLUSIVE and buyer is BuyerTaxStatus.STANDARD:
         assert taxed.net == amount
         assert abs(taxed.tax.minor - Fraction(minor) * Fraction(rate)) <= Fraction(1, 2)
+
+
+def test_an_offer_is_taxed_at_its_own_rate_else_at_the_data_services_vat():
+    assert offer_tax_rate({"kind": "mall", "tax_rate": "0.13"}) == Decimal("0.13")
+    assert offer_tax_rate({"kind": "mall", "tax_rate": "0"}) == Decimal("0")
+    assert offer_tax_rate({"kind": "mall"}) == DATA_SERVICES_VAT_CN == Decimal("0.06")
+    assert offer_tax_rate(None) == DATA_SERVICES_VAT_CN  # nothing offered: a platform pack
+    with pytest.raises(InvalidTaxRate):
+        offer_tax_rate({"tax_rate": "1.5"})

@@ -18,7 +18,7 @@ from market.web.api.billing_schemas import MoneyField, MoneyInputSchema
 from market.web.api.blueprint import api
 from market.web.api.pagination import PageQuerySchema, page_request, page_schema
 from market.web.boundary import Month
-from market.core.db import business_calendar, utcnow
+from market.core.db import last_closed_month
 from market.web.http import db_session
 from pricing.money import Money
 
@@ -334,13 +334,13 @@ def statement_reconciliation(principal: Principal, query: dict):
     is zero when every movement of money is accounted for. The platform's staff only, since
     it covers every participant (an exchange: 403). A card processor that does not answer is
     a 502 naming it (``processor_unavailable``)."""
-    period = query["period"] or _last_month()
+    period = query["period"] or last_closed_month(db_session())
     return reconciliation.reconcile(db_session(), period, actor=principal,
                                     gateway=current_app.extensions["market.gateway"])
 
 
 def _reconciliation_export(principal: Principal, query: dict, extension: str) -> Response:
-    period = query["period"] or _last_month()
+    period = query["period"] or last_closed_month(db_session())
     session = db_session()
     figures = reconciliation.reconcile(session, period, actor=principal,
                                        gateway=current_app.extensions["market.gateway"])
@@ -371,8 +371,3 @@ def export_reconciliation_csv(principal: Principal, query: dict):
 def export_reconciliation_xlsx(principal: Principal, query: dict):
     """Sheets ``terms`` and ``summary`` as in the CSV; amounts are numeric cells."""
     return _reconciliation_export(principal, query, "xlsx")
-
-
-def _last_month() -> str:
-    """The last month that has ended on the business calendar."""
-    return business_calendar(db_session()).previous_month(utcnow())

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import re
 
 import click
 from apscheduler.schedulers.blocking import BlockingScheduler
@@ -36,6 +35,7 @@ from billing.settlement.reconciliation import reconcile
 from market.core.db import utcnow
 from market.web.idempotency import purge_expired
 from pricing.money import Money
+from pricing.periods import is_month
 
 billing_cli = AppGroup("billing", help="Billing operations: scheduled jobs, statement checks.")
 scheduler_cli = AppGroup("scheduler", help="The process that runs the scheduled jobs.")
@@ -168,7 +168,7 @@ def export_reconciliation_command(period: str, extension: str, output: str | Non
                                   processor: bool) -> None:
     """Write PERIOD's reconciliation (YYYY-MM) as CSV or XLSX and print each currency's
     difference; exit 1 when one is not zero."""
-    if not re.match(r"^\d{4}-(0[1-9]|1[0-2])$", period):
+    if not is_month(period):
         raise click.BadParameter("give the period as YYYY-MM", param_hint="PERIOD")
     gateway = current_app.extensions.get("market.gateway") if processor else None
     with current_app.extensions["market.db"].session() as session:

@@ -28,7 +28,7 @@ from billing.models.statements import SettlementStatement
 from market.accounts.authz import Principal, oversees
 from market.accounts.models import Organization
 from market.web.boundary import BoundedForm
-from market.core.db import business_calendar, utcnow
+from market.core.db import business_calendar, last_closed_month, utcnow
 from market.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from market.core.keyset import PageRequest
 from market.web.storefront.blueprint import storefront
@@ -38,8 +38,8 @@ from market.web.storefront.views import signed_in
 from market.web.http import db_session
 from pricing.errors import PricingError
 from pricing.money import Money
+from pricing.periods import MONTH_PATTERN, is_month
 
-PERIOD_PATTERN = r"^\d{4}-(0[1-9]|1[0-2])$"
 # What a service may refuse with; anything else is a bug and reaches the error page.
 REFUSALS = (InvalidInput, Conflict, Forbidden, NotFound)
 
@@ -48,7 +48,7 @@ REFUSALS = (InvalidInput, Conflict, Forbidden, NotFound)
 
 class ClosePeriodForm(BoundedForm):
     period = StringField(_l("Period (YYYY-MM)"), validators=[
-        DataRequired(), Regexp(PERIOD_PATTERN, message=_l("Give the period as YYYY-MM."))])
+        DataRequired(), Regexp(f"^{MONTH_PATTERN}$", message=_l("Give the period as YYYY-MM."))])
 
 
 class DisputeForm(BoundedForm):
@@ -88,9 +88,6 @@ class PayStatementForm(BoundedForm):
                                  validators=[DataRequired(), Length(max=100)])
 
 
-def _last_month() -> str:
-    """The last month that has ended on the business calendar."""
-    return business_calendar(db_session()).previous_month(utcnow())
 
 
 def _names(organization_ids) -> dict[int, str]:
@@ -107,7 +104,7 @@ def _by_due_date(items: list[SettlementStatement]) -> list[SettlementStatement]:
 
 def _period_arg() -> str | None:
     period = request.args.get("period", "").strip()
-    return period if re.match(PERIOD_PATTERN, period) else None
+    return period if is_month(period) else None
 
 
 # The queue and the participant's list --------------------------------------------------------
@@ -119,12 +116,12 @@ def _render_queue(principal: Principal, close_form: ClosePeriodForm | None = Non
     staff = principal.can("statements:manage")
     platform = staff and principal.is_platform
     if close_form is None and platform:
-        close_form = ClosePeriodForm(formdata=None, period=_last_month())
+        close_form = ClosePeriodForm(formdata=None, period=last_closed_month(db_session()))
     return render_template(
         "statements/list.html", statements=_by_due_date(items) if staff else items,
         staff=staff, platform=platform, close_form=close_form, period=period or "",
         names=_names([s.organization_id for s in items] + [s.exchange_id for s in items]),
-        today=dt.date.today()), status
+        today=business_calendar(db_session()).day_of(utcnow())), status
 
 
 @storefront.get("/statements")
@@ -334,7 +331,7 @@ def pay_statement(principal: Principal, statement_id: int):
 def statement_reconciliation(principal: Principal):
     """The period's figures; when the card processor does not answer, the ledger's figures
     without its comparison, the reason shown above them, and a 502."""
-    period = _period_arg() or _last_month()
+    period = _period_arg() or last_closed_month(db_session())
     processor_error, status = None, 200
     try:
         figures = reconciliation.reconcile(db_session(), period, actor=principal,

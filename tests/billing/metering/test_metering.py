@@ -8,6 +8,7 @@ import json
 import pytest
 from sqlalchemy import func, select
 
+from billing.metering.charge import micros_at, unit_price
 from billing.models import CreditLine, TokenWallet, UsageEvent
 from market.catalog.models import DatasetRecord
 from market.core.db import utcnow
@@ -255,3 +256,12 @@ def test_a_subscriptions_allowance_pays_first_then_the_wallet(client, session, s
     assert paid_by == sorted(paid_by, key=lambda who: who != "subscription")
     session.refresh(sub)
     assert 0 < sub.tokens_used <= 60
+
+
+def test_a_unit_price_exactly_half_way_rounds_half_up_like_every_amount():
+    # 0.01 CNY over 1,280,000 tokens is 0.0078125 a million: half to even would say 0.007812.
+    assert unit_price(1, 2, 1_280_000) == "0.007813"
+    assert unit_price(-1, 2, 1_280_000) == "-0.007813"  # a credit mirrors its charge
+    assert unit_price(1, 2, 1_280_001) == "0.007812"
+    # 5 tokens at 0.5 millionths of a fen each: 2.5, kept as 3.
+    assert micros_at(5, (1, 2)) == 3
