@@ -30,8 +30,8 @@ from market.core.keyset import PageRequest
 from market.web.storefront.billing_forms import (
     CartItemForm, CheckoutForm, ReceiptForm, ReferenceLookupForm, RefundForm, TokenPackForm,
 )
+from market.web.formatting import format_money
 from market.web.storefront.blueprint import storefront
-from market.web.storefront.catalog_views import _amount
 from market.web.storefront.forms import ActionForm
 from market.web.storefront.views import signed_in
 from market.web.http import (
@@ -57,13 +57,6 @@ def _gateway():
 
 def _settings():
     return current_app.extensions["market.billing"]
-
-
-@storefront.app_template_filter("money")
-def _money(value, currency: str | None = None) -> str:
-    """``CNY 9,800.00``: a Money, or minor units with their currency."""
-    money = value if isinstance(value, Money) else Money.from_minor(value, currency)
-    return f"{money.currency} {_amount(format(money.amount, 'f'))}"
 
 
 def _dataset_title(dataset: Dataset | None) -> str:
@@ -124,7 +117,7 @@ def _budget_lines(principal: Principal, currency: str | None = None) -> list[tup
     for line in budgets.checkout_lines(db_session(), principal.organization_id):
         if currency is not None and line.budget.currency != currency:
             continue
-        left = _money(line.remaining_minor, line.budget.currency)
+        left = format_money(line.remaining_minor, line.budget.currency)
         choices.append((line.id, _("%(code)s — %(name)s (%(left)s left)", code=line.code,
                                    name=line.name, left=left)))
     return choices
@@ -561,7 +554,7 @@ def refund_payment(principal: Principal, payment_id: int):
         except (InvalidInput, Conflict) as exc:
             _form_error(form, exc)
         else:
-            amount = _money(refund.amount_minor, refund.currency)
+            amount = format_money(refund.amount_minor, refund.currency)
             if refund.status == "succeeded":
                 flash(_("Refund of %(amount)s made.", amount=amount), "success")
             elif refund.status == "pending":

@@ -34,14 +34,6 @@ def _catalog_context():
     return {"vocab": VOCABULARIES, "reason_codes": REASON_CODES}
 
 
-@storefront.app_template_filter("amount")
-def _amount(value: str) -> str:
-    """A decimal string with thousands separators, every decimal place kept (never a float)."""
-    number = Decimal(value)
-    whole, _, fraction = format(number, "f").partition(".")
-    return f"{int(whole):,}" + (f".{fraction}" if fraction else "")
-
-
 @storefront.app_template_filter("percent")
 def _percent(value: str) -> str:
     return f"{(Decimal(value) * 100).normalize():f}%"
