@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from market.core import audit
 from market.accounts.authz import Principal
 from market.catalog.models import Dataset, ListingStatus, Offer, SupplyChainShare
+from market.catalog.offers import metered_offer
 from market.catalog.services import current_supply_chain
 from market.core.db import utcnow
 from market.core.errors import Conflict, InvalidInput, NotFound
@@ -284,10 +285,10 @@ def place_token_pack_order(session: Session, principal: Principal, *, millions: 
                     tokens=tokens, terms={"scope": "platform"}, chain=False)
     else:
         dataset = session.get(Dataset, dataset_id)
-        metered = [o for o in (dataset.active_offers if dataset else []) if o.kind == "metered"]
-        if not metered:
+        metered = metered_offer(dataset) if dataset else None
+        if metered is None:
             raise NotFound("This dataset sells no API tokens.", field="dataset_id")
-        offer = sellable_offer(session, principal, metered[0].id, kinds=("metered",),
+        offer = sellable_offer(session, principal, metered.id, kinds=("metered",),
                                field="dataset_id")
         card = offer_from_dict(offer.terms)
         assert isinstance(card, MeteredRateCard)

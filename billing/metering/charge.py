@@ -77,6 +77,7 @@ from market.accounts.models import ApiKey
 from market.catalog.models import (
     Dataset, DatasetVersion, ListingStatus, Offer, SupplyChainRevision,
 )
+from market.catalog.offers import metered_offer
 from market.core.db import business_calendar, utcnow
 from market.core.errors import Forbidden, InvalidInput, MarketError, NotFound
 from market.core.inputs import INT64_MAX
@@ -175,7 +176,7 @@ def callable_version(session: Session, organization_id: int, dataset_id: int,
 
 def _metered_card(dataset: Dataset, kind: str = "metered"
                   ) -> tuple[Offer, MeteredRateCard | RoyaltyRateCard] | None:
-    offer = next((o for o in dataset.active_offers if o.kind == kind), None)
+    offer = metered_offer(dataset, kind)
     return (offer, _terms(offer)) if offer is not None else None
 
 

@@ -21,6 +21,7 @@ from market.accounts.authz import Principal
 from market.accounts.models import Organization
 from market.core.audit import Actor
 from market.catalog.models import Dataset, SupplyChainRevision
+from market.catalog.offers import metered_offer
 from market.core.errors import Forbidden, InvalidInput, MarketError, NotFound
 from billing import jobs, orders
 from billing.payments import card as payments
@@ -115,8 +116,8 @@ def bill_usage(session: Session, credit_line_id: int, period: str,
             continue
         tokens = sum(e.tokens for e in group)
         dataset = session.get(Dataset, dataset_id)
-        metered = [o for o in dataset.offers if o.kind == "metered"] if dataset else []
-        tax_rate = offer_tax_rate(metered[-1].terms if metered else None)
+        metered = metered_offer(dataset) if dataset else None
+        tax_rate = offer_tax_rate(metered.terms if metered else None)
         # One item whose unit price is the summed charges, so the line is exactly what the
         # events were charged (each already rounded when it was rated).
         item = LineItem(code="usage", description=f"{tokens:,} tokens, {period}", quantity=1,

@@ -31,6 +31,16 @@ def headline_price(terms) -> Money:
     return Money.rounded(first.amount, first.currency)
 
 
+def metered_offer(dataset: Dataset, kind: str = "metered") -> Offer | None:
+    """The offer a dataset's API use is priced and taxed by: its first active offer of
+    ``kind`` (``metered`` for calls served, ``royalty`` for use the buyer reports), or None.
+
+    A retired offer prices nothing new, not even a later invoice for use charged while it
+    was active: that use was charged already, and the invoice takes the rate card in force.
+    """
+    return next((o for o in dataset.active_offers if o.kind == kind), None)
+
+
 def add_offer(session: Session, principal: Principal, dataset: Dataset,
               terms: Mapping[str, Any]) -> Offer:
     """Add an offer; bad terms are named by their field under ``terms``."""

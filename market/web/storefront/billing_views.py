@@ -20,7 +20,6 @@ from sqlalchemy import select
 from billing import certificates, entitlements, orders
 from billing.payments import card as payments, refunds
 from billing.models import Certificate, Order, OrderLine
-from billing.payments.gateway import CardGateway
 from market.accounts.authz import Principal
 from market.accounts.models import Organization
 from market.catalog.models import Dataset, Offer
@@ -29,9 +28,10 @@ from market.core.keyset import PageRequest
 from market.web.storefront.billing_forms import (
     CartItemForm, CheckoutForm, ReceiptForm, ReferenceLookupForm, RefundForm, TokenPackForm,
 )
+from market.web.formatting import format_money
 from market.web.storefront.blueprint import storefront
 from market.web.storefront.common import (
-    billing_settings, budget_lines, dataset_title, form_error, format_money, gateway,
+    billing_settings, budget_lines, dataset_title, form_error, gateway,
     require_action_form, same_site,
 )
 from market.web.storefront.forms import ActionForm

@@ -1,10 +1,9 @@
 """What the storefront's pages share: the page's language, a service's error shown on a form,
-the app's billing settings and card gateway, amounts as the pages print them, the buyer's
-budget lines at checkout, and the checks on a posted action and a page to go back to."""
+the app's billing settings and card gateway, the buyer's budget lines at checkout, and the
+checks on a posted action and a page to go back to."""
 
 from __future__ import annotations
 
-from decimal import Decimal
 from urllib.parse import urlsplit
 
 from flask import abort, current_app, request
@@ -12,13 +11,14 @@ from flask_babel import get_locale
 from flask_babel import gettext as _
 
 from billing.budgets import lines as budgets
+from billing.context import BillingSettings
+from billing.payments.gateway import CardGateway
 from market.accounts.authz import Principal
 from market.catalog.models import Dataset
 from market.core.errors import MarketError
+from market.web.formatting import format_money
 from market.web.http import db_session
-from market.web.storefront.blueprint import storefront
 from market.web.storefront.forms import ActionForm
-from pricing.money import Money
 
 
 def is_zh() -> bool:
@@ -45,28 +45,13 @@ def form_error(form, exc: MarketError, fields: dict[str, str] | None = None) -> 
         form.form_errors.append(exc.detail)
 
 
-def gateway():
+def gateway() -> CardGateway | None:
     """The card gateway; None when card payments are off."""
     return current_app.extensions["market.gateway"]
 
 
-def billing_settings():
+def billing_settings() -> BillingSettings:
     return current_app.extensions["market.billing"]
-
-
-@storefront.app_template_filter("amount")
-def format_amount(value: str) -> str:
-    """A decimal string with thousands separators, every decimal place kept (never a float)."""
-    number = Decimal(value)
-    whole, _sep, fraction = format(number, "f").partition(".")
-    return f"{int(whole):,}" + (f".{fraction}" if fraction else "")
-
-
-@storefront.app_template_filter("money")
-def format_money(value, currency: str | None = None) -> str:
-    """``CNY 9,800.00``: a Money, or minor units with their currency."""
-    money = value if isinstance(value, Money) else Money.from_minor(value, currency)
-    return f"{money.currency} {format_amount(format(money.amount, 'f'))}"
 
 
 def budget_lines(principal: Principal, currency: str | None = None) -> list[tuple[int, str]]:

@@ -12,10 +12,12 @@ from billing.metering import postpaid
 from billing.payments import card as payments
 from billing.jobs import run_job
 from billing.models import CreditLine, Order, UsageEvent
+from market.catalog import offers
 from market.core.audit import SYSTEM
 from market.core.db import utcnow
 from market.core.errors import Forbidden, InvalidInput
 from pricing.money import Money
+from tests.billing.conftest import METERED
 from tests.stripe_server import card
 
 PERIOD = "2026-10"
@@ -98,6 +100,21 @@ def test_last_months_usage_on_credit_is_invoiced_once(app, db, session, listed, 
                                  settings=settings)
     assert order.status == "paid"
     assert session.get(CreditLine, credit.id).used_minor == 1
+
+
+def test_the_usage_invoice_is_taxed_by_the_active_rate_card_not_a_later_retired_one(
+        app, db, session, listed, buyer, credit):
+    later = offers.add_offer(session, listed["owner"], listed["dataset"],
+                             {**METERED, "code": "api-export", "tax_rate": "0"})
+    offers.retire_offer(session, listed["owner"], later)
+    assert offers.metered_offer(listed["dataset"]).id == listed["metered"].id
+    usage(session, buyer["org"], listed, tokens=3_000_001, amount_minor=3_751)
+    credit.used_minor = 3_751
+    session.commit()
+
+    assert run(app, db).summary == {"orders": 1}
+    [line] = session.scalar(select(Order).where(Order.kind == "usage")).lines
+    assert (line.tax_rate, line.tax_minor) == ("0.06", 225)  # the active card's 6%, not 0%
 
 
 def test_nothing_to_bill_makes_no_order(app, db, session, listed, buyer, credit):

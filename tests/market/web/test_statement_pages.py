@@ -162,6 +162,23 @@ def test_pages_render_in_english_and_chinese(session, shop, maker, closed, accep
     assert 'href="/statements">' in page  # the console's link in the navigation
 
 
+@pytest.mark.parametrize("accept", ["en", "zh-CN,zh;q=0.9"])
+def test_an_amount_owed_back_is_shown_negative_in_both_languages(session, shop, maker, accept):
+    _owed_last_month(session, shop["processor"], shop["dataset"], -50)  # a refund taken back
+    session.commit()
+    _close(maker)
+    session.expire_all()
+    statement = session.query(SettlementStatement).filter_by(
+        organization_id=shop["processor"].id, period=PERIOD).one()
+    assert statement.closing_minor == -50
+    maker.environ_base["HTTP_ACCEPT_LANGUAGE"] = accept
+    page = _text(maker.get(f"/statements/{statement.id}"))
+    # The line, its kind's total, the period's activity and the closing balance; never the
+    # amount without its sign.
+    assert page.count("-CNY 0.50") == 4, page
+    assert re.search(r"[^-]CNY 0\.50", page) is None
+
+
 def test_the_maker_cannot_approve_but_another_reviewer_can(session, sign_in_as, shop, maker,
                                                           closed):
     page = f"/statements/{closed.id}"
