@@ -43,6 +43,8 @@ from pricing.tax import (BuyerTaxStatus, TaxMode, TaxpayerStatus, apply_tax, off
 PAYMENT_METHODS = ("card", "bank_transfer")
 TOKENS_PER_MILLION = 1_000_000
 # Largest order a cart may hold, so a typo in a quantity cannot create an absurd invoice.
+# A card payment that may still succeed: created, with the processor, or awaiting 3-D Secure.
+CARD_PAYMENT_IN_FLIGHT = ("created", "processing", "requires_action")
 MAX_QUANTITY = 1_000
 MAX_TOKEN_PACK_MILLIONS = 100_000
 
@@ -330,6 +332,13 @@ def list_orders(session: Session, principal: Principal) -> Keyset[Order]:
     return Keyset(session, select(Order).where(
         Order.organization_id == principal.organization_id, Order.status != "scheduled"),
         [desc(Order.id)])
+
+
+def refuse_while_card_payment_in_flight(order: Order) -> None:
+    """409 while a card payment of the order may still succeed: an invoice for bank transfer
+    issued now could have the buyer pay twice."""
+    if any(payment.status in CARD_PAYMENT_IN_FLIGHT for payment in order.payments):
+        raise Conflict("A card payment for this order is in progress.", field="order")
 
 
 def cancel_order(session: Session, principal: Principal, order: Order) -> Order:

@@ -11,6 +11,7 @@ import os
 
 import pytest
 from sqlalchemy import MetaData, text
+from sqlalchemy.orm import sessionmaker
 
 from market.web.app import create_app
 from market.web import schema
@@ -67,7 +68,11 @@ def connection(app):
     app.extensions["market.login_throttle"].reset()  # failed sign-ins of earlier tests
     with database.engine.connect() as conn:
         outer = conn.begin()
-        database.bind_to(conn)
+        # Every new session joins this transaction (its commits are savepoints), rolled back
+        # at the end.
+        database.session_factory = sessionmaker(
+            bind=conn, expire_on_commit=False, autoflush=True,
+            join_transaction_mode="create_savepoint", info={"calendar": database.calendar})
         try:
             yield conn
         finally:

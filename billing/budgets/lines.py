@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 from sqlalchemy import bindparam, case, func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -123,18 +123,6 @@ def line_records(session: Session, principal: Principal, line_id: int, *,
         if value is not None:
             query = query.where(column == value)
     return Keyset(session, query, [desc(BudgetRecord.occurred_at), desc(BudgetRecord.id)])
-
-
-def amendments_of(session: Session, line: BudgetLine) -> list[BudgetAmendment]:
-    return list(session.scalars(select(BudgetAmendment).where(
-        BudgetAmendment.line_id == line.id).order_by(BudgetAmendment.id)))
-
-
-def approved_from_amendments(session: Session, line: BudgetLine) -> int:
-    """The original amount plus every amendment: what ``approved_minor`` must always equal."""
-    signed = {"increase": 1, "transfer_in": 1, "decrease": -1, "transfer_out": -1}
-    return line.original_minor + sum(signed[a.kind] * a.amount_minor
-                                     for a in amendments_of(session, line))
 
 
 def budget_for(session: Session, organization_id: int, fiscal_year: int,
@@ -727,14 +715,6 @@ def _register() -> None:
         if not any(getattr(h, "__qualname__", "") == hook.__qualname__
                    and getattr(h, "__module__", "") == __name__ for h in hooks):
             hooks.append(hook)
-
-
-def records_total(records: Iterable[BudgetRecord]) -> dict[str, int]:
-    """Amounts per kind (for reports and tests)."""
-    totals: dict[str, int] = defaultdict(int)
-    for record in records:
-        totals[record.kind] += record.amount_minor
-    return dict(totals)
 
 
 _register()

@@ -83,10 +83,6 @@ class Order(Base):
     def total(self) -> Money:
         return Money.from_minor(self.total_minor, self.currency)
 
-    @property
-    def refundable_minor(self) -> int:
-        return self.paid_minor - self.refunded_minor
-
 
 class OrderLine(Base):
     """One thing bought, with the terms, tax and supply chain it was sold under."""

@@ -75,9 +75,6 @@ class Organization(Base):
     def role_names(self) -> list[str]:
         return [r.role for r in self.roles]
 
-    def has_role(self, role: OrgRole) -> bool:
-        return role.value in self.role_names
-
     def has_role_name(self, role: str) -> bool:
         return role in self.role_names
 

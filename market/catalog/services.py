@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from market.core import audit
-from market.accounts.authz import Principal
+from market.accounts.authz import Principal, get_owned
 from market.accounts.models import Organization
 from market.catalog import search
 from market.catalog.models import (
@@ -100,10 +100,8 @@ def update_dataset(session: Session, principal: Principal, dataset: Dataset,
 
 
 def get_dataset_for_owner(session: Session, principal: Principal, dataset_id: int) -> Dataset:
-    dataset = session.get(Dataset, dataset_id)
-    if dataset is None or dataset.organization_id != principal.organization_id:
-        raise NotFound("No such dataset.")
-    return dataset
+    """The principal's own dataset (another organization's answers 404)."""
+    return get_owned(session, Dataset, dataset_id, principal)
 
 
 def get_visible_dataset(session: Session, principal: Principal | None, dataset_id: int) -> Dataset:

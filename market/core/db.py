@@ -305,13 +305,6 @@ class Database:
             cursor.execute("PRAGMA wal_autocheckpoint=0")
             cursor.close()
 
-    def bind_to(self, connection) -> None:
-        """Make every new session join ``connection``'s transaction (tests roll it back)."""
-        self.session_factory = sessionmaker(
-            bind=connection, expire_on_commit=False, autoflush=True,
-            join_transaction_mode="create_savepoint", info={"calendar": self.calendar},
-        )
-
     def session(self) -> Session:
         return self.session_factory()
 

@@ -73,17 +73,12 @@ def passwords() -> Passwords:
     return current_app.extensions["market.passwords"]
 
 
-def keep_changes_on_error() -> None:
-    """Commit this request's writes even though its response is an error (a failed sign-in)."""
-    g.keep_changes = True
-
-
 def _finish_unit_of_work(response: Response) -> Response:
     session: Session | None = g.pop("db_session", None)
     if session is None:
         return response
     try:
-        if response.status_code < 400 or g.get("keep_changes"):
+        if response.status_code < 400:
             session.commit()
         else:
             session.rollback()

@@ -110,8 +110,7 @@ def pay_order(principal: Principal, order_id: int, body: dict):
     order = orders.get_order(session, principal, order_id)
     if body["method"] == "bank_transfer":
         order = orders.get_order(session, principal, order_id, for_update=True)
-        if any(p.status in ("created", "processing", "requires_action") for p in order.payments):
-            raise Conflict("A card payment for this order is in progress.", field="order")
+        orders.refuse_while_card_payment_in_flight(order)
         invoice = payments.issue_invoice(session, order, _settings(), principal.actor)
         return {"order": order, "payment": None, "invoice": invoice, "client_secret": None}
     end_request_transaction()  # the card payment runs its own units around the gateway call

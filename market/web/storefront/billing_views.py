@@ -46,7 +46,6 @@ from pricing.quotes import quote
 
 CART_KEY = "cart"
 MAX_CART_LINES = 50  # what the API's checkout accepts
-CARD_PAYMENT_IN_FLIGHT = ("created", "processing", "requires_action")
 
 
 def _db():
@@ -210,8 +209,11 @@ def pay_by_bank_transfer(principal: Principal, order_id: int):
     require_action_form()
     session_ = db_session()
     order = orders.get_order(session_, principal, order_id, for_update=True)
-    if any(p.status in CARD_PAYMENT_IN_FLIGHT for p in order.payments):
-        raise Conflict(_("A card payment for this order is in progress."), field="order")
+    try:
+        orders.refuse_while_card_payment_in_flight(order)
+    except Conflict:
+        raise Conflict(_("A card payment for this order is in progress."),
+                       field="order") from None
     invoice = payments.issue_invoice(session_, order, billing_settings(), principal.actor)
     flash(_("Invoice %(number)s issued: transfer the amount with the payment reference "
             "%(reference)s.", number=invoice.number, reference=invoice.payment_reference),

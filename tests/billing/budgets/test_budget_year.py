@@ -41,6 +41,7 @@ from market.catalog import importer, listings, offers
 from market.catalog import services as catalog
 from pricing.money import Money
 from tests.billing import shop as shopping
+from tests.billing.budgets.amendments import amendments_of, approved_from_amendments
 from tests.factories import make_org, make_user
 
 UTC = dt.timezone.utc
@@ -307,8 +308,8 @@ def test_approved_is_the_original_plus_the_amendments(session, year):
     for line, original, approved in ((data, 5_000_000, 5_800_000), (api, 500_000, 700_000),
                                      (compute, 2_000_000, 1_500_000)):
         assert (line.original_minor, line.approved_minor) == (original, approved)
-        assert budgets.approved_from_amendments(session, line) == approved
-    kinds = {line.code: [a.kind for a in budgets.amendments_of(session, line)]
+        assert approved_from_amendments(session, line) == approved
+    kinds = {line.code: [a.kind for a in amendments_of(session, line)]
              for line in (data, api, compute)}
     assert kinds == {data.code: ["transfer_out", "increase"], api.code: ["transfer_in"],
                      compute.code: ["decrease"]}

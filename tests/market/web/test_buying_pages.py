@@ -11,7 +11,7 @@ import re
 import pytest
 from sqlalchemy import func, select
 
-from billing.models import BankReceipt, Invoice, Refund
+from billing.models import BankReceipt, Invoice, Payment, Refund
 from market.core.db import utcnow
 from tests.billing.shop import buyer, listed_dataset, platform_finance
 from tests.factories import make_org
@@ -353,3 +353,21 @@ def test_a_supplier_cannot_put_its_own_package_in_the_cart(sign_in_as, shop):
     assert response.status_code == 302
     page = _text(supplier.get("/cart"))
     assert "cannot buy its own dataset" in page and "Your cart is empty" in page
+
+
+@pytest.mark.parametrize("status", ["created", "processing", "requires_action"])
+def test_no_invoice_while_a_card_payment_of_the_order_is_in_flight(session, shop, buyer_client,
+                                                                   status):
+    order_id = _place_order(buyer_client, shop)
+    session.add(Payment(order_id=order_id, organization_id=buyer_client.org.id, method="card",
+                        status=status, amount_minor=1_038_800, currency="CNY",
+                        idempotency_key=f"in-flight-{order_id}"))
+    session.commit()
+    page = _post(buyer_client, f"/orders/{order_id}/pay/bank-transfer")
+    assert page.status_code == 409
+    assert "A card payment for this order is in progress." in _text(page)
+    api = buyer_client.post(f"/api/v1/orders/{order_id}/pay", json={"method": "bank_transfer"},
+                            headers={"X-CSRFToken": csrf_token(buyer_client)})
+    assert api.status_code == 409 and api.get_json()["errors"] == {
+        "order": ["A card payment for this order is in progress."]}
+    assert _invoice_for(session, order_id) is None

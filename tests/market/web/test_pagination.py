@@ -262,3 +262,21 @@ def test_the_storefronts_orders_page_links_to_the_older_orders(session, sign_in_
     second = person.get(html.unescape(older.group(1))).get_data(as_text=True)
     assert all(n in second for n in numbers[50:]) and not any(n in second for n in numbers[:50])
     assert 'rel="next"' not in second
+
+
+def test_the_storefronts_orders_page_walks_to_every_order_beyond_100(session, sign_in_as):
+    org = make_org(session, "buyer")
+    _orders(session, org, 130)
+    _orders(session, make_org(session, "buyer"), 5)  # another organization's
+    person = sign_in_as(org, "owner")
+    numbers = session.scalars(select(Order.number).where(Order.organization_id == org.id)
+                              .order_by(Order.id.desc())).all()
+    listed_number = re.compile(r"\b(?:" + "|".join(map(re.escape, numbers)) + r")\b")
+    seen, address = [], "/orders"
+    while address:
+        page = person.get(address).get_data(as_text=True)
+        found = listed_number.findall(page)
+        seen += list(dict.fromkeys(found))  # a number may stand twice in its row
+        older = re.search(r'href="([^"]*cursor=[^"]+)" rel="next"', page)
+        address = html.unescape(older.group(1)) if older else None
+    assert seen == numbers and len(numbers) == 130
