@@ -66,6 +66,7 @@ from billing.models import (
 )
 from billing.metering.charge import BUDGET_GUARDS, BUDGET_HEADROOM, PaymentRequired
 from billing.models.budgets import BUDGET_CATEGORIES
+from billing.runs import JobContext
 from pricing.errors import PricingError
 from pricing.money import Money, normalize_currency
 
@@ -707,29 +708,13 @@ def post_usage_day(session: Session, day: dt.date) -> dict[str, int]:
     return dict(counts)
 
 
-def _previous_day(moment: dt.datetime) -> str:
-    return (moment.date() - dt.timedelta(days=1)).isoformat()
-
-
-def _usage_job(ctx) -> dict:
+def run_usage_posting(ctx: JobContext) -> dict:
+    """Job ``post-usage-to-budgets``: post the run's day of postpaid API usage to budgets."""
     day = dt.date.fromisoformat(ctx.period)
     with ctx.db.session() as session, session.begin():
         result = post_usage_day(session, day)
     ctx.progress(f"budgets, usage of {day}: {result.get('posted', 0)} posted")
     return result
-
-
-def _register() -> None:
-    from billing.jobs import DAILY, Job, register
-
-    register(Job(name="post-usage-to-budgets",
-                 description="Post yesterday's postpaid API usage to budgets, per dataset",
-                 run=_usage_job, trigger={"hour": 0, "minute": 40}, period_of=_previous_day,
-                 period_pattern=DAILY, closes_period=True))
-    for hooks, hook in ((BUDGET_GUARDS, usage_guard), (BUDGET_HEADROOM, usage_headroom)):
-        if not any(getattr(h, "__qualname__", "") == hook.__qualname__
-                   and getattr(h, "__module__", "") == __name__ for h in hooks):
-            hooks.append(hook)
 
 
 def records_total(records: Iterable[BudgetRecord]) -> dict[str, int]:
@@ -740,4 +725,12 @@ def records_total(records: Iterable[BudgetRecord]) -> dict[str, int]:
     return dict(totals)
 
 
-_register()
+
+def _install_guards() -> None:
+    for hooks, hook in ((BUDGET_GUARDS, usage_guard), (BUDGET_HEADROOM, usage_headroom)):
+        if not any(getattr(h, "__qualname__", "") == hook.__qualname__
+                   and getattr(h, "__module__", "") == __name__ for h in hooks):
+            hooks.append(hook)
+
+
+_install_guards()

@@ -49,6 +49,7 @@ from billing.orders import READABLE_ALPHABET, order_parties
 from billing.models import (
     LIVE_PAYMENT_STATUSES, BankReceipt, Invoice, Order, Payment, PaymentProfile,
 )
+from billing.runs import JobContext
 from billing.settlement.split import (
     PLATFORM, TAX, post_payment, prepaid_key, receivable_key, split_payment,
 )
@@ -742,15 +743,9 @@ def open_invoices(session: Session, principal: Principal) -> Keyset[Invoice]:
 
 # The scheduled reconciliation ---------------------------------------------------------------------
 
-QUARTER_HOUR = r"\d{4}-\d{2}-\d{2}T\d{2}:[0-5]\d"
-
-
-def quarter_hour(moment: dt.datetime) -> str:
-    """The quarter hour a run at ``moment`` handles, e.g. ``2026-11-23T10:15``."""
-    return moment.replace(minute=moment.minute - moment.minute % 15).strftime("%Y-%m-%dT%H:%M")
-
-
-def _reconcile_job(ctx) -> dict:
+def run_reconciliation(ctx: JobContext) -> dict:
+    """Job ``reconcile-payments``: card payments and refunds left unfinished, and refunds
+    made outside the marketplace."""
     from billing.payments import refunds
 
     settings = BillingSettings.from_settings(ctx.settings)
@@ -759,15 +754,3 @@ def _reconcile_job(ctx) -> dict:
                                                   progress=ctx.progress)
     return counts
 
-
-def _register_jobs() -> None:
-    from billing.jobs import Job, register
-
-    register(Job(name="reconcile-payments",
-                 description="Ask the payment processor about card payments and refunds left "
-                             "unfinished, and find refunds made outside the marketplace",
-                 run=_reconcile_job, trigger={"minute": "*/15"}, period_of=quarter_hour,
-                 period_pattern=QUARTER_HOUR))
-
-
-_register_jobs()

@@ -15,7 +15,7 @@ from billing import orders, subscriptions
 from billing.budgets import lines as budgets
 from billing.metering import charge as metering
 from billing.payments import card as payments, refunds
-from billing.jobs import JOBS
+from billing.jobs import JOBS_BY_NAME
 from billing.models import (
     BudgetAlert, BudgetAmendment, BudgetLine, BudgetRecord, CreditLine, Order,
 )
@@ -347,7 +347,7 @@ def test_postpaid_calls_are_committed_then_posted_daily_as_spent(client, session
     assert expenditure.reference == f"usage:{org.id}:{shop['dataset'].id}:" \
                                     f"{today.isoformat()}:expenditure"
     assert expenditure.supplier_id == shop["supplier"].id
-    assert "post-usage-to-budgets" in JOBS
+    assert "post-usage-to-budgets" in JOBS_BY_NAME
 
 
 # The API ----------------------------------------------------------------------------------------
