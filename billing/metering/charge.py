@@ -166,15 +166,17 @@ def callable_version(session: Session, organization_id: int, dataset_id: int,
     if dataset.listing.version_id != version.id and entitlement is None:
         raise Forbidden("Only the listed version is served to buyers.", field="version",
                         code="version_not_listed")
-    if entitlement is not None or _metered_card(dataset) is not None:
+    if entitlement is not None or metered_card(dataset) is not None:
         return dataset, version, subscribed  # entitled, or pay as you go by the rate card
     raise Forbidden("The organization is not entitled to this dataset's API: subscribe, buy a "
                     "package that includes API tokens, or ask for a metered offer.",
                     field="dataset", code="not_entitled")
 
 
-def _metered_card(dataset: Dataset, kind: str = "metered"
-                  ) -> tuple[Offer, MeteredRateCard | RoyaltyRateCard] | None:
+def metered_card(dataset: Dataset, kind: str = "metered"
+                 ) -> tuple[Offer, MeteredRateCard | RoyaltyRateCard] | None:
+    """The dataset's active offer of ``kind`` (``metered``: API calls; ``royalty``: tokens a
+    model trained on the data produced) and its parsed terms, or None."""
     offer = next((o for o in dataset.active_offers if o.kind == kind), None)
     return (offer, _terms(offer)) if offer is not None else None
 
@@ -367,10 +369,11 @@ def rated_increment(session: Session, organization_id: int, dataset_id: int, kin
     return Money.from_minor(after - before, currency), counter
 
 
-def _take_credit(session: Session, organization_id: int, amount: Money) -> int | None:
+def take_credit(session: Session, organization_id: int, amount: Money) -> int | None:
     """Charge ``amount`` to the organization's live credit line in its currency; returns the
     line's id, None when it has none, and raises PaymentRequired when the limit would be
-    passed. One conditional UPDATE: the common case is a single round trip."""
+    passed (a metered call and a royalty batch are paid on credit alike). One conditional
+    UPDATE, which never passes the limit: the common case is a single round trip."""
     live = (CreditLine.organization_id == organization_id,
             CreditLine.currency == amount.currency, CreditLine.suspended_at.is_(None))
     line_id = session.scalar(
@@ -404,7 +407,7 @@ def charge_call(session: Session, *, key: ApiKey, dataset: Dataset, version: Dat
     currency = key.organization.default_currency
     if tokens and not subscribed and session.get_bind().dialect.name == "postgresql":
         # The wallet, the key's cap and the usage event in one statement.
-        card = _metered_card(dataset)
+        card = metered_card(dataset)
         listed = list_micros(tokens, _first_tier(card[1]) if card else None)
         row = session.execute(_PG_WALLET_CHARGE, {
             "org": organization_id, "dataset_scope": wallet_scope(dataset.id),
@@ -445,7 +448,7 @@ def charge_call(session: Session, *, key: ApiKey, dataset: Dataset, version: Dat
                                         period, tokens, price.currency, price.rating)
             for guard in BUDGET_GUARDS:
                 guard(session, organization_id, dataset.id, amount)
-            if _take_credit(session, organization_id, amount) is None:
+            if take_credit(session, organization_id, amount) is None:
                 raise PaymentRequired(
                     "Nothing pays for this call: no subscription allowance, no token wallet "
                     "with enough tokens, and no postpaid credit line. Buy a token pack or "
@@ -568,7 +571,7 @@ def _price(dataset: Dataset, plan: SubscriptionPlan | None) -> PostpaidPrice | N
     if plan is not None:
         return PostpaidPrice("overage", plan.currency, overage_rating(plan),
                              plan.overage_per_million, flat=plan.overage_per_million)
-    metered = _metered_card(dataset)
+    metered = metered_card(dataset)
     if metered is None:
         return None
     _, card = metered
@@ -599,7 +602,7 @@ def list_rate(session: Session, organization_id: int, dataset: Dataset, today: d
     plan = _live_plan(session, organization_id, dataset.id, today) if subscribed else None
     if plan is not None:
         return plan.overage_per_million
-    metered = _metered_card(dataset)
+    metered = metered_card(dataset)
     return None if metered is None else _first_tier(metered[1])
 
 
@@ -707,7 +710,7 @@ def tokens_available(session: Session, key: ApiKey, dataset_id: int,
     now = now or utcnow()
     organization_id = key.organization_id
     dataset = session.get(Dataset, dataset_id)
-    metered = _metered_card(dataset) if dataset is not None else None
+    metered = metered_card(dataset) if dataset is not None else None
     period = period_of(session, now)
     currency = metered[1].currency if metered else key.organization.default_currency
     row = session.execute(_standing_statement(tuple(BUDGET_HEADROOM)), {

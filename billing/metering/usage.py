@@ -27,7 +27,7 @@ produced. Each event is charged by the dataset's royalty rate card (an offer of 
   increment is split across the events by their tokens, largest remainder first — so the
   month's events add up exactly to the rating of the month's total.
 - The credit line is charged once per batch (and currency) by the conditional UPDATE of
-  ``metering._take_credit``, which never passes the limit. When the whole batch would pass it,
+  ``metering.take_credit``, which never passes the limit. When the whole batch would pass it,
   the longest run of events from the batch's start that fits is charged and the rest are
   rejected ``payment_required``.
 
@@ -241,7 +241,7 @@ def _ingest(session: Session, organization_id: int, api_key_id: int | None,
     cards: dict[int, Any] = {}
     for dataset_id, dataset in datasets.items():
         if _visible(dataset, organization_id):
-            cards[dataset_id] = metering._metered_card(dataset, "royalty")
+            cards[dataset_id] = metering.metered_card(dataset, "royalty")
     # The list value of a token on each dataset: its royalty card's first tier.
     ratios = {dataset_id: metering.list_ratio(card[1].tiers[0].price_per_million)
               for dataset_id, card in cards.items() if card is not None}
@@ -434,12 +434,12 @@ def _charge_currency(session: Session, organization_id: int, period: str,
         return {}
     total = Money.from_minor(sum(amount.minor for _, _, amount, _ in rated), currency)
     try:
-        line = metering._take_credit(session, organization_id, total)
+        line = metering.take_credit(session, organization_id, total)
     except PaymentRequired:
         _unrate(events, rated)
         rated = _fit_credit(session, organization_id, period, events, groups, currency)
         total = Money.from_minor(sum(amount.minor for _, _, amount, _ in rated), currency)
-        line = metering._take_credit(session, organization_id, total) if rated else True
+        line = metering.take_credit(session, organization_id, total) if rated else True
     if line is None:  # suspended since it was looked up
         _unrate(events, rated)
         rated = []

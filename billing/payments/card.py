@@ -46,6 +46,7 @@ from billing import certificates, entitlements
 from billing.context import BillingSettings
 from billing.settlement.ledger import Line, Purpose, get_account, post
 from billing.orders import READABLE_ALPHABET, order_parties
+from billing.payments.gateway import GatewayError
 from billing.models import (
     LIVE_PAYMENT_STATUSES, BankReceipt, Invoice, Order, Payment, PaymentProfile,
 )
@@ -227,7 +228,7 @@ def save_card(db: Database, gateway, principal: Principal, payment_method_ref: s
     try:
         gateway.attach_payment_method(customer.customer_ref, payment_method_ref)
         brand, last4 = gateway.card_details(payment_method_ref)
-    except _gateway_errors() as exc:
+    except GatewayError as exc:
         raise InvalidInput(f"The card could not be saved: {exc}", field="payment_method") \
             from None
     with db.session() as session, session.begin():
@@ -238,11 +239,6 @@ def save_card(db: Database, gateway, principal: Principal, payment_method_ref: s
                      organization_id=principal.organization_id, object_type="payment_profile",
                      object_id=found.id, data={"brand": brand, "last4": last4})
     return found
-
-
-def _gateway_errors() -> tuple[type[BaseException], ...]:
-    from billing.payments.gateway import GatewayError
-    return (GatewayError,)
 
 
 def pay_by_card(db: Database, gateway, settings: BillingSettings, order_id: int, *,
@@ -279,7 +275,7 @@ def pay_by_card(db: Database, gateway, settings: BillingSettings, order_id: int,
             payment_method_ref=card, idempotency_key=key, off_session=off_session,
             metadata={"payment_id": str(payment_id), "order": number,
                       "payment": payment_tag(number, payment_id)})
-    except _gateway_errors() as exc:
+    except GatewayError as exc:
         # Unknown whether the processor took it: leave the payment for reconciliation.
         with db.session() as session, session.begin():
             payment = session.get(Payment, payment_id)
