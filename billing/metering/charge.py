@@ -49,8 +49,8 @@ the platform's wallets — plus what the credit line could still pay, capped by 
 cap left. The credit line's part is money turned into tokens: the largest number of tokens whose
 charge on the month's rating (the same ``rated_increment`` a call is charged) fits in the least
 of the line's limit left and, for a "block" budget, its API line's amount left
-(``BUDGET_HEADROOM``). A call is charged whole to one source, so a call of that many tokens
-may still be refused when no single source holds them all.
+(``billing.budgets.guards``). A call is charged whole to one source, so a call of that many
+tokens may still be refused when no single source holds them all.
 
 A charge's list value (``list_amount``, ``UsageEvent.list_micros``): what its tokens are worth
 at the price that would apply pay-as-you-go — a subscriber's plan's overage rate, else the
@@ -67,7 +67,7 @@ import datetime as dt
 import functools
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Callable
+from typing import Callable
 
 from sqlalchemy import Update, bindparam, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
@@ -78,9 +78,11 @@ from market.catalog.models import (
     Dataset, DatasetVersion, ListingStatus, Offer, SupplyChainRevision,
 )
 from market.core.db import business_calendar, utcnow
-from market.core.errors import Forbidden, InvalidInput, MarketError, NotFound
+from market.core.errors import Forbidden, InvalidInput, NotFound
 from market.core.inputs import INT64_MAX
+from billing.budgets.guards import USAGE_HEADROOM, commit_usage
 from billing.entitlements import active_entitlement, wallet_scope
+from billing.errors import PaymentRequired
 from billing.models import (
     CreditLine, KeyUsageMonth, Subscription, TokenWallet, UsageCounter, UsageEvent, WalletEntry,
 )
@@ -93,21 +95,6 @@ from pricing.rating import Usage, rate
 
 # What a BIGINT holds: no count of tokens or amount may pass it.
 MAX_TOKENS = INT64_MAX
-
-
-class PaymentRequired(MarketError):
-    status = 402
-    title = "Payment required"
-    default_code = "payment_required"
-
-
-# Hooks the budgets add: called with (session, organization_id, dataset_id, amount) before a
-# postpaid charge is written; raise PaymentRequired naming the exhausted budget line.
-BUDGET_GUARDS: list[Callable[[Session, int, int, Money], None]] = []
-# And what those guards would still let postpaid calls commit, read with the rest of what a key
-# can still spend (``tokens_available``, in one round trip): each hook gives a scalar subquery
-# of minor units (NULL: no bound) over the binds :org, :year (business) and :currency.
-BUDGET_HEADROOM: list[Callable[[], Any]] = []
 
 
 @dataclass(frozen=True)
@@ -446,8 +433,7 @@ def charge_call(session: Session, *, key: ApiKey, dataset: Dataset, version: Dat
                     field="tokens", code="no_metered_price")
             amount, _ = rated_increment(session, organization_id, dataset.id, price.kind,
                                         period, tokens, price.currency, price.rating)
-            for guard in BUDGET_GUARDS:
-                guard(session, organization_id, dataset.id, amount)
+            commit_usage(session, organization_id, dataset.id, amount)
             if take_credit(session, organization_id, amount) is None:
                 raise PaymentRequired(
                     "Nothing pays for this call: no subscription allowance, no token wallet "
@@ -664,12 +650,12 @@ def unit_price(minor: int, places: int, tokens: int) -> str:
 
 # What a key can still spend ----------------------------------------------------------------
 
-@functools.lru_cache(maxsize=4)
-def _standing_statement(headroom: tuple[Callable[[], Any], ...]):
+@functools.cache
+def _standing_statement():
     """Everything ``tokens_available`` reads, in one round trip: the live subscription's
     allowance left and plan, the wallets, the key's month, and — for the postpaid part — the
-    credit line's limit left in the price's currency, the month's counters and the budgets'
-    ``headroom`` (built once for the hooks registered)."""
+    credit line's limit left in the price's currency, the month's counters and the budget's
+    headroom (``USAGE_HEADROOM``)."""
     sub, wallet, month = _SUBSCRIPTIONS.c, _WALLETS.c, _KEY_MONTHS.c
     line, counter = CreditLine.__table__.c, UsageCounter.__table__.c
     live = (sub.organization_id == bindparam("org"), sub.dataset_id == bindparam("dataset_id"),
@@ -700,7 +686,7 @@ def _standing_statement(headroom: tuple[Callable[[], Any], ...]):
         counted(counter.amount_minor, "data").label("data_minor"),
         counted(counter.tokens, "overage").label("overage_tokens"),
         counted(counter.amount_minor, "overage").label("overage_minor"),
-        *(hook().label(f"headroom_{i}") for i, hook in enumerate(headroom)))
+        USAGE_HEADROOM.label("budget_headroom"))
 
 
 def tokens_available(session: Session, key: ApiKey, dataset_id: int,
@@ -713,7 +699,7 @@ def tokens_available(session: Session, key: ApiKey, dataset_id: int,
     metered = metered_card(dataset) if dataset is not None else None
     period = period_of(session, now)
     currency = metered[1].currency if metered else key.organization.default_currency
-    row = session.execute(_standing_statement(tuple(BUDGET_HEADROOM)), {
+    row = session.execute(_standing_statement(), {
         "org": organization_id, "dataset_id": dataset_id, "today": now.date(),
         "dataset_scope": wallet_scope(dataset_id), "platform_scope": wallet_scope(None),
         "key_id": key.id, "period": period, "currency": currency,
@@ -737,17 +723,17 @@ def _credit_tokens(session: Session, organization_id: int, dataset: Dataset, row
     if price is None:
         return 0
     left = row.credit_left
-    bounds = [getattr(row, f"headroom_{i}") for i in range(len(BUDGET_HEADROOM))]
+    headroom = row.budget_headroom
     if price.currency != currency:  # a plan priced in another currency than the card
         left = session.scalar(select(CreditLine.limit_minor - CreditLine.used_minor).where(
             CreditLine.organization_id == organization_id, CreditLine.currency == price.currency,
             CreditLine.suspended_at.is_(None)))
-        bounds = [session.scalar(select(hook()), {
+        headroom = session.scalar(select(USAGE_HEADROOM), {
             "org": organization_id, "currency": price.currency,
-            "year": business_calendar(session).year_of(now)}) for hook in BUDGET_HEADROOM]
+            "year": business_calendar(session).year_of(now)})
     if left is None:
         return 0
-    left = min([left, *(bound for bound in bounds if bound is not None)])
+    left = left if headroom is None else min(left, headroom)
     if left < 0:
         return 0
     before = (row.overage_tokens, row.overage_minor) if price.kind == "overage" else \

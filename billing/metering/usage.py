@@ -56,7 +56,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload
 
 from billing.metering import charge as metering
-from billing.metering.charge import PaymentRequired, card_rating, period_of, rated_increment
+from billing.budgets.guards import commit_usage
+from billing.errors import PaymentRequired
+from billing.metering.charge import card_rating, period_of, rated_increment
 from billing.models import CreditLine, UsageCounter, UsageEvent
 from market.accounts.models import ApiKey
 from market.catalog.models import Dataset, ListingStatus
@@ -421,8 +423,7 @@ def _charge_currency(session: Session, organization_id: int, period: str,
     for entry in rated:
         group, indices, amount, counter = entry
         try:
-            for guard in metering.BUDGET_GUARDS:
-                guard(session, organization_id, group.dataset_id, amount)
+            commit_usage(session, organization_id, group.dataset_id, amount)
         except PaymentRequired as refusal:
             _unrate(events, [entry])
             _refuse(events, indices, outcomes, refusal.field or "budget", refusal.detail)

@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import func, select
 
 from billing import orders, subscriptions
-from billing.budgets import lines as budgets
-from billing.metering import charge as metering
+from billing.budgets import guards, lines as budgets
+from billing.errors import PaymentRequired
 from billing.payments import card as payments, refunds
 from billing.jobs import JOBS_BY_NAME
 from billing.models import (
@@ -319,9 +319,8 @@ def test_the_metered_guard_answers_402_naming_the_line(client, session, buying, 
     assert refused.status_code == 402, refused.get_json()
     assert f"{YEAR}-API-01" in refused.get_json()["detail"]
     assert _fresh(session, line).committed_minor == 0
-    with pytest.raises(metering.PaymentRequired):
-        for guard in metering.BUDGET_GUARDS:
-            guard(session, org.id, shop["dataset"].id, cny("0.02"))
+    with pytest.raises(PaymentRequired):
+        guards.commit_usage(session, org.id, shop["dataset"].id, cny("0.02"))
 
 
 def test_postpaid_calls_are_committed_then_posted_daily_as_spent(client, session, buying, shop):
