@@ -36,13 +36,14 @@ from market.catalog.models import Offer
 from market.core.db import utcnow
 from market.core.errors import Conflict, InvalidInput, MarketError, NotFound
 from market.core.keyset import Keyset, desc
-from billing import jobs, orders
+from billing import orders
 from billing.budgets import lines as budgets
 from billing.payments import card as payments
 from billing.payments.gateway import CardGateway
 from billing.context import BillingSettings
 from billing.models import Entitlement, Invoice, Order, Payment, Subscription, SubscriptionPeriod
 from billing.models import LIVE_PAYMENT_STATUSES
+from billing.runs import JobContext
 from pricing import proration
 from pricing.errors import PricingError
 from pricing.offers import SubscriptionPlan, offer_from_dict
@@ -380,7 +381,7 @@ def _charge_renewal(db, gateway: CardGateway | None, settings: BillingSettings,
     return "paid" if payment.status == "succeeded" else payment.status
 
 
-def run_renewals(ctx: jobs.JobContext) -> dict:
+def run_renewals(ctx: JobContext) -> dict:
     """Job ``renewals``: bill every subscription whose period ended by the run's day."""
     settings = BillingSettings.from_settings(ctx.settings)
     day = dt.date.fromisoformat(ctx.period)
@@ -443,7 +444,7 @@ def _cancel_unpaid(session: Session, sub: Subscription, kind: str | None, reason
                      data={"number": order.number, "reason": reason})
 
 
-def run_dunning(ctx: jobs.JobContext) -> dict:
+def run_dunning(ctx: JobContext) -> dict:
     """Job ``dunning``: retry due past-due card renewals, suspend overdue bank-transfer
     renewals, and cancel subscriptions suspended past their deadline."""
     settings = BillingSettings.from_settings(ctx.settings)
@@ -653,13 +654,3 @@ def resume(session: Session, principal: Principal, subscription_id: int, *,
     _audit(session, sub, "resumed", principal.actor)
     return sub
 
-
-jobs.register(jobs.Job(
-    name="renewals", description="Bill the next period of every subscription that is due.",
-    run=run_renewals, trigger={"hour": 1, "minute": 0}, period_of=jobs.daily,
-    period_pattern=jobs.DAILY))
-jobs.register(jobs.Job(
-    name="dunning", description="Retry failed renewal charges; suspend, then cancel, unpaid "
-                                "subscriptions.",
-    run=run_dunning, trigger={"hour": 9, "minute": 0}, period_of=jobs.daily,
-    period_pattern=jobs.DAILY))

@@ -58,6 +58,7 @@ from sqlalchemy.orm import Session
 
 from billing.budgets import webhook_targets
 from billing.models.budgets import Budget, BudgetAlert, BudgetLine
+from billing.runs import JobContext
 from market.core import audit
 from market.accounts.authz import Principal, authorize
 from market.accounts.mail import send_smtp
@@ -66,8 +67,6 @@ from market.core.db import Database, utcnow
 from market.core.errors import Conflict, MarketError
 from pricing.money import Money
 
-JOB_NAME = "deliver-budget-alerts"
-FIVE_MINUTES = r"\d{4}-\d{2}-\d{2}T\d{2}:[0-5][05]"
 MAX_AGE = dt.timedelta(days=7)
 BATCH = 200  # alerts per run; the rest wait five minutes
 TIMEOUT_SECONDS = 10
@@ -82,11 +81,6 @@ SECRET_PREFIX = "whsec_"
 def retry_delay(failures: int) -> dt.timedelta:
     """How long after its ``failures``-th failed attempt a webhook is tried again."""
     return min(RETRY_BASE * 2 ** (failures - 1), RETRY_MAX_DELAY)
-
-
-def five_minutes(moment: dt.datetime) -> str:
-    """The five minutes a run at ``moment`` handles, e.g. ``2026-11-23T10:05``."""
-    return moment.replace(minute=moment.minute - moment.minute % 5).strftime("%Y-%m-%dT%H:%M")
 
 
 @dataclass(frozen=True)
@@ -396,17 +390,7 @@ def remove_webhook(session: Session, principal: Principal, budget: Budget) -> Bu
     return budget
 
 
-def _job(ctx) -> dict:
+def run_alert_delivery(ctx: JobContext) -> dict:
+    """Job ``deliver-budget-alerts``: send the alerts not yet sent."""
     return deliver_alerts(ctx.db, ctx.settings, now=ctx.now, progress=ctx.progress)
 
-
-def _register() -> None:
-    from billing.jobs import Job, register
-
-    register(Job(name=JOB_NAME,
-                 description="E-mail and post (signed webhook) the budget alerts not yet sent",
-                 run=_job, trigger={"minute": "*/5"}, period_of=five_minutes,
-                 period_pattern=FIVE_MINUTES))
-
-
-_register()

@@ -27,11 +27,11 @@ order item (an order line), with the dataset, its supplier, its sector and the m
 report figure drills down to the records behind it.
 
 Metered calls: a postpaid call's amount is *committed* on the budget's ``default_for_api`` line
-by ``usage_guard`` (in ``billing.metering.charge.BUDGET_GUARDS``), by the same conditional UPDATE, so
-concurrent calls cannot overspend a block line (refused 402 ``budget_line_exhausted``); no
-record is written per call (there may be millions). What a block line has left also bounds the
-tokens a key is told it can still spend (``usage_headroom``, in ``BUDGET_HEADROOM``). The
-daily job ``post-usage-to-budgets`` then takes each organization's previous day
+by ``billing.budgets.guards.commit_usage``, which the metering calls before it charges credit, by
+the same conditional UPDATE, so concurrent calls cannot overspend a block line (refused 402
+``budget_line_exhausted``); no record is written per call (there may be millions). What a block
+line has left also bounds the tokens a key is told it can still spend
+(``billing.budgets.guards.USAGE_HEADROOM``). The daily job ``post-usage-to-budgets`` then takes each organization's previous day
 of postpaid usage per dataset, releases that commitment and posts it as expenditure, with one
 release and one expenditure record per (organization, dataset, day). Usage amounts are net of
 tax: the monthly usage order, when paid, posts its tax as expenditure on the same line, so the
@@ -49,7 +49,7 @@ import datetime as dt
 from collections import defaultdict
 from typing import Any, Sequence
 
-from sqlalchemy import bindparam, case, func, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -64,11 +64,10 @@ from billing.models import (
     Budget, BudgetAlert, BudgetAmendment, BudgetLine, BudgetRecord, Order,
     Refund, UsageEvent,
 )
-from billing.metering.charge import BUDGET_GUARDS, BUDGET_HEADROOM, PaymentRequired
 from billing.models.budgets import BUDGET_CATEGORIES
+from billing.runs import JobContext
 from pricing.errors import PricingError
 from pricing.money import Money, normalize_currency
-from pricing.periods import day_before
 
 ENFORCEMENTS = ("block", "warn")
 AMENDMENT_KINDS = ("increase", "decrease", "transfer")
@@ -387,8 +386,9 @@ def check_thresholds(session: Session, line: BudgetLine) -> list[BudgetAlert]:
 
 # Moving money on a line -------------------------------------------------------------------------
 
-def _commit(session: Session, line: BudgetLine, minor: int, *, block: bool) -> bool:
-    """Add ``minor`` to the line's committed amount; in block mode only if it fits."""
+def commit_amount(session: Session, line: BudgetLine, minor: int, *, block: bool) -> bool:
+    """Add ``minor`` to the line's committed amount; in block mode only if it fits (one
+    conditional UPDATE, so racing purchases never commit a block line beyond its amount)."""
     query = update(BudgetLine).where(BudgetLine.id == line.id)
     if block:
         query = query.where(BudgetLine.approved_minor - BudgetLine.committed_minor
@@ -485,7 +485,7 @@ def commit_order(session: Session, principal: Principal, order: Order, *,
     warnings: list[str] = []
     if total > 0:
         block = budget.enforcement == "block"
-        if not _commit(session, line, total, block=block):
+        if not commit_amount(session, line, total, block=block):
             # Refreshed after the refused UPDATE: what the line had left when it refused.
             raise Conflict(_short_message(line, line.remaining_minor, total),
                            field="budget_line_id")
@@ -623,42 +623,6 @@ def on_refund(session: Session, refund: Refund, order: Order) -> None:
 
 # Metered usage ----------------------------------------------------------------------------------
 
-def usage_guard(session: Session, organization_id: int, dataset_id: int, amount: Money) -> None:
-    """``billing.metering.charge.BUDGET_GUARDS``: commit a postpaid call's amount on the default API
-    line, refusing it (402, naming the line) when a block line has not enough left."""
-    if not amount.is_positive():
-        return
-    line = default_api_line(session, organization_id, business_calendar(session).year_of(utcnow()),
-                            amount.currency)
-    if line is None:
-        return
-    block = line.budget.enforcement == "block"
-    if not _commit(session, line, amount.minor, block=block):
-        currency = line.budget.currency
-        raise PaymentRequired(
-            f"The budget line {line.code} ({line.name}) for API usage has "
-            f"{money_text(max(line.remaining_minor, 0), currency)} left; this call costs "
-            f"{money_text(amount.minor, currency)}. Ask for the line to be increased.",
-            field="budget_line", code="budget_line_exhausted")
-    check_thresholds(session, line)
-
-
-def usage_headroom():
-    """``billing.metering.charge.BUDGET_HEADROOM``: what ``usage_guard`` would still let postpaid
-    calls commit (minor units; NULL when no "block" line for API usage bounds them), as a
-    scalar subquery over :org, :year and :currency."""
-    return _HEADROOM
-
-
-_HEADROOM = (
-    select(BudgetLine.approved_minor - BudgetLine.committed_minor - BudgetLine.spent_minor)
-    .join(Budget).where(Budget.organization_id == bindparam("org"),
-                        Budget.fiscal_year == bindparam("year"),
-                        Budget.currency == bindparam("currency"),
-                        Budget.enforcement == "block", BudgetLine.default_for_api.is_(True))
-    .scalar_subquery())
-
-
 def post_usage_day(session: Session, day: dt.date) -> dict[str, int]:
     """Post one business day's postpaid API usage, per organization and dataset, as expenditure
     on each organization's default API line of that day's fiscal year (idempotent per
@@ -696,7 +660,8 @@ def post_usage_day(session: Session, day: dt.date) -> dict[str, int]:
     return dict(counts)
 
 
-def _usage_job(ctx) -> dict:
+def run_usage_posting(ctx: JobContext) -> dict:
+    """Job ``post-usage-to-budgets``: post the run's day of postpaid API usage to budgets."""
     day = dt.date.fromisoformat(ctx.period)
     with ctx.db.session() as session, session.begin():
         result = post_usage_day(session, day)
@@ -704,17 +669,3 @@ def _usage_job(ctx) -> dict:
     return result
 
 
-def _register() -> None:
-    from billing.jobs import DAILY, Job, register
-
-    register(Job(name="post-usage-to-budgets",
-                 description="Post yesterday's postpaid API usage to budgets, per dataset",
-                 run=_usage_job, trigger={"hour": 0, "minute": 40}, period_of=day_before,
-                 period_pattern=DAILY, closes_period=True))
-    for hooks, hook in ((BUDGET_GUARDS, usage_guard), (BUDGET_HEADROOM, usage_headroom)):
-        if not any(getattr(h, "__qualname__", "") == hook.__qualname__
-                   and getattr(h, "__module__", "") == __name__ for h in hooks):
-            hooks.append(hook)
-
-
-_register()

@@ -49,8 +49,8 @@ the platform's wallets — plus what the credit line could still pay, capped by 
 cap left. The credit line's part is money turned into tokens: the largest number of tokens whose
 charge on the month's rating (the same ``rated_increment`` a call is charged) fits in the least
 of the line's limit left and, for a "block" budget, its API line's amount left
-(``BUDGET_HEADROOM``). A call is charged whole to one source, so a call of that many tokens
-may still be refused when no single source holds them all.
+(``billing.budgets.guards``). A call is charged whole to one source, so a call of that many
+tokens may still be refused when no single source holds them all.
 
 A charge's list value (``list_amount``, ``UsageEvent.list_micros``): what its tokens are worth
 at the price that would apply pay-as-you-go — a subscriber's plan's overage rate, else the
@@ -67,7 +67,7 @@ import datetime as dt
 import functools
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Callable
+from typing import Callable
 
 from sqlalchemy import Update, bindparam, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
@@ -79,9 +79,11 @@ from market.catalog.models import (
 )
 from market.catalog.offers import metered_offer
 from market.core.db import business_calendar, utcnow
-from market.core.errors import Forbidden, InvalidInput, MarketError, NotFound
+from market.core.errors import Forbidden, InvalidInput, NotFound
 from market.core.inputs import INT64_MAX
+from billing.budgets.guards import USAGE_HEADROOM, commit_usage
 from billing.entitlements import active_entitlement, wallet_scope
+from billing.errors import PaymentRequired
 from billing.models import (
     CreditLine, KeyUsageMonth, Subscription, TokenWallet, UsageCounter, UsageEvent, WalletEntry,
 )
@@ -94,21 +96,6 @@ from pricing.rating import Usage, rate
 
 # What a BIGINT holds: no count of tokens or amount may pass it.
 MAX_TOKENS = INT64_MAX
-
-
-class PaymentRequired(MarketError):
-    status = 402
-    title = "Payment required"
-    default_code = "payment_required"
-
-
-# Hooks the budgets add: called with (session, organization_id, dataset_id, amount) before a
-# postpaid charge is written; raise PaymentRequired naming the exhausted budget line.
-BUDGET_GUARDS: list[Callable[[Session, int, int, Money], None]] = []
-# And what those guards would still let postpaid calls commit, read with the rest of what a key
-# can still spend (``tokens_available``, in one round trip): each hook gives a scalar subquery
-# of minor units (NULL: no bound) over the binds :org, :year (business) and :currency.
-BUDGET_HEADROOM: list[Callable[[], Any]] = []
 
 
 @dataclass(frozen=True)
@@ -167,15 +154,18 @@ def callable_version(session: Session, organization_id: int, dataset_id: int,
     if dataset.listing.version_id != version.id and entitlement is None:
         raise Forbidden("Only the listed version is served to buyers.", field="version",
                         code="version_not_listed")
-    if entitlement is not None or _metered_card(dataset) is not None:
+    if entitlement is not None or metered_card(dataset) is not None:
         return dataset, version, subscribed  # entitled, or pay as you go by the rate card
     raise Forbidden("The organization is not entitled to this dataset's API: subscribe, buy a "
                     "package that includes API tokens, or ask for a metered offer.",
                     field="dataset", code="not_entitled")
 
 
-def _metered_card(dataset: Dataset, kind: str = "metered"
-                  ) -> tuple[Offer, MeteredRateCard | RoyaltyRateCard] | None:
+def metered_card(dataset: Dataset, kind: str = "metered"
+                 ) -> tuple[Offer, MeteredRateCard | RoyaltyRateCard] | None:
+    """The dataset's offer of ``kind`` that applies (``metered``: API calls; ``royalty``: tokens a
+    model trained on the data produced; see ``market.catalog.offers.metered_offer``) and its
+    parsed terms, or None."""
     offer = metered_offer(dataset, kind)
     return (offer, _terms(offer)) if offer is not None else None
 
@@ -368,10 +358,11 @@ def rated_increment(session: Session, organization_id: int, dataset_id: int, kin
     return Money.from_minor(after - before, currency), counter
 
 
-def _take_credit(session: Session, organization_id: int, amount: Money) -> int | None:
+def take_credit(session: Session, organization_id: int, amount: Money) -> int | None:
     """Charge ``amount`` to the organization's live credit line in its currency; returns the
     line's id, None when it has none, and raises PaymentRequired when the limit would be
-    passed. One conditional UPDATE: the common case is a single round trip."""
+    passed (a metered call and a royalty batch are paid on credit alike). One conditional
+    UPDATE, which never passes the limit: the common case is a single round trip."""
     live = (CreditLine.organization_id == organization_id,
             CreditLine.currency == amount.currency, CreditLine.suspended_at.is_(None))
     line_id = session.scalar(
@@ -405,7 +396,7 @@ def charge_call(session: Session, *, key: ApiKey, dataset: Dataset, version: Dat
     currency = key.organization.default_currency
     if tokens and not subscribed and session.get_bind().dialect.name == "postgresql":
         # The wallet, the key's cap and the usage event in one statement.
-        card = _metered_card(dataset)
+        card = metered_card(dataset)
         listed = list_micros(tokens, _first_tier(card[1]) if card else None)
         row = session.execute(_PG_WALLET_CHARGE, {
             "org": organization_id, "dataset_scope": wallet_scope(dataset.id),
@@ -444,9 +435,8 @@ def charge_call(session: Session, *, key: ApiKey, dataset: Dataset, version: Dat
                     field="tokens", code="no_metered_price")
             amount, _ = rated_increment(session, organization_id, dataset.id, price.kind,
                                         period, tokens, price.currency, price.rating)
-            for guard in BUDGET_GUARDS:
-                guard(session, organization_id, dataset.id, amount)
-            if _take_credit(session, organization_id, amount) is None:
+            commit_usage(session, organization_id, dataset.id, amount)
+            if take_credit(session, organization_id, amount) is None:
                 raise PaymentRequired(
                     "Nothing pays for this call: no subscription allowance, no token wallet "
                     "with enough tokens, and no postpaid credit line. Buy a token pack or "
@@ -569,7 +559,7 @@ def _price(dataset: Dataset, plan: SubscriptionPlan | None) -> PostpaidPrice | N
     if plan is not None:
         return PostpaidPrice("overage", plan.currency, overage_rating(plan),
                              plan.overage_per_million, flat=plan.overage_per_million)
-    metered = _metered_card(dataset)
+    metered = metered_card(dataset)
     if metered is None:
         return None
     _, card = metered
@@ -600,7 +590,7 @@ def list_rate(session: Session, organization_id: int, dataset: Dataset, today: d
     plan = _live_plan(session, organization_id, dataset.id, today) if subscribed else None
     if plan is not None:
         return plan.overage_per_million
-    metered = _metered_card(dataset)
+    metered = metered_card(dataset)
     return None if metered is None else _first_tier(metered[1])
 
 
@@ -655,12 +645,12 @@ def unit_price(minor: int, places: int, tokens: int) -> str:
 
 # What a key can still spend ----------------------------------------------------------------
 
-@functools.lru_cache(maxsize=4)
-def _standing_statement(headroom: tuple[Callable[[], Any], ...]):
+@functools.cache
+def _standing_statement():
     """Everything ``tokens_available`` reads, in one round trip: the live subscription's
     allowance left and plan, the wallets, the key's month, and — for the postpaid part — the
-    credit line's limit left in the price's currency, the month's counters and the budgets'
-    ``headroom`` (built once for the hooks registered)."""
+    credit line's limit left in the price's currency, the month's counters and the budget's
+    headroom (``USAGE_HEADROOM``)."""
     sub, wallet, month = _SUBSCRIPTIONS.c, _WALLETS.c, _KEY_MONTHS.c
     line, counter = CreditLine.__table__.c, UsageCounter.__table__.c
     live = (sub.organization_id == bindparam("org"), sub.dataset_id == bindparam("dataset_id"),
@@ -691,7 +681,7 @@ def _standing_statement(headroom: tuple[Callable[[], Any], ...]):
         counted(counter.amount_minor, "data").label("data_minor"),
         counted(counter.tokens, "overage").label("overage_tokens"),
         counted(counter.amount_minor, "overage").label("overage_minor"),
-        *(hook().label(f"headroom_{i}") for i, hook in enumerate(headroom)))
+        USAGE_HEADROOM.label("budget_headroom"))
 
 
 def tokens_available(session: Session, key: ApiKey, dataset_id: int,
@@ -701,10 +691,10 @@ def tokens_available(session: Session, key: ApiKey, dataset_id: int,
     now = now or utcnow()
     organization_id = key.organization_id
     dataset = session.get(Dataset, dataset_id)
-    metered = _metered_card(dataset) if dataset is not None else None
+    metered = metered_card(dataset) if dataset is not None else None
     period = period_of(session, now)
     currency = metered[1].currency if metered else key.organization.default_currency
-    row = session.execute(_standing_statement(tuple(BUDGET_HEADROOM)), {
+    row = session.execute(_standing_statement(), {
         "org": organization_id, "dataset_id": dataset_id, "today": now.date(),
         "dataset_scope": wallet_scope(dataset_id), "platform_scope": wallet_scope(None),
         "key_id": key.id, "period": period, "currency": currency,
@@ -728,17 +718,17 @@ def _credit_tokens(session: Session, organization_id: int, dataset: Dataset, row
     if price is None:
         return 0
     left = row.credit_left
-    bounds = [getattr(row, f"headroom_{i}") for i in range(len(BUDGET_HEADROOM))]
+    headroom = row.budget_headroom
     if price.currency != currency:  # a plan priced in another currency than the card
         left = session.scalar(select(CreditLine.limit_minor - CreditLine.used_minor).where(
             CreditLine.organization_id == organization_id, CreditLine.currency == price.currency,
             CreditLine.suspended_at.is_(None)))
-        bounds = [session.scalar(select(hook()), {
+        headroom = session.scalar(select(USAGE_HEADROOM), {
             "org": organization_id, "currency": price.currency,
-            "year": business_calendar(session).year_of(now)}) for hook in BUDGET_HEADROOM]
+            "year": business_calendar(session).year_of(now)})
     if left is None:
         return 0
-    left = min([left, *(bound for bound in bounds if bound is not None)])
+    left = left if headroom is None else min(left, headroom)
     if left < 0:
         return 0
     before = (row.overage_tokens, row.overage_minor) if price.kind == "overage" else \

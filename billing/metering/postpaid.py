@@ -23,10 +23,11 @@ from market.core.audit import Actor
 from market.catalog.models import Dataset, SupplyChainRevision
 from market.catalog.offers import metered_offer
 from market.core.errors import Forbidden, InvalidInput, MarketError, NotFound
-from billing import jobs, orders
+from billing import orders
 from billing.payments import card as payments
 from billing.context import BillingSettings
 from billing.models import CreditLine, Order, UsageEvent
+from billing.runs import JobContext
 from pricing.money import Money, UnitPrice
 from pricing.periods import is_month
 from pricing.rating import LineItem
@@ -143,7 +144,7 @@ def bill_usage(session: Session, credit_line_id: int, period: str,
     return order
 
 
-def run_postpaid_invoices(ctx: jobs.JobContext) -> dict:
+def run_postpaid_invoices(ctx: JobContext) -> dict:
     """Job ``postpaid-invoices``: bill last month's usage on credit, organization by
     organization, each in its own transaction."""
     settings = BillingSettings.from_settings(ctx.settings)
@@ -188,8 +189,3 @@ def on_paid(session: Session, order: Order) -> None:
                  data={"order_id": order.id, "released_minor": before - credit.used_minor,
                        "used_minor": credit.used_minor})
 
-
-jobs.register(jobs.Job(
-    name="postpaid-invoices", description="Bill last month's API usage on credit lines.",
-    run=run_postpaid_invoices, trigger={"day": 1, "hour": 3, "minute": 0},
-    period_of=jobs.monthly_previous, period_pattern=jobs.MONTHLY, closes_period=True))

@@ -35,12 +35,12 @@ from billing.context import BillingSettings
 from billing.settlement.ledger import LedgerEntry, LedgerTransaction, Line, Purpose, get_account, post
 from billing.entitlements import wallet_scope
 from billing.models import TokenWallet, UsageEvent, WalletEntry
+from billing.runs import JobContext
 from billing.settlement.split import PLATFORM, part_account, split_payment
 from market.accounts.models import ApiKey, Organization
 from market.catalog.models import Dataset, DatasetVersion, SupplyChainRevision
 from market.core.db import Database, business_calendar
 from pricing.money import Money, UnitPrice
-from pricing.periods import day_before
 
 SOURCES = {"postpaid": Purpose.BUYER_RECEIVABLE, "wallet": Purpose.BUYER_PREPAID}
 
@@ -176,7 +176,8 @@ def _posted_gross(session: Session, key: str) -> int:
                LedgerEntry.amount_minor > 0)))
 
 
-def _job(ctx) -> dict:
+def run_recognition(ctx: JobContext) -> dict:
+    """Job ``recognize-usage``: post the run's day of usage revenue to the ledger."""
     day = dt.date.fromisoformat(ctx.period)
     with ctx.db.session() as session, session.begin():
         result = recognize_day(session, day, BillingSettings.from_settings(ctx.settings))
@@ -195,14 +196,3 @@ def recognize_range(db: Database, first: dt.date, last: dt.date,
         day += dt.timedelta(days=1)
     return groups
 
-
-def _register() -> None:
-    from billing.jobs import DAILY, Job, register
-
-    register(Job(name="recognize-usage",
-                 description="Post yesterday's usage revenue to the ledger, per dataset",
-                 run=_job, trigger={"hour": 0, "minute": 20}, period_of=day_before,
-                 period_pattern=DAILY, closes_period=True))
-
-
-_register()

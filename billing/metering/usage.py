@@ -27,7 +27,7 @@ produced. Each event is charged by the dataset's royalty rate card (an offer of 
   increment is split across the events by their tokens, largest remainder first — so the
   month's events add up exactly to the rating of the month's total.
 - The credit line is charged once per batch (and currency) by the conditional UPDATE of
-  ``metering._take_credit``, which never passes the limit. When the whole batch would pass it,
+  ``metering.take_credit``, which never passes the limit. When the whole batch would pass it,
   the longest run of events from the batch's start that fits is charged and the rest are
   rejected ``payment_required``.
 
@@ -56,7 +56,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload
 
 from billing.metering import charge as metering
-from billing.metering.charge import PaymentRequired, card_rating, period_of, rated_increment
+from billing.budgets.guards import commit_usage
+from billing.errors import PaymentRequired
+from billing.metering.charge import card_rating, period_of, rated_increment
 from billing.models import CreditLine, UsageCounter, UsageEvent
 from market.accounts.models import ApiKey
 from market.catalog.models import Dataset, ListingStatus
@@ -224,7 +226,7 @@ def _ingest(session: Session, organization_id: int, api_key_id: int | None,
     cards: dict[int, Any] = {}
     for dataset_id, dataset in datasets.items():
         if _visible(dataset, organization_id):
-            cards[dataset_id] = metering._metered_card(dataset, "royalty")
+            cards[dataset_id] = metering.metered_card(dataset, "royalty")
     # The list value of a token on each dataset: its royalty card's first tier.
     ratios = {dataset_id: metering.list_ratio(card[1].tiers[0].price_per_million)
               for dataset_id, card in cards.items() if card is not None}
@@ -404,8 +406,7 @@ def _charge_currency(session: Session, organization_id: int, period: str,
     for entry in rated:
         group, indices, amount, counter = entry
         try:
-            for guard in metering.BUDGET_GUARDS:
-                guard(session, organization_id, group.dataset_id, amount)
+            commit_usage(session, organization_id, group.dataset_id, amount)
         except PaymentRequired as refusal:
             _unrate(events, [entry])
             _refuse(events, indices, outcomes, refusal.field or "budget", refusal.detail)
@@ -417,12 +418,12 @@ def _charge_currency(session: Session, organization_id: int, period: str,
         return {}
     total = Money.from_minor(sum(amount.minor for _, _, amount, _ in rated), currency)
     try:
-        line = metering._take_credit(session, organization_id, total)
+        line = metering.take_credit(session, organization_id, total)
     except PaymentRequired:
         _unrate(events, rated)
         rated = _fit_credit(session, organization_id, period, events, groups, currency)
         total = Money.from_minor(sum(amount.minor for _, _, amount, _ in rated), currency)
-        line = metering._take_credit(session, organization_id, total) if rated else True
+        line = metering.take_credit(session, organization_id, total) if rated else True
     if line is None:  # suspended since it was looked up
         _unrate(events, rated)
         rated = []

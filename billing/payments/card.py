@@ -46,10 +46,11 @@ from billing import certificates, entitlements
 from billing.context import BillingSettings
 from billing.settlement.ledger import Line, Purpose, get_account, post
 from billing.orders import READABLE_ALPHABET, order_parties
-from billing.payments.gateway import CardGateway
+from billing.payments.gateway import CardGateway, GatewayError
 from billing.models import (
     LIVE_PAYMENT_STATUSES, BankReceipt, Invoice, Order, Payment, PaymentProfile,
 )
+from billing.runs import JobContext
 from billing.settlement.split import (
     PLATFORM, TAX, post_payment, prepaid_key, receivable_key, split_payment,
 )
@@ -227,7 +228,7 @@ def save_card(db: Database, gateway: CardGateway, principal: Principal, payment_
     try:
         gateway.attach_payment_method(customer.customer_ref, payment_method_ref)
         brand, last4 = gateway.card_details(payment_method_ref)
-    except _gateway_errors() as exc:
+    except GatewayError as exc:
         raise InvalidInput(f"The card could not be saved: {exc}", field="payment_method") \
             from None
     with db.session() as session, session.begin():
@@ -238,11 +239,6 @@ def save_card(db: Database, gateway: CardGateway, principal: Principal, payment_
                      organization_id=principal.organization_id, object_type="payment_profile",
                      object_id=found.id, data={"brand": brand, "last4": last4})
     return found
-
-
-def _gateway_errors() -> tuple[type[BaseException], ...]:
-    from billing.payments.gateway import GatewayError
-    return (GatewayError,)
 
 
 def pay_by_card(db: Database, gateway: CardGateway | None, settings: BillingSettings, order_id: int, *,
@@ -279,7 +275,7 @@ def pay_by_card(db: Database, gateway: CardGateway | None, settings: BillingSett
             payment_method_ref=card, idempotency_key=key, off_session=off_session,
             metadata={"payment_id": str(payment_id), "order": number,
                       "payment": payment_tag(number, payment_id)})
-    except _gateway_errors() as exc:
+    except GatewayError as exc:
         # Unknown whether the processor took it: leave the payment for reconciliation.
         with db.session() as session, session.begin():
             payment = session.get(Payment, payment_id)
@@ -743,15 +739,9 @@ def open_invoices(session: Session, principal: Principal) -> Keyset[Invoice]:
 
 # The scheduled reconciliation ---------------------------------------------------------------------
 
-QUARTER_HOUR = r"\d{4}-\d{2}-\d{2}T\d{2}:[0-5]\d"
-
-
-def quarter_hour(moment: dt.datetime) -> str:
-    """The quarter hour a run at ``moment`` handles, e.g. ``2026-11-23T10:15``."""
-    return moment.replace(minute=moment.minute - moment.minute % 15).strftime("%Y-%m-%dT%H:%M")
-
-
-def _reconcile_job(ctx) -> dict:
+def run_reconciliation(ctx: JobContext) -> dict:
+    """Job ``reconcile-payments``: card payments and refunds left unfinished, and refunds
+    made outside the marketplace."""
     from billing.payments import refunds
 
     settings = BillingSettings.from_settings(ctx.settings)
@@ -760,15 +750,3 @@ def _reconcile_job(ctx) -> dict:
                                                   progress=ctx.progress)
     return counts
 
-
-def _register_jobs() -> None:
-    from billing.jobs import Job, register
-
-    register(Job(name="reconcile-payments",
-                 description="Ask the payment processor about card payments and refunds left "
-                             "unfinished, and find refunds made outside the marketplace",
-                 run=_reconcile_job, trigger={"minute": "*/15"}, period_of=quarter_hour,
-                 period_pattern=QUARTER_HOUR))
-
-
-_register_jobs()

@@ -38,8 +38,9 @@ from billing.budgets import lines as budgets
 from billing.payments import anomalies
 from billing.payments.gateway import CardGateway
 from billing.models import Order, Payment, Refund
+from billing.payments.gateway import GatewayError
 from billing.payments.card import (
-    GatewayUnavailable, _gateway_errors, finance_may_act, get_payment_for_finance,
+    GatewayUnavailable, finance_may_act, get_payment_for_finance,
     refuse_party_to_order, unfulfil,
 )
 from billing.settlement.split import post_refund
@@ -178,7 +179,7 @@ def _send(db: Database, gateway: CardGateway, refund_id: int, payment_ref: str, 
     try:
         result = gateway.refund(payment_ref=payment_ref, amount_minor=amount_minor,
                                 idempotency_key=key, metadata={"refund_id": str(refund_id)})
-    except _gateway_errors() as exc:
+    except GatewayError as exc:
         if getattr(exc, "outcome_unknown", False):
             with db.session() as session, session.begin():
                 refund = session.get(Refund, refund_id)
@@ -243,7 +244,7 @@ def retry_refund(db: Database, gateway: CardGateway | None, principal: Principal
         amount_minor, gateway_ref = refund.amount_minor, refund.gateway_ref
     try:
         found = find_at_processor(gateway, payment_ref, refund_id, gateway_ref)
-    except _gateway_errors() as exc:
+    except GatewayError as exc:
         raise GatewayUnavailable(f"The payment processor could not be asked about refund "
                                  f"{refund_id}; nothing was sent: {exc}") from None
     if found is not None:

@@ -42,6 +42,7 @@ from sqlalchemy.orm import Session
 
 from billing.context import BillingSettings
 from billing.models.statements import SettlementStatement, StatementAdjustment, StatementLine
+from billing.runs import JobContext
 from billing.settlement.checkpoints import sign_checkpoint, signing_key_from_settings
 from billing.settlement.compute import (
     compute_all, computed_content, content_hash, mismatch, period_bounds, window_start,
@@ -557,8 +558,8 @@ def participant_history(session: Session, principal: Principal, organization_id:
 
 # The scheduled close ----------------------------------------------------------------------------
 
-def _close_job(ctx) -> dict:
-    """Close the period, then sign a checkpoint of the audit chain, the ledger and the period's
+def run_statement_close(ctx: JobContext) -> dict:
+    """Job ``close-statements``: close the period, then sign a checkpoint of the audit chain, the ledger and the period's
     statements (in a transaction of its own: the checkpoint briefly holds posting back, which
     the close, however long, does not)."""
     signing_key = signing_key_from_settings(ctx.settings)
@@ -577,15 +578,3 @@ def _close_job(ctx) -> dict:
     ctx.progress(f"checkpoint #{number} signed")
     return {"statements": len(made), "already_closed": False, "checkpoint": number}
 
-
-def _register() -> None:
-    from billing.jobs import MONTHLY, Job, monthly_previous, register
-
-    register(Job(name="close-statements",
-                 description="Close last month's settlement statements (drafts for review)",
-                 run=_close_job,
-                 trigger={"day": STATEMENT_CLOSE_DAY, "hour": 2, "minute": 0},
-                 period_of=monthly_previous, period_pattern=MONTHLY, closes_period=True))
-
-
-_register()

@@ -17,7 +17,8 @@ import pytest
 import time_machine
 from sqlalchemy import select
 
-from billing import jobs, orders
+from billing import orders, runs
+from billing.jobs import JOBS_BY_NAME
 from billing.budgets import lines as budgets
 from billing.payments import card as payments
 from billing.settlement.ledger import LedgerTransaction
@@ -52,7 +53,6 @@ def clock():
 
 @pytest.fixture()
 def market(clock, session, passwords):
-    jobs.load_jobs()
     shop = shopping.listed_dataset(session, passwords, extra_offers=[METERED])
     org, _, principal = shopping.buyer(session, passwords)
     _, _, finance = shopping.platform_finance(session, passwords)
@@ -83,11 +83,11 @@ def _call(client, clock, market, session, moment: dt.datetime) -> UsageEvent:
     return event
 
 
-def _play(app, clock, day: dt.date) -> dict[str, jobs.JobOutcome]:
+def _play(app, clock, day: dt.date) -> dict[str, runs.JobOutcome]:
     """One day of the scheduler: each closing job due that day, at its time in Beijing."""
     due = []
     for name in CLOSING_JOBS:
-        trigger = jobs.JOBS[name].trigger
+        trigger = JOBS_BY_NAME[name].trigger
         if trigger.get("day", day.day) == day.day:
             due.append((trigger["hour"], trigger["minute"], name))
     outcomes = {}
@@ -243,15 +243,16 @@ def test_a_period_that_has_not_ended_in_beijing_is_never_closed(app, runner, ses
     for name, period in (("recognize-usage", "2026-12-01"), ("postpaid-invoices", "2026-12"),
                          ("post-usage-to-budgets", "2026-12-01"),
                          ("close-statements", "2026-12")):
-        with pytest.raises(jobs.PeriodNotEnded, match="has not ended yet in Asia/Shanghai"):
-            jobs.run_job(database, name, period, settings=app.config, progress=lambda _: None)
+        with pytest.raises(runs.PeriodNotEnded, match="has not ended yet in Asia/Shanghai"):
+            runs.run_job(database, JOBS_BY_NAME[name], period, settings=app.config,
+                         progress=lambda _: None)
         refused = runner.invoke(args=["billing", "run-job", name, "--period", period])
         assert refused.exit_code == 2 and "has not ended yet" in refused.output
     assert session.scalars(select(JobRun)).all() == []
-    assert jobs.default_period(jobs.JOBS["postpaid-invoices"], jobs.utcnow(),
+    assert runs.default_period(JOBS_BY_NAME["postpaid-invoices"], runs.utcnow(),
                                database.calendar) == "2026-11"
-    assert jobs.run_job(database, "postpaid-invoices", "2026-11", settings=app.config,
-                        progress=lambda _: None).ran
+    assert runs.run_job(database, JOBS_BY_NAME["postpaid-invoices"], "2026-11",
+                        settings=app.config, progress=lambda _: None).ran
 
 
 def test_the_calendar_bounds_business_periods_in_utc():
@@ -294,8 +295,8 @@ def test_a_rerun_that_finds_a_late_commit_posts_only_the_rest(app, client, sessi
     database = app.extensions["market.db"]
     event = _call(client, clock, market, session, beijing(2026, 11, 30, 23, 59))
     clock.move_to(beijing(2026, 12, 1, 0, 20))
-    first = jobs.run_job(database, "recognize-usage", "2026-11-30", settings=app.config,
-                         progress=lambda _: None)
+    first = runs.run_job(database, JOBS_BY_NAME["recognize-usage"], "2026-11-30",
+                         settings=app.config, progress=lambda _: None)
     assert first.summary["groups"] == 1
     late = UsageEvent(
         request_id="late-commit", organization_id=event.organization_id,
@@ -305,11 +306,11 @@ def test_a_rerun_that_finds_a_late_commit_posts_only_the_rest(app, client, sessi
         occurred_at=event.recorded_at, recorded_at=event.recorded_at)
     session.add(late)
     session.commit()
-    again = jobs.run_job(database, "recognize-usage", "2026-11-30", settings=app.config,
-                         progress=lambda _: None, force=True)
+    again = runs.run_job(database, JOBS_BY_NAME["recognize-usage"], "2026-11-30",
+                         settings=app.config, progress=lambda _: None, force=True)
     assert again.summary["groups"] == 1
-    third = jobs.run_job(database, "recognize-usage", "2026-11-30", settings=app.config,
-                         progress=lambda _: None, force=True)
+    third = runs.run_job(database, JOBS_BY_NAME["recognize-usage"], "2026-11-30",
+                         settings=app.config, progress=lambda _: None, force=True)
     assert third.summary == {"already": 1}
     postings = session.scalars(select(LedgerTransaction).where(
         LedgerTransaction.kind == "usage").order_by(LedgerTransaction.id)).all()
@@ -317,17 +318,17 @@ def test_a_rerun_that_finds_a_late_commit_posts_only_the_rest(app, client, sessi
     assert postings[1].idempotency_key.endswith(f":upto:{event.amount_minor + 123}")
 
 
-def test_a_catch_up_stops_at_a_failing_period(app, session, clock, market, monkeypatch):
+def test_a_catch_up_stops_at_a_failing_period(app, session, clock, market):
     """Catching up runs the missed days oldest first; one that fails stops it there, so no later
     day is closed over it, and the next run takes it up again."""
     database = app.extensions["market.db"]
     clock.move_to(beijing(2026, 12, 1, 0, 20))
-    jobs.run_job(database, "recognize-usage", "2026-11-30", settings=app.config,
+    runs.run_job(database, JOBS_BY_NAME["recognize-usage"], "2026-11-30", settings=app.config,
                  progress=lambda _: None)
     clock.move_to(beijing(2026, 12, 5, 0, 20))
-    assert jobs.due_periods(database, "recognize-usage", jobs.utcnow()) == [
+    job = JOBS_BY_NAME["recognize-usage"]
+    assert runs.due_periods(database, job, runs.utcnow()) == [
         "2026-12-01", "2026-12-02", "2026-12-03", "2026-12-04"]
-    job = jobs.JOBS["recognize-usage"]
     real = job.run
 
     def failing_on_the_2nd(ctx):
@@ -335,15 +336,13 @@ def test_a_catch_up_stops_at_a_failing_period(app, session, clock, market, monke
             raise RuntimeError("database went away")
         return real(ctx)
 
-    monkeypatch.setitem(jobs.JOBS, "recognize-usage",
-                        jobs.Job(**{**job.__dict__, "run": failing_on_the_2nd}))
+    failing = runs.Job(**{**job.__dict__, "run": failing_on_the_2nd})
     with pytest.raises(RuntimeError):
-        jobs.run_due(database, "recognize-usage", settings=app.config, progress=lambda _: None)
-    runs = dict(session.execute(select(JobRun.period, JobRun.status).where(
+        runs.run_due(database, failing, settings=app.config, progress=lambda _: None)
+    statuses = dict(session.execute(select(JobRun.period, JobRun.status).where(
         JobRun.job == "recognize-usage")).all())
-    assert runs == {"2026-11-30": "done", "2026-12-01": "done", "2026-12-02": "failed"}
-    monkeypatch.setitem(jobs.JOBS, "recognize-usage", job)
-    outcomes = jobs.run_due(database, "recognize-usage", settings=app.config,
+    assert statuses == {"2026-11-30": "done", "2026-12-01": "done", "2026-12-02": "failed"}
+    outcomes = runs.run_due(database, job, settings=app.config,
                             progress=lambda _: None)
     assert [(o.period, o.outcome) for o in outcomes] == [
         ("2026-12-02", "ran"), ("2026-12-03", "ran"), ("2026-12-04", "ran")]

@@ -1,4 +1,4 @@
-"""Scheduled jobs: the registry, exactly-once runs across processes, the CLI and the scheduler.
+"""Scheduled jobs: the one list, exactly-once runs across processes, the CLI and the scheduler.
 
 The exactly-once tests run on a fresh database whose transactions really commit (the usual
 per-test rollback binds every session to one connection, so nothing could race).
@@ -14,10 +14,13 @@ import pytest
 from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy import select
 
-from billing import jobs
-from billing.jobs import DAILY, MONTHLY, Job, JobContext
+from billing import runs
+from billing.jobs import JOBS, JOBS_BY_NAME
 from billing.models.operations import JobRun
-from market.web.cli.billing import build_scheduler, scheduled_run
+from billing.runs import DAILY, MONTHLY, Job, JobContext
+from market.web.cli import billing as billing_cli
+from market.web.cli.billing import SCHEDULED_JOBS, build_scheduler, scheduled_run
+from pricing.periods import day_before, month_before
 from tests.concurrency import fresh_app
 
 NOW = dt.datetime(2026, 11, 23, 2, 0, tzinfo=dt.timezone.utc)
@@ -43,21 +46,21 @@ class Recorder:
         return {"handled": ctx.period}
 
 
-@pytest.fixture()
-def register_job():
-    names = []
+TEST_JOB = Job(name="test-job", description="A job of the tests.", run=lambda ctx: {},
+               trigger={"hour": 2, "minute": 0}, period_of=month_before,
+               period_pattern=MONTHLY)
 
-    def register(recorder: Recorder, name: str = "test-job", pattern: str = MONTHLY,
-                 period_of=jobs.monthly_previous) -> Recorder:
-        jobs.register(Job(name=name, description="A job of the tests.", run=recorder,
-                                trigger={"hour": 2, "minute": 0}, period_of=period_of,
-                                period_pattern=pattern))
-        names.append(name)
+
+@pytest.fixture()
+def register_job(monkeypatch):
+    """Schedule ``TEST_JOB`` with ``recorder`` as its body, beside the real jobs."""
+
+    def register(recorder: Recorder) -> Recorder:
+        monkeypatch.setattr(billing_cli, "SCHEDULED_JOBS",
+                            (*SCHEDULED_JOBS, Job(**{**TEST_JOB.__dict__, "run": recorder})))
         return recorder
 
-    yield register
-    for name in names:
-        jobs.unregister(name)
+    return register
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +78,9 @@ def db(committing_app):
             session.delete(run)
 
 
-def _run(db, name="test-job", period="2026-10", **kwargs):
-    return jobs.run_job(db, name, period, now=NOW, settings={}, progress=lambda line: None,
+def _run(db, period="2026-10", **kwargs):
+    job = next(job for job in billing_cli.SCHEDULED_JOBS if job.name == "test-job")
+    return runs.run_job(db, job, period, now=NOW, settings={}, progress=lambda line: None,
                         **kwargs)
 
 
@@ -86,13 +90,14 @@ def _runs(db, name="test-job"):
 
 
 def test_periods_are_reckoned_from_the_moment_of_the_run():
-    assert jobs.daily(NOW) == "2026-11-23"
-    assert jobs.monthly_previous(NOW) == "2026-10"
-    assert jobs.monthly_previous(dt.datetime(2026, 1, 5, tzinfo=dt.timezone.utc)) == "2025-12"
+    assert runs.daily(NOW) == "2026-11-23"
+    assert day_before(NOW) == "2026-11-22"
+    assert month_before(NOW) == "2026-10"
+    assert month_before(dt.datetime(2026, 1, 5, tzinfo=dt.timezone.utc)) == "2025-12"
     # 20:00 UTC on the 22nd is already the 23rd on the scheduler's clock in Shanghai.
-    job = Job("j", "", lambda ctx: {}, {}, jobs.daily, DAILY)
+    job = Job("j", "", lambda ctx: {}, {}, runs.daily, DAILY)
     late = dt.datetime(2026, 11, 22, 20, 0, tzinfo=dt.timezone.utc)
-    assert jobs.default_period(job, late, "Asia/Shanghai") == "2026-11-23"
+    assert runs.default_period(job, late, "Asia/Shanghai") == "2026-11-23"
 
 
 def test_a_second_run_for_the_same_period_does_nothing(db, register_job):
@@ -208,25 +213,14 @@ def test_only_one_of_two_racing_processes_takes_over_a_failed_run(db, register_j
     assert (run.status, run.detail) == ("done", {"handled": "2026-10"})
 
 
-def test_registering_a_job_again_replaces_it_but_a_name_clash_is_refused(register_job):
-    recorder = Recorder()
-    register_job(recorder)
-    first = jobs.JOBS["test-job"]
-    register_job(recorder)
-    assert jobs.JOBS["test-job"] is not first and jobs.JOBS["test-job"].run is recorder
-
-    with pytest.raises(ValueError, match="already registered"):
-        jobs.register(Job("test-job", "", lambda ctx: {}, {}, jobs.daily, DAILY))
-
-
-def test_load_jobs_skips_modules_not_written_yet_but_not_their_broken_imports(
-        tmp_path, monkeypatch):
-    (tmp_path / "jobs_broken_here.py").write_text("import a_dependency_nobody_installed\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-
-    assert jobs.load_jobs(["billing.not_written_yet"]) is jobs.JOBS
-    with pytest.raises(ModuleNotFoundError, match="a_dependency_nobody_installed"):
-        jobs.load_jobs(["jobs_broken_here"])
+def test_every_job_has_a_name_of_its_own():
+    names = [job.name for job in SCHEDULED_JOBS]
+    assert len(set(names)) == len(names)
+    assert len(JOBS_BY_NAME) == len(JOBS)
+    assert set(JOBS_BY_NAME) == {
+        "recognize-usage", "post-usage-to-budgets", "renewals", "close-statements",
+        "postpaid-invoices", "dunning", "reconcile-payments", "deliver-budget-alerts"}
+    assert SCHEDULED_JOBS[:len(JOBS)] == JOBS
 
 
 # The CLI and the scheduler, on the suite's usual rolled-back transaction.
@@ -267,8 +261,7 @@ def test_run_job_defaults_to_the_period_a_run_now_would_handle(runner, register_
     result = runner.invoke(args=["billing", "run-job", "test-job"])
 
     assert result.exit_code == 0, result.output
-    assert recorder.calls == [jobs.default_period(jobs.JOBS["test-job"], jobs.utcnow(),
-                                                  "Asia/Shanghai")]
+    assert recorder.calls == [runs.default_period(TEST_JOB, runs.utcnow(), "Asia/Shanghai")]
 
 
 def test_a_failing_job_exits_non_zero(runner, register_job):
@@ -293,13 +286,12 @@ def test_jobs_lists_schedules_and_last_runs(runner, register_job):
     assert "last run: never" in result.output
 
 
-def test_the_scheduler_has_one_cron_job_per_registered_job(app, register_job):
-    register_job(Recorder())
-
+def test_the_scheduler_has_one_cron_job_per_job_of_the_list(app):
     scheduler = build_scheduler(app)
 
     scheduled = {job.id: job for job in scheduler.get_jobs()}
-    assert set(scheduled) == set(jobs.load_jobs())
+    assert sorted(scheduled) == sorted(job.name for job in SCHEDULED_JOBS)
+    assert set(JOBS_BY_NAME) < set(scheduled)
     for name, job in scheduled.items():
         assert isinstance(job.trigger, CronTrigger)
         assert str(job.trigger.timezone) == "Asia/Shanghai"
@@ -313,6 +305,6 @@ def test_what_the_scheduler_calls_runs_the_current_period(committing_app, db, re
 
     outcome = scheduled_run(committing_app, "test-job")
 
-    expected = jobs.default_period(jobs.JOBS["test-job"], jobs.utcnow(), "Asia/Shanghai")
+    expected = runs.default_period(TEST_JOB, runs.utcnow(), "Asia/Shanghai")
     assert (outcome.outcome, recorder.calls) == ("ran", [expected])
     assert scheduled_run(committing_app, "test-job").outcome == "already-done"

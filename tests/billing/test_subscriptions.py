@@ -10,7 +10,8 @@ from sqlalchemy import select
 
 from billing import entitlements, subscriptions
 from billing.payments import card as payments
-from billing.jobs import run_job
+from billing.jobs import JOBS_BY_NAME
+from billing.runs import run_job
 from billing.models import Order, Subscription, SubscriptionPeriod
 from market.core.audit import AuditEntry
 from market.core.db import utcnow
@@ -51,8 +52,8 @@ def subscribed(session, listed, buyer, finance, settings, *, plan="basic", today
 
 
 def run(app, db, name, *, day=TODAY, now=None, gateway=None, force=False):
-    return run_job(db, name, day.isoformat(), now=now or utcnow(), settings=app.config,
-                   gateway=gateway, progress=quiet, force=force)
+    return run_job(db, JOBS_BY_NAME[name], day.isoformat(), now=now or utcnow(),
+                   settings=app.config, gateway=gateway, progress=quiet, force=force)
 
 
 def audited(session, sub) -> list[str]:

@@ -44,7 +44,8 @@ from marshmallow import Schema, fields, validate
 from sqlalchemy.exc import IntegrityError
 
 from billing.metering import charge as metering
-from billing.metering.charge import Charge, PaymentRequired
+from billing.errors import PaymentRequired
+from billing.metering.charge import Charge
 from billing.models import UsageEvent
 from market.web import idempotency
 from market.accounts.authz import Principal

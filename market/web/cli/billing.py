@@ -4,11 +4,12 @@
 ``flask billing run-job NAME [--period P] [--force]`` runs one job for one period (by default the
 period a run now would handle, after any missed before it); ``flask scheduler run`` starts the
 one APScheduler process that runs every job on its schedule, in ``BUSINESS_TIMEZONE``. Both go
-through ``billing.jobs.run_job``, so a period is done exactly once however many schedulers and
+through ``billing.runs.run_job``, so a period is done exactly once however many schedulers and
 operators try, and a period is closed only once it has ended in the business zone.
 
-The jobs of the web layer's own modules (``market.web.idempotency``) are registered here, since
-``billing`` sits below them and may not import them.
+The jobs run are ``SCHEDULED_JOBS``: billing's (``billing.jobs.JOBS``) and those of the web
+layer's own modules (``market.web.idempotency``), listed here since ``billing`` sits below them
+and may not import them.
 """
 
 from __future__ import annotations
@@ -23,14 +24,15 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 from sqlalchemy import func, select
 
-from billing import jobs
+from billing import runs
+from billing.jobs import JOBS
+from billing.models.statements import SettlementStatement
+from billing.payments.card import GatewayUnavailable
+from billing.runs import DAILY, Job, JobContext
 from billing.settlement import checkpoints, exports
+from billing.settlement.compute import verify_statements
 from billing.settlement.ledger import LedgerTransaction
 from billing.settlement.ledger_verify import verify_ledger
-from billing.jobs import DAILY, Job, JobContext
-from billing.payments.card import GatewayUnavailable
-from billing.models.statements import SettlementStatement
-from billing.settlement.compute import verify_statements
 from billing.settlement.reconciliation import reconcile
 from market.core.db import utcnow
 from market.web.idempotency import purge_expired
@@ -51,19 +53,21 @@ def purge_idempotency(ctx: JobContext) -> dict:
     return {"purged": purged}
 
 
-jobs.register(Job(
-    name="purge-idempotency",
-    description="Delete expired idempotency records.",
-    run=purge_idempotency,
-    trigger={"hour": 3, "minute": 30},
-    period_of=jobs.daily,
-    period_pattern=DAILY,
-))
+SCHEDULED_JOBS: tuple[Job, ...] = (
+    *JOBS,
+    Job(name="purge-idempotency", description="Delete expired idempotency records.",
+        run=purge_idempotency, trigger={"hour": 3, "minute": 30}, period_of=runs.daily,
+        period_pattern=DAILY),
+)
 
 
-def _run(app: Flask, name: str, period: str, *, now: dt.datetime, progress,
-         force: bool = False) -> jobs.JobOutcome:
-    return jobs.run_job(app.extensions["market.db"], name, period, now=now,
+def _by_name() -> dict[str, Job]:
+    return {job.name: job for job in SCHEDULED_JOBS}
+
+
+def _run(app: Flask, job: Job, period: str, *, now: dt.datetime, progress,
+         force: bool = False) -> runs.JobOutcome:
+    return runs.run_job(app.extensions["market.db"], job, period, now=now,
                         settings=app.config, gateway=app.extensions.get("market.gateway"),
                         progress=progress, force=force)
 
@@ -75,17 +79,17 @@ def _schedule(job: Job) -> str:
 @billing_cli.command("jobs")
 def jobs_command() -> None:
     """List the scheduled jobs, their schedules, next and last runs."""
-    registry = jobs.load_jobs()
+    registry = _by_name()
     timezone = current_app.config["BUSINESS_TIMEZONE"]
     now = utcnow()
     with current_app.extensions["market.db"].session() as session:
-        last = jobs.last_runs(session, registry)
+        last = runs.last_runs(session, registry)
     for name, job in sorted(registry.items()):
         trigger = CronTrigger(timezone=timezone, **job.trigger)
         upcoming = trigger.get_next_fire_time(None, now.astimezone(trigger.timezone))
         click.echo(f"{name}: {job.description}")
         click.echo(f"  schedule: {_schedule(job)} ({timezone}); next {upcoming.isoformat()} "
-                   f"for period {jobs.default_period(job, upcoming, timezone)}")
+                   f"for period {runs.default_period(job, upcoming, timezone)}")
         run = last.get(name)
         if run is None:
             click.echo("  last run: never")
@@ -101,28 +105,28 @@ def jobs_command() -> None:
 @click.option("--force", is_flag=True, help="Run again even if the period is done.")
 def run_job_command(name: str, period: str | None, force: bool) -> None:
     """Run job NAME for one period, once: a done period is skipped unless --force."""
-    registry = jobs.load_jobs()
+    registry = _by_name()
     job = registry.get(name)
     if job is None:
         raise click.UsageError(f"unknown job {name!r}; the jobs are: {', '.join(sorted(registry))}")
     now = utcnow()
     app = current_app._get_current_object()
     if period is None:
-        due = jobs.due_periods(app.extensions["market.db"], name, now)
+        due = runs.due_periods(app.extensions["market.db"], job, now)
         for missed in due[:-1]:  # caught up first, oldest first
-            _report(name, missed, _run(app, name, missed, now=now, progress=click.echo))
+            _report(name, missed, _run(app, job, missed, now=now, progress=click.echo))
         period = due[-1]
     elif not job.accepts(period):
         raise click.UsageError(f"period {period!r} is not valid for {name}: "
                                f"it must match {job.period_pattern}")
     try:
-        outcome = _run(app, name, period, now=now, progress=click.echo, force=force)
-    except jobs.PeriodNotEnded as error:
+        outcome = _run(app, job, period, now=now, progress=click.echo, force=force)
+    except runs.PeriodNotEnded as error:
         raise click.UsageError(str(error)) from None
     _report(name, period, outcome)
 
 
-def _report(name: str, period: str, outcome: jobs.JobOutcome) -> None:
+def _report(name: str, period: str, outcome: runs.JobOutcome) -> None:
     if outcome.outcome == "already-done":
         click.echo(f"{name} {period} was already done (use --force to run it again): "
                    f"{outcome.summary}")
@@ -208,18 +212,19 @@ def verify_ledger_command() -> None:
                "trial balance zero in every currency")
 
 
-def scheduled_run(app: Flask, name: str) -> jobs.JobOutcome:
-    """What the scheduler calls: run ``name`` for the period a run now handles, after every
-    one missed before it; the outcome of the current period."""
-    return jobs.run_due(app.extensions["market.db"], name, now=utcnow(), settings=app.config,
-                        gateway=app.extensions.get("market.gateway"), progress=logger.info)[-1]
+def scheduled_run(app: Flask, name: str) -> runs.JobOutcome:
+    """What the scheduler calls: run job ``name`` for the period a run now handles, after
+    every one missed before it; the outcome of the current period."""
+    return runs.run_due(app.extensions["market.db"], _by_name()[name], now=utcnow(),
+                        settings=app.config, gateway=app.extensions.get("market.gateway"),
+                        progress=logger.info)[-1]
 
 
 def build_scheduler(app: Flask) -> BlockingScheduler:
-    """A scheduler with one cron job per registered job, not yet started."""
+    """A scheduler with one cron job per job of ``SCHEDULED_JOBS``, not yet started."""
     timezone = app.config["BUSINESS_TIMEZONE"]
     scheduler = BlockingScheduler(timezone=timezone)
-    for name, job in sorted(jobs.load_jobs().items()):
+    for name, job in sorted(_by_name().items()):
         scheduler.add_job(
             scheduled_run, CronTrigger(timezone=timezone, **job.trigger), args=(app, name),
             id=name, name=job.description,

@@ -9,7 +9,7 @@ import json
 import pytest
 from aiosmtpd.controller import Controller
 
-from billing import jobs
+from billing.jobs import JOBS_BY_NAME
 from billing.budgets import alerts as budget_alerts
 from billing.models import BudgetAlert
 from tests.billing.conftest import free_port
@@ -158,8 +158,7 @@ def test_an_unreachable_smtp_server_is_an_error_not_a_crash(db, session, alerted
 
 
 def test_the_job_is_registered_every_five_minutes():
-    job = jobs.load_jobs()[budget_alerts.JOB_NAME]
-    assert "billing.budgets.alerts" in jobs.JOB_MODULES
+    job = JOBS_BY_NAME["deliver-budget-alerts"]
     assert job.trigger == {"minute": "*/5"}
     assert job.period_of(dt.datetime(2026, 11, 23, 10, 9, 59)) == "2026-11-23T10:05"
     assert job.accepts("2026-11-23T10:05") and not job.accepts("2026-11-23T10:07")

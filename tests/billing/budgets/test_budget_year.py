@@ -30,10 +30,9 @@ import pytest
 from openpyxl import load_workbook
 from sqlalchemy import select
 
-from billing.budgets import reports
+from billing.budgets import guards, reports
 from billing import orders, subscriptions
 from billing.budgets import lines as budgets
-from billing.metering import charge as metering
 from billing.payments import card as payments, refunds
 from billing.models import BudgetAlert, BudgetLine, Order, UsageEvent
 from market.core import db as market_db
@@ -171,8 +170,7 @@ def _call(session, clock, org, dataset, amount_minor: int, n: int) -> None:
     """One postpaid metered call: the budget guard commits its amount on the API line, then
     its usage event is written (12.50 per million tokens: 800 tokens a fen)."""
     amount = Money.from_minor(amount_minor, "CNY")
-    for guard in metering.BUDGET_GUARDS:
-        guard(session, org.id, dataset.id, amount)
+    guards.commit_usage(session, org.id, dataset.id, amount)
     session.add(UsageEvent(
         request_id=f"year-call-{n}", organization_id=org.id, dataset_id=dataset.id,
         version_id=dataset.versions[0].id, kind="data", tokens=amount_minor * 800,

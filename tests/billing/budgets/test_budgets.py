@@ -13,10 +13,10 @@ import pytest
 from sqlalchemy import func, select
 
 from billing import orders, subscriptions
-from billing.budgets import lines as budgets
-from billing.metering import charge as metering
+from billing.budgets import guards, lines as budgets
+from billing.errors import PaymentRequired
 from billing.payments import card as payments, refunds
-from billing.jobs import JOBS
+from billing.jobs import JOBS_BY_NAME
 from billing.models import (
     BudgetAlert, BudgetAmendment, BudgetLine, BudgetRecord, CreditLine, Order,
 )
@@ -324,9 +324,8 @@ def test_the_metered_guard_answers_402_naming_the_line(client, session, buying, 
     assert refused.status_code == 402, refused.get_json()
     assert f"{YEAR}-API-01" in refused.get_json()["detail"]
     assert _fresh(session, line).committed_minor == 0
-    with pytest.raises(metering.PaymentRequired):
-        for guard in metering.BUDGET_GUARDS:
-            guard(session, org.id, shop["dataset"].id, cny("0.02"))
+    with pytest.raises(PaymentRequired):
+        guards.commit_usage(session, org.id, shop["dataset"].id, cny("0.02"))
 
 
 def test_postpaid_calls_are_committed_then_posted_daily_as_spent(client, session, buying, shop):
@@ -352,7 +351,7 @@ def test_postpaid_calls_are_committed_then_posted_daily_as_spent(client, session
     assert expenditure.reference == f"usage:{org.id}:{shop['dataset'].id}:" \
                                     f"{today.isoformat()}:expenditure"
     assert expenditure.supplier_id == shop["supplier"].id
-    assert "post-usage-to-budgets" in JOBS
+    assert "post-usage-to-budgets" in JOBS_BY_NAME
 
 
 # The API ----------------------------------------------------------------------------------------

@@ -109,14 +109,14 @@ def test_an_approval_against_a_line_that_moved_is_refused(team, session):
 def test_closing_stops_calls_on_credit_and_reopening_is_an_increase(team, session):
     _request(team["maker"], team["buyer"].id, "1000.00")
     line = _line(session, team["buyer"].id)
-    assert metering._take_credit(session, team["buyer"].id, Money("1.00", "CNY")) == line.id
+    assert metering.take_credit(session, team["buyer"].id, Money("1.00", "CNY")) == line.id
     session.commit()
     closed = team["maker"].post(f"/api/v1/credit-lines/{line.id}/close",
                                 headers=team["maker"].csrf, json={"reason": "Contract ended"})
     assert closed.status_code == 200 and closed.get_json()["kind"] == "close"
     line = _line(session, team["buyer"].id)
     assert line.suspended_at is not None
-    assert metering._take_credit(session, team["buyer"].id, Money("1.00", "CNY")) is None
+    assert metering.take_credit(session, team["buyer"].id, Money("1.00", "CNY")) is None
     assert team["maker"].post(f"/api/v1/credit-lines/{line.id}/close",
                               headers=team["maker"].csrf,
                               json={"reason": "again"}).status_code == 409

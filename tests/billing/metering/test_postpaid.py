@@ -10,7 +10,8 @@ from sqlalchemy import select
 
 from billing.metering import postpaid
 from billing.payments import card as payments
-from billing.jobs import run_job
+from billing.jobs import JOBS_BY_NAME
+from billing.runs import run_job
 from billing.models import CreditLine, Order, UsageEvent
 from market.catalog import offers
 from market.core.audit import SYSTEM
@@ -40,8 +41,8 @@ def usage(session, org, listed, *, tokens, amount_minor, paid_by="postpaid", per
 
 
 def run(app, db, *, period=PERIOD, force=False):
-    return run_job(db, "postpaid-invoices", period, now=utcnow(), settings=app.config,
-                   progress=quiet, force=force)
+    return run_job(db, JOBS_BY_NAME["postpaid-invoices"], period, now=utcnow(),
+                   settings=app.config, progress=quiet, force=force)
 
 
 @pytest.fixture()
@@ -108,7 +109,7 @@ def test_the_usage_invoice_is_taxed_by_the_active_rate_card_not_a_later_retired_
                              {**METERED, "code": "api-export", "tax_rate": "0"})
     offers.retire_offer(session, listed["owner"], later)
     assert offers.metered_offer(listed["dataset"]).id == listed["metered"].id
-    usage(session, buyer["org"], listed, tokens=3_000_001, amount_minor=3_751)
+    usage(session, buyer.org, listed, tokens=3_000_001, amount_minor=3_751)
     credit.used_minor = 3_751
     session.commit()
 
@@ -134,8 +135,8 @@ def test_a_card_credit_line_is_charged(app, db, session, listed, buyer, finance,
     line.used_minor = 1_250
     session.commit()
 
-    outcome = run_job(db, "postpaid-invoices", PERIOD, now=utcnow(), settings=app.config,
-                      gateway=stripe_gateway, progress=quiet)
+    outcome = run_job(db, JOBS_BY_NAME["postpaid-invoices"], PERIOD, now=utcnow(),
+                      settings=app.config, gateway=stripe_gateway, progress=quiet)
 
     assert outcome.summary == {"orders": 1, "charge_succeeded": 1}
     session.expire_all()

@@ -16,8 +16,10 @@ from types import SimpleNamespace
 import pytest
 from sqlalchemy import func, select, text
 
+from billing import subscriptions
 from billing.context import BillingSettings
-from billing import jobs, subscriptions
+from billing.jobs import JOBS_BY_NAME
+from billing.runs import run_job
 from billing.metering import recognition
 from billing.payments import refunds
 from billing.settlement import compute, ledger, reconciliation, workflow
@@ -341,15 +343,15 @@ def test_only_its_participant_exchange_and_platform_see_a_statement(session, pas
 
 
 def test_the_monthly_job_closes_once_and_then_says_so(app, db, session, month):
-    job = jobs.load_jobs()["close-statements"]
+    job = JOBS_BY_NAME["close-statements"]
     assert job.trigger == {"day": workflow.STATEMENT_CLOSE_DAY, "hour": 2, "minute": 0}
     assert job.period_of(dt.datetime(2026, 12, 3, 2, 0)) == "2026-11"
     workflow.close_period(session, PERIOD, actor=None, settings=SETTINGS, cutoff=month.cut1)
     session.commit()
     before = {s.number: s.content_hash for s in session.scalars(select(SettlementStatement))}
     messages = []
-    outcome = jobs.run_job(db, "close-statements", PERIOD, now=utcnow(), settings=app.config,
-                           progress=messages.append)
+    outcome = run_job(db, job, PERIOD, now=utcnow(), settings=app.config,
+                      progress=messages.append)
     assert outcome.summary == {"statements": 0, "already_closed": True}
     assert any("already closed" in m for m in messages)
     after = {s.number: s.content_hash for s in session.scalars(

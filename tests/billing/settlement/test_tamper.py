@@ -32,6 +32,7 @@ import pytest
 from sqlalchemy import select, text
 
 from billing.context import BillingSettings
+from billing.jobs import JOBS_BY_NAME
 from billing.payments import refunds
 from billing.settlement import checkpoints, compute, exports, workflow
 from billing.settlement.ledger import LedgerAccount, LedgerEntry, LedgerTransaction, Purpose, seal_of
@@ -39,6 +40,7 @@ from billing.settlement.ledger_verify import verify_ledger
 from billing.models import Payment, SettlementStatement, TokenWallet
 from billing.orders import CartItem, place_mall_order
 from billing.payments.card import issue_invoice, record_bank_receipt
+from billing.runs import run_job
 from market.core import audit
 from market.core.audit import AuditEntry
 from market.core.db import utcnow
@@ -374,8 +376,6 @@ def test_a_checkpoint_is_checked_with_the_key_a_third_party_trusts(runner, sessi
 
 
 def test_the_close_job_signs_a_checkpoint_of_its_statements(app, db, session, passwords):
-    from billing import jobs
-
     settings = billing_settings()
     shop = listed_dataset(session, passwords)
     _, _, shopper = buyer(session, passwords)
@@ -391,8 +391,8 @@ def test_the_close_job_signs_a_checkpoint_of_its_statements(app, db, session, pa
     for transaction_id in session.scalars(select(LedgerTransaction.id)).all():
         _reseal(session, transaction_id)
     session.commit()
-    outcome = jobs.run_job(db, "close-statements", PERIOD, now=utcnow(), settings=app.config,
-                           progress=lambda _: None)
+    outcome = run_job(db, JOBS_BY_NAME["close-statements"], PERIOD, now=utcnow(),
+                      settings=app.config, progress=lambda _: None)
     assert outcome.summary["checkpoint"] >= 1
     session.expire_all()
     made = session.scalars(select(SettlementStatement)
