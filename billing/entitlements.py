@@ -17,7 +17,7 @@ from market.catalog.listings import reviewed_version_ids
 from market.core.db import utcnow
 from market.core.errors import Forbidden
 from billing.models import Entitlement, Order, OrderLine, TokenWallet, WalletEntry
-from pricing._dates import add_months
+from pricing.periods import add_months
 
 
 def wallet_scope(dataset_id: int | None) -> str:

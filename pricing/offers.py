@@ -31,7 +31,7 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any, ClassVar, Mapping, Optional, Sequence, Union
 
-from ._dates import add_months
+from .periods import add_months
 from ._fields import code as _code
 from ._fields import mapping, parse_enum, require, whole_number
 from .allocation import allocate

@@ -13,6 +13,7 @@ year in the zone.
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 import re
 from dataclasses import dataclass, field
@@ -56,6 +57,20 @@ def next_month(period: str) -> str:
 def previous_month(period: str) -> str:
     year, month = parse_month(period)
     return month_name(year - (month == 1), (month - 2) % 12 + 1)
+
+
+def add_months(anchor: dt.date, months: int) -> dt.date:
+    """Return ``anchor`` moved by ``months``, clamped to the month's last day.
+
+    Jan 31 + 1 month is Feb 28 (Feb 29 in a leap year). Periods are always
+    computed from the subscription's anchor date, never chained from the
+    previous period's end, so a plan started on Jan 31 renews on Feb 28,
+    Mar 31, Apr 30... instead of drifting to the 28th.
+    """
+    index = anchor.year * 12 + (anchor.month - 1) + months
+    year, month0 = divmod(index, 12)
+    last_day = calendar.monthrange(year, month0 + 1)[1]
+    return dt.date(year, month0 + 1, min(anchor.day, last_day))
 
 
 def day_before(moment: dt.datetime) -> str:

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from ._dates import add_months
+from .periods import add_months
 from ._fields import parse_enum
 from .errors import CurrencyMismatch, InvalidOffer, InvalidPeriod
 from .money import Money, UnitPrice
