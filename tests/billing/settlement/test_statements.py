@@ -26,7 +26,8 @@ from billing.settlement.ledger import LedgerTransaction
 from billing.models import Payment, UsageEvent
 from billing.models.statements import SettlementStatement, StatementLine
 from billing.orders import CartItem, place_mall_order
-from billing.payments.card import issue_invoice, record_bank_receipt
+from billing.payments.bank_transfer import record_bank_receipt
+from billing.invoices import issue_invoice
 from market.catalog.services import current_supply_chain
 from market.core.db import utcnow
 from market.core.errors import Conflict, Forbidden, InvalidInput, NotFound
