@@ -15,7 +15,7 @@ last month's activity:
   month. Orders, lines and payments are written with COPY (psycopg ``cursor.copy``); so are
   their ledger postings: going through ``billing.settlement.split.post_payment`` would cost ~8 round trips
   per order (account look-ups, the idempotency check, a flush), minutes for 100,000 orders.
-  Each order's split is computed by the real ``billing.payments.card.order_split`` (hence
+  Each order's split is computed by the real ``billing.payments.settle.order_split`` (hence
   ``billing.settlement.split.split_payment``), its accounts are created by the real
   ``billing.settlement.split.part_account``, and its transaction is what ``post_payment`` would write:
   kind ``payment``, idempotency key ``payment:<id>``, reference ``("payment", id)``, the memo's
@@ -64,7 +64,7 @@ from billing.settlement import ledger, workflow  # noqa: E402
 from billing.context import BillingSettings  # noqa: E402
 from billing.settlement.ledger import LedgerAccount, LedgerEntry, LedgerTransaction, Line, Purpose  # noqa: E402
 from billing.models.statements import SettlementStatement, StatementLine  # noqa: E402
-from billing.payments.card import order_split  # noqa: E402
+from billing.payments.settle import order_split  # noqa: E402
 from billing.settlement.split import PLATFORM, participant_key, part_account  # noqa: E402
 from market.web import schema  # noqa: E402
 from market.accounts.models import Organization, OrganizationRole  # noqa: E402

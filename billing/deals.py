@@ -17,7 +17,7 @@ The journey:
 5. the buyer accepts the delivery (the acceptance milestone becomes payable) or disputes it.
    When a criterion failed, accepting needs an explicit waiver with a reason: a failed check
    is never accepted by a mere click, and the waiver is kept on the criterion it waives;
-6. milestone orders are paid like any order (``billing.payments.card``); when the final one is paid,
+6. milestone orders are paid like any order (``billing.payments``); when the final one is paid,
    the buyer gets a perpetual download entitlement to the delivered version and a transaction
    certificate (``on_milestone_paid``).
 
@@ -591,7 +591,7 @@ def dispute(session: Session, principal: Principal, deal: Deal, *, reason: str) 
 
 
 def on_milestone_paid(session: Session, order: Order, settings: BillingSettings) -> None:
-    """Called when a milestone order is paid (``payments.fulfil``); the final milestone grants
+    """Called when a milestone order is paid (``billing.fulfilment``); the final milestone grants
     the buyer a perpetual download of the delivered version and a transaction certificate."""
     deal = session.get(Deal, order.deal_id)
     orders = milestone_orders(session, deal)

@@ -14,12 +14,11 @@ from typing import Mapping
 
 from billing.budgets.alerts import run_alert_delivery
 from billing.budgets.lines import run_usage_posting
-from billing.metering.postpaid import run_postpaid_invoices
+from billing.collection import run_dunning, run_postpaid_invoices, run_renewals
 from billing.metering.recognition import run_recognition
-from billing.payments.card import run_reconciliation
+from billing.payments.refunds import run_reconciliation
 from billing.runs import DAILY, FIVE_MINUTES, MONTHLY, QUARTER_HOUR, Job, daily, five_minutes, quarter_hour
 from billing.settlement.workflow import STATEMENT_CLOSE_DAY, run_statement_close
-from billing.subscriptions import run_dunning, run_renewals
 from pricing.periods import day_before, month_before
 
 JOBS: tuple[Job, ...] = (

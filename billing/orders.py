@@ -4,7 +4,7 @@ Every way of buying ends here: the mall's cart (``place_mall_order``), token pac
 (``place_token_pack_order``), and the orders that subscriptions, custom deals and postpaid usage
 build with ``new_order`` and ``priced_line``. An order is priced once, when it is placed; the
 lines keep the offer's terms, the tax and the supply-chain revision in force at that moment, so
-a later price or share change never rewrites what was sold. Paying is ``billing.payments.card``.
+a later price or share change never rewrites what was sold. Paying is ``billing.payments``.
 
 Tax comes from the record, never from the request: whether the buyer is charged VAT is the tax
 status platform finance verified on its organization (``buyer_tax_status``), read here for every
@@ -31,7 +31,7 @@ from market.core.errors import Conflict, InvalidInput, NotFound
 from market.core.keyset import Keyset, desc
 from market.accounts.models import Organization  # the buyer's verified tax status
 from billing.budgets import lines as budgets
-from billing.models import Order, OrderLine
+from billing.models import LIVE_PAYMENT_STATUSES, Order, OrderLine
 from pricing.errors import PricingError
 from pricing.money import Money, UnitPrice
 from pricing.offers import MallPackage, MeteredRateCard, offer_from_dict
@@ -43,8 +43,6 @@ from pricing.tax import (BuyerTaxStatus, TaxMode, TaxpayerStatus, apply_tax, off
 PAYMENT_METHODS = ("card", "bank_transfer")
 TOKENS_PER_MILLION = 1_000_000
 # Largest order a cart may hold, so a typo in a quantity cannot create an absurd invoice.
-# A card payment that may still succeed: created, with the processor, or awaiting 3-D Secure.
-CARD_PAYMENT_IN_FLIGHT = ("created", "processing", "requires_action")
 MAX_QUANTITY = 1_000
 MAX_TOKEN_PACK_MILLIONS = 100_000
 
@@ -334,16 +332,8 @@ def list_orders(session: Session, principal: Principal) -> Keyset[Order]:
         [desc(Order.id)])
 
 
-def refuse_while_card_payment_in_flight(order: Order) -> None:
-    """409 while a card payment of the order may still succeed: an invoice for bank transfer
-    issued now could have the buyer pay twice."""
-    if any(payment.status in CARD_PAYMENT_IN_FLIGHT for payment in order.payments):
-        raise Conflict("A card payment for this order is in progress.", field="order")
-
-
 def cancel_order(session: Session, principal: Principal, order: Order) -> Order:
     """Cancel an unpaid order; one with a payment in flight or paid cannot be."""
-    from billing.models import LIVE_PAYMENT_STATUSES
 
     if order.status != "awaiting_payment":
         raise Conflict(f"The order is {order.status.replace('_', ' ')}; only an unpaid order "

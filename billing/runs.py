@@ -29,15 +29,17 @@ import datetime as dt
 import hashlib
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from sqlalchemy import select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from billing.models.operations import JobRun
-from billing.payments.gateway import CardGateway
 from market.core.db import Database, utcnow
 from pricing.periods import DAY_PATTERN, MONTH_PATTERN, BusinessCalendar, next_month, parse_month
+
+if TYPE_CHECKING:  # the runner hands the gateway on; payments' jobs import the runner
+    from billing.payments.gateway import CardGateway
 
 DAILY = DAY_PATTERN
 MONTHLY = MONTH_PATTERN
@@ -152,7 +154,7 @@ def due_periods(db: Database, job: Job, now: dt.datetime) -> list[str]:
 
 
 def run_due(db: Database, job: Job, *, now: dt.datetime | None = None,
-            settings: Mapping[str, Any], gateway: Any = None,
+            settings: Mapping[str, Any], gateway: CardGateway | None = None,
             progress: Callable[[str], None] = print) -> list[JobOutcome]:
     """Run ``job`` for every period ``due_periods`` names, oldest first; the first failure
     is raised (a later period is never closed over an earlier one that failed)."""
@@ -177,7 +179,7 @@ class JobOutcome:
 
 
 def run_job(db: Database, job: Job, period: str, *, now: dt.datetime | None = None,
-            settings: Mapping[str, Any], gateway: Any = None,
+            settings: Mapping[str, Any], gateway: CardGateway | None = None,
             progress: Callable[[str], None] = print, force: bool = False) -> JobOutcome:
     """Run ``job`` for ``period`` unless it is done or running elsewhere.
 

@@ -4,11 +4,11 @@ A subscription is ``incomplete`` until its first period's order is paid (``on_pa
 ``active``: the organization holds an ``api`` and a ``download`` entitlement for the dataset (every
 version) until the period ends, and the plan's included tokens for the period.
 
-The daily ``renewals`` job bills each due subscription's next period: one order per period, made
-unique by its ``billing_key`` and the (subscription, period start) of its ``SubscriptionPeriod``,
-so a job run twice bills nothing twice. Access is extended to the new period's end at once; a
-card renewal is charged off session after the renewal is committed, a bank-transfer one gets an
-invoice.
+The daily ``renewals`` job (``billing.collection``) bills each due subscription's next period: one
+order per period, made unique by its ``billing_key`` and the (subscription, period start) of its
+``SubscriptionPeriod``, so a job run twice bills nothing twice. Access is extended to the new
+period's end at once; a card renewal is charged off session after the renewal is committed, a
+bank-transfer one gets an invoice.
 
 Dunning, anchored on the moment the renewal was billed (the order's ``payable_at``) so that the
 schedule does not drift with when the jobs happen to run: a failed renewal charge makes the
@@ -23,7 +23,6 @@ point before cancellation makes the subscription active again.
 from __future__ import annotations
 
 import datetime as dt
-from collections import Counter
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -34,16 +33,13 @@ from market.accounts.authz import Principal
 from market.core.audit import SYSTEM, Actor
 from market.catalog.models import Offer
 from market.core.db import utcnow
-from market.core.errors import Conflict, InvalidInput, MarketError, NotFound
+from market.core.errors import Conflict, InvalidInput, NotFound
 from market.core.keyset import Keyset, desc
-from billing import orders
+from billing import invoices, orders
 from billing.budgets import lines as budgets
-from billing.payments import card as payments
-from billing.payments.gateway import CardGateway
 from billing.context import BillingSettings
 from billing.models import Entitlement, Invoice, Order, Payment, Subscription, SubscriptionPeriod
 from billing.models import LIVE_PAYMENT_STATUSES
-from billing.runs import JobContext
 from pricing import proration
 from pricing.errors import PricingError
 from pricing.offers import SubscriptionPlan, offer_from_dict
@@ -52,8 +48,6 @@ from pricing.proration import BillingPeriod
 from pricing.quotes import quote
 
 LIVE = ("incomplete", "active", "past_due", "suspended")
-# Periods a scheduler that was down may catch up on in one run, per subscription.
-MAX_CATCH_UP = 24
 
 
 # Reading plans and dates ------------------------------------------------------------------------
@@ -146,7 +140,8 @@ def subscribe(session: Session, principal: Principal, offer_id: int, *, payment_
 
     One live (not cancelled) subscription per organization and dataset. The subscription is
     ``incomplete`` until its order (``subscription.periods[0].order_id``) is paid: by card
-    (``payments.pay_by_card``) or against an invoice (``payments.issue_invoice``).
+    (``billing.payments.card.pay_by_card``) or against an invoice
+    (``billing.invoices.issue_invoice``).
     """
     offer = orders.sellable_offer(session, principal, offer_id, kinds=("subscription",),
                                   field="offer_id")
@@ -349,62 +344,18 @@ def renew_subscription(session: Session, subscription_id: int, *, day: dt.date,
     _audit(session, sub, "renewed", order_id=order.id, period=period.to_dict(),
            included_tokens=sub.included_tokens, rollover_tokens=carried)
     if sub.payment_method == "bank_transfer":
-        payments.issue_invoice(session, order, settings)
+        invoices.issue_invoice(session, order, settings)
     return "renewed", order
 
 
-def _charge_renewal(db, gateway: CardGateway | None, settings: BillingSettings,
-                    order_id: int) -> str:
-    """Charge a renewal order to the saved card, off session; what happened, in one word.
-
-    An unanswered gateway call is left to reconciliation; a charge that cannot even start
-    (no card saved, no gateway) counts as a failed attempt.
-    """
-    with db.session() as session:
-        order = session.get(Order, order_id)
-        if order.status != "awaiting_payment":
-            return "settled"
-        if any(p.status in LIVE_PAYMENT_STATUSES for p in order.payments):
-            return "in_flight"
-    try:
-        payment = payments.pay_by_card(db, gateway, settings, order_id, principal=None,
-                                       off_session=True)
-    except payments.GatewayUnavailable:
-        return "unknown"
-    except MarketError as exc:
-        with db.session() as session, session.begin():
-            order = session.get(Order, order_id)
-            sub = _lock(session, order.subscription_id)
-            if sub is not None and sub.status in ("active", "past_due"):
-                _dunning_step(session, sub, order, settings, reason=exc.detail[:200])
-        return "failed"
-    return "paid" if payment.status == "succeeded" else payment.status
-
-
-def run_renewals(ctx: JobContext) -> dict:
-    """Job ``renewals``: bill every subscription whose period ended by the run's day."""
-    settings = BillingSettings.from_settings(ctx.settings)
-    day = dt.date.fromisoformat(ctx.period)
-    counts: Counter = Counter()
-    with ctx.db.session() as session:
-        due = list(session.scalars(select(Subscription.id).where(
-            Subscription.status == "active", Subscription.current_period_end <= day)
-            .order_by(Subscription.id)))
-    for subscription_id in due:
-        for _ in range(MAX_CATCH_UP):
-            with ctx.db.session() as session, session.begin():
-                outcome, order = renew_subscription(session, subscription_id, day=day,
-                                                    settings=settings)
-                order_id, method = (order.id, order.payment_method) if order else (None, None)
-            counts[outcome] += 1
-            if outcome != "renewed":
-                break
-            if method == "card":
-                charged = _charge_renewal(ctx.db, ctx.gateway, settings, order_id)
-                counts[f"charge_{charged}"] += 1
-            ctx.progress(f"subscription {subscription_id}: renewed, order {order_id}")
-    counts.pop("not_due", None)
-    return dict(counts)
+def charge_refused(session: Session, order_id: int, settings: BillingSettings,
+                   reason: str) -> None:
+    """A renewal's card charge could not even start (no card saved, no gateway): it counts as
+    a failed attempt, the next step of dunning."""
+    order = session.get(Order, order_id)
+    sub = _lock(session, order.subscription_id)
+    if sub is not None and sub.status in ("active", "past_due"):
+        _dunning_step(session, sub, order, settings, reason=reason)
 
 
 # Dunning ----------------------------------------------------------------------------------------
@@ -444,58 +395,37 @@ def _cancel_unpaid(session: Session, sub: Subscription, kind: str | None, reason
                      data={"number": order.number, "reason": reason})
 
 
-def run_dunning(ctx: JobContext) -> dict:
-    """Job ``dunning``: retry due past-due card renewals, suspend overdue bank-transfer
-    renewals, and cancel subscriptions suspended past their deadline."""
-    settings = BillingSettings.from_settings(ctx.settings)
-    now = ctx.now
-    counts: Counter = Counter()
-    with ctx.db.session() as session:
-        retry = list(session.scalars(select(Subscription.id).where(
-            Subscription.status == "past_due", Subscription.payment_method == "card",
-            Subscription.next_retry_at <= now).order_by(Subscription.id)))
-        overdue = list(session.execute(
-            select(Subscription.id, Invoice.id).join(Order, Order.subscription_id
-                                                     == Subscription.id)
-            .join(Invoice, Invoice.order_id == Order.id)
-            .where(Subscription.status.in_(("active", "past_due")),
-                   Subscription.payment_method == "bank_transfer",
-                   Order.kind == "renewal", Order.status == "awaiting_payment",
-                   Invoice.due_on < now.date())).all())
-        expired = list(session.scalars(select(Subscription.id).where(
-            Subscription.status == "suspended", Subscription.next_retry_at <= now)
-            .order_by(Subscription.id)))
-    for subscription_id in retry:
-        with ctx.db.session() as session, session.begin():
-            sub = _lock(session, subscription_id)
-            order = _unpaid_renewal(session, sub) if sub.status == "past_due" else None
-            if order is None or sub.next_retry_at is None or sub.next_retry_at > now:
-                continue
-            order_id = order.id
-            _audit(session, sub, "payment_retried", order_id=order.id,
-                   attempt=sub.dunning_attempts + 1)
-        charged = _charge_renewal(ctx.db, ctx.gateway, settings, order_id)
-        counts[f"retry_{charged}"] += 1
-        ctx.progress(f"subscription {subscription_id}: retry {charged}")
-    for subscription_id, invoice_id in overdue:
-        with ctx.db.session() as session, session.begin():
-            sub = _lock(session, subscription_id)
-            invoice = session.get(Invoice, invoice_id)
-            if sub.status not in ("active", "past_due") or invoice.status in ("paid", "void"):
-                continue
-            cancel_at = midnight(invoice.due_on) + dt.timedelta(
-                days=settings.dunning_cancel_days)
-            _suspend(session, sub, invoice.order, reason="invoice_overdue", cancel_at=cancel_at)
-        counts["suspended"] += 1
-    for subscription_id in expired:
-        with ctx.db.session() as session, session.begin():
-            sub = _lock(session, subscription_id)
-            if sub.status != "suspended" or sub.next_retry_at is None or (
-                    sub.next_retry_at > now):
-                continue
-            _cancel_now(session, sub, "renewal unpaid after dunning")
-        counts["cancelled"] += 1
-    return dict(counts)
+def retry_due(session: Session, subscription_id: int, now: dt.datetime) -> int | None:
+    """The unpaid renewal order of a past-due subscription whose next retry is due, its retry
+    audited; None when there is nothing to retry (paid or retried meanwhile)."""
+    sub = _lock(session, subscription_id)
+    order = _unpaid_renewal(session, sub) if sub.status == "past_due" else None
+    if order is None or sub.next_retry_at is None or sub.next_retry_at > now:
+        return None
+    _audit(session, sub, "payment_retried", order_id=order.id, attempt=sub.dunning_attempts + 1)
+    return order.id
+
+
+def suspend_overdue(session: Session, subscription_id: int, invoice_id: int,
+                    settings: BillingSettings) -> bool:
+    """Suspend a subscription whose renewal invoice is overdue, to be cancelled
+    ``dunning_cancel_days`` after its due day; whether it was suspended."""
+    sub = _lock(session, subscription_id)
+    invoice = session.get(Invoice, invoice_id)
+    if sub.status not in ("active", "past_due") or invoice.status in ("paid", "void"):
+        return False
+    cancel_at = midnight(invoice.due_on) + dt.timedelta(days=settings.dunning_cancel_days)
+    _suspend(session, sub, invoice.order, reason="invoice_overdue", cancel_at=cancel_at)
+    return True
+
+
+def cancel_expired(session: Session, subscription_id: int, now: dt.datetime) -> bool:
+    """Cancel a subscription suspended past its deadline; whether it was cancelled."""
+    sub = _lock(session, subscription_id)
+    if sub.status != "suspended" or sub.next_retry_at is None or sub.next_retry_at > now:
+        return False
+    _cancel_now(session, sub, "renewal unpaid after dunning")
+    return True
 
 
 # Plan changes, cancelling, resuming -------------------------------------------------------------

@@ -26,17 +26,17 @@ commitment`` ...), so it is recorded once however often the hook runs. Records a
 order item (an order line), with the dataset, its supplier, its sector and the month, so a
 report figure drills down to the records behind it.
 
-Metered calls: a postpaid call's amount is *committed* on the budget's ``default_for_api`` line
-by ``billing.budgets.guards.commit_usage``, which the metering calls before it charges credit, by
-the same conditional UPDATE, so concurrent calls cannot overspend a block line (refused 402
+Metered calls: a postpaid call's amount is *committed* on the budget's ``default_for_api`` line by
+``billing.budgets.guards.commit_usage``, which the metering calls before it charges credit, by the
+same conditional UPDATE, so concurrent calls cannot overspend a block line (refused 402
 ``budget_line_exhausted``); no record is written per call (there may be millions). What a block
 line has left also bounds the tokens a key is told it can still spend
-(``billing.budgets.guards.USAGE_HEADROOM``). The daily job ``post-usage-to-budgets`` then takes each organization's previous day
-of postpaid usage per dataset, releases that commitment and posts it as expenditure, with one
-release and one expenditure record per (organization, dataset, day). Usage amounts are net of
-tax: the monthly usage order, when paid, posts its tax as expenditure on the same line, so the
-line's spent equals what was paid. (A call made while the budget had no default API line was
-never committed: its release is clamped at what the line holds.)
+(``billing.budgets.guards.USAGE_HEADROOM``). The daily job ``post-usage-to-budgets`` then takes
+each organization's previous day of postpaid usage per dataset, releases that commitment and posts
+it as expenditure, with one release and one expenditure record per (organization, dataset, day).
+Usage amounts are net of tax: the monthly usage order, when paid, posts its tax as expenditure on
+the same line, so the line's spent equals what was paid. (A call made while the budget had no
+default API line was never committed: its release is clamped at what the line holds.)
 
 After every change of a line's committed + spent, each threshold of its budget crossed for the
 first time inserts a ``BudgetAlert`` (unique per line and threshold, inserted in a savepoint so
@@ -565,7 +565,7 @@ def _line_for_paid_order(session: Session, order: Order) -> BudgetLine | None:
 
 
 def on_order_paid(session: Session, order: Order) -> None:
-    """An order was paid (``payments._settle``): its commitment becomes expenditure."""
+    """An order was paid (``billing.payments.settle``): its commitment becomes expenditure."""
     line = _line_for_paid_order(session, order)
     if line is None:
         return

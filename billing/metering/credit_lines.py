@@ -16,7 +16,7 @@ An approval applies the change only if the line's limit is still the one its mak
 signs off a change made against a line that has moved since. Closing sets the line's
 ``suspended_at``: no further call on credit is accepted, and what was used is still invoiced by
 ``postpaid-invoices``. The limit may go below what is used: further calls are refused until the
-usage is paid.
+usage is paid; paying a usage order frees what it used (``release_paid_usage``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from market.core.db import utcnow
 from market.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from market.core.keyset import Keyset, asc, desc
 from billing import orders
-from billing.models import CreditLine, CreditLineChange
+from billing.models import CreditLine, CreditLineChange, Order
 from pricing.money import Money
 
 MAX_REASON = 500
@@ -248,3 +248,18 @@ def approval_threshold(settings, currency: str) -> Money | None:
     """The ``CREDIT_LINE_APPROVAL_THRESHOLD`` setting as money in ``currency`` (empty: none)."""
     raw = str(settings.get("CREDIT_LINE_APPROVAL_THRESHOLD") or "").strip()
     return Money(raw, currency) if raw else None
+
+
+def release_paid_usage(session: Session, order: Order) -> None:
+    """A usage order was paid (``billing.fulfilment``): the credit it used is free again."""
+    credit = session.scalar(select(CreditLine).where(
+        CreditLine.organization_id == order.organization_id,
+        CreditLine.currency == order.currency).with_for_update())
+    if credit is None:
+        return
+    before = credit.used_minor
+    credit.used_minor = max(credit.used_minor - order.subtotal_minor, 0)
+    audit.record(session, "credit_line.released", organization_id=order.organization_id,
+                 object_type="credit_line", object_id=credit.id,
+                 data={"order_id": order.id, "released_minor": before - credit.used_minor,
+                       "used_minor": credit.used_minor})

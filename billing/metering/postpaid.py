@@ -1,17 +1,18 @@
 """Postpaid usage: credit lines, and the monthly invoice of what was used on credit.
 
 An organization with a ``CreditLine`` may call metered APIs on credit up to its limit; each such
-call is a ``UsageEvent`` paid by ``postpaid`` and adds its amount to the line's ``used_minor``.
-The monthly ``postpaid-invoices`` job bills the previous month: one ``usage`` order per
-organization (``billing_key`` ``usage:<org>:<YYYY-MM>``, so a rerun bills nothing twice) with one
-line per dataset (and supply-chain revision the events were charged under), and marks the events
-as billed by it. The order is invoiced for bank transfer or charged to the saved card, as the
-credit line says; when it is paid, the credit it used is released.
+call is a ``UsageEvent`` paid by ``postpaid`` and adds its amount to the line's ``used_minor``. The
+monthly ``postpaid-invoices`` job (``billing.collection``) bills the previous month: one ``usage``
+order per organization (``billing_key`` ``usage:<org>:<YYYY-MM>``, so a rerun bills nothing twice)
+with one line per dataset (and supply-chain revision the events were charged under), and marks the
+events as billed by it. The order is invoiced for bank transfer or charged to the saved card, as
+the credit line says; when it is paid, the credit it used is released
+(``billing.metering.credit_lines.release_paid_usage``).
 """
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import defaultdict
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -22,16 +23,15 @@ from market.accounts.models import Organization
 from market.core.audit import Actor
 from market.catalog.models import Dataset, SupplyChainRevision
 from market.catalog.offers import metered_offer
-from market.core.errors import Forbidden, InvalidInput, MarketError, NotFound
-from billing import orders
-from billing.payments import card as payments
+from market.core.errors import Forbidden, InvalidInput, NotFound
+from billing import invoices, orders
 from billing.context import BillingSettings
 from billing.models import CreditLine, Order, UsageEvent
-from billing.runs import JobContext
 from pricing.money import Money, UnitPrice
 from pricing.periods import is_month
 from pricing.rating import LineItem
 from pricing.tax import offer_tax_rate
+
 
 def open_credit_line(session: Session, principal: Principal | Actor, organization_id: int,
                      limit: Money, currency: str | None = None, *,
@@ -140,52 +140,5 @@ def bill_usage(session: Session, credit_line_id: int, period: str,
                  data={"number": order.number, "total": str(order.total), "period": period,
                        "events": len(events)})
     if order.payment_method == "bank_transfer":
-        payments.issue_invoice(session, order, settings)
+        invoices.issue_invoice(session, order, settings)
     return order
-
-
-def run_postpaid_invoices(ctx: JobContext) -> dict:
-    """Job ``postpaid-invoices``: bill last month's usage on credit, organization by
-    organization, each in its own transaction."""
-    settings = BillingSettings.from_settings(ctx.settings)
-    counts: Counter = Counter()
-    with ctx.db.session() as session:
-        lines = list(session.scalars(select(CreditLine.id).order_by(CreditLine.id)))
-    for credit_line_id in lines:
-        with ctx.db.session() as session, session.begin():
-            order = bill_usage(session, credit_line_id, ctx.period, settings)
-            billed = (order.id, order.payment_method) if order is not None else None
-        if billed is None:
-            continue
-        counts["orders"] += 1
-        order_id, method = billed
-        ctx.progress(f"credit line {credit_line_id}: usage order {order_id}")
-        if method == "card":
-            try:
-                payment = payments.pay_by_card(ctx.db, ctx.gateway, settings, order_id,
-                                               principal=None, off_session=True)
-            except payments.GatewayUnavailable:
-                counts["charge_unknown"] += 1  # reconciliation settles it
-            except MarketError as exc:
-                # The order stays awaiting payment; finance can invoice it instead.
-                counts["charge_failed"] += 1
-                ctx.progress(f"usage order {order_id}: not charged: {exc.detail}")
-            else:
-                counts[f"charge_{payment.status}"] += 1
-    return dict(counts)
-
-
-def on_paid(session: Session, order: Order) -> None:
-    """A usage order was paid: the credit it used is free again."""
-    credit = session.scalar(select(CreditLine).where(
-        CreditLine.organization_id == order.organization_id,
-        CreditLine.currency == order.currency).with_for_update())
-    if credit is None:
-        return
-    before = credit.used_minor
-    credit.used_minor = max(credit.used_minor - order.subtotal_minor, 0)
-    audit.record(session, "credit_line.released", organization_id=order.organization_id,
-                 object_type="credit_line", object_id=credit.id,
-                 data={"order_id": order.id, "released_minor": before - credit.used_minor,
-                       "used_minor": credit.used_minor})
-

@@ -14,13 +14,13 @@ wallet         buyer_prepaid: a platform-wide token      share of the day's amou
                platform pack price, once per group)
 =============  =======================================  ===================================
 
-Tokens from a subscription's allowance or a dataset's own token pack carry no amount here:
-their money was split when the subscription or pack was paid. When the monthly usage invoice is
-paid, the money settles the buyer's receivable (``payments.order_split``), so nothing is shared
-twice. Days are business days (``BUSINESS_TIMEZONE``), and a day is recognized by the events
-*recorded* on it: late events are adjustments of the day they arrive, never of a closed one.
-Each (group, day) posts under its own idempotency key, so running a day twice changes nothing;
-what a rerun finds beyond what was posted is posted on top (keyed by the new total).
+Tokens from a subscription's allowance or a dataset's own token pack carry no amount here: their
+money was split when the subscription or pack was paid. When the monthly usage invoice is paid, the
+money settles the buyer's receivable (``billing.payments.settle.order_split``), so nothing is
+shared twice. Days are business days (``BUSINESS_TIMEZONE``), and a day is recognized by the events
+*recorded* on it: late events are adjustments of the day they arrive, never of a closed one. Each
+(group, day) posts under its own idempotency key, so running a day twice changes nothing; what a
+rerun finds beyond what was posted is posted on top (keyed by the new total).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Collecting an order's total: by card through the gateway, or by bank transfer (对公转账).
+"""Card payments through the gateway.
 
 Card payments never hold a database transaction open across a call to the gateway. Each runs
 in three steps, each step its own unit of work:
@@ -15,162 +15,34 @@ the id was never stored — and applies what happened, so nothing is charged twi
 order is left unpaid. Webhooks apply the same outcomes, forward only: a late ``processing`` or
 ``payment_failed`` never undoes a success.
 
-A bank transfer is an invoice with a payment reference. Finance records each receipt; money
-received is first the buyer's prepaid credit, and once the invoice is covered it pays the order
-(an overpayment stays as credit, an underpayment leaves the invoice partly paid).
-
-Settling a payment posts the split — tax, the platform's fee, each supply-chain participant's
-share from the revision snapshotted on each line — as one balanced ledger transaction, marks the
-order paid and grants what it bought, all in the outcome's transaction.
+A succeeded payment is settled (``billing.payments.settle``); a failed one is told to what the
+order bought (``billing.fulfilment``: a renewal's dunning).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import secrets
-from collections import defaultdict
 from typing import Any, Callable
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from market.core import audit
-from market.accounts.authz import Maker, Principal, authorize, refuse_party, require_checker
-from market.accounts.models import Organization
-from market.core.audit import SYSTEM, Actor
-from market.catalog.models import Listing
-from market.core.db import Database, business_calendar, utcnow
-from market.core.errors import Conflict, InvalidInput, MarketError, NotFound
-from market.core.keyset import Keyset, asc
-from billing import certificates, entitlements
 from billing.context import BillingSettings
-from billing.settlement.ledger import Line, Purpose, get_account, post
-from billing.orders import READABLE_ALPHABET, order_parties
-from billing.payments.gateway import CardGateway, GatewayError
-from billing.models import (
-    LIVE_PAYMENT_STATUSES, BankReceipt, Invoice, Order, Payment, PaymentProfile,
-)
-from billing.runs import JobContext
-from billing.settlement.split import (
-    PLATFORM, TAX, post_payment, prepaid_key, receivable_key, split_payment,
-)
-from pricing.money import Money
+from billing.errors import GatewayUnavailable
+from billing.fulfilment import FULFILMENT
+from billing.models import LIVE_PAYMENT_STATUSES, Order, Payment, PaymentProfile
+from billing.payments import anomalies
+from billing.payments.gateway import CardGateway, GatewayError, payment_tag
+from billing.payments.settle import settle_payment
+from market.accounts.authz import Principal
+from market.accounts.models import Organization
+from market.core import audit
+from market.core.db import Database, utcnow
+from market.core.errors import Conflict, InvalidInput, NotFound
 
 # Forward-only: an outcome applies only when it ranks above the payment's status.
 _RANK = {"created": 0, "processing": 1, "requires_action": 1, "failed": 2, "canceled": 2,
          "succeeded": 3}
-
-
-class GatewayUnavailable(MarketError):
-    status = 502
-    title = "Payment processor unavailable"
-    default_code = "processor_unavailable"
-
-
-# Splitting and settling -------------------------------------------------------------------------
-
-def order_split(order: Order, platform_fee_bps: int) -> dict[str, Money]:
-    """How the order's total divides: tax, platform fee, participants (summed over lines).
-
-    A line with no supply chain (a platform-wide token pack) is the buyer's prepaid credit,
-    shared out later as its tokens are used.
-    """
-    parts: dict[str, Money] = defaultdict(lambda: Money.zero(order.currency))
-    for line in order.lines:
-        gross = Money.from_minor(line.total_minor, order.currency)
-        tax = Money.from_minor(line.tax_minor, order.currency)
-        if gross.is_zero():
-            continue
-        if order.kind == "usage":
-            # Usage was shared out day by day as it was recognized (``billing.metering.recognition``):
-            # paying its invoice settles the buyer's receivable and the tax, nothing more.
-            line_parts = {TAX: tax, receivable_key(order.organization_id): gross - tax}
-        elif line.shares:
-            line_parts = split_payment(gross, tax, [tuple(s) for s in line.shares],
-                                       platform_fee_bps)
-        elif line.kind == "token_pack":
-            line_parts = {TAX: tax, prepaid_key(order.organization_id): gross - tax}
-        else:
-            line_parts = {TAX: tax, PLATFORM: gross - tax}
-        for key, part in line_parts.items():
-            parts[key] = parts[key] + part
-    split = {key: part for key, part in parts.items() if not part.is_zero()}
-    assert Money.sum(split.values(), order.currency) == order.total  # exact, always
-    return split
-
-
-def _settle(session: Session, payment: Payment, settings: BillingSettings, *,
-            paid_from_prepaid: bool = False) -> None:
-    """Mark a payment succeeded and, in the same transaction, pay and fulfil its order."""
-    order = session.scalar(select(Order).where(Order.id == payment.order_id).with_for_update())
-    payment.status = "succeeded"
-    payment.succeeded_at = utcnow()
-    payment.failure_code = payment.failure_message = None
-    if order.status != "awaiting_payment":
-        # The order was paid another way meanwhile (a late success of an abandoned attempt):
-        # the money is the buyer's credit, refundable, never a second sale.
-        currency = payment.currency
-        if not paid_from_prepaid:
-            # A bank transfer is already the buyer's credit (its receipts posted it): posting
-            # it again would credit the buyer with money that never arrived.
-            post(session, "payment_unapplied", [
-                Line.debit(get_account(session, Purpose.PLATFORM_CLEARING, currency),
-                           payment.amount),
-                Line.credit(get_account(session, Purpose.BUYER_PREPAID, currency,
-                                        order.organization_id), payment.amount)],
-                idempotency_key=f"payment:{payment.id}", reference=("payment", payment.id))
-        payment.split = {prepaid_key(order.organization_id): str(payment.amount.amount)}
-        audit.record(session, "payment.unapplied", organization_id=order.organization_id,
-                     object_type="payment", object_id=payment.id,
-                     data={"order": order.number, "order_status": order.status})
-        return
-    split = order_split(order, settings.platform_fee_bps)
-    post_payment(session, split, idempotency_key=f"payment:{payment.id}",
-                 reference=("payment", payment.id),
-                 paid_from_prepaid=order.organization_id if paid_from_prepaid else None)
-    payment.split = {key: str(part.amount) for key, part in split.items()}
-    payment.applied = True
-    order.status = "paid"
-    order.paid_minor = payment.amount_minor
-    order.paid_at = payment.succeeded_at
-    fulfil(session, order, settings)
-    from billing.budgets import lines as budgets
-    budgets.on_order_paid(session, order)  # its commitment becomes expenditure
-    audit.record(session, "order.paid", organization_id=order.organization_id,
-                 object_type="order", object_id=order.id,
-                 data={"number": order.number, "payment_id": payment.id,
-                       "method": payment.method, "amount": str(payment.amount),
-                       "split": payment.split})
-
-
-def fulfil(session: Session, order: Order, settings: BillingSettings) -> None:
-    """Grant what a paid order bought; each kind of order knows its own."""
-    match order.kind:
-        case "mall" | "token_pack":
-            entitlements.grant_order(session, order)
-            session.flush()  # certificates name the lines, whose ids must exist
-            for line in order.lines:
-                if line.kind == "mall_package":
-                    certificates.issue(session, order, line, settings.certificate_key)
-        case "subscription" | "renewal" | "plan_change":
-            from billing import subscriptions
-            subscriptions.on_paid(session, order)
-        case "custom":
-            from billing import deals
-            deals.on_milestone_paid(session, order, settings)
-        case "usage":
-            from billing.metering import postpaid
-            postpaid.on_paid(session, order)
-
-
-def unfulfil(session: Session, order: Order, reason: str) -> None:
-    """Take back what a fully refunded order granted."""
-    match order.kind:
-        case "subscription" | "renewal" | "plan_change":
-            from billing import subscriptions
-            subscriptions.on_refunded(session, order)
-        case _:
-            entitlements.revoke_order(session, order, reason)
 
 
 # Card payments ----------------------------------------------------------------------------------
@@ -288,12 +160,6 @@ def pay_by_card(db: Database, gateway: CardGateway | None, settings: BillingSett
         return session.get(Payment, payment_id)
 
 
-def payment_tag(order_number: str, payment_id: int) -> str:
-    """How the processor's copy of a payment names ours: unique across every installation's
-    history (the order number is random), so reconciliation never adopts a stranger's intent."""
-    return f"{order_number}/{payment_id}"
-
-
 def _order_owner(db: Database, order_id: int) -> int:
     with db.session() as session:
         order = session.get(Order, order_id)
@@ -359,7 +225,7 @@ def apply_intent_status(session: Session, payment: Payment, status: str,
             status == payment.status):
         return False
     if status == "succeeded":
-        _settle(session, payment, settings)
+        settle_payment(session, payment, settings)
     else:
         if _RANK[status] == _RANK[payment.status] and status != "requires_action":
             return False
@@ -367,20 +233,13 @@ def apply_intent_status(session: Session, payment: Payment, status: str,
         if status in ("failed", "canceled"):
             payment.failure_code = failure_code
             payment.failure_message = (failure_message or "")[:500] or None
-            _after_failure(session, payment, settings)
+            order = session.get(Order, payment.order_id)
+            FULFILMENT[order.kind].payment_failed(session, order, payment, settings)
     audit.record(session, f"payment.{status}", organization_id=payment.organization_id,
                  object_type="payment", object_id=payment.id,
                  data={"order_id": payment.order_id, "amount": str(payment.amount),
                        "failure_code": failure_code})
     return True
-
-
-def _after_failure(session: Session, payment: Payment, settings: BillingSettings) -> None:
-    order = session.get(Order, payment.order_id)
-    if order.kind == "renewal":
-        from billing import subscriptions
-        # The dunning schedule is a setting: the hook needs them to plan the next retry.
-        subscriptions.on_renewal_failed(session, order, payment, settings)
 
 
 # Reconciliation ---------------------------------------------------------------------------------
@@ -444,8 +303,6 @@ def reconcile(db: Database, gateway: CardGateway | None, settings: BillingSettin
 def _ours(session: Session, payment: Payment, found: list[Any]) -> tuple[Any, list[Any]]:
     """The intent among ``found`` that is ours (see ``intent_mismatch``), and the others,
     each recorded as an anomaly."""
-    from billing.payments import anomalies
-
     ours, strangers = None, []
     for result in found:
         reason = intent_mismatch(session, payment, ref=result.ref,
@@ -463,290 +320,3 @@ def _ours(session: Session, payment: Payment, found: list[Any]) -> tuple[Any, li
                          message=reason or "a second intent carries this payment's tag",
                          detail={"status": result.status, "found_by": "reconciliation"})
     return ours, strangers
-
-
-# Bank transfer ----------------------------------------------------------------------------------
-
-def payment_reference() -> str:
-    """A reference the buyer writes on the transfer: ten characters, the last a check
-    character (mod 32), so a mistyped reference is caught when finance enters it."""
-    body = "".join(secrets.choice(READABLE_ALPHABET) for _ in range(9))
-    return body + _check_char(body)
-
-
-def _check_char(body: str) -> str:
-    total = sum((i + 1) * READABLE_ALPHABET.index(c) for i, c in enumerate(body))
-    return READABLE_ALPHABET[total % 32]
-
-
-def reference_is_valid(reference: str) -> bool:
-    reference = reference.strip().upper()
-    return (len(reference) == 10 and all(c in READABLE_ALPHABET for c in reference)
-            and _check_char(reference[:9]) == reference[9])
-
-
-def issue_invoice(session: Session, order: Order, settings: BillingSettings,
-                  actor: Actor = SYSTEM) -> Invoice:
-    """The bank-transfer invoice of an order (issued once; a second call returns it)."""
-    if order.status != "awaiting_payment":
-        raise Conflict(f"This order is {order.status.replace('_', ' ')}; it cannot be paid "
-                       "again.", field="order")
-    if order.invoice is not None:
-        return order.invoice
-    invoice = Invoice(
-        number=order.number.replace("DM-", "INV-", 1), order=order,
-        organization_id=order.organization_id, status="open", currency=order.currency,
-        amount_due_minor=order.total_minor, amount_received_minor=0,
-        payment_reference=payment_reference(),
-        due_on=business_calendar(session).day_of(utcnow())
-        + dt.timedelta(days=settings.invoice_due_days))
-    order.payment_method = "bank_transfer"
-    session.add(invoice)
-    session.flush()  # the audit entry names the invoice's id
-    audit.record(session, "invoice.issued", actor=actor, organization_id=order.organization_id,
-                 object_type="invoice", object_id=invoice.id,
-                 data={"number": invoice.number, "order": order.number,
-                       "amount": str(order.total), "reference": invoice.payment_reference})
-    return invoice
-
-
-def finance_may_act(session: Session, principal: Principal, order: Order) -> None:
-    """Platform finance acts on every order; an exchange's finance on orders for datasets
-    listed through it. Anyone else: the order does not exist for them."""
-    if principal.is_platform:
-        return
-    if principal.is_exchange:
-        dataset_ids = [line.dataset_id for line in order.lines if line.dataset_id]
-        if dataset_ids and session.scalar(select(func.count()).select_from(Listing).where(
-                Listing.dataset_id.in_(dataset_ids),
-                Listing.exchange_id == principal.organization_id)):
-            return
-    raise NotFound("No such order.")
-
-
-def _finance_sees(session: Session, principal: Principal, order: Order) -> bool:
-    try:
-        finance_may_act(session, principal, order)
-    except NotFound:
-        return False
-    return True
-
-
-def get_invoice(session: Session, principal: Principal, invoice_id: int, *,
-                as_finance: bool = False, for_update: bool = False) -> Invoice:
-    query = select(Invoice).where(Invoice.id == invoice_id)
-    invoice = session.scalar(query.with_for_update() if for_update else query)
-    if invoice is None:
-        raise NotFound("No such invoice.")
-    if as_finance:
-        finance_may_act(session, principal, invoice.order)
-    elif invoice.organization_id != principal.organization_id:
-        raise NotFound("No such invoice.")
-    return invoice
-
-
-def find_invoice_by_reference(session: Session, principal: Principal, reference: str
-                              ) -> Invoice:
-    if not reference_is_valid(reference):
-        raise InvalidInput("This is not a valid payment reference (check its characters).",
-                           field="payment_reference")
-    invoice = session.scalar(select(Invoice).where(
-        Invoice.payment_reference == reference.strip().upper()))
-    if invoice is None:
-        raise NotFound("No invoice has this payment reference.", field="payment_reference")
-    finance_may_act(session, principal, invoice.order)
-    return invoice
-
-
-def refuse_party_to_order(session: Session, principal: Principal, order: Order) -> None:
-    """403 when the principal's organization is a party to the order (buyer, seller or
-    supply-chain participant): it never moves money on it. Whether it may see the order at
-    all (``finance_may_act``) is the caller's first check."""
-    refuse_party(principal, order_parties(session, order), item="order",
-                 action="confirm money for")
-
-
-def record_bank_receipt(session: Session, principal: Principal, invoice: Invoice, *,
-                        amount: Money, received_on: dt.date, bank_reference: str,
-                        settings: BillingSettings) -> BankReceipt:
-    """Record money received against an invoice.
-
-    The receipt becomes the buyer's prepaid credit; when the invoice is covered, the credit
-    pays the order (split and fulfilled in this transaction). Overpayment stays as credit;
-    underpayment leaves the invoice partly paid until the rest arrives.
-
-    Nobody records money into an order their organization is a party to. From the
-    dual-control threshold the receipt waits, with nothing posted, until a second person
-    confirms it (``confirm_bank_receipt``).
-    """
-    refuse_party_to_order(session, principal, invoice.order)
-    if amount.currency != invoice.currency:
-        raise InvalidInput(f"The invoice is in {invoice.currency}.", field="amount.currency")
-    if not amount.is_positive():
-        raise InvalidInput("The amount received must be more than zero.", field="amount")
-    if received_on > business_calendar(session).day_of(utcnow()):  # the business day
-        raise InvalidInput("The money cannot have arrived in the future.", field="received_on")
-    bank_reference = bank_reference.strip()
-    if not bank_reference:
-        raise InvalidInput("Give the bank's reference of the transfer.", field="bank_reference")
-    if session.scalar(select(BankReceipt).where(BankReceipt.bank_reference == bank_reference,
-                                                BankReceipt.status != "rejected")):
-        raise Conflict("A receipt with this bank reference is already recorded.",
-                       field="bank_reference")
-    _receivable(invoice)
-    waits = settings.needs_second_approver(amount)
-    receipt = BankReceipt(invoice=invoice, amount_minor=amount.minor, currency=amount.currency,
-                          received_on=received_on, bank_reference=bank_reference,
-                          status="pending_approval" if waits else "confirmed",
-                          recorded_by_id=principal.user_id,
-                          recorded_by_org_id=principal.organization_id,
-                          recorded_by_role=principal.member_role)
-    session.add(receipt)
-    session.flush()  # the ledger posting and the audit entry name the receipt's id
-    audit.record(session, "invoice.receipt_recorded", actor=principal.actor,
-                 organization_id=invoice.organization_id, object_type="invoice",
-                 object_id=invoice.id,
-                 data={"receipt": receipt.id, "amount": str(amount),
-                       "bank_reference": bank_reference, "status": receipt.status,
-                       "received_on": received_on.isoformat()})
-    if not waits:
-        _apply_receipt(session, receipt, settings)
-    return receipt
-
-
-def _receivable(invoice: Invoice) -> None:
-    if invoice.status in ("paid", "void"):
-        raise Conflict(f"The invoice is {invoice.status}; record this money as a refund to the "
-                       "buyer instead.", field="invoice")
-
-
-def _apply_receipt(session: Session, receipt: BankReceipt, settings: BillingSettings) -> None:
-    """Post a confirmed receipt: the money becomes the buyer's credit, which pays the invoice
-    once it is covered."""
-    invoice = receipt.invoice
-    amount = Money.from_minor(receipt.amount_minor, receipt.currency)
-    order = session.scalar(select(Order).where(Order.id == invoice.order_id).with_for_update())
-    receipt.excess_minor = max(receipt.amount_minor - invoice.outstanding_minor, 0)
-    post(session, "bank_receipt", [
-        Line.debit(get_account(session, Purpose.PLATFORM_CLEARING, amount.currency), amount),
-        Line.credit(get_account(session, Purpose.BUYER_PREPAID, amount.currency,
-                                invoice.organization_id), amount)],
-        idempotency_key=f"bank_receipt:{receipt.id}", reference=("bank_receipt", receipt.id),
-        memo={"invoice": invoice.number, "bank_reference": receipt.bank_reference})
-    invoice.amount_received_minor += amount.minor
-    if invoice.amount_received_minor < invoice.amount_due_minor:
-        invoice.status = "partially_paid"
-        return
-    invoice.status = "paid"
-    invoice.paid_at = utcnow()
-    payment = Payment(order_id=order.id, organization_id=order.organization_id,
-                      method="bank_transfer", status="processing",
-                      amount_minor=invoice.amount_due_minor, currency=invoice.currency,
-                      idempotency_key=f"invoice:{invoice.id}")
-    session.add(payment)
-    session.flush()  # the ledger posting names the payment's id
-    _settle(session, payment, settings, paid_from_prepaid=True)
-
-
-def get_receipt_for_finance(session: Session, principal: Principal, receipt_id: int
-                            ) -> BankReceipt:
-    """A receipt, locked, for finance that may act on its order (404 for anyone else)."""
-    authorize(principal, "payments:manage")
-    receipt = session.scalar(select(BankReceipt).where(BankReceipt.id == receipt_id)
-                             .with_for_update())
-    if receipt is None:
-        raise NotFound("No such receipt.")
-    finance_may_act(session, principal, receipt.invoice.order)
-    return receipt
-
-
-def _decide(session: Session, principal: Principal, receipt: BankReceipt, note: str) -> None:
-    if receipt.status != "pending_approval":
-        raise Conflict(f"The receipt is {receipt.status.replace('_', ' ')}; only a receipt "
-                       "awaiting approval is confirmed or rejected.", field="status")
-    finance_may_act(session, principal, receipt.invoice.order)
-    refuse_party_to_order(session, principal, receipt.invoice.order)
-    require_checker(principal, Maker(receipt.recorded_by_id, receipt.recorded_by_org_id,
-                                     receipt.recorded_by_role), item="receipt")
-    if len(note) > 500:
-        raise InvalidInput("At most 500 characters.", field="note")
-    receipt.decided_by_id = principal.user_id
-    receipt.decided_at = utcnow()
-    receipt.decision_note = note
-
-
-def confirm_bank_receipt(session: Session, principal: Principal, receipt: BankReceipt, *,
-                         settings: BillingSettings, note: str = "") -> BankReceipt:
-    """The checker confirms a receipt awaiting approval; it is posted now, as
-    ``record_bank_receipt`` posts one under the threshold."""
-    _decide(session, principal, receipt, note.strip())
-    invoice = session.scalar(select(Invoice).where(Invoice.id == receipt.invoice_id)
-                             .with_for_update())
-    _receivable(invoice)
-    receipt.status = "confirmed"
-    audit.record(session, "invoice.receipt_confirmed", actor=principal.actor,
-                 organization_id=invoice.organization_id, object_type="invoice",
-                 object_id=invoice.id,
-                 data={"receipt": receipt.id, "bank_reference": receipt.bank_reference,
-                       "amount": str(Money.from_minor(receipt.amount_minor, receipt.currency))})
-    _apply_receipt(session, receipt, settings)
-    return receipt
-
-
-def reject_bank_receipt(session: Session, principal: Principal, receipt: BankReceipt, *,
-                        note: str) -> BankReceipt:
-    """The checker rejects a receipt awaiting approval: nothing was posted, and its bank
-    reference may be recorded again, corrected."""
-    note = (note or "").strip()
-    if not note:
-        raise InvalidInput("Say why the receipt is rejected.", field="note")
-    _decide(session, principal, receipt, note)
-    receipt.status = "rejected"
-    audit.record(session, "invoice.receipt_rejected", actor=principal.actor,
-                 organization_id=receipt.invoice.organization_id, object_type="invoice",
-                 object_id=receipt.invoice_id,
-                 data={"receipt": receipt.id, "bank_reference": receipt.bank_reference,
-                       "note": note})
-    return receipt
-
-
-def pending_receipts(session: Session, principal: Principal) -> Keyset[BankReceipt]:
-    """Receipts awaiting a second person, that this principal's finance may see, oldest
-    first."""
-    authorize(principal, "payments:manage")
-    return Keyset(session, select(BankReceipt).where(BankReceipt.status == "pending_approval"),
-                  [asc(BankReceipt.id)],
-                  keep=lambda receipt: _finance_sees(session, principal, receipt.invoice.order))
-
-
-def get_payment_for_finance(session: Session, principal: Principal, payment_id: int, *,
-                            for_update: bool = False) -> Payment:
-    query = select(Payment).where(Payment.id == payment_id)
-    payment = session.scalar(query.with_for_update() if for_update else query)
-    if payment is None:
-        raise NotFound("No such payment.")
-    finance_may_act(session, principal, payment.order)
-    return payment
-
-
-def open_invoices(session: Session, principal: Principal) -> Keyset[Invoice]:
-    """Invoices awaiting money, for finance (the platform's: all; an exchange's: its own), the
-    soonest due first."""
-    return Keyset(session, select(Invoice).where(Invoice.status.in_(("open", "partially_paid"))),
-                  [asc(Invoice.due_on), asc(Invoice.id)],
-                  keep=lambda invoice: _finance_sees(session, principal, invoice.order))
-
-
-# The scheduled reconciliation ---------------------------------------------------------------------
-
-def run_reconciliation(ctx: JobContext) -> dict:
-    """Job ``reconcile-payments``: card payments and refunds left unfinished, and refunds
-    made outside the marketplace."""
-    from billing.payments import refunds
-
-    settings = BillingSettings.from_settings(ctx.settings)
-    counts = reconcile(ctx.db, ctx.gateway, settings, now=ctx.now, progress=ctx.progress)
-    counts["refunds"] = refunds.reconcile_refunds(ctx.db, ctx.gateway, now=ctx.now,
-                                                  progress=ctx.progress)
-    return counts
-

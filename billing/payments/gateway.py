@@ -28,6 +28,12 @@ INTENT_STATUSES = ("succeeded", "processing", "requires_action", "failed", "canc
 REFUND_STATUSES = ("succeeded", "pending", "failed")
 
 
+def payment_tag(order_number: str, payment_id: int) -> str:
+    """How the processor's copy of a payment names ours: unique across every installation's
+    history (the order number is random), so reconciliation never adopts a stranger's intent."""
+    return f"{order_number}/{payment_id}"
+
+
 class GatewayError(Exception):
     """The gateway could not do what was asked (network, API or configuration error).
 

@@ -39,10 +39,14 @@ from billing.payments import anomalies
 from billing.payments.gateway import CardGateway
 from billing.models import Order, Payment, Refund
 from billing.payments.gateway import GatewayError
-from billing.payments.card import (
-    GatewayUnavailable, finance_may_act, get_payment_for_finance,
-    refuse_party_to_order, unfulfil,
+from billing.context import BillingSettings
+from billing.errors import GatewayUnavailable
+from billing.fulfilment import FULFILMENT
+from billing.payments import card
+from billing.finance import (
+    finance_may_act, get_payment_for_finance, refuse_party_to_order,
 )
+from billing.runs import JobContext
 from billing.settlement.split import post_refund
 from pricing.money import Money
 
@@ -118,7 +122,8 @@ def complete_refund(session: Session, refund_id: int, *, gateway_ref: str | None
         order.status = "refunded" if fully else "partially_refunded"
         budgets.on_refund(session, refund, order)
         if fully:
-            unfulfil(session, order, f"refunded: {refund.reason or 'refund'}")
+            FULFILMENT[order.kind].refunded(session, order,
+                                            f"refunded: {refund.reason or 'refund'}")
     audit.record(session, "refund.succeeded", organization_id=refund.organization_id,
                  object_type="refund", object_id=refund.id,
                  data={"payment_id": payment.id, "amount": str(amount), "parts": refund.parts})
@@ -425,4 +430,14 @@ def reconcile_refunds(db: Database, gateway: CardGateway | None, *, older_than: 
         elif "booked" in outcome:
             counts["booked"] += 1
         progress(f"{found.ref}: {outcome}")
+    return counts
+
+
+def run_reconciliation(ctx: JobContext) -> dict:
+    """Job ``reconcile-payments``: card payments and refunds left unfinished, and refunds
+    made outside the marketplace."""
+    settings = BillingSettings.from_settings(ctx.settings)
+    counts = card.reconcile(ctx.db, ctx.gateway, settings, now=ctx.now, progress=ctx.progress)
+    counts["refunds"] = reconcile_refunds(ctx.db, ctx.gateway, now=ctx.now,
+                                                  progress=ctx.progress)
     return counts

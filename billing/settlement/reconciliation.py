@@ -23,8 +23,8 @@ from sqlalchemy.orm import Session
 
 from billing.models import BankReceipt, Payment, Refund
 from billing.models.statements import SettlementStatement
-from billing.payments.card import GatewayUnavailable, payment_tag
-from billing.payments.gateway import CardGateway, GatewayError
+from billing.errors import GatewayUnavailable
+from billing.payments.gateway import CardGateway, GatewayError, payment_tag
 from billing.settlement.compute import period_bounds, window_start
 from billing.settlement.ledger import LedgerAccount, LedgerEntry, LedgerTransaction, Purpose
 from market.accounts.authz import Principal, authorize

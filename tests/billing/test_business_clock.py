@@ -17,10 +17,10 @@ import pytest
 import time_machine
 from sqlalchemy import select
 
-from billing import orders, runs
+from billing import invoices, orders, runs
 from billing.jobs import JOBS_BY_NAME
 from billing.budgets import lines as budgets
-from billing.payments import card as payments
+from billing.payments import bank_transfer
 from billing.settlement.ledger import LedgerTransaction
 from billing.models import BudgetLine, BudgetRecord, CreditLine, Order, UsageEvent
 from billing.models.operations import JobRun
@@ -227,10 +227,10 @@ def _order(session, market, line) -> Order:
 def _paid_order(session, market, line, day: dt.date) -> Order:
     settings = billing_settings()
     order = _order(session, market, line)
-    invoice = payments.issue_invoice(session, order, settings)
-    payments.record_bank_receipt(session, market["finance"], invoice, amount=order.total,
-                                 received_on=day, bank_reference=f"B-{day}",
-                                 settings=settings)
+    invoice = invoices.issue_invoice(session, order, settings)
+    bank_transfer.record_bank_receipt(session, market["finance"], invoice, amount=order.total,
+                                      received_on=day, bank_reference=f"B-{day}",
+                                      settings=settings)
     session.commit()
     return order
 

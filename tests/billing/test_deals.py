@@ -10,8 +10,8 @@ import json
 import pytest
 from sqlalchemy import select
 
-from billing import deals
-from billing.payments import card as payments
+from billing import deals, invoices
+from billing.payments import bank_transfer
 from billing.context import BillingSettings
 from billing.settlement.ledger import trial_balance, unbalanced_transactions
 from billing.models import Certificate, Deal, DealQuote, Demand, Entitlement, Order
@@ -82,10 +82,10 @@ def market(session):
 
 
 def pay_by_bank(session, market, order, reference):
-    invoice = payments.issue_invoice(session, order, SETTINGS)
-    payments.record_bank_receipt(session, market["finance"], invoice, amount=order.total,
-                                 received_on=dt.date.today(), bank_reference=reference,
-                                 settings=SETTINGS)
+    invoice = invoices.issue_invoice(session, order, SETTINGS)
+    bank_transfer.record_bank_receipt(session, market["finance"], invoice, amount=order.total,
+                                      received_on=dt.date.today(), bank_reference=reference,
+                                      settings=SETTINGS)
     assert order.status == "paid"
 
 

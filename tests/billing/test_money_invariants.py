@@ -22,8 +22,8 @@ from hypothesis.stateful import (
 )
 from sqlalchemy import func, select
 
-from billing import orders
-from billing.payments import card as payments, refunds
+from billing import invoices, orders
+from billing.payments import bank_transfer, card as payments, refunds
 from billing.settlement import ledger
 from billing.payments.gateway import IntentResult, RefundResult
 from billing.settlement.ledger import LedgerAccount, LedgerEntry, Purpose
@@ -151,7 +151,7 @@ class MoneyMachine(RuleBasedStateMachine):
     def _receive(self, invoice_id: int, minor: int) -> None:
         with self.db.session() as session, session.begin():
             invoice = session.get(Invoice, invoice_id)
-            payments.record_bank_receipt(
+            bank_transfer.record_bank_receipt(
                 session, self.world["finance"], invoice, amount=Money.from_minor(minor, "CNY"),
                 received_on=dt.date.today(), bank_reference=f"BANK-{next(self.references)}",
                 settings=self.settings)
@@ -162,7 +162,7 @@ class MoneyMachine(RuleBasedStateMachine):
         """Money received against an invoice, issued now if the order has none."""
         with self.db.session() as session, session.begin():
             order = session.get(Order, data.draw(st.sampled_from(self._bank_candidates(session))))
-            invoice = order.invoice or payments.issue_invoice(session, order, self.settings)
+            invoice = order.invoice or invoices.issue_invoice(session, order, self.settings)
             invoice_id, outstanding = invoice.id, invoice.outstanding_minor
         if how in ("two parts", "part only") and outstanding > 1:
             first = data.draw(st.integers(1, outstanding - 1), label="first part")
@@ -361,7 +361,7 @@ def test_a_transfer_arriving_after_a_card_paid_the_order_is_credited_once(world)
         machine.place_order(price=PRICES[0], quantity=1, chain=[("supplier", 10_000)])
         with db.session() as session, session.begin():
             order = session.get(Order, machine.order_ids[0])
-            invoice_id = payments.issue_invoice(session, order, settings_).id
+            invoice_id = invoices.issue_invoice(session, order, settings_).id
             total = order.total_minor
         machine._receive(invoice_id, 100)
         card = payments.pay_by_card(db, machine.processor, settings_, order.id,

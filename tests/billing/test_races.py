@@ -11,8 +11,8 @@ import datetime as dt
 import pytest
 from sqlalchemy import func, select
 
-from billing import orders
-from billing.payments import card as payments
+from billing import invoices, orders
+from billing.payments import bank_transfer, card as payments
 from billing.settlement import ledger
 from billing.payments.gateway import StripeGateway
 from billing.settlement.ledger import LedgerTransaction, Purpose
@@ -88,10 +88,10 @@ def _pay_by_bank(app, shop, order_id) -> int:
     settings = app.extensions["market.billing"]
     with app.extensions["market.db"].session() as session, session.begin():
         order = session.get(Order, order_id)
-        invoice = payments.issue_invoice(session, order, settings)
-        payments.record_bank_receipt(session, shop["finance"], invoice, amount=order.total,
-                                     received_on=dt.date.today(),
-                                     bank_reference=f"IN-{order.number}", settings=settings)
+        invoice = invoices.issue_invoice(session, order, settings)
+        bank_transfer.record_bank_receipt(session, shop["finance"], invoice, amount=order.total,
+                                          received_on=dt.date.today(),
+                                          bank_reference=f"IN-{order.number}", settings=settings)
         return order.payments[0].id
 
 
@@ -216,7 +216,7 @@ def test_eight_bank_receipts_for_one_invoice_pay_it_once(racing_app, shop, share
     order_id = _place_order(racing_app, shop)
     with database.session() as session, session.begin():
         order = session.get(Order, order_id)
-        invoice_id = payments.issue_invoice(session, order, settings).id
+        invoice_id = invoices.issue_invoice(session, order, settings).id
         total = order.total_minor
     each = Money.from_minor(int(total * share), "CNY")
     clients = [_finance_client(racing_app, shop) for _ in range(8)]

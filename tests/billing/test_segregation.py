@@ -12,7 +12,8 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import func, select
 
-from billing.payments import card as payments, refunds
+from billing import invoices
+from billing.payments import bank_transfer, refunds
 from billing.settlement import workflow
 from billing.settlement.ledger import LedgerEntry, LedgerTransaction
 from billing.models import BankReceipt, Invoice, Order
@@ -102,9 +103,9 @@ def test_nobody_refunds_an_order_of_their_own_side(session, passwords, shop, set
     exchange_finance = principal_of(make_user(session, passwords, exchange, "finance"), exchange)
     order, invoice = _service_order(session, shop, exchange.id, settings)
     platform, checker = _platform_people(session, passwords)
-    payments.record_bank_receipt(session, checker["finance"], invoice, amount=order.total,
-                                 received_on=utcnow().date(), bank_reference="B-1",
-                                 settings=settings)
+    bank_transfer.record_bank_receipt(session, checker["finance"], invoice, amount=order.total,
+                                      received_on=utcnow().date(), bank_reference="B-1",
+                                      settings=settings)
     payment = order.payments[0]
     with pytest.raises(Forbidden, match="party"):
         refunds.reserve_refund(session, exchange_finance, payment.id, None, "to ourselves")
@@ -118,7 +119,7 @@ def _service_order(session, shop, buyer_org_id, settings):
                                     [orders.CartItem(shop["package"].id)],
                                     payment_method="bank_transfer")
     session.flush()
-    return order, payments.issue_invoice(session, order, settings)
+    return order, invoices.issue_invoice(session, order, settings)
 
 
 def _buyer_principal(session, org_id):
@@ -155,9 +156,9 @@ def invoiced(session, passwords, shop):
 
 def _record(session, people, invoice, amount, reference):
     """The platform's finance person records money seen on the bank account today."""
-    return payments.record_bank_receipt(session, people["finance"], invoice, amount=amount,
-                                        received_on=utcnow().date(),
-                                        bank_reference=reference, settings=DUAL)
+    return bank_transfer.record_bank_receipt(session, people["finance"], invoice, amount=amount,
+                                             received_on=utcnow().date(),
+                                             bank_reference=reference, settings=DUAL)
 
 
 def test_a_large_receipt_waits_for_a_second_person_of_another_team(session, invoiced):
@@ -167,31 +168,31 @@ def test_a_large_receipt_waits_for_a_second_person_of_another_team(session, invo
     assert receipt.status == "pending_approval"
     assert invoice.status == "open" and invoice.amount_received_minor == 0
     assert _postings(session, "bank_receipt") == 0 and order.status == "awaiting_payment"
-    assert [r.id for r in payments.pending_receipts(session, people["owner"]).all()] == [
+    assert [r.id for r in bank_transfer.pending_receipts(session, people["owner"]).all()] == [
         receipt.id]
 
     # Neither the maker nor a colleague of the same team may confirm it.
     with pytest.raises(Forbidden, match="cannot also approve"):
-        payments.confirm_bank_receipt(session, people["finance"], receipt, settings=DUAL)
+        bank_transfer.confirm_bank_receipt(session, people["finance"], receipt, settings=DUAL)
     with pytest.raises(Forbidden, match="another team or a higher role"):
-        payments.confirm_bank_receipt(session, people["colleague"], receipt, settings=DUAL)
+        bank_transfer.confirm_bank_receipt(session, people["colleague"], receipt, settings=DUAL)
     # Nor the buyer's side, nor an API key.
     with pytest.raises(NotFound):
-        payments.confirm_bank_receipt(session, _buyer_principal(session, buyer.id), receipt,
-                                      settings=DUAL)
+        bank_transfer.confirm_bank_receipt(session, _buyer_principal(session, buyer.id), receipt,
+                                           settings=DUAL)
     with pytest.raises(Forbidden, match="person"):
-        payments.confirm_bank_receipt(session, dataclasses.replace(
+        bank_transfer.confirm_bank_receipt(session, dataclasses.replace(
             people["owner"], user_id=None, api_key_id=1), receipt, settings=DUAL)
     assert receipt.status == "pending_approval"
 
     # The platform's owner (a higher role) confirms: posted and paid now.
-    payments.confirm_bank_receipt(session, people["owner"], receipt, settings=DUAL,
-                                  note="Seen on the statement of the 20th.")
+    bank_transfer.confirm_bank_receipt(session, people["owner"], receipt, settings=DUAL,
+                                       note="Seen on the statement of the 20th.")
     assert receipt.status == "confirmed" and receipt.decided_by_id == people["owner"].user_id
     assert invoice.status == "paid" and order.status == "paid"
     assert _postings(session, "bank_receipt") == 1
     with pytest.raises(Conflict):
-        payments.confirm_bank_receipt(session, people["owner"], receipt, settings=DUAL)
+        bank_transfer.confirm_bank_receipt(session, people["owner"], receipt, settings=DUAL)
     actions = set(session.scalars(select(AuditEntry.action).where(
         AuditEntry.object_type == "invoice", AuditEntry.object_id == str(invoice.id))))
     assert {"invoice.receipt_recorded", "invoice.receipt_confirmed"} <= actions
@@ -201,8 +202,8 @@ def test_a_rejected_receipt_posts_nothing_and_frees_its_reference(session, invoi
     _, order, invoice, people = invoiced
     wrong = _record(session, people, invoice, Money("99999.00", "CNY"), "ICBC-TYPO")
     with pytest.raises(InvalidInput):
-        payments.reject_bank_receipt(session, people["owner"], wrong, note=" ")
-    payments.reject_bank_receipt(session, people["owner"], wrong, note="Amount mistyped.")
+        bank_transfer.reject_bank_receipt(session, people["owner"], wrong, note=" ")
+    bank_transfer.reject_bank_receipt(session, people["owner"], wrong, note="Amount mistyped.")
     session.flush()
     assert wrong.status == "rejected" and _postings(session, "bank_receipt") == 0
     corrected = _record(session, people, invoice, order.total, "ICBC-TYPO")

@@ -8,8 +8,8 @@ import datetime as dt
 import pytest
 from sqlalchemy import select
 
-from billing import entitlements, subscriptions
-from billing.payments import card as payments
+from billing import entitlements, invoices, subscriptions
+from billing.payments import bank_transfer, card as payments
 from billing.jobs import JOBS_BY_NAME
 from billing.runs import run_job
 from billing.models import Order, Subscription, SubscriptionPeriod
@@ -34,10 +34,10 @@ def quiet(_message: str) -> None:
 
 
 def pay_by_bank(session, finance, order, settings, reference="B-1"):
-    invoice = payments.issue_invoice(session, order, settings)
-    payments.record_bank_receipt(session, finance.principal, invoice, amount=order.total,
-                                 received_on=TODAY, bank_reference=reference,
-                                 settings=settings)
+    invoice = invoices.issue_invoice(session, order, settings)
+    bank_transfer.record_bank_receipt(session, finance.principal, invoice, amount=order.total,
+                                      received_on=TODAY, bank_reference=reference,
+                                      settings=settings)
 
 
 def subscribed(session, listed, buyer, finance, settings, *, plan="basic", today=LAST_MONTH):

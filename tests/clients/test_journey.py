@@ -14,7 +14,7 @@ import datetime as dt
 
 import pytest
 
-from billing.payments import card as payments
+from billing.payments import bank_transfer
 from billing.models import Invoice
 from market.core.db import business_calendar, utcnow
 from market_client import MarketClient, PaymentRequired
@@ -75,7 +75,7 @@ def wallet(live_app, market, service) -> dict:
 def _finance_records_the_transfer(live_app, finance, invoice: dict) -> None:
     due = invoice["amount_due"]
     with live_app.session() as session, session.begin():
-        payments.record_bank_receipt(
+        bank_transfer.record_bank_receipt(
             session, finance, session.get(Invoice, invoice["id"]),
             amount=Money(str(due["amount"]), due["currency"]),
             received_on=business_calendar(session).day_of(utcnow()),

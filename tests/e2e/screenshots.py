@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from billing.context import BillingSettings
-from billing import orders
+from billing import invoices, orders
 from billing.budgets import lines as budgets
-from billing.payments import card as payments
+from billing.context import BillingSettings
+from billing.payments import bank_transfer
 from billing.settlement import workflow
 from billing.models.statements import SettlementStatement
 from market.accounts import services as accounts
@@ -65,10 +65,10 @@ def scenery(served, demo) -> dict:
                                             payment_method="bank_transfer",
                                             budget_line_id=line.id,
                                             purchase_order_number="PO-2026-0107")
-            invoice = payments.issue_invoice(session, order, settings, buyer.actor)
-            payments.record_bank_receipt(session, platform, invoice, amount=order.total,
-                                         received_on=invoice.issued_at.date(),
-                                         bank_reference="DEMO-ICBC-SHOT", settings=settings)
+            invoice = invoices.issue_invoice(session, order, settings, buyer.actor)
+            bank_transfer.record_bank_receipt(session, platform, invoice, amount=order.total,
+                                              received_on=invoice.issued_at.date(),
+                                              bank_reference="DEMO-ICBC-SHOT", settings=settings)
         period = utcnow().strftime("%Y-%m")
         if not workflow.is_closed(session, period):
             workflow.close_period(session, period, actor=platform,

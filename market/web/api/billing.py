@@ -23,8 +23,8 @@ from market.catalog import importer
 from market.catalog.models import DatasetVersion
 from market.core.errors import Conflict, Forbidden, NotFound
 from market.web.http import db_session, end_request_transaction, viewer_organization_ids
-from billing import certificates, entitlements, orders
-from billing.payments import anomalies, card as payments, refunds
+from billing import certificates, entitlements, finance, invoices, orders
+from billing.payments import anomalies, bank_transfer, card as payments, refunds
 from billing.models import Certificate, OrderLine
 from billing.payments.gateway import CardGateway
 from pricing.money import Money
@@ -110,8 +110,7 @@ def pay_order(principal: Principal, order_id: int, body: dict):
     order = orders.get_order(session, principal, order_id)
     if body["method"] == "bank_transfer":
         order = orders.get_order(session, principal, order_id, for_update=True)
-        orders.refuse_while_card_payment_in_flight(order)
-        invoice = payments.issue_invoice(session, order, _settings(), principal.actor)
+        invoice = invoices.issue_invoice(session, order, _settings(), principal.actor)
         return {"order": order, "payment": None, "invoice": invoice, "client_secret": None}
     end_request_transaction()  # the card payment runs its own units around the gateway call
     payment = payments.pay_by_card(_db(), _gateway(), _settings(), order_id,
@@ -127,7 +126,7 @@ def pay_order(principal: Principal, order_id: int, body: dict):
 @api.operation("/invoices/<int:invoice_id>", "GET", summary="An invoice",
                permission="billing:read", response=InvoiceSchema, tags=BUYING, errors=(404,))
 def get_invoice(principal: Principal, invoice_id: int):
-    return payments.get_invoice(db_session(), principal, invoice_id)
+    return invoices.get_invoice(db_session(), principal, invoice_id)
 
 
 @api.operation("/payment-methods/setup", "POST", summary="Start saving a card",
@@ -241,7 +240,7 @@ def verify_certificate(number: str, query: dict):
                response=page_schema(InvoiceSchema), tags=FINANCE)
 def finance_invoices(principal: Principal, query: dict):
     """The soonest due first."""
-    return payments.open_invoices(db_session(), principal).page(page_request(query))
+    return invoices.open_invoices(db_session(), principal).page(page_request(query))
 
 
 @api.operation("/invoices/<int:invoice_id>/receipts", "POST",
@@ -252,12 +251,12 @@ def record_receipt(principal: Principal, invoice_id: int, body: dict):
     """Once the invoice is covered its order is paid, split and fulfilled; more than was due
     stays as the buyer's credit; less leaves the invoice partly paid."""
     session = db_session()
-    invoice = payments.get_invoice(session, principal, invoice_id, as_finance=True,
+    invoice = invoices.get_invoice(session, principal, invoice_id, as_finance=True,
                                    for_update=True)
     amount = Money(body["amount"]["amount"], body["amount"]["currency"])
-    payments.record_bank_receipt(session, principal, invoice, amount=amount,
-                                 received_on=body["received_on"],
-                                 bank_reference=body["bank_reference"], settings=_settings())
+    bank_transfer.record_bank_receipt(session, principal, invoice, amount=amount,
+                                      received_on=body["received_on"],
+                                      bank_reference=body["bank_reference"], settings=_settings())
     return invoice
 
 
@@ -266,7 +265,7 @@ def record_receipt(principal: Principal, invoice_id: int, body: dict):
                response=page_schema(BankReceiptSchema), tags=FINANCE)
 def finance_pending_receipts(principal: Principal, query: dict):
     """Oldest first."""
-    return payments.pending_receipts(db_session(), principal).page(page_request(query))
+    return bank_transfer.pending_receipts(db_session(), principal).page(page_request(query))
 
 
 @api.operation("/receipts/<int:receipt_id>/confirm", "POST", summary="Confirm a bank receipt "
@@ -277,9 +276,9 @@ def confirm_receipt(principal: Principal, receipt_id: int, body: dict):
     """Posts it as a receipt under the threshold is posted at once. 403 for the person who
     recorded it, a colleague of the same team and rank, and any party to the order."""
     session = db_session()
-    receipt = payments.get_receipt_for_finance(session, principal, receipt_id)
-    return payments.confirm_bank_receipt(session, principal, receipt, settings=_settings(),
-                                         note=body["note"])
+    receipt = bank_transfer.get_receipt_for_finance(session, principal, receipt_id)
+    return bank_transfer.confirm_bank_receipt(session, principal, receipt, settings=_settings(),
+                                              note=body["note"])
 
 
 @api.operation("/receipts/<int:receipt_id>/reject", "POST", summary="Reject a bank receipt "
@@ -289,8 +288,8 @@ def confirm_receipt(principal: Principal, receipt_id: int, body: dict):
 def reject_receipt(principal: Principal, receipt_id: int, body: dict):
     """Nothing is posted; its bank reference may be recorded again, corrected."""
     session = db_session()
-    receipt = payments.get_receipt_for_finance(session, principal, receipt_id)
-    return payments.reject_bank_receipt(session, principal, receipt, note=body["note"])
+    receipt = bank_transfer.get_receipt_for_finance(session, principal, receipt_id)
+    return bank_transfer.reject_bank_receipt(session, principal, receipt, note=body["note"])
 
 
 @api.operation("/payments/<int:payment_id>/refunds", "POST", summary="Refund a payment",
@@ -301,7 +300,7 @@ def refund_payment(principal: Principal, payment_id: int, body: dict):
     its exact mirror; a full refund ends what the order granted."""
     amount = body["amount"]
     money = Money(amount["amount"], amount["currency"]) if amount else None
-    payments.get_payment_for_finance(db_session(), principal, payment_id)
+    finance.get_payment_for_finance(db_session(), principal, payment_id)
     end_request_transaction()
     refund = refunds.refund_payment(_db(), _gateway(), principal, payment_id, amount=money,
                                     reason=body["reason"], bank_reference=body["bank_reference"])

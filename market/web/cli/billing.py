@@ -27,7 +27,7 @@ from sqlalchemy import func, select
 from billing import runs
 from billing.jobs import JOBS
 from billing.models.statements import SettlementStatement
-from billing.payments.card import GatewayUnavailable
+from billing.errors import GatewayUnavailable
 from billing.runs import DAILY, Job, JobContext
 from billing.settlement import checkpoints, exports
 from billing.settlement.compute import verify_statements

@@ -251,7 +251,8 @@ def seed_demo_purchases(session: Session, settings) -> list[str]:
     a platform token pack, and a postpaid credit line. Skipped once the demo buyer has orders."""
     from billing import orders, subscriptions
     from billing.metering import postpaid
-    from billing.payments import card as payments
+    from billing import invoices
+    from billing.payments import bank_transfer
     from billing.models import Order
     from pricing.money import Money
 
@@ -273,10 +274,10 @@ def seed_demo_purchases(session: Session, settings) -> list[str]:
         return next(o for o in dataset.active_offers if o.kind == kind)
 
     def pay_by_transfer(order, reference: str) -> None:
-        invoice = payments.issue_invoice(session, order, settings, buyer.actor)
-        payments.record_bank_receipt(session, finance, invoice, amount=order.total,
-                                     received_on=invoice.issued_at.date(),
-                                     bank_reference=reference, settings=settings)
+        invoice = invoices.issue_invoice(session, order, settings, buyer.actor)
+        bank_transfer.record_bank_receipt(session, finance, invoice, amount=order.total,
+                                          received_on=invoice.issued_at.date(),
+                                          bank_reference=reference, settings=settings)
 
     done = []
     package = orders.place_mall_order(session, buyer, [orders.CartItem(
@@ -293,7 +294,7 @@ def seed_demo_purchases(session: Session, settings) -> list[str]:
 
     waiting = orders.place_mall_order(session, buyer, [orders.CartItem(
         offer(listed[-1], "mall_package").id)], payment_method="bank_transfer")
-    invoice = payments.issue_invoice(session, waiting, settings, buyer.actor)
+    invoice = invoices.issue_invoice(session, waiting, settings, buyer.actor)
     done.append(f"order {waiting.number}: invoice {invoice.number} awaits "
                 f"{waiting.total} (reference {invoice.payment_reference})")
 
@@ -301,11 +302,11 @@ def seed_demo_purchases(session: Session, settings) -> list[str]:
         pack = orders.place_token_pack_order(
             session, models, millions=50, payment_method="bank_transfer",
             platform_price_per_million=settings.token_pack_price_per_million)
-        invoice = payments.issue_invoice(session, pack, settings, models.actor)
-        payments.record_bank_receipt(session, finance, invoice, amount=pack.total,
-                                     received_on=invoice.issued_at.date(),
-                                     bank_reference=f"DEMO-BOC-{pack.id:06d}",
-                                     settings=settings)
+        invoice = invoices.issue_invoice(session, pack, settings, models.actor)
+        bank_transfer.record_bank_receipt(session, finance, invoice, amount=pack.total,
+                                          received_on=invoice.issued_at.date(),
+                                          bank_reference=f"DEMO-BOC-{pack.id:06d}",
+                                          settings=settings)
         done.append(f"{model_co.name}: 50M platform tokens in its wallet")
     postpaid.open_credit_line(session, finance, model_co.id,
                               Money("50000.00", model_co.default_currency))

@@ -17,8 +17,10 @@ from flask import (
 from flask_babel import gettext as _
 from sqlalchemy import select
 
-from billing import certificates, entitlements, orders
-from billing.payments import card as payments, refunds
+from billing import certificates, entitlements, invoices, orders
+from billing.errors import CardPaymentInFlight
+from billing.finance import finance_may_act, get_payment_for_finance
+from billing.payments import bank_transfer, refunds
 from billing.models import Certificate, Order, OrderLine
 from market.accounts.authz import Principal
 from market.accounts.models import Organization
@@ -210,11 +212,9 @@ def pay_by_bank_transfer(principal: Principal, order_id: int):
     session_ = db_session()
     order = orders.get_order(session_, principal, order_id, for_update=True)
     try:
-        orders.refuse_while_card_payment_in_flight(order)
-    except Conflict:
-        raise Conflict(_("A card payment for this order is in progress."),
-                       field="order") from None
-    invoice = payments.issue_invoice(session_, order, billing_settings(), principal.actor)
+        invoice = invoices.issue_invoice(session_, order, billing_settings(), principal.actor)
+    except CardPaymentInFlight:
+        raise Conflict(_("A card payment for this order is in progress."), field="order") from None
     flash(_("Invoice %(number)s issued: transfer the amount with the payment reference "
             "%(reference)s.", number=invoice.number, reference=invoice.payment_reference),
           "success")
@@ -382,22 +382,22 @@ def _receipt_form(invoice_id: int, *, from_request: bool) -> ReceiptForm:
 
 def _render_finance(principal: Principal, *, failed: tuple[int, ReceiptForm] | None = None,
                     lookup: ReferenceLookupForm | None = None, found=None, status=200):
-    invoices = payments.open_invoices(db_session(), principal).all()
+    open_invoices = invoices.open_invoices(db_session(), principal).all()
     forms = {}
-    for invoice in invoices:
+    for invoice in open_invoices:
         if failed is not None and failed[0] == invoice.id:
             forms[invoice.id] = failed[1]
         else:
             form = _receipt_form(invoice.id, from_request=False)
             form.currency.data = invoice.currency
             forms[invoice.id] = form
-    buyer_ids = {invoice.organization_id for invoice in invoices}
+    buyer_ids = {invoice.organization_id for invoice in open_invoices}
     buyers = {org.id: org.name for org in db_session().scalars(
         select(Organization).where(Organization.id.in_(buyer_ids)))} if buyer_ids else {}
-    return render_template("billing/finance.html", invoices=invoices, forms=forms,
+    return render_template("billing/finance.html", invoices=open_invoices, forms=forms,
                            buyers=buyers, lookup=lookup or ReferenceLookupForm(formdata=None),
                            found=found,
-                           pending=payments.pending_receipts(db_session(), principal).all(),
+                           pending=bank_transfer.pending_receipts(db_session(), principal).all(),
                            decision_form=ActionForm(formdata=None)), status
 
 
@@ -409,7 +409,7 @@ def finance(principal: Principal):
     status = 200
     if request.args and lookup.validate():
         try:
-            found = payments.find_invoice_by_reference(db_session(), principal,
+            found = invoices.find_invoice_by_reference(db_session(), principal,
                                                        lookup.payment_reference.data)
         except (InvalidInput, NotFound) as exc:
             form_error(lookup, exc)
@@ -421,12 +421,12 @@ def finance(principal: Principal):
 @signed_in("payments:manage")
 def record_receipt(principal: Principal, invoice_id: int):
     session_ = db_session()
-    invoice = payments.get_invoice(session_, principal, invoice_id, as_finance=True,
+    invoice = invoices.get_invoice(session_, principal, invoice_id, as_finance=True,
                                    for_update=True)
     form = _receipt_form(invoice.id, from_request=True)
     if form.validate_on_submit():
         try:
-            payments.record_bank_receipt(
+            bank_transfer.record_bank_receipt(
                 session_, principal, invoice,
                 amount=Money(form.amount.data, form.currency.data.strip().upper()),
                 received_on=form.received_on.data,
@@ -456,14 +456,14 @@ def decide_receipt(principal: Principal, receipt_id: int, decision: str):
     session_ = db_session()
     if not ActionForm().validate_on_submit():
         abort(400)
-    receipt = payments.get_receipt_for_finance(session_, principal, receipt_id)
+    receipt = bank_transfer.get_receipt_for_finance(session_, principal, receipt_id)
     note = (request.form.get("note") or "").strip()
     try:
         if decision == "confirm":
-            payments.confirm_bank_receipt(session_, principal, receipt, settings=billing_settings(),
-                                          note=note)
+            bank_transfer.confirm_bank_receipt(session_, principal, receipt,
+                                               settings=billing_settings(), note=note)
         else:
-            payments.reject_bank_receipt(session_, principal, receipt, note=note)
+            bank_transfer.reject_bank_receipt(session_, principal, receipt, note=note)
     except (InvalidInput, Conflict, Forbidden) as exc:
         session_.expire(receipt)
         flash(exc.detail, "error")
@@ -479,7 +479,7 @@ def _finance_order(principal: Principal, order_id: int) -> Order:
     order = session_.get(Order, order_id)
     if order is None:
         raise NotFound("No such order.")
-    payments.finance_may_act(session_, principal, order)
+    finance_may_act(session_, principal, order)
     return order
 
 
@@ -501,7 +501,7 @@ def finance_order(principal: Principal, order_id: int):
 @storefront.post("/finance/payments/<int:payment_id>/refunds")
 @signed_in("payments:manage")
 def refund_payment(principal: Principal, payment_id: int):
-    payment = payments.get_payment_for_finance(db_session(), principal, payment_id)
+    payment = get_payment_for_finance(db_session(), principal, payment_id)
     order_id = payment.order_id
     form = RefundForm(prefix=f"payment-{payment.id}")
     if form.validate_on_submit():

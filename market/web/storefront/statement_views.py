@@ -22,7 +22,7 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, InputRequired, Length, Regexp
 
 from billing.payments import anomalies
-from billing.payments.card import GatewayUnavailable
+from billing.errors import GatewayUnavailable
 from billing.settlement import exports, reconciliation, workflow
 from billing.models.statements import SettlementStatement
 from market.accounts.authz import Principal, oversees

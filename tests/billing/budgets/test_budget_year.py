@@ -31,9 +31,9 @@ from openpyxl import load_workbook
 from sqlalchemy import select
 
 from billing.budgets import guards, reports
-from billing import orders, subscriptions
+from billing import invoices, orders, subscriptions
 from billing.budgets import lines as budgets
-from billing.payments import card as payments, refunds
+from billing.payments import bank_transfer, refunds
 from billing.models import BudgetAlert, BudgetLine, Order, UsageEvent
 from market.core import db as market_db
 from market.catalog import importer, listings, offers
@@ -81,7 +81,8 @@ class Clock:
         modules = self._clocked()
         if not hasattr(self, "modules"):
             self.modules = modules
-            assert {budgets, orders, payments, refunds, subscriptions} <= set(modules)
+            assert {budgets, orders, bank_transfer, invoices, refunds,
+                    subscriptions} <= set(modules)
         else:
             self.modules = [*self.modules, *modules]
         for module in self.modules:
@@ -159,10 +160,10 @@ def world(session, passwords):
 # The year ----------------------------------------------------------------------------------------
 
 def _pay_by_bank(session, clock, finance, order, settings, reference: str) -> None:
-    invoice = order.invoice or payments.issue_invoice(session, order, settings)
-    payments.record_bank_receipt(session, finance, invoice, amount=order.total,
-                                 received_on=clock.today(), bank_reference=reference,
-                                 settings=settings)
+    invoice = order.invoice or invoices.issue_invoice(session, order, settings)
+    bank_transfer.record_bank_receipt(session, finance, invoice, amount=order.total,
+                                      received_on=clock.today(), bank_reference=reference,
+                                      settings=settings)
     assert order.status == "paid"
 
 

@@ -12,10 +12,10 @@ from collections import defaultdict
 import pytest
 from sqlalchemy import func, select
 
-from billing import orders, subscriptions
+from billing import invoices, orders, subscriptions
 from billing.budgets import guards, lines as budgets
 from billing.errors import PaymentRequired
-from billing.payments import card as payments, refunds
+from billing.payments import bank_transfer, refunds
 from billing.jobs import JOBS_BY_NAME
 from billing.models import (
     BudgetAlert, BudgetAmendment, BudgetLine, BudgetRecord, CreditLine, Order,
@@ -74,10 +74,10 @@ def _buy(session, principal, shop, line, quantity=1, **extra) -> Order:
 
 
 def _pay(session, order, finance, settings) -> None:
-    invoice = payments.issue_invoice(session, order, settings)
-    payments.record_bank_receipt(session, finance, invoice, amount=order.total,
-                                 received_on=dt.date.today(),
-                                 bank_reference=f"IN-{order.number}", settings=settings)
+    invoice = invoices.issue_invoice(session, order, settings)
+    bank_transfer.record_bank_receipt(session, finance, invoice, amount=order.total,
+                                      received_on=dt.date.today(),
+                                      bank_reference=f"IN-{order.number}", settings=settings)
 
 
 def _kinds(session, line) -> dict[str, int]:

@@ -9,7 +9,8 @@ import pytest
 from sqlalchemy import select
 
 from billing.metering import postpaid
-from billing.payments import card as payments
+from billing import invoices
+from billing.payments import bank_transfer, card as payments
 from billing.jobs import JOBS_BY_NAME
 from billing.runs import run_job
 from billing.models import CreditLine, Order, UsageEvent
@@ -94,11 +95,11 @@ def test_last_months_usage_on_credit_is_invoiced_once(app, db, session, listed, 
     assert {e.order_id for e in untouched} == {None}
     assert order.invoice is not None and order.invoice.amount_due_minor == 3_976
 
-    invoice = payments.get_invoice(session, finance.principal, order.invoice.id,
+    invoice = invoices.get_invoice(session, finance.principal, order.invoice.id,
                                    as_finance=True)
-    payments.record_bank_receipt(session, finance.principal, invoice, amount=order.total,
-                                 received_on=utcnow().date(), bank_reference="B-usage",
-                                 settings=settings)
+    bank_transfer.record_bank_receipt(session, finance.principal, invoice, amount=order.total,
+                                      received_on=utcnow().date(), bank_reference="B-usage",
+                                      settings=settings)
     assert order.status == "paid"
     assert session.get(CreditLine, credit.id).used_minor == 1
 

@@ -98,7 +98,7 @@ def test_a_day_with_events_pointing_at_missing_rows_is_not_posted(session, usage
 
 def test_paying_the_usage_invoice_settles_the_receivable(session, usage, passwords):
     from billing import orders
-    from billing.payments import card as payments
+    from billing.payments import settle
     from billing.models import Payment
     from pricing.money import Money, UnitPrice
     from pricing.rating import LineItem
@@ -118,7 +118,7 @@ def test_paying_the_usage_invoice_settles_the_receivable(session, usage, passwor
                       idempotency_key="usage-pay")
     session.add(payment)
     session.flush()
-    payments._settle(session, payment, settings)
+    settle.settle_payment(session, payment, settings)
     assert _balance(session, Purpose.BUYER_RECEIVABLE, org.id) == 0
     assert _balance(session, Purpose.PARTICIPANT_PAYABLE, shop["supplier"].id) == payable_before
     assert _balance(session, Purpose.TAX_PAYABLE) == -180

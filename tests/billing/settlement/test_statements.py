@@ -27,8 +27,10 @@ from billing.settlement.ledger import LedgerTransaction
 from billing.models import Payment, UsageEvent
 from billing.models.statements import SettlementStatement, StatementLine
 from billing.orders import CartItem, place_mall_order
-from billing.payments.card import GatewayUnavailable, issue_invoice, record_bank_receipt
-from billing.payments.gateway import GatewayError
+from billing.errors import GatewayUnavailable
+from billing.invoices import issue_invoice
+from billing.payments.bank_transfer import record_bank_receipt
+from billing.payments.gateway import GatewayError, payment_tag
 from market.catalog.services import current_supply_chain
 from market.core.db import utcnow
 from market.core.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -366,7 +368,6 @@ def test_reconciliation_compares_card_payments_with_the_processor(session, month
                       idempotency_key="card-test", succeeded_at=utcnow())
     session.add(payment)
     session.flush()
-    from billing.payments.card import payment_tag
 
     gateway = FakeGateway()
     gateway.add_intent(amount_minor=4_000, currency="cny", created=utcnow(),
@@ -387,7 +388,6 @@ def test_the_processor_is_asked_for_the_period_s_window_only(session, month):
                       idempotency_key="card-window", succeeded_at=utcnow())
     session.add(payment)
     session.flush()
-    from billing.payments.card import payment_tag
 
     closed = workflow.close_period(session, PERIOD, actor=None,
                                    settings=SETTINGS, cutoff=month.cut1)

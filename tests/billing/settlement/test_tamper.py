@@ -39,7 +39,8 @@ from billing.settlement.ledger import LedgerAccount, LedgerEntry, LedgerTransact
 from billing.settlement.ledger_verify import verify_ledger
 from billing.models import Payment, SettlementStatement, TokenWallet
 from billing.orders import CartItem, place_mall_order
-from billing.payments.card import issue_invoice, record_bank_receipt
+from billing.payments.bank_transfer import record_bank_receipt
+from billing.invoices import issue_invoice
 from billing.runs import run_job
 from market.core import audit
 from market.core.audit import AuditEntry

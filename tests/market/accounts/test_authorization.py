@@ -20,8 +20,7 @@ from market.accounts.models import OrgRole
 from market.web.api import api
 from market.catalog import importer, listings, offers
 from market.catalog import services as catalog
-from billing import deals, orders
-from billing.payments import card as payments
+from billing import deals, invoices, orders
 from billing.context import BillingSettings
 from billing.models.statements import SettlementStatement, StatementAdjustment
 from billing.models import BankReceipt, Budget, BudgetLine, Payment, Refund, Subscription
@@ -253,7 +252,7 @@ def victim(session, passwords):
                        tax_rate="0.06", dataset_id=dataset.id,
                        version_id=dataset.versions[0].id, chain=False)
     session.flush()
-    invoice = payments.issue_invoice(session, order, BillingSettings())
+    invoice = invoices.issue_invoice(session, order, BillingSettings())
     paid = orders.new_order(session, organization_id=org.id, kind="mall", currency="CNY",
                             payment_method="bank_transfer")
     orders.priced_line(session, paid, kind="mall_package", description="Victim paid",

@@ -18,8 +18,7 @@ from typing import Callable
 
 import pytest
 
-from billing import orders
-from billing.payments import card as payments
+from billing import invoices, orders
 from billing.context import BillingSettings
 from billing.models import (
     BankReceipt, CreditLine, CreditLineChange, Payment, Refund, SettlementStatement,
@@ -106,7 +105,7 @@ class World:
             self.session.add(payment)
             self.session.flush()
             return order, payment
-        return order, payments.issue_invoice(self.session, order, BillingSettings())
+        return order, invoices.issue_invoice(self.session, order, BillingSettings())
 
     def statement(self, party: bool, status: str) -> SettlementStatement:
         participant = self.side(party)
