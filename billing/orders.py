@@ -22,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from market.core import audit
+from market.core.audit import SYSTEM, Actor
 from market.accounts.authz import Principal
 from market.catalog.models import Dataset, ListingStatus, Offer, SupplyChainShare
 from market.catalog.offers import metered_offer
@@ -340,14 +341,22 @@ def cancel_order(session: Session, principal: Principal, order: Order) -> Order:
                        "can be cancelled.", field="status")
     if any(p.status in LIVE_PAYMENT_STATUSES for p in order.payments):
         raise Conflict("A payment for this order is in progress.", field="status")
+    return cancel_unpaid(session, order, actor=principal.actor)
+
+
+def cancel_unpaid(session: Session, order: Order, *, actor: Actor = SYSTEM,
+                  reason: str | None = None) -> Order:
+    """Cancel an order nobody paid: its invoice void, what it held on a budget line released,
+    and an audit entry (with ``reason`` when a job cancels it). The caller has checked that no
+    payment of it may still succeed."""
     order.status = "cancelled"
     order.cancelled_at = utcnow()
     if order.invoice is not None:
         order.invoice.status = "void"
     budgets.on_order_cancelled(session, order)
-    audit.record(session, "order.cancelled", actor=principal.actor,
-                 organization_id=order.organization_id, object_type="order", object_id=order.id,
-                 data={"number": order.number})
+    data = {"number": order.number} if reason is None else {"number": order.number, "reason": reason}
+    audit.record(session, "order.cancelled", actor=actor, organization_id=order.organization_id,
+                 object_type="order", object_id=order.id, data=data)
     return order
 
 

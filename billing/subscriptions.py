@@ -385,14 +385,7 @@ def _cancel_unpaid(session: Session, sub: Subscription, kind: str | None, reason
     for order in session.scalars(query):
         if any(p.status in LIVE_PAYMENT_STATUSES for p in order.payments):
             continue  # a charge in flight: reconciliation decides; a late success is credit
-        order.status = "cancelled"
-        order.cancelled_at = utcnow()
-        if order.invoice is not None:
-            order.invoice.status = "void"
-        budgets.on_order_cancelled(session, order)
-        audit.record(session, "order.cancelled", organization_id=order.organization_id,
-                     object_type="order", object_id=order.id,
-                     data={"number": order.number, "reason": reason})
+        orders.cancel_unpaid(session, order, reason=reason)
 
 
 def retry_due(session: Session, subscription_id: int, now: dt.datetime) -> int | None:
