@@ -22,6 +22,7 @@ order bought (``billing.fulfilment``: a renewal's dunning).
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 from typing import Any, Callable
 
 from sqlalchemy import select
@@ -32,7 +33,7 @@ from billing.errors import GatewayUnavailable
 from billing.fulfilment import FULFILMENT
 from billing.models import LIVE_PAYMENT_STATUSES, Order, Payment, PaymentProfile
 from billing.payments import anomalies
-from billing.payments.gateway import CardGateway, GatewayError, payment_tag
+from billing.payments.gateway import CardGateway, GatewayError, SetupResult, payment_tag
 from billing.payments.settle import settle_payment
 from market.accounts.authz import Principal
 from market.accounts.models import Organization
@@ -93,9 +94,27 @@ def ensure_customer(db: Database, gateway: CardGateway, organization_id: int) ->
     return found
 
 
-def save_card(db: Database, gateway: CardGateway, principal: Principal, payment_method_ref: str
-              ) -> PaymentProfile:
+def _enabled(gateway: CardGateway | None, field: str | None = None) -> CardGateway:
+    """The gateway, or a 409 when card payments are off (bank transfer only)."""
+    if gateway is None:
+        raise Conflict("Card payments are not enabled here; pay by bank transfer.", field=field)
+    return gateway
+
+
+def start_card_setup(db: Database, gateway: CardGateway | None, principal: Principal
+                     ) -> SetupResult:
+    """A SetupIntent on the organization's customer, whose client secret Stripe.js confirms in
+    the browser; ``save_card`` then keeps the card it set up."""
+    gateway = _enabled(gateway)
+    customer = ensure_customer(db, gateway, principal.organization_id)
+    return gateway.create_setup_intent(customer_ref=customer.customer_ref,
+                                       idempotency_key=f"setup:{secrets.token_hex(8)}")
+
+
+def save_card(db: Database, gateway: CardGateway | None, principal: Principal,
+              payment_method_ref: str) -> PaymentProfile:
     """Keep a card (a gateway payment method, confirmed by Stripe.js) for later payments."""
+    gateway = _enabled(gateway)
     customer = ensure_customer(db, gateway, principal.organization_id)
     try:
         gateway.attach_payment_method(customer.customer_ref, payment_method_ref)
@@ -120,9 +139,7 @@ def pay_by_card(db: Database, gateway: CardGateway | None, settings: BillingSett
 
     ``principal`` None: the system charging a saved card (a renewal, off session).
     """
-    if gateway is None:
-        raise Conflict("Card payments are not enabled here; pay by bank transfer.",
-                       field="payment_method")
+    gateway = _enabled(gateway, field="payment_method")
     customer = ensure_customer(db, gateway, principal.organization_id if principal else
                                _order_owner(db, order_id))
     card = payment_method_ref or customer.payment_method_ref

@@ -3,7 +3,6 @@ bought (entitlements, wallets, downloads, certificates)."""
 
 from __future__ import annotations
 
-import secrets
 
 from flask import Response, current_app, stream_with_context, url_for
 from sqlalchemy import select
@@ -21,7 +20,7 @@ from market.web.api.endpoint import Created
 from market.web.api.pagination import PageQuerySchema, page_request, page_schema
 from market.catalog import importer
 from market.catalog.models import DatasetVersion
-from market.core.errors import Conflict, Forbidden, NotFound
+from market.core.errors import Forbidden, NotFound
 from market.web.http import db_session, end_request_transaction, viewer_organization_ids
 from billing import certificates, entitlements, finance, invoices, orders
 from billing.payments import anomalies, bank_transfer, card as payments, refunds
@@ -135,13 +134,8 @@ def get_invoice(principal: Principal, invoice_id: int):
 def setup_card(principal: Principal):
     """A SetupIntent whose client secret Stripe.js confirms in the browser; then send the
     payment method to ``POST /payment-methods``."""
-    gateway = _gateway()
-    if gateway is None:
-        raise Conflict("Card payments are not enabled here; pay by bank transfer.")
-    end_request_transaction()
-    customer = payments.ensure_customer(_db(), gateway, principal.organization_id)
-    setup = gateway.create_setup_intent(customer_ref=customer.customer_ref,
-                                        idempotency_key=f"setup:{secrets.token_hex(8)}")
+    end_request_transaction()  # the customer and the intent are made at the gateway first
+    setup = payments.start_card_setup(_db(), _gateway(), principal)
     return {"setup_intent": setup.ref, "client_secret": setup.client_secret,
             "publishable_key": current_app.config["STRIPE_PUBLISHABLE_KEY"]}
 
@@ -150,8 +144,6 @@ def setup_card(principal: Principal):
                permission="billing:write", body=SaveCardSchema, response=PaymentProfileSchema,
                tags=BUYING, errors=(409, 422))
 def save_card(principal: Principal, body: dict):
-    if _gateway() is None:
-        raise Conflict("Card payments are not enabled here; pay by bank transfer.")
     end_request_transaction()
     return payments.save_card(_db(), _gateway(), principal, body["payment_method"])
 
