@@ -38,17 +38,24 @@ def _fields(settings: Mapping[str, Any]) -> dict[str, Any]:
         dunning_cancel_days=int(setting("DUNNING_CANCEL_DAYS")),
         statement_review_days=int(setting("STATEMENT_REVIEW_DAYS")),
         dual_control_threshold=_threshold(setting("DUAL_CONTROL_THRESHOLD")),
+        credit_line_approval_threshold=_optional_amount(
+            "CREDIT_LINE_APPROVAL_THRESHOLD", setting("CREDIT_LINE_APPROVAL_THRESHOLD")),
     )
 
 
-def _threshold(raw: Any) -> Decimal:
+def _threshold(raw: Any, name: str = "DUAL_CONTROL_THRESHOLD") -> Decimal:
     try:
         value = Decimal(str(raw).strip())
     except InvalidOperation:
-        raise ValueError(f"DUAL_CONTROL_THRESHOLD must be an amount, not {raw!r}") from None
+        raise ValueError(f"{name} must be an amount, not {raw!r}") from None
     if not value.is_finite() or value < 0:
-        raise ValueError("DUAL_CONTROL_THRESHOLD must be zero or more")
+        raise ValueError(f"{name} must be zero or more")
     return value
+
+
+def _optional_amount(name: str, raw: Any) -> Decimal | None:
+    """An amount setting that may be left empty (None: no such limit)."""
+    return _threshold(raw, name) if str(raw or "").strip() else None
 
 
 _DEFAULTS = _fields({})
@@ -68,6 +75,9 @@ class BillingSettings:
     statement_review_days: int = _DEFAULTS["statement_review_days"]
     # From this amount (in the money's own currency) a second person must approve.
     dual_control_threshold: Decimal = _DEFAULTS["dual_control_threshold"]
+    # A credit line raised by more than this (in the line's currency) waits for a second
+    # finance approver; None: none does.
+    credit_line_approval_threshold: Decimal | None = _DEFAULTS["credit_line_approval_threshold"]
 
     def needs_second_approver(self, amount: Money) -> bool:
         """Whether money of this size waits for a checker (maker-checker)."""

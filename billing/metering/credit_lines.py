@@ -31,6 +31,7 @@ from market.core.db import utcnow
 from market.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from market.core.keyset import Keyset, asc, desc
 from billing import orders
+from billing.context import BillingSettings
 from billing.models import CreditLine, CreditLineChange, Order
 from pricing.money import Money
 
@@ -244,10 +245,10 @@ def list_changes(session: Session, principal: Principal, *, status: str | None =
     return Keyset(session, query, [desc(CreditLineChange.id)])
 
 
-def approval_threshold(settings, currency: str) -> Money | None:
-    """The ``CREDIT_LINE_APPROVAL_THRESHOLD`` setting as money in ``currency`` (empty: none)."""
-    raw = str(settings.get("CREDIT_LINE_APPROVAL_THRESHOLD") or "").strip()
-    return Money(raw, currency) if raw else None
+def approval_threshold(settings: BillingSettings, currency: str) -> Money | None:
+    """The ``CREDIT_LINE_APPROVAL_THRESHOLD`` setting as money in ``currency`` (None: none)."""
+    amount = settings.credit_line_approval_threshold
+    return Money(amount, currency) if amount is not None else None
 
 
 def release_paid_usage(session: Session, order: Order) -> None:

@@ -93,7 +93,7 @@ def request_credit_line_change(principal: Principal, body: dict):
     change = credit_lines.request_change(
         db_session(), principal, body["organization_id"], limit=limit,
         payment_method=body["payment_method"], reason=body["reason"],
-        approval_threshold=credit_lines.approval_threshold(current_app.config, limit.currency))
+        approval_threshold=credit_lines.approval_threshold(current_app.extensions["market.billing"], limit.currency))
     return Created(change, url_for("api.list_credit_line_changes"))
 
 

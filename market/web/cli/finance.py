@@ -112,7 +112,7 @@ def credit_set(organization: str, amount: str, currency: str, payment_method: st
         return credit_lines.request_change(
             session, principal, _organization(session, organization).id, limit=limit,
             payment_method=payment_method, reason=reason,
-            approval_threshold=credit_lines.approval_threshold(current_app.config,
+            approval_threshold=credit_lines.approval_threshold(current_app.extensions["market.billing"],
                                                                limit.currency))
     _step_as(email, ask)
 

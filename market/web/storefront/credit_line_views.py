@@ -19,7 +19,7 @@ from market.web.boundary import BoundedForm
 from market.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from market.core.keyset import PageRequest
 from market.web.storefront.blueprint import storefront
-from market.web.storefront.common import form_error
+from market.web.storefront.common import billing_settings, form_error
 from market.web.storefront.forms import PAYMENT_METHOD_LABELS, ActionForm
 from market.web.storefront.views import signed_in
 from market.web.http import db_session
@@ -79,7 +79,7 @@ def _render(principal: Principal, *, form: CreditLineForm | None = None,
         people=people, close_forms={line.id: reason_form("close", line.id) for line in lines},
         reject_forms={c.id: reason_form("reject", c.id) for c in changes
                       if c.status == "pending"},
-        threshold=current_app.config.get("CREDIT_LINE_APPROVAL_THRESHOLD") or "",
+        threshold=billing_settings().credit_line_approval_threshold or "",
         me=principal.user_id), status
 
 
@@ -101,7 +101,7 @@ def request_credit_line_change(principal: Principal):
             change = credit_lines.request_change(
                 db_session(), principal, form.organization_id.data, limit=limit,
                 payment_method=form.payment_method.data, reason=form.reason.data,
-                approval_threshold=credit_lines.approval_threshold(current_app.config,
+                approval_threshold=credit_lines.approval_threshold(current_app.extensions["market.billing"],
                                                                    currency))
         except (InvalidInput, Conflict, NotFound) as exc:
             form_error(form, exc, FORM_FIELDS)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
+from billing.context import BillingSettings
 from billing.metering import credit_lines, charge as metering
 from billing.models import CreditLine, CreditLineChange
 from market.core.audit import AuditEntry
@@ -199,9 +200,11 @@ def test_the_cli_runs_maker_checker(session, passwords, runner):
 
 
 def test_the_threshold_setting_is_read_in_the_lines_currency():
-    assert credit_lines.approval_threshold({"CREDIT_LINE_APPROVAL_THRESHOLD": "500"}, "USD") == \
-        Money("500", "USD")
-    assert credit_lines.approval_threshold({"CREDIT_LINE_APPROVAL_THRESHOLD": ""}, "CNY") is None
+    def read(raw):
+        return BillingSettings.from_settings({"CREDIT_LINE_APPROVAL_THRESHOLD": raw})
+
+    assert credit_lines.approval_threshold(read("500"), "USD") == Money("500", "USD")
+    assert credit_lines.approval_threshold(read(""), "CNY") is None
 
 
 def test_an_api_key_of_platform_finance_cannot_extend_credit(session, team):
