@@ -19,7 +19,7 @@ from market.accounts.passwords import Passwords
 from market.accounts.throttle import LoginThrottle
 from market.core.settings import load_config
 from market.core.db import Database
-from market.web.formatting import format_money
+from market.web.formatting import format_money, format_share
 from market.web.ratelimit import limiter_from_settings
 from pricing.periods import BusinessCalendar
 
@@ -59,6 +59,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     # Babel reads zh_CN as zh_Hans_CN: pages ask for the language, not the locale's spelling.
     app.jinja_env.globals["is_zh"] = lambda: get_locale().language == "zh"
     app.add_template_filter(format_money, "money")
+    app.add_template_filter(format_share, "share")
     web.init_app(app)
     boundary.init_app(app)
 

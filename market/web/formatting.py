@@ -1,4 +1,5 @@
-"""How pages show money: one filter, ``money``, for every amount a template prints.
+"""How pages show money and shares: one filter, ``money``, for every amount a template prints,
+and ``share`` for a revenue share.
 
 An amount is shown as its currency's code and the number in the request's locale (its grouping,
 decimal and minus signs, through Flask-Babel): ``CNY 1,234.56``, a credit ``-CNY 0.50``. The
@@ -12,7 +13,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any, Mapping
 
-from flask_babel import format_currency
+from flask_babel import format_currency, format_percent
 
 from pricing.money import Money, UnitPrice, minor_units
 
@@ -38,3 +39,9 @@ def format_money(value: Any, currency: str | None = None) -> str:
     places = max(minor_units(currency), -amount.as_tuple().exponent)
     pattern = "¤¤ #,##0" + ("." + "0" * places if places > 0 else "")
     return format_currency(amount, currency, format=pattern, currency_digits=False)
+
+
+def format_share(share_bps: int) -> str:
+    """A revenue share in basis points as a percentage with two places, ``2,500`` as
+    ``25.00%``: exact (no float), in the request's locale."""
+    return format_percent(Decimal(share_bps) / 10_000, format="#,##0.00%")

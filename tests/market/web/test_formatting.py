@@ -1,4 +1,5 @@
-"""The money filter: every amount a page prints, in the page's locale, signed, never rounded."""
+"""The money and share filters: every amount a page prints, in the page's locale, signed, never
+rounded; every revenue share exact."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from market.web.formatting import format_money
+from market.web.formatting import format_money, format_share
 from pricing.money import Money, UnitPrice
 
 LOCALES = ["en", "zh-CN,zh;q=0.9"]
@@ -43,3 +44,9 @@ def test_templates_print_money_through_the_filter(app):
     with app.test_request_context(headers={"Accept-Language": "zh-CN"}):
         template = app.jinja_env.from_string("{{ credit|money('CNY') }} {{ price|money }}")
         assert template.render(credit=-50, price=Money("20.00", "CNY")) == "-CNY 0.50 CNY 20.00"
+
+
+
+def test_a_share_in_basis_points_is_an_exact_percentage(page):
+    assert (format_share(2_500), format_share(1), format_share(10_000)) == \
+        ("25.00%", "0.01%", "100.00%")
