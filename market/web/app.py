@@ -20,7 +20,11 @@ from market.accounts.throttle import LoginThrottle
 from market.core.settings import load_config
 from market.core.db import Database
 from market.web.formatting import format_money, format_share
+from market.web.api import api
+from market.web.cli.market import register_commands
+from market.web.hooks import hooks
 from market.web.ratelimit import limiter_from_settings
+from market.web.storefront import storefront
 from pricing.periods import BusinessCalendar
 
 LOCALES = ("zh_CN", "en")
@@ -63,18 +67,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     web.init_app(app)
     boundary.init_app(app)
 
-    from market.web.api import api
-    from market.web.storefront import storefront
-
-    from market.web.hooks import hooks
-
     csrf.exempt(api)  # the API checks its own: keys need none, sessions send X-CSRFToken
     csrf.exempt(hooks)  # a gateway's callback proves itself by its signature
     app.register_blueprint(api)
     app.register_blueprint(hooks)
     app.register_blueprint(storefront)
-
-    from market.web.cli.market import register_commands
 
     register_commands(app)
     return app

@@ -11,12 +11,17 @@ from typing import Callable
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from billing import invoices, orders, subscriptions
+from billing.metering import postpaid
+from billing.models import Order
+from billing.payments import bank_transfer
 from market.accounts import services as accounts
 from market.accounts.models import Membership, Organization, User
 from market.accounts.passwords import Passwords
 from market.catalog import importer, listings, offers
 from market.catalog import services as catalog
 from market.catalog.models import Dataset
+from pricing.money import Money
 
 DEMO_PASSWORD = "demo-market-2026"
 
@@ -249,13 +254,6 @@ def seed_demo_purchases(session: Session, settings) -> list[str]:
     """Demo buying: a package paid by bank transfer (download and certificate), a subscription
     paid for its first month, an order whose invoice awaits the money (for the finance console),
     a platform token pack, and a postpaid credit line. Skipped once the demo buyer has orders."""
-    from billing import orders, subscriptions
-    from billing.metering import postpaid
-    from billing import invoices
-    from billing.payments import bank_transfer
-    from billing.models import Order
-    from pricing.money import Money
-
     orgs = {o.slug: o for o in session.scalars(select(Organization))}
     people = {u.email: u for u in session.scalars(select(User))}
     buyer_org, model_co = orgs["demo-buyer"], orgs["demo-model-co"]
