@@ -52,7 +52,9 @@ from market.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from market.core.keyset import Keyset, asc, desc
 from billing import certificates
 from billing.context import BillingSettings
-from billing.models import Deal, DealQuote, Demand, Entitlement, Order
+from billing.models import (
+    Deal, DealQuote, DealStatus, Demand, DemandStatus, Entitlement, Order, OrderStatus, QuoteStatus,
+)
 from billing.orders import new_order, priced_line
 from pricing.errors import PricingError
 from pricing.money import Money, UnitPrice
@@ -163,7 +165,7 @@ def post_demand(session: Session, principal: Principal, values: Mapping[str, Any
     demand = Demand(organization_id=principal.organization_id, title=title,
                     description=description, sector=sector, modality=modality, volume=volume,
                     thresholds=thresholds, budget_minor=budget.minor, currency=budget.currency,
-                    deadline=deadline, status="open", created_by_id=principal.user_id)
+                    deadline=deadline, status=DemandStatus.OPEN, created_by_id=principal.user_id)
     session.add(demand)
     session.flush()  # the audit entry names the demand's id
     audit.record(session, "demand.posted", actor=principal.actor,
@@ -183,7 +185,7 @@ def list_own_demands(session: Session, principal: Principal) -> Keyset[Demand]:
 def list_open_demands(session: Session, principal: Principal, *, sector: str | None = None,
                       modality: str | None = None) -> Keyset[Demand]:
     """Demands suppliers may quote on: open, deadline not passed, not the caller's own."""
-    query = select(Demand).where(Demand.status == "open",
+    query = select(Demand).where(Demand.status == DemandStatus.OPEN,
                                  Demand.deadline >= utcnow().date(),
                                  Demand.organization_id != principal.organization_id)
     if sector:
@@ -200,7 +202,7 @@ def _own_quote(demand: Demand, organization_id: int) -> DealQuote | None:
 def _may_see(demand: Demand, principal: Principal) -> bool:
     org_id = principal.organization_id
     return (demand.organization_id == org_id
-            or (demand.status == "open" and principal.can("deals:supply"))
+            or (demand.status == DemandStatus.OPEN and principal.can("deals:supply"))
             or _own_quote(demand, org_id) is not None)
 
 
@@ -222,8 +224,8 @@ def visible_quotes(demand: Demand, principal: Principal) -> list[DealQuote]:
     return [q for q in demand.quotes if q.organization_id == principal.organization_id]
 
 
-def _move(session: Session, row: Demand | DealQuote, expected: str, new: str, *, field: str,
-          conflict: str) -> None:
+def _move(session: Session, row: Demand | DealQuote, expected: DemandStatus | QuoteStatus,
+          new: DemandStatus | QuoteStatus, *, field: str, conflict: str) -> None:
     """Move a demand or quote from ``expected`` to ``new`` by a conditional update: of racing
     moves of the same row exactly one succeeds, and the others get 409 ``conflict``."""
     model = type(row)
@@ -242,11 +244,11 @@ def _decline_submitted(session: Session, demand: Demand, *, keep: int | None = N
     A conditional update, so a quote its supplier withdrew meanwhile stays withdrawn.
     """
     query = update(DealQuote).where(DealQuote.demand_id == demand.id,
-                                    DealQuote.status == "submitted")
+                                    DealQuote.status == QuoteStatus.SUBMITTED)
     if keep is not None:
         query = query.where(DealQuote.id != keep)
     declined = sorted(session.scalars(
-        query.values(status="declined").returning(DealQuote.id),
+        query.values(status=QuoteStatus.DECLINED).returning(DealQuote.id),
         execution_options={"synchronize_session": False}))
     for quote in demand.quotes:
         session.expire(quote, ["status"])  # read afresh: declined here, or withdrawn meanwhile
@@ -266,10 +268,10 @@ def cancel_demand(session: Session, principal: Principal, demand: Demand, *,
             raise Forbidden("Only the buyer that posted the demand cancels it.")
         raise NotFound("No such demand.")
     reason = _text(reason, "reason", maximum=2_000)
-    if demand.status != "open":
+    if demand.status != DemandStatus.OPEN:
         raise Conflict(f"The demand is {demand.status}; only an open demand can be cancelled.",
                        field="demand")
-    _move(session, demand, "open", "cancelled", field="demand",
+    _move(session, demand, DemandStatus.OPEN, DemandStatus.CANCELLED, field="demand",
           conflict="A quote for this demand was accepted, or the demand cancelled, at the "
                    "same time.")
     declined = _decline_submitted(session, demand)
@@ -295,7 +297,7 @@ def submit_quote(session: Session, principal: Principal, demand: Demand,
     # that starts meanwhile waits for this quote and so declines it too.
     status = session.scalar(select(Demand.status).where(Demand.id == demand.id)
                             .with_for_update(read=True))
-    if status != "open":
+    if status != DemandStatus.OPEN:
         raise Conflict(f"The demand is {status}; it takes no more quotes.", field="demand")
     if demand.deadline < utcnow().date():
         raise Conflict("The demand's deadline has passed.", field="demand")
@@ -325,7 +327,7 @@ def submit_quote(session: Session, principal: Principal, demand: Demand,
     quote = DealQuote(demand=demand, organization_id=principal.organization_id,
                       dataset_id=dataset.id, terms=terms.to_dict(), criteria=criteria,
                       note=_text(values.get("note"), "note", required=False),
-                      status="submitted", created_by_id=principal.user_id)
+                      status=QuoteStatus.SUBMITTED, created_by_id=principal.user_id)
     session.add(quote)
     try:
         with session.begin_nested():
@@ -372,14 +374,14 @@ def withdraw_quote(session: Session, principal: Principal, quote: DealQuote, *,
             raise Forbidden("Only the supplier that sent the quote withdraws it.")
         raise NotFound("No such quote.")
     reason = _text(reason, "reason", required=False, maximum=2_000)
-    if quote.status != "submitted":
+    if quote.status != QuoteStatus.SUBMITTED:
         raise Conflict(f"This quote was {quote.status}; only a quote awaiting the buyer's "
                        "decision can be withdrawn.", field="quote")
     demand = quote.demand
-    if demand.status != "open":
+    if demand.status != DemandStatus.OPEN:
         raise Conflict(f"The demand is {demand.status}; its quotes can no longer be withdrawn.",
                        field="demand")
-    _move(session, quote, "submitted", "withdrawn", field="quote",
+    _move(session, quote, QuoteStatus.SUBMITTED, QuoteStatus.WITHDRAWN, field="quote",
           conflict="The buyer decided on this quote at the same time.")
     audit.record(session, "quote.withdrawn", actor=principal.actor,
                  organization_id=principal.organization_id, object_type="deal_quote",
@@ -399,26 +401,26 @@ def accept_quote(session: Session, principal: Principal, quote: DealQuote, *,
     demand = quote.demand
     if demand.organization_id != principal.organization_id:
         raise NotFound("No such quote.")
-    if quote.status == "accepted":
+    if quote.status == QuoteStatus.ACCEPTED:
         raise Conflict("This quote has already been accepted.", field="quote")
-    if quote.status != "submitted":
+    if quote.status != QuoteStatus.SUBMITTED:
         raise Conflict(f"This quote was {quote.status}; it cannot be accepted.", field="quote")
-    if demand.status == "cancelled":
+    if demand.status == DemandStatus.CANCELLED:
         raise Conflict("The demand is cancelled; none of its quotes can be accepted.",
                        field="demand")
-    if demand.status != "open":
+    if demand.status != DemandStatus.OPEN:
         raise Conflict(f"The demand is {demand.status}; another quote cannot be accepted.",
                        field="demand")
-    _move(session, demand, "open", "awarded", field="demand",
+    _move(session, demand, DemandStatus.OPEN, DemandStatus.AWARDED, field="demand",
           conflict="Another quote for this demand was accepted, or the demand cancelled, at "
                    "the same time.")
     # A refusal here rolls back the caller's transaction, and the award with it.
-    _move(session, quote, "submitted", "accepted", field="quote",
+    _move(session, quote, QuoteStatus.SUBMITTED, QuoteStatus.ACCEPTED, field="quote",
           conflict="The supplier withdrew this quote at the same time.")
     declined = _decline_submitted(session, demand, keep=quote.id)
     deal = Deal(demand_id=demand.id, quote_id=quote.id, buyer_id=demand.organization_id,
                 supplier_id=quote.organization_id, dataset_id=quote.dataset_id,
-                status="in_progress", acceptance={})
+                status=DealStatus.IN_PROGRESS, acceptance={})
     session.add(deal)
     session.flush()  # the milestone orders refer to the deal
     terms = quote_terms(quote)
@@ -427,7 +429,7 @@ def accept_quote(session: Session, principal: Principal, quote: DealQuote, *,
         order = new_order(session, organization_id=demand.organization_id, kind="custom",
                           currency=terms.currency, payment_method=payment_method,
                           created_by_id=principal.user_id,
-                          status="awaiting_payment" if i == 0 else "scheduled",
+                          status=OrderStatus.AWAITING_PAYMENT if i == 0 else OrderStatus.SCHEDULED,
                           deal_id=deal.id, milestone=milestone.kind.value,
                           note=f"{demand.title} — {milestone.kind.value}")
         item = LineItem(code=f"custom:{milestone.kind.value}",
@@ -473,8 +475,8 @@ def get_deal(session: Session, principal: Principal, deal_id: int, *,
 
 
 def _make_payable(order: Order | None) -> None:
-    if order is not None and order.status == "scheduled":
-        order.status = "awaiting_payment"
+    if order is not None and order.status == OrderStatus.SCHEDULED:
+        order.status = OrderStatus.AWAITING_PAYMENT
         order.payable_at = utcnow()
 
 
@@ -508,10 +510,10 @@ def deliver(session: Session, principal: Principal, deal: Deal, *, version_numbe
         if principal.organization_id == deal.buyer_id:
             raise Forbidden("Only the supplier delivers.")
         raise NotFound("No such deal.")
-    if deal.status == "accepted":
+    if deal.status == DealStatus.ACCEPTED:
         raise Conflict("The delivery has been accepted; the deal is closed.", field="deal")
     deposit = _milestone(session, deal, MilestoneKind.DEPOSIT)
-    if deposit is not None and deposit.status != "paid":
+    if deposit is not None and deposit.status != OrderStatus.PAID:
         raise Conflict("The deposit is not paid yet; deliver once it is.", field="deal")
     version = session.scalar(select(DatasetVersion).where(
         DatasetVersion.dataset_id == deal.dataset_id, DatasetVersion.number == version_number))
@@ -521,10 +523,10 @@ def deliver(session: Session, principal: Principal, deal: Deal, *, version_numbe
     version.locked_at = version.locked_at or now
     deal.delivered_version_id = version.id
     deal.acceptance = acceptance_check(deal.quote.criteria, version.quality or {})
-    deal.status = "delivered"
+    deal.status = DealStatus.DELIVERED
     deal.delivered_at = now
     for order in milestone_orders(session, deal):
-        if order.status == "scheduled":
+        if order.status == OrderStatus.SCHEDULED:
             # Not sold yet: the lines name what will be delivered (the certificate shows it).
             for line in order.lines:
                 line.version_id = version.id
@@ -551,7 +553,7 @@ def accept_delivery(session: Session, principal: Principal, deal: Deal, *,
     giving a reason; the reason is kept on each waived criterion and in the audit log.
     """
     _buyer_only(principal, deal, "accepts the delivery")
-    if deal.status != "delivered":
+    if deal.status != DealStatus.DELIVERED:
         raise Conflict(f"The deal is {deal.status.replace('_', ' ')}; only a delivery awaiting "
                        "the buyer's decision can be accepted.", field="deal")
     failed = failed_criteria(deal)
@@ -562,7 +564,7 @@ def accept_delivery(session: Session, principal: Principal, deal: Deal, *,
     if failed:
         deal.acceptance = {name: {**check, "waived": reason} if name in failed else check
                            for name, check in deal.acceptance.items()}
-    deal.status = "accepted"
+    deal.status = DealStatus.ACCEPTED
     deal.decided_at = utcnow()
     _make_payable(_milestone(session, deal, MilestoneKind.ACCEPTANCE))
     audit.record(session, "deal.accepted", actor=principal.actor,
@@ -579,9 +581,9 @@ def dispute(session: Session, principal: Principal, deal: Deal, *, reason: str) 
     """
     _buyer_only(principal, deal, "disputes the delivery")
     reason = _text(reason, "reason", maximum=2_000)
-    if deal.status not in ("in_progress", "delivered"):
+    if deal.status not in (DealStatus.IN_PROGRESS, DealStatus.DELIVERED):
         raise Conflict(f"The deal is {deal.status}; it cannot be disputed now.", field="deal")
-    deal.status = "disputed"
+    deal.status = DealStatus.DISPUTED
     deal.dispute_reason = reason
     deal.decided_at = utcnow()
     audit.record(session, "deal.disputed", actor=principal.actor,

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 from sqlalchemy import select, text, update
 from sqlalchemy.exc import IntegrityError
 
-from billing.models.operations import JobRun
+from billing.models.operations import JobRun, JobRunStatus
 from market.core.db import Database, utcnow
 from pricing.periods import DAY_PATTERN, MONTH_PATTERN, BusinessCalendar, next_month, parse_month
 
@@ -140,7 +140,7 @@ def due_periods(db: Database, job: Job, now: dt.datetime) -> list[str]:
         return [current]
     with db.session() as session:
         latest = session.scalar(
-            select(JobRun.period).where(JobRun.job == name, JobRun.status == "done",
+            select(JobRun.period).where(JobRun.job == name, JobRun.status == JobRunStatus.DONE,
                                         JobRun.period <= current)
             .order_by(JobRun.period.desc()).limit(1))
     if latest is None or latest >= current:
@@ -210,11 +210,12 @@ def run_job(db: Database, job: Job, period: str, *, now: dt.datetime | None = No
     try:
         summary = job.run(context)
     except Exception as error:
-        _finish(db, run_id, started_at, "failed", {"error": f"{type(error).__name__}: {error}"})
+        _finish(db, run_id, started_at, JobRunStatus.FAILED,
+                {"error": f"{type(error).__name__}: {error}"})
         progress(f"{name} {period}: failed: {error}")
         raise
     summary = dict(summary or {})
-    _finish(db, run_id, started_at, "done", summary)
+    _finish(db, run_id, started_at, JobRunStatus.DONE, summary)
     progress(f"{name} {period}: done")
     return JobOutcome(job=name, period=period, outcome="ran", summary=summary)
 
@@ -247,7 +248,7 @@ def _claim(db: Database, name: str, period: str, *,
             started_at = utcnow()
             try:
                 with session.begin_nested():
-                    run = JobRun(job=name, period=period, status="running", detail={},
+                    run = JobRun(job=name, period=period, status=JobRunStatus.RUNNING, detail={},
                                  started_at=started_at)
                     session.add(run)
             except IntegrityError:
@@ -255,9 +256,9 @@ def _claim(db: Database, name: str, period: str, *,
                 run = _find(session, name, period)
             else:
                 return run.id, started_at
-        if run.status == "running" and not force:
+        if run.status == JobRunStatus.RUNNING and not force:
             return JobOutcome(name, period, "running-elsewhere", {"started_at": str(run.started_at)})
-        if run.status == "done" and not force:
+        if run.status == JobRunStatus.DONE and not force:
             return JobOutcome(name, period, "already-done", dict(run.detail or {}))
         # A failed run (or any run, forced) is taken over by whoever changes it first: the
         # UPDATE matches only the row as it was read, so of two takers one changes no row.
@@ -266,7 +267,8 @@ def _claim(db: Database, name: str, period: str, *,
             update(JobRun)
             .where(JobRun.id == run.id, JobRun.status == run.status,
                    JobRun.started_at == run.started_at)
-            .values(status="running", started_at=started_at, finished_at=None, detail={})
+            .values(status=JobRunStatus.RUNNING, started_at=started_at, finished_at=None,
+                    detail={})
             .execution_options(synchronize_session=False)
         ).rowcount
         if taken != 1:
@@ -280,13 +282,13 @@ def _find(session, name: str, period: str) -> JobRun | None:
         .execution_options(populate_existing=True)).one_or_none()
 
 
-def _finish(db: Database, run_id: int, started_at: dt.datetime, status: str,
+def _finish(db: Database, run_id: int, started_at: dt.datetime, status: JobRunStatus,
             detail: dict) -> None:
     with db.session() as session, session.begin():
         # Only the claim we made: if a forced run took it over meanwhile, that run reports.
         session.execute(
             update(JobRun)
-            .where(JobRun.id == run_id, JobRun.status == "running",
+            .where(JobRun.id == run_id, JobRun.status == JobRunStatus.RUNNING,
                    JobRun.started_at == started_at)
             .values(status=status, detail=detail, finished_at=utcnow())
             .execution_options(synchronize_session=False))

@@ -85,7 +85,8 @@ from billing.budgets.guards import USAGE_HEADROOM, commit_usage
 from billing.entitlements import active_entitlement, wallet_scope
 from billing.errors import PaymentRequired
 from billing.models import (
-    CreditLine, KeyUsageMonth, Subscription, TokenWallet, UsageCounter, UsageEvent, WalletEntry,
+    CreditLine, KeyUsageMonth, Subscription, SubscriptionStatus, TokenWallet, UsageCounter,
+    UsageEvent, WalletEntry,
 )
 from pricing.errors import PricingError
 from pricing.money import CURRENCY_MINOR_UNITS, MAX_MINOR, Money, UnitPrice, divide_half_up
@@ -268,7 +269,7 @@ def _cap_refusal(key: ApiKey, tokens: int) -> PaymentRequired:
 def _live_subscription(organization_id: int, dataset_id: int, today: dt.date,
                        columns=Subscription):
     return (columns.organization_id == organization_id,
-            columns.dataset_id == dataset_id, columns.status == "active",
+            columns.dataset_id == dataset_id, columns.status == SubscriptionStatus.ACTIVE,
             columns.current_period_start <= today, columns.current_period_end > today)
 
 
@@ -654,7 +655,8 @@ def _standing_statement():
     sub, wallet, month = _SUBSCRIPTIONS.c, _WALLETS.c, _KEY_MONTHS.c
     line, counter = CreditLine.__table__.c, UsageCounter.__table__.c
     live = (sub.organization_id == bindparam("org"), sub.dataset_id == bindparam("dataset_id"),
-            sub.status == "active", sub.current_period_start <= bindparam("today"),
+            sub.status == SubscriptionStatus.ACTIVE,
+            sub.current_period_start <= bindparam("today"),
             sub.current_period_end > bindparam("today"))
 
     def counted(column, kind: str):

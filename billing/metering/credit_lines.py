@@ -32,7 +32,7 @@ from market.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from market.core.keyset import Keyset, asc, desc
 from billing import orders
 from billing.context import BillingSettings
-from billing.models import CreditLine, CreditLineChange, Order
+from billing.models import CreditLine, CreditLineChange, CreditLineChangeStatus, Order
 from pricing.money import Money
 
 MAX_REASON = 500
@@ -117,7 +117,8 @@ def request_change(session: Session, principal: Principal, organization_id: int,
         kind="open" if line is None or line.suspended_at is not None else "change",
         limit_minor=limit.minor, limit_before_minor=_effective_limit(line),
         payment_method=payment_method, reason=reason,
-        status="pending" if needs_second else "applied",
+        status=(CreditLineChangeStatus.PENDING if needs_second
+                else CreditLineChangeStatus.APPLIED),
         requested_by_id=principal.user_id, requested_at=utcnow())
     session.add(change)
     session.flush()  # the audit entry names the change's id
@@ -145,7 +146,7 @@ def _apply(session: Session, principal: Principal, change: CreditLineChange,
         line.suspended_at = None
     session.flush()  # the change and the audit entry name the line's id
     change.credit_line_id = line.id
-    change.status = "applied"
+    change.status = CreditLineChangeStatus.APPLIED
     action = {"close": "credit_line.closed"}.get(
         change.kind, "credit_line.opened" if opened or reopened else "credit_line.changed")
     audit.record(session, action, actor=principal.actor,
@@ -165,7 +166,7 @@ def _pending(session: Session, change_id: int) -> CreditLineChange:
                             .with_for_update())
     if change is None:
         raise NotFound("No such credit line change.", field="change_id")
-    if change.status != "pending":
+    if change.status != CreditLineChangeStatus.PENDING:
         raise Conflict(f"This change is {change.status}; only a pending one can be decided.",
                        field="status")
     return change
@@ -197,7 +198,7 @@ def reject_change(session: Session, principal: Principal, change_id: int, *,
     note = _reason(reason)
     change = _pending(session, change_id)
     refuse_party(principal, {change.organization_id}, item="credit line", action="decide")
-    change.status = "rejected"
+    change.status = CreditLineChangeStatus.REJECTED
     change.decided_by_id, change.decided_at, change.decision_note = (
         principal.user_id, utcnow(), note)
     _audit(session, "credit_line.change_rejected", principal, change, note=note)
@@ -219,7 +220,7 @@ def close_credit_line(session: Session, principal: Principal, credit_line_id: in
     change = CreditLineChange(
         organization_id=line.organization_id, currency=line.currency, credit_line_id=line.id,
         kind="close", limit_minor=line.limit_minor, limit_before_minor=line.limit_minor,
-        payment_method=line.payment_method, reason=reason, status="applied",
+        payment_method=line.payment_method, reason=reason, status=CreditLineChangeStatus.APPLIED,
         requested_by_id=principal.user_id, requested_at=utcnow())
     session.add(change)
     session.flush()  # the audit entry names the change's id

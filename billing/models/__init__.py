@@ -1,23 +1,32 @@
 """Billing's tables, one module per area; import from here."""
 
 from billing.models.budgets import Budget, BudgetAlert, BudgetAmendment, BudgetLine, BudgetRecord
-from billing.models.deals import Deal, DealQuote, Demand
+from billing.models.deals import Deal, DealQuote, DealStatus, Demand, DemandStatus, QuoteStatus
 from billing.models.metering import KeyUsageMonth, UsageCounter
 from billing.models.operations import (
-    IntegrityCheckpoint, JobRun, PaymentAnomaly, PaymentProfile, WebhookEvent,
+    IntegrityCheckpoint, JobRun, JobRunStatus, PaymentAnomaly, PaymentProfile, WebhookEvent,
 )
 from billing.models.orders import (
-    LIVE_PAYMENT_STATUSES, BankReceipt, Invoice, Order, OrderLine, Payment, Refund,
+    LIVE_PAYMENT_STATUSES, BankReceipt, Invoice, InvoiceStatus, Order, OrderLine, OrderStatus,
+    Payment, PaymentStatus, ReceiptStatus, Refund, RefundStatus,
 )
 from billing.models.rights import (
-    Certificate, CreditLine, CreditLineChange, Entitlement, TokenWallet, UsageEvent, WalletEntry,
+    Certificate, CreditLine, CreditLineChange, CreditLineChangeStatus, Entitlement, TokenWallet,
+    UsageEvent, WalletEntry,
 )
-from billing.models.statements import SettlementStatement, StatementAdjustment, StatementLine
-from billing.models.subscriptions import Subscription, SubscriptionPeriod
+from billing.models.statements import (
+    AdjustmentStatus, SettlementStatement, StatementAdjustment, StatementLine, StatementStatus,
+)
+from billing.models.subscriptions import Subscription, SubscriptionPeriod, SubscriptionStatus
 
 __all__ = [
-    "BankReceipt", "Budget", "BudgetAlert", "BudgetAmendment", "BudgetLine", "BudgetRecord", "Certificate", "CreditLine", "CreditLineChange", "Deal", "DealQuote", "Demand", "Entitlement",
-    "IntegrityCheckpoint", "Invoice", "JobRun", "KeyUsageMonth", "UsageCounter", "LIVE_PAYMENT_STATUSES", "Order", "OrderLine", "Payment",
-    "PaymentAnomaly", "PaymentProfile", "Refund", "SettlementStatement", "StatementAdjustment", "StatementLine", "Subscription", "SubscriptionPeriod", "TokenWallet",
-    "UsageEvent", "WalletEntry", "WebhookEvent",
+    "AdjustmentStatus", "BankReceipt", "Budget", "BudgetAlert", "BudgetAmendment", "BudgetLine",
+    "BudgetRecord", "Certificate", "CreditLine", "CreditLineChange", "CreditLineChangeStatus",
+    "Deal", "DealQuote", "DealStatus", "Demand", "DemandStatus", "Entitlement",
+    "IntegrityCheckpoint", "Invoice", "InvoiceStatus", "JobRun", "JobRunStatus",
+    "KeyUsageMonth", "LIVE_PAYMENT_STATUSES", "Order", "OrderLine", "OrderStatus", "Payment",
+    "PaymentAnomaly", "PaymentProfile", "PaymentStatus", "QuoteStatus", "ReceiptStatus",
+    "Refund", "RefundStatus", "SettlementStatement", "StatementAdjustment", "StatementLine",
+    "StatementStatus", "Subscription", "SubscriptionPeriod", "SubscriptionStatus",
+    "TokenWallet", "UsageCounter", "UsageEvent", "WalletEntry", "WebhookEvent",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import enum
 from typing import Any
 
 from sqlalchemy import (
@@ -10,13 +11,33 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from market.core.db import Base, UTCDateTime, utcnow
+from market.core.db import Base, UTCDateTime, one_of, utcnow
+
+
+class DemandStatus(enum.StrEnum):
+    OPEN = "open"
+    AWARDED = "awarded"
+    CANCELLED = "cancelled"
+
+
+class QuoteStatus(enum.StrEnum):
+    SUBMITTED = "submitted"
+    ACCEPTED = "accepted"
+    DECLINED = "declined"
+    WITHDRAWN = "withdrawn"
+
+
+class DealStatus(enum.StrEnum):
+    IN_PROGRESS = "in_progress"
+    DELIVERED = "delivered"
+    ACCEPTED = "accepted"
+    DISPUTED = "disputed"
 
 
 class Demand(Base):
     __tablename__ = "demands"
     __table_args__ = (
-        CheckConstraint("status IN ('open', 'awarded', 'cancelled')", name="status_known"),
+        CheckConstraint(one_of("status", DemandStatus), name="status_known"),
         CheckConstraint("budget_minor > 0", name="budget_positive"),
     )
 
@@ -46,8 +67,7 @@ class DealQuote(Base):
     __tablename__ = "deal_quotes"
     __table_args__ = (
         UniqueConstraint("demand_id", "organization_id"),
-        CheckConstraint("status IN ('submitted', 'accepted', 'declined', 'withdrawn')",
-                        name="status_known"),
+        CheckConstraint(one_of("status", QuoteStatus), name="status_known"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -72,8 +92,7 @@ class Deal(Base):
 
     __tablename__ = "deals"
     __table_args__ = (
-        CheckConstraint("status IN ('in_progress', 'delivered', 'accepted', 'disputed')",
-                        name="status_known"),
+        CheckConstraint(one_of("status", DealStatus), name="status_known"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import enum
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, CheckConstraint, ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from market.core.db import Base, UTCDateTime, utcnow
+from market.core.db import Base, UTCDateTime, one_of, utcnow
 
 
 class PaymentProfile(Base):
@@ -68,13 +69,19 @@ class PaymentAnomaly(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
 
+class JobRunStatus(enum.StrEnum):
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
 class JobRun(Base):
     """One run of a scheduled job for one period; the unique pair makes a rerun a no-op."""
 
     __tablename__ = "job_runs"
     __table_args__ = (
         UniqueConstraint("job", "period"),
-        CheckConstraint("status IN ('running', 'done', 'failed')", name="status_known"),
+        CheckConstraint(one_of("status", JobRunStatus), name="status_known"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -8,6 +8,7 @@ Amounts are integer minor units with the currency beside them.
 from __future__ import annotations
 
 import datetime as dt
+import enum
 from typing import Any
 
 from sqlalchemy import (
@@ -15,27 +16,71 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from market.core.db import Base, UTCDateTime, utcnow
+from market.core.db import Base, UTCDateTime, one_of, utcnow
 from pricing.money import Money
 
 ORDER_KINDS = ("mall", "subscription", "renewal", "plan_change", "custom", "token_pack", "usage")
-ORDER_STATUSES = ("scheduled", "awaiting_payment", "paid", "partially_refunded", "refunded",
-                  "cancelled")
-PAYMENT_STATUSES = ("created", "processing", "requires_action", "succeeded", "failed",
-                    "canceled")
+
+
+class OrderStatus(enum.StrEnum):
+    """``scheduled``: a later milestone of a deal, not payable until the deal reaches it."""
+
+    SCHEDULED = "scheduled"
+    AWAITING_PAYMENT = "awaiting_payment"
+    PAID = "paid"
+    PARTIALLY_REFUNDED = "partially_refunded"
+    REFUNDED = "refunded"
+    CANCELLED = "cancelled"
+
+
+class PaymentStatus(enum.StrEnum):
+    """``canceled`` as the card processor spells it (an order is ``cancelled``)."""
+
+    CREATED = "created"
+    PROCESSING = "processing"
+    REQUIRES_ACTION = "requires_action"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
 # A payment in one of these may still take the buyer's money: the order takes no other.
-LIVE_PAYMENT_STATUSES = ("created", "processing", "requires_action", "succeeded")
+LIVE_PAYMENT_STATUSES = (PaymentStatus.CREATED, PaymentStatus.PROCESSING,
+                         PaymentStatus.REQUIRES_ACTION, PaymentStatus.SUCCEEDED)
 
 
-def _in(column: str, values) -> str:
-    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+class RefundStatus(enum.StrEnum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class InvoiceStatus(enum.StrEnum):
+    OPEN = "open"
+    PARTIALLY_PAID = "partially_paid"
+    PAID = "paid"
+    VOID = "void"
+
+
+class ReceiptStatus(enum.StrEnum):
+    """``pending_approval`` at or above the dual-control threshold (nothing is posted until a
+    second person confirms it), then ``confirmed`` or ``rejected``."""
+
+    PENDING_APPROVAL = "pending_approval"
+    CONFIRMED = "confirmed"
+    REJECTED = "rejected"
+
+
+# One live receipt per bank transfer; a rejected one frees its reference for the corrected
+# record.
+_LIVE_RECEIPT = f"status <> '{ReceiptStatus.REJECTED}'"
 
 
 class Order(Base):
     __tablename__ = "orders"
     __table_args__ = (
-        CheckConstraint(_in("kind", ORDER_KINDS), name="kind_known"),
-        CheckConstraint(_in("status", ORDER_STATUSES), name="status_known"),
+        CheckConstraint(one_of("kind", ORDER_KINDS), name="kind_known"),
+        CheckConstraint(one_of("status", OrderStatus), name="status_known"),
         CheckConstraint("total_minor = subtotal_minor + tax_minor", name="total_adds_up"),
         CheckConstraint("refunded_minor >= 0 AND refunded_minor <= paid_minor",
                         name="refund_within_paid"),
@@ -132,7 +177,7 @@ class Payment(Base):
 
     __tablename__ = "payments"
     __table_args__ = (
-        CheckConstraint(_in("status", PAYMENT_STATUSES), name="status_known"),
+        CheckConstraint(one_of("status", PaymentStatus), name="status_known"),
         CheckConstraint("amount_minor > 0", name="amount_positive"),
         CheckConstraint("refunded_minor >= 0 AND refunded_minor <= amount_minor",
                         name="refund_within_amount"),
@@ -171,7 +216,7 @@ class Payment(Base):
 class Refund(Base):
     __tablename__ = "refunds"
     __table_args__ = (
-        CheckConstraint(_in("status", ("pending", "succeeded", "failed")), name="status_known"),
+        CheckConstraint(one_of("status", RefundStatus), name="status_known"),
         CheckConstraint("amount_minor > 0", name="amount_positive"),
     )
 
@@ -200,8 +245,7 @@ class Invoice(Base):
 
     __tablename__ = "invoices"
     __table_args__ = (
-        CheckConstraint(_in("status", ("open", "partially_paid", "paid", "void")),
-                        name="status_known"),
+        CheckConstraint(one_of("status", InvoiceStatus), name="status_known"),
         CheckConstraint("amount_received_minor >= 0", name="received_not_negative"),
     )
 
@@ -234,13 +278,9 @@ class BankReceipt(Base):
     __tablename__ = "bank_receipts"
     __table_args__ = (
         CheckConstraint("amount_minor > 0", name="amount_positive"),
-        CheckConstraint("status IN ('pending_approval', 'confirmed', 'rejected')",
-                        name="status_known"),
-        # One live receipt per bank transfer; a rejected one frees its reference for the
-        # corrected record.
+        CheckConstraint(one_of("status", ReceiptStatus), name="status_known"),
         Index("uq_bank_receipts_live_reference", "bank_reference", unique=True,
-              sqlite_where=text("status <> 'rejected'"),
-              postgresql_where=text("status <> 'rejected'")),
+              sqlite_where=text(_LIVE_RECEIPT), postgresql_where=text(_LIVE_RECEIPT)),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -249,9 +289,7 @@ class BankReceipt(Base):
     currency: Mapped[str] = mapped_column(String(3))
     received_on: Mapped[dt.date] = mapped_column(Date)
     bank_reference: Mapped[str] = mapped_column(String(100))
-    # pending_approval (at or above the dual-control threshold: nothing posted until a second
-    # person confirms it) -> confirmed | rejected.
-    status: Mapped[str] = mapped_column(String(20), default="confirmed")
+    status: Mapped[str] = mapped_column(String(20), default=ReceiptStatus.CONFIRMED)
     # What went beyond the amount due: kept as the buyer's prepaid credit.
     excess_minor: Mapped[int] = mapped_column(BigInteger, default=0)
     recorded_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))

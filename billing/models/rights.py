@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import enum
 from typing import Any
 
 from sqlalchemy import (JSON, BigInteger, CheckConstraint, ForeignKey, Index, Integer, String,
                         UniqueConstraint)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from market.core.db import Base, UTCDateTime, utcnow
+from market.core.db import Base, UTCDateTime, one_of, utcnow
 
 
 class Entitlement(Base):
@@ -132,6 +133,12 @@ class CreditLine(Base):
     suspended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
 
+class CreditLineChangeStatus(enum.StrEnum):
+    PENDING = "pending"
+    APPLIED = "applied"
+    REJECTED = "rejected"
+
+
 class CreditLineChange(Base):
     """A request by platform finance to open, change or close a credit line (maker-checker).
 
@@ -144,7 +151,7 @@ class CreditLineChange(Base):
     __tablename__ = "credit_line_changes"
     __table_args__ = (
         CheckConstraint("kind IN ('open', 'change', 'close')", name="kind_known"),
-        CheckConstraint("status IN ('pending', 'applied', 'rejected')", name="status_known"),
+        CheckConstraint(one_of("status", CreditLineChangeStatus), name="status_known"),
         CheckConstraint("limit_minor >= 0", name="limit_not_negative"),
     )
 

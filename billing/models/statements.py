@@ -13,6 +13,7 @@ behind the ORM (raw SQL) are what ``verify_statements`` and the content hash cat
 from __future__ import annotations
 
 import datetime as dt
+import enum
 from typing import Any
 
 from sqlalchemy import (
@@ -21,12 +22,21 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
-from market.core.db import Base, UTCDateTime, utcnow
+from market.core.db import Base, UTCDateTime, one_of, utcnow
 from market.core.errors import Conflict
 
-STATEMENT_STATUSES = ("draft", "issued", "under_review", "approved", "disputed", "paid")
+
+class StatementStatus(enum.StrEnum):
+    DRAFT = "draft"
+    ISSUED = "issued"
+    UNDER_REVIEW = "under_review"
+    APPROVED = "approved"
+    DISPUTED = "disputed"
+    PAID = "paid"
+
+
 # The statuses in which a statement, and its lines, never change again.
-FROZEN = ("approved", "paid")
+FROZEN = (StatementStatus.APPROVED, StatementStatus.PAID)
 # What may still change on an approved statement: it being paid.
 _PAYMENT_FIELDS = frozenset({"status", "paid_at", "payout_method", "payout_reference"})
 
@@ -35,8 +45,7 @@ class SettlementStatement(Base):
     __tablename__ = "settlement_statements"
     __table_args__ = (
         UniqueConstraint("organization_id", "currency", "period"),
-        CheckConstraint("status IN ('draft', 'issued', 'under_review', 'approved', "
-                        "'disputed', 'paid')", name="status_known"),
+        CheckConstraint(one_of("status", StatementStatus), name="status_known"),
         CheckConstraint("closing_minor = opening_minor + activity_minor",
                         name="closing_adds_up"),
     )
@@ -121,7 +130,8 @@ def _frozen_statement_unchanged(_mapper, _connection, statement: SettlementState
     if before not in FROZEN:
         return
     changed = {attr.key for attr in inspect(statement).attrs if attr.history.has_changes()}
-    if changed and not (before == "approved" and statement.status == "paid"
+    if changed and not (before == StatementStatus.APPROVED
+                        and statement.status == StatementStatus.PAID
                         and changed <= _PAYMENT_FIELDS):
         raise Conflict("An approved statement never changes; corrections are adjustments in "
                        "a later period.", field="statement")
@@ -146,14 +156,22 @@ def _frozen_lines_kept(_mapper, _connection, line: StatementLine) -> None:
         raise Conflict("The lines of an approved statement never change.", field="lines")
 
 
+class AdjustmentStatus(enum.StrEnum):
+    """``pending_approval`` at or above the dual-control threshold, then ``posted`` (with its
+    ledger transaction) or ``rejected``."""
+
+    PENDING_APPROVAL = "pending_approval"
+    POSTED = "posted"
+    REJECTED = "rejected"
+
+
 class StatementAdjustment(Base):
     """A correction of a disputed statement, posted to the ledger in a later period."""
 
     __tablename__ = "statement_adjustments"
     __table_args__ = (
         CheckConstraint("amount_minor <> 0", name="amount_not_zero"),
-        CheckConstraint("status IN ('pending_approval', 'posted', 'rejected')",
-                        name="status_known"),
+        CheckConstraint(one_of("status", AdjustmentStatus), name="status_known"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -167,9 +185,7 @@ class StatementAdjustment(Base):
     # it corrects (their amounts bound it) and a reference to the supporting document.
     reason_code: Mapped[str] = mapped_column(String(40), default="other")
     evidence: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    # pending_approval (at or above the dual-control threshold) -> posted | rejected; posted
-    # adjustments have their ledger transaction.
-    status: Mapped[str] = mapped_column(String(20), default="posted")
+    status: Mapped[str] = mapped_column(String(20), default=AdjustmentStatus.POSTED)
     ledger_transaction_id: Mapped[int | None] = mapped_column(
         ForeignKey("ledger_transactions.id"))
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import datetime as dt
+import enum
 
 from sqlalchemy import (
     BigInteger, CheckConstraint, Date, ForeignKey, Integer, String, UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from market.core.db import Base, UTCDateTime, utcnow
+from market.core.db import Base, UTCDateTime, one_of, utcnow
 
-SUBSCRIPTION_STATUSES = ("incomplete", "active", "past_due", "suspended", "cancelled")
+
+class SubscriptionStatus(enum.StrEnum):
+    INCOMPLETE = "incomplete"
+    ACTIVE = "active"
+    PAST_DUE = "past_due"
+    SUSPENDED = "suspended"
+    CANCELLED = "cancelled"
 
 
 class Subscription(Base):
@@ -24,8 +31,7 @@ class Subscription(Base):
 
     __tablename__ = "subscriptions"
     __table_args__ = (
-        CheckConstraint("status IN ('incomplete', 'active', 'past_due', 'suspended', "
-                        "'cancelled')", name="status_known"),
+        CheckConstraint(one_of("status", SubscriptionStatus), name="status_known"),
         CheckConstraint("payment_method IN ('card', 'bank_transfer')", name="method_known"),
         CheckConstraint("tokens_used >= 0 AND tokens_used <= included_tokens + rollover_tokens",
                         name="allowance_not_exceeded"),

@@ -24,8 +24,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import stripe
 
-INTENT_STATUSES = ("succeeded", "processing", "requires_action", "failed", "canceled")
-REFUND_STATUSES = ("succeeded", "pending", "failed")
+from billing.models import PaymentStatus, RefundStatus
 
 
 def payment_tag(order_number: str, payment_id: int) -> str:
@@ -55,10 +54,11 @@ class InvalidSignature(Exception):
 
 @dataclass(frozen=True)
 class IntentResult:
-    """A payment attempt as the gateway sees it; `status` is one of INTENT_STATUSES."""
+    """A payment attempt as the gateway sees it; `status` is a `PaymentStatus` other than
+    ``created``."""
 
     ref: str
-    status: str
+    status: PaymentStatus
     client_secret: str | None
     failure_code: str | None
     failure_message: str | None
@@ -73,10 +73,10 @@ class IntentResult:
 
 @dataclass(frozen=True)
 class RefundResult:
-    """A refund; `status` is one of REFUND_STATUSES (a canceled refund is ``failed``)."""
+    """A refund; `status` is a `RefundStatus` (a canceled refund is ``failed``)."""
 
     ref: str
-    status: str
+    status: RefundStatus
     amount_minor: int | None = None
     currency: str | None = None  # ISO, upper case
     payment_ref: str | None = None  # the PaymentIntent refunded
@@ -86,14 +86,14 @@ class RefundResult:
 
 @dataclass(frozen=True)
 class SetupResult:
-    """Saving a card for later: `status` is one of INTENT_STATUSES.
+    """Saving a card for later: `status` is a `PaymentStatus` other than ``created``.
 
     The failure fields are set when the card was declined while being saved.
     """
 
     ref: str
     client_secret: str | None
-    status: str
+    status: PaymentStatus
     payment_method_ref: str | None
     failure_code: str | None = None
     failure_message: str | None = None
@@ -155,24 +155,24 @@ def _ref(value: Any) -> str | None:
     return value["id"]
 
 
-def _intent_status(status: str, has_error: bool) -> str:
+def _intent_status(status: str, has_error: bool) -> PaymentStatus:
     match status:
         case "succeeded":
-            return "succeeded"
+            return PaymentStatus.SUCCEEDED
         case "processing" | "requires_confirmation" | "requires_capture":
             # Nothing for the buyer to do: the charge is on its way (we never capture manually).
-            return "processing"
+            return PaymentStatus.PROCESSING
         case "requires_action":
-            return "requires_action"
+            return PaymentStatus.REQUIRES_ACTION
         case "canceled":
             # A SetupIntent whose card was declined is left canceled by some servers;
             # the error says it failed rather than that somebody canceled it.
-            return "failed" if has_error else "canceled"
+            return PaymentStatus.FAILED if has_error else PaymentStatus.CANCELED
         case "requires_payment_method":
             # After an attempt (a decline, a failed 3-D Secure check) it carries the error and
             # the attempt failed; before any attempt (a new SetupIntent) the buyer has to
             # supply a card with the client secret.
-            return "failed" if has_error else "requires_action"
+            return PaymentStatus.FAILED if has_error else PaymentStatus.REQUIRES_ACTION
         case _:
             raise GatewayError("unexpected_status", f"unknown intent status {status!r}")
 
@@ -242,14 +242,14 @@ def _card_error_fields(exc: stripe.CardError) -> tuple[str, str]:
     return code, exc.user_message or str(exc)
 
 
-def _refund_status(status: str | None) -> str:
+def _refund_status(status: str | None) -> RefundStatus:
     match status:
         case "succeeded":
-            return "succeeded"
+            return RefundStatus.SUCCEEDED
         case "pending" | "requires_action" | None:
-            return "pending"
+            return RefundStatus.PENDING
         case "failed" | "canceled":
-            return "failed"
+            return RefundStatus.FAILED
         case _:
             raise GatewayError("unexpected_status", f"unknown refund status {status!r}")
 
@@ -427,7 +427,7 @@ class StripeGateway:
             code, message = _card_error_fields(declined)
             result = IntentResult(
                 ref=result.ref,
-                status="failed",
+                status=PaymentStatus.FAILED,
                 client_secret=result.client_secret,
                 failure_code=code,
                 failure_message=message,

@@ -37,7 +37,7 @@ from market.core.errors import Conflict, InvalidInput, NotFound
 from billing.budgets import lines as budgets
 from billing.payments import anomalies
 from billing.payments.gateway import CardGateway
-from billing.models import Order, Payment, Refund
+from billing.models import Order, OrderStatus, Payment, PaymentStatus, Refund, RefundStatus
 from billing.payments.gateway import GatewayError
 from billing.context import BillingSettings
 from billing.errors import GatewayUnavailable
@@ -62,7 +62,7 @@ def reserve_refund(session: Session, principal: Principal, payment_id: int,
     """Lock the payment, check the amount against what remains, and reserve it."""
     payment = get_payment_for_finance(session, principal, payment_id, for_update=True)
     refuse_party_to_order(session, principal, payment.order)  # never a refund to one's own side
-    if payment.status != "succeeded":
+    if payment.status != PaymentStatus.SUCCEEDED:
         raise Conflict(f"The payment is {payment.status}; only a succeeded payment can be "
                        "refunded.", field="payment")
     remaining = payment.amount_minor - payment.refunded_minor
@@ -82,7 +82,7 @@ def reserve_refund(session: Session, principal: Principal, payment_id: int,
     attempt = len(payment.refunds) + 1
     refund = Refund(payment_id=payment.id, order_id=payment.order_id,
                     organization_id=payment.organization_id, amount_minor=amount.minor,
-                    currency=amount.currency, status="pending", reason=reason,
+                    currency=amount.currency, status=RefundStatus.PENDING, reason=reason,
                     idempotency_key=f"payment:{payment.id}:refund:{attempt}",
                     created_by_id=principal.user_id)
     session.add(refund)
@@ -98,11 +98,11 @@ def complete_refund(session: Session, refund_id: int, *, gateway_ref: str | None
                     ) -> Refund:
     """The money went back: reverse the split, update the order, take back its grants."""
     refund = session.scalar(select(Refund).where(Refund.id == refund_id).with_for_update())
-    if refund.status != "pending":
+    if refund.status != RefundStatus.PENDING:
         return refund
     payment = session.scalar(select(Payment).where(Payment.id == refund.payment_id)
                              .with_for_update())
-    done = [r for r in payment.refunds if r.status == "succeeded" and r.id != refund.id]
+    done = [r for r in payment.refunds if r.status == RefundStatus.SUCCEEDED and r.id != refund.id]
     already: dict[str, Money] = defaultdict(lambda: Money.zero(payment.currency))
     for earlier in done:
         for key, part in _money_map(earlier.parts, payment.currency).items():
@@ -112,14 +112,14 @@ def complete_refund(session: Session, refund_id: int, *, gateway_ref: str | None
                            amount, idempotency_key=f"refund:{refund.id}",
                            reference=("refund", refund.id))
     refund.parts = {key: str(part.amount) for key, part in parts.items()}
-    refund.status = "succeeded"
+    refund.status = RefundStatus.SUCCEEDED
     refund.completed_at = utcnow()
     refund.gateway_ref = gateway_ref or refund.gateway_ref
     order = session.scalar(select(Order).where(Order.id == payment.order_id).with_for_update())
     if payment.applied:
         order.refunded_minor += refund.amount_minor
         fully = order.refunded_minor >= order.paid_minor
-        order.status = "refunded" if fully else "partially_refunded"
+        order.status = OrderStatus.REFUNDED if fully else OrderStatus.PARTIALLY_REFUNDED
         budgets.on_refund(session, refund, order)
         if fully:
             FULFILMENT[order.kind].refunded(session, order,
@@ -133,12 +133,12 @@ def complete_refund(session: Session, refund_id: int, *, gateway_ref: str | None
 def fail_refund(session: Session, refund_id: int, message: str) -> Refund:
     """The gateway refused: release the reservation, so the money can be refunded again."""
     refund = session.scalar(select(Refund).where(Refund.id == refund_id).with_for_update())
-    if refund.status != "pending":
+    if refund.status != RefundStatus.PENDING:
         return refund
     payment = session.scalar(select(Payment).where(Payment.id == refund.payment_id)
                              .with_for_update())
     payment.refunded_minor -= refund.amount_minor
-    refund.status = "failed"
+    refund.status = RefundStatus.FAILED
     refund.failure_message = message[:500]
     refund.completed_at = utcnow()
     audit.record(session, "refund.failed", organization_id=refund.organization_id,
@@ -212,9 +212,9 @@ def _record_answer(session: Session, refund_id: int, result) -> str:
     if refund.gateway_ref is None:
         refund.gateway_ref = result.ref
     match result.status:
-        case "succeeded":
+        case RefundStatus.SUCCEEDED:
             complete_refund(session, refund.id, gateway_ref=result.ref)
-        case "failed":
+        case RefundStatus.FAILED:
             fail_refund(session, refund.id, "refused by the payment processor"
                         + (f" ({result.failure_reason})" if result.failure_reason else ""))
         case _:
@@ -240,7 +240,7 @@ def retry_refund(db: Database, gateway: CardGateway | None, principal: Principal
     """
     with db.session() as session:
         refund = get_refund_for_finance(session, principal, refund_id)
-        if refund.status != "pending":
+        if refund.status != RefundStatus.PENDING:
             return refund
         if refund.payment.method != "card" or gateway is None:
             raise Conflict("Only a card refund is sent to the payment processor.",
@@ -305,14 +305,15 @@ def apply_processor_refund(session: Session, found, *, event_id: str | None = No
         else:
             return _outside_refund(session, found, event_id=event_id, gateway_name=gateway_name)
     match (refund.status, found.status):
-        case ("pending", "succeeded"):
+        case (RefundStatus.PENDING, RefundStatus.SUCCEEDED):
             complete_refund(session, refund.id, gateway_ref=found.ref)
-        case ("pending", "failed"):
+        case (RefundStatus.PENDING, RefundStatus.FAILED):
             fail_refund(session, refund.id, "failed at the payment processor"
                         + (f" ({found.failure_reason})" if found.failure_reason else ""))
-        case ("pending", _):
+        case (RefundStatus.PENDING, _):
             refund.failure_message = None  # the processor has it: still on its way
-        case ("succeeded", "failed") | ("failed", "succeeded"):
+        case ((RefundStatus.SUCCEEDED, RefundStatus.FAILED)
+              | (RefundStatus.FAILED, RefundStatus.SUCCEEDED)):
             # Booked one way, ended the other: finance decides (reversing a completed refund's
             # split, or booking money we told them was not returned).
             message = (f"refund {refund.id} is {refund.status} here but {found.status} at the "
@@ -349,11 +350,11 @@ def _outside_refund(session: Session, found, *, event_id: str | None,
                              .with_for_update())
     if payment is None:
         return "not ours"
-    if found.status == "failed":
+    if found.status == RefundStatus.FAILED:
         return f"refund {found.ref} made elsewhere failed: nothing to book"
     remaining = payment.amount_minor - payment.refunded_minor
     reason = None
-    if payment.status != "succeeded":
+    if payment.status != PaymentStatus.SUCCEEDED:
         reason = f"payment {payment.id} is {payment.status}"
     elif found.currency != payment.currency:
         reason = f"the refund is in {found.currency}, payment {payment.id} in {payment.currency}"
@@ -370,7 +371,7 @@ def _outside_refund(session: Session, found, *, event_id: str | None,
     payment.refunded_minor += found.amount_minor
     refund = Refund(payment_id=payment.id, order_id=payment.order_id,
                     organization_id=payment.organization_id, amount_minor=found.amount_minor,
-                    currency=payment.currency, status="pending",
+                    currency=payment.currency, status=RefundStatus.PENDING,
                     reason="made at the payment processor", gateway_ref=found.ref,
                     idempotency_key=f"processor:{found.ref}")
     session.add(refund)
@@ -380,7 +381,7 @@ def _outside_refund(session: Session, found, *, event_id: str | None,
                  data={"payment_id": payment.id, "gateway_ref": found.ref,
                        "amount": str(Money.from_minor(found.amount_minor, payment.currency)),
                        "status": found.status})
-    if found.status == "succeeded":
+    if found.status == RefundStatus.SUCCEEDED:
         complete_refund(session, refund.id, gateway_ref=found.ref)
     return f"refund {refund.id} booked from the processor: {refund.status}"
 
@@ -403,7 +404,7 @@ def reconcile_refunds(db: Database, gateway: CardGateway | None, *, older_than: 
     with db.session() as session:
         pending = [(r.id, r.payment.gateway_ref, r.gateway_ref) for r in session.scalars(
             select(Refund).join(Payment, Payment.id == Refund.payment_id)
-            .where(Refund.status == "pending", Payment.method == "card",
+            .where(Refund.status == RefundStatus.PENDING, Payment.method == "card",
                    Refund.created_at <= now - older_than).order_by(Refund.id))]
     for refund_id, payment_ref, gateway_ref in pending:
         counts["checked"] += 1
@@ -416,7 +417,7 @@ def reconcile_refunds(db: Database, gateway: CardGateway | None, *, older_than: 
             else:
                 outcome = apply_processor_refund(session, found)
             status = session.get(Refund, refund_id).status
-        if status in ("succeeded", "failed"):
+        if status in (RefundStatus.SUCCEEDED, RefundStatus.FAILED):
             counts[status] += 1
         progress(outcome)
     for found in gateway.recent_refunds(int((now - lookback).timestamp())):

@@ -27,16 +27,16 @@ from sqlalchemy.orm import Session
 from billing.payments import anomalies
 from billing.context import BillingSettings
 from billing.payments.gateway import refund_result
-from billing.models import Payment, WebhookEvent
+from billing.models import Payment, PaymentStatus, WebhookEvent
 from billing.payments.card import apply_intent_status, intent_mismatch
 from billing.payments.refunds import apply_processor_refund
 
 INTENT_EVENTS = {
-    "payment_intent.succeeded": "succeeded",
-    "payment_intent.payment_failed": "failed",
-    "payment_intent.processing": "processing",
-    "payment_intent.requires_action": "requires_action",
-    "payment_intent.canceled": "canceled",
+    "payment_intent.succeeded": PaymentStatus.SUCCEEDED,
+    "payment_intent.payment_failed": PaymentStatus.FAILED,
+    "payment_intent.processing": PaymentStatus.PROCESSING,
+    "payment_intent.requires_action": PaymentStatus.REQUIRES_ACTION,
+    "payment_intent.canceled": PaymentStatus.CANCELED,
 }
 # Events whose object is one refund.
 REFUND_EVENTS = ("refund.created", "refund.updated", "refund.failed", "charge.refund.updated")

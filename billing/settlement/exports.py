@@ -50,7 +50,7 @@ from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, Tabl
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from billing.models.statements import SettlementStatement
+from billing.models.statements import SettlementStatement, StatementStatus
 from billing.spreadsheets import append_row, csv_file, printable
 from market.accounts.models import Organization, OrganizationRole
 from market.catalog.models import Dataset
@@ -120,9 +120,10 @@ KIND_LABELS = {
 }
 
 STATUS_LABELS = {
-    "draft": ("草稿", "Draft"), "issued": ("已出具", "Issued"),
-    "under_review": ("审核中", "Under review"), "approved": ("已批准", "Approved"),
-    "disputed": ("有异议", "Disputed"), "paid": ("已付款", "Paid"),
+    StatementStatus.DRAFT: ("草稿", "Draft"), StatementStatus.ISSUED: ("已出具", "Issued"),
+    StatementStatus.UNDER_REVIEW: ("审核中", "Under review"),
+    StatementStatus.APPROVED: ("已批准", "Approved"),
+    StatementStatus.DISPUTED: ("有异议", "Disputed"), StatementStatus.PAID: ("已付款", "Paid"),
 }
 
 

@@ -21,7 +21,7 @@ from typing import Any, Iterable
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from billing.models import BankReceipt, Payment, Refund
+from billing.models import BankReceipt, Payment, PaymentStatus, Refund
 from billing.models.statements import SettlementStatement
 from billing.errors import GatewayUnavailable
 from billing.payments.gateway import CardGateway, GatewayError, payment_tag
@@ -193,7 +193,7 @@ def _buyer_credit_classifier(session: Session, rows: Iterable[Any]):
 
 def _card_payments(session: Session, start: dt.datetime, end: dt.datetime) -> dict[str, Any]:
     payments = session.scalars(select(Payment).where(
-        Payment.method == "card", Payment.status == "succeeded",
+        Payment.method == "card", Payment.status == PaymentStatus.SUCCEEDED,
         Payment.succeeded_at >= start, Payment.succeeded_at < end)).all()
     totals: dict[str, int] = defaultdict(int)
     for payment in payments:

@@ -41,7 +41,9 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from billing.context import BillingSettings
-from billing.models.statements import SettlementStatement, StatementAdjustment, StatementLine
+from billing.models.statements import (
+    AdjustmentStatus, SettlementStatement, StatementAdjustment, StatementLine, StatementStatus,
+)
 from billing.runs import JobContext
 from billing.settlement.checkpoints import sign_checkpoint, signing_key_from_settings
 from billing.settlement.compute import (
@@ -108,7 +110,7 @@ def _statement_for(session: Session, account: Any, period: str, start: dt.dateti
         number=number, organization_id=account.organization_id,
         exchange_id=exchange_id, currency=account.currency,
         period=period, period_start=period_start, period_end=period_end, cutoff=cutoff,
-        status="draft", opening_minor=computed["opening"],
+        status=StatementStatus.DRAFT, opening_minor=computed["opening"],
         activity_minor=computed["activity"], closing_minor=computed["closing"],
         totals=computed["totals"])
     statement.content_hash = content_hash(computed_content(
@@ -229,7 +231,7 @@ def _require_reviewer(principal: Principal, statement: SettlementStatement) -> N
     refuse_party(principal, {statement.organization_id}, item="statement", action="review")
 
 
-def _status(statement: SettlementStatement, *allowed: str) -> None:
+def _status(statement: SettlementStatement, *allowed: StatementStatus) -> None:
     if statement.status not in allowed:
         raise Conflict(f"The statement is {statement.status.replace('_', ' ')}; this needs it "
                        f"{' or '.join(s.replace('_', ' ') for s in allowed)}.", field="status")
@@ -251,8 +253,8 @@ def issue(session: Session, principal: Principal, statement: SettlementStatement
     """Draft → issued. The issuer becomes the statement's maker when the system generated it,
     so the same person cannot also approve it."""
     _require_reviewer(principal, statement)
-    _status(statement, "draft")
-    statement.status = "issued"
+    _status(statement, StatementStatus.DRAFT)
+    statement.status = StatementStatus.ISSUED
     statement.issued_at = utcnow()
     if statement.generated_by_id is None:
         statement.generated_by_id = principal.user_id
@@ -264,8 +266,8 @@ def start_review(session: Session, principal: Principal, statement: SettlementSt
                  ) -> SettlementStatement:
     """Issued → under review, by the statement's exchange or the platform."""
     _require_reviewer(principal, statement)
-    _status(statement, "issued")
-    statement.status = "under_review"
+    _status(statement, StatementStatus.ISSUED)
+    statement.status = StatementStatus.UNDER_REVIEW
     statement.submitted_at = utcnow()
     _audit(session, principal, statement, "review_started")
     return statement
@@ -276,9 +278,9 @@ def approve(session: Session, principal: Principal, statement: SettlementStateme
     """Under review → approved, by a person other than its maker (maker-checker); the content
     must still match its hash and the ledger, since from now on it is frozen."""
     _require_reviewer(principal, statement)
-    if statement.status == "disputed":
+    if statement.status == StatementStatus.DISPUTED:
         raise Conflict("The statement is disputed; resolve the dispute first.", field="status")
-    _status(statement, "under_review")
+    _status(statement, StatementStatus.UNDER_REVIEW)
     if principal.user_id is None:
         raise Forbidden("A statement is approved by a person.", field="approver")
     if principal.user_id in makers_of(session, statement):
@@ -288,7 +290,7 @@ def approve(session: Session, principal: Principal, statement: SettlementStateme
     problem = mismatch(session, statement)
     if problem is not None:
         raise Conflict(f"The statement cannot be approved: {problem}.", field="content_hash")
-    statement.status = "approved"
+    statement.status = StatementStatus.APPROVED
     statement.approved_by_id = principal.user_id
     statement.approved_at = utcnow()
     _audit(session, principal, statement, "approved", content_hash=statement.content_hash)
@@ -326,8 +328,8 @@ def dispute(session: Session, principal: Principal, statement: SettlementStateme
             raise Forbidden("Your organization's owner or finance people dispute statements.")
     else:
         _require_reviewer(principal, statement)
-    _status(statement, "issued", "under_review")
-    statement.status = "disputed"
+    _status(statement, StatementStatus.ISSUED, StatementStatus.UNDER_REVIEW)
+    statement.status = StatementStatus.DISPUTED
     statement.disputed_by_id = principal.user_id
     statement.disputed_at = utcnow()
     statement.dispute_reason = _reason(reason)
@@ -349,7 +351,7 @@ def resolve_dispute(session: Session, principal: Principal, statement: Settlemen
     """
     settings = settings or BillingSettings()
     _require_reviewer(principal, statement)
-    _status(statement, "disputed")
+    _status(statement, StatementStatus.DISPUTED)
     reason = _reason(reason)
     if amount.currency != statement.currency:
         raise InvalidInput(f"The statement is in {statement.currency}.",
@@ -362,14 +364,14 @@ def resolve_dispute(session: Session, principal: Principal, statement: Settlemen
             statement_id=statement.id, organization_id=statement.organization_id,
             currency=amount.currency, amount_minor=amount.minor, reason=reason,
             reason_code=reason_code, evidence=evidence,
-            status="pending_approval" if waits else "posted",
+            status=AdjustmentStatus.PENDING_APPROVAL if waits else AdjustmentStatus.POSTED,
             created_by_id=principal.user_id, created_by_org_id=principal.organization_id,
             created_by_role=principal.member_role)
         session.add(adjustment)
         session.flush()  # the posting's key and the audit entry name the adjustment's id
         if not waits:
             _post_adjustment(session, statement, adjustment)
-    statement.status = "under_review"
+    statement.status = StatementStatus.UNDER_REVIEW
     _audit(session, principal, statement, "dispute_resolved", reason=reason,
            amount=str(amount), adjustment_id=adjustment.id if adjustment else None,
            adjustment_status=adjustment.status if adjustment else None)
@@ -416,7 +418,7 @@ def _post_adjustment(session: Session, statement: SettlementStatement,
                        memo={"statement": statement.number, "reason": adjustment.reason[:300],
                              "reason_code": adjustment.reason_code})
     adjustment.ledger_transaction_id = transaction.id
-    adjustment.status = "posted"
+    adjustment.status = AdjustmentStatus.POSTED
 
 
 def adjustments_of(statement: SettlementStatement) -> list[StatementAdjustment]:
@@ -446,7 +448,7 @@ def decide_adjustment(session: Session, principal: Principal, adjustment: Statem
     statement, of an organization that is no party to it."""
     statement = session.get(SettlementStatement, adjustment.statement_id)
     _require_reviewer(principal, statement)
-    if adjustment.status != "pending_approval":
+    if adjustment.status != AdjustmentStatus.PENDING_APPROVAL:
         raise Conflict(f"The adjustment is {adjustment.status.replace('_', ' ')}; only one "
                        "awaiting approval is decided.", field="status")
     require_checker(principal, Maker(adjustment.created_by_id, adjustment.created_by_org_id,
@@ -463,7 +465,7 @@ def decide_adjustment(session: Session, principal: Principal, adjustment: Statem
     if approve:
         _post_adjustment(session, statement, adjustment)
     else:
-        adjustment.status = "rejected"
+        adjustment.status = AdjustmentStatus.REJECTED
     _audit(session, principal, statement,
            "adjustment_confirmed" if approve else "adjustment_rejected",
            adjustment_id=adjustment.id, amount=str(Money.from_minor(adjustment.amount_minor,
@@ -483,7 +485,7 @@ def pay(session: Session, principal: Principal, statement: SettlementStatement, 
     if not principal.is_platform:
         raise Forbidden("The platform's finance people pay statements.")
     refuse_party(principal, {statement.organization_id}, item="statement", action="pay")
-    _status(statement, "approved")
+    _status(statement, StatementStatus.APPROVED)
     if principal.user_id is not None and principal.user_id == statement.approved_by_id:
         raise Forbidden("Whoever approved a statement does not also record its payout; "
                         "another person must.", field="approver", code="checker_required")
@@ -502,7 +504,7 @@ def pay(session: Session, principal: Principal, statement: SettlementStatement, 
             idempotency_key=f"payout:{statement.id}:{statement.organization_id}",
             reference=("statement", statement.id),
             memo={"statement": statement.number, "bank_reference": bank_reference})
-    statement.status = "paid"
+    statement.status = StatementStatus.PAID
     statement.paid_at = utcnow()
     statement.payout_method = "bank_transfer"
     statement.payout_reference = bank_reference

@@ -11,6 +11,7 @@ import logging
 import sqlite3
 import threading
 from operator import itemgetter
+from collections.abc import Iterable
 from typing import Any
 
 import psycopg
@@ -39,6 +40,14 @@ NAMING_CONVENTION = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def one_of(column: str, values: Iterable[str]) -> str:
+    """The CHECK clause that allows ``column`` only ``values``: ``status IN ('open', 'paid')``.
+
+    Written from each value's text, so a ``StrEnum`` gives its values (its repr is not one).
+    """
+    return f"{column} IN ({', '.join(repr(str(value)) for value in values)})"
 
 
 def utcnow() -> dt.datetime:

@@ -24,7 +24,7 @@ from market.core.errors import Forbidden, NotFound
 from market.web.http import db_session, end_request_transaction, viewer_organization_ids
 from billing import certificates, entitlements, finance, invoices, orders
 from billing.payments import anomalies, bank_transfer, card as payments, refunds
-from billing.models import Certificate, OrderLine
+from billing.models import Certificate, OrderLine, PaymentStatus
 from billing.payments.gateway import CardGateway
 from pricing.money import Money
 
@@ -115,7 +115,7 @@ def pay_order(principal: Principal, order_id: int, body: dict):
     payment = payments.pay_by_card(_db(), _gateway(), _settings(), order_id,
                                    principal=principal, payment_method_ref=body["payment_method"])
     client_secret = None
-    if payment.status == "requires_action":
+    if payment.status == PaymentStatus.REQUIRES_ACTION:
         client_secret = _gateway().retrieve_payment_intent(payment.gateway_ref).client_secret
     session = db_session()
     return {"order": orders.get_order(session, principal, order_id),

@@ -8,6 +8,7 @@ from flask import current_app, url_for
 from marshmallow import Schema, fields, validate
 
 from billing.metering import credit_lines
+from billing.models import CreditLineChangeStatus
 from billing.orders import PAYMENT_METHODS
 from market.accounts.authz import Principal
 from market.web.api.billing_schemas import MoneyField, MoneyInputSchema
@@ -69,7 +70,7 @@ class CreditLineReasonSchema(Schema):
 
 class ChangeQuerySchema(PageQuerySchema):
     status = fields.String(load_default=None,
-                           validate=validate.OneOf(["pending", "applied", "rejected"]))
+                           validate=validate.OneOf(tuple(CreditLineChangeStatus)))
 
 
 @api.operation("/credit-lines", "GET", summary="Every credit line (platform finance)",

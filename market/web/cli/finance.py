@@ -14,6 +14,7 @@ from flask.cli import AppGroup
 from sqlalchemy import select
 
 from billing.metering import credit_lines
+from billing.models import CreditLineChangeStatus
 from market.accounts import services as accounts
 from market.accounts.authz import Principal
 from market.accounts.models import Organization
@@ -157,5 +158,7 @@ def credit_list(email: str) -> None:
             click.echo(f"credit line {line.id}: organization {line.organization_id} "
                        f"{Money.from_minor(line.used_minor, line.currency)} used of "
                        f"{Money.from_minor(line.limit_minor, line.currency)} ({state})")
-        for change in credit_lines.list_changes(session, principal, status="pending").all():
+        pending = credit_lines.list_changes(session, principal,
+                                            status=CreditLineChangeStatus.PENDING)
+        for change in pending.all():
             click.echo(_describe(change))

@@ -21,7 +21,7 @@ from billing import certificates, entitlements, invoices, orders
 from billing.errors import CardPaymentInFlight
 from billing.finance import finance_may_act, get_payment_for_finance
 from billing.payments import bank_transfer, refunds
-from billing.models import Certificate, Order, OrderLine
+from billing.models import Certificate, InvoiceStatus, Order, OrderLine, RefundStatus
 from market.accounts.authz import Principal
 from market.accounts.models import Organization
 from market.catalog.models import Dataset, Offer
@@ -436,10 +436,10 @@ def record_receipt(principal: Principal, invoice_id: int):
         except PricingError as exc:  # an unknown currency code
             form.currency.errors = list(form.currency.errors) + [str(exc)]
         else:
-            if invoice.status == "paid":
+            if invoice.status == InvoiceStatus.PAID:
                 message = _("Receipt recorded: invoice %(number)s is paid.",
                             number=invoice.number)
-            elif invoice.status == "partially_paid":
+            elif invoice.status == InvoiceStatus.PARTIALLY_PAID:
                 message = _("Receipt recorded: invoice %(number)s is partly paid, and the rest "
                             "is still due.", number=invoice.number)
             else:
@@ -516,9 +516,9 @@ def refund_payment(principal: Principal, payment_id: int):
             form_error(form, exc)
         else:
             amount = format_money(refund.amount_minor, refund.currency)
-            if refund.status == "succeeded":
+            if refund.status == RefundStatus.SUCCEEDED:
                 flash(_("Refund of %(amount)s made.", amount=amount), "success")
-            elif refund.status == "pending":
+            elif refund.status == RefundStatus.PENDING:
                 flash(_("Refund of %(amount)s recorded; it completes when the money has gone "
                         "back.", amount=amount), "success")
             else:

@@ -13,6 +13,7 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange
 
 from billing.metering import credit_lines
+from billing.models import CreditLineChangeStatus
 from market.accounts.authz import Principal
 from market.accounts.models import Organization, OrganizationRole, User
 from market.web.boundary import BoundedForm
@@ -78,7 +79,7 @@ def _render(principal: Principal, *, form: CreditLineForm | None = None,
         form=form, names=names,
         people=people, close_forms={line.id: reason_form("close", line.id) for line in lines},
         reject_forms={c.id: reason_form("reject", c.id) for c in changes
-                      if c.status == "pending"},
+                      if c.status == CreditLineChangeStatus.PENDING},
         threshold=billing_settings().credit_line_approval_threshold or "",
         me=principal.user_id), status
 
@@ -108,7 +109,7 @@ def request_credit_line_change(principal: Principal):
         except PricingError as exc:  # an unknown currency code
             form.currency.errors = list(form.currency.errors) + [str(exc)]
         else:
-            if change.status == "pending":
+            if change.status == CreditLineChangeStatus.PENDING:
                 flash(_("The change waits for a second finance person to approve it."),
                       "warning")
             else:

@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from billing import deals
 from billing.deals import DIMENSIONS
-from billing.models import Deal
+from billing.models import Deal, DemandStatus
 from market.accounts.authz import Principal
 from market.catalog.models import Dataset
 from market.catalog.taxonomy import MODALITIES, SECTORS
@@ -219,7 +219,7 @@ def submit_quote(principal: Principal, demand_id: int):
         else:
             flash(_("Quote sent to the buyer."), "success")
             return redirect(url_for("storefront.demand_page", demand_id=demand.id))
-    if demand.status != "open" or demand.organization_id == principal.organization_id:
+    if demand.status != DemandStatus.OPEN or demand.organization_id == principal.organization_id:
         return _render_demand(principal, demand, error="; ".join(
             form.form_errors) or _("The demand takes no more quotes."), status=409)
     return _render_open_demands(principal, failed=(demand.id, form), status=422)

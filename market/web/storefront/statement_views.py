@@ -24,7 +24,7 @@ from wtforms.validators import DataRequired, InputRequired, Length, Regexp
 from billing.payments import anomalies
 from billing.errors import GatewayUnavailable
 from billing.settlement import exports, reconciliation, workflow
-from billing.models.statements import SettlementStatement
+from billing.models.statements import AdjustmentStatus, SettlementStatement, StatementStatus
 from market.accounts.authz import Principal, oversees
 from market.accounts.models import Organization
 from market.web.boundary import BoundedForm
@@ -167,12 +167,13 @@ def _actions(principal: Principal, statement: SettlementStatement) -> set[str]:
     own = statement.organization_id == principal.organization_id
     actions = set()
     if reviewer:
-        actions |= {"draft": {"issue"}, "issued": {"review"}, "under_review": {"approve"},
-                    "disputed": {"resolve"}}.get(statement.status, set())
-        if statement.status == "approved" and principal.is_platform and \
+        actions |= {StatementStatus.DRAFT: {"issue"}, StatementStatus.ISSUED: {"review"},
+                    StatementStatus.UNDER_REVIEW: {"approve"},
+                    StatementStatus.DISPUTED: {"resolve"}}.get(statement.status, set())
+        if statement.status == StatementStatus.APPROVED and principal.is_platform and \
                 principal.can("payments:manage") and principal.user_id != statement.approved_by_id:
             actions.add("pay")
-    if statement.status in ("issued", "under_review") and (
+    if statement.status in (StatementStatus.ISSUED, StatementStatus.UNDER_REVIEW) and (
             reviewer or (own and principal.is_finance)):
         actions.add("dispute")
     return actions
@@ -271,7 +272,7 @@ def _resolve(session_, principal: Principal, statement: SettlementStatement, for
         form.reason.data, reason_code=form.reason_code.data,
         lines=[int(n) for n in re.findall(r"\d+", form.lines.data or "")],
         document=form.document.data or "", settings=billing_settings())
-    if adjustment is not None and adjustment.status == "pending_approval":
+    if adjustment is not None and adjustment.status == AdjustmentStatus.PENDING_APPROVAL:
         flash(_("The adjustment waits for a second person's approval before it is posted."),
               "success")
 

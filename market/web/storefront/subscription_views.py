@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from billing import orders, subscriptions
 from billing.budgets import lines as budgets
+from billing.models import SubscriptionStatus
 from market.accounts.authz import Principal
 from market.catalog.models import Dataset, Offer
 from market.core.db import business_calendar, utcnow
@@ -178,7 +179,7 @@ def cancel_subscription(principal: Principal, subscription_id: int):
     except Conflict as exc:
         flash(exc.detail, "error")
         return _render_subscriptions(principal, 409)
-    if sub.status == "cancelled":
+    if sub.status == SubscriptionStatus.CANCELLED:
         flash(_("Subscription cancelled."), "success")
     else:
         flash(_("The subscription ends on %(date)s; resume it before then to keep it.",
