@@ -94,16 +94,22 @@ def set_tax_status(principal: Principal, organization_id: int, body: dict):
     return accounts.set_tax_status(db_session(), principal, organization_id, **body)
 
 
+def _organization_page(principal: Principal, organization_id: int, model, order, query: dict):
+    """A page of an organization's rows of ``model`` (members, invitations), for one who may
+    see the organization."""
+    session = db_session()
+    org = get_owned(session, Organization, organization_id, principal)
+    return Keyset(session, select(model).where(model.organization_id == org.id),
+                  [order]).page(page_request(query))
+
+
 @api.operation("/organizations/<int:organization_id>/members", "GET",
                summary="Members of an organization", permission="org:read",
                query=PageQuerySchema, response=page_schema(MemberSchema), tags=ACCOUNT,
                errors=(404,))
 def list_members(principal: Principal, organization_id: int, query: dict):
     """In the order they joined."""
-    session = db_session()
-    org = get_owned(session, Organization, organization_id, principal)
-    return Keyset(session, select(Membership).where(Membership.organization_id == org.id),
-                  [asc(Membership.id)]).page(page_request(query))
+    return _organization_page(principal, organization_id, Membership, asc(Membership.id), query)
 
 
 @api.operation("/organizations/<int:organization_id>/invitations", "POST",
@@ -140,10 +146,8 @@ class _NewInvitation:
                errors=(404,))
 def list_invitations(principal: Principal, organization_id: int, query: dict):
     """Newest first."""
-    session = db_session()
-    org = get_owned(session, Organization, organization_id, principal)
-    return Keyset(session, select(Invitation).where(Invitation.organization_id == org.id),
-                  [desc(Invitation.id)]).page(page_request(query))
+    return _organization_page(principal, organization_id, Invitation, desc(Invitation.id),
+                              query)
 
 
 @api.operation("/invitations/<int:invitation_id>/revoke", "POST",

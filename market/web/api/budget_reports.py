@@ -10,6 +10,7 @@ from billing.budgets import reports
 from billing.budgets.lines import get_budget
 from market.accounts.authz import Principal
 from market.web.api.blueprint import api
+from market.web.api.budget_schemas import BudgetRecordFieldsSchema
 from market.web.api.pagination import PageQuerySchema, PageSchema, page_request
 from market.web.boundary import Month
 from market.web.http import db_session
@@ -63,21 +64,11 @@ class BudgetReportSchema(Schema):
     totals = fields.Nested(ReportRowSchema)
 
 
-class BudgetRecordSchema(Schema):
-    id = fields.Integer()
-    line_id = fields.Integer()
+class BudgetRecordSchema(BudgetRecordFieldsSchema):
     line_code = fields.String(allow_none=True)
     kind = fields.String(metadata={"description": "commitment, release, expenditure or refund"})
     amount = fields.String()
     currency = fields.String()
-    order_id = fields.Integer(allow_none=True)
-    dataset_id = fields.Integer(allow_none=True)
-    supplier_id = fields.Integer(allow_none=True)
-    sector = fields.String(allow_none=True)
-    month = fields.String()
-    source = fields.String()
-    reference = fields.String()
-    note = fields.String()
     occurred_at = fields.String()
 
 

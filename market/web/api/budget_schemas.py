@@ -128,11 +128,12 @@ class LineRecordQuerySchema(PageQuerySchema):
     sector = fields.String(load_default=None, validate=validate.Length(max=40))
 
 
-class LineRecordSchema(Schema):
+class BudgetRecordFieldsSchema(Schema):
+    """What a line's records and a report's records both show of a budget record: its line,
+    what it came from and the month it counts in; each adds its kind, amount and time."""
+
     id = fields.Integer()
     line_id = fields.Integer()
-    kind = fields.String()
-    amount = MoneyField("amount_minor")
     order_id = fields.Integer(allow_none=True)
     dataset_id = fields.Integer(allow_none=True)
     supplier_id = fields.Integer(allow_none=True)
@@ -141,4 +142,9 @@ class LineRecordSchema(Schema):
     source = fields.String()
     reference = fields.String()
     note = fields.String()
+
+
+class LineRecordSchema(BudgetRecordFieldsSchema):
+    kind = fields.String()
+    amount = MoneyField("amount_minor")
     occurred_at = fields.AwareDateTime()

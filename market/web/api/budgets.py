@@ -95,6 +95,14 @@ def _webhook(budget, secret: str | None = None) -> dict:
             "secret_created_at": budget.webhook_secret_created_at}
 
 
+def _new_secret(step, principal: Principal, budget_id: int, *args, **kwargs) -> dict:
+    """Change the budget's webhook by a step that answers its signing secret when it made one,
+    and answer the webhook with that secret (shown this once)."""
+    session = db_session()
+    budget = budgets.get_budget(session, principal, budget_id)
+    return _webhook(budget, step(session, principal, budget, *args, **kwargs))
+
+
 @api.operation("/budgets/<int:budget_id>/alert-webhook", "PUT",
                summary="Send the budget's threshold alerts to a webhook",
                permission="budgets:manage", body=AlertWebhookSetSchema,
@@ -103,12 +111,8 @@ def set_alert_webhook(principal: Principal, budget_id: int, body: dict):
     """The marketplace generates the signing secret the first time and answers it once
     (``secret``); later calls keep it (rotate it with ``.../rotate-secret``). Private and
     loopback addresses are refused in production (422 naming ``url``)."""
-    session = db_session()
-    budget = budgets.get_budget(session, principal, budget_id)
-    secret = budget_alerts.set_webhook(
-        session, principal, budget, body["url"],
-        production=webhook_targets.is_production(current_app.config))
-    return _webhook(budget, secret)
+    return _new_secret(budget_alerts.set_webhook, principal, budget_id, body["url"],
+                       production=webhook_targets.is_production(current_app.config))
 
 
 @api.operation("/budgets/<int:budget_id>/alert-webhook/rotate-secret", "POST",
@@ -117,10 +121,7 @@ def set_alert_webhook(principal: Principal, budget_id: int, body: dict):
                errors=(404, 409))
 def rotate_alert_webhook_secret(principal: Principal, budget_id: int):
     """Answered once; the old secret stops signing at once."""
-    session = db_session()
-    budget = budgets.get_budget(session, principal, budget_id)
-    secret = budget_alerts.rotate_webhook_secret(session, principal, budget)
-    return _webhook(budget, secret)
+    return _new_secret(budget_alerts.rotate_webhook_secret, principal, budget_id)
 
 
 @api.operation("/budgets/<int:budget_id>/alert-webhook", "DELETE",

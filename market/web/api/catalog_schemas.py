@@ -110,21 +110,29 @@ class ListingSummarySchema(Schema):
     listed_at = fields.AwareDateTime(allow_none=True)
 
 
-class DatasetSchema(Schema):
+class DatasetCardSchema(Schema):
+    """What a catalogue result shows of a dataset."""
+
     id = fields.Integer()
-    organization_id = fields.Integer()
     supplier = fields.String(attribute="organization.name")
     title_zh = fields.String()
     title_en = fields.String()
     summary_zh = fields.String()
     summary_en = fields.String()
-    description_zh = fields.String()
-    description_en = fields.String()
     sector = fields.String()
     modality = fields.String()
     ai_stage = fields.String()
     languages = fields.List(fields.String())
     licence = fields.String()
+
+
+class DatasetSchema(DatasetCardSchema):
+    """A dataset in full: the card's fields and its descriptions, rights, fields, listing and
+    active offers."""
+
+    organization_id = fields.Integer()
+    description_zh = fields.String()
+    description_en = fields.String()
     personal_information = fields.String()
     sensitivity = fields.String()
     rights = fields.Dict()
@@ -147,22 +155,6 @@ class CatalogQuerySchema(PageQuerySchema):
     model = fields.String(validate=validate.OneOf(list(OFFER_KINDS)),
                           metadata={"description": "Commercial model: " + ", ".join(OFFER_KINDS)})
     sort = fields.String(load_default="relevance", validate=validate.OneOf(SORTS))
-
-
-class DatasetCardSchema(Schema):
-    """What a catalogue result shows of a dataset."""
-
-    id = fields.Integer()
-    supplier = fields.String(attribute="organization.name")
-    title_zh = fields.String()
-    title_en = fields.String()
-    summary_zh = fields.String()
-    summary_en = fields.String()
-    sector = fields.String()
-    modality = fields.String()
-    ai_stage = fields.String()
-    languages = fields.List(fields.String())
-    licence = fields.String()
 
 
 class CatalogItemSchema(Schema):

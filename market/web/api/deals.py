@@ -108,16 +108,21 @@ def get_deal(principal: Principal, deal_id: int):
     return deals.deal_summary(session, deals.get_deal(session, principal, deal_id))
 
 
+def _step(step, principal: Principal, deal_id: int, **kwargs):
+    """Take one party's step on the deal, locked; answer with the deal as it now is."""
+    session = db_session()
+    deal = deals.get_deal(session, principal, deal_id, for_update=True)
+    step(session, principal, deal, **kwargs)
+    return deals.deal_summary(session, deal)
+
+
 @api.operation("/deals/<int:deal_id>/deliver", "POST", summary="Deliver a version",
                permission="deals:supply", body=DeliverySchema, response=DealSchema,
                tags=DEALS, errors=(403, 404, 409, 422))
 def deliver(principal: Principal, deal_id: int, body: dict):
     """Runs the acceptance check (pass or fail per criterion) and makes the delivery
     milestone payable. Needs the deposit paid."""
-    session = db_session()
-    deal = deals.get_deal(session, principal, deal_id, for_update=True)
-    deals.deliver(session, principal, deal, version_number=body["version"])
-    return deals.deal_summary(session, deal)
+    return _step(deals.deliver, principal, deal_id, version_number=body["version"])
 
 
 @api.operation("/deals/<int:deal_id>/accept", "POST", summary="Accept the delivery",
@@ -126,17 +131,11 @@ def deliver(principal: Principal, deal_id: int, body: dict):
 def accept_delivery(principal: Principal, deal_id: int, body: dict):
     """The final milestone becomes payable. If a criterion failed, send ``waiver_reason`` to
     accept anyway, or dispute instead."""
-    session = db_session()
-    deal = deals.get_deal(session, principal, deal_id, for_update=True)
-    deals.accept_delivery(session, principal, deal, waiver_reason=body["waiver_reason"])
-    return deals.deal_summary(session, deal)
+    return _step(deals.accept_delivery, principal, deal_id, waiver_reason=body["waiver_reason"])
 
 
 @api.operation("/deals/<int:deal_id>/dispute", "POST", summary="Dispute the deal",
                permission="billing:write", body=DisputeSchema, response=DealSchema,
                tags=DEALS, errors=(403, 404, 409))
 def dispute(principal: Principal, deal_id: int, body: dict):
-    session = db_session()
-    deal = deals.get_deal(session, principal, deal_id, for_update=True)
-    deals.dispute(session, principal, deal, reason=body["reason"])
-    return deals.deal_summary(session, deal)
+    return _step(deals.dispute, principal, deal_id, reason=body["reason"])

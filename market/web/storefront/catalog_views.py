@@ -93,13 +93,18 @@ def new_dataset(principal: Principal):
     return render_template("catalog/dataset_form.html", form=form), 422 if form.errors else 200
 
 
+def _listing_choices(form: SubmitListingForm, dataset: Dataset) -> SubmitListingForm:
+    """The submit-for-listing form offers the dataset's versions and the exchanges."""
+    exchanges = db_session().scalars(select(Organization).join(OrganizationRole).where(
+        OrganizationRole.role == "exchange").order_by(Organization.name)).all()
+    form.version.choices = [(v.number, f"v{v.number}") for v in reversed(dataset.versions)]
+    form.exchange_id.choices = [(e.id, e.name) for e in exchanges]
+    return form
+
+
 def _manage_context(principal: Principal, dataset: Dataset, **forms) -> dict:
     session = db_session()
-    exchanges = session.scalars(select(Organization).join(OrganizationRole).where(
-        OrganizationRole.role == "exchange").order_by(Organization.name)).all()
-    submit = forms.get("submit_form") or SubmitListingForm()
-    submit.version.choices = [(v.number, f"v{v.number}") for v in reversed(dataset.versions)]
-    submit.exchange_id.choices = [(e.id, e.name) for e in exchanges]
+    submit = _listing_choices(forms.get("submit_form") or SubmitListingForm(), dataset)
     chain = services.current_supply_chain(session, dataset.id)
     chain_form = forms.get("chain_form")
     if chain_form is None:
@@ -166,72 +171,76 @@ def _wants_json() -> bool:
     return request.accept_mimetypes.best == "application/json"
 
 
+def _manage_step(principal: Principal, dataset_id: int, form, form_name: str, step, done: str,
+                 *, refusal=lambda exc: exc.detail, choices=None):
+    """A supplier's change from one form of its dataset's manage page: ``step(session, dataset,
+    form)`` taken and back to the page, or the page again (422) with the service's refusal
+    above the form. ``choices(form, dataset)`` fills a form's choices before it is validated."""
+    session = db_session()
+    dataset = services.get_dataset_for_owner(session, principal, dataset_id)
+    if choices is not None:
+        choices(form, dataset)
+    if form.validate_on_submit():
+        try:
+            step(session, dataset, form)
+        except MarketError as exc:
+            form.form_errors.append(refusal(exc))
+        else:
+            flash(done, "success")
+            return redirect(url_for("storefront.manage_dataset", dataset_id=dataset.id))
+    return render_template("catalog/manage.html",
+                           **_manage_context(principal, dataset, **{form_name: form})), 422
+
+
+def _participants(form: SupplyChainForm) -> list[dict]:
+    """The supply chain's filled rows, shares from percent to basis points."""
+    participants = []
+    for row in form.rows:
+        if row.organization_id.data is None and row.share_percent.data is None:
+            continue
+        percent = row.share_percent.data or Decimal(0)
+        participants.append({"organization_id": row.organization_id.data or 0,
+                             "role": row.role.data,
+                             "share_bps": int((percent * 100).to_integral_value())})
+    return participants
+
+
 @storefront.post("/supplier/datasets/<int:dataset_id>/supply-chain")
 @signed_in("catalog:write")
 def save_supply_chain(principal: Principal, dataset_id: int):
-    session = db_session()
-    dataset = services.get_dataset_for_owner(session, principal, dataset_id)
-    form = SupplyChainForm()
-    if form.validate_on_submit():
-        participants = []
-        for row in form.rows:
-            if row.organization_id.data is None and row.share_percent.data is None:
-                continue
-            percent = row.share_percent.data or Decimal(0)
-            participants.append({"organization_id": row.organization_id.data or 0,
-                                 "role": row.role.data,
-                                 "share_bps": int((percent * 100).to_integral_value())})
-        try:
-            services.set_supply_chain(session, principal, dataset, participants,
-                                      form.note.data or "")
-        except MarketError as exc:
-            form.form_errors.append(exc.detail)
-        else:
-            flash(_("Supply chain saved as a new revision."), "success")
-            return redirect(url_for("storefront.manage_dataset", dataset_id=dataset.id))
-    return render_template("catalog/manage.html",
-                           **_manage_context(principal, dataset, chain_form=form)), 422
+    return _manage_step(
+        principal, dataset_id, SupplyChainForm(), "chain_form",
+        lambda session, dataset, form: services.set_supply_chain(
+            session, principal, dataset, _participants(form), form.note.data or ""),
+        _("Supply chain saved as a new revision."))
+
+
+def _submit(session, principal: Principal, dataset: Dataset, form: SubmitListingForm) -> None:
+    version_id = session.scalar(select(DatasetVersion.id).where(
+        DatasetVersion.dataset_id == dataset.id, DatasetVersion.number == form.version.data))
+    listings.submit(session, principal, dataset, version_id=version_id or -1,
+                    exchange_id=form.exchange_id.data,
+                    review_days=current_app.config["LISTING_REVIEW_DAYS"])
 
 
 @storefront.post("/supplier/datasets/<int:dataset_id>/listing")
 @signed_in("catalog:write")
 def submit_for_listing(principal: Principal, dataset_id: int):
-    session = db_session()
-    dataset = services.get_dataset_for_owner(session, principal, dataset_id)
-    form = SubmitListingForm()
-    context = _manage_context(principal, dataset, submit_form=form)
-    if form.validate_on_submit():
-        version_id = session.scalar(select(DatasetVersion.id).where(
-            DatasetVersion.dataset_id == dataset.id, DatasetVersion.number == form.version.data))
-        try:
-            listings.submit(session, principal, dataset, version_id=version_id or -1,
-                            exchange_id=form.exchange_id.data,
-                            review_days=current_app.config["LISTING_REVIEW_DAYS"])
-        except MarketError as exc:
-            form.form_errors.append(exc.detail)
-        else:
-            flash(_("Submitted for review."), "success")
-            return redirect(url_for("storefront.manage_dataset", dataset_id=dataset.id))
-    return render_template("catalog/manage.html", **context), 422
+    return _manage_step(
+        principal, dataset_id, SubmitListingForm(), "submit_form",
+        lambda session, dataset, form: _submit(session, principal, dataset, form),
+        _("Submitted for review."), choices=_listing_choices)
 
 
 @storefront.post("/supplier/datasets/<int:dataset_id>/offers")
 @signed_in("catalog:write")
 def add_offer(principal: Principal, dataset_id: int):
-    session = db_session()
-    dataset = services.get_dataset_for_owner(session, principal, dataset_id)
-    form = OfferForm()
-    if form.validate_on_submit():
-        try:
-            offers.add_offer(session, principal, dataset,
-                             form.terms(dataset.organization.default_currency))
-        except MarketError as exc:
-            form.form_errors.append(f"{exc.field}: {exc.detail}" if exc.field else exc.detail)
-        else:
-            flash(_("Offer added."), "success")
-            return redirect(url_for("storefront.manage_dataset", dataset_id=dataset.id))
-    return render_template("catalog/manage.html",
-                           **_manage_context(principal, dataset, offer_form=form)), 422
+    return _manage_step(
+        principal, dataset_id, OfferForm(), "offer_form",
+        lambda session, dataset, form: offers.add_offer(
+            session, principal, dataset, form.terms(dataset.organization.default_currency)),
+        _("Offer added."),
+        refusal=lambda exc: f"{exc.field}: {exc.detail}" if exc.field else exc.detail)
 
 
 @storefront.post("/supplier/datasets/<int:dataset_id>/offers/<int:offer_id>/retire")

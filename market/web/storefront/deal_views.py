@@ -269,53 +269,48 @@ def deal_page(principal: Principal, deal_id: int):
     return _render_deal(principal, deals.get_deal(db_session(), principal, deal_id))
 
 
-@storefront.post("/deals/<int:deal_id>/deliver")
-@signed_in("deals:supply")
-def deliver(principal: Principal, deal_id: int):
+def _deal_step(principal: Principal, deal_id: int, form, form_name: str, step, done: str):
+    """One party's step on a deal from its form: the deal locked, ``step(session, deal, form)``
+    taken, and back to the deal page; a refused step shows the page again with the form's
+    errors."""
     session_ = db_session()
     deal = deals.get_deal(session_, principal, deal_id, for_update=True)
-    form = DeliveryForm()
     if form.validate_on_submit():
         try:
-            deals.deliver(session_, principal, deal, version_number=form.version.data)
+            step(session_, deal, form)
         except SERVICE_ERRORS as exc:
             form_error(form, exc)
         else:
-            flash(_("Delivered: the acceptance check has run."), "success")
+            flash(done, "success")
             return redirect(url_for("storefront.deal_page", deal_id=deal.id))
-    return _render_deal(principal, deal, delivery=form, status=422)
+    return _render_deal(principal, deal, status=422, **{form_name: form})
+
+
+@storefront.post("/deals/<int:deal_id>/deliver")
+@signed_in("deals:supply")
+def deliver(principal: Principal, deal_id: int):
+    return _deal_step(
+        principal, deal_id, DeliveryForm(), "delivery",
+        lambda session_, deal, form: deals.deliver(session_, principal, deal,
+                                                   version_number=form.version.data),
+        _("Delivered: the acceptance check has run."))
 
 
 @storefront.post("/deals/<int:deal_id>/accept")
 @signed_in("billing:write")
 def accept_delivery(principal: Principal, deal_id: int):
-    session_ = db_session()
-    deal = deals.get_deal(session_, principal, deal_id, for_update=True)
-    form = AcceptDeliveryForm()
-    if form.validate_on_submit():
-        try:
-            deals.accept_delivery(session_, principal, deal,
-                                  waiver_reason=form.waiver_reason.data or None)
-        except SERVICE_ERRORS as exc:
-            form_error(form, exc)
-        else:
-            flash(_("Delivery accepted: the acceptance payment is now due."), "success")
-            return redirect(url_for("storefront.deal_page", deal_id=deal.id))
-    return _render_deal(principal, deal, accept=form, status=422)
+    return _deal_step(
+        principal, deal_id, AcceptDeliveryForm(), "accept",
+        lambda session_, deal, form: deals.accept_delivery(
+            session_, principal, deal, waiver_reason=form.waiver_reason.data or None),
+        _("Delivery accepted: the acceptance payment is now due."))
 
 
 @storefront.post("/deals/<int:deal_id>/dispute")
 @signed_in("billing:write")
 def dispute_deal(principal: Principal, deal_id: int):
-    session_ = db_session()
-    deal = deals.get_deal(session_, principal, deal_id, for_update=True)
-    form = DisputeForm()
-    if form.validate_on_submit():
-        try:
-            deals.dispute(session_, principal, deal, reason=form.reason.data)
-        except SERVICE_ERRORS as exc:
-            form_error(form, exc)
-        else:
-            flash(_("Deal disputed."), "success")
-            return redirect(url_for("storefront.deal_page", deal_id=deal.id))
-    return _render_deal(principal, deal, dispute=form, status=422)
+    return _deal_step(
+        principal, deal_id, DisputeForm(), "dispute",
+        lambda session_, deal, form: deals.dispute(session_, principal, deal,
+                                                   reason=form.reason.data),
+        _("Deal disputed."))
