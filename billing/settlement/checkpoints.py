@@ -24,7 +24,6 @@ lower id than the newest it covers can commit after it; audit appenders are alre
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import os

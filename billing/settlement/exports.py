@@ -228,11 +228,6 @@ def statement_csv(statement: SettlementStatement, parties: StatementParties) -> 
                      [], *_total_values(statement)])
 
 
-def _number_format(currency: str) -> str:
-    places = minor_units(currency)
-    return "#,##0" + ("." + "0" * places if places else "")
-
-
 def statement_xlsx(statement: SettlementStatement, parties: StatementParties) -> bytes:
     """The statement as one worksheet; amounts are numeric cells, never text or floats."""
     workbook = Workbook()

@@ -10,7 +10,6 @@ under review, so that every page shown has something on it.
 
 from __future__ import annotations
 
-import datetime
 from pathlib import Path
 
 import pytest
