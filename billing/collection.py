@@ -19,7 +19,8 @@ from billing import subscriptions
 from billing.context import BillingSettings
 from billing.errors import GatewayUnavailable
 from billing.metering import postpaid
-from billing.models import LIVE_PAYMENT_STATUSES, CreditLine, Invoice, Order, Subscription
+from billing.models import (LIVE_PAYMENT_STATUSES, CreditLine, Invoice, Order, OrderStatus,
+                            PaymentStatus, Subscription, SubscriptionStatus)
 from billing.payments import card
 from billing.payments.gateway import CardGateway
 from billing.runs import JobContext
@@ -39,7 +40,7 @@ def _charge_renewal(db: Database, gateway: CardGateway | None, settings: Billing
     """
     with db.session() as session:
         order = session.get(Order, order_id)
-        if order.status != "awaiting_payment":
+        if order.status != OrderStatus.AWAITING_PAYMENT:
             return "settled"
         if any(p.status in LIVE_PAYMENT_STATUSES for p in order.payments):
             return "in_flight"
@@ -52,7 +53,7 @@ def _charge_renewal(db: Database, gateway: CardGateway | None, settings: Billing
         with db.session() as session, session.begin():
             subscriptions.charge_refused(session, order_id, settings, exc.detail[:200])
         return "failed"
-    return "paid" if payment.status == "succeeded" else payment.status
+    return "paid" if payment.status == PaymentStatus.SUCCEEDED else payment.status
 
 
 def run_renewals(ctx: JobContext) -> dict:
@@ -62,13 +63,13 @@ def run_renewals(ctx: JobContext) -> dict:
     counts: Counter = Counter()
     with ctx.db.session() as session:
         due = list(session.scalars(select(Subscription.id).where(
-            Subscription.status == "active", Subscription.current_period_end <= day)
-            .order_by(Subscription.id)))
+            Subscription.status == SubscriptionStatus.ACTIVE,
+            Subscription.current_period_end <= day).order_by(Subscription.id)))
     for subscription_id in due:
         for _ in range(MAX_CATCH_UP):
             with ctx.db.session() as session, session.begin():
-                outcome, order = subscriptions.renew_subscription(session, subscription_id, day=day,
-                                                    settings=settings)
+                outcome, order = subscriptions.renew_subscription(
+                    session, subscription_id, day=day, settings=settings)
                 order_id, method = (order.id, order.payment_method) if order else (None, None)
             counts[outcome] += 1
             if outcome != "renewed":
@@ -89,18 +90,20 @@ def run_dunning(ctx: JobContext) -> dict:
     counts: Counter = Counter()
     with ctx.db.session() as session:
         retry = list(session.scalars(select(Subscription.id).where(
-            Subscription.status == "past_due", Subscription.payment_method == "card",
-            Subscription.next_retry_at <= now).order_by(Subscription.id)))
+            Subscription.status == SubscriptionStatus.PAST_DUE,
+            Subscription.payment_method == "card", Subscription.next_retry_at <= now)
+            .order_by(Subscription.id)))
         overdue = list(session.execute(
             select(Subscription.id, Invoice.id).join(Order, Order.subscription_id
                                                      == Subscription.id)
             .join(Invoice, Invoice.order_id == Order.id)
-            .where(Subscription.status.in_(("active", "past_due")),
+            .where(Subscription.status.in_((SubscriptionStatus.ACTIVE,
+                                            SubscriptionStatus.PAST_DUE)),
                    Subscription.payment_method == "bank_transfer",
-                   Order.kind == "renewal", Order.status == "awaiting_payment",
+                   Order.kind == "renewal", Order.status == OrderStatus.AWAITING_PAYMENT,
                    Invoice.due_on < now.date())).all())
         expired = list(session.scalars(select(Subscription.id).where(
-            Subscription.status == "suspended", Subscription.next_retry_at <= now)
+            Subscription.status == SubscriptionStatus.SUSPENDED, Subscription.next_retry_at <= now)
             .order_by(Subscription.id)))
     for subscription_id in retry:
         with ctx.db.session() as session, session.begin():

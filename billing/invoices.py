@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from billing.context import BillingSettings
 from billing.errors import CardPaymentInFlight
 from billing.finance import finance_may_act, finance_sees
-from billing.models import Invoice, Order, Payment
+from billing.models import Invoice, InvoiceStatus, Order, OrderStatus, Payment, PaymentStatus
 from billing.orders import READABLE_ALPHABET
 from market.accounts.authz import Principal
 from market.core import audit
@@ -27,7 +27,8 @@ from market.core.errors import Conflict, InvalidInput, NotFound
 from market.core.keyset import Keyset, asc
 
 # A payment in these may still succeed (a succeeded one has paid the order already).
-PAYMENT_IN_FLIGHT = ("created", "processing", "requires_action")
+PAYMENT_IN_FLIGHT = (PaymentStatus.CREATED, PaymentStatus.PROCESSING,
+                     PaymentStatus.REQUIRES_ACTION)
 
 
 def payment_reference() -> str:
@@ -58,14 +59,15 @@ def issue_invoice(session: Session, order: Order, settings: BillingSettings,
     if session.scalar(select(Payment.id).where(Payment.order_id == order.id,
                                                Payment.status.in_(PAYMENT_IN_FLIGHT)).limit(1)):
         raise CardPaymentInFlight()
-    if order.status != "awaiting_payment":
+    if order.status != OrderStatus.AWAITING_PAYMENT:
         raise Conflict(f"This order is {order.status.replace('_', ' ')}; it cannot be paid "
                        "again.", field="order")
     if order.invoice is not None:
         return order.invoice
     invoice = Invoice(
         number=order.number.replace("DM-", "INV-", 1), order=order,
-        organization_id=order.organization_id, status="open", currency=order.currency,
+        organization_id=order.organization_id, status=InvoiceStatus.OPEN,
+        currency=order.currency,
         amount_due_minor=order.total_minor, amount_received_minor=0,
         payment_reference=payment_reference(),
         due_on=business_calendar(session).day_of(utcnow())
@@ -109,6 +111,8 @@ def find_invoice_by_reference(session: Session, principal: Principal, reference:
 def open_invoices(session: Session, principal: Principal) -> Keyset[Invoice]:
     """Invoices awaiting money, for finance (the platform's: all; an exchange's: its own), the
     soonest due first."""
-    return Keyset(session, select(Invoice).where(Invoice.status.in_(("open", "partially_paid"))),
+    awaiting = select(Invoice).where(Invoice.status.in_((InvoiceStatus.OPEN,
+                                                          InvoiceStatus.PARTIALLY_PAID)))
+    return Keyset(session, awaiting,
                   [asc(Invoice.due_on), asc(Invoice.id)],
                   keep=lambda invoice: finance_sees(session, principal, invoice.order))

@@ -32,7 +32,7 @@ from market.core.errors import Conflict, InvalidInput, NotFound
 from market.core.keyset import Keyset, desc
 from market.accounts.models import Organization  # the buyer's verified tax status
 from billing.budgets import lines as budgets
-from billing.models import LIVE_PAYMENT_STATUSES, Order, OrderLine
+from billing.models import LIVE_PAYMENT_STATUSES, InvoiceStatus, Order, OrderLine, OrderStatus
 from pricing.errors import PricingError
 from pricing.money import Money, UnitPrice
 from pricing.offers import MallPackage, MeteredRateCard, offer_from_dict
@@ -92,7 +92,8 @@ def order_parties(session: Session, order: Order) -> frozenset[int]:
 
 def new_order(session: Session, *, organization_id: int, kind: str, currency: str,
               payment_method: str, created_by_id: int | None = None,
-              billing_key: str | None = None, status: str = "awaiting_payment",
+              billing_key: str | None = None,
+              status: OrderStatus = OrderStatus.AWAITING_PAYMENT,
               **fields: Any) -> Order:
     if payment_method not in PAYMENT_METHODS:
         raise InvalidInput(f"Pay by {' or '.join(PAYMENT_METHODS)}.", field="payment_method")
@@ -100,7 +101,8 @@ def new_order(session: Session, *, organization_id: int, kind: str, currency: st
                   status=status, currency=currency, subtotal_minor=0, tax_minor=0,
                   total_minor=0, paid_minor=0, refunded_minor=0, payment_method=payment_method,
                   created_by_id=created_by_id, billing_key=billing_key,
-                  payable_at=utcnow() if status == "awaiting_payment" else None, **fields)
+                  payable_at=utcnow() if status == OrderStatus.AWAITING_PAYMENT else None,
+                  **fields)
     session.add(order)
     return order
 
@@ -329,14 +331,14 @@ def get_order(session: Session, principal: Principal, order_id: int, *,
 def list_orders(session: Session, principal: Principal) -> Keyset[Order]:
     """The organization's orders, newest first (a renewal not yet due is not one yet)."""
     return Keyset(session, select(Order).where(
-        Order.organization_id == principal.organization_id, Order.status != "scheduled"),
+        Order.organization_id == principal.organization_id, Order.status != OrderStatus.SCHEDULED),
         [desc(Order.id)])
 
 
 def cancel_order(session: Session, principal: Principal, order: Order) -> Order:
     """Cancel an unpaid order; one with a payment in flight or paid cannot be."""
 
-    if order.status != "awaiting_payment":
+    if order.status != OrderStatus.AWAITING_PAYMENT:
         raise Conflict(f"The order is {order.status.replace('_', ' ')}; only an unpaid order "
                        "can be cancelled.", field="status")
     if any(p.status in LIVE_PAYMENT_STATUSES for p in order.payments):
@@ -349,10 +351,10 @@ def cancel_unpaid(session: Session, order: Order, *, actor: Actor = SYSTEM,
     """Cancel an order nobody paid: its invoice void, what it held on a budget line released,
     and an audit entry (with ``reason`` when a job cancels it). The caller has checked that no
     payment of it may still succeed."""
-    order.status = "cancelled"
+    order.status = OrderStatus.CANCELLED
     order.cancelled_at = utcnow()
     if order.invoice is not None:
-        order.invoice.status = "void"
+        order.invoice.status = InvoiceStatus.VOID
     budgets.on_order_cancelled(session, order)
     data = {"number": order.number} if reason is None else {"number": order.number, "reason": reason}
     audit.record(session, "order.cancelled", actor=actor, organization_id=order.organization_id,

@@ -38,8 +38,9 @@ from market.core.keyset import Keyset, desc
 from billing import invoices, orders
 from billing.budgets import lines as budgets
 from billing.context import BillingSettings
-from billing.models import Entitlement, Invoice, Order, Payment, Subscription, SubscriptionPeriod
-from billing.models import LIVE_PAYMENT_STATUSES
+from billing.models import (LIVE_PAYMENT_STATUSES, Entitlement, Invoice, InvoiceStatus, Order,
+                            OrderStatus, Payment, Subscription, SubscriptionPeriod,
+                            SubscriptionStatus)
 from pricing import proration
 from pricing.errors import PricingError
 from pricing.offers import SubscriptionPlan, offer_from_dict
@@ -47,7 +48,10 @@ from pricing.periods import midnight
 from pricing.proration import BillingPeriod
 from pricing.quotes import quote
 
-LIVE = ("incomplete", "active", "past_due", "suspended")
+LIVE = (SubscriptionStatus.INCOMPLETE, SubscriptionStatus.ACTIVE, SubscriptionStatus.PAST_DUE,
+        SubscriptionStatus.SUSPENDED)
+# The plan holds: paid up, or a renewal unpaid and still being retried (not yet suspended).
+_COLLECTING = (SubscriptionStatus.ACTIVE, SubscriptionStatus.PAST_DUE)
 
 
 # Reading plans and dates ------------------------------------------------------------------------
@@ -157,7 +161,8 @@ def subscribe(session: Session, principal: Principal, offer_id: int, *, payment_
     plan = plan_of(offer)
     period = BillingPeriod.starting(today or utcnow().date(), plan.period)
     sub = Subscription(organization_id=principal.organization_id, dataset_id=offer.dataset_id,
-                       offer_id=offer.id, status="incomplete", payment_method=payment_method,
+                       offer_id=offer.id, status=SubscriptionStatus.INCOMPLETE,
+                       payment_method=payment_method,
                        current_period_start=period.start, current_period_end=period.end,
                        included_tokens=0, rollover_tokens=0, tokens_used=0,
                        cancel_at_period_end=False, dunning_attempts=0,
@@ -196,7 +201,7 @@ def on_paid(session: Session, order: Order) -> None:
     sub = _lock(session, order.subscription_id)
     if sub is None:
         return
-    if sub.status == "cancelled":
+    if sub.status == SubscriptionStatus.CANCELLED:
         # Paid after it was cancelled (an invoice settled late): nothing to grant; the money is
         # on the order and can be refunded.
         _audit(session, sub, "paid_after_cancellation", order_id=order.id)
@@ -204,7 +209,7 @@ def on_paid(session: Session, order: Order) -> None:
     match order.kind:
         case "subscription":
             plan = plan_of(session.get(Offer, sub.offer_id))
-            sub.status = "active"
+            sub.status = SubscriptionStatus.ACTIVE
             sub.included_tokens, sub.rollover_tokens, sub.tokens_used = (
                 plan.included_tokens, 0, 0)
             _extend_access(session, sub, midnight(sub.current_period_end))
@@ -213,7 +218,7 @@ def on_paid(session: Session, order: Order) -> None:
                    period_end=sub.current_period_end.isoformat())
         case "renewal":
             before = sub.status
-            sub.status = "active"
+            sub.status = SubscriptionStatus.ACTIVE
             sub.dunning_attempts = 0
             sub.next_retry_at = None
             _extend_access(session, sub, midnight(sub.current_period_end))
@@ -226,8 +231,8 @@ def on_renewal_failed(session: Session, order: Order, payment: Payment | None,
                       settings: BillingSettings | None = None) -> None:
     """A renewal charge failed: the next step of dunning (past due, or suspended at last)."""
     sub = _lock(session, order.subscription_id)
-    if sub is None or sub.status not in ("active", "past_due") or (
-            order.status != "awaiting_payment"):
+    if sub is None or sub.status not in _COLLECTING or (
+            order.status != OrderStatus.AWAITING_PAYMENT):
         return
     _dunning_step(session, sub, order, settings or BillingSettings(),
                   reason=(payment.failure_code if payment is not None else None) or "failed")
@@ -239,7 +244,7 @@ def _dunning_step(session: Session, sub: Subscription, order: Order,
     anchor = order.payable_at or utcnow()
     sub.dunning_attempts += 1
     if sub.dunning_attempts <= len(retries):
-        sub.status = "past_due"
+        sub.status = SubscriptionStatus.PAST_DUE
         sub.next_retry_at = anchor + dt.timedelta(days=retries[sub.dunning_attempts - 1])
         _audit(session, sub, "past_due", order_id=order.id, reason=reason,
                attempts=sub.dunning_attempts, next_retry_at=sub.next_retry_at.isoformat())
@@ -251,7 +256,7 @@ def _dunning_step(session: Session, sub: Subscription, order: Order,
 
 def _suspend(session: Session, sub: Subscription, order: Order, *, reason: str,
              cancel_at: dt.datetime) -> None:
-    sub.status = "suspended"
+    sub.status = SubscriptionStatus.SUSPENDED
     sub.next_retry_at = cancel_at
     _end_access(session, sub, f"suspended: renewal {order.number} unpaid")
     _audit(session, sub, "suspended", order_id=order.id, reason=reason,
@@ -267,7 +272,7 @@ def on_refunded(session: Session, order: Order) -> None:
     current = session.scalar(select(SubscriptionPeriod).where(
         SubscriptionPeriod.subscription_id == sub.id,
         SubscriptionPeriod.period_start == sub.current_period_start))
-    if sub.status != "cancelled" and (order.kind == "plan_change" or (
+    if sub.status != SubscriptionStatus.CANCELLED and (order.kind == "plan_change" or (
             current is not None and current.order_id == order.id)):
         _cancel_now(session, sub, f"order {order.number} refunded")
     else:
@@ -298,10 +303,10 @@ def renew_subscription(session: Session, subscription_id: int, *, day: dt.date,
     A period already billed (its ``billing_key`` exists) is never billed again.
     """
     sub = _lock(session, subscription_id)
-    if sub is None or sub.status != "active" or sub.current_period_end > day:
+    if sub is None or sub.status != SubscriptionStatus.ACTIVE or sub.current_period_end > day:
         return "not_due", None
     if sub.cancel_at_period_end:
-        sub.status = "cancelled"
+        sub.status = SubscriptionStatus.CANCELLED
         sub.cancelled_at = utcnow()
         _end_access(session, sub, "cancelled at period end",
                     at=midnight(sub.current_period_end), revoke=False)
@@ -354,7 +359,7 @@ def charge_refused(session: Session, order_id: int, settings: BillingSettings,
     a failed attempt, the next step of dunning."""
     order = session.get(Order, order_id)
     sub = _lock(session, order.subscription_id)
-    if sub is not None and sub.status in ("active", "past_due"):
+    if sub is not None and sub.status in _COLLECTING:
         _dunning_step(session, sub, order, settings, reason=reason)
 
 
@@ -363,11 +368,11 @@ def charge_refused(session: Session, order_id: int, settings: BillingSettings,
 def _unpaid_renewal(session: Session, sub: Subscription) -> Order | None:
     return session.scalar(select(Order).where(
         Order.subscription_id == sub.id, Order.kind == "renewal",
-        Order.status == "awaiting_payment").order_by(Order.id.desc()).limit(1))
+        Order.status == OrderStatus.AWAITING_PAYMENT).order_by(Order.id.desc()).limit(1))
 
 
 def _cancel_now(session: Session, sub: Subscription, reason: str) -> None:
-    sub.status = "cancelled"
+    sub.status = SubscriptionStatus.CANCELLED
     sub.cancelled_at = utcnow()
     sub.cancel_at_period_end = False
     sub.next_retry_at = None
@@ -379,7 +384,7 @@ def _cancel_now(session: Session, sub: Subscription, reason: str) -> None:
 def _cancel_unpaid(session: Session, sub: Subscription, kind: str | None, reason: str) -> None:
     """Cancel the subscription's unpaid orders (of one kind, or all)."""
     query = select(Order).where(Order.subscription_id == sub.id,
-                                Order.status == "awaiting_payment")
+                                Order.status == OrderStatus.AWAITING_PAYMENT)
     if kind is not None:
         query = query.where(Order.kind == kind)
     for order in session.scalars(query):
@@ -392,7 +397,7 @@ def retry_due(session: Session, subscription_id: int, now: dt.datetime) -> int |
     """The unpaid renewal order of a past-due subscription whose next retry is due, its retry
     audited; None when there is nothing to retry (paid or retried meanwhile)."""
     sub = _lock(session, subscription_id)
-    order = _unpaid_renewal(session, sub) if sub.status == "past_due" else None
+    order = _unpaid_renewal(session, sub) if sub.status == SubscriptionStatus.PAST_DUE else None
     if order is None or sub.next_retry_at is None or sub.next_retry_at > now:
         return None
     _audit(session, sub, "payment_retried", order_id=order.id, attempt=sub.dunning_attempts + 1)
@@ -405,7 +410,8 @@ def suspend_overdue(session: Session, subscription_id: int, invoice_id: int,
     ``dunning_cancel_days`` after its due day; whether it was suspended."""
     sub = _lock(session, subscription_id)
     invoice = session.get(Invoice, invoice_id)
-    if sub.status not in ("active", "past_due") or invoice.status in ("paid", "void"):
+    if sub.status not in _COLLECTING or invoice.status in (InvoiceStatus.PAID,
+                                                           InvoiceStatus.VOID):
         return False
     cancel_at = midnight(invoice.due_on) + dt.timedelta(days=settings.dunning_cancel_days)
     _suspend(session, sub, invoice.order, reason="invoice_overdue", cancel_at=cancel_at)
@@ -415,7 +421,8 @@ def suspend_overdue(session: Session, subscription_id: int, invoice_id: int,
 def cancel_expired(session: Session, subscription_id: int, now: dt.datetime) -> bool:
     """Cancel a subscription suspended past its deadline; whether it was cancelled."""
     sub = _lock(session, subscription_id)
-    if sub.status != "suspended" or sub.next_retry_at is None or sub.next_retry_at > now:
+    if (sub.status != SubscriptionStatus.SUSPENDED or sub.next_retry_at is None
+            or sub.next_retry_at > now):
         return False
     _cancel_now(session, sub, "renewal unpaid after dunning")
     return True
@@ -444,7 +451,7 @@ def change_plan(session: Session, principal: Principal, subscription_id: int,
     plan waits for the period end.
     """
     sub = get_subscription(session, principal, subscription_id, for_update=True)
-    if sub.status != "active":
+    if sub.status != SubscriptionStatus.ACTIVE:
         raise Conflict(f"The subscription is {sub.status.replace('_', ' ')}; only an active "
                        "one can change plan.", field="subscription_id")
     offer = orders.sellable_offer(session, principal, new_offer_id, kinds=("subscription",),
@@ -464,7 +471,7 @@ def change_plan(session: Session, principal: Principal, subscription_id: int,
                            field="offer_id")
     unpaid = session.scalar(select(Order).where(
         Order.subscription_id == sub.id, Order.kind == "plan_change",
-        Order.status == "awaiting_payment"))
+        Order.status == OrderStatus.AWAITING_PAYMENT))
     if unpaid is not None:
         raise Conflict(f"An earlier plan change (order {unpaid.number}) is awaiting payment; "
                        "pay or cancel it first.", field="subscription_id")
@@ -513,7 +520,7 @@ def _apply_change(session: Session, sub: Subscription, change: dict, *,
                   actor: Actor = SYSTEM, order_id: int | None = None) -> None:
     """Switch the plan now: the new plan's allowance replaces the old one's for the days left,
     or, when the new plan bills another kind of period, a new period starts."""
-    if sub.status not in ("active", "past_due") or sub.offer_id != change["from_offer_id"]:
+    if sub.status not in _COLLECTING or sub.offer_id != change["from_offer_id"]:
         # The subscription moved on before the upgrade was paid: keep the money as the
         # order's (refundable) and say so.
         _audit(session, sub, "plan_change_stale", actor, order_id=order_id, change=change)
@@ -552,9 +559,9 @@ def cancel(session: Session, principal: Principal, subscription_id: int) -> Subs
     suspended), ends now, and its unpaid orders are cancelled.
     """
     sub = get_subscription(session, principal, subscription_id, for_update=True)
-    if sub.status == "cancelled":
+    if sub.status == SubscriptionStatus.CANCELLED:
         raise Conflict("The subscription is already cancelled.", field="subscription_id")
-    if sub.status == "active":
+    if sub.status == SubscriptionStatus.ACTIVE:
         if not sub.cancel_at_period_end:
             sub.cancel_at_period_end = True
             sub.pending_offer_id = None
@@ -569,7 +576,7 @@ def resume(session: Session, principal: Principal, subscription_id: int, *,
            today: dt.date | None = None) -> Subscription:
     """Take back a cancellation at the period end, while the period lasts."""
     sub = get_subscription(session, principal, subscription_id, for_update=True)
-    if sub.status != "active" or not sub.cancel_at_period_end:
+    if sub.status != SubscriptionStatus.ACTIVE or not sub.cancel_at_period_end:
         raise Conflict("The subscription is not set to cancel.", field="subscription_id")
     if (today or utcnow().date()) >= sub.current_period_end:
         raise Conflict("The period has ended; subscribe again.", field="subscription_id")

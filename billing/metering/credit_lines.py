@@ -236,8 +236,8 @@ def list_credit_lines(session: Session, principal: Principal) -> Keyset[CreditLi
     return Keyset(session, select(CreditLine), [asc(CreditLine.id)])
 
 
-def list_changes(session: Session, principal: Principal, *, status: str | None = None
-                 ) -> Keyset[CreditLineChange]:
+def list_changes(session: Session, principal: Principal, *,
+                 status: CreditLineChangeStatus | None = None) -> Keyset[CreditLineChange]:
     """Credit line changes, newest first, of one status or all."""
     _require_platform_finance(principal)
     query = select(CreditLineChange)

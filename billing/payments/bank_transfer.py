@@ -16,7 +16,8 @@ from sqlalchemy.orm import Session
 
 from billing.context import BillingSettings
 from billing.finance import finance_may_act, finance_sees, refuse_party_to_order
-from billing.models import BankReceipt, Invoice, Order, Payment
+from billing.models import (BankReceipt, Invoice, InvoiceStatus, Order, Payment, PaymentStatus,
+                            ReceiptStatus)
 from billing.payments.settle import settle_payment
 from billing.settlement.ledger import Line, Purpose, get_account, post
 from market.accounts.authz import Maker, Principal, authorize, require_checker
@@ -51,14 +52,15 @@ def record_bank_receipt(session: Session, principal: Principal, invoice: Invoice
     if not bank_reference:
         raise InvalidInput("Give the bank's reference of the transfer.", field="bank_reference")
     if session.scalar(select(BankReceipt).where(BankReceipt.bank_reference == bank_reference,
-                                                BankReceipt.status != "rejected")):
+                                                BankReceipt.status != ReceiptStatus.REJECTED)):
         raise Conflict("A receipt with this bank reference is already recorded.",
                        field="bank_reference")
     _receivable(invoice)
     waits = settings.needs_second_approver(amount)
     receipt = BankReceipt(invoice=invoice, amount_minor=amount.minor, currency=amount.currency,
                           received_on=received_on, bank_reference=bank_reference,
-                          status="pending_approval" if waits else "confirmed",
+                          status=(ReceiptStatus.PENDING_APPROVAL if waits
+                                  else ReceiptStatus.CONFIRMED),
                           recorded_by_id=principal.user_id,
                           recorded_by_org_id=principal.organization_id,
                           recorded_by_role=principal.member_role)
@@ -76,7 +78,7 @@ def record_bank_receipt(session: Session, principal: Principal, invoice: Invoice
 
 
 def _receivable(invoice: Invoice) -> None:
-    if invoice.status in ("paid", "void"):
+    if invoice.status in (InvoiceStatus.PAID, InvoiceStatus.VOID):
         raise Conflict(f"The invoice is {invoice.status}; record this money as a refund to the "
                        "buyer instead.", field="invoice")
 
@@ -96,12 +98,12 @@ def _apply_receipt(session: Session, receipt: BankReceipt, settings: BillingSett
         memo={"invoice": invoice.number, "bank_reference": receipt.bank_reference})
     invoice.amount_received_minor += amount.minor
     if invoice.amount_received_minor < invoice.amount_due_minor:
-        invoice.status = "partially_paid"
+        invoice.status = InvoiceStatus.PARTIALLY_PAID
         return
-    invoice.status = "paid"
+    invoice.status = InvoiceStatus.PAID
     invoice.paid_at = utcnow()
     payment = Payment(order_id=order.id, organization_id=order.organization_id,
-                      method="bank_transfer", status="processing",
+                      method="bank_transfer", status=PaymentStatus.PROCESSING,
                       amount_minor=invoice.amount_due_minor, currency=invoice.currency,
                       idempotency_key=f"invoice:{invoice.id}")
     session.add(payment)
@@ -122,7 +124,7 @@ def get_receipt_for_finance(session: Session, principal: Principal, receipt_id: 
 
 
 def _decide(session: Session, principal: Principal, receipt: BankReceipt, note: str) -> None:
-    if receipt.status != "pending_approval":
+    if receipt.status != ReceiptStatus.PENDING_APPROVAL:
         raise Conflict(f"The receipt is {receipt.status.replace('_', ' ')}; only a receipt "
                        "awaiting approval is confirmed or rejected.", field="status")
     finance_may_act(session, principal, receipt.invoice.order)
@@ -144,7 +146,7 @@ def confirm_bank_receipt(session: Session, principal: Principal, receipt: BankRe
     invoice = session.scalar(select(Invoice).where(Invoice.id == receipt.invoice_id)
                              .with_for_update())
     _receivable(invoice)
-    receipt.status = "confirmed"
+    receipt.status = ReceiptStatus.CONFIRMED
     audit.record(session, "invoice.receipt_confirmed", actor=principal.actor,
                  organization_id=invoice.organization_id, object_type="invoice",
                  object_id=invoice.id,
@@ -162,7 +164,7 @@ def reject_bank_receipt(session: Session, principal: Principal, receipt: BankRec
     if not note:
         raise InvalidInput("Say why the receipt is rejected.", field="note")
     _decide(session, principal, receipt, note)
-    receipt.status = "rejected"
+    receipt.status = ReceiptStatus.REJECTED
     audit.record(session, "invoice.receipt_rejected", actor=principal.actor,
                  organization_id=receipt.invoice.organization_id, object_type="invoice",
                  object_id=receipt.invoice_id,
@@ -175,6 +177,7 @@ def pending_receipts(session: Session, principal: Principal) -> Keyset[BankRecei
     """Receipts awaiting a second person, that this principal's finance may see, oldest
     first."""
     authorize(principal, "payments:manage")
-    return Keyset(session, select(BankReceipt).where(BankReceipt.status == "pending_approval"),
+    waiting = select(BankReceipt).where(BankReceipt.status == ReceiptStatus.PENDING_APPROVAL)
+    return Keyset(session, waiting,
                   [asc(BankReceipt.id)],
                   keep=lambda receipt: finance_sees(session, principal, receipt.invoice.order))

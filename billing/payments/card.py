@@ -31,7 +31,8 @@ from sqlalchemy.orm import Session
 from billing.context import BillingSettings
 from billing.errors import GatewayUnavailable
 from billing.fulfilment import FULFILMENT
-from billing.models import LIVE_PAYMENT_STATUSES, Order, Payment, PaymentProfile
+from billing.models import (LIVE_PAYMENT_STATUSES, Order, OrderStatus, Payment, PaymentProfile,
+                            PaymentStatus)
 from billing.payments import anomalies
 from billing.payments.gateway import CardGateway, GatewayError, SetupResult, payment_tag
 from billing.payments.settle import settle_payment
@@ -42,8 +43,9 @@ from market.core.db import Database, utcnow
 from market.core.errors import Conflict, InvalidInput, NotFound
 
 # Forward-only: an outcome applies only when it ranks above the payment's status.
-_RANK = {"created": 0, "processing": 1, "requires_action": 1, "failed": 2, "canceled": 2,
-         "succeeded": 3}
+_RANK = {PaymentStatus.CREATED: 0, PaymentStatus.PROCESSING: 1, PaymentStatus.REQUIRES_ACTION: 1,
+         PaymentStatus.FAILED: 2, PaymentStatus.CANCELED: 2, PaymentStatus.SUCCEEDED: 3}
+_ALREADY_PAID = (OrderStatus.PAID, OrderStatus.PARTIALLY_REFUNDED, OrderStatus.REFUNDED)
 
 
 # Card payments ----------------------------------------------------------------------------------
@@ -58,9 +60,9 @@ def _lock_order(session: Session, order_id: int) -> Order:
 def _payable(order: Order, principal: Principal | None) -> None:
     if principal is not None and order.organization_id != principal.organization_id:
         raise NotFound("No such order.")
-    if order.status == "paid" or order.status.endswith("refunded"):
+    if order.status in _ALREADY_PAID:
         raise Conflict("This order is already paid.", field="order")
-    if order.status != "awaiting_payment":
+    if order.status != OrderStatus.AWAITING_PAYMENT:
         raise Conflict(f"This order is {order.status.replace('_', ' ')}; it cannot be paid.",
                        field="order")
     live = [p for p in order.payments if p.status in LIVE_PAYMENT_STATUSES]
@@ -151,8 +153,9 @@ def pay_by_card(db: Database, gateway: CardGateway | None, settings: BillingSett
         _payable(order, principal)
         attempt = len(order.payments) + 1
         payment = Payment(order_id=order.id, organization_id=order.organization_id,
-                          method="card", status="created", amount_minor=order.total_minor,
-                          currency=order.currency, off_session=off_session,
+                          method="card", status=PaymentStatus.CREATED,
+                          amount_minor=order.total_minor, currency=order.currency,
+                          off_session=off_session,
                           idempotency_key=f"order:{order.id}:payment:{attempt}")
         session.add(payment)
         session.flush()  # the gateway's metadata carries our payment id
@@ -238,16 +241,16 @@ def apply_intent_status(session: Session, payment: Payment, status: str,
     """
     if status not in _RANK:
         raise ValueError(f"unknown payment status {status!r}")
-    if payment.status == "succeeded" or _RANK[status] < _RANK[payment.status] or (
+    if payment.status == PaymentStatus.SUCCEEDED or _RANK[status] < _RANK[payment.status] or (
             status == payment.status):
         return False
-    if status == "succeeded":
+    if status == PaymentStatus.SUCCEEDED:
         settle_payment(session, payment, settings)
     else:
-        if _RANK[status] == _RANK[payment.status] and status != "requires_action":
+        if _RANK[status] == _RANK[payment.status] and status != PaymentStatus.REQUIRES_ACTION:
             return False
         payment.status = status
-        if status in ("failed", "canceled"):
+        if status in (PaymentStatus.FAILED, PaymentStatus.CANCELED):
             payment.failure_code = failure_code
             payment.failure_message = (failure_message or "")[:500] or None
             order = session.get(Order, payment.order_id)
@@ -279,8 +282,9 @@ def reconcile(db: Database, gateway: CardGateway | None, settings: BillingSettin
     with db.session() as session:
         stale = [(p.id, p.gateway_ref, p.organization_id, p.order.number) for p in session.scalars(
             select(Payment).where(Payment.method == "card",
-                                  Payment.status.in_(("created", "processing",
-                                                      "requires_action")),
+                                  Payment.status.in_((PaymentStatus.CREATED,
+                                                      PaymentStatus.PROCESSING,
+                                                      PaymentStatus.REQUIRES_ACTION)),
                                   Payment.updated_at <= now - older_than)
             .order_by(Payment.id))]
     for payment_id, ref, organization_id, order_number in stale:
@@ -306,12 +310,13 @@ def reconcile(db: Database, gateway: CardGateway | None, settings: BillingSettin
                                     failure_code=result.failure_code,
                                     failure_message=result.failure_message)
             elif not strangers:
-                apply_intent_status(session, payment, "failed", settings,
+                apply_intent_status(session, payment, PaymentStatus.FAILED, settings,
                                     failure_code="not_found",
                                     failure_message="The processor has no such payment.")
             # Else only intents we did not create: recorded for finance, nothing applied.
             after = payment.status
-        key = after if after in ("succeeded", "failed") and after != before else "unchanged"
+        moved = after != before and after in (PaymentStatus.SUCCEEDED, PaymentStatus.FAILED)
+        key = after if moved else "unchanged"
         counts[key] += 1
         progress(f"payment {payment_id}: {before} -> {after}")
     return counts

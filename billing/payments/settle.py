@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from billing.budgets import lines as budgets
 from billing.context import BillingSettings
 from billing.fulfilment import FULFILMENT
-from billing.models import Order, Payment
+from billing.models import Order, OrderStatus, Payment, PaymentStatus
 from billing.settlement.ledger import Line, Purpose, get_account, post
 from billing.settlement.split import (
     PLATFORM, TAX, post_payment, prepaid_key, receivable_key, split_payment,
@@ -62,10 +62,10 @@ def settle_payment(session: Session, payment: Payment, settings: BillingSettings
             paid_from_prepaid: bool = False) -> None:
     """Mark a payment succeeded and, in the same transaction, pay and fulfil its order."""
     order = session.scalar(select(Order).where(Order.id == payment.order_id).with_for_update())
-    payment.status = "succeeded"
+    payment.status = PaymentStatus.SUCCEEDED
     payment.succeeded_at = utcnow()
     payment.failure_code = payment.failure_message = None
-    if order.status != "awaiting_payment":
+    if order.status != OrderStatus.AWAITING_PAYMENT:
         # The order was paid another way meanwhile (a late success of an abandoned attempt):
         # the money is the buyer's credit, refundable, never a second sale.
         currency = payment.currency
@@ -89,7 +89,7 @@ def settle_payment(session: Session, payment: Payment, settings: BillingSettings
                  paid_from_prepaid=order.organization_id if paid_from_prepaid else None)
     payment.split = {key: str(part.amount) for key, part in split.items()}
     payment.applied = True
-    order.status = "paid"
+    order.status = OrderStatus.PAID
     order.paid_minor = payment.amount_minor
     order.paid_at = payment.succeeded_at
     FULFILMENT[order.kind].paid(session, order, settings)
