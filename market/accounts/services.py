@@ -26,6 +26,7 @@ from market.accounts.models import (
 from market.accounts.passwords import Passwords, check_strength
 from market.core.db import utcnow
 from market.core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from market.core.keyset import Keyset, desc
 
 KEY_PREFIXES = {"live": "dmk_live_", "test": "dmk_test_"}
 _PREFIX_RANDOM_CHARS = 8  # shown in lists; enough to tell keys apart at a glance
@@ -522,6 +523,14 @@ def principal_for_key(key: ApiKey) -> Principal:
     return Principal(organization_id=key.organization_id, api_key_id=key.id,
                      scopes=frozenset(key.scopes),
                      org_roles=frozenset(key.organization.role_names))
+
+
+def open_invitations(session: Session, organization_id: int) -> Keyset[Invitation]:
+    """The organization's invitations still waiting for their person (neither accepted,
+    withdrawn nor expired), the newest first."""
+    return Keyset(session, select(Invitation).where(
+        Invitation.organization_id == organization_id, Invitation.accepted_at.is_(None),
+        Invitation.revoked_at.is_(None), Invitation.expires_at > utcnow()), [desc(Invitation.id)])
 
 
 def get_user_by_email(session: Session, email: str) -> User:

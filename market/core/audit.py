@@ -18,6 +18,7 @@ from sqlalchemy import JSON, ForeignKey, Integer, String, select, text
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from market.core.db import Base, UTCDateTime, utcnow
+from market.core.keyset import Keyset, asc, desc
 
 GENESIS_HASH = "0" * 64
 # Any constant works; it only has to be the same in every process that appends.
@@ -152,3 +153,13 @@ def _entries_in_order(session: Session, batch_size: int) -> Iterator[AuditEntry]
             return
         yield from batch
         after = batch[-1].seq
+
+
+def organization_entries(session: Session, organization_id: int, *, action: str | None = None,
+                         newest_first: bool = False) -> Keyset[AuditEntry]:
+    """An organization's entries in chain order (the log page shows the newest first), read a
+    page at a time; ``action`` keeps one kind."""
+    statement = select(AuditEntry).where(AuditEntry.organization_id == organization_id)
+    if action is not None:
+        statement = statement.where(AuditEntry.action == action)
+    return Keyset(session, statement, [desc(AuditEntry.seq) if newest_first else asc(AuditEntry.seq)])

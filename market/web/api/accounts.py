@@ -19,7 +19,7 @@ from market.web.api.schemas import (
     OrganizationSchema, RegistrationConfirmSchema, RegistrationSchema, RegistrationSentSchema,
     TaxStatusSchema,
 )
-from market.core.audit import AuditEntry
+from market.core import audit
 from market.core.keyset import Keyset, asc, desc
 from market.web.http import db_session, mail_registration, passwords
 
@@ -232,7 +232,5 @@ def revoke_key(principal: Principal, key_id: int):
                response=page_schema(AuditEntrySchema), tags=["Audit"])
 def audit_log(principal: Principal, query: dict):
     """Entries in the chain's order (by ``seq``); each carries its chain hash."""
-    stmt = select(AuditEntry).where(AuditEntry.organization_id == principal.organization_id)
-    if query["action"]:
-        stmt = stmt.where(AuditEntry.action == query["action"])
-    return Keyset(db_session(), stmt, [asc(AuditEntry.seq)]).page(page_request(query))
+    return audit.organization_entries(db_session(), principal.organization_id,
+                                      action=query["action"] or None).page(page_request(query))

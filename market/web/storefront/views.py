@@ -17,8 +17,9 @@ from market.accounts import services as accounts
 from market.accounts.authz import SCOPES, Principal, authorize, get_owned
 from market.accounts.models import ApiKey, Invitation, Organization
 from market.accounts.services import KeyLimits
-from market.core.audit import AuditEntry
+from market.core import audit
 from market.core.errors import Conflict, Forbidden, InvalidInput
+from market.core.keyset import PageRequest
 from market.web.storefront.blueprint import storefront
 from market.web.storefront.common import form_error
 from market.web.storefront.forms import (
@@ -167,13 +168,10 @@ def account(principal: Principal):
             form = InviteForm(formdata=None)
         elif form.errors:
             status = 422
-    invitations = session_.scalars(
-        select(Invitation).where(Invitation.organization_id == org.id,
-                                 Invitation.accepted_at.is_(None),
-                                 Invitation.revoked_at.is_(None))
-        .order_by(Invitation.id.desc()).limit(200)).all() if manage else []
+    invitations = accounts.open_invitations(session_, org.id).page(
+        PageRequest(cursor=request.args.get("cursor"))) if manage else None
     return render_template("storefront/account.html", org=org, form=form,
-                           invitations=[i for i in invitations if i.status == "pending"],
+                           invitations=invitations,
                            invited_link=invited_link), status
 
 
@@ -267,9 +265,9 @@ def revoke_api_key(principal: Principal, key_id: int):
 @storefront.get("/account/audit")
 @signed_in("audit:read")
 def audit_log(principal: Principal):
-    entries = db_session().scalars(
-        select(AuditEntry).where(AuditEntry.organization_id == principal.organization_id)
-        .order_by(AuditEntry.seq.desc()).limit(200)).all()
+    entries = audit.organization_entries(db_session(), principal.organization_id,
+                                         newest_first=True).page(
+        PageRequest(cursor=request.args.get("cursor")))
     return render_template("storefront/audit.html", entries=entries)
 
 

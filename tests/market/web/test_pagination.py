@@ -16,7 +16,11 @@ from sqlalchemy import select
 from billing.budgets import lines as budgets
 from billing.models import Order
 from billing.orders import new_order
+from market.accounts import services as accounts
 from market.accounts.authz import SCOPES, Principal
+from market.accounts.models import Invitation
+from market.core import audit
+from market.core.audit import AuditEntry
 from market.web.api import api
 from market.web.api.docs import _openapi_path
 from market.web.api.pagination import PageQuerySchema, PageSchema
@@ -280,3 +284,41 @@ def test_the_storefronts_orders_page_walks_to_every_order_beyond_100(session, si
         older = re.search(r'href="([^"]*cursor=[^"]+)" rel="next"', page)
         address = html.unescape(older.group(1)) if older else None
     assert seen == numbers and len(numbers) == 130
+
+
+def _walk_pages(person, address, pattern):
+    """Every match of ``pattern`` over a storefront page and the pages its Older links reach."""
+    seen = []
+    while address:
+        page = person.get(address).get_data(as_text=True)
+        seen += list(dict.fromkeys(pattern.findall(page)))
+        older = re.search(r'href="([^"]*cursor=[^"]+)" rel="next"', page)
+        address = html.unescape(older.group(1)) if older else None
+    return seen
+
+
+def test_the_audit_log_page_walks_every_entry_beyond_200_newest_first(session, sign_in_as):
+    org = make_org(session, "buyer")
+    for n in range(230):
+        audit.record(session, "test.entry", organization_id=org.id, data={"n": n})
+    session.commit()
+    person = sign_in_as(org, "owner")
+    seqs = session.scalars(select(AuditEntry.seq).where(AuditEntry.organization_id == org.id)
+                           .order_by(AuditEntry.seq.desc())).all()
+    listed = _walk_pages(person, "/account/audit", re.compile(r"<tr><td>(\d+)</td>"))
+    assert [int(s) for s in listed] == seqs and len(seqs) >= 230
+
+
+def test_the_account_page_walks_every_open_invitation_beyond_200(session, sign_in_as):
+    org = make_org(session, "buyer")
+    person = sign_in_as(org, "owner")
+    owner = Principal(organization_id=org.id, user_id=person.user.id, member_role="owner",
+                      org_roles=frozenset({"buyer"}))
+    for n in range(215):
+        accounts.invite_member(session, owner, org, email=f"person{n}@example.com",
+                               role="member")
+    session.commit()
+    listed = _walk_pages(person, "/account", re.compile(r'id="invitation-(\d+)"'))
+    ids = session.scalars(select(Invitation.id).where(Invitation.organization_id == org.id)
+                          .order_by(Invitation.id.desc())).all()
+    assert [int(i) for i in listed] == ids and len(ids) == 215
