@@ -22,6 +22,7 @@ from .errors import (
     EncodingIntegrityError,
     FloatNotAllowed,
     InvalidAmount,
+    InvalidMeasure,
     InvalidMilestones,
     InvalidOffer,
     InvalidOption,
@@ -37,6 +38,7 @@ from .errors import (
     UncountableText,
     UnknownCurrency,
     UnknownEncoding,
+    UnknownTokenProfile,
     UnsupportedOffer,
     field_prefix,
 )
@@ -161,6 +163,8 @@ __all__ = [
     "UnknownEncoding",
     "InvalidRecord",
     "UncountableText",
+    "UnknownTokenProfile",
+    "InvalidMeasure",
     "EncodingIntegrityError",
     "field_prefix",
 ]

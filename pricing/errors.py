@@ -37,6 +37,8 @@ __all__ = [
     "UnknownEncoding",
     "InvalidRecord",
     "UncountableText",
+    "UnknownTokenProfile",
+    "InvalidMeasure",
     "EncodingIntegrityError",
     "field_prefix",
 ]
@@ -168,6 +170,15 @@ class InvalidRecord(PricingError):
 
 class UncountableText(PricingError):
     """tiktoken gave up on a text (its regex overflows on a very long run of whitespace)."""
+
+
+class UnknownTokenProfile(PricingError):
+    """The token profile name is not one of ``pricing.token_profiles.PROFILES``."""
+
+
+class InvalidMeasure(PricingError):
+    """A measured fact a token profile counts (a width, a duration, a size) is missing, not an
+    integer, not positive, or larger than any real file."""
 
 
 class EncodingIntegrityError(RuntimeError):
