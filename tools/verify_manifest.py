@@ -32,7 +32,8 @@ The tree is RFC 6962's (section 2.1) with SHA-256 over the leaves in the manifes
 as SHA-256(0x01 || left || right), and a list of n > 1 leaves splits at the largest power of
 two smaller than n. ``audit_path`` holds the sibling hashes from the leaf up to the root; it
 is checked as RFC 9162, section 2.1.3.2, prescribes, so a proof of the wrong length, order,
-index or tree size fails.
+index or tree size fails. A proof that holds shows the entry is a file of the version with that
+root; the index and size only shape the path (the number of files is the whole manifest's).
 """
 
 from __future__ import annotations
@@ -179,8 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     entry = proof["entry"]
     print(f"verified: {args.file} is {entry['path']!r} ({entry['size']} bytes, SHA-256 "
-          f"{entry['sha256']}), file {proof['leaf_index'] + 1} of {proof['tree_size']} in the "
-          f"version whose content SHA-256 is {root}")
+          f"{entry['sha256']}) of the version whose content SHA-256 is {root}")
     return 0
 
 

@@ -35,7 +35,9 @@ as a node or a node as a leaf. The root is written as 64 lowercase hexadecimal d
 
 **Proof.** An entry's inclusion proof is RFC 6962's audit path (section 2.1.1): the hashes of
 the sibling subtrees from the leaf up to the root, with the leaf's index and the tree's size;
-it is verified as RFC 9162, section 2.1.3.2, prescribes. ``proof_document`` is the JSON a buyer
+it is verified as RFC 9162, section 2.1.3.2, prescribes. What a proof shows is that the entry
+is a leaf of the tree with that root; its index and size only shape the path (the root does not
+carry the number of files: the whole manifest does). ``proof_document`` is the JSON a buyer
 receives with a file.
 """
 
