@@ -97,6 +97,10 @@ def normalize_path(value: Any, field: str = "path") -> str:
     ``field`` when it could point outside the version or be read two ways."""
     if not isinstance(value, str):
         raise InvalidInput("A path is text.", field=field)
+    # NFC composes at most four code points into one (U+1FAF's canonical decomposition is the
+    # longest), so a longer text cannot be a path: refused before any per-character work.
+    if len(value) > 4 * MAX_PATH_BYTES:
+        raise InvalidInput(f"A path is at most {MAX_PATH_BYTES} bytes in UTF-8.", field=field)
     if any(unicodedata.category(c) in ("Cc", "Cs") for c in value):
         raise InvalidInput("A path may not contain control characters or lone surrogates.",
                            field=field)
