@@ -161,7 +161,8 @@ def verify(root: str, proof: dict, file_path: str) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", required=True,
-                        help="the version's content SHA-256 (64 hex digits) from a source you trust")
+                        help="the version's content SHA-256 (64 hex digits), from a source "
+                             "you trust")
     parser.add_argument("proof", help="the file's proof (proof.json)")
     parser.add_argument("file", help="the downloaded file")
     args = parser.parse_args(argv)

@@ -206,7 +206,8 @@ def inclusion_proof(entries: Iterable[ManifestEntry], path: str) -> InclusionPro
 
 def verify_inclusion(root: str, entry: ManifestEntry, proof: InclusionProof) -> bool:
     """Whether ``proof`` shows ``entry`` in the tree whose root is ``root`` (RFC 9162, section
-    2.1.3.2): a proof of the wrong length, order, index or size fails."""
+    2.1.3.2): a proof of the wrong length, order or index fails, and so does a size whose tree
+    would put the leaf elsewhere."""
     if not 0 <= proof.leaf_index < proof.tree_size:
         return False
     try:

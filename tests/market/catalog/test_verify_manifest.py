@@ -19,7 +19,7 @@ TOOL = ROOT / "tools" / "verify_manifest.py"
 FILES = {
     "images/0001.png": b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 40,
     "audio/clip.wav": b"RIFF" + b"\x00\x01" * 5000,
-    "series/sensor.csv": "time,value\n".encode() + b"".join(b"%d,%d\n" % (i, i * i) for i in range(500)),
+    "series/sensor.csv": b"time,value\n" + b"".join(b"%d,%d\n" % (i, i * i) for i in range(500)),
     "文本/说明.txt": "数据集说明。".encode(),
     "README.md": b"# A dataset\n",
 }
@@ -123,7 +123,8 @@ def test_another_versions_root_fails(version):
 @pytest.mark.parametrize("content,message", [
     ("not json", "not a readable JSON proof"),
     ('{"format": "other/1"}', "not a proof of format market-manifest-proof/1"),
-    ('{"format": "market-manifest-proof/1", "entry": {"path": "a"}}', "the entry's media_type is not text"),
+    ('{"format": "market-manifest-proof/1", "entry": {"path": "a"}}',
+     "the entry's media_type is not text"),
 ])
 def test_an_unreadable_proof_is_exit_status_2(version, tmp_path, content, message):
     root, files, _ = version
