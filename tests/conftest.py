@@ -18,7 +18,7 @@ from market.web import schema
 from market.core.db import make_engine
 from tests.factories import SINGLE_PERSON_THRESHOLD, english_client
 
-pytest_plugins = ["tests.fixtures", "tests.stripe_server"]
+pytest_plugins = ["tests.fixtures", "tests.stripe_server", "tests.s3_server"]
 
 
 def _reset_postgresql(url: str) -> None:

@@ -34,6 +34,15 @@ def _timezone(value: str) -> str:
     return name
 
 
+def _one_of(*choices: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        chosen = value.strip().lower()
+        if chosen not in choices:
+            raise ValueError(f"one of {', '.join(choices)}, not {value!r}")
+        return chosen
+    return parse
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -140,6 +149,26 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CREDIT_LINE_APPROVAL_THRESHOLD", "100000.00",
             "A credit line change raising the limit by more than this (in the line's currency) "
             "waits for a second finance approver. Empty: none does."),
+    Setting("OBJECT_STORE", "local",
+            "Where dataset files are stored, each once under its SHA-256: `local` (a directory, "
+            "OBJECT_STORE_ROOT) or `s3` (an S3-compatible bucket: AWS S3, Aliyun OSS, MinIO, "
+            "Ceph RGW).", _one_of("local", "s3")),
+    Setting("OBJECT_STORE_ROOT", None,
+            "The local object store's directory. Default: `instance/objects`."),
+    Setting("S3_BUCKET", "", "The bucket of the `s3` object store."),
+    Setting("S3_ENDPOINT_URL", "",
+            "The S3 server's address (`https://oss-cn-beijing.aliyuncs.com`, a MinIO or Ceph "
+            "RGW URL); empty: AWS S3."),
+    Setting("S3_REGION", "", "The bucket's region (`cn-beijing`, `us-east-1`); empty: boto3's "
+            "default."),
+    Setting("S3_ACCESS_KEY_ID", "",
+            "Access key of the object store; empty: boto3's own chain (environment, instance "
+            "role)."),
+    Setting("S3_SECRET_ACCESS_KEY", "", "Its secret."),
+    Setting("S3_ADDRESSING_STYLE", "auto",
+            "`path` (bucket in the path: MinIO, Ceph on a bare host name), `virtual` (bucket in "
+            "the host name: Aliyun OSS requires it) or `auto` (boto3 chooses).",
+            _one_of("auto", "path", "virtual")),
 )
 
 
@@ -173,6 +202,8 @@ def load_config(instance_path: str | os.PathLike, environ: Mapping[str, str] | N
         if production:
             raise RuntimeError("DATABASE_URL must be set in production")
         config["DATABASE_URL"] = f"sqlite:///{instance / 'market.core.db'}"
+    if config["OBJECT_STORE_ROOT"] is None:
+        config["OBJECT_STORE_ROOT"] = str(instance / "objects")
     if config["SECRET_KEY"] is None:
         if production:
             raise RuntimeError("SECRET_KEY must be set in production")
