@@ -3,7 +3,7 @@
 An object's key is its content's address, ``sha256/<first two hex digits>/<64 hex digits>``:
 a key names exactly one content, writing the same content twice is a no-op, and no object is
 ever overwritten. Every write hashes the bytes as they pass, in chunks, so memory is bounded by
-one chunk (or one multipart part), never by the object; a write given the SHA-256 it expects
+one chunk (or the few multipart parts under way), never by the object; a write given the SHA-256 it expects
 refuses any other content and leaves nothing behind. ``verify`` re-hashes an object, so a byte
 changed in the store behind the marketplace's back shows.
 
@@ -17,14 +17,20 @@ One interface, ``ObjectStore``, and two stores behind it:
 - ``S3ObjectStore``: any S3-compatible server through boto3 (AWS S3, Aliyun OSS, MinIO, Ceph
   RGW). A content of one part is hashed, then put under its key after a HEAD, with
   ``If-None-Match: *`` while the server accepts it; a longer one goes up as a multipart upload
-  to a staging key and is copied server-side under its address once its hash is known. Buyers
+  to a staging key, a few parts in parallel, and is copied server-side under its address once
+  its hash is known. Buyers
   fetch objects through short-lived presigned URLs.
 
 Large files arrive through a resumable multipart upload: ``start_upload`` gives an id; parts
 are sent by number (through the app with ``upload_part``, or for S3 straight to the bucket
 through ``presigned_part_url``); ``list_parts`` says what has arrived, so an interrupted client
 sends only the rest; ``complete_upload`` assembles the parts in their numbers' order, hashes
-the whole in one streaming pass and stores it under its address. Every part but the last is at
+the whole in one streaming pass and stores it under its address. On S3 that pass reads the
+assembled object back, in one GET hashed as it arrives: the parts go from the client straight
+to the bucket, in any order, possibly more than once and from a client that has restarted, so
+no process sees them all in order, and a SHA-256 cannot be made from the parts' digests. One
+GET rather than ranges, because the hash takes the bytes in order anyway, and some servers (moto
+among them) read a whole object to answer any range of it. Every part but the last is at
 least ``MIN_PART_SIZE``, S3's own rule, which the local store keeps too so that an upload that
 works on one store works on the other. A completed upload, or one refused for its SHA-256, is
 gone; an abandoned one stays until ``abort_upload``.
@@ -41,11 +47,14 @@ import io
 import os
 import re
 import shutil
+import itertools
 import tempfile
+import threading
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable, Iterator, Mapping, Protocol
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping, Protocol, TypeVar
 
 import boto3
 from botocore.config import Config
@@ -67,6 +76,8 @@ MAX_URL_SECONDS = 3600
 _KEY = re.compile(r"sha256/([0-9a-f]{2})/(\1[0-9a-f]{62})")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _UPLOAD_TOKEN = re.compile(r"[0-9a-f]{32}")
+
+T = TypeVar("T")
 
 
 class ObjectNotFound(NotFound):
@@ -358,17 +369,23 @@ class S3ObjectStore:
 
     ``credentials`` None: boto3's own chain (environment, instance role). ``addressing_style``
     ``path`` suits MinIO and Ceph on a bare host name, ``virtual`` Aliyun OSS, which refuses
-    path-style requests.
+    path-style requests. ``workers`` parts of a ``put_stream`` are in memory at once, read or
+    being sent, so it holds at most ``workers * part_size`` bytes of content; two already keep
+    the link busy while the next part is read, more pay off against a distant server.
     """
 
     def __init__(self, bucket: str, endpoint_url: str | None = None,
                  credentials: S3Credentials | None = None, region: str | None = None, *,
                  addressing_style: str = "auto", part_size: int = 8 * MiB,
-                 single_copy_limit: int = 5 * 1024 * MiB, copy_part_size: int = 512 * MiB) -> None:
+                 single_copy_limit: int = 5 * 1024 * MiB, copy_part_size: int = 512 * MiB,
+                 workers: int = 2) -> None:
         if part_size < MIN_PART_SIZE or copy_part_size < MIN_PART_SIZE:
             raise ValueError(f"parts are at least {MIN_PART_SIZE} bytes")
+        if workers < 1:
+            raise ValueError("at least one part is sent at a time")
         self.bucket = bucket
         self.part_size = part_size
+        self.workers = workers
         # S3 copies at most 5 GiB in one request; a larger object is copied in ranged parts.
         self.single_copy_limit = single_copy_limit
         self.copy_part_size = copy_part_size
@@ -405,24 +422,23 @@ class S3ObjectStore:
         del head  # held by `parts` alone from here, which drops it once it is sent
         return self._put_parts(parts, expected)
 
-    def _put_parts(self, blocks: Iterable[bytes], expected: str | None) -> StoredObject:
+    def _put_parts(self, blocks: Iterator[bytearray], expected: str | None) -> StoredObject:
         staging = _staging_key()
-        upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=staging)["UploadId"]
-        digest, size, parts = hashlib.sha256(), 0, []
+        upload = {"Bucket": self.bucket, "Key": staging}
+        upload["UploadId"] = self.client.create_multipart_upload(**upload)["UploadId"]
+        digest = hashlib.sha256()
+
+        def send(number: int, block: bytearray) -> dict[str, Any]:
+            answer = self.client.upload_part(PartNumber=number, Body=block, **upload)
+            return {"PartNumber": number, "ETag": answer["ETag"]}
+
         try:
-            for number, block in enumerate(blocks, start=1):
-                digest.update(block)
-                size += len(block)
-                answer = self.client.upload_part(Bucket=self.bucket, Key=staging,
-                                                 UploadId=upload_id, PartNumber=number, Body=block)
-                parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+            parts, size = _send_parts(blocks, send, self.workers, digest)
             sha256 = digest.hexdigest()
             _refuse_mismatch(expected, sha256)
-            self.client.complete_multipart_upload(Bucket=self.bucket, Key=staging,
-                                                  UploadId=upload_id,
-                                                  MultipartUpload={"Parts": parts})
+            self.client.complete_multipart_upload(MultipartUpload={"Parts": parts}, **upload)
         except BaseException:
-            self._abort(staging, upload_id)
+            self._abort(staging, upload["UploadId"])
             raise
         return self._promote(staging, StoredObject(object_key(sha256), size, sha256))
 
@@ -439,14 +455,18 @@ class S3ObjectStore:
             self._write_once(self.client.copy_object, Key=key, CopySource=copy_source)
             return
         upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=key)["UploadId"]
+        def copy_part(number: int, offset: int) -> dict[str, Any]:
+            last = min(offset + self.copy_part_size, size) - 1
+            answer = self.client.upload_part_copy(
+                Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number,
+                CopySource=copy_source, CopySourceRange=f"bytes={offset}-{last}")
+            return {"PartNumber": number, "ETag": answer["CopyPartResult"]["ETag"]}
+
+        offsets = range(0, size, self.copy_part_size)
         try:
-            parts = []
-            for number, offset in enumerate(range(0, size, self.copy_part_size), start=1):
-                last = min(offset + self.copy_part_size, size) - 1
-                answer = self.client.upload_part_copy(
-                    Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number,
-                    CopySource=copy_source, CopySourceRange=f"bytes={offset}-{last}")
-                parts.append({"PartNumber": number, "ETag": answer["CopyPartResult"]["ETag"]})
+            # A copied part holds no bytes here, so all of them may be under way at once.
+            with ThreadPoolExecutor(self.workers, thread_name_prefix="s3-copy") as pool:
+                parts = list(pool.map(copy_part, range(1, len(offsets) + 1), offsets))
             written = self._write_once(self.client.complete_multipart_upload, Key=key,
                                        UploadId=upload_id, MultipartUpload={"Parts": parts})
         except BaseException:
@@ -713,6 +733,45 @@ def _blocks(stream: BinaryIO, size: int, head: bytearray | None = None) -> Itera
         if not block:
             return
         yield block
+
+
+def _send_parts(blocks: Iterator[bytearray], send: Callable[[int, bytearray], T],
+                workers: int, digest: Any) -> tuple[list[T], int]:
+    """Send ``blocks`` as parts 1, 2, … through ``send`` on ``workers`` threads, hashing them
+    into ``digest`` in their order as they are read; the answers come back in the parts' order,
+    with the size of the whole.
+
+    A block is read only once fewer than ``workers`` blocks are held (being sent), so memory is
+    bounded by ``workers`` blocks whatever the length of the stream. The first failed send
+    stops the reading, and the parts not yet under way are not sent.
+    """
+    room, failed = threading.Semaphore(workers), threading.Event()
+    sends: list[Future[T]] = []
+    size = 0
+
+    def finished(sent: Future[T]) -> None:
+        if not sent.cancelled() and sent.exception() is not None:
+            failed.set()
+        room.release()
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="s3-part") as pool:
+        try:
+            for number in itertools.count(1):
+                room.acquire()
+                if failed.is_set():
+                    break
+                block = next(blocks, None)
+                if block is None:
+                    break
+                digest.update(block)
+                size += len(block)
+                sends.append(pool.submit(send, number, block))
+                sends[-1].add_done_callback(finished)
+                del block  # held by the send alone, which drops it once it is done
+        except BaseException:
+            pool.shutdown(cancel_futures=True)
+            raise
+        return [sent.result() for sent in sends], size
 
 
 def _rehash(store: ObjectStore, key: str) -> bool:

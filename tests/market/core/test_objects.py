@@ -7,9 +7,12 @@ from __future__ import annotations
 import hashlib
 import io
 import random
+import threading
+import time
 import tracemalloc
 import urllib.parse
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
@@ -433,3 +436,105 @@ def test_the_store_comes_from_the_settings(tmp_path):
     assert isinstance(s3, S3ObjectStore) and s3.bucket == "datasets"
     url = s3.presigned_url(object_key("a" * 64), 60)
     assert url.startswith("https://datasets.oss-cn-beijing.aliyuncs.com/sha256/aa/")
+
+
+def parallel_s3_store(server, bucket: str, workers: int) -> S3ObjectStore:
+    return S3ObjectStore(
+        bucket, server.url, S3Credentials(server.access_key_id, server.secret_access_key),
+        server.region, addressing_style="path", part_size=MIN_PART_SIZE, workers=workers)
+
+
+def watch_parts(store: S3ObjectStore, delay: Callable[[int], float]) -> dict:
+    """Wrap the store's part sends: each waits ``delay(number)`` seconds first; what is seen
+    (the order the sends finish in, the most under way at once) is recorded."""
+    seen = {"finished": [], "under_way": 0, "most": 0}
+    lock = threading.Lock()
+    upload_part = store.client.upload_part
+
+    def watched(**params):
+        with lock:
+            seen["under_way"] += 1
+            seen["most"] = max(seen["most"], seen["under_way"])
+        try:
+            time.sleep(delay(params["PartNumber"]))
+            return upload_part(**params)
+        finally:
+            with lock:
+                seen["under_way"] -= 1
+                seen["finished"].append(params["PartNumber"])
+
+    store.client.upload_part = watched
+    return seen
+
+
+def test_parts_sent_in_parallel_are_assembled_in_the_stream_order(s3_server, s3_bucket):
+    store = parallel_s3_store(s3_server, s3_bucket, workers=4)
+    # The first part is the last to arrive.
+    seen = watch_parts(store, lambda number: 0.5 if number == 1 else 0)
+    size = 4 * MIN_PART_SIZE + 123
+    expected = sha256_of(generated(size, seed=13))
+
+    stored = store.put_stream(generated(size, seed=13))
+
+    assert seen["finished"][-1] == 1 and sorted(seen["finished"]) == [1, 2, 3, 4, 5]
+    assert (stored.sha256, stored.size) == (expected, size)
+    with store.open(stored.key) as handle:
+        assert sha256_of(handle) == expected
+    assert store.verify(stored.key)
+
+
+def test_parts_sent_in_parallel_hold_at_most_workers_parts_in_memory(s3_server, s3_bucket):
+    workers = 3
+    store = parallel_s3_store(s3_server, s3_bucket, workers)
+    seen = watch_parts(store, lambda number: 0.05)
+    size = 12 * MIN_PART_SIZE
+    expected = sha256_of(generated(size, seed=17))
+
+    tracemalloc.start()
+    try:
+        stored = store.put_stream(generated(size, seed=17), expected_sha256=expected)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+    assert stored.sha256 == expected
+    assert seen["most"] == workers
+    # The parts held (a block grows in chunks, so a little past its size) and a chunk read.
+    assert peak < workers * MIN_PART_SIZE * 1.25 + 2 * MiB, peak
+
+
+def test_a_failed_part_stops_the_upload_and_leaves_nothing(s3_server, s3_bucket):
+    backend = s3_backend(s3_server, s3_bucket)
+    store = parallel_s3_store(s3_server, s3_bucket, workers=2)
+    upload_part = store.client.upload_part
+
+    def failing(**params):
+        if params["PartNumber"] == 2:
+            raise ConnectionError("the link went down")
+        return upload_part(**params)
+
+    store.client.upload_part = failing
+    source = generated(40 * MIN_PART_SIZE, seed=19)
+
+    with pytest.raises(ConnectionError):
+        store.put_stream(source)
+
+    assert backend.leftovers() == []
+    assert source.raw._left > 30 * MIN_PART_SIZE  # the rest of the stream was never read
+
+
+def test_parts_that_arrive_at_once_and_out_of_order_are_assembled_by_number(backend):
+    sizes = [MIN_PART_SIZE] * 5 + [MiB + 7]
+    source = generated(sum(sizes), seed=23)
+    parts = [source.read(size) for size in sizes]
+    whole = hashlib.sha256(b"".join(parts)).hexdigest()
+    upload_id = backend.store.start_upload()
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda number: backend.store.upload_part(upload_id, number,
+                                                                 parts[number - 1]),
+                      reversed(range(1, len(parts) + 1))))
+    stored = backend.store.complete_upload(upload_id, expected_sha256=whole)
+
+    assert (stored.sha256, stored.size) == (whole, sum(sizes))
+    assert backend.leftovers() == [stored.key]
