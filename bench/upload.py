@@ -219,6 +219,14 @@ def main() -> None:
                 lambda: S3ObjectStore(bucket, **s3), path, size, sha256, part_size,
                 args.workers))
             store_rss = rss_high_water()
+            # Printed before the raw upload, so a server that fails it leaves these figures.
+            store_rate = rate(size, store_run["seconds"])
+            print(f"S3 store, resumable: {store_rate:8.1f} MB/s  ({store_run['seconds']:.1f} s: "
+                  f"parts {store_run['parts_seconds']:.1f} s, {store_run['before_crash']} before "
+                  f"the crash and {store_run['after_crash']} after it; complete "
+                  f"{store_run['complete_seconds']:.1f} s) sha256 and size checked", flush=True)
+            print(f"peak memory during the store's path: RSS high-water {store_rss / MiB:.0f} "
+                  f"MiB, tracemalloc {store_peak / MiB:.0f} MiB", flush=True)
 
             # The raw client is configured as the store's own is (same retries, no CRC32).
             raw = boto3.session.Session().client(
@@ -241,11 +249,7 @@ def main() -> None:
                 moto.terminate()
                 moto.wait(timeout=30)
 
-        store_rate, raw_rate = rate(size, store_run["seconds"]), rate(size, raw_seconds)
-        print(f"S3 store, resumable: {store_rate:8.1f} MB/s  ({store_run['seconds']:.1f} s: "
-              f"parts {store_run['parts_seconds']:.1f} s, {store_run['before_crash']} before "
-              f"the crash and {store_run['after_crash']} after it; complete "
-              f"{store_run['complete_seconds']:.1f} s) sha256 and size checked")
+        raw_rate = rate(size, raw_seconds)
         print(f"raw boto3 upload_file: {raw_rate:6.1f} MB/s  ({raw_seconds:.1f} s)")
         ratio = store_rate / raw_rate
         print(f"ratio store / raw: {ratio:.2f}  (target >= {TARGET_RATIO}: "
