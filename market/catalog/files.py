@@ -5,7 +5,7 @@
 ``size`` in bytes and its ``sha256``, and the token profile its tokens are counted by (by
 default the media type's: ``DEFAULT_PROFILES``). The bytes go to the object store as a multipart
 upload (``market.core.objects``): parts by number, in any order, each resent as often as
-needed; ``upload_parts`` says what has arrived, so an interrupted client sends only the rest.
+needed, through the app or, on S3, straight to the bucket at a presigned URL (``part_url``); ``upload_parts`` says what has arrived, so an interrupted client sends only the rest.
 Completing asks the store to assemble the parts and refuse any content but the declared
 SHA-256; the stored file is then measured (an image's dimensions, a recording's duration, read
 from a temporary copy of the object, since Pillow and PyAV read a seekable file) and counted.
@@ -135,6 +135,16 @@ def upload_part(store: ObjectStore, upload: Upload, number: int, data) -> Upload
     _pending(upload)
     try:
         return store.upload_part(upload.store_upload_id, number, data)
+    except UploadNotFound:
+        raise _gone() from None
+
+
+def part_url(store: ObjectStore, upload: Upload, number: int, expires: int) -> str | None:
+    """A short-lived URL the client PUTs part ``number`` to, straight to the bucket; None where
+    the store has none (the local store: parts go through the app)."""
+    _pending(upload)
+    try:
+        return store.presigned_part_url(upload.store_upload_id, number, expires)
     except UploadNotFound:
         raise _gone() from None
 

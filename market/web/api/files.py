@@ -10,8 +10,9 @@ from market.core.objects import ObjectStore
 from market.web.api.blueprint import api
 from market.web.api.endpoint import Created
 from market.web.api.files_schemas import (
-    FileVersionCreateSchema, FileVersionSchema, ManifestEntrySchema, PartSchema, ProofQuerySchema,
-    ProofSchema, UploadPartsSchema, UploadSchema, UploadStartSchema,
+    FileVersionCreateSchema, FileVersionSchema, ManifestEntrySchema, PartSchema,
+    PartUrlQuerySchema, PartUrlSchema, ProofQuerySchema, ProofSchema, UploadPartsSchema,
+    UploadSchema, UploadStartSchema,
 )
 from market.web.api.pagination import PageQuerySchema, page_request, page_schema
 from market.web.http import db_session
@@ -50,6 +51,18 @@ def upload_part(principal: Principal, upload_id: int, number: int, stream, conte
     replaces the first."""
     upload = files.get_upload(db_session(), principal, upload_id)
     return files.upload_part(_store(), upload, number, stream)
+
+
+@api.operation("/uploads/<int:upload_id>/parts/<int:number>/url", "GET",
+               summary="Where to send one part straight to the bucket",
+               permission="catalog:write", query=PartUrlQuerySchema, response=PartUrlSchema,
+               tags=SUPPLY, errors=(404, 409, 422))
+def part_url(principal: Principal, upload_id: int, number: int, query: dict):
+    """On an S3 store, a presigned URL to PUT part ``number`` to, so large files need not pass
+    through the app; null on the local store."""
+    upload = files.get_upload(db_session(), principal, upload_id)
+    return {"number": number, "expires": query["expires"],
+            "url": files.part_url(_store(), upload, number, query["expires"])}
 
 
 @api.operation("/uploads/<int:upload_id>/parts", "GET", summary="An upload and its parts",

@@ -6,7 +6,7 @@ from marshmallow import Schema, fields, validate
 
 from market.catalog.manifest import MAX_PATH_BYTES
 from market.core.inputs import INT64_MAX
-from market.core.objects import MAX_PARTS
+from market.core.objects import DEFAULT_URL_SECONDS, MAX_PARTS, MAX_URL_SECONDS
 from market.web.api.catalog_schemas import VersionSchema
 
 _SHA256 = {"description": "The file's SHA-256, 64 hexadecimal digits."}
@@ -48,6 +48,20 @@ class PartSchema(Schema):
     number = fields.Integer(validate=validate.Range(min=1, max=MAX_PARTS))
     size = fields.Integer()
     etag = fields.String(metadata={"description": "The hex MD5 of the part's bytes."})
+
+
+class PartUrlQuerySchema(Schema):
+    expires = fields.Integer(load_default=DEFAULT_URL_SECONDS,
+                             validate=validate.Range(min=1, max=MAX_URL_SECONDS),
+                             metadata={"description": "Seconds the URL is valid."})
+
+
+class PartUrlSchema(Schema):
+    number = fields.Integer()
+    url = fields.String(allow_none=True, metadata={
+        "description": "PUT the part's bytes here, straight to the bucket; null where the store "
+                       "takes parts only through the app (`PUT /uploads/{id}/parts/{number}`)."})
+    expires = fields.Integer()
 
 
 class UploadPartsSchema(Schema):

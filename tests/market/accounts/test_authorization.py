@@ -98,6 +98,7 @@ MATRIX: dict[tuple[str, str], Case] = {
     ("PUT", "/uploads/<int:upload_id>/parts/<int:number>"): Case(
         "object", upload=b"hijack", upload_type="application/octet-stream"),
     ("GET", "/uploads/<int:upload_id>/parts"): Case("object"),
+    ("GET", "/uploads/<int:upload_id>/parts/<int:number>/url"): Case("object"),
     ("POST", "/uploads/<int:upload_id>/complete"): Case("object"),
     ("DELETE", "/uploads/<int:upload_id>"): Case("object"),
     ("POST", "/datasets/<int:dataset_id>/file-versions"): Case(

@@ -10,6 +10,7 @@ import json
 import math
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from sqlalchemy import func, select
 
 from market.catalog.manifest import ManifestEntry, merkle_root
 from market.catalog.models import DatasetVersion, Upload, VersionFile
-from market.core.objects import MIN_PART_SIZE
+from market.core.objects import MIN_PART_SIZE, LocalObjectStore
 from tests.factories import make_org
 from tests.fixtures import csrf_token
 from tests.market.catalog.conftest import DATASET
@@ -86,6 +87,14 @@ def start(client, dataset_id, data: bytes, path: str, media_type="application/oc
 def put_part(client, upload_id, number, data: bytes, content_type="application/octet-stream"):
     return client.put(f"/api/v1/uploads/{upload_id}/parts/{number}", data=data,
                       content_type=content_type, headers=client.csrf)
+
+
+def put_part_at(url: str, data: bytes) -> str:
+    """PUT a part to a presigned URL, as a client does, straight to the bucket; its ETag."""
+    request = urllib.request.Request(url, data=data, method="PUT",
+                                     headers={"Content-Type": "application/octet-stream"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return response.headers["ETag"].strip('"')
 
 
 def uploaded(client, dataset_id, data: bytes, path: str, media_type="text/plain") -> dict:
@@ -238,3 +247,21 @@ def test_an_aborted_upload_takes_no_parts(supplier_client, dataset, backend):
     assert put_part(supplier_client, upload["id"], 1, b"01").status_code == 409
     assert supplier_client.get(f"/api/v1/uploads/{upload['id']}/parts").get_json()["parts"] == []
     assert backend.leftovers() == []
+
+
+def test_on_s3_parts_go_straight_to_the_bucket(supplier_client, dataset, backend):
+    data = b"\x07" * MIN_PART_SIZE + b"the rest"
+    upload = start(supplier_client, dataset["id"], data, "direct.bin").get_json()
+    urls = [supplier_client.get(f"/api/v1/uploads/{upload['id']}/parts/{number}/url",
+                                query_string={"expires": 60}).get_json()
+            for number in (1, 2)]
+    if isinstance(backend.store, LocalObjectStore):
+        assert [u["url"] for u in urls] == [None, None]
+        return
+    for answer, part in zip(urls, (data[:MIN_PART_SIZE], data[MIN_PART_SIZE:])):
+        assert put_part_at(answer["url"], part) == hashlib.md5(part).hexdigest()
+    parts = supplier_client.get(f"/api/v1/uploads/{upload['id']}/parts").get_json()["parts"]
+    assert [p["size"] for p in parts] == [MIN_PART_SIZE, len(b"the rest")]
+    done = supplier_client.post(f"/api/v1/uploads/{upload['id']}/complete",
+                                headers=supplier_client.csrf)
+    assert done.status_code == 200 and done.get_json()["sha256"] == sha256(data)
