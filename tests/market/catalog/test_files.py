@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import func, select
 
 from market.accounts import services as accounts
-from market.catalog import files
+from market.catalog import files, listings
 from market.catalog import services as catalog
 from market.catalog.manifest import merkle_root
 from market.catalog.models import DatasetVersion, Upload, VersionFile
@@ -285,3 +285,30 @@ def test_a_file_that_is_not_its_media_type_is_refused(session, owner, store, dat
         files.complete_upload(session, owner, store, started)
     assert refused.value.field == "media_type"
     assert started.status == "pending"
+
+
+def test_a_draft_is_its_suppliers_until_an_exchange_approves_it(session, owner, store, dataset,
+                                                                 passwords):
+    made = upload(session, owner, store, dataset, b"a file\n", "a.txt", "text/plain")
+    version = files.create_file_version(session, owner, dataset, [made.id])
+    exchange = make_org(session, "exchange", name="Files Exchange")
+    reviewer = accounts.principal_for_user(make_user(session, passwords, exchange, "reviewer"),
+                                           exchange.id)
+    buyer_org = make_org(session, "buyer", name="Files Buyer")
+    buyer = accounts.principal_for_user(make_user(session, passwords, buyer_org, "owner"),
+                                        buyer_org.id)
+
+    assert files.get_visible_file_version(session, owner, version.id) is version
+    for outsider in (reviewer, buyer, None):
+        with pytest.raises(NotFound):
+            files.get_visible_file_version(session, outsider, version.id)
+
+    listing = listings.submit(session, owner, dataset, version_id=version.id,
+                              exchange_id=exchange.id, review_days=5)
+    assert files.get_visible_file_version(session, reviewer, version.id) is version
+    with pytest.raises(NotFound):
+        files.get_visible_file_version(session, buyer, version.id)
+
+    listings.approve(session, reviewer, listing)
+    assert files.get_visible_file_version(session, buyer, version.id) is version
+    assert files.file_proof(session, version, "a.txt")["entry"]["sha256"] == sha256(b"a file\n")
