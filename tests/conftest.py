@@ -55,6 +55,7 @@ def app(database_url, tmp_path_factory):
         "API_KEY_MODE": "test",
         "DUAL_CONTROL_THRESHOLD": SINGLE_PERSON_THRESHOLD,
         "PLATFORM_SIGNING_KEY": str(tmp_path_factory.mktemp("keys") / "platform_signing_key.pem"),
+        "OBJECT_STORE_ROOT": str(tmp_path_factory.mktemp("objects")),
     })
     app.instance_path = str(tmp_path_factory.mktemp("instance"))
     yield app

@@ -12,7 +12,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from market.accounts.models import Organization
-from market.core.db import Base, UTCDateTime, utcnow
+from market.core.db import Base, UTCDateTime, one_of, utcnow
 
 
 class Dataset(Base):
@@ -60,8 +60,10 @@ class Dataset(Base):
 
 
 class DatasetVersion(Base):
-    """One import of a dataset's records. Its records never change; once submitted for listing
-    its metadata does not either."""
+    """One import of a dataset's records, or one set of its files (``source_format`` ``files``:
+    ``record_count`` is then its files, ``source_bytes`` their bytes, ``token_count`` their
+    tokens and ``content_sha256`` its manifest's Merkle root). Its content never changes; once
+    submitted for listing its metadata does not either."""
 
     __tablename__ = "dataset_versions"
     __table_args__ = (UniqueConstraint("dataset_id", "number"),)
@@ -104,6 +106,65 @@ class DatasetRecord(Base):
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     data: Mapped[str] = mapped_column(Text)
     tokens: Mapped[int] = mapped_column(Integer)
+
+
+class UploadStatus(str, enum.Enum):
+    PENDING = "pending"
+    COMPLETED = "completed"
+    ABORTED = "aborted"
+
+
+class Upload(Base):
+    """One file on its way into the object store, in parts, for a version of a dataset.
+
+    The supplier declares the file's path, media type, size and SHA-256 when it starts; the
+    store refuses any other content when the upload completes, and the file is then measured
+    and counted by ``token_profile``.
+    """
+
+    __tablename__ = "uploads"
+    __table_args__ = (
+        CheckConstraint(one_of("status", [s.value for s in UploadStatus]), name="status_known"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), index=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"), index=True)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    path: Mapped[str] = mapped_column(String(1024))
+    media_type: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(BigInteger)
+    expected_sha256: Mapped[str] = mapped_column(String(64))
+    token_profile: Mapped[str] = mapped_column(String(64))
+    store_upload_id: Mapped[str] = mapped_column(String(1024))
+    status: Mapped[str] = mapped_column(String(16), default=UploadStatus.PENDING.value)
+    object_key: Mapped[str | None] = mapped_column(String(100))
+    tokens: Mapped[int | None] = mapped_column(BigInteger)
+    basis: Mapped[dict[str, int] | None] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    completed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class VersionFile(Base):
+    """One file of a version of files: its manifest entry, where its bytes are, and the facts
+    its tokens were counted from. ``position`` is its place in the manifest's order."""
+
+    __tablename__ = "version_files"
+    __table_args__ = (UniqueConstraint("version_id", "path"),
+                      UniqueConstraint("version_id", "position"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    version_id: Mapped[int] = mapped_column(
+        ForeignKey("dataset_versions.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(String(1024))
+    media_type: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    object_key: Mapped[str] = mapped_column(String(100))
+    tokens: Mapped[int] = mapped_column(BigInteger)
+    token_profile: Mapped[str] = mapped_column(String(64))
+    basis: Mapped[dict[str, int]] = mapped_column(JSON)
 
 
 class SupplyChainRevision(Base):

@@ -78,6 +78,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("IDEMPOTENCY_TTL_HOURS", 24, "How long a stored Idempotency-Key response is replayed.", int),
     Setting("IMPORT_MAX_BYTES", 2 * 1024 ** 3,
             "Largest dataset file accepted by an import, in bytes (larger: 413).", int),
+    Setting("UPLOAD_PART_MAX_BYTES", 64 * 1024 ** 2,
+            "Largest part of a file upload sent through the app, in bytes (larger: 413). Every "
+            "part but the last has at least 5 MiB, as S3 requires.", int),
     Setting("IMPORT_MAX_RECORD_BYTES", 1024 ** 2,
             "Largest record (one JSONL line, one CSV record, or its canonical JSON) an import "
             "accepts, in bytes; checked while the file is read (larger: 422 naming the line).",

@@ -17,6 +17,7 @@ from market.accounts.authz import authorize
 from market.accounts.mail import mailer_from_settings
 from market.accounts.passwords import Passwords
 from market.accounts.throttle import LoginThrottle
+from market.core.objects import store_from_settings
 from market.core.settings import load_config
 from market.core.db import Database
 from market.web.formatting import format_money, format_share
@@ -47,6 +48,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     # The payment gateway is held by the app, never set as module state: None means bank
     # transfer only (the embedded default); a Stripe key turns card payments on.
     app.extensions["market.gateway"] = gateway_from_settings(app.config)
+    # Dataset files: a local directory (the embedded default) or an S3-compatible bucket.
+    app.extensions["market.objects"] = store_from_settings(app.config)
     app.extensions["market.billing"] = BillingSettings.from_settings(app.config)
     app.extensions["market.ratelimiter"] = limiter_from_settings(app.config)
     app.extensions["market.login_throttle"] = LoginThrottle.from_settings(app.config)

@@ -6,6 +6,7 @@ from market.web.api import usage  # noqa: F401
 from market.web.api import budget_reports  # noqa: F401
 from market.web.api import statements  # noqa: F401
 from market.web.api import credit_lines  # noqa: F401
+from market.web.api import files  # noqa: F401
 from market.web.api.blueprint import api
 
 __all__ = ["api"]

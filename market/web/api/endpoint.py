@@ -47,8 +47,9 @@ class Operation:
     errors: tuple[int, ...] = ()
     raw_response: str | None = None  # a media type the view returns itself
     # Media types of a streamed upload: the view gets ``stream`` and ``content_type`` instead
-    # of a parsed body, and the body may be as large as IMPORT_MAX_BYTES.
+    # of a parsed body, and the body may be as large as the setting ``upload_limit`` says.
     upload: tuple[str, ...] = ()
+    upload_limit: str = "IMPORT_MAX_BYTES"
     # A metered data call: charged in tokens, with the token and rate-limit headers, and its
     # Idempotency-Key answered by its usage event (``billing.metering.charge``), not stored here.
     metered: bool = False
@@ -75,7 +76,8 @@ class ApiBlueprint(Blueprint):
                   response: type[Schema] | None = None, status: int = 200, many: bool = False,
                   tags: list[str] | None = None, errors: tuple[int, ...] = (),
                   raw_response: str | None = None, upload: tuple[str, ...] = (),
-                  metered: bool = False, items_judged_alone: str | None = None) -> Callable:
+                  upload_limit: str = "IMPORT_MAX_BYTES", metered: bool = False,
+                  items_judged_alone: str | None = None) -> Callable:
         def decorator(view: Callable) -> Callable:
             for schema in (body, query):
                 if schema is not None:
@@ -84,7 +86,8 @@ class ApiBlueprint(Blueprint):
                            permission=permission, body=body, query=query, response=response,
                            status=status, many=many, tags=tags or [],
                            description=(view.__doc__ or "").strip(), errors=errors,
-                           raw_response=raw_response, upload=upload, metered=metered,
+                           raw_response=raw_response, upload=upload,
+                           upload_limit=upload_limit, metered=metered,
                            items_judged_alone=items_judged_alone)
             self.operations.append(op)
 
@@ -118,7 +121,7 @@ def _run(op: Operation, view: Callable, path_args: dict[str, Any]) -> Response:
             error.problem_errors = {"Content-Type": [
                 f"Expected {' or '.join(op.upload)}, got {request.content_type or 'nothing'}."]}
             raise error
-        request.max_content_length = current_app.config["IMPORT_MAX_BYTES"]
+        request.max_content_length = current_app.config[op.upload_limit]
         kwargs.update(stream=request.stream, content_type=request.mimetype,
                       content_length=request.content_length)
     elif op.method in BODY_METHODS:

@@ -18,7 +18,9 @@ from market.accounts import services as accounts
 from market.accounts.authz import ANY_KEY, PERMISSIONS, SCOPES, Principal
 from market.accounts.models import OrgRole
 from market.web.api import api
-from market.catalog import importer, listings, offers
+from market.catalog import files, importer, listings, offers
+from market.catalog.models import Upload
+from market.core.objects import object_key
 from market.catalog import services as catalog
 from billing import deals, invoices, orders
 from billing.context import BillingSettings
@@ -39,7 +41,9 @@ class Case:
     # names is a secret the caller does not hold: 404 for everyone)
     kind: str
     body: dict | None = None
-    upload: bytes | None = None  # a raw JSONL body instead of JSON
+    upload: bytes | None = None  # a raw body instead of JSON
+    upload_type: str = "application/x-ndjson"
+    query: dict | None = None
 
 
 VICTIM_DATASET = {
@@ -89,6 +93,19 @@ MATRIX: dict[tuple[str, str], Case] = {
     ("GET", "/datasets/<int:dataset_id>/versions/<int:number>"): Case("object"),
     ("GET", "/datasets/<int:dataset_id>/versions/<int:number>/export"): Case("object"),
     ("GET", "/datasets/<int:dataset_id>/supply-chain"): Case("object"),
+    ("POST", "/datasets/<int:dataset_id>/uploads"): Case("object", {
+        "path": "hijack.txt", "media_type": "text/plain", "size": 1, "sha256": "0" * 64}),
+    ("PUT", "/uploads/<int:upload_id>/parts/<int:number>"): Case(
+        "object", upload=b"hijack", upload_type="application/octet-stream"),
+    ("GET", "/uploads/<int:upload_id>/parts"): Case("object"),
+    ("GET", "/uploads/<int:upload_id>/parts/<int:number>/url"): Case("object"),
+    ("POST", "/uploads/<int:upload_id>/complete"): Case("object"),
+    ("DELETE", "/uploads/<int:upload_id>"): Case("object"),
+    ("POST", "/datasets/<int:dataset_id>/file-versions"): Case(
+        "object", {"upload_ids": ["{victim_upload}"]}),
+    ("GET", "/versions/<int:version_id>/manifest"): Case("object"),
+    ("GET", "/versions/<int:version_id>/files/proof"): Case("object",
+                                                             query={"path": "victim.txt"}),
     ("PUT", "/datasets/<int:dataset_id>/supply-chain"): Case("object", SHARES),
     ("POST", "/datasets/<int:dataset_id>/listing"): Case(
         "object", {"version": 1, "exchange_id": "{victim_exchange}"}),
@@ -324,6 +341,21 @@ def victim(session, passwords):
                              original_minor=10_000, approved_minor=10_000, committed_minor=0,
                              spent_minor=0)
     session.add(budget_line)
+    # A draft version of files, and an upload on its way, in a dataset of their own.
+    files_dataset = catalog.create_dataset(session, owner, VICTIM_DATASET)
+    completed_upload = Upload(organization_id=org.id, dataset_id=files_dataset.id,
+                              path="victim.txt", media_type="text/plain", size=7,
+                              expected_sha256="1" * 64, token_profile="bytes-per-token/4",
+                              store_upload_id="0" * 32, status="completed",
+                              object_key=object_key("1" * 64), tokens=2, basis={"bytes": 7})
+    pending_upload = Upload(organization_id=org.id, dataset_id=files_dataset.id,
+                            path="victim-2.txt", media_type="text/plain", size=7,
+                            expected_sha256="2" * 64, token_profile="bytes-per-token/4",
+                            store_upload_id="0" * 32, status="pending")
+    session.add_all([completed_upload, pending_upload])
+    session.flush()
+    file_version = files.create_file_version(session, owner, files_dataset,
+                                             [completed_upload.id])
     invitation, invitation_token = accounts.invite_member(
         session, owner, org, email="friend@victim.example.com", role="owner")
     session.commit()
@@ -332,7 +364,8 @@ def victim(session, passwords):
             "listing": listing, "exchange": exchange, "offer": offer, "order": order,
             "invoice": invoice, "payment": payment,
             "deal": deal, "subscription": subscription, "plan": plan, "statement": statement,
-            "adjustment": adjustment, "receipt": receipt, "refund": pending_refund}
+            "adjustment": adjustment, "receipt": receipt, "refund": pending_refund,
+            "upload": pending_upload, "file_version": file_version}
 
 
 @pytest.fixture()
@@ -383,7 +416,9 @@ def test_foreign_and_anonymous_callers(app, sign_in_as, session, victim, foreign
            "<int:adjustment_id>": victim["adjustment"].id,
            "<int:refund_id>": victim["refund"].id,
            "<int:invitation_id>": victim["invitation"].id,
-           "<int:credit_line_id>": 1, "<int:change_id>": 1}
+           "<int:credit_line_id>": 1, "<int:change_id>": 1,
+           "<int:upload_id>": victim["upload"].id,
+           "<int:version_id>": victim["file_version"].id}
     path = "/api/v1" + rule
     for placeholder, value in ids.items():
         path = path.replace(placeholder, str(value))
@@ -396,9 +431,12 @@ def test_foreign_and_anonymous_callers(app, sign_in_as, session, victim, foreign
         body = body.replace('"{victim_plan}"', str(victim["plan"].id))
         body = body.replace('"{victim_dataset}"', str(victim["dataset"].id))
         body = body.replace("{victim_invitation}", victim["invitation_token"])
+        body = body.replace('"{victim_upload}"', str(victim["upload"].id))
         kwargs["json"] = json.loads(body)
     if case.upload is not None:
-        kwargs.update(data=case.upload, content_type="application/x-ndjson")
+        kwargs.update(data=case.upload, content_type=case.upload_type)
+    if case.query is not None:
+        kwargs["query_string"] = case.query
     response = client.open(path, method=method, **kwargs)
     status, text = response.status_code, response.get_data(as_text=True)
 
@@ -464,6 +502,9 @@ def test_foreign_and_anonymous_callers(app, sign_in_as, session, victim, foreign
         session.refresh(victim["budget"])
         assert [line.code for line in victim["budget"].lines] == ["VICTIM-01"]
         assert victim["budget"].webhook_url is None and victim["budget"].webhook_secret is None
+        session.refresh(victim["upload"])
+        assert victim["upload"].status == "pending"
+        assert len(victim["file_version"].dataset.versions) == 1
     else:
         assert status in (200, 201), text
         assert "Victim" not in text and victim["key"].prefix not in text

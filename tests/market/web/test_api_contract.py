@@ -49,6 +49,7 @@ ID_TABLES = {
     "organization_id": "organizations", "payment_id": "payments", "quote_id": "deal_quotes",
     "receipt_id": "bank_receipts", "refund_id": "refunds",
     "statement_id": "settlement_statements", "subscription_id": "subscriptions",
+    "upload_id": "uploads", "version_id": "dataset_versions",
 }
 
 

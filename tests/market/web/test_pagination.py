@@ -35,6 +35,7 @@ DOCUMENTS = {
     "get_budget_report": "one row per line, supplier, sector, dataset or month of one budget",
     "get_records": "the metered records: paged by `cursor` and `max_tokens`, charged per page",
     "get_usage": "the usage report: one row per day, dataset or key of the asked period",
+    "list_upload_parts": "one upload with its parts: at most 10,000, S3's own limit",
 }
 
 
