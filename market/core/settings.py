@@ -58,7 +58,7 @@ SETTINGS: tuple[Setting, ...] = (
             "Signs sessions and CSRF tokens. Outside production a random key is kept in "
             "`instance/secret_key`."),
     Setting("DATABASE_URL", None,
-            "SQLAlchemy URL. Default: SQLite file `instance/market.core.db`. Production: "
+            "SQLAlchemy URL. Default: SQLite file `instance/market.db`. Production: "
             "`postgresql+psycopg://user@host/db`."),
     Setting("SESSION_COOKIE_SECURE", True,
             "Send the session cookie over HTTPS only (browsers also accept it on localhost).", _bool),
@@ -204,7 +204,7 @@ def load_config(instance_path: str | os.PathLike, environ: Mapping[str, str] | N
     if config["DATABASE_URL"] is None:
         if production:
             raise RuntimeError("DATABASE_URL must be set in production")
-        config["DATABASE_URL"] = f"sqlite:///{instance / 'market.core.db'}"
+        config["DATABASE_URL"] = f"sqlite:///{instance / 'market.db'}"
     if config["OBJECT_STORE_ROOT"] is None:
         config["OBJECT_STORE_ROOT"] = str(instance / "objects")
     if config["SECRET_KEY"] is None:

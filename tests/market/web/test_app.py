@@ -22,7 +22,7 @@ def test_settings_come_from_the_environment_given(tmp_path):
 
 def test_default_database_is_sqlite_in_the_instance_folder(tmp_path):
     config = load_config(tmp_path, environ={})
-    assert config["DATABASE_URL"] == f"sqlite:///{tmp_path / 'market.core.db'}"
+    assert config["DATABASE_URL"] == f"sqlite:///{tmp_path / 'market.db'}"
     # A development secret is generated once and kept.
     assert load_config(tmp_path, environ={})["SECRET_KEY"] == config["SECRET_KEY"]
 

@@ -26,7 +26,7 @@ def served(tmp_path_factory):
     """The app under gunicorn with the repository's gunicorn.conf.py, on a free port."""
     port = _free_port()
     instance = tmp_path_factory.mktemp("served")
-    env = dict(os.environ, DATABASE_URL=f"sqlite:///{instance / 'market.core.db'}",
+    env = dict(os.environ, DATABASE_URL=f"sqlite:///{instance / 'market.db'}",
                SECRET_KEY="served-test")
     log = instance / "gunicorn.log"
     with open(log, "wb") as output:
