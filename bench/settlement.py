@@ -57,7 +57,7 @@ from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import event, func, insert, select, text  # noqa: E402
+from sqlalchemy import event, func, insert, select  # noqa: E402
 
 from billing.metering import recognition  # noqa: E402
 from billing.settlement import ledger, workflow  # noqa: E402

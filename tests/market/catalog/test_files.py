@@ -21,7 +21,7 @@ from market.catalog import services as catalog
 from market.catalog.manifest import merkle_root
 from market.catalog.models import DatasetVersion, Upload, VersionFile
 from market.core.errors import Conflict, InvalidInput, NotFound
-from market.core.objects import MIN_PART_SIZE, ContentMismatch, MiB
+from market.core.objects import MIN_PART_SIZE, ContentMismatch
 from tests.factories import make_org, make_user
 from tests.market.catalog.conftest import DATASET
 from tests.market.catalog.test_media import make_image, make_video, make_wav
