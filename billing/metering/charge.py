@@ -138,19 +138,39 @@ def callable_version(session: Session, organization_id: int, dataset_id: int,
     """The version a metered call may read — of a listed dataset (or the caller's own) that the
     organization is entitled to call (403 says why not) — and whether a subscription may pay."""
     dataset = session.get(Dataset, dataset_id)
-    listed = dataset is not None and dataset.listing is not None and \
-        dataset.listing.status == ListingStatus.APPROVED.value
-    own = dataset is not None and dataset.organization_id == organization_id
-    if not (listed or own):
+    if not _reachable(organization_id, dataset):
         raise NotFound("No such dataset.", field="dataset")
     version = session.scalar(select(DatasetVersion).where(
         DatasetVersion.dataset_id == dataset_id, DatasetVersion.number == number))
     if version is None:
         raise NotFound("No such version.", field="version")
-    entitlement = active_entitlement(session, organization_id, dataset_id, kind="api",
+    return _entitled(session, organization_id, dataset, version)
+
+
+def callable_version_by_id(session: Session, organization_id: int,
+                           version_id: int) -> tuple[Dataset, DatasetVersion, bool]:
+    """``callable_version`` for a version named by its id; a version of a dataset the caller
+    may not reach is not even confirmed (404)."""
+    version = session.get(DatasetVersion, version_id)
+    if version is None or not _reachable(organization_id, version.dataset):
+        raise NotFound("No such version.", field="version")
+    return _entitled(session, organization_id, version.dataset, version)
+
+
+def _reachable(organization_id: int, dataset: Dataset | None) -> bool:
+    """Whether metered calls may name the dataset at all: it is listed, or the caller's own."""
+    return dataset is not None and (
+        dataset.organization_id == organization_id
+        or (dataset.listing is not None
+            and dataset.listing.status == ListingStatus.APPROVED.value))
+
+
+def _entitled(session: Session, organization_id: int, dataset: Dataset,
+              version: DatasetVersion) -> tuple[Dataset, DatasetVersion, bool]:
+    entitlement = active_entitlement(session, organization_id, dataset.id, kind="api",
                                      version_id=version.id)
     subscribed = entitlement is not None and entitlement.subscription_id is not None
-    if own:
+    if dataset.organization_id == organization_id:
         return dataset, version, subscribed
     if dataset.listing.version_id != version.id and entitlement is None:
         raise Forbidden("Only the listed version is served to buyers.", field="version",
@@ -686,13 +706,14 @@ def _standing_statement():
         USAGE_HEADROOM.label("budget_headroom"))
 
 
-def tokens_available(session: Session, key: ApiKey, dataset_id: int,
+def tokens_available(session: Session, key: ApiKey, dataset_id: int | None,
                      now: dt.datetime | None = None) -> int:
     """What the key could still spend on the dataset (see the module notes): the prepaid tokens
-    and what the credit line could pay, within the key's monthly cap."""
+    and what the credit line could pay, within the key's monthly cap. With no dataset (a call
+    naming none that exists): the platform-wide wallet within the cap."""
     now = now or utcnow()
     organization_id = key.organization_id
-    dataset = session.get(Dataset, dataset_id)
+    dataset = session.get(Dataset, dataset_id) if dataset_id is not None else None
     metered = metered_card(dataset) if dataset is not None else None
     period = period_of(session, now)
     currency = metered[1].currency if metered else key.organization.default_currency

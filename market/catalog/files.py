@@ -330,3 +330,15 @@ def file_proof(session: Session, version: DatasetVersion, path: str) -> dict[str
     entries = [manifest_entry(item) for item in version_manifest(session, version).all()]
     proof = inclusion_proof(entries, path)
     return proof_document(entries[proof.leaf_index], proof)
+
+
+def version_file(session: Session, version: DatasetVersion, path: str) -> VersionFile:
+    """The file at ``path`` (as the manifest spells it) of a version of files; 404 naming
+    ``path`` for any other, and for a version that is not made of files."""
+    found = None
+    if version.source_format == SOURCE_FORMAT:
+        found = session.scalar(select(VersionFile).where(VersionFile.version_id == version.id,
+                                                         VersionFile.path == path))
+    if found is None:
+        raise NotFound("No such file in this version.", field="path")
+    return found

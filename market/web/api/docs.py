@@ -19,7 +19,7 @@ _ERROR_TITLES = {
     400: "Malformed request", 401: "Missing or invalid credentials", 403: "Missing permission",
     404: "Not found (or another organization's)", 409: "Conflict", 413: "Body too large",
     414: "Request line too long", 415: "Body is not JSON", 422: "Invalid input",
-    429: "Too many requests", 431: "Request headers too large",
+    416: "Range not satisfiable", 429: "Too many requests", 431: "Request headers too large",
     402: "Nothing pays for it, or a cap would be passed", 502: "The payment processor did not answer",
     503: "The database is busy; retry after Retry-After seconds",
 }
@@ -124,6 +124,8 @@ def build_spec(blueprint: ApiBlueprint, version: str = "1.0.0") -> dict:
             ok["content"] = {op.raw_response: {"schema": {
                 "type": "object" if op.raw_response == "application/json" else "string"}}}
         operation["responses"][str(op.status)] = ok
+        for status, description in op.answers.items():
+            operation["responses"][str(status)] = {**ok, "description": description}
         errors = set(op.errors) | _ANY_REQUEST
         if parameters[:-1]:  # ids in the path: an id no one holds, or one past its column
             errors |= {404, 422}

@@ -46,6 +46,8 @@ class Operation:
     description: str = ""
     errors: tuple[int, ...] = ()
     raw_response: str | None = None  # a media type the view returns itself
+    # Other successful answers the view may give, by status: what each is.
+    answers: dict[int, str] = field(default_factory=dict)
     # Media types of a streamed upload: the view gets ``stream`` and ``content_type`` instead
     # of a parsed body, and the body may be as large as the setting ``upload_limit`` says.
     upload: tuple[str, ...] = ()
@@ -75,7 +77,8 @@ class ApiBlueprint(Blueprint):
                   body: type[Schema] | None = None, query: type[Schema] | None = None,
                   response: type[Schema] | None = None, status: int = 200, many: bool = False,
                   tags: list[str] | None = None, errors: tuple[int, ...] = (),
-                  raw_response: str | None = None, upload: tuple[str, ...] = (),
+                  raw_response: str | None = None, answers: dict[int, str] | None = None,
+                  upload: tuple[str, ...] = (),
                   upload_limit: str = "IMPORT_MAX_BYTES", metered: bool = False,
                   items_judged_alone: str | None = None) -> Callable:
         def decorator(view: Callable) -> Callable:
@@ -86,7 +89,7 @@ class ApiBlueprint(Blueprint):
                            permission=permission, body=body, query=query, response=response,
                            status=status, many=many, tags=tags or [],
                            description=(view.__doc__ or "").strip(), errors=errors,
-                           raw_response=raw_response, upload=upload,
+                           raw_response=raw_response, answers=answers or {}, upload=upload,
                            upload_limit=upload_limit, metered=metered,
                            items_judged_alone=items_judged_alone)
             self.operations.append(op)

@@ -38,6 +38,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
+from typing import Callable
 
 from flask import Response, current_app, g, request
 from marshmallow import Schema, fields, validate
@@ -47,6 +48,10 @@ from billing.metering import charge as metering
 from billing.errors import PaymentRequired
 from billing.metering.charge import Charge
 from billing.models import UsageEvent
+from market.catalog import files as catalog_files
+from market.catalog.manifest import MAX_PATH_BYTES
+from market.catalog.models import VersionFile
+from market.core.objects import CHUNK_SIZE, DEFAULT_URL_SECONDS, RangeNotSatisfiable
 from market.web import idempotency
 from market.accounts.authz import Principal
 from market.web.api.blueprint import api
@@ -179,9 +184,20 @@ def _serve(page: RecordPage, version: DatasetVersion, max_tokens: int | None) ->
     return _Served(page.records[:taken], total, page.records[taken - 1].seq)
 
 
-def _metered(dataset_id: int, number: int, fetch, max_tokens: int | None) -> Response:
-    """Rate-limit, read, count, charge, respond: the steps every data call shares. Every
-    answer, refusals included, carries the token and rate-limit headers."""
+# What a data call serves once it is charged: its response, given the call's usage object.
+Answer = Callable[[dict], Response]
+
+
+def _metered(dataset_id: int | None, locate: Callable, serve: Callable) -> Response:
+    """Rate-limit, locate, count, charge, respond: the steps every data call shares. Every
+    answer, refusals included, carries the token and rate-limit headers.
+
+    ``locate(session, organization_id)``: the callable (dataset, version, subscribed), as
+    ``billing.metering.charge.callable_version``; ``serve(session, version)``: the tokens the
+    call is charged and the ``Answer`` it gives once charged. Whatever either refuses is
+    refused before anything is charged, and nothing is served unless the charge held.
+    ``dataset_id``: the dataset a refusal before ``locate`` found one reports the standing on
+    (None: the platform-wide wallet's)."""
     key = g.api_key
     rpm, tpm = _limits(key)
     limiter = _limiter()
@@ -195,10 +211,9 @@ def _metered(dataset_id: int, number: int, fetch, max_tokens: int | None) -> Res
             raise TooManyRequests(f"This key may make {rpm} requests a minute.",
                                   retry_after=requests_window.reset_seconds,
                                   field="requests_per_minute")
-        dataset, version, subscribed = metering.callable_version(
-            session, key.organization_id, dataset_id, number)
-        served = _serve(fetch(session, version), version, max_tokens)
-        tokens = served.tokens
+        dataset, version, subscribed = locate(session, key.organization_id)
+        dataset_id = dataset.id
+        tokens, answer = serve(session, version)
         presented = request.headers.get("Idempotency-Key")
         request_id = (f"key:{key.id}:{idempotency.check_key(presented)}" if presented
                       else f"key:{key.id}:{uuid.uuid4().hex}")
@@ -238,17 +253,27 @@ def _metered(dataset_id: int, number: int, fetch, max_tokens: int | None) -> Res
     usage = {"tokens": charge.tokens, "amount": charge.amount.to_dict(),
              "list_amount": metering.micros_to_dict(charge.list_micros, charge.amount.currency),
              "paid_by": charge.paid_by, "request_id": request_id, "replayed": charge.replayed}
-    # The records go out as the exact canonical bytes that were counted.
-    body = ('{"records":[' + ",".join(record.data for record in served.records) + "],"
-            f'"next_cursor":{json.dumps(served.next_cursor)},'
-            f'"has_more":{json.dumps(served.next_cursor is not None)},'
-            f'"usage":{json.dumps(usage)}}}')
-    response = Response(body, mimetype="application/json")
+    response = answer(usage)
     response.headers.update(_metered_headers(0 if charge.replayed else charge.tokens,
                                              remaining, requests_window, tokens_window))
     if charge.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return response
+
+
+def _record_call(dataset_id: int, number: int, fetch, max_tokens: int | None) -> Response:
+    """A call that serves a page of records, charged their tokens."""
+    def serve(session, version: DatasetVersion) -> tuple[int, Answer]:
+        served = _serve(fetch(session, version), version, max_tokens)
+        # The records go out as the exact canonical bytes that were counted.
+        return served.tokens, lambda usage: Response(
+            '{"records":[' + ",".join(record.data for record in served.records) + "],"
+            f'"next_cursor":{json.dumps(served.next_cursor)},'
+            f'"has_more":{json.dumps(served.next_cursor is not None)},'
+            f'"usage":{json.dumps(usage)}}}', mimetype="application/json")
+
+    return _metered(dataset_id, lambda session, organization_id: metering.callable_version(
+        session, organization_id, dataset_id, number), serve)
 
 
 def _charge(session, key, dataset, version, tokens: int, request_id: str, request_hash: str,
@@ -284,9 +309,10 @@ def get_records(principal: Principal, dataset_id: int, number: int, query: dict)
     ``tokens_needed`` and ``tokens_available``. Send ``Idempotency-Key`` to make a retry return
     the same page without charging again (409 idempotency_key_in_use while the first is still
     being answered)."""
-    return _metered(dataset_id, number, lambda session, version:
-                    catalog_records.page_records(session, version, after=query["cursor"],
-                                                 limit=query["limit"]), query["max_tokens"])
+    return _record_call(dataset_id, number, lambda session, version:
+                        catalog_records.page_records(session, version, after=query["cursor"],
+                                                     limit=query["limit"]),
+                        query["max_tokens"])
 
 
 @api.operation("/datasets/<int:dataset_id>/versions/<int:number>/search", "POST",
@@ -297,10 +323,91 @@ def search_records(principal: Principal, dataset_id: int, number: int, body: dic
     """Records whose canonical JSON contains the query (any case); charged, paged and
     answered as the records are (``max_tokens``, ``has_more``, the token headers, the 402
     codes, ``Idempotency-Key``)."""
-    return _metered(dataset_id, number, lambda session, version:
-                    catalog_records.search_records(session, version, body["query"],
-                                                   after=body["cursor"], limit=body["limit"]),
-                    body["max_tokens"])
+    return _record_call(dataset_id, number, lambda session, version:
+                        catalog_records.search_records(session, version, body["query"],
+                                                       after=body["cursor"],
+                                                       limit=body["limit"]),
+                        body["max_tokens"])
+
+
+class FileQuerySchema(Schema):
+    path = fields.String(required=True, validate=validate.Length(min=1, max=MAX_PATH_BYTES),
+                         metadata={"description": "The file's path, as the manifest has it."})
+
+
+def _byte_span(size: int) -> tuple[int, int] | None:
+    """The half-open span a ``Range: bytes=a-b`` asks of a file of ``size`` bytes; None for the
+    whole file (no Range, or one this API does not serve: several ranges, a malformed one, which
+    HTTP lets a server ignore). A range wholly past the end is refused 416, before any charge."""
+    asked = request.range
+    if asked is None or asked.units != "bytes" or len(asked.ranges) != 1:
+        return None
+    span = asked.range_for_length(size)
+    if span is None:
+        refusal = RangeNotSatisfiable(f"The file has {size:,} bytes; the range asks for none "
+                                      "of them.", field="Range")
+        refusal.headers = {"Content-Range": f"bytes */{size}"}
+        raise refusal
+    return span
+
+
+def _file_answer(file: VersionFile, span: tuple[int, int] | None) -> Answer:
+    """The file once charged: streamed through the app from a local store (206 with
+    Content-Range for a range), or a 302 to a presigned URL on S3."""
+    store = current_app.extensions["market.objects"]
+
+    def answer(usage: dict) -> Response:
+        url = store.presigned_url(file.object_key, DEFAULT_URL_SECONDS)
+        if url is not None:
+            response = Response(json.dumps({"url": url, "expires": DEFAULT_URL_SECONDS,
+                                            "sha256": file.sha256, "size": file.size,
+                                            "usage": usage}),
+                                status=302, mimetype="application/json")
+            response.headers["Location"] = url
+            return response
+        start, stop = span or (0, file.size)
+        stream = store.open(file.object_key, start, stop)
+        response = Response(_read(stream), status=200 if span is None else 206,
+                            content_type=file.media_type, direct_passthrough=True)
+        response.headers.update({"Content-Length": str(stop - start), "Accept-Ranges": "bytes",
+                                 "ETag": f'"{file.sha256}"',
+                                 "X-Usage-Request-Id": usage["request_id"]})
+        if span is not None:
+            response.headers["Content-Range"] = f"bytes {start}-{stop - 1}/{file.size}"
+        return response
+
+    return answer
+
+
+def _read(stream):
+    with stream:
+        while chunk := stream.read(CHUNK_SIZE):
+            yield chunk
+
+
+@api.operation("/versions/<int:version_id>/files/content", "GET",
+               summary="One file of a version of files (metered)", permission="data:read",
+               query=FileQuerySchema, tags=DATA, errors=(402, 403, 404, 409, 416, 422, 429),
+               raw_response="application/octet-stream", metered=True,
+               answers={206: "A byte range of the file (Content-Range)",
+                        302: "On an S3 store: the file at a presigned URL (Location and the "
+                             "body's url, for `expires` seconds)"})
+def get_file_content(principal: Principal, version_id: int, query: dict):
+    """Charged the file's tokens (as counted at upload by its token profile), through the same
+    sources, caps, headers, 402 codes and ``Idempotency-Key`` as records; entitlement is the
+    records' too. Then the bytes: from a local store streamed in the answer, its media type and
+    ``ETag`` its SHA-256; from an S3 store a 302 to a presigned URL good for a few minutes (the
+    JSON body repeats it with ``usage``). ``Range: bytes=a-b`` (one range) answers 206 with
+    ``Content-Range``, and 416 when no byte of the file is in it; on S3 the client sends its
+    Range on to the URL. A range is charged the whole file's tokens: a file's tokens count the
+    file as a whole (an image's tiles, a recording's seconds), which a share of its bytes does
+    not divide. A refused call (402, 403, 404, 416, 429) serves no byte."""
+    def serve(session, version):
+        file = catalog_files.version_file(session, version, query["path"])
+        return file.tokens, _file_answer(file, _byte_span(file.size))
+
+    return _metered(None, lambda session, organization_id: metering.callable_version_by_id(
+        session, organization_id, version_id), serve)
 
 
 @api.operation("/tokens/count", "POST", summary="Count tokens (free)", permission="self:read",

@@ -106,6 +106,8 @@ MATRIX: dict[tuple[str, str], Case] = {
     ("GET", "/versions/<int:version_id>/manifest"): Case("object"),
     ("GET", "/versions/<int:version_id>/files/proof"): Case("object",
                                                              query={"path": "victim.txt"}),
+    ("GET", "/versions/<int:version_id>/files/content"): Case("object",
+                                                               query={"path": "victim.txt"}),
     ("PUT", "/datasets/<int:dataset_id>/supply-chain"): Case("object", SHARES),
     ("POST", "/datasets/<int:dataset_id>/listing"): Case(
         "object", {"version": 1, "exchange_id": "{victim_exchange}"}),
