@@ -6,23 +6,20 @@ makes a bucket of its own for one test. Tests talk to it through the real boto3,
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import boto3
 import pytest
 
+from tests.loopback import serve_on_loopback
+
 # moto_server's own command line takes a port number, and another process could take that port
 # between choosing it and binding it. The listening socket is bound here instead and inherited
-# by the server, as tests/stripe_server.py does for localstripe.
+# by the server (tests.loopback), as for localstripe.
 _SERVER_PROGRAM = """
 import socket, sys
 from werkzeug.serving import make_server
@@ -60,38 +57,9 @@ class S3Server:
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory) -> Iterator[S3Server]:
     """moto's S3 on a free 127.0.0.1 port for the whole session."""
-    workdir: Path = tmp_path_factory.mktemp("moto")
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
-    port = listener.getsockname()[1]
-    log_path = workdir / "moto.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-c", _SERVER_PROGRAM, str(listener.fileno()), str(port)],
-            pass_fds=[listener.fileno()],
-            cwd=workdir,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    listener.close()
-    server = S3Server(url=f"http://127.0.0.1:{port}")
-    try:
-        deadline = time.monotonic() + 30
-        while not server.answers():
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"moto did not start:\n{log_path.read_text()}")
-            time.sleep(0.05)
-        yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with serve_on_loopback("moto", _SERVER_PROGRAM, tmp_path_factory.mktemp("moto"),
+                           lambda url: S3Server(url).answers()) as url:
+        yield S3Server(url=url)
 
 
 @pytest.fixture

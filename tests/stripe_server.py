@@ -11,9 +11,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.parse
@@ -21,19 +18,18 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 from billing.payments.gateway import IntentResult, StripeGateway
+from tests.loopback import serve_on_loopback
 
 WEBHOOK_SECRET = "whsec_test_secret"
 
 # localstripe pickles its whole store to the fixed path /tmp/localstripe.pickle after every
 # write (and reloads it when started through its CLI). Several checkouts run tests on this
 # machine at once, so the server here keeps its state in memory only. The listening socket is
-# bound by the parent and inherited, so there is no window in which another process can take
-# the port.
+# bound by the parent and inherited (tests.loopback).
 _SERVER_PROGRAM = """
 import socket, sys
 import localstripe.resources
@@ -93,37 +89,9 @@ class StripeServer:
 @pytest.fixture(scope="session")
 def stripe_server(tmp_path_factory) -> Iterator[StripeServer]:
     """localstripe on a free 127.0.0.1 port for the whole session."""
-    workdir: Path = tmp_path_factory.mktemp("localstripe")
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
-    port = listener.getsockname()[1]
-    log_path = workdir / "localstripe.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-c", _SERVER_PROGRAM, str(listener.fileno())],
-            pass_fds=[listener.fileno()],
-            cwd=workdir,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    listener.close()
-    server = StripeServer(url=f"http://127.0.0.1:{port}")
-    try:
-        deadline = time.monotonic() + 30
-        while not server.answers():
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"localstripe did not start:\n{log_path.read_text()}")
-            time.sleep(0.05)
-        yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with serve_on_loopback("localstripe", _SERVER_PROGRAM, tmp_path_factory.mktemp("localstripe"),
+                           lambda url: StripeServer(url).answers()) as url:
+        yield StripeServer(url=url)
 
 
 @pytest.fixture
