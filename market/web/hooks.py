@@ -7,25 +7,25 @@ its effects. A bad signature is 400 and records nothing.
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 
 from billing.payments.gateway import InvalidSignature
 from billing.payments.webhooks import handle_event
-from market.web.http import db_session, problem
+from market.web.http import billing_settings, db_session, gateway, problem
 
 hooks = Blueprint("hooks", __name__, url_prefix="/webhooks")
 
 
 @hooks.post("/stripe")
 def stripe_webhook():
-    gateway = current_app.extensions["market.gateway"]
-    if gateway is None:
+    processor = gateway()
+    if processor is None:
         return problem(404, "Not found", "Card payments are not enabled here.")
     try:
-        event = gateway.parse_webhook(request.get_data(cache=False),
-                                      request.headers.get("Stripe-Signature", ""))
+        event = processor.parse_webhook(request.get_data(cache=False),
+                                        request.headers.get("Stripe-Signature", ""))
     except InvalidSignature as exc:
         return problem(400, "Bad signature", f"The event's signature does not verify: {exc}",
                        {"Stripe-Signature": [str(exc)]})
-    outcome = handle_event(db_session(), event, current_app.extensions["market.billing"])
+    outcome = handle_event(db_session(), event, billing_settings())
     return jsonify({"received": event["id"], "outcome": outcome})

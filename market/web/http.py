@@ -26,6 +26,8 @@ from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 
+from billing.context import BillingSettings
+from billing.payments.gateway import CardGateway
 from market.accounts import services as accounts
 from market.accounts.authz import Principal
 from market.accounts.mail import Mail, Mailer
@@ -57,6 +59,16 @@ def db_session() -> Session:
     if "db_session" not in g:
         g.db_session = current_app.extensions["market.db"].session()
     return g.db_session
+
+
+def gateway() -> CardGateway | None:
+    """The app's card gateway; None when card payments are off (bank transfer only)."""
+    return current_app.extensions["market.gateway"]
+
+
+def billing_settings() -> BillingSettings:
+    """The billing settings the app was built with."""
+    return current_app.extensions["market.billing"]
 
 
 def end_request_transaction() -> None:

@@ -21,11 +21,12 @@ from market.web.api.pagination import PageQuerySchema, page_request, page_schema
 from market.catalog import importer
 from market.catalog.models import DatasetVersion
 from market.core.errors import Forbidden, NotFound
-from market.web.http import db_session, end_request_transaction, viewer_organization_ids
+from market.web.http import (
+    billing_settings, db_session, end_request_transaction, gateway, viewer_organization_ids,
+)
 from billing import certificates, entitlements, finance, invoices, orders
 from billing.payments import anomalies, bank_transfer, card as payments, refunds
 from billing.models import Certificate, OrderLine, PaymentStatus
-from billing.payments.gateway import CardGateway
 from pricing.money import Money
 
 BUYING = ["Buying"]
@@ -34,14 +35,6 @@ FINANCE = ["Finance"]
 
 def _db():
     return current_app.extensions["market.db"]
-
-
-def _gateway() -> CardGateway | None:
-    return current_app.extensions["market.gateway"]
-
-
-def _settings():
-    return current_app.extensions["market.billing"]
 
 
 @api.operation("/orders", "POST", summary="Check out a cart of data packages",
@@ -69,7 +62,7 @@ def buy_token_pack(principal: Principal, body: dict):
     order = orders.place_token_pack_order(
         db_session(), principal, millions=body["millions"], dataset_id=body["dataset_id"],
         payment_method=body["payment_method"],
-        platform_price_per_million=_settings().token_pack_price_per_million,
+        platform_price_per_million=billing_settings().token_pack_price_per_million,
         budget_line_id=body["budget_line_id"],
         purchase_order_number=body["purchase_order_number"])
     return Created(order, url_for("api.get_order", order_id=order.id))
@@ -109,14 +102,14 @@ def pay_order(principal: Principal, order_id: int, body: dict):
     order = orders.get_order(session, principal, order_id)
     if body["method"] == "bank_transfer":
         order = orders.get_order(session, principal, order_id, for_update=True)
-        invoice = invoices.issue_invoice(session, order, _settings(), principal.actor)
+        invoice = invoices.issue_invoice(session, order, billing_settings(), principal.actor)
         return {"order": order, "payment": None, "invoice": invoice, "client_secret": None}
     end_request_transaction()  # the card payment runs its own units around the gateway call
-    payment = payments.pay_by_card(_db(), _gateway(), _settings(), order_id,
+    payment = payments.pay_by_card(_db(), gateway(), billing_settings(), order_id,
                                    principal=principal, payment_method_ref=body["payment_method"])
     client_secret = None
     if payment.status == PaymentStatus.REQUIRES_ACTION:
-        client_secret = _gateway().retrieve_payment_intent(payment.gateway_ref).client_secret
+        client_secret = gateway().retrieve_payment_intent(payment.gateway_ref).client_secret
     session = db_session()
     return {"order": orders.get_order(session, principal, order_id),
             "payment": payment, "invoice": None, "client_secret": client_secret}
@@ -135,7 +128,7 @@ def setup_card(principal: Principal):
     """A SetupIntent whose client secret Stripe.js confirms in the browser; then send the
     payment method to ``POST /payment-methods``."""
     end_request_transaction()  # the customer and the intent are made at the gateway first
-    setup = payments.start_card_setup(_db(), _gateway(), principal)
+    setup = payments.start_card_setup(_db(), gateway(), principal)
     return {"setup_intent": setup.ref, "client_secret": setup.client_secret,
             "publishable_key": current_app.config["STRIPE_PUBLISHABLE_KEY"]}
 
@@ -145,7 +138,7 @@ def setup_card(principal: Principal):
                tags=BUYING, errors=(409, 422))
 def save_card(principal: Principal, body: dict):
     end_request_transaction()
-    return payments.save_card(_db(), _gateway(), principal, body["payment_method"])
+    return payments.save_card(_db(), gateway(), principal, body["payment_method"])
 
 
 @api.operation("/holdings", "GET", summary="What the organization holds: entitlements and "
@@ -220,7 +213,7 @@ def verify_certificate(number: str, query: dict):
     digest printed on the copy to compare it too). The parties' names, the order and what was
     bought are shown only to the buyer and the seller (their people or keys); anyone else sees
     the proof alone."""
-    return certificates.verify(db_session(), number, _settings().certificate_key,
+    return certificates.verify(db_session(), number, billing_settings().certificate_key,
                                presented_digest=query["digest"],
                                viewer_organization_ids=viewer_organization_ids())
 
@@ -248,7 +241,7 @@ def record_receipt(principal: Principal, invoice_id: int, body: dict):
     amount = Money(body["amount"]["amount"], body["amount"]["currency"])
     bank_transfer.record_bank_receipt(session, principal, invoice, amount=amount,
                                       received_on=body["received_on"],
-                                      bank_reference=body["bank_reference"], settings=_settings())
+                                      bank_reference=body["bank_reference"], settings=billing_settings())
     return invoice
 
 
@@ -269,7 +262,7 @@ def confirm_receipt(principal: Principal, receipt_id: int, body: dict):
     recorded it, a colleague of the same team and rank, and any party to the order."""
     session = db_session()
     receipt = bank_transfer.get_receipt_for_finance(session, principal, receipt_id)
-    return bank_transfer.confirm_bank_receipt(session, principal, receipt, settings=_settings(),
+    return bank_transfer.confirm_bank_receipt(session, principal, receipt, settings=billing_settings(),
                                               note=body["note"])
 
 
@@ -294,7 +287,7 @@ def refund_payment(principal: Principal, payment_id: int, body: dict):
     money = Money(amount["amount"], amount["currency"]) if amount else None
     finance.get_payment_for_finance(db_session(), principal, payment_id)
     end_request_transaction()
-    refund = refunds.refund_payment(_db(), _gateway(), principal, payment_id, amount=money,
+    refund = refunds.refund_payment(_db(), gateway(), principal, payment_id, amount=money,
                                     reason=body["reason"], bank_reference=body["bank_reference"])
     return refund
 
@@ -308,7 +301,7 @@ def retry_refund(principal: Principal, refund_id: int):
     longer pending is returned as it is."""
     refunds.get_refund_for_finance(db_session(), principal, refund_id)
     end_request_transaction()
-    return refunds.retry_refund(_db(), _gateway(), principal, refund_id)
+    return refunds.retry_refund(_db(), gateway(), principal, refund_id)
 
 
 @api.operation("/finance/payment-anomalies", "GET", summary="What the payment processor "

@@ -4,7 +4,7 @@ approver (``billing.metering.credit_lines``)."""
 
 from __future__ import annotations
 
-from flask import current_app, url_for
+from flask import url_for
 from marshmallow import Schema, fields, validate
 
 from billing.metering import credit_lines
@@ -15,7 +15,7 @@ from market.web.api.billing_schemas import MoneyField, MoneyInputSchema
 from market.web.api.blueprint import api
 from market.web.api.endpoint import Created
 from market.web.api.pagination import PageQuerySchema, page_request, page_schema
-from market.web.http import db_session
+from market.web.http import billing_settings, db_session
 from pricing.money import Money
 
 CREDIT = ["Credit lines"]
@@ -94,7 +94,8 @@ def request_credit_line_change(principal: Principal, body: dict):
     change = credit_lines.request_change(
         db_session(), principal, body["organization_id"], limit=limit,
         payment_method=body["payment_method"], reason=body["reason"],
-        approval_threshold=credit_lines.approval_threshold(current_app.extensions["market.billing"], limit.currency))
+        approval_threshold=credit_lines.approval_threshold(billing_settings(),
+                                                           limit.currency))
     return Created(change, url_for("api.list_credit_line_changes"))
 
 

@@ -19,7 +19,7 @@ from market.web.api.blueprint import api
 from market.web.api.pagination import PageQuerySchema, page_request, page_schema
 from market.web.boundary import Month
 from market.core.db import last_closed_month
-from market.web.http import db_session
+from market.web.http import billing_settings, db_session, gateway
 from pricing.money import Money
 
 STATEMENTS = ["Statements"]
@@ -164,7 +164,7 @@ def close_statement_period(principal: Principal, body: dict):
     """Computes each participant's statement for the month from the ledger up to the period's
     end, as drafts; closing a period again returns the statements it already has."""
     return workflow.close_period(db_session(), body["period"], actor=principal,
-                                 settings=current_app.extensions["market.billing"])
+                                 settings=billing_settings())
 
 
 @api.operation("/statements", "GET", summary="Statements: the review queue, or the "
@@ -234,7 +234,7 @@ def resolve_statement_dispute(principal: Principal, statement_id: int, body: dic
     return _step(workflow.resolve_dispute, principal, statement_id, amount, body["reason"],
                  reason_code=body["reason_code"], lines=evidence.get("lines", []),
                  document=evidence.get("document", ""),
-                 settings=current_app.extensions["market.billing"])
+                 settings=billing_settings())
 
 
 @api.operation("/adjustments/<int:adjustment_id>/confirm", "POST", summary="Confirm a "
@@ -336,14 +336,14 @@ def statement_reconciliation(principal: Principal, query: dict):
     a 502 naming it (``processor_unavailable``)."""
     period = query["period"] or last_closed_month(db_session())
     return reconciliation.reconcile(db_session(), period, actor=principal,
-                                    gateway=current_app.extensions["market.gateway"])
+                                    gateway=gateway())
 
 
 def _reconciliation_export(principal: Principal, query: dict, extension: str) -> Response:
     period = query["period"] or last_closed_month(db_session())
     session = db_session()
     figures = reconciliation.reconcile(session, period, actor=principal,
-                                       gateway=current_app.extensions["market.gateway"])
+                                       gateway=gateway())
     render = {"csv": exports.reconciliation_csv,
               "xlsx": exports.reconciliation_xlsx}[extension]
     body = render(figures, exports.organization_names(session, figures))

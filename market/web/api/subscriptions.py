@@ -3,7 +3,7 @@ the period end or resume."""
 
 from __future__ import annotations
 
-from flask import current_app, url_for
+from flask import url_for
 from marshmallow import Schema, fields, validate
 
 from billing import subscriptions
@@ -13,7 +13,7 @@ from market.web.api.billing_schemas import OrderSchema, TaxFromTheRecord
 from market.web.api.blueprint import api
 from market.web.api.endpoint import Created
 from market.web.api.pagination import PageQuerySchema, page_request, page_schema
-from market.web.http import db_session
+from market.web.http import billing_settings, db_session
 
 SUBSCRIBING = ["Subscriptions"]
 
@@ -77,7 +77,7 @@ def subscribe(principal: Principal, body: dict):
     session = db_session()
     sub = subscriptions.subscribe(session, principal, body["offer_id"],
                                   payment_method=body["payment_method"],
-                                  settings=current_app.extensions["market.billing"],
+                                  settings=billing_settings(),
                                   budget_line_id=body["budget_line_id"],
                                   purchase_order_number=body["purchase_order_number"])
     order = subscriptions.first_order(session, sub)

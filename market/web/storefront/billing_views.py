@@ -33,13 +33,13 @@ from market.web.storefront.billing_forms import (
 from market.web.formatting import format_money
 from market.web.storefront.blueprint import storefront
 from market.web.storefront.common import (
-    billing_settings, budget_lines, dataset_title, form_error, gateway,
-    require_action_form, same_site,
+    budget_lines, dataset_title, form_error, require_action_form, same_site,
 )
 from market.web.storefront.forms import ActionForm
 from market.web.storefront.views import signed_in
 from market.web.http import (
-    CONTENT_SECURITY_POLICY, db_session, end_request_transaction, viewer_organization_ids,
+    CONTENT_SECURITY_POLICY, billing_settings, db_session, end_request_transaction, gateway,
+    viewer_organization_ids,
 )
 from pricing.errors import PricingError
 from pricing.money import Money

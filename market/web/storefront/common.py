@@ -1,18 +1,16 @@
 """What the storefront's pages share: the page's language, a service's error shown on a form,
-the app's billing settings and card gateway, the buyer's budget lines at checkout, and the
-checks on a posted action and a page to go back to."""
+the buyer's budget lines at checkout, and the checks on a posted action and a page to go back
+to."""
 
 from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import abort, current_app, request
+from flask import abort, request
 from flask_babel import get_locale
 from flask_babel import gettext as _
 
 from billing.budgets import lines as budgets
-from billing.context import BillingSettings
-from billing.payments.gateway import CardGateway
 from market.accounts.authz import Principal
 from market.catalog.models import Dataset
 from market.core.errors import MarketError
@@ -44,14 +42,6 @@ def form_error(form, exc: MarketError, fields: dict[str, str] | None = None) -> 
     else:
         form.form_errors.append(exc.detail)
 
-
-def gateway() -> CardGateway | None:
-    """The card gateway; None when card payments are off."""
-    return current_app.extensions["market.gateway"]
-
-
-def billing_settings() -> BillingSettings:
-    return current_app.extensions["market.billing"]
 
 
 def budget_lines(principal: Principal, currency: str | None = None) -> list[tuple[int, str]]:

@@ -20,10 +20,10 @@ from market.web.boundary import BoundedForm
 from market.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from market.core.keyset import PageRequest
 from market.web.storefront.blueprint import storefront
-from market.web.storefront.common import billing_settings, form_error
+from market.web.storefront.common import form_error
 from market.web.storefront.forms import PAYMENT_METHOD_LABELS, ActionForm
 from market.web.storefront.views import signed_in
-from market.web.http import db_session
+from market.web.http import billing_settings, db_session
 from pricing.errors import PricingError
 from pricing.money import Money
 
@@ -102,7 +102,7 @@ def request_credit_line_change(principal: Principal):
             change = credit_lines.request_change(
                 db_session(), principal, form.organization_id.data, limit=limit,
                 payment_method=form.payment_method.data, reason=form.reason.data,
-                approval_threshold=credit_lines.approval_threshold(current_app.extensions["market.billing"],
+                approval_threshold=credit_lines.approval_threshold(billing_settings(),
                                                                    currency))
         except (InvalidInput, Conflict, NotFound) as exc:
             form_error(form, exc, FORM_FIELDS)

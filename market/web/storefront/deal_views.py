@@ -21,13 +21,13 @@ from market.catalog.models import Dataset
 from market.catalog.taxonomy import MODALITIES, SECTORS
 from market.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from market.web.storefront.blueprint import storefront
-from market.web.storefront.common import dataset_title, form_error, gateway
+from market.web.storefront.common import dataset_title, form_error
 from market.web.storefront.deal_forms import (
     DIMENSION_LABELS, AcceptDeliveryForm, AcceptQuoteForm, CancelDemandForm, DeliveryForm,
     DemandForm, DisputeForm, QuoteForm, WithdrawQuoteForm,
 )
 from market.web.storefront.views import signed_in
-from market.web.http import db_session
+from market.web.http import db_session, gateway
 
 SERVICE_ERRORS = (InvalidInput, Conflict, Forbidden, NotFound)
 

@@ -32,10 +32,10 @@ from market.core.db import business_calendar, last_closed_month, utcnow
 from market.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from market.core.keyset import PageRequest
 from market.web.storefront.blueprint import storefront
-from market.web.storefront.common import billing_settings, form_error, gateway, is_zh
+from market.web.storefront.common import form_error, is_zh
 from market.web.storefront.forms import ActionForm
 from market.web.storefront.views import signed_in
-from market.web.http import db_session
+from market.web.http import billing_settings, db_session, gateway
 from pricing.errors import PricingError
 from pricing.money import Money
 from pricing.periods import MONTH_PATTERN, is_month

@@ -7,7 +7,7 @@ Thin views over the same services as ``market.web.api.subscriptions``.
 
 from __future__ import annotations
 
-from flask import current_app, flash, redirect, render_template, request, url_for
+from flask import flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from sqlalchemy import select
 
@@ -21,12 +21,11 @@ from market.core.errors import Conflict, InvalidInput, NotFound
 from market.web.storefront.billing_forms import SubscriptionCheckoutForm
 from market.web.storefront.blueprint import storefront
 from market.web.storefront.common import (
-    billing_settings, budget_lines, dataset_title, form_error, gateway, require_action_form,
-    same_site,
+    budget_lines, dataset_title, form_error, require_action_form, same_site,
 )
 from market.web.storefront.deal_forms import SubscribeForm
 from market.web.storefront.views import signed_in
-from market.web.http import db_session
+from market.web.http import billing_settings, db_session, gateway
 from pricing.quotes import quote
 
 SERVICE_ERRORS = (InvalidInput, Conflict, NotFound)
@@ -42,7 +41,7 @@ def _fiscal_year() -> int:
 @storefront.app_context_processor
 def _subscription_context():
     """Whether the dataset page's subscribe form offers card payment."""
-    return {"card_payments_enabled": current_app.extensions.get("market.gateway") is not None}
+    return {"card_payments_enabled": gateway() is not None}
 
 
 def _plan_offer(principal: Principal, offer_id: int | None) -> Offer:
