@@ -13,10 +13,11 @@ import pytest
 from sqlalchemy import func, select
 
 from billing import entitlements
-from billing.models import KeyUsageMonth, TokenWallet, UsageEvent
+from billing.models import CreditLine, KeyUsageMonth, TokenWallet, UsageEvent
 from market.accounts.models import Organization
-from market.catalog import files
+from market.catalog import files, listings, offers
 from market.catalog import services as catalog
+from market.catalog.models import DatasetVersion
 from market.core.objects import LocalObjectStore
 from tests.billing.shop import DATASET, principal_of
 from tests.concurrency import at_once, fresh_app, postgresql_only
@@ -158,6 +159,71 @@ def test_a_retry_under_the_same_idempotency_key_is_not_charged_again(app, sessio
     assert body_of(again, store) == DATA
     session.expire_all()
     assert session.get(TokenWallet, shop["wallet_id"]).balance_tokens == 9 * shop["tokens"]
+
+
+METERED = {"kind": "metered", "code": "api", "mode": "graduated", "tiers": [
+    {"from_tokens": 0, "up_to": None, "price_per_million": {"amount": "30", "currency": "CNY"}}]}
+
+
+def listed_file_version(session, passwords, store) -> dict:
+    """A supplier's file version, listed at an exchange with a metered offer, for other
+    companies to fetch from."""
+    made = file_version(session, passwords, store)
+    owner = principal_of(make_user(session, passwords, made["org"], "owner"), made["org"])
+    dataset = session.get(DatasetVersion, made["version_id"]).dataset
+    catalog.set_supply_chain(session, owner, dataset, [
+        {"organization_id": made["org"].id, "role": "supplier", "share_bps": 10_000}])
+    offers.add_offer(session, owner, dataset, METERED)
+    exchange = make_org(session, "exchange", name="Files Exchange")
+    reviewer = principal_of(make_user(session, passwords, exchange, "reviewer"), exchange)
+    listing = listings.submit(session, owner, dataset, version_id=made["version_id"],
+                              exchange_id=exchange.id, review_days=5)
+    listings.approve(session, reviewer, listing)
+    session.flush()
+    return made
+
+
+def test_a_model_company_fetches_a_listed_file_paid_by_its_wallet_or_its_credit_line(
+        app, session, passwords, store):
+    made = listed_file_version(session, passwords, store)
+    model_co = make_org(session, "buyer", name="Model Co")
+    wallet_id = fund(session, model_co.id, made["tokens"])
+    key, secret = make_key(session, model_co, scopes=("data:read",), **GENEROUS)
+    session.commit()
+    client = english_client(app)
+
+    paid = fetch(client, secret, made["version_id"])
+    assert body_of(paid, store) == DATA
+    assert paid.headers["X-Tokens-Charged"] == str(made["tokens"])
+    session.expire_all()
+    assert session.get(TokenWallet, wallet_id).balance_tokens == 0
+    event = session.scalar(select(UsageEvent).where(UsageEvent.api_key_id == key.id))
+    assert (event.organization_id, event.paid_by, event.version_id) == (
+        model_co.id, "wallet", made["version_id"])
+    assert event.supply_chain_revision_id is not None
+
+    # The wallet is spent and no credit line: 402, no byte; a credit line then pays by the
+    # offer's rate card (30 per million tokens, rounded on the month).
+    refused = fetch(client, secret, made["version_id"])
+    assert refused.status_code == 402 and DATA not in refused.get_data()
+    session.add(CreditLine(organization_id=model_co.id, currency="CNY", limit_minor=100))
+    session.commit()
+    postpaid = fetch(client, secret, made["version_id"])
+    assert body_of(postpaid, store) == DATA
+    assert postpaid.headers["X-Tokens-Charged"] == str(made["tokens"])
+    session.expire_all()
+    line = session.scalar(select(CreditLine).where(CreditLine.organization_id == model_co.id))
+    assert line.used_minor == round(made["tokens"] * 30 * 100 / 1_000_000)
+    assert session.scalar(select(func.count()).select_from(UsageEvent).where(
+        UsageEvent.api_key_id == key.id)) == 2
+
+    # The same supplier's dataset that is not listed stays its own: another company's fetch
+    # is a 404, as for records.
+    stranger = make_org(session, "buyer", name="Other Model Co")
+    _, stranger_secret = make_key(session, stranger, scopes=("data:read",), **GENEROUS)
+    draft = file_version(session, passwords, store, org=made["org"])
+    session.commit()
+    assert fetch(client, stranger_secret, draft["version_id"]).status_code == 404
 
 
 # Racing on really committed data ---------------------------------------------------------------
