@@ -127,7 +127,6 @@ _TEXT_TYPES = ("application/json", "application/x-ndjson", "application/jsonl",
                "application/xml", "application/yaml", "application/csv",
                TIME_SERIES_MEDIA_TYPE)
 _BUILTIN_TYPES = mimetypes.MimeTypes()  # Python's own table: the same on every machine
-_KNOWN = frozenset(kind.mime for kind in filetype.types)
 
 
 @dataclass(frozen=True)
@@ -158,6 +157,11 @@ def canonical_type(media_type: str | None) -> str | None:
         return None
     lowered = media_type.lower()
     return _ALIASES.get(lowered, lowered)
+
+
+# The types the sniffer recognizes (a generic binary type is no claim about the content).
+_KNOWN = frozenset(canonical_type(kind.mime) for kind in filetype.types) \
+    - {"application/octet-stream"}
 
 
 def _textual(media_type: str) -> bool:
@@ -211,7 +215,7 @@ class _MediaTypeCheck:
                 reason = None
         elif _textual(declared):
             reason = None if utf8_text(head) else "not_text"
-        elif declared in {canonical_type(m) for m in _KNOWN}:
+        elif declared in _KNOWN:
             reason = "content_not_recognized"
         else:
             self.unchecked.add(path=item.path, declared=item.media_type)
@@ -524,7 +528,7 @@ class _TimeSeriesCheck(_Section):
                         step_lines.append(line)
                 previous = (line, moment, row[0].strip())
         except UnreadableMedia as exc:
-            self._bad_file(item, 0, exc.message)
+            self._bad_file(item, 0, exc.detail)
             return
         if not data_rows:
             self._bad_file(item, 1, "no data row")
