@@ -37,7 +37,7 @@ GeneratedFile = tuple[str, str, bytes]  # (path, media type, content)
 
 def insulator_images(count: int = 24) -> list[GeneratedFile]:
     """Aerial-inspection style scenes of towers and insulators, PNG and JPEG, 160×120 to
-    320×240, with one near-duplicate (the first scene brightened and saved as JPEG)."""
+    320×240, with one near-duplicate (the first scene retaken brighter, as JPEG)."""
     rng = random.Random(2026)
     made: list[GeneratedFile] = []
     first = None
@@ -73,7 +73,7 @@ def insulator_images(count: int = 24) -> list[GeneratedFile]:
         if first is None:
             first = image
     brighter = first.point(lambda value: min(255, value + 8))
-    made.append(("images/tower-000-copy.jpg", "image/jpeg", _encoded(brighter, "JPEG",
+    made.append(("images/tower-000_retake.jpg", "image/jpeg", _encoded(brighter, "JPEG",
                                                                     quality=80)))
     return made
 
