@@ -279,3 +279,15 @@ def test_a_time_series_is_counted_by_its_canonical_csv(session, owner, store, da
     files.create_file_version(session, owner, dataset, [made.id], store=store)
     session.commit()
     assert session.scalar(select(DatasetVersion.token_count)) == made.tokens > 0
+
+
+@pytest.mark.parametrize("media_type, data, reason", [
+    ("audio/wav", b"RIFF but not really a recording" * 4, "corrupt"),
+    ("audio/wav", b"", "corrupt"),
+    ("video/mp4", wav(1), "no_video_stream"),
+])
+def test_a_recording_that_does_not_decode_is_named(local, media_type, data, reason):
+    kind = media_type.split("/")[0]
+    section = file_version_quality(local, [stored(local, "r", media_type, data)])[kind]
+    assert [(f["path"], f["reason"]) for f in section["undecodable"]["listed"]] == [("r", reason)]
+    assert section["score"] == 0
