@@ -25,6 +25,8 @@ Profiles
 ``gemini-audio/2025-01``        audio     32 per second
 ``gemini-video/2025-01``        video     263 per second
 ``bytes-per-token/4``           bytes     one token per 4 bytes of the file, rounded up
+``time-series-csv/o200k_base``  time      a time series' canonical CSV text: each row's line
+                                series    counted by tiktoken's o200k_base, summed
 ``tiktoken/o200k_base``         text      tiktoken's o200k_base (``pricing.tokens``)
 ``tiktoken/cl100k_base``        text      tiktoken's cl100k_base (``pricing.tokens``)
 =============================  ========  ==================================================
@@ -37,7 +39,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, ClassVar, Mapping, Union
+from typing import Any, ClassVar, Iterable, Mapping, Sequence, Union
 
 from .errors import InvalidMeasure, UnknownTokenProfile
 from .tokens import ENCODING_NAMES, canonical_json, count_text
@@ -53,6 +55,7 @@ __all__ = [
     "PerSecond",
     "BytesPerToken",
     "TiktokenText",
+    "CanonicalCsvRows",
     "MeasuredProfile",
     "TokenProfile",
     "PROFILES",
@@ -263,8 +266,64 @@ class TiktokenText:
         return self.count_text(canonical_json(record))
 
 
+@dataclass(frozen=True)
+class CanonicalCsvRows:
+    """A table of text rows (a time series' CSV) counted as its canonical text serialization.
+
+    The rule, chosen so that a buyer recomputes it with Python's ``csv`` module and tiktoken
+    alone: the file is read as CSV (RFC 4180: fields separated by commas, a field in double
+    quotes may hold commas, quotes doubled and line breaks); a row with no field (a blank line)
+    is not a row. Each row, the header included, is written as its canonical line: every field
+    stripped of the whitespace around it, a field holding a comma, a double quote, a carriage
+    return or a line feed put in double quotes with its quotes doubled (what ``csv.writer``
+    does with ``QUOTE_MINIMAL``), the fields joined by ``,`` and the line ended by one ``\n``
+    (a row of one empty field is the line ``""``, as ``csv.writer`` writes it).
+    The tokens are the sum, over the rows, of each canonical line's tokens by tiktoken's
+    ``encoding`` (``encode_ordinary``). Counting line by line keeps a file of any length in
+    bounded memory, and a timestamp or a reading costs the same wherever its row lies; it can
+    differ by a few tokens from counting the whole text at once, where a token may span a line
+    break. The basis is the rows and characters counted; the tokens need the file itself (its
+    SHA-256 names it).
+
+    So ``t , v\n2026-01-01T00:00:00Z,1.5\n`` is the lines ``t,v\n`` and
+    ``2026-01-01T00:00:00Z,1.5\n``.
+    """
+
+    name: str
+    encoding: str
+    modality: ClassVar[str] = "time_series"
+    facts: ClassVar[tuple[str, ...]] = ()
+    _SPECIAL: ClassVar[frozenset[str]] = frozenset(',"\r\n')
+
+    @classmethod
+    def canonical_line(cls, fields: Sequence[str]) -> str:
+        """One row's canonical line, ``\n`` included."""
+        if len(fields) == 1 and not fields[0].strip():
+            return '""\n'  # one empty field, quoted so that the line is not blank
+        written = []
+        for field in fields:
+            field = field.strip()
+            if cls._SPECIAL.intersection(field):
+                field = '"' + field.replace('"', '""') + '"'
+            written.append(field)
+        return ",".join(written) + "\n"
+
+    def count_rows(self, rows: Iterable[Sequence[str]]) -> TokenCount:
+        """The tokens of rows as read from the CSV (lists of field strings, blank rows
+        skipped)."""
+        tokens = lines = characters = 0
+        for fields in rows:
+            if not fields:
+                continue
+            line = self.canonical_line(fields)
+            tokens += count_text(line, self.encoding)
+            lines += 1
+            characters += len(line)
+        return TokenCount(self.name, tokens, {"rows": lines, "characters": characters})
+
+
 MeasuredProfile = Union[OpenAIImageTiles, OpenAIImageLow, GeminiImageTiles, PerSecond, BytesPerToken]
-TokenProfile = Union[MeasuredProfile, TiktokenText]
+TokenProfile = Union[MeasuredProfile, TiktokenText, CanonicalCsvRows]
 
 _ALL: tuple[TokenProfile, ...] = (
     OpenAIImageTiles(),
@@ -273,6 +332,7 @@ _ALL: tuple[TokenProfile, ...] = (
     PerSecond("gemini-audio/2025-01", "audio", 32),
     PerSecond("gemini-video/2025-01", "video", 263),
     BytesPerToken("bytes-per-token/4", 4),
+    CanonicalCsvRows("time-series-csv/o200k_base", "o200k_base"),
     *(TiktokenText(f"tiktoken/{encoding}", encoding) for encoding in ENCODING_NAMES),
 )
 

@@ -37,7 +37,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from market.accounts.authz import Principal, get_owned
-from market.catalog import listings, services
+from market.catalog import file_quality, listings, services
 from market.catalog.manifest import (
     MEDIA_TYPE, SHA256_HEX, ManifestEntry, inclusion_proof, merkle_root, normalize_path,
     proof_document,
@@ -46,6 +46,7 @@ from market.catalog.media import count, measure_audio, measure_image, measure_vi
 from market.catalog.models import (
     Dataset, DatasetVersion, Upload, UploadStatus, VersionFile,
 )
+from market.catalog.timeseries import TIME_SERIES_MEDIA_TYPE, count_time_series
 from market.core import audit
 from market.core.db import utcnow
 from market.core.errors import Conflict, InvalidInput, NotFound
@@ -58,8 +59,10 @@ from pricing.errors import UnknownTokenProfile
 from pricing.token_profiles import TokenCount, profile
 
 SOURCE_FORMAT = "files"
-# Counted by the media type's top-level type when the supplier names no profile.
+# Counted by the media type's own profile, else its top-level type's, when the supplier names
+# no profile.
 DEFAULT_PROFILES = {
+    TIME_SERIES_MEDIA_TYPE: "time-series-csv/o200k_base",
     "image": "openai-image-tiles/2024-11",
     "audio": "gemini-audio/2025-01",
     "video": "gemini-video/2025-01",
@@ -70,7 +73,12 @@ _MEASURE = {"image": measure_image, "audio": measure_audio, "video": measure_vid
 
 def default_profile(media_type: str) -> str:
     """The profile a file of ``media_type`` is counted by unless its supplier chooses one."""
-    return DEFAULT_PROFILES.get(media_type.split("/", 1)[0], FALLBACK_PROFILE)
+    return DEFAULT_PROFILES.get(media_type, DEFAULT_PROFILES.get(media_type.split("/", 1)[0],
+                                                                 FALLBACK_PROFILE))
+
+
+def _modality(media_type: str) -> str:
+    return "time_series" if media_type == TIME_SERIES_MEDIA_TYPE else media_type.split("/", 1)[0]
 
 
 def _checked_profile(name: str, media_type: str) -> str:
@@ -80,8 +88,8 @@ def _checked_profile(name: str, media_type: str) -> str:
         rule = profile(name)
     except UnknownTokenProfile as exc:
         raise InvalidInput(exc.message, field="token_profile") from None
-    if rule.modality != "bytes" and (rule.modality not in _MEASURE
-                                     or rule.modality != media_type.split("/", 1)[0]):
+    if rule.modality != "bytes" and (rule.modality not in (*_MEASURE, "time_series")
+                                     or rule.modality != _modality(media_type)):
         raise InvalidInput(f"The profile {name} counts {rule.modality}; a {media_type} file is "
                            f"counted by a profile of its own kind or by {FALLBACK_PROFILE}.",
                            field="token_profile", code="profile_modality")
@@ -210,6 +218,9 @@ def _count_object(store: ObjectStore, stored: StoredObject, upload: Upload) -> T
     rule = profile(upload.token_profile)
     if rule.modality == "bytes":
         return rule.count({"bytes": stored.size})
+    if rule.modality == "time_series":
+        with store.open(stored.key) as source:
+            return count_time_series(source, upload.token_profile, field="media_type")
     measure = _MEASURE[rule.modality]
     with tempfile.TemporaryFile() as copy:
         with store.open(stored.key) as source:
@@ -244,8 +255,10 @@ def manifest_entry(item: Upload | VersionFile) -> ManifestEntry:
 
 
 def create_file_version(session: Session, principal: Principal, dataset: Dataset,
-                        upload_ids: Sequence[int], notes: str = "") -> DatasetVersion:
-    """The dataset's next version, made of the completed uploads ``upload_ids``.
+                        upload_ids: Sequence[int], notes: str = "", *,
+                        store: ObjectStore | None = None) -> DatasetVersion:
+    """The dataset's next version, made of the completed uploads ``upload_ids``; with the
+    ``store`` its files are in, its quality report too (``market.catalog.file_quality``).
 
     Rule: each upload is of this dataset (another's answers 404) and completed (409); no path
     is listed twice, nor two paths that differ only in case (422). All of it is checked before
@@ -291,11 +304,14 @@ def create_file_version(session: Session, principal: Principal, dataset: Dataset
         quality={}, quality_score=0, quality_grade="-", created_by_id=principal.user_id)
     session.add(version)
     session.flush()  # the files need the version's id
-    session.add_all(VersionFile(
+    made = [VersionFile(
         version_id=version.id, position=position, path=upload.path,
         media_type=upload.media_type, size=upload.size, sha256=upload.expected_sha256,
         object_key=upload.object_key, tokens=upload.tokens, token_profile=upload.token_profile,
-        basis=upload.basis) for position, upload in enumerate(ordered))
+        basis=upload.basis) for position, upload in enumerate(ordered)]
+    session.add_all(made)
+    if store is not None:
+        file_quality.record_report(version, file_quality.file_version_quality(store, made))
     audit.record(session, "dataset_version.files_added", actor=principal.actor,
                  organization_id=dataset.organization_id, object_type="dataset_version",
                  object_id=version.id, data={

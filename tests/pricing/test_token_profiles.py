@@ -7,7 +7,9 @@ vendors' own examples among them.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import json
 import math
 from fractions import Fraction
@@ -26,7 +28,7 @@ from pricing.token_profiles import (
     TokenCount,
     profile,
 )
-from pricing.tokens import count_text
+from pricing.tokens import count_text, get_encoding
 
 OPENAI = profile("openai-image-tiles/2024-11")
 OPENAI_LOW = profile("openai-image-low/2024-11")
@@ -239,12 +241,13 @@ def test_an_unknown_profile_is_a_pricing_error(name):
 def test_every_profile_is_named_with_a_version_and_says_its_rule():
     assert {"openai-image-tiles/2024-11", "openai-image-low/2024-11", "gemini-image-tiles/2025-01",
             "gemini-audio/2025-01", "gemini-video/2025-01", "bytes-per-token/4",
-            "tiktoken/o200k_base", "tiktoken/cl100k_base"} <= set(PROFILES)
+            "tiktoken/o200k_base", "tiktoken/cl100k_base",
+            "time-series-csv/o200k_base"} <= set(PROFILES)
     for name, rule in PROFILES.items():
         assert rule.name == name and "/" in name
         assert dataclasses.is_dataclass(rule) and type(rule).__dataclass_params__.frozen
         assert (type(rule).__doc__ or "").strip()
-        assert rule.modality in {"text", "image", "audio", "video", "bytes"}
+        assert rule.modality in {"text", "image", "audio", "video", "bytes", "time_series"}
     with pytest.raises(TypeError):
         PROFILES["mine/1"] = BYTES
 
@@ -260,3 +263,66 @@ def test_text_profiles_count_with_their_encoding():
     canonical = '{"a":"数据","b":1}'
     assert o200k.count_record(record) == TokenCount(
         "tiktoken/o200k_base", count_text(canonical, "o200k_base"), {"characters": len(canonical)})
+
+
+# Time series: the canonical CSV text, recomputed with the csv module and tiktoken directly.
+
+def canonical_csv_tokens(text: str) -> tuple[int, int, int]:
+    """The published rule from scratch: read with csv.reader, strip each field, write each row
+    with csv.writer (QUOTE_MINIMAL, "\\n"), count each line with tiktoken's o200k_base."""
+    encoding = get_encoding("o200k_base")
+    tokens = rows = characters = 0
+    for row in csv.reader(io.StringIO(text, newline="")):
+        if not row:
+            continue
+        out = io.StringIO()
+        csv.writer(out, lineterminator="\n").writerow([field.strip() for field in row])
+        line = out.getvalue()
+        tokens += len(encoding.encode_ordinary(line))
+        rows += 1
+        characters += len(line)
+    return tokens, rows, characters
+
+
+def csv_rows(text: str):
+    return csv.reader(io.StringIO(text, newline=""))
+
+
+SERIES = profile("time-series-csv/o200k_base")
+
+
+def test_a_time_series_counts_its_canonical_lines():
+    text = ("timestamp , temperature_c,humidity\r\n"
+            "2026-01-01T00:00:00Z, 21.5 ,40\r\n"
+            "\r\n"
+            '2026-01-01T00:01:00Z,"21,6",\r\n')
+    counted = SERIES.count_rows(csv_rows(text))
+    lines = ["timestamp,temperature_c,humidity\n", "2026-01-01T00:00:00Z,21.5,40\n",
+             '2026-01-01T00:01:00Z,"21,6",\n']
+    assert counted == TokenCount("time-series-csv/o200k_base",
+                                 sum(count_text(line) for line in lines),
+                                 {"rows": 3, "characters": sum(map(len, lines))})
+    assert (counted.tokens, 3, counted.basis["characters"]) == canonical_csv_tokens(text)
+    assert SERIES.modality == "time_series"
+
+
+def test_a_blank_file_counts_nothing():
+    assert SERIES.count_rows(csv_rows("\n\n")) == TokenCount(SERIES.name, 0,
+                                                             {"rows": 0, "characters": 0})
+
+
+_FIELD = st.text(alphabet=st.sampled_from(list('ab 1.,"\n\r\t数')), max_size=6)
+
+
+@given(st.lists(st.lists(_FIELD, min_size=1, max_size=4), max_size=5))
+def test_the_canonical_line_is_what_csv_writer_writes(rows):
+    for row in rows:
+        out = io.StringIO()
+        csv.writer(out, lineterminator="\n").writerow([field.strip() for field in row])
+        assert SERIES.canonical_line(row) == out.getvalue()
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    text = buffer.getvalue()
+    counted = SERIES.count_rows(csv_rows(text))
+    assert (counted.tokens, counted.basis["rows"], counted.basis["characters"]) \
+        == canonical_csv_tokens(text)

@@ -105,7 +105,7 @@ def create_file_version(principal: Principal, dataset_id: int, body: dict):
     session = db_session()
     dataset = services.get_dataset_for_owner(session, principal, dataset_id)
     version = files.create_file_version(session, principal, dataset, body["upload_ids"],
-                                        body["notes"])
+                                        body["notes"], store=_store())
     return Created(version, url_for("api.version_manifest", version_id=version.id))
 
 

@@ -24,6 +24,7 @@ from market.web.cli.finance import finance_cli
 from market.web.cli.pricing import pricing_cli
 from market.core.settings import SETTINGS
 from market.web.cli.demo import seed_demo, seed_demo_catalog, seed_demo_purchases
+from market.web.cli.demo_files import seed_demo_file_datasets
 
 db_cli = AppGroup("db", help="Schema migrations (Alembic).")
 market_cli = AppGroup("market", help="Marketplace operations.")
@@ -88,6 +89,7 @@ def seed_demo_command() -> None:
         datasets = seed_demo_catalog(session, current_app.config["TOKEN_ENCODING"])
         session.flush()  # the purchases buy the datasets just listed
         purchases = seed_demo_purchases(session, current_app.extensions["market.billing"])
+        datasets += seed_demo_file_datasets(session, current_app.extensions["market.objects"])
     for title in datasets:
         click.echo(f"Demo dataset: {title}")
     for line in purchases:

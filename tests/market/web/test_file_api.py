@@ -158,6 +158,9 @@ def test_a_version_of_files_lists_its_manifest_and_proves_a_file(
     version = created.get_json()
     assert (version["source_format"], version["records"], version["number"]) == ("files", 4, 1)
     assert version["tokens"] == sum(u["tokens"] for u in made)
+    report = version["quality"]  # read back from the store: the text matches, the image decodes
+    assert (report["media_type"]["matching"], report["images"]["decodable"]) == (4, 1)
+    assert (version["quality_score"], version["quality_grade"]) == (100, "A")
 
     entries, cursor = [], None
     while True:
