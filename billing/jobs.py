@@ -19,6 +19,7 @@ from billing.metering.recognition import run_recognition
 from billing.payments.refunds import run_reconciliation
 from billing.runs import DAILY, FIVE_MINUTES, MONTHLY, QUARTER_HOUR, Job, daily, five_minutes, quarter_hour
 from billing.settlement.workflow import STATEMENT_CLOSE_DAY, run_statement_close
+from market.catalog.files import run_upload_expiry
 from pricing.periods import day_before, month_before
 
 JOBS: tuple[Job, ...] = (
@@ -50,6 +51,11 @@ JOBS: tuple[Job, ...] = (
                     "unfinished, and find refunds made outside the marketplace",
         run=run_reconciliation, trigger={"minute": "*/15"}, period_of=quarter_hour,
         period_pattern=QUARTER_HOUR),
+    Job(name="expire-uploads",
+        description="Expire file uploads left pending past UPLOAD_ABANDON_HOURS, freeing their "
+                    "parts in the object store",
+        run=run_upload_expiry, trigger={"hour": 4, "minute": 30}, period_of=daily,
+        period_pattern=DAILY),
     Job(name="deliver-budget-alerts",
         description="E-mail and post (signed webhook) the budget alerts not yet sent",
         run=run_alert_delivery, trigger={"minute": "*/5"}, period_of=five_minutes,

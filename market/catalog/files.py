@@ -13,8 +13,9 @@ A completed upload keeps its object key, tokens and the measured basis; an abort
 nothing in the store.
 
 An upload refused at completion for its SHA-256 is gone from the store (the store discards
-the parts of a content it refuses): its row stays ``pending`` and completing it again answers
-409; the client starts a new upload. A completion that fails after the store assembled the
+the parts of a content it refuses): it ends ``failed`` with the reason, completing it again
+answers 409, and the client starts a new upload. An upload left ``pending`` longer than
+``UPLOAD_ABANDON_HOURS`` is ``expired`` by ``expire_abandoned_uploads`` (its parts freed). A completion that fails after the store assembled the
 object (a file that cannot be measured) leaves the object under its address, and completing
 again finds it there.
 
@@ -28,6 +29,7 @@ before anything is written, so a refused call leaves nothing behind.
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -53,7 +55,8 @@ from market.core.errors import Conflict, InvalidInput, NotFound
 from market.core.inputs import INT64_MAX
 from market.core.keyset import Keyset, asc
 from market.core.objects import (
-    CHUNK_SIZE, ObjectStore, StoredObject, UploadedPart, UploadNotFound, object_key,
+    CHUNK_SIZE, ContentMismatch, ObjectStore, StoredObject, UploadedPart, UploadNotFound,
+    object_key, store_from_settings,
 )
 from pricing.errors import UnknownTokenProfile
 from pricing.token_profiles import TokenCount, profile
@@ -117,7 +120,7 @@ def start_upload(session: Session, principal: Principal, store: ObjectStore, dat
     upload = Upload(organization_id=dataset.organization_id, dataset_id=dataset.id,
                     created_by_id=principal.user_id, path=path, media_type=media_type,
                     size=size, expected_sha256=sha256, token_profile=chosen,
-                    store_upload_id=store.start_upload(), status=UploadStatus.PENDING.value)
+                    store_upload_id=store.start_upload(sha256), status=UploadStatus.PENDING.value)
     session.add(upload)
     session.flush()  # the audit entry names the upload's id
     audit.record(session, "upload.started", actor=principal.actor,
@@ -198,7 +201,10 @@ def complete_upload(session: Session, principal: Principal, store: ObjectStore,
             raise InvalidInput(f"The parts hold {arrived} bytes of the declared {upload.size}; "
                                "send the missing parts, then complete.", field="size",
                                code="upload_incomplete")
-        stored = store.complete_upload(upload.store_upload_id, upload.expected_sha256)
+        try:
+            stored = store.complete_upload(upload.store_upload_id, upload.expected_sha256)
+        except ContentMismatch as refused:
+            return _fail(session, principal, upload, str(refused))
     counted = _count_object(store, stored, upload)
     upload.status = UploadStatus.COMPLETED.value
     upload.object_key = stored.key
@@ -210,6 +216,17 @@ def complete_upload(session: Session, principal: Principal, store: ObjectStore,
                  object_id=upload.id, data={"sha256": stored.sha256, "size": stored.size,
                                             "tokens": counted.tokens,
                                             "token_profile": counted.profile})
+    return upload
+
+
+def _fail(session: Session, principal: Principal, upload: Upload, reason: str) -> Upload:
+    """End an upload whose content the store refused: its parts are gone, so it is ``failed``
+    for good, with the reason (the caller keeps this state, and then answers the refusal)."""
+    upload.status = UploadStatus.FAILED.value
+    upload.failure = reason
+    audit.record(session, "upload.failed", actor=principal.actor,
+                 organization_id=upload.organization_id, object_type="upload",
+                 object_id=upload.id, data={"reason": reason})
     return upload
 
 
@@ -228,6 +245,37 @@ def _count_object(store: ObjectStore, stored: StoredObject, upload: Upload) -> T
         copy.seek(0)
         measured = measure(copy, field="media_type")
     return count(measured, upload.token_profile)
+
+
+def expire_abandoned_uploads(session: Session, store: ObjectStore, now: dt.datetime,
+                             hours: int) -> list[int]:
+    """Expire every upload pending since more than ``hours`` before ``now``: its parts are
+    freed in the store and its row ends ``expired``. Returns their ids. Each is locked
+    and checked still pending, so a completion that wins the race keeps its upload."""
+    cutoff = now - dt.timedelta(hours=hours)
+    expired = []
+    for upload in session.scalars(
+            select(Upload).where(Upload.status == UploadStatus.PENDING.value,
+                                 Upload.created_at < cutoff)
+            .order_by(Upload.id).with_for_update(skip_locked=True)):
+        store.abort_upload(upload.store_upload_id)
+        upload.status = UploadStatus.EXPIRED.value
+        audit.record(session, "upload.expired", organization_id=upload.organization_id, object_type="upload",
+                     object_id=upload.id, data={"started_at": upload.created_at.isoformat(),
+                                                "hours": hours})
+        expired.append(upload.id)
+    return expired
+
+
+def run_upload_expiry(ctx: Any) -> dict:
+    """Job ``expire-uploads`` (listed in ``billing.jobs``; ``ctx`` is its run context):
+    expire the uploads abandoned longer than ``UPLOAD_ABANDON_HOURS``."""
+    store = store_from_settings(ctx.settings)
+    with ctx.db.session() as session, session.begin():
+        expired = expire_abandoned_uploads(session, store, ctx.now,
+                                           ctx.settings["UPLOAD_ABANDON_HOURS"])
+    ctx.progress(f"{len(expired)} abandoned uploads expired")
+    return {"expired": len(expired)}
 
 
 def abort_upload(session: Session, principal: Principal, store: ObjectStore,

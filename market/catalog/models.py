@@ -7,7 +7,8 @@ import enum
 from typing import Any
 
 from sqlalchemy import (
-    JSON, BigInteger, CheckConstraint, ForeignKey, Integer, String, Text, UniqueConstraint,
+    JSON, BigInteger, CheckConstraint, ForeignKey, Index, Integer, String, Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -112,6 +113,11 @@ class UploadStatus(str, enum.Enum):
     PENDING = "pending"
     COMPLETED = "completed"
     ABORTED = "aborted"
+    # The assembled content was not the declared SHA-256: the parts are gone, ``failure`` says
+    # why, and the client starts a new upload.
+    FAILED = "failed"
+    # Left pending past ``UPLOAD_ABANDON_HOURS``: its parts were freed in the store.
+    EXPIRED = "expired"
 
 
 class Upload(Base):
@@ -125,6 +131,7 @@ class Upload(Base):
     __tablename__ = "uploads"
     __table_args__ = (
         CheckConstraint(one_of("status", [s.value for s in UploadStatus]), name="status_known"),
+        Index("ix_uploads_status_created_at", "status", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -143,6 +150,7 @@ class Upload(Base):
     basis: Mapped[dict[str, int] | None] = mapped_column(JSON)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     completed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    failure: Mapped[str | None] = mapped_column(Text)
 
 
 class VersionFile(Base):

@@ -66,6 +66,8 @@ from market.core.settings import SETTINGS
 MiB = 1024 * 1024
 # What one read, hash and write step holds in memory.
 CHUNK_SIZE = MiB
+# Reads of an object being hashed: large, so the hash, not the requests, sets the pace.
+_HASH_READ = 8 * MiB
 # S3's limits on a multipart upload, kept by both stores.
 MIN_PART_SIZE = 5 * MiB
 MAX_PARTS = 10_000
@@ -143,7 +145,9 @@ class ObjectStore(Protocol):
     def verify(self, key: str) -> bool:
         """Whether the object's bytes still hash to its key."""
 
-    def start_upload(self) -> str: ...
+    def start_upload(self, expected_sha256: str | None = None) -> str:
+        """An id for a new multipart upload. ``expected_sha256``, when the content's hash is
+        known before its bytes, lets a store assemble the parts at its address at once."""
 
     def upload_part(self, upload_id: str, number: int, data: bytes | BinaryIO) -> UploadedPart:
         """Store part ``number`` (1 to ``MAX_PARTS``), replacing one sent before."""
@@ -285,7 +289,8 @@ class LocalObjectStore:
     def verify(self, key: str) -> bool:
         return _rehash(self, key)
 
-    def start_upload(self) -> str:
+    def start_upload(self, expected_sha256: str | None = None) -> str:
+        _expected(expected_sha256)
         upload_id = uuid.uuid4().hex
         (self._uploads / upload_id).mkdir()
         return upload_id
@@ -549,19 +554,33 @@ class S3ObjectStore:
     def verify(self, key: str) -> bool:
         return _rehash(self, key)
 
-    # An upload id is ``<token>.<S3's upload id>``: the token names the staging key the parts
-    # are assembled under, which S3 needs beside its own id in every call.
-    def start_upload(self) -> str:
+    # An upload id is ``<token>.<S3's upload id>``: the token names the key the parts are
+    # assembled under, which S3 needs beside its own id in every call. It is the content's
+    # SHA-256 when that was declared and no object has it yet: the parts are then assembled at
+    # the content's address itself, conditionally (never over an object), and read back and
+    # hashed before the upload counts as complete; so a large file is never copied. Otherwise
+    # (no hash declared, or the content already stored) it is a random token naming a staging
+    # key, whose assembled object is hashed and then copied under its address if need be.
+    def start_upload(self, expected_sha256: str | None = None) -> str:
+        expected = _expected(expected_sha256)
         token = uuid.uuid4().hex
+        if expected is not None and not self.exists(object_key(expected)):
+            token = expected
         answer = self.client.create_multipart_upload(Bucket=self.bucket,
-                                                     Key=_upload_key(token))
+                                                     Key=self._assembly_key(token))
         return f"{token}.{answer['UploadId']}"
+
+    @staticmethod
+    def _assembly_key(token: str) -> str:
+        return object_key(token) if _SHA256.fullmatch(token) else _upload_key(token)
 
     def _upload(self, upload_id: str) -> dict[str, str]:
         token, _, s3_upload_id = upload_id.partition(".")
-        if _UPLOAD_TOKEN.fullmatch(token) is None or not s3_upload_id:
+        if (_UPLOAD_TOKEN.fullmatch(token) is None and _SHA256.fullmatch(token) is None
+                or not s3_upload_id):
             raise UploadNotFound(f"no upload {upload_id!r}", field="upload_id")
-        return {"Bucket": self.bucket, "Key": _upload_key(token), "UploadId": s3_upload_id}
+        return {"Bucket": self.bucket, "Key": self._assembly_key(token),
+                "UploadId": s3_upload_id}
 
     def upload_part(self, upload_id: str, number: int, data: bytes | BinaryIO) -> UploadedPart:
         _check_part_number(number)
@@ -606,34 +625,57 @@ class S3ObjectStore:
     def complete_upload(self, upload_id: str, expected_sha256: str | None = None) -> StoredObject:
         expected = _expected(expected_sha256)
         upload = self._upload(upload_id)
-        staging = upload["Key"]
+        assembly = upload["Key"]
+        at_address = assembly.startswith("sha256/")
+        if at_address and expected != key_sha256(assembly):
+            raise ContentMismatch("the upload was started for another SHA-256",
+                                  field="sha256")
         try:
             parts = self.list_parts(upload_id)
         except UploadNotFound:
             # A completion interrupted after S3 assembled the parts left them under the
-            # staging key: a retry carries on from there.
-            if not self._staged(staging):
+            # assembly key: a retry carries on from there.
+            if not self._staged(assembly):
                 raise
         else:
             _check_part_sizes(parts)
+            assembled = {"Parts": [{"PartNumber": part.number, "ETag": f'"{part.etag}"'}
+                                   for part in parts]}
             try:
-                self.client.complete_multipart_upload(MultipartUpload={"Parts": [
-                    {"PartNumber": part.number, "ETag": f'"{part.etag}"'} for part in parts]},
-                    **upload)
+                if at_address:
+                    # The HEAD guards servers that ignore a conditional completion.
+                    written = not self.exists(assembly) and self._write_once(self.client.complete_multipart_upload,
+                                               Key=assembly, UploadId=upload["UploadId"],
+                                               MultipartUpload=assembled)
+                else:
+                    written = True
+                    self.client.complete_multipart_upload(MultipartUpload=assembled, **upload)
             except ClientError as error:
                 raise _unknown_upload(error, upload_id) from None
+            if not written:
+                # The same content was completed by another upload since this one started.
+                # These parts are never assembled, so this upload's bytes are unchecked: it
+                # is refused, and its client starts again (and is then told the content is
+                # there).
+                self._abort(assembly, upload["UploadId"])
+                raise ContentMismatch("the same content was stored by another upload while "
+                                      "this one was under way; start the upload again",
+                                      field="sha256")
         digest, size = hashlib.sha256(), 0
-        with self._body(staging) as body:
-            for chunk in _chunks(body):
+        with self._body(assembly) as body:
+            for chunk in _chunks(body, _HASH_READ):
                 digest.update(chunk)
                 size += len(chunk)
         sha256 = digest.hexdigest()
         try:
             _refuse_mismatch(expected, sha256)
         except ContentMismatch:
-            self.client.delete_object(Bucket=self.bucket, Key=staging)
+            # Under its address it was written by this upload alone (conditionally), so
+            # deleting it loses nothing that was there before.
+            self.client.delete_object(Bucket=self.bucket, Key=assembly)
             raise
-        return self._promote(staging, StoredObject(object_key(sha256), size, sha256))
+        stored = StoredObject(object_key(sha256), size, sha256)
+        return stored if at_address else self._promote(assembly, stored)
 
     def _staged(self, staging: str) -> bool:
         try:

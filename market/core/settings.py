@@ -81,6 +81,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("UPLOAD_PART_MAX_BYTES", 64 * 1024 ** 2,
             "Largest part of a file upload sent through the app, in bytes (larger: 413). Every "
             "part but the last has at least 5 MiB, as S3 requires.", int),
+    Setting("UPLOAD_ABANDON_HOURS", 72,
+            "A file upload still pending this many hours after it started is expired by the "
+            "expire-uploads job, and its parts are freed in the object store.", int),
     Setting("IMPORT_MAX_RECORD_BYTES", 1024 ** 2,
             "Largest record (one JSONL line, one CSV record, or its canonical JSON) an import "
             "accepts, in bytes; checked while the file is read (larger: 422 naming the line).",

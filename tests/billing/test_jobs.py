@@ -219,7 +219,8 @@ def test_every_job_has_a_name_of_its_own():
     assert len(JOBS_BY_NAME) == len(JOBS)
     assert set(JOBS_BY_NAME) == {
         "recognize-usage", "post-usage-to-budgets", "renewals", "close-statements",
-        "postpaid-invoices", "dunning", "reconcile-payments", "deliver-budget-alerts"}
+        "postpaid-invoices", "dunning", "reconcile-payments", "deliver-budget-alerts",
+        "expire-uploads"}
     assert SCHEDULED_JOBS[:len(JOBS)] == JOBS
 
 

@@ -6,7 +6,8 @@ from flask import current_app, url_for
 
 from market.accounts.authz import Principal
 from market.catalog import files, services
-from market.core.objects import ObjectStore
+from market.catalog.models import UploadStatus
+from market.core.objects import ContentMismatch, ObjectStore
 from market.web.api.blueprint import api
 from market.web.api.endpoint import Created
 from market.web.api.files_schemas import (
@@ -15,7 +16,7 @@ from market.web.api.files_schemas import (
     UploadSchema, UploadStartSchema,
 )
 from market.web.api.pagination import PageQuerySchema, page_request, page_schema
-from market.web.http import db_session
+from market.web.http import db_session, end_request_transaction
 
 CATALOG = ["Catalogue"]
 SUPPLY = ["Supplier"]
@@ -78,11 +79,15 @@ def list_upload_parts(principal: Principal, upload_id: int):
                permission="catalog:write", response=UploadSchema, tags=SUPPLY,
                errors=(404, 409, 422))
 def complete_upload(principal: Principal, upload_id: int):
-    """Assemble the parts; a content whose SHA-256 is not the declared one is refused (422,
-    and the upload is gone: start a new one). The file is then measured and counted."""
+    """Assemble the parts; a content whose SHA-256 is not the declared one is refused (422;
+    the upload is then ``failed``, with the reason: start a new one). The file is then measured and counted."""
     session = db_session()
     upload = files.get_upload(session, principal, upload_id)
-    return files.complete_upload(session, principal, _store(), upload)
+    completed = files.complete_upload(session, principal, _store(), upload)
+    if completed.status == UploadStatus.FAILED.value:
+        end_request_transaction()  # the failure is kept; the answer is the refusal
+        raise ContentMismatch(completed.failure, field="sha256")
+    return completed
 
 
 @api.operation("/uploads/<int:upload_id>", "DELETE", summary="Abort an upload",

@@ -34,7 +34,11 @@ class UploadSchema(Schema):
     size = fields.Integer()
     sha256 = fields.String(attribute="expected_sha256", metadata=_SHA256)
     token_profile = fields.String()
-    status = fields.String(metadata={"description": "pending, completed or aborted."})
+    status = fields.String(metadata={"description": "pending, completed, aborted, failed (the "
+                                                    "content was not the declared SHA-256) or "
+                                                    "expired (left pending too long)."})
+    failure = fields.String(allow_none=True, metadata={
+        "description": "Why a failed upload failed."})
     object_key = fields.String(allow_none=True)
     tokens = fields.Integer(allow_none=True)
     basis = fields.Dict(keys=fields.String(), values=fields.Integer(), allow_none=True,

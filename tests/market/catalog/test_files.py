@@ -5,6 +5,7 @@ the buyer's own tool, a tampered object caught, and refusals that leave nothing 
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import math
@@ -15,13 +16,16 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from billing.jobs import JOBS_BY_NAME
+from billing.runs import default_period, run_job
 from market.accounts import services as accounts
 from market.catalog import files, listings
 from market.catalog import services as catalog
 from market.catalog.manifest import merkle_root
 from market.catalog.models import DatasetVersion, Upload, VersionFile
 from market.core.errors import Conflict, InvalidInput, NotFound
-from market.core.objects import MIN_PART_SIZE, ContentMismatch
+from market.core.objects import MIN_PART_SIZE, LocalObjectStore
+from tests.concurrency import fresh_app
 from tests.factories import make_org, make_user
 from tests.market.catalog.conftest import DATASET
 from tests.market.catalog.test_media import make_image, make_video, make_wav
@@ -217,21 +221,57 @@ def test_another_organizations_dataset_is_refused(session, owner, store, dataset
     assert _written(session) == before and backend.leftovers() == leftovers
 
 
-def test_a_wrong_sha256_stores_nothing(session, owner, backend, dataset):
+def test_a_wrong_sha256_stores_nothing_and_the_upload_ends_failed(session, owner, backend,
+                                                                   dataset):
     store = backend.store
     leftovers = backend.leftovers()
     started = files.start_upload(session, owner, store, dataset, path="a.bin",
                                  media_type="application/octet-stream", size=5,
                                  sha256=sha256(b"other"))
     files.upload_part(store, started, 1, b"bytes")
-    with pytest.raises(ContentMismatch) as refused:
-        files.complete_upload(session, owner, store, started)
-    assert refused.value.field == "sha256"
-    assert started.status == "pending" and started.object_key is None
+    failed = files.complete_upload(session, owner, store, started)
+    assert failed.status == "failed" and failed.object_key is None
+    assert "SHA-256" in failed.failure
     assert backend.leftovers() == leftovers  # no object, and the upload's parts discarded
     with pytest.raises(Conflict) as again:
         files.complete_upload(session, owner, store, started)
-    assert again.value.code == "upload_gone"
+    assert again.value.code == "upload_failed"
+    # The content itself, sent by another upload, later stored under its address, does not
+    # make the failed upload complete.
+    other = upload(session, owner, store, dataset, b"other", "b.bin", "application/octet-stream")
+    assert other.status == "completed"
+    with pytest.raises(Conflict):
+        files.complete_upload(session, owner, store, started)
+
+
+def test_abandoned_uploads_expire_and_free_their_parts(session, owner, backend, dataset):
+    store = backend.store
+    data = b"part of a file never finished"
+    stale = files.start_upload(session, owner, store, dataset, path="stale.bin",
+                               media_type="application/octet-stream", size=len(data) * 2,
+                               sha256=sha256(data * 2))
+    files.upload_part(store, stale, 1, data)
+    fresh = files.start_upload(session, owner, store, dataset, path="fresh.bin",
+                               media_type="application/octet-stream", size=len(data),
+                               sha256=sha256(data))
+    done = upload(session, owner, store, dataset, b"kept", "done.bin",
+                  "application/octet-stream")
+    session.flush()
+    stale.created_at = done.created_at = fresh.created_at - dt.timedelta(hours=80)
+    session.flush()
+
+    expired = files.expire_abandoned_uploads(session, store, fresh.created_at, hours=72)
+
+    assert expired == [stale.id]
+    assert (stale.status, fresh.status, done.status) == ("expired", "pending", "completed")
+    left = backend.leftovers()
+    assert not any(item.startswith("upload:") and stale.store_upload_id.split(".")[0] in item
+                   for item in left)
+    with pytest.raises(Conflict) as again:
+        files.upload_part(store, stale, 2, data)
+    assert again.value.code == "upload_expired"
+    files.upload_part(store, fresh, 1, data)
+    assert files.complete_upload(session, owner, store, fresh).status == "completed"
 
 
 def test_a_path_twice_writes_no_version(session, owner, store, dataset):
@@ -312,3 +352,29 @@ def test_a_draft_is_its_suppliers_until_an_exchange_approves_it(session, owner, 
     listings.approve(session, reviewer, listing)
     assert files.get_visible_file_version(session, buyer, version.id) is version
     assert files.file_proof(session, version, "a.txt")["entry"]["sha256"] == sha256(b"a file\n")
+
+
+def test_the_expire_uploads_job_runs_on_the_schedulers_runner(database_url, tmp_path):
+    with fresh_app(database_url, tmp_path) as app:
+        root = tmp_path / "job-objects"
+        settings = dict(app.config, OBJECT_STORE="local", OBJECT_STORE_ROOT=str(root))
+        store = LocalObjectStore(root)
+        database = app.extensions["market.db"]
+        with database.session() as session, session.begin():
+            org = make_org(session, "supplier", name="Stale Co")
+            owner = accounts.principal_for_user(
+                make_user(session, app.extensions["market.passwords"], org, "owner"), org.id)
+            dataset = catalog.create_dataset(session, owner, DATASET)
+            stale = files.start_upload(session, owner, store, dataset, path="s.bin",
+                                       media_type="application/octet-stream", size=9,
+                                       sha256=sha256(b"123456789"))
+            session.flush()
+            stale_id, started = stale.id, stale.created_at
+        now = started + dt.timedelta(hours=settings["UPLOAD_ABANDON_HOURS"], minutes=1)
+        job = JOBS_BY_NAME["expire-uploads"]
+        outcome = run_job(database, job, default_period(job, now, database.calendar), now=now,
+                          settings=settings, progress=lambda _: None)
+        assert outcome.summary == {"expired": 1}
+        with database.session() as session:
+            assert session.get(Upload, stale_id).status == "expired"
+        assert not any((root / "staging" / "uploads").iterdir())

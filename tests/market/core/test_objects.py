@@ -262,13 +262,15 @@ def _put_part(url: str, data: bytes) -> str:
         return response.headers["ETag"].strip('"')
 
 
-def test_an_interrupted_upload_resumes_from_the_parts_that_arrived(backend):
+@pytest.mark.parametrize("declared", [False, True], ids=["hash-at-the-end", "hash-declared"])
+def test_an_interrupted_upload_resumes_from_the_parts_that_arrived(backend, declared):
     sizes = [MIN_PART_SIZE, MIN_PART_SIZE + 1, 6 * MiB, 2 * MiB + 5]
     source = generated(sum(sizes), seed=11)
     parts = [source.read(size) for size in sizes]
     whole = hashlib.sha256(b"".join(parts)).hexdigest()
 
-    upload_id = backend.store.start_upload()
+    # Declared at the start, S3 assembles the parts at the content's address (no copy).
+    upload_id = backend.store.start_upload(whole if declared else None)
     backend.store.upload_part(upload_id, 1, parts[0])
     backend.store.upload_part(upload_id, 2, io.BytesIO(b"a part sent wrongly"))
     backend.store.upload_part(upload_id, 2, io.BytesIO(parts[1]))  # sent again, replacing it
@@ -295,6 +297,34 @@ def test_an_interrupted_upload_resumes_from_the_parts_that_arrived(backend):
     assert backend.leftovers() == [stored.key]
     with pytest.raises(UploadNotFound):
         store.list_parts(upload_id)
+
+
+def test_two_uploads_of_one_new_content_one_completes_the_other_is_refused(backend):
+    data = generated(MIN_PART_SIZE + 3, seed=5).read()
+    whole = hashlib.sha256(data).hexdigest()
+    first, second = backend.store.start_upload(whole), backend.store.start_upload(whole)
+    backend.store.upload_part(first, 1, data)
+    backend.store.upload_part(second, 1, b"not the content at all")
+
+    stored = backend.store.complete_upload(first, whole)
+    assert stored.sha256 == whole
+    # The second's bytes were never checked: however they compare, it does not count as an
+    # upload of that content (on S3 it is refused before assembly, locally by its hash).
+    with pytest.raises(ContentMismatch):
+        backend.store.complete_upload(second, whole)
+    assert backend.leftovers() == [stored.key]
+    with backend.store.open(stored.key) as handle:
+        assert handle.read() == data
+
+
+def test_an_upload_started_for_one_sha256_is_not_completed_as_another(s3_server, s3_bucket):
+    store = s3_backend(s3_server, s3_bucket).store
+    data = generated(1000, seed=6).read()
+    upload_id = store.start_upload(hashlib.sha256(data).hexdigest())
+    store.upload_part(upload_id, 1, data)
+    with pytest.raises(ContentMismatch):
+        store.complete_upload(upload_id, hashlib.sha256(b"other").hexdigest())
+    assert store.complete_upload(upload_id, hashlib.sha256(data).hexdigest()).size == 1000
 
 
 def test_an_upload_of_content_already_stored_is_a_no_op(backend):

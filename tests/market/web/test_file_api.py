@@ -228,7 +228,9 @@ def test_refusals_name_their_field_and_write_nothing(session, supplier_client, s
     assert backend.leftovers() == leftovers
     gone = supplier_client.post(f"/api/v1/uploads/{wrong['id']}/complete",
                                 headers=supplier_client.csrf)
-    assert gone.status_code == 409 and gone.get_json()["code"] == "upload_gone"
+    assert gone.status_code == 409 and gone.get_json()["code"] == "upload_failed"
+    seen = supplier_client.get(f"/api/v1/uploads/{wrong['id']}/parts").get_json()
+    assert seen["upload"]["status"] == "failed" and "SHA-256" in seen["upload"]["failure"]
 
 
 def test_a_part_is_bounded_and_sent_as_bytes(app, supplier_client, dataset, backend,
