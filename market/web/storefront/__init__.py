@@ -7,6 +7,7 @@ from market.web.storefront import usage_views  # noqa: F401  (registers the rout
 from market.web.storefront import budget_views  # noqa: F401  (registers the routes)
 from market.web.storefront import statement_views  # noqa: F401  (registers the routes)
 from market.web.storefront import credit_line_views  # noqa: F401  (registers the routes)
+from market.web.storefront import file_views  # noqa: F401  (registers the routes)
 from market.web.storefront.blueprint import storefront
 
 __all__ = ["storefront"]
