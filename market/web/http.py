@@ -44,7 +44,7 @@ CONTENT_SECURITY_POLICY = "; ".join([
     "default-src 'self'",
     "img-src 'self' data:",
     "style-src 'self'",
-    "script-src 'self'",
+    "script-src 'self' 'wasm-unsafe-eval'",  # the upload page's SHA-256 runs as WebAssembly
     "object-src 'none'",
     "base-uri 'self'",
     "form-action 'self'",
