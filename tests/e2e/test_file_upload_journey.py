@@ -9,6 +9,7 @@ import re
 
 from playwright.sync_api import expect
 
+from tests.e2e.test_accessibility import axe_violations, describe
 from tests.e2e.test_journeys import SUPPLIER, supplier_creates_dataset
 from tests.market.catalog.test_media import make_image
 
@@ -20,9 +21,11 @@ def test_supplier_uploads_a_folder_interrupts_resumes_and_makes_a_version(signed
     (folder / "big.bin").write_bytes(os.urandom(9 * 1024 * 1024))  # two parts of 8 MiB
     make_image(folder / "photo.png", 640, 480)
 
-    page = signed_in(SUPPLIER)
+    page = signed_in(SUPPLIER, bypass_csp=True)  # axe-core is injected below
     dataset_id = supplier_creates_dataset(page, "Survey files", "巡检文件")
     page.goto(f"/supplier/datasets/{dataset_id}/files")
+    violations = axe_violations(page)
+    assert not violations, describe(violations)
 
     sent: list[str] = []
     page.on("request", lambda r: sent.append(r.url) if r.method == "PUT" else None)
@@ -53,3 +56,5 @@ def test_supplier_uploads_a_folder_interrupts_resumes_and_makes_a_version(signed
     expect(manifest).to_contain_text("640×480")
     expect(manifest).to_contain_text("survey/big.bin")
     expect(manifest).to_contain_text("bytes-per-token/4")
+    violations = axe_violations(page)
+    assert not violations, describe(violations)
