@@ -1,6 +1,6 @@
 // The file upload page: files or a folder (relative paths kept as manifest paths), each hashed
-// in slices with hash-wasm (never the whole file in memory), sent in parts through the API
-// with the session's CSRF token, three parts at a time, resumable: the upload id is kept in
+// in slices with hash-wasm (never the whole file in memory), sent in parts through the
+// storefront's JSON routes with the session's CSRF token, three parts at a time, resumable: the upload id is kept in
 // localStorage by dataset, path, size and lastModified, and on a second try only the parts
 // the server lacks are sent. Then "Make a version" posts the completed uploads.
 (function () {
@@ -15,6 +15,7 @@
   var list = document.getElementById("file-list");
   var button = document.getElementById("make-version");
   var completed = [];
+  var UPLOADS = root.dataset.uploads;  // "/supplier/uploads/"
 
   function api(method, url, body, raw) {
     var headers = {"X-CSRFToken": csrf, "Accept": "application/json"};
@@ -69,7 +70,7 @@
     var meter = row.querySelector("progress");
     var label = row.querySelector("span");
     function progress(done) { meter.value = done; sent.update(); }
-    var begin = stored ? api("GET", "/api/v1/uploads/" + stored + "/parts").then(function (d) {
+    var begin = stored ? api("GET", UPLOADS + stored + "/parts").then(function (d) {
       if (d.upload.status === "completed") { return {upload: d.upload, have: null}; }
       if (d.upload.status !== "pending") { throw new Error("restart"); }
       return {upload: d.upload, have: d.parts};
@@ -79,7 +80,7 @@
       if (found) { return found; }
       label.textContent = path + " — SHA-256…";
       return sha256(file, function () {}).then(function (digest) {
-        return api("POST", root.dataset.api, {path: path, media_type: mediaType(file),
+        return api("POST", root.dataset.start, {path: path, media_type: mediaType(file),
                                              size: file.size, sha256: digest});
       }).then(function (upload) {
         localStorage.setItem(key(file, path), String(upload.id));
@@ -102,13 +103,13 @@
         var n = missing.shift();
         if (n === undefined) { return Promise.resolve(); }
         var slice = file.slice((n - 1) * PART, n * PART);
-        return api("PUT", "/api/v1/uploads/" + upload.id + "/parts/" + n, slice, true)
+        return api("PUT", UPLOADS + upload.id + "/parts/" + n, slice, true)
           .then(function () { done += slice.size; progress(done); return worker(); });
       }
       var workers = [];
       for (var w = 0; w < PARALLEL; w += 1) { workers.push(worker()); }
       return Promise.all(workers).then(function () {
-        return api("POST", "/api/v1/uploads/" + upload.id + "/complete");
+        return api("POST", UPLOADS + upload.id + "/complete");
       });
     }).then(function (upload) {
       label.textContent = path + " — " + upload.tokens + " tokens";
@@ -165,7 +166,7 @@
 
   button.addEventListener("click", function () {
     button.disabled = true;
-    api("POST", root.dataset.versionApi, {upload_ids: completed,
+    api("POST", root.dataset.makeVersion, {upload_ids: completed,
                                          notes: document.getElementById("version-notes").value})
       .then(function (version) { window.location.assign("/versions/" + version.id); })
       .catch(function (error) {
