@@ -78,7 +78,7 @@
       : Promise.resolve(null);
     return begin.then(function (found) {
       if (found) { return found; }
-      label.textContent = path + " — SHA-256…";
+      label.textContent = path + " — " + root.dataset.hashing;
       return sha256(file, function () {}).then(function (digest) {
         return api("POST", root.dataset.start, {path: path, media_type: mediaType(file),
                                              size: file.size, sha256: digest});
@@ -112,7 +112,8 @@
         return api("POST", UPLOADS + upload.id + "/complete");
       });
     }).then(function (upload) {
-      label.textContent = path + " — " + upload.tokens + " tokens";
+      label.textContent = path + " — " +
+        root.dataset.tokens.replace("{tokens}", upload.tokens.toLocaleString());
       row.dataset.state = "completed";
       return upload;
     });
