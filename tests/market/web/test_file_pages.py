@@ -19,7 +19,7 @@ from market.catalog import services as catalog
 from market.catalog.models import Dataset, DatasetVersion, Upload
 from market.core.objects import MIN_PART_SIZE
 from tests.billing.shop import principal_of
-from tests.factories import make_org, make_user
+from tests.factories import make_key, make_org, make_user
 from tests.market.web.test_file_api import (  # noqa: F401  (fixtures)
     TOOL, _client, backend, dataset, make_version, stranger_client, supplier, supplier_client,
     uploaded,
@@ -40,6 +40,8 @@ def version(supplier_client, dataset, backend, tmp_path):
 
 @pytest.mark.parametrize("backend", ["local"], indirect=True)
 def test_the_supplier_sees_its_draft_manifest_with_totals_and_proofs(supplier_client, version):
+    manage = supplier_client.get(f"/supplier/datasets/{version['dataset_id']}")
+    assert f'href="/versions/{version["id"]}"' in manage.get_data(as_text=True)
     page = supplier_client.get(f"/versions/{version['id']}")
     assert page.status_code == 200
     html = page.get_data(as_text=True)
@@ -185,7 +187,7 @@ def upload_count(session) -> int:
 
 @pytest.mark.parametrize("backend", ["local"], indirect=True)
 def test_the_pages_routes_refuse_as_the_api_does_and_write_nothing(
-        session, app, supplier_client, stranger_client, client, dataset, backend):
+        session, app, supplier_client, stranger_client, client, dataset, backend, monkeypatch):
     url = f"/supplier/datasets/{dataset['id']}/uploads"
     body = {"path": "a.txt", "media_type": "text/plain", "size": 1, "sha256": "0" * 64}
     before = upload_count(session)
@@ -201,6 +203,11 @@ def test_the_pages_routes_refuse_as_the_api_does_and_write_nothing(
 
     anonymous = client.post(url, json=body)
     assert anonymous.status_code == 401 and anonymous.mimetype == "application/problem+json"
+    # an API key is for the API: the page's routes know only a signed-in person
+    _key, secret = make_key(session, session.get(Dataset, dataset["id"]).organization)
+    session.commit()
+    keyed = client.post(url, json=body, headers={"Authorization": f"Bearer {secret}"})
+    assert keyed.status_code == 401
 
     for size in (0, -5, "big"):
         bad = supplier_client.post(url, json=body | {"size": size}, headers=supplier_client.csrf)
@@ -220,7 +227,12 @@ def test_the_pages_routes_refuse_as_the_api_does_and_write_nothing(
                                  headers=stranger_client.csrf)
     assert theirs.status_code == 404
     assert stranger_client.get(f"/supplier/uploads/{started['id']}/parts").status_code == 404
-    app.config["UPLOAD_PART_MAX_BYTES"] = 4
+    # a part is bounded by UPLOAD_PART_MAX_BYTES, not by the ordinary request limit
+    monkeypatch.setitem(app.config, "MAX_CONTENT_LENGTH", 0)
+    assert supplier_client.put(part, data=b"x", content_type="application/octet-stream",
+                               headers=supplier_client.csrf).status_code == 200
+    monkeypatch.setitem(app.config, "MAX_CONTENT_LENGTH", 16 * 1024)
+    monkeypatch.setitem(app.config, "UPLOAD_PART_MAX_BYTES", 4)
     too_big = supplier_client.put(part, data=b"x" * 5, content_type="application/octet-stream",
                                   headers=supplier_client.csrf)
     assert too_big.status_code == 413 and too_big.mimetype == "application/problem+json"
