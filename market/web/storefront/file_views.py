@@ -1,9 +1,9 @@
 """Storefront pages of versions made of files: the supplier's upload page, and a version's
 manifest for its supplier and the buyers entitled to the dataset.
 
-The upload page's script talks to the API itself (``market.web.api.files``): a signed-in
-session may call it, sending the page's CSRF token in ``X-CSRFToken``, and gets the API's
-problem+json refusals; the page only hands the script its dataset and the part size."""
+The upload page's script calls the storefront's JSON routes (``file_routes``), sending the
+page's CSRF token in ``X-CSRFToken``, and gets the API's problem+json refusals; the page only
+hands the script its dataset, the routes and the part size."""
 
 from __future__ import annotations
 
