@@ -25,7 +25,7 @@ from market.web.api import api
 from market.web.cli.market import register_commands
 from market.web.hooks import hooks
 from market.web.ratelimit import limiter_from_settings
-from market.web.storefront import storefront
+from market.web.storefront import storefront, storefront_json
 from pricing.periods import BusinessCalendar
 
 LOCALES = ("zh_CN", "en")
@@ -72,9 +72,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     csrf.exempt(api)  # the API checks its own: keys need none, sessions send X-CSRFToken
     csrf.exempt(hooks)  # a gateway's callback proves itself by its signature
+    # The pages' JSON routes check X-CSRFToken themselves, answering problem+json naming it.
+    csrf.exempt(storefront_json)
     app.register_blueprint(api)
     app.register_blueprint(hooks)
     app.register_blueprint(storefront)
+    app.register_blueprint(storefront_json)
 
     register_commands(app)
     return app

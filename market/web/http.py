@@ -44,7 +44,7 @@ CONTENT_SECURITY_POLICY = "; ".join([
     "default-src 'self'",
     "img-src 'self' data:",
     "style-src 'self'",
-    "script-src 'self'",
+    "script-src 'self' 'wasm-unsafe-eval'",  # the upload page's SHA-256 runs as WebAssembly
     "object-src 'none'",
     "base-uri 'self'",
     "form-action 'self'",
@@ -224,9 +224,15 @@ STATUS_CODES = {
     500: "internal_error", 502: "processor_unavailable", 503: "service_unavailable",
 }
 
+# The blueprint of the storefront's JSON routes (``market.web.storefront.file_routes``), whose
+# callers are the pages' scripts: they read refusals as the API's clients do.
+STOREFRONT_JSON = "storefront_json"
+
+
 def wants_problem_json() -> bool:
     # Webhooks are machines too; and an error page would read a body they have consumed.
-    return request.path.startswith(("/api/", "/webhooks/"))
+    return request.path.startswith(("/api/", "/webhooks/")) \
+        or request.blueprint == STOREFRONT_JSON
 
 
 def problem(status: int, title: str, detail: str | None = None,

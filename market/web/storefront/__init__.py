@@ -7,6 +7,8 @@ from market.web.storefront import usage_views  # noqa: F401  (registers the rout
 from market.web.storefront import budget_views  # noqa: F401  (registers the routes)
 from market.web.storefront import statement_views  # noqa: F401  (registers the routes)
 from market.web.storefront import credit_line_views  # noqa: F401  (registers the routes)
+from market.web.storefront import file_views  # noqa: F401  (registers the routes)
 from market.web.storefront.blueprint import storefront
+from market.web.storefront.file_routes import storefront_json
 
-__all__ = ["storefront"]
+__all__ = ["storefront", "storefront_json"]
