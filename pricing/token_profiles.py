@@ -276,7 +276,7 @@ class CanonicalCsvRows:
     is not a row. Each row, the header included, is written as its canonical line: every field
     stripped of the whitespace around it, a field holding a comma, a double quote, a carriage
     return or a line feed put in double quotes with its quotes doubled (what ``csv.writer``
-    does with ``QUOTE_MINIMAL``), the fields joined by ``,`` and the line ended by one ``\n``
+    does with ``QUOTE_MINIMAL`` and RFC 4180's ``\r\n`` line end), the fields joined by ``,`` and the line ended by one ``\n``
     (a row of one empty field is the line ``""``, as ``csv.writer`` writes it).
     The tokens are the sum, over the rows, of each canonical line's tokens by tiktoken's
     ``encoding`` (``encode_ordinary``). Counting line by line keeps a file of any length in
