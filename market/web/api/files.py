@@ -82,10 +82,16 @@ def complete_upload(principal: Principal, upload_id: int):
     """Assemble the parts; a content whose SHA-256 is not the declared one is refused (422;
     the upload is then ``failed``, with the reason: start a new one). The file is then measured and counted."""
     session = db_session()
-    upload = files.get_upload(session, principal, upload_id)
-    completed = files.complete_upload(session, principal, _store(), upload)
+    return complete_or_refuse(session, principal, _store(),
+                              files.get_upload(session, principal, upload_id))
+
+
+def complete_or_refuse(session, principal: Principal, store: ObjectStore, upload):
+    """Complete an upload for a request; one whose content the store refused is kept
+    ``failed`` (committed) and answered as the refusal (422 naming ``sha256``)."""
+    completed = files.complete_upload(session, principal, store, upload)
     if completed.status == UploadStatus.FAILED.value:
-        end_request_transaction()  # the failure is kept; the answer is the refusal
+        end_request_transaction()
         raise ContentMismatch(completed.failure, field="sha256")
     return completed
 

@@ -26,6 +26,7 @@ from market.catalog import files, services
 from market.core.errors import Forbidden, Unauthorized
 from market.core.objects import ObjectStore
 from market.web import boundary
+from market.web.api.files import complete_or_refuse
 from market.web.api.files_schemas import (
     FileVersionCreateSchema, FileVersionSchema, PartSchema, ProofQuerySchema, ProofSchema,
     UploadPartsSchema, UploadSchema, UploadStartSchema,
@@ -124,8 +125,8 @@ def upload_part(principal: Principal, upload_id: int, number: int):
 @route("/supplier/uploads/<int:upload_id>/complete", "POST", response=UploadSchema)
 def complete_upload(principal: Principal, upload_id: int):
     session = db_session()
-    upload = files.get_upload(session, principal, upload_id)
-    return files.complete_upload(session, principal, _store(), upload)
+    return complete_or_refuse(session, principal, _store(),
+                              files.get_upload(session, principal, upload_id))
 
 
 @route("/supplier/datasets/<int:dataset_id>/file-versions", "POST",

@@ -180,6 +180,23 @@ def test_the_pages_routes_upload_resume_and_make_a_version(supplier_client, data
     assert "raw/blob.bin" in page
 
 
+@pytest.mark.parametrize("backend", ["local", "s3"], indirect=True)
+def test_the_pages_routes_refuse_a_wrong_sha256_and_keep_the_upload_failed(supplier_client,
+                                                                          dataset, backend):
+    started = supplier_client.post(f"/supplier/datasets/{dataset['id']}/uploads",
+                                   headers=supplier_client.csrf, json={
+                                       "path": "w.bin", "size": 8, "sha256": sha256(b"declared"),
+                                       "media_type": "application/octet-stream"}).get_json()
+    assert supplier_client.put(f"/supplier/uploads/{started['id']}/parts/1", data=b"sent bad",
+                               headers=supplier_client.csrf,
+                               content_type="application/octet-stream").status_code == 200
+    refused = supplier_client.post(f"/supplier/uploads/{started['id']}/complete",
+                                   headers=supplier_client.csrf)
+    assert refused.status_code == 422 and "sha256" in refused.get_json()["errors"]
+    kept = supplier_client.get(f"/supplier/uploads/{started['id']}/parts").get_json()
+    assert kept["upload"]["status"] == "failed"
+
+
 def upload_count(session) -> int:
     session.expire_all()
     return session.scalar(select(func.count()).select_from(Upload))
